@@ -219,6 +219,11 @@ impl UserPresence {
         if policy.ignore_sources.contains(&sig.source) {
             return Applied::Ignored;
         }
+        // State restored after a restart stands in only until the first live signal: from then
+        // on the providers' resync rebuilds the picture.
+        if self.slots.iter().any(|s| s.restored) {
+            self.slots.retain(|s| !s.restored);
+        }
         let pos = self.slots.iter().position(|s| s.source == sig.source && *s.instance == *sig.instance);
         if let (Some(i), Some(v)) = (pos, &sig.version) {
             if let Some(old) = &self.slots[i].version {

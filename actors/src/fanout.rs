@@ -1,0 +1,559 @@
+//! Fan-out of merged-presence changes to subscribers, with a global sequence and replay ring.
+//!
+//! Every change gets the next number of one hub-wide sequence, is appended to a bounded ring
+//! (for resume after reconnect), becomes the person's *latest* (for snapshots and the
+//! persisted snapshot), and is queued — as a shared `Arc`, encoded once — to the
+//! [`Outbox`] of each subscriber whose filter matches. Sequence assignment and queueing happen
+//! under one lock, so every subscriber sees strictly increasing numbers.
+//!
+//! Outboxes are bounded. A subscriber that falls behind by more than its capacity switches to
+//! *coalescing*: its queue becomes the set of people who changed, and when it catches up it gets
+//! each one's latest state once. A slow client therefore never slows the others (publishers never
+//! wait on it) and its memory is bounded by the number of people it watches.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::directory::{DeptIdx, UserIdx};
+use crate::metrics::Metrics;
+use crate::model::MergedView;
+
+/// Most people one subscription may name.
+pub const MAX_FILTER_USERS: usize = 10_000;
+/// Most departments one subscription may name.
+pub const MAX_FILTER_DEPARTMENTS: usize = 256;
+
+/// One change of one person's merged presence.
+#[derive(Debug)]
+pub struct Change {
+    /// Hub-wide sequence number.
+    pub seq: u64,
+    /// The person.
+    pub user: UserIdx,
+    /// The person's department (for department filters).
+    pub dept: Option<DeptIdx>,
+    /// The merged view.
+    pub view: MergedView,
+    /// The view as JSON (`wire::presence_json`), encoded once.
+    pub json: Box<str>,
+    /// When the signal that caused it entered the hub (latency measurement).
+    pub ingest: Option<Instant>,
+}
+
+/// What a subscriber wants to see.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Everyone.
+    pub all: bool,
+    /// These people.
+    pub users: Vec<UserIdx>,
+    /// Everyone in these departments.
+    pub departments: Vec<DeptIdx>,
+}
+
+impl Filter {
+    /// True if the change concerns this filter.
+    pub fn matches(&self, user: UserIdx, dept: Option<DeptIdx>) -> bool {
+        self.all || self.users.contains(&user) || dept.is_some_and(|d| self.departments.contains(&d))
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilterError {
+    /// Too many people named.
+    #[error("a subscription may name at most {MAX_FILTER_USERS} people")]
+    TooManyUsers,
+    /// Too many departments named.
+    #[error("a subscription may name at most {MAX_FILTER_DEPARTMENTS} departments")]
+    TooManyDepartments,
+}
+
+/// What a subscriber takes out of its outbox.
+#[derive(Debug)]
+pub enum Batch {
+    /// Changes in sequence order.
+    Changes(Vec<Arc<Change>>),
+    /// The subscriber lagged: the latest change of each affected person, in sequence order,
+    /// plus how many changes were folded away.
+    Coalesced(Vec<Arc<Change>>, u64),
+}
+
+#[derive(Default)]
+struct OutboxState {
+    queue: VecDeque<Arc<Change>>,
+    lagged: Option<HashSet<UserIdx>>,
+    folded: u64,
+}
+
+/// A subscriber's bounded queue. Publishers push; the subscriber drains when woken.
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    capacity: usize,
+    wake_pending: AtomicBool,
+    waker: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Outbox {
+    /// A new outbox holding at most `capacity` changes before it coalesces; `waker` is called
+    /// (at most once until the next drain) when there is something to take.
+    pub fn new(capacity: usize, waker: Box<dyn Fn() + Send + Sync>) -> Arc<Outbox> {
+        Arc::new(Outbox { state: Mutex::new(OutboxState::default()), capacity: capacity.max(1), wake_pending: AtomicBool::new(false), waker })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, c: &Arc<Change>, m: &Metrics) {
+        {
+            let mut s = self.lock();
+            if let Some(set) = &mut s.lagged {
+                set.insert(c.user);
+                s.folded += 1;
+                Metrics::inc(&m.deliveries_coalesced);
+            } else if s.queue.len() >= self.capacity {
+                let mut set: HashSet<UserIdx> = s.queue.drain(..).map(|c| c.user).collect();
+                set.insert(c.user);
+                s.folded += self.capacity as u64 + 1;
+                s.lagged = Some(set);
+                m.subscribers_lagging.fetch_add(1, Ordering::Relaxed);
+                Metrics::inc(&m.deliveries_coalesced);
+            } else {
+                s.queue.push_back(c.clone());
+                Metrics::inc(&m.deliveries);
+            }
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            (self.waker)();
+        }
+    }
+
+    /// Number of changes queued (not counting a coalesced set).
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// True if nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        let s = self.lock();
+        s.queue.is_empty() && s.lagged.is_none()
+    }
+}
+
+struct Sub {
+    outbox: Arc<Outbox>,
+    filter: Filter,
+}
+
+struct Inner {
+    seq: u64,
+    ring: VecDeque<Arc<Change>>,
+    latest: Vec<Option<Arc<Change>>>,
+    subs: HashMap<u64, Sub>,
+    next_sub: u64,
+    all: Vec<u64>,
+    by_user: HashMap<UserIdx, Vec<u64>>,
+    by_dept: HashMap<DeptIdx, Vec<u64>>,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug)]
+pub enum Start {
+    /// Full state of every matching person (people never seen have no entry), as of `seq`.
+    Snapshot {
+        /// The sequence number the snapshot is consistent with.
+        seq: u64,
+        /// Latest change of each matching person that has one.
+        changes: Vec<Arc<Change>>,
+        /// Matching people with no change yet (state Unknown).
+        unseen: Vec<UserIdx>,
+    },
+    /// Resumed: the changes after the client's sequence number, in order.
+    Resume {
+        /// Current sequence number.
+        seq: u64,
+        /// Missed changes that match.
+        changes: Vec<Arc<Change>>,
+    },
+}
+
+/// The hub-wide fan-out.
+pub struct FanOut {
+    inner: Mutex<Inner>,
+    ring_capacity: usize,
+    metrics: Arc<Metrics>,
+    persisted_seq: AtomicU64,
+}
+
+impl FanOut {
+    /// A fan-out for `users` people keeping `ring_capacity` changes for resume.
+    pub fn new(users: usize, ring_capacity: usize, metrics: Arc<Metrics>) -> FanOut {
+        FanOut {
+            inner: Mutex::new(Inner {
+                seq: 0,
+                ring: VecDeque::with_capacity(ring_capacity.min(1 << 16)),
+                latest: vec![None; users],
+                subs: HashMap::new(),
+                next_sub: 1,
+                all: Vec::new(),
+                by_user: HashMap::new(),
+                by_dept: HashMap::new(),
+            }),
+            ring_capacity: ring_capacity.max(1),
+            metrics,
+            persisted_seq: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current sequence number.
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// Publishes a change: numbers it, remembers it and queues it to every matching subscriber.
+    pub fn publish(&self, user: UserIdx, dept: Option<DeptIdx>, view: MergedView, json: String, ingest: Option<Instant>) -> u64 {
+        let mut g = self.lock();
+        g.seq += 1;
+        let c = Arc::new(Change { seq: g.seq, user, dept, view, json: json.into_boxed_str(), ingest });
+        if g.ring.len() >= self.ring_capacity {
+            g.ring.pop_front();
+        }
+        g.ring.push_back(c.clone());
+        if let Some(slot) = g.latest.get_mut(user as usize) {
+            *slot = Some(c.clone());
+        }
+        Metrics::inc(&self.metrics.changes_published);
+        let g = &*g;
+        let deliver = |id: &u64| {
+            if let Some(s) = g.subs.get(id) {
+                s.outbox.push(&c, &self.metrics);
+            }
+        };
+        g.all.iter().for_each(deliver);
+        if let Some(ids) = g.by_user.get(&user) {
+            for id in ids {
+                // Someone watching both the person and their department gets it once.
+                let also_dept = dept.is_some_and(|d| g.by_dept.get(&d).is_some_and(|v| v.contains(id)));
+                if !g.subs.get(id).is_some_and(|s| s.filter.all) && !also_dept {
+                    deliver(id);
+                }
+            }
+        }
+        if let Some(ids) = dept.and_then(|d| g.by_dept.get(&d)) {
+            for id in ids {
+                if !g.subs.get(id).is_some_and(|s| s.filter.all) {
+                    deliver(id);
+                }
+            }
+        }
+        c.seq
+    }
+
+    /// Sets a restored (pre-restart) view as a person's latest without numbering it as a
+    /// change, so snapshots show it at once.
+    pub fn restore(&self, user: UserIdx, dept: Option<DeptIdx>, view: MergedView, json: String) {
+        let mut g = self.lock();
+        if let Some(slot) = g.latest.get_mut(user as usize) {
+            *slot = Some(Arc::new(Change { seq: 0, user, dept, view, json: json.into_boxed_str(), ingest: None }));
+        }
+    }
+
+    /// The latest change of a person, if any.
+    pub fn latest(&self, user: UserIdx) -> Option<Arc<Change>> {
+        self.lock().latest.get(user as usize).cloned().flatten()
+    }
+
+    /// Latest changes of many people at once (one lock).
+    pub fn latest_many(&self, users: &[UserIdx]) -> Vec<Option<Arc<Change>>> {
+        let g = self.lock();
+        users.iter().map(|u| g.latest.get(*u as usize).cloned().flatten()).collect()
+    }
+
+    /// Registers a subscriber; returns its id.
+    pub fn subscribe(&self, outbox: Arc<Outbox>) -> u64 {
+        let mut g = self.lock();
+        let id = g.next_sub;
+        g.next_sub += 1;
+        g.subs.insert(id, Sub { outbox, filter: Filter::default() });
+        self.metrics.subscribers.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    /// Removes a subscriber.
+    pub fn unsubscribe(&self, id: u64) {
+        let mut g = self.lock();
+        Self::unindex(&mut g, id);
+        if let Some(s) = g.subs.remove(&id) {
+            self.metrics.subscribers.fetch_sub(1, Ordering::Relaxed);
+            if s.outbox.lock().lagged.is_some() {
+                self.metrics.subscribers_lagging.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn unindex(g: &mut Inner, id: u64) {
+        let Some(f) = g.subs.get(&id).map(|s| s.filter.clone()) else { return };
+        if f.all {
+            g.all.retain(|x| *x != id);
+        }
+        for u in &f.users {
+            if let Some(v) = g.by_user.get_mut(u) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    g.by_user.remove(u);
+                }
+            }
+        }
+        for d in &f.departments {
+            if let Some(v) = g.by_dept.get_mut(d) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    g.by_dept.remove(d);
+                }
+            }
+        }
+    }
+
+    /// Sets a subscriber's filter and returns where it starts: a resume from `since` if the
+    /// ring still holds everything after it, else a snapshot. Consistent with the queue: every
+    /// change after the returned `seq` will be queued, none before.
+    pub fn set_filter(&self, id: u64, mut filter: Filter, since: Option<u64>) -> Result<Start, FilterError> {
+        if filter.users.len() > MAX_FILTER_USERS {
+            return Err(FilterError::TooManyUsers);
+        }
+        if filter.departments.len() > MAX_FILTER_DEPARTMENTS {
+            return Err(FilterError::TooManyDepartments);
+        }
+        filter.users.sort_unstable();
+        filter.users.dedup();
+        filter.departments.sort_unstable();
+        filter.departments.dedup();
+        let mut g = self.lock();
+        Self::unindex(&mut g, id);
+        let Some(sub) = g.subs.get_mut(&id) else { return Ok(Start::Resume { seq: 0, changes: vec![] }) };
+        sub.filter = filter.clone();
+        // Whatever was queued under the old filter is superseded by the start below.
+        {
+            let mut s = sub.outbox.lock();
+            s.queue.clear();
+            if s.lagged.take().is_some() {
+                self.metrics.subscribers_lagging.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if filter.all {
+            g.all.push(id);
+        }
+        for u in &filter.users {
+            g.by_user.entry(*u).or_default().push(id);
+        }
+        for d in &filter.departments {
+            g.by_dept.entry(*d).or_default().push(id);
+        }
+        let seq = g.seq;
+        let oldest = g.ring.front().map_or(seq + 1, |c| c.seq);
+        if let Some(n) = since.filter(|n| *n <= seq && *n + 1 >= oldest) {
+            let changes = g.ring.iter().filter(|c| c.seq > n && filter.matches(c.user, c.dept)).cloned().collect();
+            return Ok(Start::Resume { seq, changes });
+        }
+        let mut changes = Vec::new();
+        let mut unseen = Vec::new();
+        let mut visit = |u: UserIdx, g: &Inner| match g.latest.get(u as usize) {
+            Some(Some(c)) => changes.push(c.clone()),
+            Some(None) => unseen.push(u),
+            None => {}
+        };
+        if filter.all {
+            for u in 0..g.latest.len() as UserIdx {
+                visit(u, &g);
+            }
+        } else {
+            let mut seen = HashSet::new();
+            for u in &filter.users {
+                if seen.insert(*u) {
+                    visit(*u, &g);
+                }
+            }
+            if !filter.departments.is_empty() {
+                for (u, c) in g.latest.iter().enumerate() {
+                    let u = u as UserIdx;
+                    if let Some(c) = c {
+                        if c.dept.is_some_and(|d| filter.departments.contains(&d)) && seen.insert(u) {
+                            changes.push(c.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Start::Snapshot { seq, changes, unseen })
+    }
+
+    /// Takes what is queued for a subscriber. Lagged outboxes are resolved to each person's
+    /// latest change under the fan-out lock, so the numbering stays consistent.
+    pub fn drain(&self, outbox: &Outbox) -> Batch {
+        outbox.wake_pending.store(false, Ordering::Release);
+        {
+            let mut s = outbox.lock();
+            if s.lagged.is_none() {
+                return Batch::Changes(s.queue.drain(..).collect());
+            }
+        }
+        let g = self.lock();
+        let mut s = outbox.lock();
+        let Some(set) = s.lagged.take() else { return Batch::Changes(s.queue.drain(..).collect()) };
+        self.metrics.subscribers_lagging.fetch_sub(1, Ordering::Relaxed);
+        let folded = std::mem::take(&mut s.folded);
+        let mut out: Vec<Arc<Change>> = set.into_iter().filter_map(|u| g.latest.get(u as usize).cloned().flatten()).collect();
+        out.sort_unstable_by_key(|c| c.seq);
+        Batch::Coalesced(out, folded)
+    }
+
+    /// Changes not yet persisted (the latest per person), and the sequence they go up to.
+    /// Reads the ring when it still covers them, else scans every person's latest.
+    pub fn unpersisted(&self) -> (Vec<Arc<Change>>, u64) {
+        let from = self.persisted_seq.load(Ordering::Acquire);
+        let g = self.lock();
+        let oldest = g.ring.front().map_or(g.seq + 1, |c| c.seq);
+        let mut by_user: HashMap<UserIdx, Arc<Change>> = HashMap::new();
+        if from + 1 >= oldest {
+            for c in g.ring.iter().filter(|c| c.seq > from) {
+                by_user.insert(c.user, c.clone());
+            }
+        } else {
+            for c in g.latest.iter().flatten().filter(|c| c.seq > from) {
+                by_user.insert(c.user, c.clone());
+            }
+        }
+        (by_user.into_values().collect(), g.seq)
+    }
+
+    /// Records that everything up to `seq` is persisted.
+    pub fn mark_persisted(&self, seq: u64) {
+        self.persisted_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Number of registered subscribers.
+    pub fn subscriber_count(&self) -> usize {
+        self.lock().subs.len()
+    }
+
+    /// Rough heap bytes held (ring, latest table, indexes), for `/api/stats`.
+    pub fn memory_bytes(&self) -> usize {
+        let g = self.lock();
+        let change = std::mem::size_of::<Change>() + 200;
+        let latest = g.latest.len() * 8 + g.latest.iter().flatten().count() * change;
+        latest + g.ring.len() * 8 + g.by_user.len() * 48
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn outbox(cap: usize) -> (Arc<Outbox>, Arc<AtomicUsize>) {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        (Outbox::new(cap, Box::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        })), wakes)
+    }
+
+    fn publish(f: &FanOut, user: UserIdx, dept: Option<DeptIdx>) -> u64 {
+        f.publish(user, dept, MergedView::default(), format!("{{\"id\":\"u{user}\"}}"), None)
+    }
+
+    #[test]
+    fn filtered_delivery_and_increasing_sequence() {
+        let f = FanOut::new(10, 100, Arc::new(Metrics::default()));
+        let (ob, wakes) = outbox(100);
+        let id = f.subscribe(ob.clone());
+        f.set_filter(id, Filter { users: vec![1, 2], departments: vec![7], ..Filter::default() }, None).unwrap();
+        publish(&f, 1, None);
+        publish(&f, 3, None);
+        publish(&f, 2, Some(7)); // matches by user and by department: delivered once
+        publish(&f, 4, Some(7));
+        let Batch::Changes(cs) = f.drain(&ob) else { panic!("lagged") };
+        let got: Vec<_> = cs.iter().map(|c| (c.user, c.seq)).collect();
+        assert_eq!(got, vec![(1, 1), (2, 3), (4, 4)]);
+        assert_eq!(wakes.load(Ordering::Relaxed), 1, "one wake per drain");
+    }
+
+    #[test]
+    fn slow_subscriber_coalesces_to_latest_per_user() {
+        let m = Arc::new(Metrics::default());
+        let f = FanOut::new(10, 1000, m.clone());
+        let (ob, _) = outbox(4);
+        let id = f.subscribe(ob.clone());
+        f.set_filter(id, Filter { all: true, ..Filter::default() }, None).unwrap();
+        for i in 0..100u32 {
+            publish(&f, i % 3, None);
+        }
+        assert_eq!(ob.len(), 0, "queue folded into a set");
+        let Batch::Coalesced(cs, folded) = f.drain(&ob) else { panic!("not coalesced") };
+        let got: Vec<_> = cs.iter().map(|c| (c.user, c.seq)).collect();
+        assert_eq!(got, vec![(1, 98), (2, 99), (0, 100)]);
+        assert!(folded >= 96);
+        assert_eq!(Metrics::gauge(&m.subscribers_lagging), 0);
+        // Back to normal queueing afterwards.
+        publish(&f, 5, None);
+        assert!(matches!(f.drain(&ob), Batch::Changes(v) if v.len() == 1 && v[0].seq == 101));
+    }
+
+    #[test]
+    fn resume_from_ring_or_fall_back_to_snapshot() {
+        let f = FanOut::new(10, 5, Arc::new(Metrics::default()));
+        for i in 0..8u32 {
+            publish(&f, i, None);
+        }
+        let (ob, _) = outbox(10);
+        let id = f.subscribe(ob);
+        match f.set_filter(id, Filter { all: true, ..Filter::default() }, Some(6)).unwrap() {
+            Start::Resume { seq, changes } => {
+                assert_eq!(seq, 8);
+                assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![7, 8]);
+            }
+            s => panic!("{s:?}"),
+        }
+        // Seq 1 fell out of the 5-entry ring: snapshot instead.
+        match f.set_filter(id, Filter { all: true, ..Filter::default() }, Some(1)).unwrap() {
+            Start::Snapshot { seq, changes, unseen } => {
+                assert_eq!(seq, 8);
+                assert_eq!(changes.len(), 8);
+                assert_eq!(unseen, vec![8, 9]);
+            }
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn filter_limits_are_enforced() {
+        let f = FanOut::new(10, 5, Arc::new(Metrics::default()));
+        let (ob, _) = outbox(10);
+        let id = f.subscribe(ob);
+        let users = (0..(MAX_FILTER_USERS as u32 + 1)).collect();
+        assert_eq!(f.set_filter(id, Filter { users, ..Filter::default() }, None).unwrap_err(), FilterError::TooManyUsers);
+    }
+
+    #[test]
+    fn unpersisted_returns_latest_per_user_once() {
+        let f = FanOut::new(10, 3, Arc::new(Metrics::default()));
+        for i in 0..6u32 {
+            publish(&f, i % 2, None);
+        }
+        let (cs, seq) = f.unpersisted();
+        assert_eq!(seq, 6);
+        let mut got: Vec<_> = cs.iter().map(|c| (c.user, c.seq)).collect();
+        got.sort();
+        assert_eq!(got, vec![(0, 5), (1, 6)]);
+        f.mark_persisted(seq);
+        assert!(f.unpersisted().0.is_empty());
+    }
+}

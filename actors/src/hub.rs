@@ -1,0 +1,343 @@
+//! The hub handle: starts the shard arbiters and routes signals, absences and queries.
+//!
+//! [`Hub`] is cheap to clone and is what the HTTP layer and the providers hold. Signals go
+//! through a [`SignalSink`], which resolves the person, stamps the ingest time and `try_send`s
+//! to the person's shard; when a shard mailbox is full the newest signal per
+//! (user, source, instance) waits in a bounded overflow map and is retried by a flusher task.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::directory::{Directory, UserIdx};
+use crate::fanout::FanOut;
+use crate::feeds::{FeedEntry, Feeds};
+use crate::metrics::Metrics;
+use crate::model::{Absence, FeedId, MergedView, Policy, Signal, Source};
+use crate::shard::{
+    AbsenceChange, AbsenceOp, AbsenceRejected, FeedChanged, GetDetail, GetStats, Restore, Shard, ShardConfig,
+    ShardStats, SignalBatch, UserDetail, UserSignal,
+};
+
+/// Most signals waiting in the overflow map before new ones are dropped (and counted).
+pub const MAX_OVERFLOW: usize = 1_000_000;
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Number of shard arbiters (threads).
+    pub shards: usize,
+    /// Shard and user actor settings.
+    pub shard: ShardConfig,
+    /// Changes kept for stream resume.
+    pub replay_buffer: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            shards: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 64),
+            shard: ShardConfig::default(),
+            replay_buffer: 65_536,
+        }
+    }
+}
+
+/// Why a signal was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// Nobody in the directory matches the identity.
+    #[error("no person matches {0:?}")]
+    Unresolved(String),
+    /// The overflow buffer is full; the signal was dropped.
+    #[error("the hub is overloaded; signal dropped")]
+    Overloaded,
+}
+
+type OverflowKey = (UserIdx, Source, Box<str>);
+
+struct Inner {
+    directory: Arc<Directory>,
+    policy: Arc<Policy>,
+    fanout: Arc<FanOut>,
+    metrics: Arc<Metrics>,
+    feeds: Arc<Feeds>,
+    shards: Vec<Addr<Shard>>,
+    arbiters: Vec<ArbiterHandle>,
+    overflow: Mutex<HashMap<OverflowKey, UserSignal>>,
+    overflow_notify: tokio::sync::Notify,
+    started_at: Instant,
+}
+
+/// The running hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl Hub {
+    /// Starts the shard arbiters. Must be called inside a running actix `System`.
+    pub fn start(config: &HubConfig, directory: Directory, policy: Policy) -> Hub {
+        let directory = Arc::new(directory);
+        let policy = Arc::new(policy);
+        let metrics = Arc::new(Metrics::default());
+        let feeds = Arc::new(Feeds::default());
+        let fanout = Arc::new(FanOut::new(directory.len(), config.replay_buffer, metrics.clone()));
+        let mut shards = Vec::new();
+        let mut arbiters = Vec::new();
+        for _ in 0..config.shards.max(1) {
+            let arb = Arbiter::new();
+            let (d, p, f, m, fe, c) = (directory.clone(), policy.clone(), fanout.clone(), metrics.clone(), feeds.clone(), config.shard);
+            let addr = Shard::start_in_arbiter(&arb.handle(), move |_| Shard::new(d, p, f, m, fe, c));
+            shards.push(addr);
+            arbiters.push(arb.handle());
+        }
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                directory,
+                policy,
+                fanout,
+                metrics,
+                feeds,
+                shards,
+                arbiters,
+                overflow: Mutex::new(HashMap::new()),
+                overflow_notify: tokio::sync::Notify::new(),
+                started_at: Instant::now(),
+            }),
+        };
+        let h = hub.clone();
+        actix::spawn(async move { h.flush_overflow().await });
+        hub
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.inner.directory
+    }
+
+    /// The merge policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.inner.policy
+    }
+
+    /// The fan-out.
+    pub fn fanout(&self) -> &Arc<FanOut> {
+        &self.inner.fanout
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Feed health.
+    pub fn feeds(&self) -> &Arc<Feeds> {
+        &self.inner.feeds
+    }
+
+    /// Time since start.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started_at.elapsed()
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The shard of a person: a multiplicative hash of the person's index, so neighbouring
+    /// people (one department imported together) spread over the shards.
+    pub fn shard_of(&self, user: UserIdx) -> usize {
+        let h = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        (h % self.inner.shards.len() as u64) as usize
+    }
+
+    /// A sink that stamps signals with `feed`.
+    pub fn sink(&self, feed: Arc<FeedEntry>) -> SignalSink {
+        SignalSink { hub: self.clone(), feed }
+    }
+
+    /// Tells every shard that a feed went up or down.
+    pub fn feed_changed(&self, feed: FeedId) {
+        for s in &self.inner.shards {
+            // Full: the affected users re-merge with the new state on their next message.
+            let _ = s.try_send(FeedChanged(feed));
+        }
+    }
+
+    fn submit(&self, user: UserIdx, signal: Signal, ingest: Instant) -> Result<(), SinkError> {
+        Metrics::inc(&self.inner.metrics.signals_received);
+        let shard = &self.inner.shards[self.shard_of(user)];
+        match shard.try_send(UserSignal { user, signal, ingest }) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(m) | SendError::Closed(m)) => self.overflow(m),
+        }
+    }
+
+    fn overflow(&self, m: UserSignal) -> Result<(), SinkError> {
+        let mut g = self.inner.overflow.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (m.user, m.signal.source, m.signal.instance.clone());
+        if g.len() >= MAX_OVERFLOW && !g.contains_key(&key) {
+            Metrics::inc(&self.inner.metrics.signals_dropped);
+            return Err(SinkError::Overloaded);
+        }
+        let was_empty = g.is_empty();
+        if g.insert(key, m).is_some() {
+            Metrics::inc(&self.inner.metrics.signals_coalesced);
+        }
+        drop(g);
+        if was_empty {
+            self.inner.overflow_notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Retries overflowed signals in per-shard batches until the shards take them.
+    async fn flush_overflow(self) {
+        loop {
+            self.inner.overflow_notify.notified().await;
+            loop {
+                let pending: Vec<UserSignal> = {
+                    let mut g = self.inner.overflow.lock().unwrap_or_else(|p| p.into_inner());
+                    g.drain().map(|(_, v)| v).collect()
+                };
+                if pending.is_empty() {
+                    break;
+                }
+                let mut per_shard: Vec<Vec<UserSignal>> = (0..self.inner.shards.len()).map(|_| Vec::new()).collect();
+                for m in pending {
+                    per_shard[self.shard_of(m.user)].push(m);
+                }
+                for (i, batch) in per_shard.into_iter().enumerate() {
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    // `send` waits for room: the flusher is the one place that may wait.
+                    if self.inner.shards[i].send(SignalBatch(batch)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything known about a person.
+    pub async fn detail(&self, user: UserIdx) -> UserDetail {
+        let shard = &self.inner.shards[self.shard_of(user)];
+        shard.send(GetDetail { user }).await.unwrap_or_default()
+    }
+
+    /// Adds or replaces an absence in memory (the caller has committed it to the store).
+    pub async fn upsert_absence(&self, user: UserIdx, a: Absence) -> Result<MergedView, AbsenceRejected> {
+        self.absence_op(user, AbsenceChange::Upsert(a)).await
+    }
+
+    /// Removes an absence in memory.
+    pub async fn remove_absence(&self, user: UserIdx, id: &str) -> Result<MergedView, AbsenceRejected> {
+        self.absence_op(user, AbsenceChange::Remove(id.into())).await
+    }
+
+    async fn absence_op(&self, user: UserIdx, op: AbsenceChange) -> Result<MergedView, AbsenceRejected> {
+        let shard = &self.inner.shards[self.shard_of(user)];
+        shard.send(AbsenceOp { user, op }).await.unwrap_or(Err(AbsenceRejected::Unavailable))
+    }
+
+    /// Restores views known before a restart and the stored absences.
+    pub async fn restore(&self, views: Vec<(UserIdx, MergedView)>, absences: Vec<(UserIdx, Absence)>) {
+        let n = self.inner.shards.len();
+        let mut per: Vec<Restore> = (0..n).map(|_| Restore { views: vec![], absences: vec![] }).collect();
+        for (u, v) in views {
+            let dept = self.inner.directory.department_of(u);
+            if let Some(p) = self.inner.directory.person(u) {
+                let json = crate::wire::presence_json(&p.id, &v);
+                self.inner.fanout.restore(u, dept, v.clone(), json);
+            }
+            per[self.shard_of(u)].views.push((u, v));
+        }
+        for (u, a) in absences {
+            per[self.shard_of(u)].absences.push((u, a));
+        }
+        for (i, r) in per.into_iter().enumerate() {
+            let _ = self.inner.shards[i].send(r).await;
+        }
+    }
+
+    /// Sums the shards' counts.
+    pub async fn stats(&self) -> ShardStats {
+        let mut total = ShardStats::default();
+        for s in &self.inner.shards {
+            if let Ok(st) = s.send(GetStats).await {
+                total.users += st.users;
+                total.slots += st.slots;
+                total.absences += st.absences;
+                total.pending += st.pending;
+                total.timers += st.timers;
+            }
+        }
+        total
+    }
+
+    /// Stops the shard arbiters.
+    pub fn stop(&self) {
+        for a in &self.inner.arbiters {
+            a.stop();
+        }
+    }
+
+    /// The number of user actors alive.
+    pub fn user_actors(&self) -> i64 {
+        self.inner.metrics.user_actors.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a provider sends signals. Resolves identities, stamps the feed and the ingest time.
+#[derive(Clone)]
+pub struct SignalSink {
+    hub: Hub,
+    feed: Arc<FeedEntry>,
+}
+
+impl SignalSink {
+    /// Sends a signal about the person named by `who` (id, email/UPN, SIP URI, Entra id, phone
+    /// number in any format, extension).
+    pub fn send(&self, who: &str, signal: Signal) -> Result<(), SinkError> {
+        match self.hub.inner.directory.resolve(who) {
+            Some(u) => self.send_to(u, signal),
+            None => {
+                Metrics::inc(&self.hub.inner.metrics.signals_unresolved);
+                self.feed.unresolved.fetch_add(1, Ordering::Relaxed);
+                Err(SinkError::Unresolved(crate::model::activity::truncate(who, 80).to_string()))
+            }
+        }
+    }
+
+    /// Sends a signal about a resolved person.
+    pub fn send_to(&self, user: UserIdx, mut signal: Signal) -> Result<(), SinkError> {
+        signal.feed = self.feed.id;
+        signal.clamp();
+        self.feed.record_event();
+        self.hub.submit(user, signal, Instant::now())
+    }
+
+    /// The feed this sink stamps.
+    pub fn feed(&self) -> &Arc<FeedEntry> {
+        &self.feed
+    }
+
+    /// Marks the feed up or down; on a change every user re-merges (down → stale, never Offline).
+    pub fn set_up(&self, up: bool) {
+        if self.feed.set_up(up) {
+            self.hub.feed_changed(self.feed.id);
+        }
+    }
+
+    /// The directory, for providers that map identities themselves.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.hub.inner.directory
+    }
+}
