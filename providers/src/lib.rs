@@ -1,1 +1,95 @@
+//! presence-providers: the sources of presence, one module per source behind its own Cargo
+//! feature, and the one registration table that lists them.
+//!
+//! Adding a provider: add a folder module with a pure parser (no actix types) and an actor or
+//! task that uses only the [`ProviderContext`] it is given; add a feature in `Cargo.toml`;
+//! add one variant to [`ProviderConfig`] and one arm to [`build`]. Nothing else lists providers.
+//!
+//! Layout:
+//! - [`replay`]: plays a scenario file of timed signals (JSON Lines); drives the demo and tests.
+#![warn(missing_docs)]
 
+use serde::Deserialize;
+
+pub use presence_actors::provider::ProviderContext;
+
+#[cfg(feature = "replay")]
+pub mod replay;
+
+/// One `[[providers]]` entry of the config file, selected by its `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProviderConfig {
+    /// Replays a scenario file.
+    #[cfg(feature = "replay")]
+    Replay(replay::ReplayConfig),
+}
+
+impl ProviderConfig {
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        match self {
+            #[cfg(feature = "replay")]
+            ProviderConfig::Replay(c) => &c.name,
+        }
+    }
+
+    /// The provider type, as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "replay")]
+            ProviderConfig::Replay(_) => "replay",
+        }
+    }
+
+    /// Checks the configuration without starting anything (`check-config`).
+    pub fn validate(&self) -> Result<(), BuildError> {
+        match self {
+            #[cfg(feature = "replay")]
+            ProviderConfig::Replay(c) => c.validate(),
+        }
+    }
+}
+
+/// Why a provider could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A file the provider needs could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A running provider.
+pub struct ProviderHandle {
+    stop: Box<dyn FnOnce() + Send>,
+}
+
+impl ProviderHandle {
+    /// Wraps a stop function.
+    pub fn new(stop: impl FnOnce() + Send + 'static) -> Self {
+        ProviderHandle { stop: Box::new(stop) }
+    }
+
+    /// Stops the provider.
+    pub fn stop(self) {
+        (self.stop)()
+    }
+}
+
+/// Starts a provider (the one place that maps config to code).
+pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+    match config {
+        #[cfg(feature = "replay")]
+        ProviderConfig::Replay(c) => replay::start(c, ctx),
+    }
+}
