@@ -1,1 +1,292 @@
+//! presence-hub: a presence hub for switchboards.
+//!
+//! It collects presence from Teams, Skype for Business, calendars, PBX extension state,
+//! mobile-operator call state and manual absences, merges it per person with a documented
+//! policy, and pushes the merged state — with its reasons and its age — to attendant consoles,
+//! a web directory, SIP BLF clients and webhooks.
+//!
+//! Layout (this crate is wiring only; the model and actors live in `presence-actors`, the
+//! sources in `presence-providers`):
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`auth`]: bearer tokens with roles.
+//! - [`store`]: the embedded SQLite store (directory, absences, cursors, snapshot).
+//! - [`http`]: the JSON API, streams and operations endpoints ([`http::configure`]).
+//! - [`demo`]: the built-in demo company and scenario.
+//! - [`bench`]: the benchmark command.
+//! - [`run`]: start-up, serving, graceful shutdown.
 
+pub mod auth;
+pub mod bench;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod store;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use tracing::{info, warn};
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::http::AppState;
+use crate::store::Store;
+use presence_actors::directory::{import, Directory, Person};
+use presence_actors::hub::{Hub, HubConfig};
+use presence_actors::model::now_ms;
+use presence_actors::provider::{Cursors, ProviderContext, Shutdown};
+use presence_actors::shard::ShardConfig;
+use presence_actors::wire::PresenceIn;
+
+/// Why the hub could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// The directory could not be imported or built.
+    #[error("directory: {0}")]
+    Directory(String),
+    /// A provider could not start.
+    #[error("provider {name}: {message}")]
+    Provider {
+        /// Provider name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The HTTP server failed.
+    #[error("http: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The built-in demo: demo directory, demo tokens, demo scenario.
+    pub demo: bool,
+    /// Called with the bound address once the server listens.
+    pub announce: bool,
+}
+
+/// Cursors kept in the store.
+struct StoreCursors(Store);
+
+impl Cursors for StoreCursors {
+    fn get(&self, provider: &str, key: &str) -> Option<String> {
+        self.0.cursor(provider, key).ok().flatten()
+    }
+    fn set(&self, provider: &str, key: &str, value: &str) {
+        if let Err(e) = self.0.set_cursor(provider, key, value) {
+            warn!(provider, key, error = %e, "Could not save a provider cursor.");
+        }
+    }
+}
+
+/// Reads a directory file (CSV or JSON by extension).
+pub fn read_directory_file(path: &Path, config: &Config) -> Result<Vec<Person>, RunError> {
+    let plan = config.directory.number_plan.plan();
+    let f = std::fs::File::open(path).map_err(|e| RunError::Directory(format!("{}: {e}", path.display())))?;
+    let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let r = if json { import::from_json(f, &plan) } else { import::from_csv(f, &plan) };
+    r.map_err(|e| RunError::Directory(format!("{}: {e}", path.display())))
+}
+
+/// Replaces the stored directory with `people` if it differs; returns true if it did.
+pub fn save_directory(store: &Store, people: &[Person]) -> Result<bool, RunError> {
+    let rows: Vec<(String, String)> = people
+        .iter()
+        .map(|p| (p.id.to_string(), serde_json::to_string(p).unwrap_or_default()))
+        .collect();
+    if store.load_directory()? == rows {
+        return Ok(false);
+    }
+    store.replace_directory(&rows)?;
+    Ok(true)
+}
+
+fn load_directory(store: &Store, config: &Config, opts: &RunOptions) -> Result<Vec<Person>, RunError> {
+    if let Some(path) = &config.directory.import {
+        let people = read_directory_file(path, config)?;
+        if save_directory(store, &people)? {
+            info!(people = people.len(), file = %path.display(), "Directory imported.");
+        }
+        return Ok(people);
+    }
+    let rows = store.load_directory()?;
+    if rows.is_empty() && opts.demo {
+        let people = import::from_csv(demo::DEMO_CSV.as_bytes(), &config.directory.number_plan.plan())
+            .map_err(|e| RunError::Directory(format!("demo directory: {e}")))?;
+        save_directory(store, &people)?;
+        return Ok(people);
+    }
+    let mut people = Vec::with_capacity(rows.len());
+    for (id, json) in rows {
+        match serde_json::from_str::<Person>(&json) {
+            Ok(p) => people.push(p),
+            Err(e) => warn!(person = %id, error = %e, "Skipping an unreadable stored person."),
+        }
+    }
+    Ok(people)
+}
+
+/// Starts the hub on `listener` and serves until `shutdown` completes. Must run inside an
+/// actix `System` (e.g. `#[actix_web::main]` or `actix_rt::System::new().block_on`).
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let t0 = std::time::Instant::now();
+    let store = Store::open(&config.data_dir)?;
+    let people = load_directory(&store, &config, &opts)?;
+    let directory = Directory::build(people, &config.directory.number_plan.plan()).map_err(|e| RunError::Directory(e.to_string()))?;
+    let hub_config = HubConfig {
+        shards: config.hub.shards.unwrap_or_else(|| HubConfig::default().shards),
+        shard: ShardConfig {
+            mailbox: config.hub.shard_mailbox,
+            user_mailbox: config.hub.user_mailbox,
+            tick: Duration::from_millis(config.hub.tick_ms),
+        },
+        replay_buffer: config.hub.replay_buffer,
+    };
+    let hub = Hub::start(&hub_config, directory, config.policy.clone());
+    restore(&hub, &store).await?;
+
+    let (trigger, stop) = Shutdown::new();
+    let http_client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| RunError::Provider { name: "http".into(), message: e.to_string() })?;
+    let cursors: Arc<dyn Cursors> = Arc::new(StoreCursors(store.clone()));
+    let mut providers = Vec::new();
+    for p in &config.providers {
+        let feed = hub.feeds().register(p.name(), p.kind());
+        let ctx = ProviderContext {
+            name: p.name().to_string(),
+            sink: hub.sink(feed.clone()),
+            feed,
+            shutdown: stop.clone(),
+            http: http_client.clone(),
+            cursors: cursors.clone(),
+        };
+        let handle = presence_providers::build(p, ctx).map_err(|e| RunError::Provider { name: p.name().into(), message: e.to_string() })?;
+        providers.push(handle);
+    }
+
+    let api_feed = hub.feeds().get(0).expect("feed 0 is registered by Feeds::default");
+    let tokens = if opts.demo {
+        Tokens::demo()
+    } else {
+        Tokens::new(config.tokens.iter().map(|t| (t.name.as_str(), t.role, t.sha256.as_str())))
+    };
+    if tokens.is_empty() {
+        warn!("No API tokens are configured: every API request will be refused.");
+    }
+    let workers = config.http.workers.unwrap_or(2).clamp(1, 64);
+    let state = web::Data::new(AppState {
+        api_sink: hub.sink(api_feed),
+        hub: hub.clone(),
+        store: store.clone(),
+        tokens,
+        config: Arc::new(config.clone()),
+        ready: Default::default(),
+        demo: opts.demo,
+    });
+    let persister = actix_web::rt::spawn(persist_loop(hub.clone(), store.clone(), Duration::from_millis(config.snapshot.interval_ms), stop.clone()));
+
+    let st = state.clone();
+    let server = HttpServer::new(move || App::new().wrap(actix_web::middleware::Compress::default()).configure(http::configure(st.clone())))
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)?;
+    let addr = server.addrs().first().copied();
+    let server = server.run();
+    let handle = server.handle();
+    state.ready.store(true, Ordering::Release);
+    info!(
+        listen = ?addr,
+        people = hub.directory().len(),
+        shards = hub.shard_count(),
+        startup_ms = t0.elapsed().as_millis() as u64,
+        "presence-hub is ready."
+    );
+    let server_task = actix_web::rt::spawn(server);
+    shutdown.await;
+    info!("Shutting down.");
+    trigger.trigger();
+    handle.stop(true).await;
+    let _ = server_task.await;
+    for p in providers {
+        p.stop();
+    }
+    let _ = persister.await;
+    persist_once(&hub, &store).await;
+    hub.stop();
+    info!("Stopped.");
+    Ok(())
+}
+
+/// Puts back the snapshot (stale) and the stored absences.
+async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
+    let dir = hub.directory().clone();
+    let now = now_ms();
+    let mut views = Vec::new();
+    for (id, json, _at) in store.load_snapshot()? {
+        let Some(idx) = dir.by_id(&id) else { continue };
+        match serde_json::from_str::<PresenceIn>(&json) {
+            Ok(p) => views.push((idx, p.into_view().1)),
+            Err(e) => warn!(person = %id, error = %e, "Skipping an unreadable snapshot row."),
+        }
+    }
+    let mut absences = Vec::new();
+    for a in store.load_absences(now)? {
+        if let Some(idx) = dir.by_id(&a.user_id) {
+            absences.push((idx, http::api::from_stored(&a)));
+        }
+    }
+    info!(views = views.len(), absences = absences.len(), "Restored the last known state.");
+    hub.restore(views, absences).await;
+    Ok(())
+}
+
+/// Writes changed presence to the store every `every` until shutdown.
+async fn persist_loop(hub: Hub, store: Store, every: Duration, mut stop: Shutdown) {
+    let mut tick = actix_web::rt::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => persist_once(&hub, &store).await,
+            _ = stop.recv() => break,
+        }
+    }
+}
+
+async fn persist_once(hub: &Hub, store: &Store) {
+    let (changes, seq) = hub.fanout().unpersisted();
+    if changes.is_empty() {
+        hub.fanout().mark_persisted(seq);
+        return;
+    }
+    let dir = hub.directory().clone();
+    let rows: Vec<(String, String)> = changes
+        .iter()
+        .filter_map(|c| dir.person(c.user).map(|p| (p.id.to_string(), c.json.to_string())))
+        .collect();
+    let n = rows.len() as u64;
+    let store = store.clone();
+    match web::block(move || store.save_snapshot(&rows, now_ms())).await {
+        Ok(Ok(())) => {
+            hub.fanout().mark_persisted(seq);
+            hub.metrics().snapshot_rows_written.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(Err(e)) => warn!(error = %e, "Could not write the presence snapshot; will retry."),
+        Err(e) => warn!(error = %e, "Snapshot task failed; will retry."),
+    }
+}

@@ -1,1 +1,167 @@
-fn main(){}
+//! The `presence-hub` binary: parses the command line, sets up logging and calls the library.
+//!
+//! `presence-hub` with no arguments runs the built-in demo on 127.0.0.1:8080.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use presence_hub::config::{Config, LogFormat};
+use presence_hub::{auth, bench, demo, run, store, RunOptions};
+
+/// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
+/// and manual absences per person and pushes the result to consoles and directories.
+#[derive(Parser, Debug)]
+#[command(name = "presence-hub", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without one, the built-in demo runs.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Data directory for the embedded store (default ./data).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Loads and validates the configuration (and provider files) without starting anything.
+    CheckConfig,
+    /// Imports people from a CSV or JSON file into the data directory's store.
+    ImportDirectory {
+        /// The file (.csv or .json).
+        file: PathBuf,
+    },
+    /// Prints the SHA-256 of a token, for the `[[tokens]]` section of the config.
+    HashToken {
+        /// The token (a long random string).
+        token: String,
+    },
+    /// Drives synthetic signals through the real path and reports throughput, latency and memory.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Human => b.init(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<(Config, bool)> {
+    let (mut cfg, demo) = match &cli.config {
+        Some(p) => (Config::load(p).with_context(|| format!("loading {}", p.display()))?, false),
+        None => (Config::default(), true),
+    };
+    if let Some(l) = cli.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(f) = cli.log_format {
+        cfg.log.format = f;
+    }
+    Ok((cfg, demo))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("presence-hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let (cfg, is_demo) = load_config(&cli)?;
+    match cli.command {
+        Some(Command::HashToken { token }) => {
+            println!("{}", auth::hash_token(&token));
+            return Ok(());
+        }
+        Some(Command::CheckConfig) => {
+            let Some(p) = &cli.config else { anyhow::bail!("check-config needs --config FILE") };
+            if let Some(f) = &cfg.directory.import {
+                let n = presence_hub::read_directory_file(f, &cfg)?.len();
+                println!("directory {}: {n} people", f.display());
+            }
+            println!("{}: OK ({} providers, {} tokens)", p.display(), cfg.providers.len(), cfg.tokens.len());
+            return Ok(());
+        }
+        Some(Command::ImportDirectory { file }) => {
+            init_logging(cfg.log.format, &cfg.log.level);
+            let people = presence_hub::read_directory_file(&file, &cfg)?;
+            let st = store::Store::open(&cfg.data_dir)?;
+            let changed = presence_hub::save_directory(&st, &people)?;
+            println!(
+                "{} people from {} {} {}",
+                people.len(),
+                file.display(),
+                if changed { "imported into" } else { "already in" },
+                cfg.data_dir.join(store::DB_FILE_NAME).display()
+            );
+            return Ok(());
+        }
+        Some(Command::Bench(args)) => {
+            init_logging(cfg.log.format, "warn");
+            return bench::run(args);
+        }
+        None => {}
+    }
+    init_logging(cfg.log.format, &cfg.log.level);
+    let cfg = if is_demo { demo::config(cfg).context("preparing the demo data directory")? } else { cfg };
+    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    if is_demo {
+        println!("presence-hub demo running at http://{addr}/");
+        println!("  API:    http://{addr}/api/users?q=asa   (Authorization: Bearer demo-viewer)");
+        println!("  Stream: http://{addr}/api/events        (SSE)  ws://{addr}/api/stream (WebSocket)");
+        println!(
+            "  Tokens: {}",
+            demo::DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({r})")).collect::<Vec<_>>().join(", ")
+        );
+        println!("  Data:   {}", cfg.data_dir.display());
+    } else {
+        println!("presence-hub listening on http://{addr}/");
+    }
+    let sys = actix_web::rt::System::new();
+    sys.block_on(run(cfg, RunOptions { demo: is_demo, announce: true }, listener, shutdown_signal()))?;
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! The configuration file (TOML): every option, its default, and validation.
+//!
+//! `presence-hub check-config --config FILE` loads and validates a file without starting
+//! anything. With no config at all the hub runs the built-in demo (see [`crate::demo`]).
+//! `config.example.toml` in the repository documents every option.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::Role;
+use presence_actors::directory::NumberPlan;
+use presence_actors::model::Policy;
+use presence_providers::ProviderConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`--listen` overrides).
+    pub listen: SocketAddr,
+    /// Data directory for the embedded store (`--data-dir` overrides).
+    pub data_dir: PathBuf,
+    /// The hub's time zone (IANA name), for people-facing times.
+    pub time_zone: String,
+    /// Logging.
+    pub log: LogConfig,
+    /// Shards and queues.
+    pub hub: HubSection,
+    /// HTTP limits.
+    pub http: HttpSection,
+    /// Streams (WebSocket, SSE).
+    pub stream: StreamSection,
+    /// Snapshot persistence.
+    pub snapshot: SnapshotSection,
+    /// The people directory.
+    pub directory: DirectorySection,
+    /// API tokens.
+    pub tokens: Vec<TokenConfig>,
+    /// Merge policy.
+    pub policy: Policy,
+    /// Presence sources.
+    pub providers: Vec<ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            time_zone: "Europe/Stockholm".into(),
+            log: LogConfig::default(),
+            hub: HubSection::default(),
+            http: HttpSection::default(),
+            stream: StreamSection::default(),
+            snapshot: SnapshotSection::default(),
+            directory: DirectorySection::default(),
+            tokens: Vec::new(),
+            policy: Policy::default(),
+            providers: Vec::new(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Format.
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `presence_hub=debug,info`. `RUST_LOG` overrides.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+/// `[hub]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubSection {
+    /// Shard arbiters (threads); default: the number of CPUs.
+    pub shards: Option<usize>,
+    /// Changes kept for stream resume.
+    pub replay_buffer: usize,
+    /// Shard mailbox capacity.
+    pub shard_mailbox: usize,
+    /// User actor mailbox capacity.
+    pub user_mailbox: usize,
+    /// Timer resolution of the shards, in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        HubSection { shards: None, replay_buffer: 65_536, shard_mailbox: 8192, user_mailbox: 256, tick_ms: 100 }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Largest JSON request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest directory import body, in bytes.
+    pub max_import_bytes: usize,
+    /// HTTP worker threads; default: 1 (the shards do the heavy lifting).
+    pub workers: Option<usize>,
+    /// Require a token for `/metrics` (default: open, it holds only counts).
+    pub metrics_require_token: bool,
+    /// Largest page size of search results.
+    pub max_page: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            max_body_bytes: 64 * 1024,
+            max_import_bytes: 32 * 1024 * 1024,
+            workers: None,
+            metrics_require_token: false,
+            max_page: 500,
+        }
+    }
+}
+
+/// `[stream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSection {
+    /// Changes queued per client before it coalesces to the latest per person.
+    pub outbox_capacity: usize,
+    /// Heartbeat interval, seconds.
+    pub heartbeat_secs: u64,
+    /// Most concurrent stream clients.
+    pub max_subscribers: usize,
+    /// Largest client message (WebSocket), bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        StreamSection { outbox_capacity: 1024, heartbeat_secs: 15, max_subscribers: 10_000, max_message_bytes: 256 * 1024 }
+    }
+}
+
+/// `[snapshot]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSection {
+    /// How often changed presence is written to the store, milliseconds.
+    pub interval_ms: u64,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        SnapshotSection { interval_ms: 2000 }
+    }
+}
+
+/// `[directory]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectorySection {
+    /// A CSV or JSON file imported at start (replacing the stored directory when it changed).
+    pub import: Option<PathBuf>,
+    /// How phone numbers are normalised to E.164.
+    pub number_plan: NumberPlanConfig,
+}
+
+/// `[directory.number_plan]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NumberPlanConfig {
+    /// Country calling code, e.g. "46" (Sweden) or "47" (Norway).
+    pub country_code: String,
+    /// National trunk prefix ("0" in Sweden, "" in Norway).
+    pub trunk_prefix: String,
+    /// International call prefix.
+    pub international_prefix: String,
+    /// Numbers of at most this many digits are extensions.
+    pub max_extension_len: usize,
+}
+
+impl Default for NumberPlanConfig {
+    fn default() -> Self {
+        NumberPlanConfig { country_code: "46".into(), trunk_prefix: "0".into(), international_prefix: "00".into(), max_extension_len: 6 }
+    }
+}
+
+impl NumberPlanConfig {
+    /// As the directory's type.
+    pub fn plan(&self) -> NumberPlan {
+        NumberPlan {
+            country_code: self.country_code.clone(),
+            trunk_prefix: self.trunk_prefix.clone(),
+            international_prefix: self.international_prefix.clone(),
+            max_extension_len: self.max_extension_len,
+        }
+    }
+}
+
+/// `[[tokens]]`: one API token, stored as the SHA-256 of the token (hex).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who the token belongs to (shown in logs and on absences it sets).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Hex SHA-256 of the token (`presence-hub hash-token` prints it).
+    pub sha256: String,
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Parser message (with line and column).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: e })?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and consistency (providers too, without starting them).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if jiff::tz::TimeZone::get(&self.time_zone).is_err() {
+            return bad(format!("time_zone {:?} is not a known IANA time zone", self.time_zone));
+        }
+        if !(1..=64).contains(&self.hub.shards.unwrap_or(1)) {
+            return bad("hub.shards must be 1-64".into());
+        }
+        if self.hub.replay_buffer == 0 || self.hub.replay_buffer > 10_000_000 {
+            return bad("hub.replay_buffer must be 1-10000000".into());
+        }
+        if self.hub.shard_mailbox < 16 || self.hub.user_mailbox < 16 {
+            return bad("hub.shard_mailbox and hub.user_mailbox must be at least 16".into());
+        }
+        if !(10..=10_000).contains(&self.hub.tick_ms) {
+            return bad("hub.tick_ms must be 10-10000".into());
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            return bad("http.max_body_bytes must be 1 KiB-16 MiB".into());
+        }
+        if !(1..=10_000).contains(&self.http.max_page) {
+            return bad("http.max_page must be 1-10000".into());
+        }
+        if !(1..=1_000_000).contains(&self.stream.outbox_capacity) {
+            return bad("stream.outbox_capacity must be 1-1000000".into());
+        }
+        if !(1..=3600).contains(&self.stream.heartbeat_secs) {
+            return bad("stream.heartbeat_secs must be 1-3600".into());
+        }
+        let plan = &self.directory.number_plan;
+        if plan.country_code.is_empty() || !plan.country_code.bytes().all(|b| b.is_ascii_digit()) || plan.country_code.len() > 3 {
+            return bad("directory.number_plan.country_code must be 1-3 digits".into());
+        }
+        for t in &self.tokens {
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(format!("token {:?}: sha256 must be 64 hex digits", t.name));
+            }
+        }
+        self.policy.validate().map_err(|e| ConfigError::Invalid(format!("policy: {e}")))?;
+        let mut names = std::collections::HashSet::new();
+        for p in &self.providers {
+            if !names.insert(p.name()) {
+                return bad(format!("provider name {:?} is used twice", p.name()));
+            }
+            p.validate().map_err(|e| ConfigError::Invalid(format!("provider {}: {e}", p.name())))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut cfg: Config = toml::from_str(&text).unwrap();
+        // Provider files are relative to the repository root.
+        cfg.providers.clear();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.tokens.len(), 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+        let cfg: Config = toml::from_str("[hub]\nshards = 0").unwrap();
+        assert!(cfg.validate().is_err());
+        let cfg: Config = toml::from_str("time_zone = \"Mars/Olympus\"").unwrap();
+        assert!(cfg.validate().is_err());
+        let cfg: Config = toml::from_str("[[tokens]]\nname=\"x\"\nrole=\"admin\"\nsha256=\"abc\"").unwrap();
+        assert!(cfg.validate().is_err());
+    }
+}

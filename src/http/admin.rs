@@ -1,0 +1,139 @@
+//! Operations endpoints: health, readiness, Prometheus metrics, provider health, stats, the
+//! OpenAPI document.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::AppError;
+use super::AppState;
+use crate::auth::{authenticate, Caller, Role};
+use presence_actors::metrics::Metrics;
+
+type Data = web::Data<AppState>;
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: start-up (restore, providers) is complete.
+pub async fn readyz(state: Data) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "starting", "detail": "start-up is not complete" }))
+    }
+}
+
+/// Unknown routes: a JSON 404.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound(format!("no route for {} {}", req.method(), presence_actors::model::activity::truncate(req.path(), 200))))
+}
+
+/// Resident memory of this process, from `/proc/self/statm`.
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(state: Data, req: HttpRequest) -> Result<HttpResponse, AppError> {
+    if state.config.http.metrics_require_token {
+        authenticate(&req)?.require(Role::Admin)?;
+    }
+    let m = state.hub.metrics();
+    let mut out = String::with_capacity(4096);
+    for (name, help, v) in m.counters() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    for (name, help, v) in m.gauges() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let _ = writeln!(out, "# HELP presence_people People in the directory.\n# TYPE presence_people gauge\npresence_people {}", state.hub.directory().len());
+    let _ = writeln!(out, "# HELP presence_sequence Current change sequence number.\n# TYPE presence_sequence counter\npresence_sequence {}", state.hub.fanout().seq());
+    let feeds = state.hub.feeds().all();
+    let series: [(&str, &str, &str, fn(&presence_actors::feeds::FeedEntry) -> u64); 3] = [
+        ("presence_provider_events_total", "Signals emitted per provider.", "counter", |f| f.events.load(Ordering::Relaxed)),
+        ("presence_provider_errors_total", "Errors per provider.", "counter", |f| f.errors.load(Ordering::Relaxed)),
+        ("presence_provider_up", "1 while the provider's feed is up.", "gauge", |f| f.is_up() as u64),
+    ];
+    for (name, help, kind, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for f in &feeds {
+            let _ = writeln!(out, "{name}{{provider=\"{}\",type=\"{}\"}} {}", escape_label(&f.name), escape_label(&f.kind), get(f));
+        }
+    }
+    if let Some(rss) = rss_bytes() {
+        let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}");
+    }
+    let _ = writeln!(out, "# HELP process_uptime_seconds Seconds since start.\n# TYPE process_uptime_seconds gauge\nprocess_uptime_seconds {}", state.hub.uptime().as_secs());
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(out))
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `GET /api/providers` (admin): health of every provider.
+pub async fn providers(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let list: Vec<_> = state.hub.feeds().all().iter().map(|f| f.report()).collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Estimated bytes of one idle actix actor (measured, reference/style.md §8.4).
+const ACTOR_OVERHEAD: usize = 850;
+
+/// `GET /api/stats` (admin): counts and a memory estimate per actor kind.
+pub async fn stats(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let hub = &state.hub;
+    let s = hub.stats().await;
+    let m = hub.metrics();
+    let slot = std::mem::size_of::<presence_actors::model::Slot>() + 48;
+    let absence = std::mem::size_of::<presence_actors::model::Absence>() + 64;
+    let user_state = std::mem::size_of::<presence_actors::model::UserPresence>() + 64;
+    let subs = hub.fanout().subscriber_count();
+    let outbox = state.config.stream.outbox_capacity * 8 + 512;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "people": hub.directory().len(),
+        "uptime_s": hub.uptime().as_secs(),
+        "sequence": hub.fanout().seq(),
+        "shards": hub.shard_count(),
+        "actors": {
+            "user": {
+                "count": s.users,
+                "slots": s.slots,
+                "absences": s.absences,
+                "pending_signals": s.pending,
+                "timers": s.timers,
+                "estimated_bytes": s.users * (ACTOR_OVERHEAD + user_state) + s.slots * slot + s.absences * absence,
+            },
+            "subscriber": { "count": subs, "estimated_bytes": subs * (ACTOR_OVERHEAD + outbox) },
+            "shard": { "count": hub.shard_count() },
+            "provider": { "count": hub.feeds().all().len() },
+        },
+        "memory": {
+            "directory_bytes": hub.directory().memory_bytes(),
+            "fanout_bytes": hub.fanout().memory_bytes(),
+            "rss_bytes": rss_bytes(),
+        },
+        "signals": {
+            "received": Metrics::get(&m.signals_received),
+            "unresolved": Metrics::get(&m.signals_unresolved),
+            "coalesced": Metrics::get(&m.signals_coalesced),
+            "dropped": Metrics::get(&m.signals_dropped),
+            "out_of_order": Metrics::get(&m.signals_out_of_order),
+        },
+        "changes_published": Metrics::get(&m.changes_published),
+        "frames_sent": Metrics::get(&m.frames_sent),
+    })))
+}
+
+/// `GET /api/openapi.json`
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(include_str!("openapi.json"))
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of presence-hub. This is the README's test command and what CI runs.
+# It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
+# tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test)
+# and, when ../shared/checks/contract is present, the API contract check on a release build.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)     # bundled SQLite is C
+command -v curl >/dev/null 2>&1 || need+=(curl)            # contract check
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "test.sh: please install: ${need[*]} (apt-get install ${need[*]})" >&2; exit 1
+  fi
+fi
+
+cargo test --workspace --locked
+
+if [ -x ../shared/checks/contract ]; then
+  cargo build --release --locked
+  ../shared/checks/contract
+fi

@@ -1,0 +1,353 @@
+//! End-to-end tests of the HTTP API against the real server on 127.0.0.1:0:
+//! search, detail, absences round trip, auth per role on every mutating endpoint, malformed
+//! input, pushed signals, metrics and health.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn get(c: &reqwest::Client, s: &Server, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut r = c.get(s.url(path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status();
+    let body = resp.text().await.unwrap();
+    (st, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+async fn send(c: &reqwest::Client, m: reqwest::Method, s: &Server, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut r = c.request(m, s.url(path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status();
+    let text = resp.text().await.unwrap();
+    (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn assert_error_body(v: &Value) {
+    assert!(v["error"].is_string() && v["detail"].is_string(), "error body must be {{error, detail}}: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_is_diacritic_insensitive_ranked_and_paged() {
+    let s = start(test_config(temp_dir("search")));
+    let c = client();
+    let (st, v) = get(&c, &s, "/api/users?q=asa", Some(VIEWER)).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["total"].as_u64().unwrap() >= 1);
+    assert_eq!(v["items"][0]["name"], "Åsa Östberg", "{v}");
+    assert!(v["items"][0]["presence"]["availability"].is_string());
+
+    let (_, v) = get(&c, &s, "/api/users?q=ostberg", Some(VIEWER)).await;
+    assert!(v["items"].as_array().unwrap().iter().any(|p| p["id"] == "asa.ostberg"), "{v}");
+    let (_, v) = get(&c, &s, "/api/users?q=%C3%96STB", Some(VIEWER)).await;
+    assert!(v["items"].as_array().unwrap().iter().any(|p| p["id"] == "asa.ostberg"), "{v}");
+
+    // Paging: the same query in two pages covers the first page of twice the size.
+    let (_, all) = get(&c, &s, "/api/users?q=a&limit=10", Some(VIEWER)).await;
+    let (_, p1) = get(&c, &s, "/api/users?q=a&limit=5&offset=0", Some(VIEWER)).await;
+    let (_, p2) = get(&c, &s, "/api/users?q=a&limit=5&offset=5", Some(VIEWER)).await;
+    let ids = |v: &Value| v["items"].as_array().unwrap().iter().map(|p| p["id"].clone()).collect::<Vec<_>>();
+    let mut joined = ids(&p1);
+    joined.extend(ids(&p2));
+    assert_eq!(joined, ids(&all));
+    assert_eq!(p1["total"], all["total"]);
+
+    // Department filter.
+    let (_, deps) = get(&c, &s, "/api/departments", Some(VIEWER)).await;
+    let dep = deps[0]["name"].as_str().unwrap().to_string();
+    let (_, v) = get(&c, &s, &format!("/api/users?department={}&limit=500", urlenc(&dep)), Some(VIEWER)).await;
+    assert_eq!(v["total"], deps[0]["people"]);
+    assert!(v["items"].as_array().unwrap().iter().all(|p| p["department"] == dep.as_str()));
+
+    // Bad paging input.
+    let (st, v) = get(&c, &s, "/api/users?q=a&limit=0", Some(VIEWER)).await;
+    assert_eq!(st, 422);
+    assert_error_body(&v);
+    let (st, v) = get(&c, &s, "/api/users?q=a&limit=abc", Some(VIEWER)).await;
+    assert_eq!(st, 400);
+    assert_error_body(&v);
+    let (st, _) = get(&c, &s, &format!("/api/users?q={}", "x".repeat(300)), Some(VIEWER)).await;
+    assert_eq!(st, 422);
+}
+
+fn urlenc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detail_and_absence_round_trip() {
+    let s = start(test_config(temp_dir("absence")));
+    let c = client();
+    let (st, v) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["name"], "Åsa Östberg");
+    assert_eq!(v["presence"]["availability"], "Unknown");
+    assert!(v["sources"].as_array().unwrap().is_empty());
+
+    let (st, v) = get(&c, &s, "/api/users/no-such-person", Some(VIEWER)).await;
+    assert_eq!(st, 404);
+    assert_error_body(&v);
+
+    // Set: lunch until an hour from now.
+    let end = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/users/asa.ostberg/absences", Some(OPERATOR),
+        Some(json!({"reason": "lunch", "text": "Lunch, tillbaka 13:00", "end": end}))).await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["absence"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["absence"]["created_by"], "operator");
+    assert_eq!(v["presence"]["availability"], "Away");
+    assert_eq!(v["presence"]["activity"], "Lunch");
+    assert_eq!(v["presence"]["note"], "Lunch, tillbaka 13:00");
+    assert!(v["presence"]["available_again_at"].is_string());
+
+    let (_, list) = get(&c, &s, "/api/users/asa.ostberg/absences", Some(VIEWER)).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["label_sv"], "Lunch");
+    let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+    assert_eq!(d["presence"]["absence_reason"], "lunch");
+    assert_eq!(d["absences"][0]["id"], id.as_str());
+
+    // Change it.
+    let (st, v) = send(&c, reqwest::Method::PUT, &s, &format!("/api/users/asa.ostberg/absences/{id}"), Some(OPERATOR),
+        Some(json!({"reason": "meeting", "text": "Styrelsemöte"}))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["presence"]["availability"], "Busy");
+    assert_eq!(v["presence"]["activity"], "InAMeeting");
+    let (st, a) = get(&c, &s, &format!("/api/users/asa.ostberg/absences/{id}"), Some(VIEWER)).await;
+    assert_eq!(st, 200);
+    assert_eq!(a["reason"], "meeting");
+    assert!(a["end"].is_null());
+
+    // Clear it.
+    let (st, _) = send(&c, reqwest::Method::DELETE, &s, &format!("/api/users/asa.ostberg/absences/{id}"), Some(OPERATOR), None).await;
+    assert_eq!(st, 204);
+    let (_, list) = get(&c, &s, "/api/users/asa.ostberg/absences", Some(VIEWER)).await;
+    assert!(list.as_array().unwrap().is_empty());
+    let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+    assert_eq!(d["presence"]["availability"], "Unknown");
+    let (st, v) = send(&c, reqwest::Method::DELETE, &s, &format!("/api/users/asa.ostberg/absences/{id}"), Some(OPERATOR), None).await;
+    assert_eq!(st, 404);
+    assert_error_body(&v);
+
+    // A scheduled absence is listed but does not count yet.
+    let start_at = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/users/asa.ostberg/absences", Some(OPERATOR),
+        Some(json!({"reason": "vacation", "start": start_at}))).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["absence"]["active"], false);
+    assert_eq!(v["presence"]["availability"], "Unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutating_endpoint_refuses_missing_or_weaker_tokens() {
+    let s = start(test_config(temp_dir("auth")));
+    let c = client();
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/users/asa.ostberg/absences", Some(OPERATOR), Some(json!({"reason": "lunch"}))).await;
+    assert_eq!(st, 201);
+    let aid = v["absence"]["id"].as_str().unwrap().to_string();
+    let abs_body = json!({"reason": "lunch"});
+    let sig_body = json!({"signals": [{"who": "asa.ostberg", "source": "pbx", "availability": "Busy", "activity": "InACall"}]});
+    let cases: Vec<(reqwest::Method, String, Option<Value>, &str)> = vec![
+        (reqwest::Method::POST, "/api/users/asa.ostberg/absences".into(), Some(abs_body.clone()), "operator"),
+        (reqwest::Method::PUT, format!("/api/users/asa.ostberg/absences/{aid}"), Some(abs_body.clone()), "operator"),
+        (reqwest::Method::DELETE, format!("/api/users/asa.ostberg/absences/{aid}"), None, "operator"),
+        (reqwest::Method::POST, "/api/signals".into(), Some(sig_body.clone()), "admin"),
+    ];
+    for (m, path, body, needs) in &cases {
+        let (st, v) = send(&c, m.clone(), &s, path, None, body.clone()).await;
+        assert_eq!(st, 401, "{m} {path} without a token: {v}");
+        assert_error_body(&v);
+        let (st, _) = send(&c, m.clone(), &s, path, Some("not-a-token"), body.clone()).await;
+        assert_eq!(st, 401, "{m} {path} with a bad token");
+        let (st, v) = send(&c, m.clone(), &s, path, Some(VIEWER), body.clone()).await;
+        assert_eq!(st, 403, "{m} {path} as viewer: {v}");
+        assert_error_body(&v);
+        if *needs == "admin" {
+            let (st, _) = send(&c, m.clone(), &s, path, Some(OPERATOR), body.clone()).await;
+            assert_eq!(st, 403, "{m} {path} as operator");
+        }
+    }
+    // Nothing changed through all of that.
+    let (_, list) = get(&c, &s, "/api/users/asa.ostberg/absences", Some(VIEWER)).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], aid.as_str());
+    // The stronger roles succeed.
+    let (st, _) = send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN), Some(sig_body)).await;
+    assert_eq!(st, 202);
+    let (st, _) = send(&c, reqwest::Method::DELETE, &s, &format!("/api/users/asa.ostberg/absences/{aid}"), Some(ADMIN), None).await;
+    assert_eq!(st, 204);
+    // Reads: admin-only endpoints refuse viewers; everything refuses no token.
+    for p in ["/api/providers", "/api/stats"] {
+        assert_eq!(get(&c, &s, p, Some(VIEWER)).await.0, 403, "{p}");
+        assert_eq!(get(&c, &s, p, None).await.0, 401, "{p}");
+        assert_eq!(get(&c, &s, p, Some(ADMIN)).await.0, 200, "{p}");
+    }
+    for p in ["/api/users?q=a", "/api/users/asa.ostberg", "/api/departments", "/api/absence-reasons", "/api/events"] {
+        assert_eq!(get(&c, &s, p, None).await.0, 401, "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_gets_a_clear_error_and_changes_nothing() {
+    let s = start(test_config(temp_dir("malformed")));
+    let c = client();
+    let path = "/api/users/asa.ostberg/absences";
+    let raw = |body: &'static str, ct: &'static str| {
+        let c = c.clone();
+        let url = s.url(path);
+        async move {
+            let r = c.post(url).bearer_auth(OPERATOR).header("Content-Type", ct).body(body).send().await.unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (st, v) = raw("{\"reason\":", "application/json").await;
+    assert_eq!(st, 400, "truncated JSON: {v}");
+    assert_error_body(&v);
+    let (st, v) = raw("[1,2,3]", "application/json").await;
+    assert!(st == 400 || st == 422, "wrong JSON type: {st}");
+    assert_error_body(&v);
+    let (st, v) = raw("{\"reason\":\"lunch\",\"colour\":\"red\"}", "application/json").await;
+    assert_eq!(st, 422, "unknown field: {v}");
+    assert_error_body(&v);
+    let (st, v) = raw("{\"reason\":\"lunch\"}", "text/plain").await;
+    assert_eq!(st, 400, "wrong content type: {v}");
+    assert_error_body(&v);
+    let (st, v) = raw("\u{0}\u{1}garbage\u{ff}", "application/json").await;
+    assert_eq!(st, 400, "{v}");
+
+    let bad = [
+        json!({"reason": "naptime"}),
+        json!({"reason": "lunch", "end": "tomorrow"}),
+        json!({"reason": "lunch", "start": "2020-01-01T00:00:00Z"}),
+        json!({"reason": "lunch", "end": "2020-01-01T00:00:00Z"}),
+        json!({"reason": "lunch", "start": (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(3)).to_string(),
+               "end": (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string()}),
+        json!({"reason": "lunch", "text": "x".repeat(501)}),
+        json!({"reason": 5}),
+    ];
+    for b in bad {
+        let (st, v) = send(&c, reqwest::Method::POST, &s, path, Some(OPERATOR), Some(b.clone())).await;
+        assert_eq!(st, 422, "{b}: {v}");
+        assert_error_body(&v);
+    }
+    // Oversized body.
+    let big = format!("{{\"reason\":\"lunch\",\"text\":\"{}\"}}", "x".repeat(200_000));
+    let r = c.post(s.url(path)).bearer_auth(OPERATOR).header("Content-Type", "application/json").body(big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_error_body(&r.json::<Value>().await.unwrap());
+    // Unknown person, unknown route.
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/users/nobody/absences", Some(OPERATOR), Some(json!({"reason":"lunch"}))).await;
+    assert_eq!(st, 404);
+    assert_error_body(&v);
+    let (st, v) = get(&c, &s, "/api/nothing-here", Some(VIEWER)).await;
+    assert_eq!(st, 404);
+    assert_error_body(&v);
+    // Pushed signals are validated as a whole: one bad entry applies none.
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN), Some(json!({"signals": [
+        {"who": "asa.ostberg", "source": "pbx", "availability": "Busy", "activity": "InACall"},
+        {"who": "nobody-at-all", "source": "pbx", "availability": "Busy"}
+    ]}))).await;
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN), Some(json!({"signals": [
+        {"who": "asa.ostberg", "source": "fax"}]}))).await;
+    assert_eq!(st, 422, "{v}");
+
+    // Nothing was stored or applied.
+    let (_, list) = get(&c, &s, "/api/users/asa.ostberg/absences", Some(VIEWER)).await;
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+    assert_eq!(d["presence"]["availability"], "Unknown");
+    // And the server is still fine.
+    assert_eq!(get(&c, &s, "/healthz", None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_signals_identity_forms_and_ops_endpoints() {
+    let s = start(test_config(temp_dir("signals")));
+    let c = client();
+    // Name the same person by e-mail, then a call on their extension wins.
+    let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+    let email = d["email"].as_str().unwrap().to_string();
+    let ext = d["extension"].as_str().unwrap().to_string();
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN), Some(json!({"signals": [
+        {"who": email, "source": "teams", "availability": "Available", "version": 5},
+        {"who": ext, "source": "pbx", "instance": ext, "availability": "Busy", "activity": "InACall", "version": 1}
+    ]}))).await;
+    assert_eq!(st, 202, "{v}");
+    let mut d = Value::Null;
+    for _ in 0..100 {
+        d = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await.1;
+        if d["presence"]["activity"] == "InACall" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(d["presence"]["availability"], "Busy", "{d}");
+    assert_eq!(d["presence"]["activity"], "InACall");
+    assert_eq!(d["presence"]["freshness"], "live");
+    let sources = d["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{d}");
+    assert!(sources.iter().all(|s| s["freshness"] == "live" && s["age_s"].is_number()));
+    // An out-of-order Teams version is ignored and counted.
+    send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN), Some(json!({"signals": [
+        {"who": "asa.ostberg", "source": "teams", "availability": "Offline", "version": 4}]}))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+    let teams = d["sources"].as_array().unwrap().iter().find(|s| s["source"] == "teams").unwrap().clone();
+    assert_eq!(teams["availability"], "Available", "{d}");
+
+    let (st, m) = get(&c, &s, "/metrics", None).await;
+    assert_eq!(st, 200);
+    let m = m.as_str().unwrap().to_string();
+    assert!(m.contains("presence_signals_out_of_order_total 1"), "{m}");
+    assert!(m.contains("presence_provider_up{provider=\"api\",type=\"api\"} 1"), "{m}");
+    assert_eq!(get(&c, &s, "/readyz", None).await.0, 200);
+    let (st, doc) = get(&c, &s, "/api/openapi.json", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/api/users/{id}/absences"]["post"].is_object());
+    let (_, stats) = get(&c, &s, "/api/stats", Some(ADMIN)).await;
+    assert!(stats["actors"]["user"]["count"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["actors"]["user"]["estimated_bytes"].as_u64().unwrap() > 0);
+    let (_, prov) = get(&c, &s, "/api/providers", Some(ADMIN)).await;
+    assert_eq!(prov[0]["name"], "api");
+    assert!(prov[0]["events"].as_u64().unwrap() >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_shows_the_last_state_marked_stale() {
+    let dir = temp_dir("restart");
+    let s = start(test_config(dir.clone()));
+    let c = client();
+    send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN), Some(json!({"signals": [
+        {"who": "asa.ostberg", "source": "teams", "availability": "DoNotDisturb", "activity": "Presenting"}]}))).await;
+    for _ in 0..100 {
+        let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+        if d["presence"]["availability"] == "DoNotDisturb" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let dir = s.stop();
+    let s = start(test_config(dir));
+    let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
+    assert_eq!(d["presence"]["availability"], "DoNotDisturb", "{d}");
+    assert_eq!(d["presence"]["activity"], "Presenting");
+    assert_eq!(d["presence"]["freshness"], "stale");
+    // A search result shows the same at once.
+    let (_, v) = get(&c, &s, "/api/users?q=asa", Some(VIEWER)).await;
+    assert_eq!(v["items"][0]["presence"]["freshness"], "stale");
+}

@@ -1,0 +1,114 @@
+//! Test support: start the real server on 127.0.0.1:0 in its own actix System thread.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use presence_hub::auth::{hash_token, Role};
+use presence_hub::config::{Config, TokenConfig};
+use presence_hub::{run, RunOptions};
+
+pub const VIEWER: &str = "test-viewer-token-0123456789";
+pub const OPERATOR: &str = "test-operator-token-0123456789";
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Graceful stop (flushes the snapshot).
+    pub fn stop(mut self) -> PathBuf {
+        self.shutdown();
+        self.data_dir.clone()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("presence-test-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A config with the three test tokens and the demo directory imported from fixtures.
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut c = Config::default();
+    c.data_dir = data_dir;
+    c.directory.import = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/directory/demo.csv"));
+    c.tokens = vec![
+        TokenConfig { name: "viewer".into(), role: Role::Viewer, sha256: hash_token(VIEWER) },
+        TokenConfig { name: "operator".into(), role: Role::Operator, sha256: hash_token(OPERATOR) },
+        TokenConfig { name: "admin".into(), role: Role::Admin, sha256: hash_token(ADMIN) },
+    ];
+    c.stream.heartbeat_secs = 1;
+    c.snapshot.interval_ms = 100;
+    c.hub.shards = Some(2);
+    c
+}
+
+/// Starts the real server with `config` and waits until it answers /readyz.
+pub fn start(config: Config) -> Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let data_dir = config.data_dir.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let sys = actix_rt::System::new();
+        let res = sys.block_on(run(config, RunOptions::default(), listener, async move {
+            let _ = rx.await;
+        }));
+        if let Err(e) = res {
+            eprintln!("server failed: {e}");
+        }
+    });
+    let s = Server { addr, data_dir, stop: Some(tx), thread: Some(thread) };
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(mut c) = std::net::TcpStream::connect(addr) {
+            use std::io::{Read, Write};
+            let _ = c.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = c.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                return s;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "server did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
