@@ -209,3 +209,28 @@ mod tests {
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }
+
+/// Extracts a caller with at least the operator role (403 otherwise). Put it before body
+/// extractors so a weaker token is refused before the body is even read.
+#[derive(Debug, Clone)]
+pub struct Operator(pub Caller);
+
+/// Extracts a caller with the admin role (403 otherwise).
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl FromRequest for Operator {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Operator, AppError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(authenticate(req).and_then(|c| c.require(Role::Operator).map(|_| Operator(c))))
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Admin, AppError>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(authenticate(req).and_then(|c| c.require(Role::Admin).map(|_| Admin(c))))
+    }
+}

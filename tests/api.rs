@@ -164,6 +164,10 @@ async fn every_mutating_endpoint_refuses_missing_or_weaker_tokens() {
         (reqwest::Method::PUT, format!("/api/users/asa.ostberg/absences/{aid}"), Some(abs_body.clone()), "operator"),
         (reqwest::Method::DELETE, format!("/api/users/asa.ostberg/absences/{aid}"), None, "operator"),
         (reqwest::Method::POST, "/api/signals".into(), Some(sig_body.clone()), "admin"),
+        // Roles are checked before the body is read or the person looked up.
+        (reqwest::Method::POST, "/api/users/nobody/absences".into(), Some(json!({})), "operator"),
+        (reqwest::Method::PUT, "/api/users/nobody/absences/x".into(), Some(json!({"reason": 1})), "operator"),
+        (reqwest::Method::POST, "/api/signals".into(), Some(json!({"signals": "nope"})), "admin"),
     ];
     for (m, path, body, needs) in &cases {
         let (st, v) = send(&c, m.clone(), &s, path, None, body.clone()).await;

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::error::AppError;
 use super::AppState;
-use crate::auth::{Caller, Role};
+use crate::auth::{Admin, Caller, Operator, Role};
 use crate::store::StoredAbsence;
 use presence_actors::directory::{Person, SearchQuery, UserIdx};
 use presence_actors::model::absence::{MAX_ABSENCES_PER_USER, MAX_ABSENCE_TEXT};
@@ -355,12 +355,11 @@ pub async fn get_absence(state: Data, caller: Caller, path: web::Path<(String, S
 
 /// `POST /api/users/{id}/absences` (operator): commit, then apply, then acknowledge.
 pub async fn create_absence(
+    Operator(caller): Operator,
     state: Data,
-    caller: Caller,
     id: web::Path<String>,
     body: web::Json<AbsenceBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Operator)?;
     let idx = user_idx(&state, &id)?;
     let now = now_ms();
     let (start, end) = validate_absence(&state, &body, now)?;
@@ -400,12 +399,11 @@ pub async fn create_absence(
 
 /// `PUT /api/users/{id}/absences/{absence_id}` (operator): replaces reason, text and times.
 pub async fn update_absence(
+    Operator(caller): Operator,
     state: Data,
-    caller: Caller,
     path: web::Path<(String, String)>,
     body: web::Json<AbsenceBody>,
 ) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Operator)?;
     let (id, aid) = path.into_inner();
     let idx = user_idx(&state, &id)?;
     let now = now_ms();
@@ -438,8 +436,7 @@ pub async fn update_absence(
 }
 
 /// `DELETE /api/users/{id}/absences/{absence_id}` (operator).
-pub async fn delete_absence(state: Data, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Operator)?;
+pub async fn delete_absence(Operator(caller): Operator, state: Data, path: web::Path<(String, String)>) -> Result<HttpResponse, AppError> {
     let (id, aid) = path.into_inner();
     let idx = user_idx(&state, &id)?;
     let store = state.store.clone();
@@ -481,8 +478,8 @@ pub struct SignalIn {
 
 /// `POST /api/signals` (admin): a batch of signals from an integration (`{"signals":[…]}`).
 /// The whole batch is validated before any of it is applied.
-pub async fn push_signals(state: Data, caller: Caller, body: web::Json<SignalsBody>) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Admin)?;
+pub async fn push_signals(Admin(caller): Admin, state: Data, body: web::Json<SignalsBody>) -> Result<HttpResponse, AppError> {
+    tracing::debug!(by = %caller.name, "Signals pushed.");
     if body.signals.len() > MAX_SIGNALS_PER_PUSH {
         return Err(AppError::TooLarge(format!("at most {MAX_SIGNALS_PER_PUSH} signals per request")));
     }
