@@ -104,11 +104,14 @@ pub struct HubSection {
     pub user_mailbox: usize,
     /// Timer resolution of the shards, in milliseconds.
     pub tick_ms: u64,
+    /// Most live user actors in all shards together; the least recently used idle ones are
+    /// parked as compact state (an idle actor costs ~0.85 KB).
+    pub max_live_actors: usize,
 }
 
 impl Default for HubSection {
     fn default() -> Self {
-        HubSection { shards: None, replay_buffer: 65_536, shard_mailbox: 8192, user_mailbox: 256, tick_ms: 100 }
+        HubSection { shards: None, replay_buffer: 32_768, shard_mailbox: 8192, user_mailbox: 256, tick_ms: 100, max_live_actors: 10_000 }
     }
 }
 
@@ -278,6 +281,9 @@ impl Config {
         }
         if self.hub.shard_mailbox < 16 || self.hub.user_mailbox < 16 {
             return bad("hub.shard_mailbox and hub.user_mailbox must be at least 16".into());
+        }
+        if self.hub.max_live_actors == 0 {
+            return bad("hub.max_live_actors must be at least 1".into());
         }
         if !(10..=10_000).contains(&self.hub.tick_ms) {
             return bad("hub.tick_ms must be 10-10000".into());

@@ -147,12 +147,14 @@ pub async fn run(
     let store = Store::open(&config.data_dir)?;
     let people = load_directory(&store, &config, &opts)?;
     let directory = Directory::build(people, &config.directory.number_plan.plan()).map_err(|e| RunError::Directory(e.to_string()))?;
+    let shards = config.hub.shards.unwrap_or_else(|| HubConfig::default().shards);
     let hub_config = HubConfig {
-        shards: config.hub.shards.unwrap_or_else(|| HubConfig::default().shards),
+        shards,
         shard: ShardConfig {
             mailbox: config.hub.shard_mailbox,
             user_mailbox: config.hub.user_mailbox,
             tick: Duration::from_millis(config.hub.tick_ms),
+            max_live: config.hub.max_live_actors.div_ceil(shards.max(1)),
         },
         replay_buffer: config.hub.replay_buffer,
     };

@@ -41,7 +41,7 @@ impl Default for HubConfig {
         HubConfig {
             shards: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 64),
             shard: ShardConfig::default(),
-            replay_buffer: 65_536,
+            replay_buffer: 32_768,
         }
     }
 }
@@ -273,6 +273,7 @@ impl Hub {
         for s in &self.inner.shards {
             if let Ok(st) = s.send(GetStats).await {
                 total.users += st.users;
+                total.live += st.live;
                 total.slots += st.slots;
                 total.absences += st.absences;
                 total.pending += st.pending;

@@ -8,11 +8,17 @@
 //! A user actor holds one person's [`UserPresence`]: it applies signals and absences, merges,
 //! and when the merged view changes (rule 7) encodes it once and hands it to the [`FanOut`].
 //!
+//! Only recently active people have a live actor (an idle actix actor costs ~0.85 KB): the
+//! shard keeps at most `max_live` of them in an LRU order and parks the least recently used
+//! one when it has no message in flight. A parked person's state stays in the shard as a
+//! compact cell (the same `Rc` the actor used, so nothing is copied or lost); timers and feed
+//! changes settle parked people in place, and the next write wakes a new actor on the cell.
+//!
 //! Messages are sent with `try_send`. When a user actor's mailbox is full the shard keeps the
 //! newest pending signal per (user, source, instance) and retries shortly — presence is
 //! last-writer-wins, so nothing but superseded intermediate states is ever dropped.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
@@ -122,8 +128,10 @@ pub struct GetStats;
 /// A shard's counts.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShardStats {
-    /// Live user actors.
+    /// People with state in this shard (live or parked).
     pub users: usize,
+    /// Live user actors.
+    pub live: usize,
     /// Slots held across them.
     pub slots: usize,
     /// Absences held across them.
@@ -142,12 +150,6 @@ struct Tick;
 #[rtype(result = "()")]
 struct Remerge;
 
-#[derive(Message)]
-#[rtype(result = "StateCount")]
-struct CountState;
-
-#[derive(MessageResponse)]
-struct StateCount(usize, usize);
 
 // ---- Shared per-shard context ----------------------------------------------------------
 
@@ -175,22 +177,63 @@ pub struct ShardConfig {
     pub user_mailbox: usize,
     /// How often the shard checks its timers.
     pub tick: Duration,
+    /// Most live user actors in this shard; the least recently used idle ones are parked.
+    pub max_live: usize,
 }
 
 impl Default for ShardConfig {
     fn default() -> Self {
-        ShardConfig { mailbox: 8192, user_mailbox: 256, tick: Duration::from_millis(100) }
+        ShardConfig { mailbox: 8192, user_mailbox: 256, tick: Duration::from_millis(100), max_live: 5_000 }
     }
+}
+
+/// One person's state, shared by the shard and (while live) the person's actor. Same thread
+/// only, hence `Rc`/`RefCell`; borrows never cross an await.
+pub struct UserCell {
+    state: RefCell<UserPresence>,
+    scheduled: Cell<Option<UnixMs>>,
+    /// Messages sent to the live actor and not yet handled: a cell is parked only at zero, so
+    /// no message is ever handled out of order by a successor actor.
+    inflight: Cell<u32>,
+}
+
+impl UserCell {
+    fn new(state: UserPresence) -> Rc<UserCell> {
+        Rc::new(UserCell { state: RefCell::new(state), scheduled: Cell::new(None), inflight: Cell::new(0) })
+    }
+
+    fn handled(&self) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+    }
+}
+
+/// Expires, re-merges and publishes if the view changed; re-arms the timer.
+fn settle(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Instant>) {
+    let now = now_ms();
+    let mut state = cell.state.borrow_mut();
+    state.expire(now, &sh.policy);
+    let feeds = &sh.feeds;
+    if state.recompute(now, &sh.policy, &|f| feeds.is_up(f)) {
+        if let Some(p) = sh.directory.person(user) {
+            let json = presence_json(&p.id, state.view());
+            let dept = sh.directory.department_of(user);
+            sh.fanout.publish(user, dept, state.view().clone(), json, ingest);
+        }
+    }
+    let next = state.next_deadline(now, &sh.policy);
+    if let Some(t) = next.filter(|_| next != cell.scheduled.get()) {
+        sh.timers.borrow_mut().push(Reverse((t, user)));
+    }
+    cell.scheduled.set(next);
 }
 
 // ---- User actor -------------------------------------------------------------------------
 
-/// One person's presence.
+/// One person's presence (a live actor over the person's [`UserCell`]).
 pub struct UserActor {
     user: UserIdx,
-    state: UserPresence,
+    cell: Rc<UserCell>,
     shared: Rc<ShardShared>,
-    scheduled: Option<UnixMs>,
 }
 
 impl Actor for UserActor {
@@ -206,32 +249,13 @@ impl Actor for UserActor {
 }
 
 impl UserActor {
-    /// Expires, re-merges and publishes if the view changed; re-arms the timer.
     fn settle(&mut self, ingest: Option<Instant>) {
-        let now = now_ms();
-        let sh = &*self.shared;
-        self.state.expire(now, &sh.policy);
-        let feeds = &sh.feeds;
-        let changed = self.state.recompute(now, &sh.policy, &|f| feeds.is_up(f));
-        if changed {
-            if let Some(p) = sh.directory.person(self.user) {
-                let json = presence_json(&p.id, self.state.view());
-                let dept = sh.directory.department_of(self.user);
-                sh.fanout.publish(self.user, dept, self.state.view().clone(), json, ingest);
-            }
-        }
-        let next = self.state.next_deadline(now, &sh.policy);
-        if next.is_some() && next != self.scheduled {
-            if let Some(t) = next {
-                sh.timers.borrow_mut().push(Reverse((t, self.user)));
-            }
-        }
-        self.scheduled = next;
+        settle(&self.shared, self.user, &self.cell, ingest);
     }
 
     fn apply(&mut self, s: Signal) {
         let m = &self.shared.metrics;
-        match self.state.apply(s, now_ms(), &self.shared.policy) {
+        match self.cell.state.borrow_mut().apply(s, now_ms(), &self.shared.policy) {
             Applied::OutOfOrder => Metrics::inc(&m.signals_out_of_order),
             Applied::Expired | Applied::Ignored => Metrics::inc(&m.signals_ignored),
             Applied::Stored | Applied::Retracted => {}
@@ -242,6 +266,7 @@ impl UserActor {
 impl Handler<UserSignal> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: UserSignal, _ctx: &mut Self::Context) {
+        self.cell.handled();
         self.apply(msg.signal);
         self.settle(Some(msg.ingest));
     }
@@ -250,7 +275,8 @@ impl Handler<UserSignal> for UserActor {
 impl Handler<Tick> for UserActor {
     type Result = ();
     fn handle(&mut self, _: Tick, _ctx: &mut Self::Context) {
-        self.scheduled = None;
+        self.cell.handled();
+        self.cell.scheduled.set(None);
         self.settle(None);
     }
 }
@@ -258,6 +284,7 @@ impl Handler<Tick> for UserActor {
 impl Handler<Remerge> for UserActor {
     type Result = ();
     fn handle(&mut self, _: Remerge, _ctx: &mut Self::Context) {
+        self.cell.handled();
         self.settle(None);
     }
 }
@@ -265,45 +292,45 @@ impl Handler<Remerge> for UserActor {
 impl Handler<AbsenceOp> for UserActor {
     type Result = Result<MergedView, AbsenceRejected>;
     fn handle(&mut self, msg: AbsenceOp, _ctx: &mut Self::Context) -> Self::Result {
-        match msg.op {
-            AbsenceChange::Upsert(a) => self.state.upsert_absence(a).map_err(|_| AbsenceRejected::TooMany)?,
-            AbsenceChange::Remove(id) => {
-                self.state.remove_absence(&id);
+        self.cell.handled();
+        {
+            let mut st = self.cell.state.borrow_mut();
+            match msg.op {
+                AbsenceChange::Upsert(a) => st.upsert_absence(a).map_err(|_| AbsenceRejected::TooMany)?,
+                AbsenceChange::Remove(id) => {
+                    st.remove_absence(&id);
+                }
             }
         }
         self.settle(None);
-        Ok(self.state.view().clone())
+        Ok(self.cell.state.borrow().view().clone())
     }
 }
 
 impl Handler<GetDetail> for UserActor {
     type Result = MessageResult<GetDetail>;
     fn handle(&mut self, _: GetDetail, _ctx: &mut Self::Context) -> Self::Result {
+        self.cell.handled();
         self.settle(None);
-        MessageResult(UserDetail {
-            view: self.state.view().clone(),
-            slots: self.state.slots().to_vec(),
-            absences: self.state.absences().to_vec(),
-        })
+        MessageResult(detail_of(&self.cell))
     }
 }
 
-impl Handler<CountState> for UserActor {
-    type Result = StateCount;
-    fn handle(&mut self, _: CountState, _ctx: &mut Self::Context) -> Self::Result {
-        StateCount(self.state.slots().len(), self.state.absences().len())
-    }
+fn detail_of(cell: &UserCell) -> UserDetail {
+    let st = cell.state.borrow();
+    UserDetail { view: st.view().clone(), slots: st.slots().to_vec(), absences: st.absences().to_vec() }
 }
 
 // ---- Shard actor ------------------------------------------------------------------------
 
 type PendingKey = (UserIdx, Source, Box<str>);
 
-/// Owns the user actors of one shard.
+/// Owns the people of one shard: their cells, and live actors for the recently active ones.
 pub struct Shard {
     shared: Rc<ShardShared>,
     config: ShardConfig,
-    users: HashMap<UserIdx, Addr<UserActor>>,
+    users: HashMap<UserIdx, Rc<UserCell>>,
+    live: lru::LruCache<UserIdx, Addr<UserActor>>,
     pending: HashMap<PendingKey, UserSignal>,
     flush_scheduled: bool,
 }
@@ -322,28 +349,58 @@ impl Shard {
             shared: Rc::new(ShardShared { directory, policy, fanout, metrics, feeds, timers: RefCell::new(BinaryHeap::new()) }),
             config,
             users: HashMap::new(),
+            live: lru::LruCache::unbounded(),
             pending: HashMap::new(),
             flush_scheduled: false,
         }
     }
 
-    fn user(&mut self, user: UserIdx) -> Addr<UserActor> {
-        if let Some(a) = self.users.get(&user) {
-            return a.clone();
+    fn cell(&mut self, user: UserIdx) -> Rc<UserCell> {
+        self.users.entry(user).or_insert_with(|| UserCell::new(UserPresence::new())).clone()
+    }
+
+    /// The person's live actor, waking one on the person's cell if needed.
+    fn actor(&mut self, user: UserIdx) -> (Addr<UserActor>, Rc<UserCell>) {
+        let cell = self.cell(user);
+        if let Some(a) = self.live.get(&user) {
+            if a.connected() {
+                return (a.clone(), cell);
+            }
         }
         let shared = self.shared.clone();
         let cap = self.config.user_mailbox;
+        let c = cell.clone();
         let addr = UserActor::create(move |ctx| {
             ctx.set_mailbox_capacity(cap);
-            UserActor { user, state: UserPresence::new(), shared, scheduled: None }
+            UserActor { user, cell: c, shared }
         });
-        self.users.insert(user, addr.clone());
-        addr
+        self.live.put(user, addr.clone());
+        self.park_idle();
+        (addr, cell)
+    }
+
+    /// Parks least recently used actors beyond `max_live` that have nothing in flight.
+    fn park_idle(&mut self) {
+        let mut tries = 0;
+        while self.live.len() > self.config.max_live.max(1) && tries < 8 {
+            tries += 1;
+            let Some((u, addr)) = self.live.pop_lru() else { break };
+            let busy = self.users.get(&u).is_some_and(|c| c.inflight.get() > 0);
+            if busy {
+                // Still has messages queued: keep it (most recent again) and stop for now.
+                self.live.put(u, addr);
+                break;
+            }
+            // Dropping the last address stops the actor; its state stays in the cell.
+            drop(addr);
+        }
     }
 
     fn route(&mut self, msg: UserSignal, ctx: &mut Context<Self>) {
-        let addr = self.user(msg.user);
+        let (addr, cell) = self.actor(msg.user);
+        cell.inflight.set(cell.inflight.get() + 1);
         if let Err(SendError::Full(msg) | SendError::Closed(msg)) = addr.try_send(msg) {
+            cell.handled();
             let key = (msg.user, msg.signal.source, msg.signal.instance.clone());
             if self.pending.insert(key, msg).is_some() {
                 Metrics::inc(&self.shared.metrics.signals_coalesced);
@@ -365,6 +422,24 @@ impl Shard {
         }
     }
 
+    /// Settles a person: through the live actor if there is one, else in place.
+    fn poke(&mut self, user: UserIdx, tick: bool) {
+        let Some(cell) = self.users.get(&user).cloned() else { return };
+        if let Some(a) = self.live.peek(&user).filter(|a| a.connected()) {
+            cell.inflight.set(cell.inflight.get() + 1);
+            let sent = if tick { a.try_send(Tick).is_ok() } else { a.try_send(Remerge).is_ok() };
+            if !sent {
+                // Full: the actor settles (expires, re-merges) on the message it has queued.
+                cell.handled();
+            }
+            return;
+        }
+        if tick {
+            cell.scheduled.set(None);
+        }
+        settle(&self.shared, user, &cell, None);
+    }
+
     fn tick(&mut self) {
         let now = now_ms();
         loop {
@@ -376,11 +451,9 @@ impl Shard {
                 }
             };
             let Some(u) = due else { break };
-            if let Some(a) = self.users.get(&u) {
-                // A full mailbox means the actor will settle (and expire) on its next message.
-                let _ = a.try_send(Tick);
-            }
+            self.poke(u, true);
         }
+        self.park_idle();
     }
 }
 
@@ -412,20 +485,44 @@ impl Handler<SignalBatch> for Shard {
 impl Handler<AbsenceOp> for Shard {
     type Result = ResponseFuture<Result<MergedView, AbsenceRejected>>;
     fn handle(&mut self, msg: AbsenceOp, _ctx: &mut Self::Context) -> Self::Result {
-        let addr = self.user(msg.user);
-        Box::pin(async move { addr.send(msg).await.unwrap_or(Err(AbsenceRejected::Unavailable)) })
+        let (addr, cell) = self.actor(msg.user);
+        cell.inflight.set(cell.inflight.get() + 1);
+        Box::pin(async move {
+            let r = addr.send(msg).await;
+            if r.is_err() {
+                cell.handled();
+            }
+            r.unwrap_or(Err(AbsenceRejected::Unavailable))
+        })
     }
 }
 
 impl Handler<GetDetail> for Shard {
     type Result = ResponseFuture<UserDetail>;
     fn handle(&mut self, msg: GetDetail, _ctx: &mut Self::Context) -> Self::Result {
-        match self.users.get(&msg.user).cloned() {
-            Some(addr) => Box::pin(async move { addr.send(msg).await.unwrap_or_default() }),
+        let Some(cell) = self.users.get(&msg.user).cloned() else {
+            // Never heard of: nothing known.
+            let view = self.shared.fanout.latest(msg.user).map(|c| c.view.clone()).unwrap_or_default();
+            return Box::pin(async move { UserDetail { view, ..UserDetail::default() } });
+        };
+        match self.live.peek(&msg.user).filter(|a| a.connected()).cloned() {
+            Some(addr) => {
+                cell.inflight.set(cell.inflight.get() + 1);
+                Box::pin(async move {
+                    match addr.send(msg).await {
+                        Ok(d) => d,
+                        Err(_) => {
+                            cell.handled();
+                            detail_of(&cell)
+                        }
+                    }
+                })
+            }
             None => {
-                // Never heard of: nothing known, or the view restored before a restart.
-                let view = self.shared.fanout.latest(msg.user).map(|c| c.view.clone()).unwrap_or_default();
-                Box::pin(async move { UserDetail { view, ..UserDetail::default() } })
+                // Parked: read in place (settling first so expiries are applied).
+                settle(&self.shared, msg.user, &cell, None);
+                let d = detail_of(&cell);
+                Box::pin(async move { d })
             }
         }
     }
@@ -434,9 +531,9 @@ impl Handler<GetDetail> for Shard {
 impl Handler<FeedChanged> for Shard {
     type Result = ();
     fn handle(&mut self, _msg: FeedChanged, _ctx: &mut Self::Context) {
-        for a in self.users.values() {
-            // Full: the actor settles with the new feed state on its next message anyway.
-            let _ = a.try_send(Remerge);
+        let users: Vec<UserIdx> = self.users.keys().copied().collect();
+        for u in users {
+            self.poke(u, false);
         }
     }
 }
@@ -466,15 +563,11 @@ impl Handler<Restore> for Shard {
             for a in absences {
                 let _ = state.upsert_absence(a);
             }
-            let shared = self.shared.clone();
-            let cap = self.config.user_mailbox;
-            let addr = UserActor::create(move |ctx| {
-                ctx.set_mailbox_capacity(cap);
-                let mut ua = UserActor { user, state, shared, scheduled: None };
-                ua.settle(None);
-                ua
-            });
-            self.users.insert(user, addr);
+            // Restored people start parked; settling arms their timers (absence ends,
+            // restored-state expiry) and publishes what the absences change.
+            let cell = UserCell::new(state);
+            settle(&self.shared, user, &cell, None);
+            self.users.insert(user, cell);
         }
     }
 }
@@ -504,23 +597,20 @@ fn restored_slot(v: &MergedView, now: UnixMs) -> Option<Slot> {
 }
 
 impl Handler<GetStats> for Shard {
-    type Result = ResponseFuture<ShardStats>;
+    type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _ctx: &mut Self::Context) -> Self::Result {
-        let addrs: Vec<_> = self.users.values().cloned().collect();
-        let mut base = ShardStats {
+        let mut st = ShardStats {
             users: self.users.len(),
+            live: self.live.len(),
             pending: self.pending.len(),
             timers: self.shared.timers.borrow().len(),
             ..ShardStats::default()
         };
-        Box::pin(async move {
-            for a in addrs {
-                if let Ok(StateCount(s, ab)) = a.send(CountState).await {
-                    base.slots += s;
-                    base.absences += ab;
-                }
-            }
-            base
-        })
+        for c in self.users.values() {
+            let s = c.state.borrow();
+            st.slots += s.slots().len();
+            st.absences += s.absences().len();
+        }
+        MessageResult(st)
     }
 }

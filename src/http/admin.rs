@@ -105,12 +105,13 @@ pub async fn stats(state: Data, caller: Caller) -> Result<HttpResponse, AppError
         "shards": hub.shard_count(),
         "actors": {
             "user": {
-                "count": s.users,
+                "count": s.live,
+                "people_with_state": s.users,
                 "slots": s.slots,
                 "absences": s.absences,
                 "pending_signals": s.pending,
                 "timers": s.timers,
-                "estimated_bytes": s.users * (ACTOR_OVERHEAD + user_state) + s.slots * slot + s.absences * absence,
+                "estimated_bytes": s.live * ACTOR_OVERHEAD + s.users * user_state + s.slots * slot + s.absences * absence,
             },
             "subscriber": { "count": subs, "estimated_bytes": subs * (ACTOR_OVERHEAD + outbox) },
             "shard": { "count": hub.shard_count() },
