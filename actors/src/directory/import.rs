@@ -866,6 +866,8 @@ struct Rows<'p> {
     plan: &'p NumberPlan,
     out: Vec<(Candidate, u64)>,
     error: Option<ImportError>,
+    /// Index of the entry being read, once inside the array (for messages).
+    current: Option<usize>,
 }
 
 impl<'de> Visitor<'de> for &mut Rows<'_> {
@@ -877,6 +879,7 @@ impl<'de> Visitor<'de> for &mut Rows<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut index = 0usize;
+        self.current = Some(0);
         while let Some(row) = seq.next_element::<JsonRow>()? {
             if index >= MAX_ROWS {
                 self.error = Some(ImportError::TooManyRows { limit: MAX_ROWS });
@@ -891,7 +894,9 @@ impl<'de> Visitor<'de> for &mut Rows<'_> {
                 }
             }
             index += 1;
+            self.current = Some(index);
         }
+        self.current = None;
         Ok(())
     }
 }
@@ -907,7 +912,7 @@ pub fn from_json<R: Read>(r: R, plan: &NumberPlan) -> Result<Vec<Person>, Import
         reader.consume(BOM.len());
     }
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let mut rows = Rows { plan, out: Vec::new(), error: None };
+    let mut rows = Rows { plan, out: Vec::new(), error: None, current: None };
     let parsed = (&mut de).deserialize_seq(&mut rows).and_then(|()| de.end());
     if let Some(e) = rows.error.take() {
         return Err(e);
@@ -916,7 +921,13 @@ pub fn from_json<R: Read>(r: R, plan: &NumberPlan) -> Result<Vec<Person>, Import
         return Err(match e.classify() {
             serde_json::error::Category::Io => ImportError::Io(e.into()),
             serde_json::error::Category::Eof if e.line() <= 1 && e.column() == 0 => ImportError::Empty,
-            _ => ImportError::Json { line: e.line(), column: e.column(), reason: e.to_string() },
+            _ => {
+                let reason = match rows.current {
+                    Some(i) => format!("entry {i}: {e}"),
+                    None => e.to_string(),
+                };
+                ImportError::Json { line: e.line(), column: e.column(), reason }
+            }
         });
     }
     assign_ids(rows.out).map_err(|(id, first, second)| ImportError::DuplicateIdEntry {
@@ -1110,7 +1121,10 @@ mod tests {
         let p = plan();
         assert!(matches!(from_json(&b""[..], &p), Err(ImportError::Empty)));
         assert!(matches!(from_json(&b"{}"[..], &p), Err(ImportError::Json { .. })));
-        assert!(matches!(from_json(&b"[{\"name\": true}]"[..], &p), Err(ImportError::Json { line: 1, .. })));
+        match from_json(&b"[{\"name\":\"A\"},\n {\"name\": true}]"[..], &p) {
+            Err(ImportError::Json { line: 2, reason, .. }) => assert!(reason.starts_with("entry 1: "), "{reason}"),
+            other => panic!("unexpected {other:?}"),
+        }
         assert!(matches!(from_json(&b"[] x"[..], &p), Err(ImportError::Json { .. })));
         match from_json(&b"[{\"name\":\"A\"},{\"email\":\"x@y\"}]"[..], &p) {
             Err(ImportError::InvalidEntry { index: 1, field: "name", .. }) => {}

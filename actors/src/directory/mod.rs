@@ -12,7 +12,7 @@
 //! This module is self-contained: it refers to nothing else in the crate.
 //!
 //! Submodules:
-//! * [`fold`]: lower-casing and diacritic folding for search and matching,
+//! * [`fold`](mod@fold): lower-casing and diacritic folding for search and matching,
 //! * [`phone`]: E.164 and extension normalisation,
 //! * [`import`]: CSV/JSON import with validation,
 //! * [`search`]: the ranked search index,

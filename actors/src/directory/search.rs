@@ -6,18 +6,20 @@
 //! * People are renumbered by **name rank** (sorted by folded name, then id).
 //!   Every per-person array of the index is indexed by rank, so a scan in
 //!   index order already yields matches in name order: ranking needs no sort
-//!   at all, only a bucket per tier (see [`SearchIndex::collect`]).
-//! * Names and numbers live in two contiguous byte arenas ([`TextSet`]), one
-//!   line per person. A prefix lookup is a binary search in a sorted array of
+//!   at all, only a bucket per tier (see `SearchIndex::collect`).
+//! * Names, phone numbers and extensions live in three contiguous byte
+//!   arenas (`TextSet`), one line per person (numbers as digits only, so a
+//!   query in any notation compares equal). A prefix lookup is a binary search in a sorted array of
 //!   word positions; a substring lookup is a single `memchr::memmem` pass over
 //!   the arena (about 16 bytes per person for names, so ~1.6 MB at 100 k
 //!   people), jumping to the next person after each hit. That one pass costs
 //!   about as much as scanning per-person bigram signatures would, so we save
 //!   those 32 bytes per person. An arena is skipped outright when the query
 //!   word contains a byte the arena never does (letters never match the
-//!   numbers arena, digits rarely match names).
+//!   numbers arena, digits rarely match names), and people who already
+//!   matched at a better tier are skipped when that is most of them.
 //! * Titles and departments repeat a lot, so they are stored once each in a
-//!   small dictionary [`TextSet`] with a posting list (ranks, ascending) per
+//!   small dictionary `TextSet` with a posting list (ranks, ascending) per
 //!   entry. A match on "ekonomi" costs one dictionary lookup plus one pass
 //!   over that department's members, and listing a department with an empty
 //!   query is a slice of its posting list.
@@ -33,12 +35,18 @@
 //! nearly everyone and would just be noise (and slow). A query made only of
 //! digits and phone punctuation ("070-123 45", "+46 70") is one number query:
 //! its digits are compared against the digits-only forms of the person's
-//! numbers, and a national form ("070…") is also tried in international form
-//! ("4670…") so that both "0701" and "+46701" find +46701….
+//! numbers. Numbers of the plan's country are indexed in national form
+//! ("0701234567"), foreign ones as international digits ("4791234567"), and
+//! a query in international form ("+46701", "0046701", "46701") is also
+//! tried in national form ("0701"), so "0701" and "+46701" both find
+//! +46701…. Indexing the national form rather than the E.164 one matters
+//! for speed: with E.164 every number starts with the same "46", so a
+//! substring pass for "+46…" hits every person.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
+use memchr::arch::all::packedpair::HeuristicFrequencyRank;
 use memchr::memmem;
 
 use super::fold::{fold_search_text, search_text};
@@ -49,23 +57,26 @@ use super::{phone_e164, DeptIdx, NumberPlan, Person, UserIdx};
 /// results before name order does.
 mod tier {
     /// The whole folded name equals the query.
-    pub const NAME_EXACT: u8 = 0;
+    pub(super) const NAME_EXACT: u8 = 0;
     /// The name starts with the query.
-    pub const NAME_PREFIX: u8 = 1;
+    pub(super) const NAME_PREFIX: u8 = 1;
     /// A word of the name starts with the query.
-    pub const NAME_WORD: u8 = 2;
+    pub(super) const NAME_WORD: u8 = 2;
     /// A word of the department or title starts with the query.
-    pub const ORG_WORD: u8 = 3;
+    pub(super) const ORG_WORD: u8 = 3;
     /// A number (digits-only form) starts with the query.
-    pub const NUMBER_PREFIX: u8 = 4;
+    pub(super) const NUMBER_PREFIX: u8 = 4;
     /// The query is a substring of the name.
-    pub const NAME_SUB: u8 = 5;
+    pub(super) const NAME_SUB: u8 = 5;
     /// The query is a substring of the title, department or a number.
-    pub const OTHER_SUB: u8 = 6;
+    pub(super) const OTHER_SUB: u8 = 6;
     /// Number of real tiers.
-    pub const COUNT: usize = 7;
+    pub(super) const COUNT: usize = 7;
     /// No match.
-    pub const NONE: u8 = u8::MAX;
+    pub(super) const NONE: u8 = u8::MAX;
+    /// Outside the department filter. Equal to the best tier so nothing can
+    /// lower it; [`super::SearchIndex::collect`] never looks at these people.
+    pub(super) const EXCLUDED: u8 = 0;
 }
 
 /// Longest query (bytes) we look at; the rest is ignored. Nobody types more
@@ -131,6 +142,27 @@ struct TextSet {
     word_rel: Vec<u16>,
     /// Bit set of the byte values that occur in `arena`.
     present: [u64; 4],
+    /// Byte frequency rank in this arena (0 = absent … 255 = most common),
+    /// for memmem's prefilter: its built-in table is tuned for general text
+    /// and badly misjudges all-digit text where most numbers start "07…",
+    /// which made number substring scans several times slower.
+    rank: ByteRank,
+}
+
+/// Frequency ranks of bytes in one arena (see [`TextSet::rank`]).
+#[derive(Debug, Clone)]
+struct ByteRank([u8; 256]);
+
+impl Default for ByteRank {
+    fn default() -> Self {
+        ByteRank([0; 256])
+    }
+}
+
+impl HeuristicFrequencyRank for &ByteRank {
+    fn rank(&self, byte: u8) -> u8 {
+        self.0[byte as usize]
+    }
 }
 
 impl TextSet {
@@ -141,9 +173,15 @@ impl TextSet {
     /// Appends the next owner's text (already search text).
     fn push(&mut self, text: &str) {
         let text = truncate_at_char(text, MAX_TEXT_BYTES);
-        self.arena.extend_from_slice(text.as_bytes());
-        self.arena.push(b'\n');
-        self.starts.push(self.arena.len() as u32);
+        // Offsets are u32. Past 4 GiB of text (far beyond any directory)
+        // further owners get an empty range, i.e. are not searchable, rather
+        // than corrupting offsets.
+        let room = (u32::MAX as usize).saturating_sub(self.arena.len());
+        if text.len() < room {
+            self.arena.extend_from_slice(text.as_bytes());
+            self.arena.push(b'\n');
+        }
+        self.starts.push(u32::try_from(self.arena.len()).unwrap_or(u32::MAX));
     }
 
     /// Builds the sorted word index once all texts are in.
@@ -166,8 +204,17 @@ impl TextSet {
         });
         self.word_owner = words.iter().map(|w| w.0).collect();
         self.word_rel = words.iter().map(|w| w.1).collect();
+        let mut counts = [0u64; 256];
         for &b in &self.arena {
-            self.present[(b >> 6) as usize] |= 1 << (b & 63);
+            counts[b as usize] += 1;
+        }
+        let max = counts.iter().copied().max().unwrap_or(0).max(1);
+        for (b, &c) in counts.iter().enumerate() {
+            if c > 0 {
+                self.present[b >> 6] |= 1 << (b & 63);
+                // Linear scale; present bytes rank at least 1.
+                self.rank.0[b] = ((c * 255 / max) as u8).max(1);
+            }
         }
         self.arena.shrink_to_fit();
         self.starts.shrink_to_fit();
@@ -177,11 +224,11 @@ impl TextSet {
         self.starts.len() - 1
     }
 
-    /// Owner `o`'s text without the trailing newline.
+    /// Owner `o`'s text without the trailing newline (empty if unknown).
     fn text(&self, o: usize) -> &[u8] {
-        let start = self.starts[o] as usize;
-        let end = self.starts[o + 1] as usize - 1;
-        &self.arena[start..end]
+        let start = self.starts.get(o).map_or(0, |&s| s as usize);
+        let end = self.starts.get(o + 1).map_or(start, |&e| (e as usize).saturating_sub(1)).max(start);
+        self.arena.get(start..end).unwrap_or_default()
     }
 
     /// The word starting at offset `rel` of owner `o`'s text.
@@ -221,7 +268,7 @@ impl TextSet {
         if needle.is_empty() || !self.may_contain(needle) {
             return;
         }
-        let finder = memmem::Finder::new(needle);
+        let finder = self.finder(needle);
         let mut pos = 0usize;
         let mut owner = 0usize;
         while pos < self.arena.len() {
@@ -232,6 +279,11 @@ impl TextSet {
             // One hit per owner is enough: continue at the next owner.
             pos = self.starts[owner + 1] as usize;
         }
+    }
+
+    /// A substring finder for `needle` tuned to this arena's byte frequencies.
+    fn finder<'n>(&self, needle: &'n [u8]) -> memmem::Finder<'n> {
+        memmem::FinderBuilder::new().build_forward_with_ranker(&self.rank, needle)
     }
 
     fn memory_bytes(&self) -> usize {
@@ -334,7 +386,7 @@ impl Dict {
 
     /// Lowers the tier of every member of an entry that matches `word`:
     /// [`tier::ORG_WORD`] for a word prefix, [`tier::OTHER_SUB`] for a substring.
-    fn apply(&self, word: &[u8], substring: bool, tiers: &mut [u8]) {
+    fn apply(&self, word: &[u8], substring: bool, marks: &mut Marks<'_>) {
         let mut hits: Vec<(usize, u8)> = Vec::new();
         self.text.for_each_prefix(word, |e, _| hits.push((e, tier::ORG_WORD)));
         if substring {
@@ -345,7 +397,7 @@ impl Dict {
         hits.dedup_by_key(|h| h.0);
         for (e, t) in hits {
             for &r in self.members(e) {
-                lower(&mut tiers[r as usize], t);
+                marks.lower(r as usize, t);
             }
         }
     }
@@ -355,10 +407,68 @@ impl Dict {
     }
 }
 
-#[inline]
-fn lower(slot: &mut u8, t: u8) {
-    if t < *slot {
-        *slot = t;
+/// Per-person best tier for one query word (indexed by rank), plus how many
+/// people have matched at all so far.
+struct Marks<'a> {
+    tiers: &'a mut [u8],
+    matched: usize,
+}
+
+impl Marks<'_> {
+    /// Lowers person `r`'s tier to `t` if that is better.
+    #[inline]
+    fn lower(&mut self, r: usize, t: u8) {
+        if let Some(slot) = self.tiers.get_mut(r) {
+            if t < *slot {
+                if *slot == tier::NONE {
+                    self.matched += 1;
+                }
+                *slot = t;
+            }
+        }
+    }
+
+    /// Gives tier `t` to every person whose text in `set` (a per-rank set:
+    /// names or numbers) contains `needle`.
+    ///
+    /// A substring tier never beats a prefix tier, so people who already
+    /// matched better need no scan. When many have (a query like "070"
+    /// prefix-matches 85 % of the numbers), only the runs of people still
+    /// worse than `t` are searched; otherwise one pass over the whole arena
+    /// is cheaper than cutting it into pieces.
+    fn lower_containing(&mut self, set: &TextSet, needle: &[u8], t: u8) {
+        if needle.is_empty() || !set.may_contain(needle) {
+            return;
+        }
+        let n = set.owners().min(self.tiers.len());
+        if self.matched <= n / 4 {
+            set.for_each_containing(needle, |r| self.lower(r, t));
+            return;
+        }
+        let finder = set.finder(needle);
+        let mut o = 0usize;
+        while o < n {
+            while o < n && self.tiers[o] <= t {
+                o += 1;
+            }
+            let run_start = o;
+            while o < n && self.tiers[o] > t {
+                o += 1;
+            }
+            if run_start == o {
+                continue;
+            }
+            // People run_start..o are contiguous in the arena.
+            let end = set.starts[o] as usize;
+            let mut pos = set.starts[run_start] as usize;
+            let mut owner = run_start;
+            while pos < end {
+                let Some(hit) = finder.find(&set.arena[pos..end]) else { break };
+                owner = gallop_owner(&set.starts, owner, pos + hit);
+                self.lower(owner, t);
+                pos = set.starts[owner + 1] as usize;
+            }
+        }
     }
 }
 
@@ -367,9 +477,20 @@ fn lower(slot: &mut u8, t: u8) {
 struct QueryWord {
     /// Search text of the word (folded; digits for a number query).
     text: String,
-    /// Extra digit strings tried against numbers only: the international
-    /// form of a national number ("070" → "4670").
+    /// Extra digit strings tried against phone numbers only: the
+    /// international digits of a "00"-prefixed query, and the national form
+    /// of an international one ("+4670" → "070").
     number_alts: Vec<String>,
+    /// How many of `number_alts` (from the front) are also searched as
+    /// substrings. National rewrites are prefix-only: an occurrence of
+    /// "46701" inside a number is already found by searching "46701" itself,
+    /// and a substring pass for "0701" over all numbers is the most
+    /// expensive scan there is (every mobile starts with "07").
+    substring_alts: usize,
+    /// National prefixes that mean "the query occurs in the E.164 digits,
+    /// starting inside the country code": "6701" is in "+46701…", which is
+    /// indexed as "0701…". Searched as prefixes, ranked as substrings.
+    straddle_alts: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -386,21 +507,22 @@ fn parse_query(q: &str, plan: &NumberPlan) -> ParsedQuery {
         && q.chars().all(|c| c.is_ascii_digit() || c == '+' || is_phone_punct(c));
     if numeric {
         let digits: String = q.chars().filter(char::is_ascii_digit).collect();
-        let number_alts = if q.starts_with('+') { Vec::new() } else { national_alts(&digits, plan) };
-        return ParsedQuery { words: vec![QueryWord { text: digits, number_alts }], whole: String::new() };
+        let plus = q.starts_with('+');
+        let (number_alts, substring_alts) = number_alts(&digits, plus, plan);
+        let straddle_alts = if plus { Vec::new() } else { straddle_alts(&digits, plan) };
+        let word = QueryWord { text: digits, number_alts, substring_alts, straddle_alts };
+        return ParsedQuery { words: vec![word], whole: String::new() };
     }
     let text = search_text(q);
     let words: Vec<QueryWord> = text
         .split(' ')
         .filter(|w| !w.is_empty())
         .take(MAX_QUERY_WORDS)
-        .map(|w| QueryWord {
-            text: w.to_string(),
-            number_alts: if w.bytes().all(|b| b.is_ascii_digit()) {
-                national_alts(w, plan)
-            } else {
-                Vec::new()
-            },
+        .map(|w| {
+            let digits = w.bytes().all(|b| b.is_ascii_digit());
+            let (number_alts, substring_alts) = if digits { number_alts(w, false, plan) } else { (Vec::new(), 0) };
+            let straddle_alts = if digits { straddle_alts(w, plan) } else { Vec::new() };
+            QueryWord { text: w.to_string(), number_alts, substring_alts, straddle_alts }
         })
         .collect();
     let whole = words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ");
@@ -411,27 +533,51 @@ fn is_phone_punct(c: char) -> bool {
     matches!(c, '-' | '.' | '/' | '(' | ')') || c.is_whitespace()
 }
 
-/// International digit forms of a digit query typed in national or
-/// 00-prefixed form, under `plan`.
-fn national_alts(digits: &str, plan: &NumberPlan) -> Vec<String> {
+/// Other forms of a digit query to try against the numbers index, which
+/// holds national forms for the plan's country and international digits for
+/// the rest. `plus` = the query started with '+'. Returns the forms and how
+/// many of them (from the front) are worth a substring pass.
+fn number_alts(digits: &str, plus: bool, plan: &NumberPlan) -> (Vec<String>, usize) {
     let ip = plan.international_prefix.as_str();
-    let tp = plan.trunk_prefix.as_str();
     let cc = plan.country_code.as_str();
-    let alt = if !ip.is_empty() && digits.starts_with(ip) {
-        digits[ip.len()..].to_string()
-    } else if !tp.is_empty() {
-        match digits.strip_prefix(tp) {
-            Some(rest) => format!("{cc}{rest}"),
-            None => String::new(),
-        }
+    let mut alts = Vec::new();
+    // International digits: after '+', after "00", or typed without either
+    // but starting with our country code ("46701…", as PBX logs show them).
+    let intl = if plus {
+        Some(digits)
+    } else if !ip.is_empty() && digits.len() > ip.len() && digits.starts_with(ip) {
+        digits.get(ip.len()..)
+    } else if !cc.is_empty() && digits.starts_with(cc) {
+        Some(digits)
     } else {
-        format!("{cc}{digits}")
+        None
     };
-    if alt.is_empty() || alt == digits {
-        Vec::new()
-    } else {
-        vec![alt]
+    let mut substring_alts = 0;
+    if let Some(intl) = intl {
+        if intl != digits {
+            alts.push(intl.to_string()); // foreign numbers, e.g. "0047912" → "47912"
+            substring_alts = 1;
+        }
+        if let Some(national) = intl.strip_prefix(cc).filter(|_| !cc.is_empty()) {
+            let national = format!("{}{}", plan.trunk_prefix, national);
+            if !national.is_empty() && national != digits {
+                alts.push(national);
+            }
+        }
     }
+    (alts, substring_alts)
+}
+
+/// See [`QueryWord::straddle_alts`]: for each proper suffix of the country
+/// code that starts the query, the rest of the query in national form.
+fn straddle_alts(digits: &str, plan: &NumberPlan) -> Vec<String> {
+    let cc = plan.country_code.as_str();
+    (1..cc.len())
+        .filter_map(|k| cc.get(k..))
+        .filter_map(|suffix| digits.strip_prefix(suffix))
+        .filter(|rest| !rest.is_empty())
+        .map(|rest| format!("{}{}", plan.trunk_prefix, rest))
+        .collect()
 }
 
 /// The search index of a [`super::Directory`]. Everything per person is
@@ -442,9 +588,13 @@ pub(super) struct SearchIndex {
     by_rank: Vec<UserIdx>,
     /// Name search text per rank.
     names: TextSet,
-    /// Digits-only numbers per rank (E.164 without '+', as given if that
-    /// differs, extension), space separated.
+    /// Digits-only phone numbers per rank (national form for the plan's
+    /// country, else E.164 digits; as given if that differs), space separated.
     numbers: TextSet,
+    /// Extension digits per rank. Kept apart from `numbers` because the
+    /// national/international rewrites of a query ("+46701" → "0701") apply
+    /// to phone numbers only, never to extensions.
+    extensions: TextSet,
     titles: Dict,
     /// Entries are [`DeptIdx`] values of the directory.
     depts: Dict,
@@ -469,6 +619,8 @@ impl SearchIndex {
 
         let mut names = TextSet::new();
         let mut numbers = TextSet::new();
+        let mut extensions = TextSet::new();
+        let mut ext_buf = String::new();
         let mut num_buf = String::new();
         let mut title_ids: HashMap<String, u32> = HashMap::new();
         let mut title_texts: Vec<String> = Vec::new();
@@ -479,6 +631,9 @@ impl SearchIndex {
             names.push(&name_text[i as usize]);
             number_text(p, plan, &mut num_buf);
             numbers.push(&num_buf);
+            ext_buf.clear();
+            ext_buf.extend(p.extension.as_deref().unwrap_or_default().chars().filter(char::is_ascii_digit));
+            extensions.push(&ext_buf);
             let title = p.title.as_deref().map(search_text).filter(|t| !t.is_empty());
             title_of.push(title.map(|t| {
                 let next = title_texts.len() as u32;
@@ -492,11 +647,13 @@ impl SearchIndex {
         drop(name_text);
         names.finish();
         numbers.finish();
+        extensions.finish();
         let dept_texts: Vec<String> = dept_names.iter().map(|d| search_text(d)).collect();
         SearchIndex {
             by_rank,
             names,
             numbers,
+            extensions,
             titles: Dict::build(&title_texts, &title_of),
             depts: Dict::build(&dept_texts, &dept_of_rank),
         }
@@ -508,66 +665,82 @@ impl SearchIndex {
         let n = self.by_rank.len();
         let parsed = parse_query(q.q, plan);
         if parsed.words.is_empty() {
-            // Empty query: everyone, or the department, in name order.
-            let ranks: Box<dyn Iterator<Item = u32>> = match dept {
-                Some(d) => Box::new(self.depts.members(d as usize).iter().copied()),
-                None => Box::new(0..n as u32),
+            // Empty query: everyone, or the department, in name order. Both
+            // lists are already rank-sorted, so a page is a slice.
+            let page = |len: usize| {
+                let start = q.offset.min(len);
+                start..start + q.limit.min(len - start)
             };
-            let total = match dept {
-                Some(d) => self.depts.members(d as usize).len(),
-                None => n,
+            return match dept {
+                Some(d) => {
+                    let members = self.depts.members(d as usize);
+                    let items = members[page(members.len())].iter().map(|&r| self.by_rank[r as usize]).collect();
+                    SearchResult { total: members.len(), items }
+                }
+                None => SearchResult { total: n, items: self.by_rank[page(n)].to_vec() },
             };
-            let items = ranks.skip(q.offset).take(q.limit).map(|r| self.by_rank[r as usize]).collect();
-            return SearchResult { total, items };
         }
 
+        // With a department filter, everyone else starts as EXCLUDED: no
+        // pass can lower them and substring scans skip them like people who
+        // already matched, so a small department costs little to search.
+        let members = dept.map(|d| self.depts.members(d as usize));
+        let excluded = members.map_or(0, |m| n - m.len());
+        let reset = |buf: &mut [u8]| match members {
+            None => buf.fill(tier::NONE),
+            Some(m) => {
+                buf.fill(tier::EXCLUDED);
+                for &r in m {
+                    buf[r as usize] = tier::NONE;
+                }
+            }
+        };
         // Best tier per person for the first word; for later words, the
         // running "worst word" tier is the max of the per-word tiers.
         let mut tiers = vec![tier::NONE; n];
-        self.word_tiers(&parsed.words[0], &mut tiers);
+        reset(&mut tiers);
+        self.word_tiers(&parsed.words[0], &mut tiers, excluded);
         if parsed.words.len() > 1 {
             let mut word = vec![tier::NONE; n];
             for w in &parsed.words[1..] {
-                word.fill(tier::NONE);
-                self.word_tiers(w, &mut word);
+                reset(&mut word);
+                self.word_tiers(w, &mut word, excluded);
                 for (t, w) in tiers.iter_mut().zip(&word) {
                     *t = (*t).max(*w);
                 }
             }
         }
-        let t = std::time::Instant::now();
-        let r = self.collect(&tiers, &parsed.whole, dept, q.offset, q.limit);
-        if std::env::var_os("PROF").is_some() { eprintln!("collect {:?}", t.elapsed()); }
-        r
+        self.collect(&tiers, &parsed.whole, dept, q.offset, q.limit)
     }
 
     /// Lowers `tiers[rank]` to the best tier at which `w` matches each person.
-    fn word_tiers(&self, w: &QueryWord, tiers: &mut [u8]) {
+    /// `excluded` people are pre-set to [`tier::EXCLUDED`].
+    fn word_tiers(&self, w: &QueryWord, tiers: &mut [u8], excluded: usize) {
         let word = w.text.as_bytes();
         // One-character words: prefix matching only (see module docs).
         let substring = w.text.chars().nth(1).is_some();
-        let t0 = std::time::Instant::now();
+        let mut marks = Marks { tiers, matched: excluded };
+
+        // Prefix tiers first: they decide who still needs a substring scan.
         self.names.for_each_prefix(word, |r, rel| {
-            lower(&mut tiers[r], if rel == 0 { tier::NAME_PREFIX } else { tier::NAME_WORD });
+            marks.lower(r, if rel == 0 { tier::NAME_PREFIX } else { tier::NAME_WORD });
         });
-        let t1 = t0.elapsed();
-        self.titles.apply(word, substring, tiers);
-        self.depts.apply(word, substring, tiers);
-        let t2 = t0.elapsed();
+        self.titles.apply(word, substring, &mut marks);
+        self.depts.apply(word, substring, &mut marks);
+        self.extensions.for_each_prefix(word, |r, _| marks.lower(r, tier::NUMBER_PREFIX));
         for digits in std::iter::once(&w.text).chain(&w.number_alts) {
-            self.numbers.for_each_prefix(digits.as_bytes(), |r, _| lower(&mut tiers[r], tier::NUMBER_PREFIX));
+            self.numbers.for_each_prefix(digits.as_bytes(), |r, _| marks.lower(r, tier::NUMBER_PREFIX));
         }
-        let t3 = t0.elapsed();
-        let (mut t4, mut t5) = (t3, t3);
         if substring {
-            self.names.for_each_containing(word, |r| lower(&mut tiers[r], tier::NAME_SUB));
-            t4 = t0.elapsed();
-            for digits in std::iter::once(&w.text).chain(&w.number_alts) {
-                self.numbers.for_each_containing(digits.as_bytes(), |r| lower(&mut tiers[r], tier::OTHER_SUB));
+            for national in &w.straddle_alts {
+                self.numbers.for_each_prefix(national.as_bytes(), |r, _| marks.lower(r, tier::OTHER_SUB));
             }
-            t5 = t0.elapsed();
+            marks.lower_containing(&self.names, word, tier::NAME_SUB);
+            marks.lower_containing(&self.extensions, word, tier::OTHER_SUB);
+            for digits in std::iter::once(&w.text).chain(&w.number_alts[..w.substring_alts]) {
+                marks.lower_containing(&self.numbers, digits.as_bytes(), tier::OTHER_SUB);
+            }
         }
-        if std::env::var_os("PROF").is_some() { eprintln!("{:?} names-prefix {:?} dicts {:?} num-prefix {:?} names-sub {:?} num-sub {:?}", w.text, t1, t2-t1, t3-t2, t4-t3, t5-t4); }
     }
 
     /// Turns per-rank tiers into a ranked page. Scanning ranks in order fills
@@ -652,6 +825,7 @@ impl SearchIndex {
         self.by_rank.capacity() * 4
             + self.names.memory_bytes()
             + self.numbers.memory_bytes()
+            + self.extensions.memory_bytes()
             + self.titles.memory_bytes()
             + self.depts.memory_bytes()
     }
@@ -667,27 +841,24 @@ impl SearchIndex {
     }
 }
 
-/// Writes `p`'s number words into `out` (cleared first): digits of each
-/// phone's E.164 form, its digits as given when those differ from both the
-/// E.164 and the national form (numbers that did not normalise), and the
-/// extension's digits.
+/// Writes `p`'s number words into `out` (cleared first): each phone in
+/// national form if it is in the plan's country, else its E.164 digits; its
+/// digits as given when those differ (numbers that did not normalise, odd
+/// notations). Extensions are indexed separately.
 fn number_text(p: &Person, plan: &NumberPlan, out: &mut String) {
     out.clear();
     let mut words: Vec<String> = Vec::with_capacity(p.phones.len() + 1);
     for ph in &p.phones {
         let given: String = ph.number.chars().filter(char::is_ascii_digit).collect();
         if let Some(e164) = phone_e164(ph, plan) {
-            let national = national_form(&e164, plan);
-            if given != e164[1..] && national.as_deref() != Some(given.as_str()) {
+            let indexed = national_form(&e164, plan).unwrap_or_else(|| e164[1..].to_string());
+            if given != indexed && given != e164[1..] {
                 words.push(given);
             }
-            words.push(e164[1..].to_string());
+            words.push(indexed);
         } else {
             words.push(given);
         }
-    }
-    if let Some(ext) = &p.extension {
-        words.push(ext.chars().filter(char::is_ascii_digit).collect());
     }
     words.retain(|w| !w.is_empty());
     words.sort_unstable();
@@ -779,6 +950,11 @@ mod tests {
         assert_eq!(ids(&d, &q("+47912")), ["lars.nilsson"]);
         assert_eq!(ids(&d, &q("4567")), ["asa.ostberg", "lars.nilsson"]); // substrings
         assert_eq!(ids(&d, &q("300")), ["lars.nilsson", "nils.larsson"]);
+        // In the E.164 digits across the country code: "+46701234567".
+        assert_eq!(ids(&d, &q("670123")), ["asa.ostberg"]);
+        assert_eq!(d.search(&q("670123")).total, 1);
+        // "+46701" must not reach Bo Ek's extension "0701" via "0701".
+        assert!(!ids(&d, &q("+46701")).contains(&"bo.ek".to_string()));
     }
 
     #[test]
@@ -849,6 +1025,119 @@ mod tests {
         assert_eq!(d.index.rank_of(), vec![2, 1, 0]);
     }
 
+    /// Reference implementation: the tier rules applied person by person,
+    /// with plain string operations and no index.
+    fn naive(d: &Directory, query: &str, dept: Option<&str>) -> Vec<UserIdx> {
+        let plan = d.plan();
+        let parsed = parse_query(query, plan);
+        let dept = match dept {
+            None => None,
+            Some(name) => match d.department_idx(name) {
+                Some(x) => Some(x),
+                None => return Vec::new(),
+            },
+        };
+        let mut hits: Vec<(u8, String, String, UserIdx)> = Vec::new();
+        for (i, p) in d.people() {
+            if dept.is_some() && d.department_of(i) != dept {
+                continue;
+            }
+            let name = search_text(&p.name);
+            if parsed.words.is_empty() {
+                hits.push((0, name, p.id.to_string(), i));
+                continue;
+            }
+            let org: Vec<String> = [&p.title, &p.department].into_iter().flatten().map(|t| search_text(t)).collect();
+            let mut numbers = String::new();
+            number_text(p, plan, &mut numbers);
+            let ext: String = p.extension.as_deref().unwrap_or_default().chars().filter(char::is_ascii_digit).collect();
+            let mut worst = 0u8;
+            for w in &parsed.words {
+                let t = w.text.as_str();
+                let sub = t.chars().count() >= 2;
+                let starts = |text: &str, q: &str| text.split(' ').any(|x| x.starts_with(q));
+                let all_num = std::iter::once(t).chain(w.number_alts.iter().map(String::as_str));
+                let sub_num = std::iter::once(t).chain(w.number_alts[..w.substring_alts].iter().map(String::as_str));
+                let tier = if name.starts_with(t) {
+                    tier::NAME_PREFIX
+                } else if starts(&name, t) {
+                    tier::NAME_WORD
+                } else if org.iter().any(|o| starts(o, t)) {
+                    tier::ORG_WORD
+                } else if ext.starts_with(t) || all_num.clone().any(|q| starts(&numbers, q)) {
+                    tier::NUMBER_PREFIX
+                } else if sub && name.contains(t) {
+                    tier::NAME_SUB
+                } else if sub
+                    && (org.iter().any(|o| o.contains(t))
+                        || ext.contains(t)
+                        || sub_num.clone().any(|q| numbers.contains(q))
+                        || w.straddle_alts.iter().any(|q| starts(&numbers, q)))
+                {
+                    tier::OTHER_SUB
+                } else {
+                    tier::NONE
+                };
+                worst = worst.max(tier);
+            }
+            if worst == tier::NONE {
+                continue;
+            }
+            if worst <= tier::NAME_WORD && !parsed.whole.is_empty() {
+                if name == parsed.whole {
+                    worst = tier::NAME_EXACT;
+                } else if name.starts_with(&parsed.whole) {
+                    worst = tier::NAME_PREFIX;
+                }
+            }
+            hits.push((worst, name, p.id.to_string(), i));
+        }
+        hits.sort();
+        hits.into_iter().map(|h| h.3).collect()
+    }
+
+    #[test]
+    fn index_agrees_with_naive_reference() {
+        let mut people = super::super::synth::generate(3_000, 11);
+        // Odd shapes too: shared numbers, foreign and unparseable numbers,
+        // no department, punctuation-heavy names.
+        people[0].name = "Anna-Karin O'Brien (extern)".into();
+        people[1].phones.push(Phone { kind: PhoneKind::Work, number: "+46 (0)8-123 45 67".into(), e164: None });
+        people[2].phones.push(Phone { kind: PhoneKind::Other, number: "ring 0701-ish".into(), e164: None });
+        people[3].department = None;
+        people[4].title = None;
+        people[5].extension = Some("0701".into());
+        let d = Directory::build(people, &NumberPlan::default()).expect("builds");
+        let mut queries: Vec<String> = [
+            "", "a", "an", "and", "asa", "ostb", "ÖSTB", "lars nil", "nil lars", "ekonomi", "eko", "controller",
+            "chef", "070", "0701", "+46701", "46701", "0046 70", "6701", "+47 9", "12", "123 45", "1", "08-", "sson",
+            "ström", "anna karin", "o brien", "extern", "ish", "x", "zz", "ing", "för",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Pieces of real data: name fragments, number fragments.
+        for (i, p) in d.people().step_by(97) {
+            let name = search_text(&p.name);
+            let k = (i as usize) % name.len().max(1);
+            queries.push(name.chars().skip(k % 5).take(2 + k % 4).collect());
+            if let Some(ph) = p.phones.first() {
+                let digits: String = ph.number.chars().filter(char::is_ascii_digit).collect();
+                queries.push(digits.chars().skip(k % 6).take(3 + k % 5).collect());
+            }
+        }
+        for q in &queries {
+            for dept in [None, Some("Ekonomi"), Some("IT")] {
+                let want = naive(&d, q, dept);
+                let got = d.search(&SearchQuery { q, department: dept, limit: usize::MAX, offset: 0 });
+                assert_eq!(got.total, want.len(), "total for {q:?} in {dept:?}");
+                assert_eq!(got.items, want, "ranking for {q:?} in {dept:?}");
+                let page = d.search(&SearchQuery { q, department: dept, limit: 7, offset: 3 });
+                assert_eq!(page.items, want.iter().skip(3).take(7).copied().collect::<Vec<_>>(), "page for {q:?}");
+            }
+        }
+    }
+
     #[test]
     fn gallop_finds_owner() {
         let starts = [0u32, 3, 7, 8, 20, 21];
@@ -866,12 +1155,25 @@ mod tests {
         let pq = parse_query("070-123 45", &p);
         assert_eq!(pq.words.len(), 1);
         assert_eq!(pq.words[0].text, "07012345");
-        assert_eq!(pq.words[0].number_alts, ["467012345"]);
+        assert!(pq.words[0].number_alts.is_empty());
         let pq = parse_query("+46 70", &p);
         assert_eq!(pq.words[0].text, "4670");
-        assert!(pq.words[0].number_alts.is_empty());
+        assert_eq!(pq.words[0].number_alts, ["070"]);
+        let pq = parse_query("4670", &p);
+        assert_eq!(pq.words[0].number_alts, ["070"]);
         let pq = parse_query("0046 70", &p);
-        assert_eq!(pq.words[0].number_alts, ["4670"]);
+        assert_eq!(pq.words[0].number_alts, ["4670", "070"]);
+        assert_eq!(pq.words[0].substring_alts, 1);
+        let pq = parse_query("0047 912", &p);
+        assert_eq!(pq.words[0].number_alts, ["47912"]);
+        let pq = parse_query("+4", &p);
+        assert!(pq.words[0].number_alts.is_empty());
+        assert_eq!(parse_query("6701", &p).words[0].straddle_alts, ["0701"]);
+        assert!(parse_query("+6701", &p).words[0].straddle_alts.is_empty());
+        let no = NumberPlan::norway();
+        assert_eq!(parse_query("7912", &no).words[0].straddle_alts, ["912"]);
+        assert_eq!(parse_query("+47 912", &no).words[0].number_alts, ["912"]);
+        assert!(parse_query("912", &no).words[0].number_alts.is_empty());
         let pq = parse_query(" Åsa  ÖST-berg ", &p);
         assert_eq!(pq.whole, "asa ost berg");
         let long = "a ".repeat(100);
