@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// Shard arbiters (default: CPUs).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Most live user actors (all shards); idle people beyond it are parked.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_live: usize,
     /// Outbox capacity per subscriber.
     #[arg(long, default_value_t = 1024)]
     pub outbox: usize,
@@ -203,7 +206,6 @@ async fn bench(args: BenchArgs) -> Result<()> {
     }
 
     // Phase 1: start-up through the store, as `run` does it.
-    let rss0 = rss();
     let people = synth::generate(n, 42);
     let tmp = std::env::temp_dir().join(format!("presence-bench-{}", std::process::id()));
     let store = Store::open(&tmp)?;
@@ -211,16 +213,23 @@ async fn bench(args: BenchArgs) -> Result<()> {
     drop(people);
     let snap: Vec<(String, String)> = Vec::new();
     store.save_snapshot(&snap, now_ms())?;
+    crate::release_free_memory();
+    let rss0 = rss();
     let t0 = Instant::now();
-    let rows = store.load_directory()?;
-    let people: Vec<_> = rows.iter().filter_map(|(_, j)| serde_json::from_str(j).ok()).collect();
-    drop(rows);
+    let mut people = Vec::with_capacity(n);
+    store.for_each_person(|_, j| {
+        if let Ok(p) = serde_json::from_str(j) {
+            people.push(p)
+        }
+    })?;
     let directory = Directory::build(people, &NumberPlan::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::release_free_memory();
     let dir_bytes = directory.memory_bytes();
     let mut cfg = HubConfig::default();
     if let Some(s) = args.shards {
         cfg.shards = s;
     }
+    cfg.shard.max_live = args.max_live.div_ceil(cfg.shards.max(1));
     let hub = Hub::start(&cfg, directory, Policy::default());
     hub.restore(vec![], vec![]).await;
     let startup = t0.elapsed();
@@ -251,6 +260,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     }
     wait_quiet(&m, n as u64, Duration::from_secs(60)).await;
     actix_rt::time::sleep(Duration::from_millis(300)).await;
+    crate::release_free_memory();
     let rss_active = rss();
     let per_user = (rss_active.saturating_sub(rss0)) as f64 / n as f64;
     out("RSS per person (directory + actor + 3 slots)", format!("{per_user:.0} B  (RSS {} MB)", rss_active / 1_000_000));

@@ -118,20 +118,17 @@ fn load_directory(store: &Store, config: &Config, opts: &RunOptions) -> Result<V
         }
         return Ok(people);
     }
-    let rows = store.load_directory()?;
-    if rows.is_empty() && opts.demo {
+    if store.directory_len()? == 0 && opts.demo {
         let people = import::from_csv(demo::DEMO_CSV.as_bytes(), &config.directory.number_plan.plan())
             .map_err(|e| RunError::Directory(format!("demo directory: {e}")))?;
         save_directory(store, &people)?;
         return Ok(people);
     }
-    let mut people = Vec::with_capacity(rows.len());
-    for (id, json) in rows {
-        match serde_json::from_str::<Person>(&json) {
-            Ok(p) => people.push(p),
-            Err(e) => warn!(person = %id, error = %e, "Skipping an unreadable stored person."),
-        }
-    }
+    let mut people = Vec::with_capacity(store.directory_len()?);
+    store.for_each_person(|id, json| match serde_json::from_str::<Person>(json) {
+        Ok(p) => people.push(p),
+        Err(e) => warn!(person = %id, error = %e, "Skipping an unreadable stored person."),
+    })?;
     Ok(people)
 }
 
@@ -147,6 +144,7 @@ pub async fn run(
     let store = Store::open(&config.data_dir)?;
     let people = load_directory(&store, &config, &opts)?;
     let directory = Directory::build(people, &config.directory.number_plan.plan()).map_err(|e| RunError::Directory(e.to_string()))?;
+    release_free_memory();
     let shards = config.hub.shards.unwrap_or_else(|| HubConfig::default().shards);
     let hub_config = HubConfig {
         shards,
@@ -236,6 +234,16 @@ pub async fn run(
     Ok(())
 }
 
+/// Hands memory freed after start-up (parsed rows, import buffers) back to the OS, so the
+/// resident size reflects what the hub holds, not what it once parsed.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Puts back the snapshot (stale) and the stored absences.
 async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
     let dir = hub.directory().clone();
@@ -256,6 +264,7 @@ async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
     }
     info!(views = views.len(), absences = absences.len(), "Restored the last known state.");
     hub.restore(views, absences).await;
+    release_free_memory();
     Ok(())
 }
 

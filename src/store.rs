@@ -359,6 +359,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Visits every stored person in order without collecting the rows, so a large directory
+    /// is parsed one document at a time (no transient copy of every JSON text).
+    pub fn for_each_person(&self, mut f: impl FnMut(&str, &str)) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT ord, id, doc FROM people ORDER BY ord")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get_ref(1).and_then(|v| v.as_str().map_err(Into::into));
+            let doc = row.get_ref(2).and_then(|v| v.as_str().map_err(Into::into));
+            match (id, doc) {
+                (Ok(id), Ok(doc)) => f(id, doc),
+                (Err(e), _) | (_, Err(e)) => skip_row("people", row, &e),
+            }
+        }
+        Ok(())
+    }
+
     /// Number of people in the directory.
     pub fn directory_len(&self) -> Result<usize, StoreError> {
         count(&self.conn(), "SELECT count(*) FROM people")

@@ -1,8 +1,8 @@
 //! Fan-out of merged-presence changes to subscribers, with a global sequence and replay ring.
 //!
-//! Every change gets the next number of one hub-wide sequence, is appended to a bounded ring
-//! (for resume after reconnect), becomes the person's *latest* (for snapshots and the
-//! persisted snapshot), and is queued — as a shared `Arc`, encoded once — to the
+//! Every change gets the next number of one hub-wide sequence, is noted in a bounded ring of
+//! `(seq, person)` (for resume after reconnect), becomes the person's *latest* (for snapshots,
+//! resume and the persisted snapshot), and is queued — as a shared `Arc`, encoded once — to the
 //! [`Outbox`] of each subscriber whose filter matches. Sequence assignment and queueing happen
 //! under one lock, so every subscriber sees strictly increasing numbers.
 //!
@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use crate::directory::{DeptIdx, UserIdx};
 use crate::metrics::Metrics;
-use crate::model::MergedView;
+use crate::model::{Availability, Freshness, MergedView};
 
 /// Most people one subscription may name.
 pub const MAX_FILTER_USERS: usize = 10_000;
@@ -34,8 +34,10 @@ pub struct Change {
     pub user: UserIdx,
     /// The person's department (for department filters).
     pub dept: Option<DeptIdx>,
-    /// The merged view.
-    pub view: MergedView,
+    /// The merged availability (the full view is in `json`; kept small: one per person).
+    pub availability: Availability,
+    /// The view's freshness.
+    pub freshness: Freshness,
     /// The view as JSON (`wire::presence_json`), encoded once.
     pub json: Box<str>,
     /// When the signal that caused it entered the hub (latency measurement).
@@ -151,7 +153,10 @@ struct Sub {
 
 struct Inner {
     seq: u64,
-    ring: VecDeque<Arc<Change>>,
+    /// `(seq, person)` of recent changes. Resume sends each person's latest change once if it
+    /// is newer than the client's `since` — coalesced, like a lagging client — so the ring
+    /// needs no copy of old changes (12 bytes an entry).
+    ring: VecDeque<(u64, UserIdx)>,
     latest: Vec<Option<Arc<Change>>>,
     subs: HashMap<u64, Sub>,
     next_sub: u64,
@@ -172,7 +177,8 @@ pub enum Start {
         /// Matching people with no change yet (state Unknown).
         unseen: Vec<UserIdx>,
     },
-    /// Resumed: the changes after the client's sequence number, in order.
+    /// Resumed: for each matching person who changed after the client's sequence number,
+    /// their latest change, in sequence order (intermediate states are coalesced away).
     Resume {
         /// Current sequence number.
         seq: u64,
@@ -219,14 +225,23 @@ impl FanOut {
     }
 
     /// Publishes a change: numbers it, remembers it and queues it to every matching subscriber.
-    pub fn publish(&self, user: UserIdx, dept: Option<DeptIdx>, view: MergedView, json: String, ingest: Option<Instant>) -> u64 {
+    pub fn publish(&self, user: UserIdx, dept: Option<DeptIdx>, view: &MergedView, json: String, ingest: Option<Instant>) -> u64 {
         let mut g = self.lock();
         g.seq += 1;
-        let c = Arc::new(Change { seq: g.seq, user, dept, view, json: json.into_boxed_str(), ingest });
+        let c = Arc::new(Change {
+            seq: g.seq,
+            user,
+            dept,
+            availability: view.availability,
+            freshness: view.freshness,
+            json: json.into_boxed_str(),
+            ingest,
+        });
         if g.ring.len() >= self.ring_capacity {
             g.ring.pop_front();
         }
-        g.ring.push_back(c.clone());
+        let entry = (c.seq, user);
+        g.ring.push_back(entry);
         if let Some(slot) = g.latest.get_mut(user as usize) {
             *slot = Some(c.clone());
         }
@@ -259,11 +274,23 @@ impl FanOut {
 
     /// Sets a restored (pre-restart) view as a person's latest without numbering it as a
     /// change, so snapshots show it at once.
-    pub fn restore(&self, user: UserIdx, dept: Option<DeptIdx>, view: MergedView, json: String) {
+    pub fn restore(&self, user: UserIdx, dept: Option<DeptIdx>, view: &MergedView, json: String) {
         let mut g = self.lock();
         if let Some(slot) = g.latest.get_mut(user as usize) {
-            *slot = Some(Arc::new(Change { seq: 0, user, dept, view, json: json.into_boxed_str(), ingest: None }));
+            let (availability, freshness) = (view.availability, view.freshness);
+            *slot = Some(Arc::new(Change { seq: 0, user, dept, availability, freshness, json: json.into_boxed_str(), ingest: None }));
         }
+    }
+
+    /// The latest change of each person named in the ring after `after`, once each, in
+    /// sequence order (a person's latest is always their newest ring entry).
+    fn latest_since(g: &Inner, after: u64, filter: Option<&Filter>) -> Vec<Arc<Change>> {
+        g.ring
+            .iter()
+            .filter(|(seq, _)| *seq > after)
+            .filter_map(|(seq, u)| g.latest.get(*u as usize)?.as_ref().filter(|c| c.seq == *seq).cloned())
+            .filter(|c| filter.is_none_or(|f| f.matches(c.user, c.dept)))
+            .collect()
     }
 
     /// The latest change of a person, if any.
@@ -358,9 +385,9 @@ impl FanOut {
             g.by_dept.entry(*d).or_default().push(id);
         }
         let seq = g.seq;
-        let oldest = g.ring.front().map_or(seq + 1, |c| c.seq);
+        let oldest = g.ring.front().map_or(seq + 1, |e| e.0);
         if let Some(n) = since.filter(|n| *n <= seq && *n + 1 >= oldest) {
-            let changes = g.ring.iter().filter(|c| c.seq > n && filter.matches(c.user, c.dept)).cloned().collect();
+            let changes = Self::latest_since(&g, n, Some(&filter));
             return Ok(Start::Resume { seq, changes });
         }
         let mut changes = Vec::new();
@@ -420,18 +447,13 @@ impl FanOut {
     pub fn unpersisted(&self) -> (Vec<Arc<Change>>, u64) {
         let from = self.persisted_seq.load(Ordering::Acquire);
         let g = self.lock();
-        let oldest = g.ring.front().map_or(g.seq + 1, |c| c.seq);
-        let mut by_user: HashMap<UserIdx, Arc<Change>> = HashMap::new();
-        if from + 1 >= oldest {
-            for c in g.ring.iter().filter(|c| c.seq > from) {
-                by_user.insert(c.user, c.clone());
-            }
+        let oldest = g.ring.front().map_or(g.seq + 1, |e| e.0);
+        let changes = if from + 1 >= oldest {
+            Self::latest_since(&g, from, None)
         } else {
-            for c in g.latest.iter().flatten().filter(|c| c.seq > from) {
-                by_user.insert(c.user, c.clone());
-            }
-        }
-        (by_user.into_values().collect(), g.seq)
+            g.latest.iter().flatten().filter(|c| c.seq > from).cloned().collect()
+        };
+        (changes, g.seq)
     }
 
     /// Records that everything up to `seq` is persisted.
@@ -447,9 +469,8 @@ impl FanOut {
     /// Rough heap bytes held (ring, latest table, indexes), for `/api/stats`.
     pub fn memory_bytes(&self) -> usize {
         let g = self.lock();
-        let change = std::mem::size_of::<Change>() + 200;
-        let latest = g.latest.len() * 8 + g.latest.iter().flatten().count() * change;
-        latest + g.ring.len() * 8 + g.by_user.len() * 48
+        let latest: usize = g.latest.iter().flatten().map(|c| std::mem::size_of::<Change>() + 16 + c.json.len()).sum();
+        g.latest.len() * 8 + latest + g.ring.len() * 12 + g.by_user.len() * 48
     }
 }
 
@@ -467,7 +488,7 @@ mod tests {
     }
 
     fn publish(f: &FanOut, user: UserIdx, dept: Option<DeptIdx>) -> u64 {
-        f.publish(user, dept, MergedView::default(), format!("{{\"id\":\"u{user}\"}}"), None)
+        f.publish(user, dept, &MergedView::default(), format!("{{\"id\":\"u{user}\"}}"), None)
     }
 
     #[test]
@@ -522,10 +543,19 @@ mod tests {
             }
             s => panic!("{s:?}"),
         }
+        // A person who changed twice since: only the latest, once.
+        publish(&f, 7, None);
+        match f.set_filter(id, Filter { all: true, ..Filter::default() }, Some(6)).unwrap() {
+            Start::Resume { seq, changes } => {
+                assert_eq!(seq, 9);
+                assert_eq!(changes.iter().map(|c| (c.user, c.seq)).collect::<Vec<_>>(), vec![(6, 7), (7, 9)]);
+            }
+            s => panic!("{s:?}"),
+        }
         // Seq 1 fell out of the 5-entry ring: snapshot instead.
         match f.set_filter(id, Filter { all: true, ..Filter::default() }, Some(1)).unwrap() {
             Start::Snapshot { seq, changes, unseen } => {
-                assert_eq!(seq, 8);
+                assert_eq!(seq, 9);
                 assert_eq!(changes.len(), 8);
                 assert_eq!(unseen, vec![8, 9]);
             }

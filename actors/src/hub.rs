@@ -255,7 +255,7 @@ impl Hub {
             let dept = self.inner.directory.department_of(u);
             if let Some(p) = self.inner.directory.person(u) {
                 let json = crate::wire::presence_json(&p.id, &v);
-                self.inner.fanout.restore(u, dept, v.clone(), json);
+                self.inner.fanout.restore(u, dept, &v, json);
             }
             per[self.shard_of(u)].views.push((u, v));
         }

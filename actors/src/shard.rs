@@ -217,7 +217,7 @@ fn settle(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Insta
         if let Some(p) = sh.directory.person(user) {
             let json = presence_json(&p.id, state.view());
             let dept = sh.directory.department_of(user);
-            sh.fanout.publish(user, dept, state.view().clone(), json, ingest);
+            sh.fanout.publish(user, dept, state.view(), json, ingest);
         }
     }
     let next = state.next_deadline(now, &sh.policy);
@@ -502,8 +502,7 @@ impl Handler<GetDetail> for Shard {
     fn handle(&mut self, msg: GetDetail, _ctx: &mut Self::Context) -> Self::Result {
         let Some(cell) = self.users.get(&msg.user).cloned() else {
             // Never heard of: nothing known.
-            let view = self.shared.fanout.latest(msg.user).map(|c| c.view.clone()).unwrap_or_default();
-            return Box::pin(async move { UserDetail { view, ..UserDetail::default() } });
+            return Box::pin(async move { UserDetail::default() });
         };
         match self.live.peek(&msg.user).filter(|a| a.connected()).cloned() {
             Some(addr) => {

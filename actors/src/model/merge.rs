@@ -273,6 +273,9 @@ impl UserPresence {
                 if self.slots.len() >= MAX_SLOTS_PER_USER {
                     self.evict_one(now);
                 }
+                // Exact growth: most people have 1-4 slots, and doubling would waste up to
+                // half of a 144-byte-per-slot vector for every one of them.
+                self.slots.reserve_exact(1);
                 self.slots.push(slot);
             }
         }
