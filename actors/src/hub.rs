@@ -204,7 +204,8 @@ impl Hub {
             loop {
                 let pending: Vec<UserSignal> = {
                     let mut g = self.inner.overflow.lock().unwrap_or_else(|p| p.into_inner());
-                    g.drain().map(|(_, v)| v).collect()
+                    // Taking the map (not draining it) returns a burst's high-water allocation.
+                    std::mem::take(&mut *g).into_values().collect()
                 };
                 if pending.is_empty() {
                     break;

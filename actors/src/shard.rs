@@ -414,7 +414,7 @@ impl Shard {
             self.flush_scheduled = true;
             ctx.run_later(Duration::from_millis(1), |act, ctx| {
                 act.flush_scheduled = false;
-                let pending: Vec<_> = act.pending.drain().map(|(_, v)| v).collect();
+                let pending: Vec<_> = std::mem::take(&mut act.pending).into_values().collect();
                 for msg in pending {
                     act.route(msg, ctx);
                 }
