@@ -268,12 +268,25 @@ async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Writes changed presence to the store every `every` until shutdown.
+/// How long ended absences stay in the store (for "who was away yesterday" questions).
+const KEEP_ENDED_ABSENCES_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Writes changed presence to the store every `every` until shutdown, and hourly purges
+/// absences that ended more than [`KEEP_ENDED_ABSENCES_MS`] ago.
 async fn persist_loop(hub: Hub, store: Store, every: Duration, mut stop: Shutdown) {
     let mut tick = actix_web::rt::time::interval(every);
+    let mut hourly = actix_web::rt::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = tick.tick() => persist_once(&hub, &store).await,
+            _ = hourly.tick() => {
+                let st = store.clone();
+                match web::block(move || st.purge_absences(now_ms() - KEEP_ENDED_ABSENCES_MS)).await {
+                    Ok(Ok(n)) if n > 0 => info!(purged = n, "Purged old absences."),
+                    Ok(Err(e)) => warn!(error = %e, "Could not purge old absences."),
+                    _ => {}
+                }
+            }
             _ = stop.recv() => break,
         }
     }

@@ -292,7 +292,7 @@ async fn pushed_signals_identity_forms_and_ops_endpoints() {
     ]}))).await;
     assert_eq!(st, 202, "{v}");
     let mut d = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..500 {
         d = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await.1;
         if d["presence"]["activity"] == "InACall" {
             break;
@@ -338,7 +338,7 @@ async fn a_restart_shows_the_last_state_marked_stale() {
     let c = client();
     send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN), Some(json!({"signals": [
         {"who": "asa.ostberg", "source": "teams", "availability": "DoNotDisturb", "activity": "Presenting"}]}))).await;
-    for _ in 0..100 {
+    for _ in 0..500 {
         let (_, d) = get(&c, &s, "/api/users/asa.ostberg", Some(VIEWER)).await;
         if d["presence"]["availability"] == "DoNotDisturb" {
             break;

@@ -114,10 +114,10 @@ async fn websocket_heartbeats_departments_and_bad_messages() {
     // Token in the query (browsers cannot set headers on WebSocket).
     let url = s.ws_url(&format!("/api/stream?access_token={VIEWER}"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    // Heartbeat within the configured 1 s interval (×3 for slack).
+    // Heartbeat within the configured 1 s interval (×5 for slack on a loaded CI machine).
     let t0 = std::time::Instant::now();
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(3), ws.next()).await.expect("heartbeat").unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("heartbeat").unwrap().unwrap();
         if let Message::Text(t) = m {
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["type"] == "heartbeat" {
@@ -126,7 +126,7 @@ async fn websocket_heartbeats_departments_and_bad_messages() {
             }
         }
     }
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(t0.elapsed() < Duration::from_secs(5));
     ws.send(Message::Text("{not json".into())).await.unwrap();
     let e = next_frame(&mut ws).await;
     assert_eq!(e["type"], "error");

@@ -58,7 +58,7 @@ pub enum SinkError {
     Overloaded,
 }
 
-type OverflowKey = (UserIdx, Source, Box<str>);
+type OverflowKey = (UserIdx, Source, crate::model::ShortStr);
 
 struct Inner {
     directory: Arc<Directory>,

@@ -14,7 +14,7 @@
 //! - [`provider`]: the contract a provider is built against ([`provider::ProviderContext`]).
 //! - [`metrics`]: counters and gauges.
 //!
-//! Actor semantics: see `docs/actors.md` in the repository (ordering, drops, restarts).
+//! Actor semantics (ordering, drops, parking, restarts): README.md, "Architecture".
 #![warn(missing_docs)]
 
 pub mod directory;

@@ -323,7 +323,7 @@ fn detail_of(cell: &UserCell) -> UserDetail {
 
 // ---- Shard actor ------------------------------------------------------------------------
 
-type PendingKey = (UserIdx, Source, Box<str>);
+type PendingKey = (UserIdx, Source, crate::model::ShortStr);
 
 /// Owns the people of one shard: their cells, and live actors for the recently active ones.
 pub struct Shard {

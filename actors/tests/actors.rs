@@ -24,13 +24,14 @@ fn hub(people: usize, max_live: usize) -> Hub {
 }
 
 async fn eventually(mut f: impl FnMut() -> bool) {
-    for _ in 0..300 {
+    // Generous: CI machines run test binaries' tests in parallel on 2 cores.
+    for _ in 0..1000 {
         if f() {
             return;
         }
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not met within 3 s");
+    panic!("condition not met within 10 s");
 }
 
 #[actix_rt::test]
@@ -133,7 +134,7 @@ async fn a_slow_subscriber_never_slows_a_fast_one_and_stays_bounded() {
         (a, seqs, kinds)
     };
     let (fast, fast_seqs, _) = mk(Duration::ZERO, 100_000);
-    let (slow, _slow_seqs, slow_kinds) = mk(Duration::from_millis(300), 64);
+    let (slow, slow_seqs, slow_kinds) = mk(Duration::from_millis(300), 64);
     fast.send(SetFilter { filter: Filter { all: true, ..Filter::default() }, since: None }).await.unwrap().unwrap();
     slow.send(SetFilter { filter: Filter { all: true, ..Filter::default() }, since: None }).await.unwrap().unwrap();
     let n = 4000u32;
@@ -149,12 +150,12 @@ async fn a_slow_subscriber_never_slows_a_fast_one_and_stays_bounded() {
     }
     let published = || hub.metrics().changes_published.load(Ordering::Relaxed);
     eventually(|| fast_seqs.lock().unwrap().len() as u64 >= published() && published() >= 200).await;
-    let fast_time = t0.elapsed();
-    // The fast one got every change, in strictly increasing order, well before the slow one
-    // could have consumed even a fraction at 300 ms per write.
+    // The fast one got every change, in strictly increasing order, while the slow one (300 ms
+    // per write) was still far behind: it did not wait for it.
     let seqs = fast_seqs.lock().unwrap().clone();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
-    assert!(fast_time < Duration::from_secs(3), "fast subscriber took {fast_time:?}");
+    let slow_got = slow_seqs.lock().unwrap().len();
+    assert!(slow_got < seqs.len() / 2, "slow {slow_got} vs fast {} after {:?}", seqs.len(), t0.elapsed());
     // The fast one ends with everyone's final state (coalescing upstream only drops superseded states).
     let f = hub.fanout().clone();
     for u in 0..200u32 {

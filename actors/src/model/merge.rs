@@ -21,7 +21,7 @@ pub struct Slot {
     /// Source family.
     pub source: Source,
     /// Source instance.
-    pub instance: Box<str>,
+    pub instance: super::ShortStr,
     /// Feed that delivered it.
     pub feed: FeedId,
     /// Availability; `None` annotates only.

@@ -15,6 +15,7 @@ pub mod activity;
 pub mod availability;
 pub mod merge;
 pub mod policy;
+pub mod short;
 pub mod signal;
 
 pub use absence::{Absence, AbsenceReason};
@@ -22,6 +23,7 @@ pub use activity::Activity;
 pub use availability::Availability;
 pub use merge::{MergedView, Slot, SlotFreshness, SourceSet, UserPresence};
 pub use policy::{DetailPolicy, Policy};
+pub use short::ShortStr;
 pub use signal::{Freshness, FeedId, PrivateDetail, Signal, Source, Version};
 
 /// Milliseconds since the Unix epoch (UTC). The model stores times as this compact integer.

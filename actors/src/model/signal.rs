@@ -124,7 +124,7 @@ pub struct Signal {
     /// Which source family.
     pub source: Source,
     /// Which instance of the source: endpoint, mailbox item, extension, MSISDN…
-    pub instance: Box<str>,
+    pub instance: super::ShortStr,
     /// The provider feed that delivered it.
     pub feed: FeedId,
     /// Availability, or `None` when the signal only annotates (tentative, OOO-only).
