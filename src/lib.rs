@@ -245,7 +245,7 @@ pub fn release_free_memory() {
 }
 
 /// Puts back the snapshot (stale) and the stored absences.
-async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
+pub(crate) async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
     let dir = hub.directory().clone();
     let now = now_ms();
     let mut views = Vec::new();
