@@ -14,15 +14,15 @@
 //! Submodules:
 //! * [`fold`](mod@fold): lower-casing and diacritic folding for search and matching,
 //! * [`phone`]: E.164 and extension normalisation,
+//! * `identity`: the compact hashed table behind [`Directory::resolve`],
 //! * [`import`]: CSV/JSON import with validation,
 //! * [`search`]: the ranked search index,
 //! * [`synth`]: deterministic fake directories for tests and benchmarks.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::Hash;
 
 pub mod fold;
+mod identity;
 pub mod import;
 pub mod phone;
 pub mod search;
@@ -36,7 +36,8 @@ pub use import::{from_csv, from_json, ImportError};
 pub use phone::{normalize_extension, normalize_extension_for, normalize_phone};
 pub use search::{SearchQuery, SearchResult};
 
-use fold::search_text;
+use fold::{fold_search_text, search_text};
+use identity::{IdentityTable, Kind};
 use search::SearchIndex;
 
 /// Dense index of a person in a [`Directory`] (0..len).
@@ -218,12 +219,6 @@ pub enum DirectoryError {
     },
 }
 
-/// Map value marking a key shared by several people (a department's common
-/// number, a shared mailbox): such keys resolve to nobody rather than to an
-/// arbitrary one of them, because a presence update applied to the wrong
-/// person is worse than one that is dropped.
-const AMBIGUOUS: UserIdx = UserIdx::MAX;
-
 /// Marks "no department" in `dept_of`.
 const NO_DEPT: DeptIdx = DeptIdx::MAX;
 
@@ -231,27 +226,24 @@ const NO_DEPT: DeptIdx = DeptIdx::MAX;
 const MAX_RESOLVE_KEY_BYTES: usize = 1024;
 
 /// An immutable, indexed set of people.
+///
+/// Memory matters here (the hub's budget is about 2 KB per user for
+/// everything, and the `Person`s alone take most of what the directory
+/// uses), so the indexes keep no copy of any person's strings: identities
+/// live in one hashed table that is verified against `people`, departments
+/// and titles are stored once each, and the search index keeps its text in
+/// a few large arenas rather than one allocation per person.
 pub struct Directory {
     people: Vec<Person>,
     plan: NumberPlan,
-    by_id: HashMap<Box<str>, UserIdx>,
-    /// Lower-cased e-mail/UPN.
-    by_email: HashMap<Box<str>, UserIdx>,
-    /// Lower-cased "user@host" of the SIP URI, without scheme or parameters.
-    by_sip: HashMap<Box<str>, UserIdx>,
-    /// "kind:value", both lower-cased (Entra GUIDs in canonical form).
-    by_external: HashMap<Box<str>, UserIdx>,
-    /// E.164 digits as an integer (no E.164 number starts with 0, so this is
-    /// lossless) — 12 bytes per entry instead of a boxed string.
-    by_phone: HashMap<u64, UserIdx>,
-    /// Extension digits packed with their length (see [`digits_key`]).
-    by_ext: HashMap<u64, UserIdx>,
+    /// Every identity of every person (id, e-mail, SIP, external ids,
+    /// numbers, extension); see [`identity`].
+    keys: IdentityTable,
     /// Department per person, [`NO_DEPT`] if none.
     dept_of: Vec<DeptIdx>,
     departments: Vec<Department>,
-    /// Department search text (folded) → index.
-    dept_by_key: HashMap<Box<str>, DeptIdx>,
-    /// Department indexes sorted by folded name.
+    /// Department indexes sorted by folded name, for [`Directory::departments`]
+    /// and the binary search of [`Directory::department_idx`].
     dept_order: Vec<DeptIdx>,
     index: SearchIndex,
 }
@@ -260,6 +252,8 @@ pub struct Directory {
 struct Department {
     /// Display name: the spelling of its first member.
     name: Box<str>,
+    /// Search text of the name: what makes two spellings the same department.
+    key: Box<str>,
     members: usize,
 }
 
@@ -277,118 +271,41 @@ impl Directory {
     /// Indexes `people`. Fails on an empty or duplicate id. Phone numbers are
     /// (re-)normalised with `plan` for matching; other identities that are
     /// shared by several people resolve to nobody (see [`Directory::resolve`]).
-    pub fn build(people: Vec<Person>, plan: &NumberPlan) -> Result<Directory, DirectoryError> {
+    pub fn build(mut people: Vec<Person>, plan: &NumberPlan) -> Result<Directory, DirectoryError> {
         let n = people.len();
-        if n >= AMBIGUOUS as usize {
+        if n >= UserIdx::MAX as usize {
             return Err(DirectoryError::TooManyPeople { count: n });
         }
-        let mut by_id: HashMap<Box<str>, UserIdx> = HashMap::with_capacity(n);
-        for (i, p) in people.iter().enumerate() {
-            if p.id.trim().is_empty() {
-                return Err(DirectoryError::EmptyId { index: i });
-            }
-            match by_id.entry(p.id.clone()) {
-                Entry::Occupied(e) => {
-                    return Err(DirectoryError::DuplicateId {
-                        id: p.id.to_string(),
-                        first: *e.get() as usize,
-                        second: i,
-                    })
-                }
-                Entry::Vacant(e) => {
-                    e.insert(i as UserIdx);
-                }
-            }
+        let first_empty = people.iter().position(|p| p.id.trim().is_empty());
+        // Spare capacity in the people's own lists is dead weight for as long
+        // as the directory lives (a Vec grown by push has room for 4 phones).
+        for p in &mut people {
+            p.phones.shrink_to_fit();
+            p.external_ids.shrink_to_fit();
         }
 
-        let mut by_email = HashMap::with_capacity(n);
-        let mut by_sip = HashMap::with_capacity(n);
-        let mut by_external = HashMap::with_capacity(n);
-        let mut by_phone = HashMap::with_capacity(n * 2);
-        let mut by_ext = HashMap::with_capacity(n);
-        let mut dept_of = Vec::with_capacity(n);
-        let mut departments: Vec<Department> = Vec::new();
-        let mut dept_by_key: HashMap<Box<str>, DeptIdx> = HashMap::new();
-
+        // Upper bound of the entry count, so the table is allocated once.
+        let capacity: usize = people.iter().map(|p| 4 + p.phones.len() + p.external_ids.len()).sum();
+        let mut keys = IdentityTable::with_capacity(capacity);
         for (i, p) in people.iter().enumerate() {
-            let idx = i as UserIdx;
-            if let Some(email) = p.email.as_deref().map(email_key).filter(|e| !e.is_empty()) {
-                insert_shared(&mut by_email, email.into_boxed_str(), idx);
-            }
-            if let Some(sip) = p.sip_uri.as_deref().and_then(sip_key) {
-                insert_shared(&mut by_sip, sip.into_boxed_str(), idx);
-            }
-            for x in &p.external_ids {
-                if let Some(key) = external_key(&x.kind, &x.value) {
-                    insert_shared(&mut by_external, key.into_boxed_str(), idx);
-                }
-            }
-            for ph in &p.phones {
-                if let Some(key) = phone_e164(ph, plan).as_deref().and_then(phone_key) {
-                    insert_shared(&mut by_phone, key, idx);
-                }
-            }
-            if let Some(key) = p
-                .extension
-                .as_deref()
-                .and_then(|e| normalize_extension_for(e, plan))
-                .and_then(|e| digits_key(&e))
-            {
-                insert_shared(&mut by_ext, key, idx);
-            }
-            let dept = match p.department.as_deref().map(search_text).filter(|k| !k.is_empty()) {
-                None => NO_DEPT,
-                Some(key) => {
-                    let next = departments.len() as DeptIdx;
-                    let d = *dept_by_key.entry(key.into_boxed_str()).or_insert(next);
-                    if d == next {
-                        let name = p.department.as_deref().unwrap_or_default().trim();
-                        departments.push(Department { name: name.into(), members: 0 });
-                    }
-                    if let Some(dep) = departments.get_mut(d as usize) {
-                        dep.members += 1;
-                    }
-                    d
-                }
-            };
-            dept_of.push(dept);
+            keys.insert_person(p, i as UserIdx, plan);
+        }
+        keys.finish();
+        if let Some(e) = id_error(&keys, &people, first_empty) {
+            return Err(e);
         }
 
-        let mut dept_order: Vec<(&str, DeptIdx)> = dept_by_key.iter().map(|(k, &d)| (&**k, d)).collect();
-        dept_order.sort_unstable();
-        let dept_order: Vec<DeptIdx> = dept_order.into_iter().map(|(_, d)| d).collect();
+        let (dept_of, mut departments) = departments_of(&people);
+        let mut dept_order: Vec<DeptIdx> = (0..departments.len() as DeptIdx).collect();
+        dept_order.sort_unstable_by(|&a, &b| departments[a as usize].key.cmp(&departments[b as usize].key));
+        departments.shrink_to_fit();
 
-        let dept_opt: Vec<Option<DeptIdx>> = dept_of.iter().map(|&d| (d != NO_DEPT).then_some(d)).collect();
-        let dept_names: Vec<Box<str>> = departments.iter().map(|d| d.name.clone()).collect();
-        let index = SearchIndex::build(&people, &dept_opt, &dept_names, plan);
+        let dept_keys: Vec<&str> = departments.iter().map(|d| &*d.key).collect();
+        let index = SearchIndex::build(&people, &dept_of, &dept_keys, plan);
+        drop(dept_keys);
 
-        let mut dir = Directory {
-            people,
-            plan: plan.clone(),
-            by_id,
-            by_email,
-            by_sip,
-            by_external,
-            by_phone,
-            by_ext,
-            dept_of,
-            departments,
-            dept_by_key,
-            dept_order,
-            index,
-        };
-        dir.shrink();
-        Ok(dir)
-    }
-
-    /// Releases spare map capacity reserved during the build.
-    fn shrink(&mut self) {
-        self.by_email.shrink_to_fit();
-        self.by_sip.shrink_to_fit();
-        self.by_external.shrink_to_fit();
-        self.by_phone.shrink_to_fit();
-        self.by_ext.shrink_to_fit();
-        self.people.shrink_to_fit();
+        people.shrink_to_fit();
+        Ok(Directory { people, plan: plan.clone(), keys, dept_of, departments, dept_order, index })
     }
 
     /// Number of people.
@@ -413,7 +330,26 @@ impl Directory {
 
     /// The person with exactly this id.
     pub fn by_id(&self, id: &str) -> Option<UserIdx> {
-        self.by_id.get(id).copied()
+        self.lookup(Kind::Id, id.as_bytes())
+    }
+
+    /// The one person who has identity `key` of `kind`: `None` if nobody
+    /// does, and also if several people do (a department's common number, a
+    /// shared mailbox), because a presence update applied to the wrong
+    /// person is worse than one that is dropped.
+    fn lookup(&self, kind: Kind, key: &[u8]) -> Option<UserIdx> {
+        let mut found = None;
+        for idx in self.keys.candidates(kind, key) {
+            let Some(p) = self.people.get(idx as usize) else { continue };
+            // The table holds hashes only: check the person really has the key.
+            if identity::has_key(p, kind, key, &self.plan) {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(idx);
+            }
+        }
+        found
     }
 
     /// Finds the person named by `key`, whatever identity it is:
@@ -443,17 +379,17 @@ impl Directory {
             return self.resolve_sip(rest);
         }
         if let Some(rest) = strip_prefix_ci(key, "mailto:") {
-            return lookup(&self.by_email, email_key(rest).as_str());
+            return self.lookup(Kind::Email, email_key(rest).as_bytes());
         }
         if let Some(rest) = strip_prefix_ci(key, "tel:") {
             return self.resolve_number(rest);
         }
         if key.contains('@') {
             let k = email_key(key);
-            return lookup(&self.by_email, k.as_str()).or_else(|| lookup(&self.by_sip, k.as_str()));
+            return self.lookup(Kind::Email, k.as_bytes()).or_else(|| self.lookup(Kind::Sip, k.as_bytes()));
         }
         if let Some(guid) = canonical_guid(key) {
-            if let Some(i) = lookup(&self.by_external, format!("entra:{guid}").as_str()) {
+            if let Some(i) = self.lookup(Kind::External, format!("entra:{guid}").as_bytes()) {
                 return Some(i);
             }
         }
@@ -461,7 +397,7 @@ impl Directory {
             return self.resolve_number(key);
         }
         if let Some((kind, value)) = key.split_once(':') {
-            return external_key(kind, value).and_then(|k| lookup(&self.by_external, k.as_str()));
+            return external_key(kind, value).and_then(|k| self.lookup(Kind::External, k.as_bytes()));
         }
         None
     }
@@ -469,13 +405,13 @@ impl Directory {
     /// The person with this phone number (any format the plan understands).
     pub fn resolve_phone(&self, raw: &str) -> Option<UserIdx> {
         let key = normalize_phone(raw, &self.plan).as_deref().and_then(phone_key)?;
-        lookup(&self.by_phone, &key)
+        self.lookup(Kind::Phone, &key.to_le_bytes())
     }
 
     /// The person with this extension ("1234" or "tel:1234").
     pub fn resolve_extension(&self, ext: &str) -> Option<UserIdx> {
         let key = normalize_extension_for(ext, &self.plan).as_deref().and_then(digits_key)?;
-        lookup(&self.by_ext, &key)
+        self.lookup(Kind::Extension, &key.to_le_bytes())
     }
 
     fn resolve_number(&self, s: &str) -> Option<UserIdx> {
@@ -488,8 +424,9 @@ impl Directory {
         if addr.is_empty() {
             return None;
         }
-        if let Some(i) = lookup(&self.by_sip, addr.as_str()).or_else(|| lookup(&self.by_email, addr.as_str())) {
-            return Some(i);
+        let found = self.lookup(Kind::Sip, addr.as_bytes()).or_else(|| self.lookup(Kind::Email, addr.as_bytes()));
+        if found.is_some() {
+            return found;
         }
         let user = addr.split('@').next().unwrap_or_default();
         if looks_like_number(user) {
@@ -506,7 +443,12 @@ impl Directory {
     /// The department called `name`, compared case- and diacritic-insensitively
     /// and ignoring punctuation ("forsaljning" finds "Försäljning").
     pub fn department_idx(&self, name: &str) -> Option<DeptIdx> {
-        self.dept_by_key.get(search_text(name).as_str()).copied()
+        let key = search_text(name);
+        let key_of = |d: DeptIdx| self.departments.get(d as usize).map_or("", |d| &*d.key);
+        self.dept_order
+            .binary_search_by(|&d| key_of(d).cmp(key.as_str()))
+            .ok()
+            .and_then(|pos| self.dept_order.get(pos).copied())
     }
 
     /// Name of department `d`.
@@ -545,73 +487,134 @@ impl Directory {
         self.index.memory_bytes()
     }
 
-    /// Estimated heap bytes held by the directory: people, lookup maps and
-    /// search index. It counts string and vector payloads and hash-table
-    /// slots, not allocator overhead, so the real figure is somewhat higher.
+    /// Estimated heap bytes held by the directory: people, identity table,
+    /// departments and search index. Small blocks (the people's strings and
+    /// lists) are counted as malloc really sizes them (an 8-byte header,
+    /// rounded up to 16, at least 32 bytes), since that overhead is a large
+    /// share of a `Person`; the few big arrays of the indexes are counted by
+    /// capacity. Memory freed during the build but not returned to the OS is
+    /// not included, so RSS can be a little higher still.
     pub fn memory_bytes(&self) -> usize {
         let people: usize = self.people.capacity() * std::mem::size_of::<Person>()
             + self.people.iter().map(person_heap_bytes).sum::<usize>();
-        let str_keys = |m: &HashMap<Box<str>, UserIdx>| map_bytes(m) + m.keys().map(|k| k.len()).sum::<usize>();
+        let departments: usize = self.departments.capacity() * std::mem::size_of::<Department>()
+            + self.departments.iter().map(|d| heap_block(d.name.len()) + heap_block(d.key.len())).sum::<usize>();
         people
-            + map_bytes(&self.by_id)
-            + self.by_id.keys().map(|k| k.len()).sum::<usize>()
-            + str_keys(&self.by_email)
-            + str_keys(&self.by_sip)
-            + str_keys(&self.by_external)
-            + map_bytes(&self.by_phone)
-            + map_bytes(&self.by_ext)
+            + self.keys.memory_bytes()
             + self.dept_of.capacity() * std::mem::size_of::<DeptIdx>()
-            + self.departments.iter().map(|d| d.name.len() + std::mem::size_of::<Department>()).sum::<usize>()
-            + map_bytes(&self.dept_by_key)
-            + self.dept_by_key.keys().map(|k| k.len()).sum::<usize>()
+            + departments
             + self.dept_order.capacity() * std::mem::size_of::<DeptIdx>()
             + self.index.memory_bytes()
     }
 }
 
-/// Heap bytes of one person's fields.
+/// Bytes a heap block of `len` bytes really takes: glibc's malloc (like the
+/// size classes of most allocators) adds an 8-byte header, rounds up to 16
+/// and allocates at least 32. Zero-length boxes and vectors allocate nothing.
+fn heap_block(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        ((len + 8 + 15) & !15).max(32)
+    }
+}
+
+/// Heap bytes of one person's fields, one small block per string or list.
 fn person_heap_bytes(p: &Person) -> usize {
-    let opt = |s: &Option<Box<str>>| s.as_deref().map_or(0, str::len);
-    p.id.len()
-        + p.name.len()
+    let opt = |s: &Option<Box<str>>| s.as_deref().map_or(0, |s| heap_block(s.len()));
+    heap_block(p.id.len())
+        + heap_block(p.name.len())
         + opt(&p.title)
         + opt(&p.department)
         + opt(&p.email)
         + opt(&p.extension)
         + opt(&p.sip_uri)
-        + p.phones.capacity() * std::mem::size_of::<Phone>()
-        + p.phones.iter().map(|ph| ph.number.len() + opt(&ph.e164)).sum::<usize>()
-        + p.external_ids.capacity() * std::mem::size_of::<ExternalId>()
-        + p.external_ids.iter().map(|x| x.kind.len() + x.value.len()).sum::<usize>()
+        + heap_block(p.phones.capacity() * std::mem::size_of::<Phone>())
+        + p.phones.iter().map(|ph| heap_block(ph.number.len()) + opt(&ph.e164)).sum::<usize>()
+        + heap_block(p.external_ids.capacity() * std::mem::size_of::<ExternalId>())
+        + p.external_ids.iter().map(|x| heap_block(x.kind.len()) + heap_block(x.value.len())).sum::<usize>()
 }
 
-/// Slot bytes of a hash map (std's table keeps ≤ 7/8 of its buckets full and
-/// one control byte per bucket).
-fn map_bytes<K, V>(m: &HashMap<K, V>) -> usize {
-    m.capacity() * 8 / 7 * (std::mem::size_of::<(K, V)>() + 1)
-}
-
-/// Inserts `key → idx`, turning the entry into [`AMBIGUOUS`] if another
-/// person already has the key.
-fn insert_shared<K: Eq + Hash>(map: &mut HashMap<K, UserIdx>, key: K, idx: UserIdx) {
-    match map.entry(key) {
-        Entry::Occupied(mut e) => {
-            if *e.get() != idx {
-                e.insert(AMBIGUOUS);
+/// The error [`Directory::build`] reports for the ids, if any: the first
+/// person (in input order) whose id is empty or repeats an earlier one.
+///
+/// Two people can only share an id inside a run of equal hashes in the
+/// identity table, so only those runs are checked; a run can also hold
+/// other kinds of key and hash collisions, hence the re-hash and the sort by
+/// the id itself.
+fn id_error(keys: &IdentityTable, people: &[Person], first_empty: Option<usize>) -> Option<DirectoryError> {
+    // (first, second) of the repeat whose second person comes earliest.
+    let mut repeat: Option<(usize, usize)> = None;
+    let mut same_id: Vec<(&str, usize)> = Vec::new();
+    for (hash, run) in keys.shared_runs() {
+        same_id.clear();
+        for &(_, idx) in run {
+            let id = people.get(idx as usize).map_or("", |p| &*p.id);
+            if keys.hash(Kind::Id, id.as_bytes()) == hash {
+                same_id.push((id, idx as usize));
             }
         }
-        Entry::Vacant(e) => {
-            e.insert(idx);
+        same_id.sort_unstable();
+        for group in same_id.chunk_by(|a, b| a.0 == b.0) {
+            if let [(_, first), (_, second), ..] = *group {
+                if repeat.is_none_or(|(_, s)| second < s) {
+                    repeat = Some((first, second));
+                }
+            }
         }
+    }
+    match (repeat, first_empty) {
+        (Some((first, second)), empty) if empty.is_none_or(|e| second < e) => Some(DirectoryError::DuplicateId {
+            id: people.get(second).map(|p| p.id.to_string()).unwrap_or_default(),
+            first,
+            second,
+        }),
+        (_, Some(index)) => Some(DirectoryError::EmptyId { index }),
+        _ => None,
     }
 }
 
-fn lookup<K, Q>(map: &HashMap<K, UserIdx>, key: &Q) -> Option<UserIdx>
-where
-    K: Eq + Hash + std::borrow::Borrow<Q>,
-    Q: Eq + Hash + ?Sized,
-{
-    map.get(key).copied().filter(|&i| i != AMBIGUOUS)
+/// Each person's department, and the departments in order of first
+/// appearance with their member counts. People whose department text folds
+/// to the same search text ("Ekonomi", "EKONOMI") share a department.
+fn departments_of(people: &[Person]) -> (Vec<DeptIdx>, Vec<Department>) {
+    let mut dept_of = Vec::with_capacity(people.len());
+    let mut departments: Vec<Department> = Vec::new();
+    // Folded key → department, and each spelling seen → department, so that
+    // each distinct spelling is folded once rather than once per person.
+    let mut by_key: HashMap<Box<str>, DeptIdx> = HashMap::new();
+    let mut by_spelling: HashMap<&str, DeptIdx> = HashMap::new();
+    let mut buf = String::new();
+    for p in people {
+        let Some(raw) = p.department.as_deref() else {
+            dept_of.push(NO_DEPT);
+            continue;
+        };
+        let d = match by_spelling.get(raw) {
+            Some(&d) => d,
+            None => {
+                buf.clear();
+                fold_search_text(raw, &mut buf);
+                let d = if buf.is_empty() {
+                    NO_DEPT
+                } else {
+                    let next = departments.len() as DeptIdx;
+                    let d = *by_key.entry(buf.as_str().into()).or_insert(next);
+                    if d == next {
+                        departments.push(Department { name: raw.trim().into(), key: buf.as_str().into(), members: 0 });
+                    }
+                    d
+                };
+                by_spelling.insert(raw, d);
+                d
+            }
+        };
+        if let Some(dep) = departments.get_mut(d as usize) {
+            dep.members += 1;
+        }
+        dept_of.push(d);
+    }
+    (dept_of, departments)
 }
 
 /// The E.164 form of a phone for matching: its stored `e164` if that is

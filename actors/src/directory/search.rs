@@ -51,7 +51,7 @@ use memchr::memmem;
 
 use super::fold::{fold_search_text, search_text};
 use super::phone::national_form;
-use super::{phone_e164, DeptIdx, NumberPlan, Person, UserIdx};
+use super::{phone_e164, DeptIdx, NumberPlan, Person, UserIdx, NO_DEPT};
 
 /// Rank tiers, best first. A person's tier for a query decides the order of
 /// results before name order does.
@@ -337,6 +337,9 @@ fn truncate_at_char(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// "No entry" in the `member_of` argument of [`Dict::build`].
+const NO_ENTRY: u32 = u32::MAX;
+
 /// A dictionary of distinct texts (titles or departments) with, per entry,
 /// the ranks of the people who have it.
 #[derive(Debug, Default)]
@@ -349,31 +352,30 @@ struct Dict {
 }
 
 impl Dict {
-    /// `entries[e]` is entry e's search text; `member_of[rank]` its entry.
-    fn build(entries: &[String], member_of: &[Option<u32>]) -> Dict {
+    /// `entries[e]` is entry e's search text; `member_of[rank]` its entry,
+    /// or [`NO_ENTRY`].
+    fn build(entries: &[&str], member_of: &[u32]) -> Dict {
         let mut text = TextSet::new();
         for e in entries {
             text.push(e);
         }
         text.finish();
         let mut counts = vec![0u32; entries.len() + 1];
-        for e in member_of.iter().flatten() {
-            counts[*e as usize + 1] += 1;
+        for &e in member_of.iter().filter(|&&e| e != NO_ENTRY) {
+            counts[e as usize + 1] += 1;
         }
         for i in 1..counts.len() {
             counts[i] += counts[i - 1];
         }
         let post_start = counts.clone();
         let mut fill = counts;
-        let mut post = vec![0u32; member_of.len()];
-        for (rank, e) in member_of.iter().enumerate() {
-            if let Some(e) = e {
-                post[fill[*e as usize] as usize] = rank as u32;
-                fill[*e as usize] += 1;
+        let mut post = vec![0u32; post_start.last().copied().unwrap_or(0) as usize];
+        for (rank, &e) in member_of.iter().enumerate() {
+            if e != NO_ENTRY {
+                post[fill[e as usize] as usize] = rank as u32;
+                fill[e as usize] += 1;
             }
         }
-        post.truncate(*post_start.last().unwrap_or(&0) as usize);
-        post.shrink_to_fit();
         Dict { text, post_start, post }
     }
 
@@ -601,61 +603,86 @@ pub(super) struct SearchIndex {
 }
 
 impl SearchIndex {
-    /// Builds the index. `dept_of[i]` is person `i`'s department and
-    /// `dept_names[d]` department `d`'s display name.
+    /// Builds the index. `dept_of[i]` is person `i`'s department
+    /// ([`NO_DEPT`] for none) and `dept_keys[d]` department `d`'s search text.
+    ///
+    /// The build keeps no small allocation per person alive at once: 100 k
+    /// temporary strings (a `Vec<String>` of folded names, say) leave
+    /// megabytes of holes behind when freed, which malloc rarely returns to
+    /// the OS, so they would stay in the RSS for the life of the process.
+    /// Names are folded into one temporary arena instead, and titles once
+    /// per distinct spelling. (Scratch strings freed right away, as in
+    /// [`number_text`], are simply reused and cost nothing.)
     pub(super) fn build(
         people: &[Person],
-        dept_of: &[Option<DeptIdx>],
-        dept_names: &[Box<str>],
+        dept_of: &[DeptIdx],
+        dept_keys: &[&str],
         plan: &NumberPlan,
     ) -> SearchIndex {
         let n = people.len();
-        let name_text: Vec<String> = people.iter().map(|p| search_text(&p.name)).collect();
+        // Search text of every name, in index order: `name_arena[name_at[i]..name_at[i + 1]]`.
+        let mut name_arena = String::new();
+        let mut name_at: Vec<usize> = Vec::with_capacity(n + 1);
+        name_at.push(0);
+        for p in people {
+            fold_search_text(&p.name, &mut name_arena);
+            name_at.push(name_arena.len());
+        }
+        let name_of = |i: usize| &name_arena[name_at[i]..name_at[i + 1]];
         let mut by_rank: Vec<UserIdx> = (0..n as UserIdx).collect();
         by_rank.sort_unstable_by(|&a, &b| {
             let (a, b) = (a as usize, b as usize);
-            name_text[a].cmp(&name_text[b]).then_with(|| people[a].id.cmp(&people[b].id))
+            name_of(a).cmp(name_of(b)).then_with(|| people[a].id.cmp(&people[b].id))
         });
 
         let mut names = TextSet::new();
         let mut numbers = TextSet::new();
         let mut extensions = TextSet::new();
-        let mut ext_buf = String::new();
-        let mut num_buf = String::new();
+        let mut buf = String::new();
+        // Title spelling → entry, and search text → entry (distinct
+        // spellings can fold to the same text: "Ekonom", "EKONOM").
+        let mut title_by_spelling: HashMap<&str, u32> = HashMap::new();
         let mut title_ids: HashMap<String, u32> = HashMap::new();
         let mut title_texts: Vec<String> = Vec::new();
-        let mut title_of: Vec<Option<u32>> = Vec::with_capacity(n);
-        let mut dept_of_rank: Vec<Option<u32>> = Vec::with_capacity(n);
+        let mut title_of: Vec<u32> = Vec::with_capacity(n);
+        let mut dept_of_rank: Vec<u32> = Vec::with_capacity(n);
         for &i in &by_rank {
             let p = &people[i as usize];
-            names.push(&name_text[i as usize]);
-            number_text(p, plan, &mut num_buf);
-            numbers.push(&num_buf);
-            ext_buf.clear();
-            ext_buf.extend(p.extension.as_deref().unwrap_or_default().chars().filter(char::is_ascii_digit));
-            extensions.push(&ext_buf);
-            let title = p.title.as_deref().map(search_text).filter(|t| !t.is_empty());
-            title_of.push(title.map(|t| {
-                let next = title_texts.len() as u32;
-                *title_ids.entry(t).or_insert_with_key(|t| {
-                    title_texts.push(t.clone());
-                    next
-                })
-            }));
-            dept_of_rank.push(dept_of.get(i as usize).copied().flatten());
+            names.push(name_of(i as usize));
+            number_text(p, plan, &mut buf);
+            numbers.push(&buf);
+            buf.clear();
+            buf.extend(p.extension.as_deref().unwrap_or_default().chars().filter(char::is_ascii_digit));
+            extensions.push(&buf);
+            let title = match p.title.as_deref() {
+                None => NO_ENTRY,
+                Some(raw) => *title_by_spelling.entry(raw).or_insert_with(|| {
+                    let t = search_text(raw);
+                    if t.is_empty() {
+                        return NO_ENTRY;
+                    }
+                    let next = title_texts.len() as u32;
+                    *title_ids.entry(t).or_insert_with_key(|t| {
+                        title_texts.push(t.clone());
+                        next
+                    })
+                }),
+            };
+            title_of.push(title);
+            dept_of_rank.push(dept_of.get(i as usize).copied().filter(|&d| d != NO_DEPT).unwrap_or(NO_ENTRY));
         }
-        drop(name_text);
+        drop((name_arena, name_at));
         names.finish();
         numbers.finish();
         extensions.finish();
-        let dept_texts: Vec<String> = dept_names.iter().map(|d| search_text(d)).collect();
+        let title_texts: Vec<&str> = title_texts.iter().map(String::as_str).collect();
         SearchIndex {
             by_rank,
             names,
             numbers,
             extensions,
             titles: Dict::build(&title_texts, &title_of),
-            depts: Dict::build(&dept_texts, &dept_of_rank),
+            depts: Dict::build(dept_keys, &dept_of_rank),
         }
     }
 

@@ -1,9 +1,11 @@
 //! Tests across the directory module: identity resolution, departments, the
 //! demo company fixture, a 100 000-person synthetic directory, garbage-input
-//! ("never panic") properties, and an ignored search micro-benchmark:
+//! ("never panic") properties, an ignored search micro-benchmark and an
+//! ignored measurement of the resident memory of a 100 k directory:
 //!
 //! ```text
 //! cargo test --release -- --ignored --nocapture search_bench
+//! cargo test --release --lib memory_at_100k -- --ignored --nocapture
 //! ```
 
 use std::path::PathBuf;
@@ -384,4 +386,46 @@ fn search_bench() {
         assert_eq!(d.resolve(p.email.as_deref().unwrap_or_default()), Some(i));
     }
     println!("resolve by e-mail: {:.2} µs", t.elapsed().as_secs_f64() * 1e6 / 10_000.0);
+}
+
+// ------------------------------------------------------- memory at 100k ----
+
+/// Resident set size of this process in bytes (Linux; 0 elsewhere).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|f| f.parse::<usize>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Real resident memory of a 100 k directory, people included. Run it alone
+/// in release: other tests in the same process (a filter that also matches
+/// `search_bench`, say) would disturb the RSS.
+///
+/// ```text
+/// cargo test --release --lib memory_at_100k -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "measurement: cargo test --release --lib memory_at_100k -- --ignored --nocapture"]
+fn memory_at_100k() {
+    const N: usize = 100_000;
+    let plan = NumberPlan::default();
+    let before = rss_bytes();
+    let people = synth::generate(N, 42);
+    let people_only = rss_bytes();
+    let d = Directory::build(people, &plan).expect("builds");
+    let after = rss_bytes();
+    let per = |b: usize| b / N;
+    println!(
+        "RSS: people alone {} B/person, directory (people included) {} B/person, of which indexes {} B/person",
+        per(people_only.saturating_sub(before)),
+        per(after.saturating_sub(before)),
+        per(after.saturating_sub(people_only)),
+    );
+    println!(
+        "memory_bytes(): {} B/person, search index {} B/person",
+        d.memory_bytes() / d.len(),
+        d.search_index_bytes() / d.len()
+    );
+    std::hint::black_box(&d);
 }
