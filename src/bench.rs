@@ -205,7 +205,10 @@ async fn bench(args: BenchArgs) -> Result<()> {
         println!("presence-hub bench: {n} people, {} watch-all subscribers, {} watchers × {} people", args.watch_all, args.watchers, args.per_watcher);
     }
 
-    // Phase 1: start-up through the store, as `run` does it.
+    // Phase 1: start-up through the store, as `run` does it. The memory baseline is the
+    // process before anything: per-person figures include everything the hub holds for them
+    // (and what the allocator and SQLite's page cache keep), like RSS(N) − RSS(empty).
+    let rss_start = rss();
     let people = synth::generate(n, 42);
     let tmp = std::env::temp_dir().join(format!("presence-bench-{}", std::process::id()));
     let store = Store::open(&tmp)?;
@@ -228,7 +231,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     drop(snap);
     drop(people);
     crate::release_free_memory();
-    let rss0 = rss();
+    let rss0 = rss_start;
     let t0 = Instant::now();
     let mut people = Vec::with_capacity(n);
     store.for_each_person(|_, j| {
@@ -238,6 +241,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     })?;
     let directory = Directory::build(people, &NumberPlan::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::release_free_memory();
+    let rss_dir = rss();
     let dir_bytes = directory.memory_bytes();
     let mut cfg = HubConfig::default();
     if let Some(s) = args.shards {
@@ -248,7 +252,6 @@ async fn bench(args: BenchArgs) -> Result<()> {
     crate::restore(&hub, &store).await?;
     let startup = t0.elapsed();
     let _ = std::fs::remove_dir_all(&tmp);
-    let rss_dir = rss();
     out("start-up (load + index directory, start shards, restore snapshot)", format!("{:.0} ms", startup.as_secs_f64() * 1000.0));
     out("directory index (estimated)", format!("{:.0} B/person", dir_bytes as f64 / n as f64));
 
@@ -278,8 +281,9 @@ async fn bench(args: BenchArgs) -> Result<()> {
     crate::release_free_memory();
     let rss_active = rss();
     let per_user = (rss_active.saturating_sub(rss0)) as f64 / n as f64;
-    out("RSS per person (directory + actor + 3 slots)", format!("{per_user:.0} B  (RSS {} MB)", rss_active / 1_000_000));
-    out("RSS per person, presence only (no directory)", format!("{:.0} B", rss_active.saturating_sub(rss_dir) as f64 / n as f64));
+    out("RSS per person (all of it, 3 sources each)", format!("{per_user:.0} B  (RSS {} MB)", rss_active / 1_000_000));
+    out("  of which directory (people + index)", format!("{:.0} B", rss_dir.saturating_sub(rss0) as f64 / n as f64));
+    out("  of which presence (state, actors, fan-out)", format!("{:.0} B", rss_active.saturating_sub(rss_dir) as f64 / n as f64));
 
     // Subscribers on their own arbiters (as HTTP workers host them in the server).
     let mut hists = Vec::new();

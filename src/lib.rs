@@ -237,6 +237,11 @@ pub async fn run(
 /// Hands memory freed after start-up (parsed rows, import buffers) back to the OS, so the
 /// resident size reflects what the hub holds, not what it once parsed.
 pub fn release_free_memory() {
+    // SAFETY: mi_collect only frees mimalloc's own unused pages; no preconditions. Harmless
+    // when mimalloc is not the global allocator (its heaps are then empty).
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
     unsafe {

@@ -10,6 +10,13 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use presence_hub::config::{Config, LogFormat};
+
+/// mimalloc instead of glibc malloc: the hub holds millions of small, long-lived allocations
+/// (people, slots, presence JSON) made from several threads, and glibc's per-thread arenas
+/// leave them fragmented — measured with `presence-hub bench --users 100000`, see
+/// BENCHMARKS.md for the figures with each allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use presence_hub::{auth, bench, demo, run, store, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
