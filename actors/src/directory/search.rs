@@ -172,7 +172,7 @@ impl TextSet {
 
     /// Appends the next owner's text (already search text).
     fn push(&mut self, text: &str) {
-        let text = truncate_at_char(text, MAX_TEXT_BYTES);
+        let text = crate::model::activity::truncate(text, MAX_TEXT_BYTES);
         // Offsets are u32. Past 4 GiB of text (far beyond any directory)
         // further owners get an empty range, i.e. are not searchable, rather
         // than corrupting offsets.
@@ -323,18 +323,6 @@ fn gallop_owner(starts: &[u32], from: usize, pos: usize) -> usize {
     }
     let hi = (lo + step).min(last);
     lo + starts[lo..hi].partition_point(|&s| s as usize <= pos) - 1
-}
-
-/// Cuts `s` to at most `max` bytes at a char boundary.
-fn truncate_at_char(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// "No entry" in the `member_of` argument of [`Dict::build`].
@@ -504,7 +492,7 @@ struct ParsedQuery {
 }
 
 fn parse_query(q: &str, plan: &NumberPlan) -> ParsedQuery {
-    let q = truncate_at_char(q.trim(), MAX_QUERY_BYTES);
+    let q = crate::model::activity::truncate(q.trim(), MAX_QUERY_BYTES);
     let numeric = q.bytes().any(|b| b.is_ascii_digit())
         && q.chars().all(|c| c.is_ascii_digit() || c == '+' || is_phone_punct(c));
     if numeric {
