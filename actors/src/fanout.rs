@@ -1,9 +1,11 @@
 //! Fan-out of merged-presence changes to subscribers, with a global sequence and replay ring.
 //!
 //! Every change gets the next number of one hub-wide sequence, is noted in a bounded ring of
-//! `(seq, person)` (for resume after reconnect), becomes the person's *latest* (for snapshots,
-//! resume and the persisted snapshot), and is queued — as a shared `Arc`, encoded once — to the
-//! [`Outbox`] of each subscriber whose filter matches. Sequence assignment and queueing happen
+//! `(seq, person)` (for resume after reconnect), becomes the person's [`Latest`] (for snapshots,
+//! resume, search results and the persisted snapshot), and is queued — as a shared `Arc`,
+//! encoded to JSON once — to the [`Outbox`] of each subscriber whose filter matches. The
+//! encoded JSON lives only as long as some outbox holds the change: per person the fan-out
+//! keeps just the compact view (~100 bytes), and encodes it on demand for the rarer readers. Sequence assignment and queueing happen
 //! under one lock, so every subscriber sees strictly increasing numbers.
 //!
 //! Outboxes are bounded. A subscriber that falls behind by more than its capacity switches to
@@ -18,30 +20,37 @@ use std::time::Instant;
 
 use crate::directory::{DeptIdx, UserIdx};
 use crate::metrics::Metrics;
-use crate::model::{Availability, Freshness, MergedView};
+use crate::model::MergedView;
 
 /// Most people one subscription may name.
 pub const MAX_FILTER_USERS: usize = 10_000;
 /// Most departments one subscription may name.
 pub const MAX_FILTER_DEPARTMENTS: usize = 256;
 
-/// One change of one person's merged presence.
+/// One change of one person's merged presence, as queued to subscribers.
 #[derive(Debug)]
 pub struct Change {
     /// Hub-wide sequence number.
     pub seq: u64,
     /// The person.
     pub user: UserIdx,
-    /// The person's department (for department filters).
-    pub dept: Option<DeptIdx>,
-    /// The merged availability (the full view is in `json`; kept small: one per person).
-    pub availability: Availability,
-    /// The view's freshness.
-    pub freshness: Freshness,
-    /// The view as JSON (`wire::presence_json`), encoded once.
+    /// The view as JSON (`wire::presence_json`), encoded once for every subscriber.
     pub json: Box<str>,
     /// When the signal that caused it entered the hub (latency measurement).
     pub ingest: Option<Instant>,
+}
+
+/// A person's latest merged view, as the fan-out keeps it.
+#[derive(Debug, Clone)]
+pub struct Latest {
+    /// Sequence number of the change that set it (0: restored after a restart).
+    pub seq: u64,
+    /// The person.
+    pub user: UserIdx,
+    /// The person's department.
+    pub dept: Option<DeptIdx>,
+    /// The merged view.
+    pub view: MergedView,
 }
 
 /// What a subscriber wants to see.
@@ -79,9 +88,9 @@ pub enum FilterError {
 pub enum Batch {
     /// Changes in sequence order.
     Changes(Vec<Arc<Change>>),
-    /// The subscriber lagged: the latest change of each affected person, in sequence order,
+    /// The subscriber lagged: the latest view of each affected person, in sequence order,
     /// plus how many changes were folded away.
-    Coalesced(Vec<Arc<Change>>, u64),
+    Coalesced(Vec<Latest>, u64),
 }
 
 #[derive(Default)]
@@ -157,7 +166,7 @@ struct Inner {
     /// is newer than the client's `since` — coalesced, like a lagging client — so the ring
     /// needs no copy of old changes (12 bytes an entry).
     ring: VecDeque<(u64, UserIdx)>,
-    latest: Vec<Option<Arc<Change>>>,
+    latest: Vec<Option<Latest>>,
     subs: HashMap<u64, Sub>,
     next_sub: u64,
     all: Vec<u64>,
@@ -172,8 +181,8 @@ pub enum Start {
     Snapshot {
         /// The sequence number the snapshot is consistent with.
         seq: u64,
-        /// Latest change of each matching person that has one.
-        changes: Vec<Arc<Change>>,
+        /// Latest view of each matching person that has one.
+        changes: Vec<Latest>,
         /// Matching people with no change yet (state Unknown).
         unseen: Vec<UserIdx>,
     },
@@ -182,8 +191,8 @@ pub enum Start {
     Resume {
         /// Current sequence number.
         seq: u64,
-        /// Missed changes that match.
-        changes: Vec<Arc<Change>>,
+        /// Missed changes that match (each person's latest).
+        changes: Vec<Latest>,
     },
 }
 
@@ -225,28 +234,32 @@ impl FanOut {
     }
 
     /// Publishes a change: numbers it, remembers it and queues it to every matching subscriber.
-    pub fn publish(&self, user: UserIdx, dept: Option<DeptIdx>, view: &MergedView, json: String, ingest: Option<Instant>) -> u64 {
+    /// `json` encodes the view; it is called (once) only if some subscriber wants the change.
+    pub fn publish(
+        &self,
+        user: UserIdx,
+        dept: Option<DeptIdx>,
+        view: &MergedView,
+        json: impl FnOnce() -> String,
+        ingest: Option<Instant>,
+    ) -> u64 {
         let mut g = self.lock();
         g.seq += 1;
-        let c = Arc::new(Change {
-            seq: g.seq,
-            user,
-            dept,
-            availability: view.availability,
-            freshness: view.freshness,
-            json: json.into_boxed_str(),
-            ingest,
-        });
+        let seq = g.seq;
         if g.ring.len() >= self.ring_capacity {
             g.ring.pop_front();
         }
-        let entry = (c.seq, user);
-        g.ring.push_back(entry);
+        g.ring.push_back((seq, user));
         if let Some(slot) = g.latest.get_mut(user as usize) {
-            *slot = Some(c.clone());
+            *slot = Some(Latest { seq, user, dept, view: view.clone() });
         }
-        Metrics::inc(&self.metrics.changes_published);
         let g = &*g;
+        let subscribed = !g.all.is_empty() || g.by_user.contains_key(&user) || dept.is_some_and(|d| g.by_dept.contains_key(&d));
+        Metrics::inc(&self.metrics.changes_published);
+        if !subscribed {
+            return seq;
+        }
+        let c = Arc::new(Change { seq, user, json: json().into_boxed_str(), ingest });
         let deliver = |id: &u64| {
             if let Some(s) = g.subs.get(id) {
                 s.outbox.push(&c, &self.metrics);
@@ -274,32 +287,32 @@ impl FanOut {
 
     /// Sets a restored (pre-restart) view as a person's latest without numbering it as a
     /// change, so snapshots show it at once.
-    pub fn restore(&self, user: UserIdx, dept: Option<DeptIdx>, view: &MergedView, json: String) {
+    pub fn restore(&self, user: UserIdx, dept: Option<DeptIdx>, view: &MergedView) {
         let mut g = self.lock();
         if let Some(slot) = g.latest.get_mut(user as usize) {
-            let (availability, freshness) = (view.availability, view.freshness);
-            *slot = Some(Arc::new(Change { seq: 0, user, dept, availability, freshness, json: json.into_boxed_str(), ingest: None }));
+            *slot = Some(Latest { seq: 0, user, dept, view: view.clone() });
         }
     }
 
     /// The latest change of each person named in the ring after `after`, once each, in
     /// sequence order (a person's latest is always their newest ring entry).
-    fn latest_since(g: &Inner, after: u64, filter: Option<&Filter>) -> Vec<Arc<Change>> {
+    fn latest_since(g: &Inner, after: u64, filter: Option<&Filter>) -> Vec<Latest> {
         g.ring
             .iter()
             .filter(|(seq, _)| *seq > after)
-            .filter_map(|(seq, u)| g.latest.get(*u as usize)?.as_ref().filter(|c| c.seq == *seq).cloned())
+            .filter_map(|(seq, u)| g.latest.get(*u as usize)?.as_ref().filter(|c| c.seq == *seq))
             .filter(|c| filter.is_none_or(|f| f.matches(c.user, c.dept)))
+            .cloned()
             .collect()
     }
 
-    /// The latest change of a person, if any.
-    pub fn latest(&self, user: UserIdx) -> Option<Arc<Change>> {
+    /// The latest view of a person, if any.
+    pub fn latest(&self, user: UserIdx) -> Option<Latest> {
         self.lock().latest.get(user as usize).cloned().flatten()
     }
 
-    /// Latest changes of many people at once (one lock).
-    pub fn latest_many(&self, users: &[UserIdx]) -> Vec<Option<Arc<Change>>> {
+    /// Latest views of many people at once (one lock).
+    pub fn latest_many(&self, users: &[UserIdx]) -> Vec<Option<Latest>> {
         let g = self.lock();
         users.iter().map(|u| g.latest.get(*u as usize).cloned().flatten()).collect()
     }
@@ -437,14 +450,14 @@ impl FanOut {
         let Some(set) = s.lagged.take() else { return Batch::Changes(s.queue.drain(..).collect()) };
         self.metrics.subscribers_lagging.fetch_sub(1, Ordering::Relaxed);
         let folded = std::mem::take(&mut s.folded);
-        let mut out: Vec<Arc<Change>> = set.into_iter().filter_map(|u| g.latest.get(u as usize).cloned().flatten()).collect();
+        let mut out: Vec<Latest> = set.into_iter().filter_map(|u| g.latest.get(u as usize).cloned().flatten()).collect();
         out.sort_unstable_by_key(|c| c.seq);
         Batch::Coalesced(out, folded)
     }
 
     /// Changes not yet persisted (the latest per person), and the sequence they go up to.
     /// Reads the ring when it still covers them, else scans every person's latest.
-    pub fn unpersisted(&self) -> (Vec<Arc<Change>>, u64) {
+    pub fn unpersisted(&self) -> (Vec<Latest>, u64) {
         let from = self.persisted_seq.load(Ordering::Acquire);
         let g = self.lock();
         let oldest = g.ring.front().map_or(g.seq + 1, |e| e.0);
@@ -469,8 +482,8 @@ impl FanOut {
     /// Rough heap bytes held (ring, latest table, indexes), for `/api/stats`.
     pub fn memory_bytes(&self) -> usize {
         let g = self.lock();
-        let latest: usize = g.latest.iter().flatten().map(|c| std::mem::size_of::<Change>() + 16 + c.json.len()).sum();
-        g.latest.len() * 8 + latest + g.ring.len() * 12 + g.by_user.len() * 48
+        let notes: usize = g.latest.iter().flatten().filter_map(|c| c.view.note.as_ref()).map(|n| n.len() + 8).sum();
+        g.latest.len() * std::mem::size_of::<Option<Latest>>() + notes + g.ring.len() * 12 + g.by_user.len() * 48
     }
 }
 
@@ -488,7 +501,7 @@ mod tests {
     }
 
     fn publish(f: &FanOut, user: UserIdx, dept: Option<DeptIdx>) -> u64 {
-        f.publish(user, dept, &MergedView::default(), format!("{{\"id\":\"u{user}\"}}"), None)
+        f.publish(user, dept, &MergedView::default(), || format!("{{\"id\":\"u{user}\"}}"), None)
     }
 
     #[test]

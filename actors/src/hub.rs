@@ -254,10 +254,7 @@ impl Hub {
         let mut per: Vec<Restore> = (0..n).map(|_| Restore { views: vec![], absences: vec![] }).collect();
         for (u, v) in views {
             let dept = self.inner.directory.department_of(u);
-            if let Some(p) = self.inner.directory.person(u) {
-                let json = crate::wire::presence_json(&p.id, &v);
-                self.inner.fanout.restore(u, dept, &v, json);
-            }
+            self.inner.fanout.restore(u, dept, &v);
             per[self.shard_of(u)].views.push((u, v));
         }
         for (u, a) in absences {

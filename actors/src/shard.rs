@@ -215,9 +215,9 @@ fn settle(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Insta
     let feeds = &sh.feeds;
     if state.recompute(now, &sh.policy, &|f| feeds.is_up(f)) {
         if let Some(p) = sh.directory.person(user) {
-            let json = presence_json(&p.id, state.view());
             let dept = sh.directory.department_of(user);
-            sh.fanout.publish(user, dept, state.view(), json, ingest);
+            let view = state.view();
+            sh.fanout.publish(user, dept, view, || presence_json(&p.id, view), ingest);
         }
     }
     let next = state.next_deadline(now, &sh.policy);

@@ -24,7 +24,7 @@ use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 
 use crate::directory::{Directory, UserIdx};
-use crate::fanout::{Batch, Change, FanOut, Filter, FilterError, Outbox, Start};
+use crate::fanout::{Batch, Change, FanOut, Filter, FilterError, Latest, Outbox, Start};
 use crate::metrics::Metrics;
 use crate::model::MergedView;
 use crate::wire::presence_json;
@@ -170,23 +170,33 @@ impl<S: FrameSink> Subscriber<S> {
     }
 
     fn delta(c: &Change) -> Frame {
-        let mut data = String::with_capacity(c.json.len() + 48);
+        Self::delta_json(c.seq, &c.json, c.ingest)
+    }
+
+    fn delta_json(seq: u64, json: &str, ingest: Option<Instant>) -> Frame {
+        let mut data = String::with_capacity(json.len() + 48);
         data.push_str("{\"type\":\"delta\",\"seq\":");
-        data.push_str(&c.seq.to_string());
+        data.push_str(&seq.to_string());
         data.push_str(",\"presence\":");
-        data.push_str(&c.json);
+        data.push_str(json);
         data.push('}');
-        Frame { kind: FrameKind::Delta, seq: c.seq, data, ingest: c.ingest }
+        Frame { kind: FrameKind::Delta, seq, data, ingest }
+    }
+
+    /// A delta encoded from a person's latest view (resume, coalesced catch-up).
+    fn delta_latest(&self, l: &Latest) -> Option<Frame> {
+        let p = self.directory.person(l.user)?;
+        Some(Self::delta_json(l.seq, &presence_json(&p.id, &l.view), None))
     }
 
     fn notice(kind: FrameKind, seq: u64, extra: &str) -> Frame {
         Frame { kind, seq, data: format!("{{\"type\":\"{}\",\"seq\":{seq}{extra}}}", kind.as_str()), ingest: None }
     }
 
-    fn snapshot_frames(&self, seq: u64, changes: Vec<Arc<Change>>, unseen: Vec<UserIdx>) -> Vec<Frame> {
+    fn snapshot_frames(&self, seq: u64, changes: Vec<Latest>, unseen: Vec<UserIdx>) -> Vec<Frame> {
         let unknown = MergedView::default();
         let mut items: Vec<String> = Vec::with_capacity(changes.len() + unseen.len());
-        items.extend(changes.iter().map(|c| c.json.to_string()));
+        items.extend(changes.iter().filter_map(|c| Some(presence_json(&self.directory.person(c.user)?.id, &c.view))));
         items.extend(unseen.iter().filter_map(|u| self.directory.person(*u)).map(|p| presence_json(&p.id, &unknown)));
         let parts = items.len().div_ceil(SNAPSHOT_PART).max(1);
         let mut frames = Vec::with_capacity(parts);
@@ -228,7 +238,7 @@ impl<S: FrameSink> Subscriber<S> {
             Batch::Coalesced(cs, folded) => {
                 let seq = cs.last().map_or(0, |c| c.seq);
                 let mut f = vec![Self::notice(FrameKind::Lagged, seq, &format!(",\"coalesced\":{folded}"))];
-                f.extend(cs.iter().map(|c| Self::delta(c)));
+                f.extend(cs.iter().filter_map(|c| self.delta_latest(c)));
                 f
             }
         };
@@ -274,7 +284,7 @@ impl<S: FrameSink> Handler<SetFilter> for Subscriber<S> {
             Start::Resume { seq, changes } => {
                 let from = msg.since.unwrap_or(0);
                 let mut f = vec![Self::notice(FrameKind::Resumed, seq, &format!(",\"from\":{from}"))];
-                f.extend(changes.iter().map(|c| Self::delta(c)));
+                f.extend(changes.iter().filter_map(|c| self.delta_latest(c)));
                 f
             }
         };

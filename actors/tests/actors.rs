@@ -48,7 +48,7 @@ async fn parked_people_keep_their_state_and_timers() {
         sink.send_to(u, s).unwrap();
     }
     let f = hub.fanout().clone();
-    eventually(|| (0..20).all(|u| f.latest(u).is_some_and(|c| c.availability == Availability::Busy))).await;
+    eventually(|| (0..20).all(|u| f.latest(u).is_some_and(|c| c.view.availability == Availability::Busy))).await;
     // Idle actors beyond max_live (2 per shard) are parked by the shards' ticks.
     let mut st = hub.stats().await;
     for _ in 0..100 {
@@ -66,10 +66,10 @@ async fn parked_people_keep_their_state_and_timers() {
     assert_eq!(d.view.availability, Availability::Busy);
     assert_eq!(d.slots.len(), 1);
     // The meeting ends while most are parked: the shard's timer settles them in place.
-    eventually(|| (0..20).all(|u| f.latest(u).is_some_and(|c| c.availability == Availability::Unknown))).await;
+    eventually(|| (0..20).all(|u| f.latest(u).is_some_and(|c| c.view.availability == Availability::Unknown))).await;
     // A parked person wakes on the next signal with the state it had.
     sink.send_to(3, Signal::new(Source::Teams, "t", Some(Availability::Away), now_ms())).unwrap();
-    eventually(|| f.latest(3).is_some_and(|c| c.availability == Availability::Away)).await;
+    eventually(|| f.latest(3).is_some_and(|c| c.view.availability == Availability::Away)).await;
     assert_eq!(hub.detail(3).await.slots.len(), 1, "the expired meeting is gone, Teams is there");
     hub.stop();
 }
@@ -84,14 +84,14 @@ async fn a_feed_going_down_makes_its_signals_stale_never_offline() {
         sink.send_to(u, Signal::new(Source::Teams, "t", Some(Availability::Offline), now_ms())).unwrap();
     }
     let f = hub.fanout().clone();
-    eventually(|| (0..5).all(|u| f.latest(u).is_some_and(|c| c.availability == Availability::Offline))).await;
+    eventually(|| (0..5).all(|u| f.latest(u).is_some_and(|c| c.view.availability == Availability::Offline))).await;
     sink.set_up(false);
     eventually(|| {
-        (0..5).all(|u| f.latest(u).is_some_and(|c| c.availability == Availability::Unknown && c.freshness == Freshness::Stale))
+        (0..5).all(|u| f.latest(u).is_some_and(|c| c.view.availability == Availability::Unknown && c.view.freshness == Freshness::Stale))
     })
     .await;
     sink.set_up(true);
-    eventually(|| (0..5).all(|u| f.latest(u).is_some_and(|c| c.availability == Availability::Offline && c.freshness == Freshness::Live))).await;
+    eventually(|| (0..5).all(|u| f.latest(u).is_some_and(|c| c.view.availability == Availability::Offline && c.view.freshness == Freshness::Live))).await;
     hub.stop();
 }
 
@@ -160,7 +160,7 @@ async fn a_slow_subscriber_never_slows_a_fast_one_and_stays_bounded() {
     let f = hub.fanout().clone();
     for u in 0..200u32 {
         let want = if ((n - 200 + u) / 200) % 2 == 0 { Availability::Busy } else { Availability::Available };
-        eventually(|| f.latest(u).is_some_and(|c| c.availability == want)).await;
+        eventually(|| f.latest(u).is_some_and(|c| c.view.availability == want)).await;
     }
     // The slow one coalesced: a lagged notice, and never more than its capacity queued.
     eventually(|| slow_kinds.lock().unwrap().contains(&FrameKind::Lagged)).await;

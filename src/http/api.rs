@@ -47,7 +47,7 @@ fn truncate(s: &str, n: usize) -> &str {
 /// The presence JSON of a person (latest change, or Unknown).
 fn presence_raw(state: &AppState, idx: UserIdx, p: &Person) -> Box<RawValue> {
     let json = match state.hub.fanout().latest(idx) {
-        Some(c) => c.json.to_string(),
+        Some(l) => presence_json(&p.id, &l.view),
         None => presence_json(&p.id, &MergedView::default()),
     };
     RawValue::from_string(json).unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
