@@ -59,7 +59,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub shards: Option<usize>,
     /// Most live user actors (all shards); idle people beyond it are parked.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 4096)]
     pub max_live: usize,
     /// Outbox capacity per subscriber.
     #[arg(long, default_value_t = 1024)]

@@ -111,7 +111,7 @@ pub struct HubSection {
 
 impl Default for HubSection {
     fn default() -> Self {
-        HubSection { shards: None, replay_buffer: 32_768, shard_mailbox: 8192, user_mailbox: 256, tick_ms: 100, max_live_actors: 10_000 }
+        HubSection { shards: None, replay_buffer: 32_768, shard_mailbox: 8192, user_mailbox: 256, tick_ms: 100, max_live_actors: 4096 }
     }
 }
 

@@ -183,7 +183,7 @@ pub struct ShardConfig {
 
 impl Default for ShardConfig {
     fn default() -> Self {
-        ShardConfig { mailbox: 8192, user_mailbox: 256, tick: Duration::from_millis(100), max_live: 5_000 }
+        ShardConfig { mailbox: 8192, user_mailbox: 256, tick: Duration::from_millis(100), max_live: 2_048 }
     }
 }
 
@@ -220,11 +220,15 @@ fn settle(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Insta
             sh.fanout.publish(user, dept, view, || presence_json(&p.id, view), ingest);
         }
     }
+    // Arm a timer only when the next deadline is earlier than the one already armed: a later
+    // one is re-armed when the earlier fires (one heap entry per person, not one per change).
     let next = state.next_deadline(now, &sh.policy);
-    if let Some(t) = next.filter(|_| next != cell.scheduled.get()) {
-        sh.timers.borrow_mut().push(Reverse((t, user)));
+    if let Some(t) = next {
+        if cell.scheduled.get().is_none_or(|s| t < s || s <= now) {
+            sh.timers.borrow_mut().push(Reverse((t, user)));
+            cell.scheduled.set(Some(t));
+        }
     }
-    cell.scheduled.set(next);
 }
 
 // ---- User actor -------------------------------------------------------------------------
