@@ -21,5 +21,5 @@ cargo test --workspace --locked
 
 if [ -x ../shared/checks/contract ]; then
   cargo build --release --locked
-  ../shared/checks/contract
+  BIN="${CARGO_TARGET_DIR:-target}/release/presence-hub" ../shared/checks/contract
 fi
