@@ -306,7 +306,7 @@ async fn persist_once(hub: &Hub, store: &Store) {
     let dir = hub.directory().clone();
     let rows: Vec<(String, String)> = changes
         .iter()
-        .filter_map(|c| dir.person(c.user).map(|p| (p.id.to_string(), presence_actors::wire::presence_json(&p.id, &c.view))))
+        .filter_map(|c| dir.person(c.user).map(|p| (p.id().to_string(), presence_actors::wire::presence_json(p.id(), &c.view))))
         .collect();
     let n = rows.len() as u64;
     let store = store.clone();

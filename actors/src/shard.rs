@@ -217,7 +217,7 @@ fn settle(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Insta
         if let Some(p) = sh.directory.person(user) {
             let dept = sh.directory.department_of(user);
             let view = state.view();
-            sh.fanout.publish(user, dept, view, || presence_json(&p.id, view), ingest);
+            sh.fanout.publish(user, dept, view, || presence_json(p.id(), view), ingest);
         }
     }
     // Arm a timer only when the next deadline is earlier than the one already armed: a later

@@ -186,7 +186,7 @@ impl<S: FrameSink> Subscriber<S> {
     /// A delta encoded from a person's latest view (resume, coalesced catch-up).
     fn delta_latest(&self, l: &Latest) -> Option<Frame> {
         let p = self.directory.person(l.user)?;
-        Some(Self::delta_json(l.seq, &presence_json(&p.id, &l.view), None))
+        Some(Self::delta_json(l.seq, &presence_json(p.id(), &l.view), None))
     }
 
     fn notice(kind: FrameKind, seq: u64, extra: &str) -> Frame {
@@ -196,8 +196,8 @@ impl<S: FrameSink> Subscriber<S> {
     fn snapshot_frames(&self, seq: u64, changes: Vec<Latest>, unseen: Vec<UserIdx>) -> Vec<Frame> {
         let unknown = MergedView::default();
         let mut items: Vec<String> = Vec::with_capacity(changes.len() + unseen.len());
-        items.extend(changes.iter().filter_map(|c| Some(presence_json(&self.directory.person(c.user)?.id, &c.view))));
-        items.extend(unseen.iter().filter_map(|u| self.directory.person(*u)).map(|p| presence_json(&p.id, &unknown)));
+        items.extend(changes.iter().filter_map(|c| Some(presence_json(self.directory.person(c.user)?.id(), &c.view))));
+        items.extend(unseen.iter().filter_map(|u| self.directory.person(*u)).map(|p| presence_json(p.id(), &unknown)));
         let parts = items.len().div_ceil(SNAPSHOT_PART).max(1);
         let mut frames = Vec::with_capacity(parts);
         for part in 0..parts {

@@ -14,7 +14,7 @@ use super::error::AppError;
 use super::AppState;
 use crate::auth::{Admin, Caller, Operator, Role};
 use crate::store::StoredAbsence;
-use presence_actors::directory::{Person, SearchQuery, UserIdx};
+use presence_actors::directory::{SearchQuery, UserIdx};
 use presence_actors::model::absence::{MAX_ABSENCES_PER_USER, MAX_ABSENCE_TEXT};
 use presence_actors::model::merge::SlotFreshness;
 use presence_actors::model::{
@@ -45,10 +45,10 @@ fn truncate(s: &str, n: usize) -> &str {
 }
 
 /// The presence JSON of a person (latest change, or Unknown).
-fn presence_raw(state: &AppState, idx: UserIdx, p: &Person) -> Box<RawValue> {
+fn presence_raw(state: &AppState, idx: UserIdx, id: &str) -> Box<RawValue> {
     let json = match state.hub.fanout().latest(idx) {
-        Some(l) => presence_json(&p.id, &l.view),
-        None => presence_json(&p.id, &MergedView::default()),
+        Some(l) => presence_json(id, &l.view),
+        None => presence_json(id, &MergedView::default()),
     };
     RawValue::from_string(json).unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
@@ -60,7 +60,7 @@ struct PersonSummary<'a> {
     department: Option<&'a str>,
     title: Option<&'a str>,
     extension: Option<&'a str>,
-    phones: &'a [presence_actors::directory::Phone],
+    phones: Vec<presence_actors::directory::PhoneRef<'a>>,
     presence: Box<RawValue>,
 }
 
@@ -99,13 +99,13 @@ pub async fn search(state: Data, caller: Caller, q: web::Query<SearchParams>) ->
         .iter()
         .filter_map(|i| dir.person(*i).map(|p| (i, p)))
         .map(|(i, p)| PersonSummary {
-            id: &p.id,
-            name: &p.name,
-            department: p.department.as_deref(),
-            title: p.title.as_deref(),
-            extension: p.extension.as_deref(),
-            phones: &p.phones,
-            presence: presence_raw(&state, *i, p),
+            id: p.id(),
+            name: p.name(),
+            department: p.department(),
+            title: p.title(),
+            extension: p.extension(),
+            phones: p.phones().collect(),
+            presence: presence_raw(&state, *i, p.id()),
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "total": res.total, "limit": limit, "offset": offset, "items": items })))
@@ -176,17 +176,17 @@ pub async fn detail(state: Data, caller: Caller, id: web::Path<String>) -> Resul
             }
         })
         .collect();
-    let absences: Vec<_> = d.absences.iter().map(|a| absence_out(&state, &p.id, a, now)).collect();
-    let presence = RawValue::from_string(presence_json(&p.id, &d.view)).map_err(|e| AppError::Internal(e.to_string()))?;
+    let absences: Vec<_> = d.absences.iter().map(|a| absence_out(&state, p.id(), a, now)).collect();
+    let presence = RawValue::from_string(presence_json(p.id(), &d.view)).map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": p.id,
-        "name": p.name,
-        "title": p.title,
-        "department": p.department,
-        "email": p.email,
-        "phones": p.phones,
-        "extension": p.extension,
-        "sip_uri": p.sip_uri,
+        "id": p.id(),
+        "name": p.name(),
+        "title": p.title(),
+        "department": p.department(),
+        "email": p.email(),
+        "phones": p.phones().collect::<Vec<_>>(),
+        "extension": p.extension(),
+        "sip_uri": p.sip_uri(),
         "presence": presence,
         "sources": sources,
         "absences": absences,

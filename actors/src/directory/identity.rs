@@ -33,7 +33,7 @@ use std::hash::BuildHasher;
 
 use super::{
     digits_key, email_key, external_key, normalize_extension_for, phone_e164, phone_key, sip_key, NumberPlan,
-    Person, UserIdx,
+    PersonRef, UserIdx,
 };
 
 /// The kinds of identity in the table. The kind is hashed with the key, so
@@ -62,21 +62,17 @@ impl Kind {
 /// Calls `f` with each key of `kind` that `p` has, as bytes, until `f`
 /// returns true; returns whether it did. Building the table and verifying a
 /// candidate both go through here, which is what keeps them in agreement.
-pub(super) fn any_key(p: &Person, kind: Kind, plan: &NumberPlan, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+pub(super) fn any_key(p: &PersonRef<'_>, kind: Kind, plan: &NumberPlan, mut f: impl FnMut(&[u8]) -> bool) -> bool {
     match kind {
-        Kind::Id => f(p.id.as_bytes()),
-        Kind::Email => p.email.as_deref().map(email_key).is_some_and(|k| !k.is_empty() && f(k.as_bytes())),
-        Kind::Sip => p.sip_uri.as_deref().and_then(sip_key).is_some_and(|k| f(k.as_bytes())),
-        Kind::External => {
-            p.external_ids.iter().any(|x| external_key(&x.kind, &x.value).is_some_and(|k| f(k.as_bytes())))
-        }
+        Kind::Id => f(p.id().as_bytes()),
+        Kind::Email => p.email().map(email_key).is_some_and(|k| !k.is_empty() && f(k.as_bytes())),
+        Kind::Sip => p.sip_uri().and_then(sip_key).is_some_and(|k| f(k.as_bytes())),
+        Kind::External => p.external_ids().any(|x| external_key(x.kind, x.value).is_some_and(|k| f(k.as_bytes()))),
         Kind::Phone => p
-            .phones
-            .iter()
-            .any(|ph| phone_e164(ph, plan).as_deref().and_then(phone_key).is_some_and(|k| f(&k.to_le_bytes()))),
+            .phones()
+            .any(|ph| phone_e164(&ph, plan).as_deref().and_then(phone_key).is_some_and(|k| f(&k.to_le_bytes()))),
         Kind::Extension => p
-            .extension
-            .as_deref()
+            .extension()
             .and_then(|e| normalize_extension_for(e, plan))
             .and_then(|e| digits_key(&e))
             .is_some_and(|k| f(&k.to_le_bytes())),
@@ -87,8 +83,8 @@ pub(super) fn any_key(p: &Person, kind: Kind, plan: &NumberPlan, mut f: impl FnM
 /// comparing each key, but an ASCII e-mail (nearly all of them) is compared
 /// in place instead of lower-cased into a new string first. E-mail lookups
 /// are the common case (SIP addresses fall back to them too).
-pub(super) fn has_key(p: &Person, kind: Kind, key: &[u8], plan: &NumberPlan) -> bool {
-    if let (Kind::Email, Some(email)) = (kind, p.email.as_deref()) {
+pub(super) fn has_key(p: &PersonRef<'_>, kind: Kind, key: &[u8], plan: &NumberPlan) -> bool {
+    if let (Kind::Email, Some(email)) = (kind, p.email()) {
         let email = email.trim();
         if email.is_ascii() {
             // `email_key` is `trim().to_lowercase()`, which for ASCII is this.
@@ -162,7 +158,7 @@ impl IdentityTable {
 
     /// Adds all of `p`'s keys (person `idx`). Call [`IdentityTable::finish`]
     /// once everyone is in.
-    pub(super) fn insert_person(&mut self, p: &Person, idx: UserIdx, plan: &NumberPlan) {
+    pub(super) fn insert_person(&mut self, p: &PersonRef<'_>, idx: UserIdx, plan: &NumberPlan) {
         for kind in Kind::ALL {
             any_key(p, kind, plan, |k| {
                 let h = self.hash(kind, k);
@@ -221,7 +217,7 @@ impl IdentityTable {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{email_key, synth, Directory, DirectoryError, Phone, PhoneKind};
+    use super::super::{email_key, synth, Directory, DirectoryError, Person, Phone, PhoneKind};
     use super::*;
 
     #[test]
@@ -231,15 +227,15 @@ mod tests {
         let fake: Vec<(u32, UserIdx)> = d
             .people()
             .map(|(i, p)| {
-                let key = email_key(p.email.as_deref().unwrap_or_default());
+                let key = email_key(p.email().unwrap_or_default());
                 (d.keys.hash(Kind::Email, key.as_bytes()), (i + 1) % 50)
             })
             .collect();
         d.keys.entries.extend(fake);
         d.keys.finish();
         for (i, p) in d.people() {
-            assert_eq!(d.resolve(p.email.as_deref().unwrap_or_default()), Some(i), "{}", p.id);
-            assert_eq!(d.by_id(&p.id), Some(i));
+            assert_eq!(d.resolve(p.email().unwrap_or_default()), Some(i), "{}", p.id());
+            assert_eq!(d.by_id(p.id()), Some(i));
         }
     }
 

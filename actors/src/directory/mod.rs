@@ -15,6 +15,7 @@
 //! * [`fold`](mod@fold): lower-casing and diacritic folding for search and matching,
 //! * [`phone`]: E.164 and extension normalisation,
 //! * `identity`: the compact hashed table behind [`Directory::resolve`],
+//! * `people`: the compact storage of the people and the [`PersonRef`] views,
 //! * [`import`]: CSV/JSON import with validation,
 //! * [`search`]: the ranked search index,
 //! * [`synth`]: deterministic fake directories for tests and benchmarks.
@@ -24,6 +25,7 @@ use std::collections::HashMap;
 pub mod fold;
 mod identity;
 pub mod import;
+mod people;
 pub mod phone;
 pub mod search;
 pub mod synth;
@@ -33,11 +35,13 @@ mod tests;
 
 pub use fold::{fold, fold_into};
 pub use import::{from_csv, from_json, ImportError};
+pub use people::{ExternalIdRef, ExternalIds, PersonRef, PhoneRef, Phones};
 pub use phone::{normalize_extension, normalize_extension_for, normalize_phone};
 pub use search::{SearchQuery, SearchResult};
 
 use fold::{fold_search_text, search_text};
 use identity::{IdentityTable, Kind};
+use people::People;
 use search::SearchIndex;
 
 /// Dense index of a person in a [`Directory`] (0..len).
@@ -45,11 +49,9 @@ pub type UserIdx = u32;
 /// Dense index of a department in a [`Directory`].
 pub type DeptIdx = u32;
 
-/// A person in the directory.
-///
-/// Text is stored as `Box<str>` rather than `String` (16 instead of 24 bytes
-/// per field, and no spare capacity) because the hub keeps 100 k of these in
-/// memory with a budget of about 2 KB per user for everything.
+/// A person: the interchange type of the directory (import, JSON, the
+/// input of [`Directory::build`]). The directory itself does not keep
+/// `Person`s but a compact form of them, read through [`PersonRef`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Person {
     /// Stable id used in URLs, e.g. "asa.ostberg".
@@ -217,6 +219,12 @@ pub enum DirectoryError {
         /// Number of people given.
         count: usize,
     },
+    /// The people's texts do not fit the compact storage's 32-bit offsets.
+    #[error("directory too large: {bytes} bytes of text")]
+    TooLarge {
+        /// Bytes needed.
+        bytes: usize,
+    },
 }
 
 /// Marks "no department" in `dept_of`.
@@ -228,13 +236,14 @@ const MAX_RESOLVE_KEY_BYTES: usize = 1024;
 /// An immutable, indexed set of people.
 ///
 /// Memory matters here (the hub's budget is about 2 KB per user for
-/// everything, and the `Person`s alone take most of what the directory
-/// uses), so the indexes keep no copy of any person's strings: identities
-/// live in one hashed table that is verified against `people`, departments
-/// and titles are stored once each, and the search index keeps its text in
-/// a few large arenas rather than one allocation per person.
+/// everything), so the people are kept in compact form (two arenas, no
+/// allocation per person; see `people`) and the indexes keep no copy of
+/// any person's strings: identities live in one hashed table that is
+/// verified against `people`, departments and titles are stored once each,
+/// and the search index keeps its text in a few large arenas rather than
+/// one allocation per person.
 pub struct Directory {
-    people: Vec<Person>,
+    people: People,
     plan: NumberPlan,
     /// Every identity of every person (id, e-mail, SIP, external ids,
     /// numbers, extension); see [`identity`].
@@ -271,24 +280,24 @@ impl Directory {
     /// Indexes `people`. Fails on an empty or duplicate id. Phone numbers are
     /// (re-)normalised with `plan` for matching; other identities that are
     /// shared by several people resolve to nobody (see [`Directory::resolve`]).
-    pub fn build(mut people: Vec<Person>, plan: &NumberPlan) -> Result<Directory, DirectoryError> {
+    pub fn build(people: Vec<Person>, plan: &NumberPlan) -> Result<Directory, DirectoryError> {
         let n = people.len();
         if n >= UserIdx::MAX as usize {
             return Err(DirectoryError::TooManyPeople { count: n });
         }
         let first_empty = people.iter().position(|p| p.id.trim().is_empty());
-        // Spare capacity in the people's own lists is dead weight for as long
-        // as the directory lives (a Vec grown by push has room for 4 phones).
-        for p in &mut people {
-            p.phones.shrink_to_fit();
-            p.external_ids.shrink_to_fit();
-        }
-
         // Upper bound of the entry count, so the table is allocated once.
         let capacity: usize = people.iter().map(|p| 4 + p.phones.len() + p.external_ids.len()).sum();
+        // Packed first, consuming `people`: everything below reads the
+        // compact form, and the many small blocks of the `Person`s are freed
+        // before the indexes are allocated (which can then reuse them).
+        let people = People::build(people).map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
+
         let mut keys = IdentityTable::with_capacity(capacity);
-        for (i, p) in people.iter().enumerate() {
-            keys.insert_person(p, i as UserIdx, plan);
+        for i in 0..n as UserIdx {
+            if let Some(p) = people.get(i) {
+                keys.insert_person(&p, i, plan);
+            }
         }
         keys.finish();
         if let Some(e) = id_error(&keys, &people, first_empty) {
@@ -304,7 +313,6 @@ impl Directory {
         let index = SearchIndex::build(&people, &dept_of, &dept_keys, plan);
         drop(dept_keys);
 
-        people.shrink_to_fit();
         Ok(Directory { people, plan: plan.clone(), keys, dept_of, departments, dept_order, index })
     }
 
@@ -315,17 +323,18 @@ impl Directory {
 
     /// True if the directory has nobody in it.
     pub fn is_empty(&self) -> bool {
-        self.people.is_empty()
+        self.people.len() == 0
     }
 
-    /// The person at `idx`.
-    pub fn person(&self, idx: UserIdx) -> Option<&Person> {
-        self.people.get(idx as usize)
+    /// The person at `idx`, as a view of the directory's compact storage
+    /// ([`PersonRef::to_person`] makes an owned copy).
+    pub fn person(&self, idx: UserIdx) -> Option<PersonRef<'_>> {
+        self.people.get(idx)
     }
 
     /// All people with their indexes, in index (import) order.
-    pub fn people(&self) -> impl Iterator<Item = (UserIdx, &Person)> {
-        self.people.iter().enumerate().map(|(i, p)| (i as UserIdx, p))
+    pub fn people(&self) -> impl Iterator<Item = (UserIdx, PersonRef<'_>)> {
+        (0..self.people.len() as UserIdx).filter_map(|i| Some((i, self.people.get(i)?)))
     }
 
     /// The person with exactly this id.
@@ -340,9 +349,9 @@ impl Directory {
     fn lookup(&self, kind: Kind, key: &[u8]) -> Option<UserIdx> {
         let mut found = None;
         for idx in self.keys.candidates(kind, key) {
-            let Some(p) = self.people.get(idx as usize) else { continue };
+            let Some(p) = self.people.get(idx) else { continue };
             // The table holds hashes only: check the person really has the key.
-            if identity::has_key(p, kind, key, &self.plan) {
+            if identity::has_key(&p, kind, key, &self.plan) {
                 if found.is_some() {
                     return None;
                 }
@@ -488,15 +497,13 @@ impl Directory {
     }
 
     /// Estimated heap bytes held by the directory: people, identity table,
-    /// departments and search index. Small blocks (the people's strings and
-    /// lists) are counted as malloc really sizes them (an 8-byte header,
-    /// rounded up to 16, at least 32 bytes), since that overhead is a large
-    /// share of a `Person`; the few big arrays of the indexes are counted by
-    /// capacity. Memory freed during the build but not returned to the OS is
-    /// not included, so RSS can be a little higher still.
+    /// departments and search index. Small blocks (interned titles and
+    /// department names) are counted as malloc really sizes them (an 8-byte
+    /// header, rounded up to 16, at least 32 bytes); the big arrays and
+    /// arenas are counted by capacity. Memory freed during the build but not
+    /// returned to the OS is not included, so RSS can be a little higher still.
     pub fn memory_bytes(&self) -> usize {
-        let people: usize = self.people.capacity() * std::mem::size_of::<Person>()
-            + self.people.iter().map(person_heap_bytes).sum::<usize>();
+        let people = self.people.memory_bytes();
         let departments: usize = self.departments.capacity() * std::mem::size_of::<Department>()
             + self.departments.iter().map(|d| heap_block(d.name.len()) + heap_block(d.key.len())).sum::<usize>();
         people
@@ -519,22 +526,6 @@ fn heap_block(len: usize) -> usize {
     }
 }
 
-/// Heap bytes of one person's fields, one small block per string or list.
-fn person_heap_bytes(p: &Person) -> usize {
-    let opt = |s: &Option<Box<str>>| s.as_deref().map_or(0, |s| heap_block(s.len()));
-    heap_block(p.id.len())
-        + heap_block(p.name.len())
-        + opt(&p.title)
-        + opt(&p.department)
-        + opt(&p.email)
-        + opt(&p.extension)
-        + opt(&p.sip_uri)
-        + heap_block(p.phones.capacity() * std::mem::size_of::<Phone>())
-        + p.phones.iter().map(|ph| heap_block(ph.number.len()) + opt(&ph.e164)).sum::<usize>()
-        + heap_block(p.external_ids.capacity() * std::mem::size_of::<ExternalId>())
-        + p.external_ids.iter().map(|x| heap_block(x.kind.len()) + heap_block(x.value.len())).sum::<usize>()
-}
-
 /// The error [`Directory::build`] reports for the ids, if any: the first
 /// person (in input order) whose id is empty or repeats an earlier one.
 ///
@@ -542,14 +533,14 @@ fn person_heap_bytes(p: &Person) -> usize {
 /// identity table, so only those runs are checked; a run can also hold
 /// other kinds of key and hash collisions, hence the re-hash and the sort by
 /// the id itself.
-fn id_error(keys: &IdentityTable, people: &[Person], first_empty: Option<usize>) -> Option<DirectoryError> {
+fn id_error(keys: &IdentityTable, people: &People, first_empty: Option<usize>) -> Option<DirectoryError> {
     // (first, second) of the repeat whose second person comes earliest.
     let mut repeat: Option<(usize, usize)> = None;
     let mut same_id: Vec<(&str, usize)> = Vec::new();
     for (hash, run) in keys.shared_runs() {
         same_id.clear();
         for &(_, idx) in run {
-            let id = people.get(idx as usize).map_or("", |p| &*p.id);
+            let id = people.get(idx).map_or("", |p| p.id());
             if keys.hash(Kind::Id, id.as_bytes()) == hash {
                 same_id.push((id, idx as usize));
             }
@@ -565,7 +556,7 @@ fn id_error(keys: &IdentityTable, people: &[Person], first_empty: Option<usize>)
     }
     match (repeat, first_empty) {
         (Some((first, second)), empty) if empty.is_none_or(|e| second < e) => Some(DirectoryError::DuplicateId {
-            id: people.get(second).map(|p| p.id.to_string()).unwrap_or_default(),
+            id: people.get(second as UserIdx).map(|p| p.id().to_string()).unwrap_or_default(),
             first,
             second,
         }),
@@ -577,7 +568,7 @@ fn id_error(keys: &IdentityTable, people: &[Person], first_empty: Option<usize>)
 /// Each person's department, and the departments in order of first
 /// appearance with their member counts. People whose department text folds
 /// to the same search text ("Ekonomi", "EKONOMI") share a department.
-fn departments_of(people: &[Person]) -> (Vec<DeptIdx>, Vec<Department>) {
+fn departments_of(people: &People) -> (Vec<DeptIdx>, Vec<Department>) {
     let mut dept_of = Vec::with_capacity(people.len());
     let mut departments: Vec<Department> = Vec::new();
     // Folded key → department, and each spelling seen → department, so that
@@ -585,8 +576,8 @@ fn departments_of(people: &[Person]) -> (Vec<DeptIdx>, Vec<Department>) {
     let mut by_key: HashMap<Box<str>, DeptIdx> = HashMap::new();
     let mut by_spelling: HashMap<&str, DeptIdx> = HashMap::new();
     let mut buf = String::new();
-    for p in people {
-        let Some(raw) = p.department.as_deref() else {
+    for raw in (0..people.len() as UserIdx).map(|i| people.get(i).and_then(|p| p.department())) {
+        let Some(raw) = raw else {
             dept_of.push(NO_DEPT);
             continue;
         };
@@ -619,11 +610,8 @@ fn departments_of(people: &[Person]) -> (Vec<DeptIdx>, Vec<Department>) {
 
 /// The E.164 form of a phone for matching: its stored `e164` if that is
 /// valid, else its number normalised with `plan`.
-fn phone_e164(ph: &Phone, plan: &NumberPlan) -> Option<String> {
-    ph.e164
-        .as_deref()
-        .and_then(|e| normalize_phone(e, plan))
-        .or_else(|| normalize_phone(&ph.number, plan))
+fn phone_e164(ph: &PhoneRef<'_>, plan: &NumberPlan) -> Option<String> {
+    ph.e164.and_then(|e| normalize_phone(e, plan)).or_else(|| normalize_phone(ph.number, plan))
 }
 
 /// "+46701234567" → 46701234567.

@@ -51,7 +51,8 @@ use memchr::memmem;
 
 use super::fold::{fold_search_text, search_text};
 use super::phone::national_form;
-use super::{phone_e164, DeptIdx, NumberPlan, Person, UserIdx, NO_DEPT};
+use super::people::People;
+use super::{phone_e164, DeptIdx, NumberPlan, PersonRef, UserIdx, NO_DEPT};
 
 /// Rank tiers, best first. A person's tier for a query decides the order of
 /// results before name order does.
@@ -602,7 +603,7 @@ impl SearchIndex {
     /// per distinct spelling. (Scratch strings freed right away, as in
     /// [`number_text`], are simply reused and cost nothing.)
     pub(super) fn build(
-        people: &[Person],
+        people: &People,
         dept_of: &[DeptIdx],
         dept_keys: &[&str],
         plan: &NumberPlan,
@@ -612,15 +613,17 @@ impl SearchIndex {
         let mut name_arena = String::new();
         let mut name_at: Vec<usize> = Vec::with_capacity(n + 1);
         name_at.push(0);
-        for p in people {
-            fold_search_text(&p.name, &mut name_arena);
+        let person = |i: UserIdx| people.get(i);
+        for i in 0..n as UserIdx {
+            fold_search_text(person(i).map_or("", |p| p.name()), &mut name_arena);
             name_at.push(name_arena.len());
         }
         let name_of = |i: usize| &name_arena[name_at[i]..name_at[i + 1]];
         let mut by_rank: Vec<UserIdx> = (0..n as UserIdx).collect();
         by_rank.sort_unstable_by(|&a, &b| {
             let (a, b) = (a as usize, b as usize);
-            name_of(a).cmp(name_of(b)).then_with(|| people[a].id.cmp(&people[b].id))
+            let id = |i: usize| person(i as UserIdx).map_or("", |p| p.id());
+            name_of(a).cmp(name_of(b)).then_with(|| id(a).cmp(id(b)))
         });
 
         let mut names = TextSet::new();
@@ -635,14 +638,17 @@ impl SearchIndex {
         let mut title_of: Vec<u32> = Vec::with_capacity(n);
         let mut dept_of_rank: Vec<u32> = Vec::with_capacity(n);
         for &i in &by_rank {
-            let p = &people[i as usize];
+            let p = person(i);
             names.push(name_of(i as usize));
-            number_text(p, plan, &mut buf);
+            match &p {
+                Some(p) => number_text(p, plan, &mut buf),
+                None => buf.clear(),
+            }
             numbers.push(&buf);
             buf.clear();
-            buf.extend(p.extension.as_deref().unwrap_or_default().chars().filter(char::is_ascii_digit));
+            buf.extend(p.and_then(|p| p.extension()).unwrap_or_default().chars().filter(char::is_ascii_digit));
             extensions.push(&buf);
-            let title = match p.title.as_deref() {
+            let title = match p.and_then(|p| p.title()) {
                 None => NO_ENTRY,
                 Some(raw) => *title_by_spelling.entry(raw).or_insert_with(|| {
                     let t = search_text(raw);
@@ -860,12 +866,12 @@ impl SearchIndex {
 /// national form if it is in the plan's country, else its E.164 digits; its
 /// digits as given when those differ (numbers that did not normalise, odd
 /// notations). Extensions are indexed separately.
-fn number_text(p: &Person, plan: &NumberPlan, out: &mut String) {
+fn number_text(p: &PersonRef<'_>, plan: &NumberPlan, out: &mut String) {
     out.clear();
-    let mut words: Vec<String> = Vec::with_capacity(p.phones.len() + 1);
-    for ph in &p.phones {
+    let mut words: Vec<String> = Vec::with_capacity(p.phones().len() + 1);
+    for ph in p.phones() {
         let given: String = ph.number.chars().filter(char::is_ascii_digit).collect();
-        if let Some(e164) = phone_e164(ph, plan) {
+        if let Some(e164) = phone_e164(&ph, plan) {
             let indexed = national_form(&e164, plan).unwrap_or_else(|| e164[1..].to_string());
             if given != indexed && given != e164[1..] {
                 words.push(given);
@@ -891,7 +897,7 @@ fn number_text(p: &Person, plan: &NumberPlan, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Directory, ExternalId, Phone, PhoneKind};
+    use super::super::{Directory, ExternalId, Person, Phone, PhoneKind};
     use super::*;
 
     fn person(id: &str, name: &str, title: Option<&str>, dept: Option<&str>, mobile: Option<&str>, ext: Option<&str>) -> Person {
@@ -925,7 +931,7 @@ mod tests {
     }
 
     fn ids(d: &Directory, q: &SearchQuery) -> Vec<String> {
-        d.search(q).items.iter().map(|&i| d.person(i).map(|p| p.id.to_string()).unwrap_or_default()).collect()
+        d.search(q).items.iter().map(|&i| d.person(i).map(|p| p.id().to_string()).unwrap_or_default()).collect()
     }
 
     fn q(s: &str) -> SearchQuery<'_> {
@@ -1019,7 +1025,7 @@ mod tests {
                 let r = d.search(&SearchQuery { q: "a", department: None, limit, offset });
                 assert_eq!(r.total, full.len());
                 let want: Vec<String> = full.iter().skip(offset).take(limit).cloned().collect();
-                let got: Vec<String> = r.items.iter().map(|&i| d.person(i).map(|p| p.id.to_string()).unwrap_or_default()).collect();
+                let got: Vec<String> = r.items.iter().map(|&i| d.person(i).map(|p| p.id().to_string()).unwrap_or_default()).collect();
                 assert_eq!(got, want, "offset {offset} limit {limit}");
             }
         }
@@ -1057,15 +1063,15 @@ mod tests {
             if dept.is_some() && d.department_of(i) != dept {
                 continue;
             }
-            let name = search_text(&p.name);
+            let name = search_text(p.name());
             if parsed.words.is_empty() {
-                hits.push((0, name, p.id.to_string(), i));
+                hits.push((0, name, p.id().to_string(), i));
                 continue;
             }
-            let org: Vec<String> = [&p.title, &p.department].into_iter().flatten().map(|t| search_text(t)).collect();
+            let org: Vec<String> = [p.title(), p.department()].into_iter().flatten().map(search_text).collect();
             let mut numbers = String::new();
-            number_text(p, plan, &mut numbers);
-            let ext: String = p.extension.as_deref().unwrap_or_default().chars().filter(char::is_ascii_digit).collect();
+            number_text(&p, plan, &mut numbers);
+            let ext: String = p.extension().unwrap_or_default().chars().filter(char::is_ascii_digit).collect();
             let mut worst = 0u8;
             for w in &parsed.words {
                 let t = w.text.as_str();
@@ -1105,7 +1111,7 @@ mod tests {
                     worst = tier::NAME_PREFIX;
                 }
             }
-            hits.push((worst, name, p.id.to_string(), i));
+            hits.push((worst, name, p.id().to_string(), i));
         }
         hits.sort();
         hits.into_iter().map(|h| h.3).collect()
@@ -1133,10 +1139,10 @@ mod tests {
         .collect();
         // Pieces of real data: name fragments, number fragments.
         for (i, p) in d.people().step_by(97) {
-            let name = search_text(&p.name);
+            let name = search_text(p.name());
             let k = (i as usize) % name.len().max(1);
             queries.push(name.chars().skip(k % 5).take(2 + k % 4).collect());
-            if let Some(ph) = p.phones.first() {
+            if let Some(ph) = p.phones().next() {
                 let digits: String = ph.number.chars().filter(char::is_ascii_digit).collect();
                 queries.push(digits.chars().skip(k % 6).take(3 + k % 5).collect());
             }

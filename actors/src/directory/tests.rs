@@ -111,7 +111,7 @@ fn accessors() {
     assert_eq!(d.len(), 4);
     assert!(!d.is_empty());
     assert_eq!(d.people().count(), 4);
-    assert_eq!(d.person(0).map(|p| &*p.id), Some("asa.ostberg"));
+    assert_eq!(d.person(0).map(|p| p.id()), Some("asa.ostberg"));
     assert_eq!(d.person(99), None);
     assert_eq!(d.plan(), &NumberPlan::default());
     assert!(d.memory_bytes() > d.search_index_bytes());
@@ -144,28 +144,28 @@ fn demo_company_imports_and_searches() {
     let d = Directory::build(people, &plan).expect("demo directory builds");
 
     let first = d.search(&SearchQuery::new("asa")).items.first().copied();
-    assert_eq!(first.and_then(|i| d.person(i)).map(|p| &*p.id), Some("asa.ostberg"));
+    assert_eq!(first.and_then(|i| d.person(i)).map(|p| p.id()), Some("asa.ostberg"));
     let asa = d.by_id("asa.ostberg").expect("asa");
-    assert_eq!(d.person(asa).map(|p| &*p.name), Some("Åsa Östberg"));
+    assert_eq!(d.person(asa).map(|p| p.name()), Some("Åsa Östberg"));
     for name in ["Björn Ängström", "Øystein Bækkelund", "Märta Lindqvist", "Ørjan Dæhli", "Åke Nyström", "Sölve Åberg"] {
         let r = d.search(&SearchQuery::new(name));
-        let top = r.items.first().and_then(|&i| d.person(i)).map(|p| &*p.name);
+        let top = r.items.first().and_then(|&i| d.person(i)).map(|p| p.name());
         assert_eq!(top, Some(name), "search {name:?}");
     }
     // Every identity of every person resolves back to them.
     for (i, p) in d.people() {
-        assert_eq!(d.resolve(&p.id), Some(i));
-        for key in [&p.email, &p.sip_uri, &p.extension].into_iter().flatten() {
+        assert_eq!(d.resolve(p.id()), Some(i));
+        for key in [p.email(), p.sip_uri(), p.extension()].into_iter().flatten() {
             assert_eq!(d.resolve(key), Some(i), "{key}");
         }
-        for x in &p.external_ids {
-            assert_eq!(d.resolve(&x.value), Some(i), "{}", x.value);
+        for x in p.external_ids() {
+            assert_eq!(d.resolve(x.value), Some(i), "{}", x.value);
         }
-        for ph in &p.phones {
-            assert!(ph.e164.is_some(), "{} {}", p.id, ph.number);
+        for ph in p.phones() {
+            assert!(ph.e164.is_some(), "{} {}", p.id(), ph.number);
             // Work numbers may be shared (a switchboard); mobiles are personal.
             if ph.kind == PhoneKind::Mobile {
-                assert_eq!(d.resolve(&ph.number), Some(i), "{}", ph.number);
+                assert_eq!(d.resolve(ph.number), Some(i), "{}", ph.number);
             }
         }
     }
@@ -190,8 +190,8 @@ fn synthetic_100k_queries() {
     assert_eq!(d.len(), 100_000);
 
     // Brute-force reference for "name has a word starting with ostb".
-    let name_words = |p: &Person| fold::search_text(&p.name);
-    let want = d.people().filter(|(_, p)| name_words(p).split(' ').any(|w| w.starts_with("ostb"))).count();
+    let name_words = |p: PersonRef<'_>| fold::search_text(p.name());
+    let want = d.people().filter(|(_, p)| name_words(*p).split(' ').any(|w| w.starts_with("ostb"))).count();
     let r = d.search(&SearchQuery { q: "ÖSTB", department: None, limit: 10, offset: 0 });
     assert!(want > 100);
     assert_eq!(r.total, want); // no other field contains "ostb"
@@ -383,7 +383,7 @@ fn search_bench() {
     println!("an+Ekonomi: {:8.1} µs/query", t.elapsed().as_secs_f64() * 1e6 / iters as f64);
     let t = Instant::now();
     for (i, p) in d.people().take(10_000) {
-        assert_eq!(d.resolve(p.email.as_deref().unwrap_or_default()), Some(i));
+        assert_eq!(d.resolve(p.email().unwrap_or_default()), Some(i));
     }
     println!("resolve by e-mail: {:.2} µs", t.elapsed().as_secs_f64() * 1e6 / 10_000.0);
 }
@@ -428,4 +428,46 @@ fn memory_at_100k() {
         d.search_index_bytes() / d.len()
     );
     std::hint::black_box(&d);
+}
+
+// ------------------------------------------------------ compact storage ----
+
+/// The compact form gives back exactly the people it was built from, and
+/// `PersonRef` serialises to the same JSON as `Person` (the HTTP API and the
+/// SQLite store depend on that shape).
+#[test]
+fn person_ref_round_trips_and_serialises_like_person() {
+    let mut people = synth::generate(2_000, 7);
+    // Edge cases the generator may not produce: empty but present fields,
+    // no optional fields at all, long texts, several external ids.
+    let mut bare = Person::new("bare", "");
+    bare.title = Some("".into());
+    bare.department = Some("  Växel ".into());
+    people.push(bare);
+    people.push(Person::new("minimal", "Min Imal"));
+    let mut big = Person::new("big", &"Ö".repeat(40_000));
+    big.phones = vec![
+        Phone { kind: PhoneKind::Home, number: "08-12 34 56".into(), e164: None },
+        Phone { kind: PhoneKind::Other, number: "+46 8 123 456".into(), e164: Some("+468123456".into()) },
+    ];
+    big.external_ids = vec![
+        ExternalId { kind: "hr".into(), value: "E-1".into() },
+        ExternalId { kind: "badge".into(), value: "x".repeat(300).into() },
+    ];
+    big.sip_uri = Some("sip:big@example.se".into());
+    people.push(big);
+    let d = Directory::build(people.clone(), &NumberPlan::default()).expect("builds");
+    assert_eq!(d.len(), people.len());
+    for ((i, r), p) in d.people().zip(&people) {
+        assert_eq!(r.to_person(), *p, "person {i}");
+        assert_eq!(r, *p);
+        assert_eq!(r.phones().len(), p.phones.len());
+        let json = serde_json::to_string(&r).expect("serialises");
+        assert_eq!(json, serde_json::to_string(p).expect("serialises"), "person {i}");
+        let back: Person = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, *p);
+    }
+    assert_eq!(d.resolve("hr:e-1"), d.by_id("big"));
+    assert_eq!(d.person(0), d.person(0));
+    assert_ne!(d.person(0), d.person(1));
 }
