@@ -233,13 +233,13 @@ async fn bench(args: BenchArgs) -> Result<()> {
     crate::release_free_memory();
     let rss0 = rss_start;
     let t0 = Instant::now();
-    let mut people = Vec::with_capacity(n);
-    store.for_each_person(|_, j| {
-        if let Ok(p) = serde_json::from_str(j) {
-            people.push(p)
-        }
-    })?;
-    let directory = Directory::build(people, &NumberPlan::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The real start-up path: people are parsed and packed one row at a time.
+    let directory = store
+        .with_people(|rows| {
+            let people = rows.filter_map(|(_, j)| serde_json::from_str(&j).ok());
+            Directory::build_streaming(people, n, &NumberPlan::default())
+        })?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::release_free_memory();
     let rss_dir = rss();
     let dir_bytes = directory.memory_bytes();

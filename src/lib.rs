@@ -110,26 +110,38 @@ pub fn save_directory(store: &Store, people: &[Person]) -> Result<bool, RunError
     Ok(true)
 }
 
-fn load_directory(store: &Store, config: &Config, opts: &RunOptions) -> Result<Vec<Person>, RunError> {
+/// Builds the directory: from the configured import file (stored when it changed), else from
+/// the store (streamed: people are packed as they are read), else — for the demo — from the
+/// built-in demo company.
+fn load_directory(store: &Store, config: &Config, opts: &RunOptions) -> Result<Directory, RunError> {
+    let plan = config.directory.number_plan.plan();
+    let dir_err = |e: presence_actors::directory::DirectoryError| RunError::Directory(e.to_string());
     if let Some(path) = &config.directory.import {
         let people = read_directory_file(path, config)?;
         if save_directory(store, &people)? {
             info!(people = people.len(), file = %path.display(), "Directory imported.");
         }
-        return Ok(people);
+        return Directory::build(people, &plan).map_err(dir_err);
     }
     if store.directory_len()? == 0 && opts.demo {
-        let people = import::from_csv(demo::DEMO_CSV.as_bytes(), &config.directory.number_plan.plan())
+        let people = import::from_csv(demo::DEMO_CSV.as_bytes(), &plan)
             .map_err(|e| RunError::Directory(format!("demo directory: {e}")))?;
         save_directory(store, &people)?;
-        return Ok(people);
+        return Directory::build(people, &plan).map_err(dir_err);
     }
-    let mut people = Vec::with_capacity(store.directory_len()?);
-    store.for_each_person(|id, json| match serde_json::from_str::<Person>(json) {
-        Ok(p) => people.push(p),
-        Err(e) => warn!(person = %id, error = %e, "Skipping an unreadable stored person."),
-    })?;
-    Ok(people)
+    let expected = store.directory_len()?;
+    store
+        .with_people(|rows| {
+            let people = rows.filter_map(|(id, json)| match serde_json::from_str::<Person>(&json) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(person = %id, error = %e, "Skipping an unreadable stored person.");
+                    None
+                }
+            });
+            Directory::build_streaming(people, expected, &plan)
+        })?
+        .map_err(dir_err)
 }
 
 /// Starts the hub on `listener` and serves until `shutdown` completes. Must run inside an
@@ -142,8 +154,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let t0 = std::time::Instant::now();
     let store = Store::open(&config.data_dir)?;
-    let people = load_directory(&store, &config, &opts)?;
-    let directory = Directory::build(people, &config.directory.number_plan.plan()).map_err(|e| RunError::Directory(e.to_string()))?;
+    let directory = load_directory(&store, &config, &opts)?;
     release_free_memory();
     let shards = config.hub.shards.unwrap_or_else(|| HubConfig::default().shards);
     let hub_config = HubConfig {

@@ -360,21 +360,33 @@ impl Store {
         Ok(out)
     }
 
-    /// Visits every stored person in order without collecting the rows, so a large directory
-    /// is parsed one document at a time (no transient copy of every JSON text).
-    pub fn for_each_person(&self, mut f: impl FnMut(&str, &str)) -> Result<(), StoreError> {
+    /// Hands `f` an iterator over the stored people `(id, json)` in order, read one row at a
+    /// time (so a directory can be built while it is read, see `Directory::build_streaming`).
+    /// Unreadable rows are skipped with a warning.
+    pub fn with_people<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (String, String)>) -> R) -> Result<R, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT ord, id, doc FROM people ORDER BY ord")?;
         let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id = row.get_ref(1).and_then(|v| v.as_str().map_err(Into::into));
-            let doc = row.get_ref(2).and_then(|v| v.as_str().map_err(Into::into));
-            match (id, doc) {
-                (Ok(id), Ok(doc)) => f(id, doc),
-                (Err(e), _) | (_, Err(e)) => skip_row("people", row, &e),
+        let mut failed = None;
+        let mut it = std::iter::from_fn(|| loop {
+            match rows.next() {
+                Ok(Some(row)) => match (row.get::<_, String>(1), row.get::<_, String>(2)) {
+                    (Ok(id), Ok(doc)) => return Some((id, doc)),
+                    (Err(e), _) | (_, Err(e)) => skip_row("people", row, &e),
+                },
+                Ok(None) => return None,
+                Err(e) => {
+                    failed = Some(e);
+                    return None;
+                }
             }
+        });
+        let r = f(&mut it);
+        drop(it);
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(r),
         }
-        Ok(())
     }
 
     /// Number of people in the directory.

@@ -41,7 +41,7 @@ pub use search::{SearchQuery, SearchResult};
 
 use fold::{fold_search_text, search_text};
 use identity::{IdentityTable, Kind};
-use people::People;
+use people::{People, PeopleBuilder};
 use search::SearchIndex;
 
 /// Dense index of a person in a [`Directory`] (0..len).
@@ -292,7 +292,37 @@ impl Directory {
         // compact form, and the many small blocks of the `Person`s are freed
         // before the indexes are allocated (which can then reuse them).
         let people = People::build(people).map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
+        Self::from_packed(people, capacity, first_empty, plan)
+    }
 
+    /// Like [`Directory::build`], but packs each person as it comes, so the people never
+    /// exist all at once as [`Person`]s (at 100k people that transient list is ~70 MB, and the
+    /// allocator keeps much of it after it is freed). `expected` sizes the arenas.
+    pub fn build_streaming(
+        people: impl IntoIterator<Item = Person>,
+        expected: usize,
+        plan: &NumberPlan,
+    ) -> Result<Directory, DirectoryError> {
+        let mut b = PeopleBuilder::new(expected, expected * 96);
+        let mut n = 0usize;
+        for p in people {
+            n += 1;
+            if n >= UserIdx::MAX as usize {
+                return Err(DirectoryError::TooManyPeople { count: n });
+            }
+            b.push(p).map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
+        }
+        let (people, capacity, first_empty) = b.finish().map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
+        Self::from_packed(people, capacity, first_empty, plan)
+    }
+
+    fn from_packed(
+        people: People,
+        capacity: usize,
+        first_empty: Option<usize>,
+        plan: &NumberPlan,
+    ) -> Result<Directory, DirectoryError> {
+        let n = people.len();
         let mut keys = IdentityTable::with_capacity(capacity);
         for i in 0..n as UserIdx {
             if let Some(p) = people.get(i) {

@@ -48,6 +48,101 @@ pub(super) struct TooLarge {
     pub(super) bytes: usize,
 }
 
+/// Packs people one at a time, so a directory can be built while its people are read (from
+/// the store or a file) without ever holding them all as [`Person`]s.
+pub(super) struct PeopleBuilder {
+    out: People,
+    title_ids: HashMap<Box<str>, usize>,
+    dept_ids: HashMap<Box<str>, usize>,
+    /// Upper bound of identity-table entries (id, name-free keys, phones, external ids).
+    key_capacity: usize,
+    /// Index of the first person with an empty id, if any.
+    first_empty: Option<usize>,
+}
+
+impl PeopleBuilder {
+    /// A builder expecting about `people` people and `text` bytes of text.
+    pub(super) fn new(people: usize, text: usize) -> PeopleBuilder {
+        PeopleBuilder {
+            out: People {
+                text: String::with_capacity(text),
+                meta: Vec::with_capacity(people * 12),
+                at: Vec::with_capacity(people),
+                ..Default::default()
+            },
+            title_ids: HashMap::new(),
+            dept_ids: HashMap::new(),
+            key_capacity: 0,
+            first_empty: None,
+        }
+    }
+
+    /// Packs one person (consumed: its strings are freed right away).
+    pub(super) fn push(&mut self, p: Person) -> Result<(), TooLarge> {
+        if p.id.trim().is_empty() && self.first_empty.is_none() {
+            self.first_empty = Some(self.out.at.len());
+        }
+        self.key_capacity += 4 + p.phones.len() + p.external_ids.len();
+        let out = &mut self.out;
+        if out.text.len() + 4096 > u32::MAX as usize {
+            return Err(TooLarge { bytes: out.text.len() });
+        }
+        let meta_at = u32::try_from(out.meta.len()).map_err(|_| TooLarge { bytes: out.meta.len() })?;
+        out.at.push((out.text.len() as u32, meta_at));
+        let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+        out.meta.push(
+            flag(p.title.is_some(), HAS_TITLE)
+                | flag(p.department.is_some(), HAS_DEPT)
+                | flag(p.email.is_some(), HAS_EMAIL)
+                | flag(p.extension.is_some(), HAS_EXTENSION)
+                | flag(p.sip_uri.is_some(), HAS_SIP),
+        );
+        if let Some(t) = p.title {
+            let i = intern(&mut out.titles, &mut self.title_ids, t);
+            put(&mut out.meta, i);
+        }
+        if let Some(d) = p.department {
+            let i = intern(&mut out.depts, &mut self.dept_ids, d);
+            put(&mut out.meta, i);
+        }
+        for s in [Some(&p.id), Some(&p.name), p.email.as_ref(), p.extension.as_ref(), p.sip_uri.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            out.push_text(s);
+        }
+        put(&mut out.meta, p.phones.len());
+        for ph in &p.phones {
+            let kind = ph.kind as u8 | if ph.e164.is_some() { PHONE_HAS_E164 } else { 0 };
+            out.meta.push(kind);
+            out.push_text(&ph.number);
+            if let Some(e) = &ph.e164 {
+                out.push_text(e);
+            }
+        }
+        put(&mut out.meta, p.external_ids.len());
+        for x in &p.external_ids {
+            out.push_text(&x.kind);
+            out.push_text(&x.value);
+        }
+        Ok(())
+    }
+
+    /// The packed people, the identity-table capacity and the first empty id.
+    pub(super) fn finish(mut self) -> Result<(People, usize, Option<usize>), TooLarge> {
+        let out = &mut self.out;
+        if out.meta.len() > u32::MAX as usize || out.text.len() > u32::MAX as usize {
+            return Err(TooLarge { bytes: out.meta.len().max(out.text.len()) });
+        }
+        out.text.shrink_to_fit();
+        out.meta.shrink_to_fit();
+        out.at.shrink_to_fit();
+        out.titles.shrink_to_fit();
+        out.depts.shrink_to_fit();
+        Ok((self.out, self.key_capacity, self.first_empty))
+    }
+}
+
 /// The people of a directory in compact form; see the module docs.
 #[derive(Debug, Default)]
 pub(super) struct People {
@@ -108,61 +203,11 @@ impl People {
         if text_len > u32::MAX as usize {
             return Err(TooLarge { bytes: text_len });
         }
-        let mut out = People {
-            text: String::with_capacity(text_len),
-            meta: Vec::with_capacity(people.len() * 12),
-            at: Vec::with_capacity(people.len()),
-            ..Default::default()
-        };
-        let mut title_ids: HashMap<Box<str>, usize> = HashMap::new();
-        let mut dept_ids: HashMap<Box<str>, usize> = HashMap::new();
+        let mut b = PeopleBuilder::new(people.len(), text_len);
         for p in people {
-            let meta_at = u32::try_from(out.meta.len()).map_err(|_| TooLarge { bytes: out.meta.len() })?;
-            out.at.push((out.text.len() as u32, meta_at));
-            let flag = |present: bool, bit: u8| if present { bit } else { 0 };
-            out.meta.push(
-                flag(p.title.is_some(), HAS_TITLE)
-                    | flag(p.department.is_some(), HAS_DEPT)
-                    | flag(p.email.is_some(), HAS_EMAIL)
-                    | flag(p.extension.is_some(), HAS_EXTENSION)
-                    | flag(p.sip_uri.is_some(), HAS_SIP),
-            );
-            if let Some(t) = p.title {
-                let i = intern(&mut out.titles, &mut title_ids, t);
-                put(&mut out.meta, i);
-            }
-            if let Some(d) = p.department {
-                let i = intern(&mut out.depts, &mut dept_ids, d);
-                put(&mut out.meta, i);
-            }
-            for s in [Some(&p.id), Some(&p.name), p.email.as_ref(), p.extension.as_ref(), p.sip_uri.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                out.push_text(s);
-            }
-            put(&mut out.meta, p.phones.len());
-            for ph in &p.phones {
-                let kind = ph.kind as u8 | if ph.e164.is_some() { PHONE_HAS_E164 } else { 0 };
-                out.meta.push(kind);
-                out.push_text(&ph.number);
-                if let Some(e) = &ph.e164 {
-                    out.push_text(e);
-                }
-            }
-            put(&mut out.meta, p.external_ids.len());
-            for x in &p.external_ids {
-                out.push_text(&x.kind);
-                out.push_text(&x.value);
-            }
+            b.push(p)?;
         }
-        if out.meta.len() > u32::MAX as usize {
-            return Err(TooLarge { bytes: out.meta.len() });
-        }
-        out.meta.shrink_to_fit();
-        out.titles.shrink_to_fit();
-        out.depts.shrink_to_fit();
-        Ok(out)
+        b.finish().map(|(people, _, _)| people)
     }
 
     fn push_text(&mut self, s: &str) {

@@ -471,3 +471,23 @@ fn person_ref_round_trips_and_serialises_like_person() {
     assert_eq!(d.person(0), d.person(0));
     assert_ne!(d.person(0), d.person(1));
 }
+
+#[test]
+fn streaming_build_matches_build() {
+    let plan = NumberPlan::default();
+    let people = synth::generate(2000, 9);
+    let a = Directory::build(people.clone(), &plan).unwrap();
+    let b = Directory::build_streaming(people.clone(), 10, &plan).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (i, p) in people.iter().enumerate() {
+        let i = i as UserIdx;
+        assert_eq!(b.person(i).unwrap().to_person(), *p);
+        assert_eq!(b.resolve(&p.id), Some(i));
+        if let Some(e) = &p.email {
+            assert_eq!(a.resolve(e), b.resolve(e));
+        }
+    }
+    let q = SearchQuery { q: "an", department: None, limit: 50, offset: 0 };
+    assert_eq!(a.search(&q).items, b.search(&q).items);
+    assert_eq!(a.departments(), b.departments());
+}
