@@ -70,8 +70,6 @@ pub enum RunError {
 pub struct RunOptions {
     /// The built-in demo: demo directory, demo tokens, demo scenario.
     pub demo: bool,
-    /// Called with the bound address once the server listens.
-    pub announce: bool,
 }
 
 /// Cursors kept in the store.
@@ -208,7 +206,6 @@ pub async fn run(
         tokens,
         config: Arc::new(config.clone()),
         ready: Default::default(),
-        demo: opts.demo,
     });
     let persister = actix_web::rt::spawn(persist_loop(hub.clone(), store.clone(), Duration::from_millis(config.snapshot.interval_ms), stop.clone()));
 

@@ -169,6 +169,6 @@ fn real_main() -> Result<()> {
         println!("presence-hub listening on http://{addr}/");
     }
     let sys = actix_web::rt::System::new();
-    sys.block_on(run(cfg, RunOptions { demo: is_demo, announce: true }, listener, shutdown_signal()))?;
+    sys.block_on(run(cfg, RunOptions { demo: is_demo }, listener, shutdown_signal()))?;
     Ok(())
 }

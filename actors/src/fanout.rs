@@ -311,12 +311,6 @@ impl FanOut {
         self.lock().latest.get(user as usize).cloned().flatten()
     }
 
-    /// Latest views of many people at once (one lock).
-    pub fn latest_many(&self, users: &[UserIdx]) -> Vec<Option<Latest>> {
-        let g = self.lock();
-        users.iter().map(|u| g.latest.get(*u as usize).cloned().flatten()).collect()
-    }
-
     /// Registers a subscriber; returns its id.
     pub fn subscribe(&self, outbox: Arc<Outbox>) -> u64 {
         let mut g = self.lock();

@@ -33,8 +33,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Set once start-up (restore, providers) is complete.
     pub ready: AtomicBool,
-    /// Whether this is the built-in demo.
-    pub demo: bool,
     /// Sink for signals pushed through the API (feed "api").
     pub api_sink: presence_actors::hub::SignalSink,
 }
