@@ -195,22 +195,20 @@ impl<S: FrameSink> Subscriber<S> {
 
     fn snapshot_frames(&self, seq: u64, changes: Vec<Latest>, unseen: Vec<UserIdx>) -> Vec<Frame> {
         let unknown = MergedView::default();
-        let mut items: Vec<String> = Vec::with_capacity(changes.len() + unseen.len());
-        items.extend(changes.iter().filter_map(|c| Some(presence_json(self.directory.person(c.user)?.id(), &c.view))));
-        items.extend(unseen.iter().filter_map(|u| self.directory.person(*u)).map(|p| presence_json(p.id(), &unknown)));
-        let parts = items.len().div_ceil(SNAPSHOT_PART).max(1);
+        // Encoded straight into the parts: a 100k-person snapshot never exists twice.
+        let known = changes.iter().filter_map(|c| Some(presence_json(&self.directory.person(c.user)?.id(), &c.view)));
+        let fresh = unseen.iter().filter_map(|u| self.directory.person(*u)).map(|p| presence_json(p.id(), &unknown));
+        let total = changes.len() + unseen.len();
+        let parts = total.div_ceil(SNAPSHOT_PART).max(1);
+        let mut items = known.chain(fresh);
         let mut frames = Vec::with_capacity(parts);
         for part in 0..parts {
-            let chunk = items.get(part * SNAPSHOT_PART..((part + 1) * SNAPSHOT_PART).min(items.len())).unwrap_or(&[]);
-            let mut data = format!(
-                "{{\"type\":\"snapshot\",\"seq\":{seq},\"part\":{part},\"last\":{},\"presence\":[",
-                part + 1 == parts
-            );
-            for (i, it) in chunk.iter().enumerate() {
+            let mut data = format!("{{\"type\":\"snapshot\",\"seq\":{seq},\"part\":{part},\"last\":{},\"presence\":[", part + 1 == parts);
+            for (i, it) in items.by_ref().take(SNAPSHOT_PART).enumerate() {
                 if i > 0 {
                     data.push(',');
                 }
-                data.push_str(it);
+                data.push_str(&it);
             }
             data.push_str("]}");
             frames.push(Frame { kind: FrameKind::Snapshot, seq, data, ingest: None });
