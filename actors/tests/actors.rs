@@ -167,3 +167,47 @@ async fn a_slow_subscriber_never_slows_a_fast_one_and_stays_bounded() {
     assert!(hub.metrics().deliveries_coalesced.load(Ordering::Relaxed) > 0);
     hub.stop();
 }
+
+/// Captures frame texts.
+struct CaptureSink(Arc<Mutex<Vec<String>>>);
+
+impl FrameSink for CaptureSink {
+    fn write(self, frames: Vec<Frame>) -> LocalBoxFuture<'static, Result<Self, SinkClosed>> {
+        self.0.lock().unwrap().extend(frames.into_iter().map(|f| f.data));
+        Box::pin(std::future::ready(Ok(self)))
+    }
+}
+
+#[actix_rt::test]
+async fn a_large_snapshot_comes_in_parts_with_everyone_once() {
+    let hub = hub(1200, 100);
+    let feed = hub.feeds().register("t", "test");
+    let sink = hub.sink(feed);
+    sink.set_up(true);
+    for u in 0..300u32 {
+        sink.send_to(u, Signal::new(Source::Teams, "t", Some(Availability::Busy), now_ms())).unwrap();
+    }
+    let f = hub.fanout().clone();
+    eventually(|| (0..300).all(|u| f.latest(u).is_some())).await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sub = Subscriber::start(hub.fanout().clone(), hub.directory().clone(), hub.metrics().clone(), CaptureSink(got.clone()), 64, Duration::from_secs(30));
+    sub.send(SetFilter { filter: Filter { all: true, ..Filter::default() }, since: None }).await.unwrap().unwrap();
+    eventually(|| got.lock().unwrap().len() >= 3).await;
+    let frames: Vec<serde_json::Value> = got.lock().unwrap().iter().map(|t| serde_json::from_str(t).unwrap()).collect();
+    assert_eq!(frames.len(), 3, "1200 people in parts of 500");
+    let mut ids = std::collections::HashSet::new();
+    let mut busy = 0;
+    for (i, fr) in frames.iter().enumerate() {
+        assert_eq!(fr["type"], "snapshot");
+        assert_eq!(fr["part"], i);
+        assert_eq!(fr["last"], i == 2);
+        assert_eq!(fr["seq"], frames[0]["seq"]);
+        for p in fr["presence"].as_array().unwrap() {
+            assert!(ids.insert(p["id"].as_str().unwrap().to_string()), "each person once");
+            busy += (p["availability"] == "Busy") as usize;
+        }
+    }
+    assert_eq!(ids.len(), 1200);
+    assert_eq!(busy, 300);
+    hub.stop();
+}
