@@ -136,6 +136,22 @@ pub struct StoredAbsence {
 }
 
 impl StoredAbsence {
+    /// The columns in the order the INSERT and UPDATE statements number them (?1..?9), so a
+    /// new column is added in one place.
+    fn params(&self) -> [&dyn rusqlite::ToSql; 9] {
+        [
+            &self.id,
+            &self.user_id,
+            &self.reason,
+            &self.text,
+            &self.start,
+            &self.end,
+            &self.created_at,
+            &self.updated_at,
+            &self.created_by,
+        ]
+    }
+
     /// Defence in depth: the API validates first, the store refuses oversized
     /// or empty keys all the same.
     fn validate(&self) -> Result<(), StoreError> {
@@ -405,17 +421,7 @@ impl Store {
             r#"INSERT INTO absences (id, user_id, reason, "text", start, "end", created_at, updated_at, created_by)
                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
         )?;
-        match stmt.execute(params![
-            a.id,
-            a.user_id,
-            a.reason,
-            a.text,
-            a.start,
-            a.end,
-            a.created_at,
-            a.updated_at,
-            a.created_by
-        ]) {
+        match stmt.execute(a.params()) {
             Ok(_) => Ok(()),
             Err(e) if is_constraint(&e) => Err(StoreError::Conflict(a.id.clone())),
             Err(e) => Err(e.into()),
@@ -432,17 +438,7 @@ impl Store {
                    created_at = ?7, updated_at = ?8, created_by = ?9
                WHERE id = ?1 AND user_id = ?2"#,
         )?;
-        let n = stmt.execute(params![
-            a.id,
-            a.user_id,
-            a.reason,
-            a.text,
-            a.start,
-            a.end,
-            a.created_at,
-            a.updated_at,
-            a.created_by
-        ])?;
+        let n = stmt.execute(a.params())?;
         Ok(n > 0)
     }
 
