@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
 use presence_actors::directory::NumberPlan;
@@ -42,6 +42,8 @@ pub struct Config {
     pub policy: Policy,
     /// Presence sources.
     pub providers: Vec<ProviderConfig>,
+    /// The web directory and attendant console.
+    pub web: WebSection,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             tokens: Vec::new(),
             policy: Policy::default(),
             providers: Vec::new(),
+            web: WebSection::default(),
         }
     }
 }
@@ -219,6 +222,55 @@ impl NumberPlanConfig {
     }
 }
 
+/// `[web]`: the web directory and attendant console served at `/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSection {
+    /// Serve the web front end at `/` (the API is served either way).
+    pub enabled: bool,
+    /// Title shown in the page header and the browser tab.
+    pub title: String,
+    /// Language when the browser's does not decide: `auto` (the browser's), `sv` or `en`.
+    pub language: WebLanguage,
+    /// Named busy-lamp groups offered to everyone (besides each browser's own list and the
+    /// departments).
+    pub groups: Vec<WebGroup>,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection { enabled: true, title: "presence-hub".into(), language: WebLanguage::Auto, groups: Vec::new() }
+    }
+}
+
+/// The web front end's language.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebLanguage {
+    /// The browser's preferred language if it is Swedish or English, else English.
+    #[default]
+    Auto,
+    /// Swedish.
+    Sv,
+    /// English.
+    En,
+}
+
+/// `[[web.groups]]`: a named busy-lamp group.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebGroup {
+    /// Name shown in the lamp view ("Reception", "Ledning").
+    pub name: String,
+    /// People, by any identity the directory resolves (id, e-mail, extension, number…).
+    pub members: Vec<String>,
+}
+
+/// Most web groups.
+pub const MAX_WEB_GROUPS: usize = 100;
+/// Most members of one web group.
+pub const MAX_WEB_GROUP_MEMBERS: usize = 1000;
+
 /// `[[tokens]]`: one API token, stored as the SHA-256 of the token (hex).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,6 +359,24 @@ impl Config {
         for t in &self.tokens {
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return bad(format!("token {:?}: sha256 must be 64 hex digits", t.name));
+            }
+        }
+        if self.web.title.trim().is_empty() || self.web.title.len() > 100 {
+            return bad("web.title must be 1-100 bytes".into());
+        }
+        if self.web.groups.len() > MAX_WEB_GROUPS {
+            return bad(format!("at most {MAX_WEB_GROUPS} web.groups"));
+        }
+        let mut groups = std::collections::HashSet::new();
+        for g in &self.web.groups {
+            if g.name.trim().is_empty() || g.name.len() > 100 {
+                return bad("web.groups: name must be 1-100 bytes".into());
+            }
+            if !groups.insert(g.name.as_str()) {
+                return bad(format!("web.groups: {:?} is named twice", g.name));
+            }
+            if g.members.len() > MAX_WEB_GROUP_MEMBERS {
+                return bad(format!("web.groups {:?}: at most {MAX_WEB_GROUP_MEMBERS} members", g.name));
             }
         }
         self.policy.validate().map_err(|e| ConfigError::Invalid(format!("policy: {e}")))?;

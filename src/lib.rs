@@ -206,6 +206,7 @@ pub async fn run(
         tokens,
         config: Arc::new(config.clone()),
         ready: Default::default(),
+        demo: opts.demo,
     });
     let persister = actix_web::rt::spawn(persist_loop(hub.clone(), store.clone(), Duration::from_millis(config.snapshot.interval_ms), stop.clone()));
 

@@ -196,6 +196,11 @@ pub enum Start {
     },
 }
 
+/// Sequence numbers reserved per millisecond of uptime: a run that averages fewer changes
+/// than this (1 M/s) never reaches the first number of a later run. `now_ms × 1024` stays
+/// below 2^53, so JavaScript clients hold it exactly, until the year 2242.
+pub const SEQ_PER_MS: u64 = 1024;
+
 /// The hub-wide fan-out.
 pub struct FanOut {
     inner: Mutex<Inner>,
@@ -222,6 +227,15 @@ impl FanOut {
             metrics,
             persisted_seq: AtomicU64::new(0),
         }
+    }
+
+    /// Starts numbering after `seq` instead of 0. The hub starts from its start time ×
+    /// [`SEQ_PER_MS`], so sequence numbers keep increasing across restarts: a client resuming
+    /// with a number from before a restart always gets a fresh snapshot, never a wrong resume.
+    pub fn starting_after(self, seq: u64) -> FanOut {
+        self.lock().seq = seq;
+        self.persisted_seq.store(seq, Ordering::Release);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -86,7 +86,8 @@ impl Hub {
         let policy = Arc::new(policy);
         let metrics = Arc::new(Metrics::default());
         let feeds = Arc::new(Feeds::default());
-        let fanout = Arc::new(FanOut::new(directory.len(), config.replay_buffer, metrics.clone()));
+        let seq0 = (crate::model::now_ms().max(0) as u64).saturating_mul(crate::fanout::SEQ_PER_MS);
+        let fanout = Arc::new(FanOut::new(directory.len(), config.replay_buffer, metrics.clone()).starting_after(seq0));
         let mut shards = Vec::new();
         let mut arbiters = Vec::new();
         for _ in 0..config.shards.max(1) {

@@ -1,20 +1,22 @@
 //! The HTTP interface (actix-web): the JSON API, the streams, and operations endpoints.
 //!
 //! [`configure`] registers every route on an actix `ServiceConfig`, so tests can build the
-//! same app with `actix_web::test::init_service` and the server in [`crate::run`] uses it.
+//! same app with `actix_aw::test::init_service` and the server in [`crate::run`] uses it.
 //!
 //! Layout: [`api`] (people, absences, signals), [`admin`] (providers, stats, metrics, health,
-//! OpenAPI), [`stream`] (WebSocket and SSE), [`error`] (the one error type).
+//! OpenAPI), [`stream`] (WebSocket and SSE), [`web`] (the web directory and attendant console),
+//! [`error`] (the one error type).
 
 pub mod admin;
 pub mod api;
 pub mod error;
 pub mod stream;
+pub mod web;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::web as aw;
 
 use crate::auth::Tokens;
 use crate::config::Config;
@@ -33,40 +35,48 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Set once start-up (restore, providers) is complete.
     pub ready: AtomicBool,
+    /// Running the built-in demo (the page may then offer the documented demo tokens).
+    pub demo: bool,
     /// Sink for signals pushed through the API (feed "api").
     pub api_sink: presence_actors::hub::SignalSink,
 }
 
 /// Registers every route.
-pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
-    move |cfg: &mut web::ServiceConfig| {
+pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfig) {
+    move |cfg: &mut aw::ServiceConfig| {
         let body_limit = state.config.http.max_body_bytes;
+        if state.config.web.enabled {
+            cfg.configure(web::routes);
+        }
         cfg.app_data(state)
-            .app_data(web::JsonConfig::default().limit(body_limit).error_handler(error::json_error))
-            .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .app_data(web::PathConfig::default().error_handler(error::path_error))
-            .app_data(web::PayloadConfig::default().limit(body_limit))
-            .route("/healthz", web::get().to(admin::healthz))
-            .route("/readyz", web::get().to(admin::readyz))
-            .route("/metrics", web::get().to(admin::metrics))
+            .app_data(aw::JsonConfig::default().limit(body_limit).error_handler(error::json_error))
+            .app_data(aw::QueryConfig::default().error_handler(error::query_error))
+            .app_data(aw::PathConfig::default().error_handler(error::path_error))
+            .app_data(aw::PayloadConfig::default().limit(body_limit))
+            .route("/healthz", aw::get().to(admin::healthz))
+            .route("/readyz", aw::get().to(admin::readyz))
+            .route("/metrics", aw::get().to(admin::metrics))
             .service(
-                web::scope("/api")
-                    .route("/openapi.json", web::get().to(admin::openapi))
-                    .route("/users", web::get().to(api::search))
-                    .route("/users/{id}", web::get().to(api::detail))
-                    .route("/users/{id}/absences", web::get().to(api::list_absences))
-                    .route("/users/{id}/absences", web::post().to(api::create_absence))
-                    .route("/users/{id}/absences/{absence_id}", web::get().to(api::get_absence))
-                    .route("/users/{id}/absences/{absence_id}", web::put().to(api::update_absence))
-                    .route("/users/{id}/absences/{absence_id}", web::delete().to(api::delete_absence))
-                    .route("/departments", web::get().to(api::departments))
-                    .route("/absence-reasons", web::get().to(api::absence_reasons))
-                    .route("/signals", web::post().to(api::push_signals))
-                    .route("/providers", web::get().to(admin::providers))
-                    .route("/stats", web::get().to(admin::stats))
-                    .route("/stream", web::get().to(stream::websocket))
-                    .route("/events", web::get().to(stream::sse)),
+                aw::scope("/api")
+                    .route("/openapi.json", aw::get().to(admin::openapi))
+                    .route("/ui", aw::get().to(web::ui))
+                    .route("/me", aw::get().to(web::me))
+                    .route("/groups", aw::get().to(web::groups))
+                    .route("/users", aw::get().to(api::search))
+                    .route("/users/{id}", aw::get().to(api::detail))
+                    .route("/users/{id}/absences", aw::get().to(api::list_absences))
+                    .route("/users/{id}/absences", aw::post().to(api::create_absence))
+                    .route("/users/{id}/absences/{absence_id}", aw::get().to(api::get_absence))
+                    .route("/users/{id}/absences/{absence_id}", aw::put().to(api::update_absence))
+                    .route("/users/{id}/absences/{absence_id}", aw::delete().to(api::delete_absence))
+                    .route("/departments", aw::get().to(api::departments))
+                    .route("/absence-reasons", aw::get().to(api::absence_reasons))
+                    .route("/signals", aw::post().to(api::push_signals))
+                    .route("/providers", aw::get().to(admin::providers))
+                    .route("/stats", aw::get().to(admin::stats))
+                    .route("/stream", aw::get().to(stream::websocket))
+                    .route("/events", aw::get().to(stream::sse)),
             )
-            .default_service(web::to(admin::not_found));
+            .default_service(aw::to(admin::not_found));
     }
 }

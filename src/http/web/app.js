@@ -1,0 +1,971 @@
+// presence-hub web directory and attendant console.
+//
+// Plain JavaScript, no build step, no third-party code: served by the hub itself, works offline.
+// Views (hash routes): search "#/", detail "#/u/<id>", busy lamp field "#/lamps".
+// Data: the JSON API for people and absences; one WebSocket (/api/stream) for live presence of
+// whatever is on screen (search results, lamps, the open person), resumed by sequence number
+// after a reconnect. Everything user-supplied is inserted as text, never as HTML.
+'use strict';
+(() => {
+
+// ---- Text ---------------------------------------------------------------------------------
+const T = {
+  en: {
+    'skip': 'Skip to search', 'nav.search': 'Search', 'nav.lamps': 'Lamps', 'signout': 'Sign out',
+    'help.button': 'Keys', 'help.title': 'Keyboard', 'help.search': 'Search (type to search)',
+    'help.move': 'Move in the results or lamps', 'help.enter': "Open the person's details",
+    'help.esc': 'Back / clear the search', 'help.absence': 'Set an absence (operators)',
+    'help.lamp': 'Add to or remove from my lamps', 'help.lamps': 'Busy lamp field', 'help.help': 'This help',
+    'help.close': 'Close',
+    'login.title': 'Sign in', 'login.token': 'Token', 'login.submit': 'Sign in',
+    'login.intro': 'Sign in with an API token from your administrator. A viewer token shows presence; an operator token may also set absences.',
+    'login.demo': 'This is the demo. Sign in as:', 'login.bad': 'The hub does not know this token.',
+    'login.down': 'The hub does not answer. Try again in a moment.', 'login.expired': 'Your token is no longer accepted. Sign in again.',
+    'search.label': 'Search people', 'search.placeholder': 'Name, department, title or number',
+    'search.dept': 'Department', 'search.alldepts': 'All departments', 'search.results': 'Results',
+    'search.more': 'Show more', 'search.count': '{n} people', 'search.count1': '1 person', 'search.none': 'Nobody matches.',
+    'search.shown': 'showing {n}',
+    'lamps.title': 'Busy lamp field', 'lamps.source': 'Show', 'lamps.mine': 'My lamps',
+    'lamps.groups': 'Groups', 'lamps.depts': 'Departments',
+    'lamps.empty': "No lamps yet. Add people with B in search or in a person's details.",
+    'lamps.added': '{name} added to my lamps.', 'lamps.removed': '{name} removed from my lamps.',
+    'conn.live': 'Live', 'conn.connecting': 'Connecting…', 'conn.down': 'Disconnected — reconnecting…',
+    'banner.down': 'Connection to the hub lost. Presence shown may be out of date; reconnecting…',
+    'who': '{name} ({role})', 'role.viewer': 'viewer', 'role.operator': 'operator', 'role.admin': 'admin',
+    'd.back': 'Back', 'd.why': 'Why', 'd.nosources': 'No source has reported anything yet.',
+    'd.numbers': 'Numbers', 'd.absences': 'Absences', 'd.noabsences': 'No current or planned absences.',
+    'd.setabsence': 'Set absence', 'd.addlamp': 'Add to my lamps', 'd.removelamp': 'Remove from my lamps',
+    'd.again': 'Available again', 'd.note': 'Note', 'd.email': 'E-mail', 'd.sip': 'SIP', 'd.ext': 'Extension',
+    'd.edit': 'Change', 'd.clear': 'Clear', 'd.now': 'now', 'd.planned': 'planned', 'd.by': 'set by {name}',
+    'd.private': 'private', 'd.since': 'since {t}',
+    'phone.mobile': 'Mobile', 'phone.work': 'Work', 'phone.home': 'Home', 'phone.other': 'Other',
+    'src.teams': 'Teams', 'src.sfb': 'Skype for Business', 'src.sip': 'SIP', 'src.calendar': 'Calendar',
+    'src.pbx': 'Phone', 'src.mobile': 'Mobile', 'src.manual': 'Absence',
+    'fresh.stale': 'not current', 'fresh.unknown': 'unknown',
+    'age.s': '{n} s ago', 'age.m': '{n} min ago', 'age.h': '{h} h {m} min ago', 'age.d': '{n} d ago',
+    'until': '{state} until {t}', 'back': '{state} — back {t}', 'ooo': 'Out of office', 'stale': 'not current',
+    'abs.title': 'Set absence — {name}', 'abs.titleEdit': 'Change absence — {name}',
+    'abs.reason': 'Reason', 'abs.text': 'Note', 'abs.text.ph': 'e.g. Back 13:00, call the mobile',
+    'abs.until': 'Until', 'abs.date': 'Date', 'abs.time': 'Time', 'abs.q30': '30 min', 'abs.q60': '1 hour',
+    'abs.qeod': 'End of day', 'abs.qnone': 'Until further notice', 'abs.later': 'Starts later',
+    'abs.sdate': 'Start date', 'abs.stime': 'Start time', 'abs.save': 'Save', 'abs.cancel': 'Cancel',
+    'abs.tz': 'Times are in {tz}.', 'abs.open': 'until further notice', 'abs.saved': 'Absence saved for {name}.',
+    'abs.cleared': 'Absence cleared for {name}.', 'abs.forbidden': 'Setting absences needs an operator token; you are signed in as {role}.',
+    'abs.needtime': 'Give both a date and a time, or choose “Until further notice”.',
+    'abs.range': '{a} – {b}', 'abs.from': 'from {t}',
+    'err.generic': 'Something went wrong: {detail}', 'err.net': 'The hub does not answer.',
+    'lang.other': 'Svenska',
+  },
+  sv: {
+    'skip': 'Hoppa till sök', 'nav.search': 'Sök', 'nav.lamps': 'Lampor', 'signout': 'Logga ut',
+    'help.button': 'Tangenter', 'help.title': 'Tangentbord', 'help.search': 'Sök (skriv för att söka)',
+    'help.move': 'Flytta i träfflistan eller lamporna', 'help.enter': 'Öppna personens detaljer',
+    'help.esc': 'Tillbaka / töm sökningen', 'help.absence': 'Lägg in frånvaro (operatörer)',
+    'help.lamp': 'Lägg till i eller ta bort från mina lampor', 'help.lamps': 'Lampfält', 'help.help': 'Den här hjälpen',
+    'help.close': 'Stäng',
+    'login.title': 'Logga in', 'login.token': 'Token', 'login.submit': 'Logga in',
+    'login.intro': 'Logga in med en API-token från din administratör. En läs-token visar närvaro; en operatörs-token får också lägga in frånvaro.',
+    'login.demo': 'Det här är demon. Logga in som:', 'login.bad': 'Hubben känner inte till den här token.',
+    'login.down': 'Hubben svarar inte. Försök igen om en stund.', 'login.expired': 'Din token godtas inte längre. Logga in igen.',
+    'search.label': 'Sök personer', 'search.placeholder': 'Namn, avdelning, titel eller nummer',
+    'search.dept': 'Avdelning', 'search.alldepts': 'Alla avdelningar', 'search.results': 'Träffar',
+    'search.more': 'Visa fler', 'search.count': '{n} personer', 'search.count1': '1 person', 'search.none': 'Ingen matchar.',
+    'search.shown': 'visar {n}',
+    'lamps.title': 'Lampfält', 'lamps.source': 'Visa', 'lamps.mine': 'Mina lampor',
+    'lamps.groups': 'Grupper', 'lamps.depts': 'Avdelningar',
+    'lamps.empty': 'Inga lampor än. Lägg till personer med B i sökningen eller i en persons detaljer.',
+    'lamps.added': '{name} lades till i mina lampor.', 'lamps.removed': '{name} togs bort från mina lampor.',
+    'conn.live': 'Ansluten', 'conn.connecting': 'Ansluter…', 'conn.down': 'Frånkopplad — återansluter…',
+    'banner.down': 'Anslutningen till hubben bröts. Visad närvaro kan vara inaktuell; återansluter…',
+    'who': '{name} ({role})', 'role.viewer': 'läsare', 'role.operator': 'operatör', 'role.admin': 'administratör',
+    'd.back': 'Tillbaka', 'd.why': 'Varför', 'd.nosources': 'Ingen källa har rapporterat något än.',
+    'd.numbers': 'Nummer', 'd.absences': 'Frånvaro', 'd.noabsences': 'Ingen aktuell eller planerad frånvaro.',
+    'd.setabsence': 'Lägg in frånvaro', 'd.addlamp': 'Lägg till i mina lampor', 'd.removelamp': 'Ta bort från mina lampor',
+    'd.again': 'Tillgänglig igen', 'd.note': 'Notering', 'd.email': 'E-post', 'd.sip': 'SIP', 'd.ext': 'Anknytning',
+    'd.edit': 'Ändra', 'd.clear': 'Ta bort', 'd.now': 'nu', 'd.planned': 'planerad', 'd.by': 'inlagd av {name}',
+    'd.private': 'privat', 'd.since': 'sedan {t}',
+    'phone.mobile': 'Mobil', 'phone.work': 'Arbete', 'phone.home': 'Hem', 'phone.other': 'Annat',
+    'src.teams': 'Teams', 'src.sfb': 'Skype för företag', 'src.sip': 'SIP', 'src.calendar': 'Kalender',
+    'src.pbx': 'Telefon', 'src.mobile': 'Mobil', 'src.manual': 'Frånvaro',
+    'fresh.stale': 'inaktuell', 'fresh.unknown': 'okänd',
+    'age.s': 'för {n} s sedan', 'age.m': 'för {n} min sedan', 'age.h': 'för {h} h {m} min sedan', 'age.d': 'för {n} d sedan',
+    'until': '{state} till {t}', 'back': '{state} — tillbaka {t}', 'ooo': 'Inte på kontoret', 'stale': 'inaktuell',
+    'abs.title': 'Lägg in frånvaro — {name}', 'abs.titleEdit': 'Ändra frånvaro — {name}',
+    'abs.reason': 'Orsak', 'abs.text': 'Notering', 'abs.text.ph': 't.ex. Tillbaka 13:00, ring mobilen',
+    'abs.until': 'Till', 'abs.date': 'Datum', 'abs.time': 'Tid', 'abs.q30': '30 min', 'abs.q60': '1 timme',
+    'abs.qeod': 'Dagens slut', 'abs.qnone': 'Tills vidare', 'abs.later': 'Börjar senare',
+    'abs.sdate': 'Startdatum', 'abs.stime': 'Starttid', 'abs.save': 'Spara', 'abs.cancel': 'Avbryt',
+    'abs.tz': 'Tider anges i {tz}.', 'abs.open': 'tills vidare', 'abs.saved': 'Frånvaron sparades för {name}.',
+    'abs.cleared': 'Frånvaron togs bort för {name}.', 'abs.forbidden': 'Att lägga in frånvaro kräver en operatörs-token; du är inloggad som {role}.',
+    'abs.needtime': 'Ange både datum och tid, eller välj ”Tills vidare”.',
+    'abs.range': '{a} – {b}', 'abs.from': 'från {t}',
+    'err.generic': 'Något gick fel: {detail}', 'err.net': 'Hubben svarar inte.',
+    'lang.other': 'English',
+  },
+};
+const AVAIL = {
+  en: { Available: 'Available', AvailableIdle: 'Available (idle)', Busy: 'Busy', BusyIdle: 'Busy (idle)',
+    DoNotDisturb: 'Do not disturb', BeRightBack: 'Be right back', Away: 'Away', Offline: 'Offline', Unknown: 'Unknown' },
+  sv: { Available: 'Tillgänglig', AvailableIdle: 'Tillgänglig (inaktiv)', Busy: 'Upptagen', BusyIdle: 'Upptagen (inaktiv)',
+    DoNotDisturb: 'Stör ej', BeRightBack: 'Strax tillbaka', Away: 'Borta', Offline: 'Offline', Unknown: 'Okänd' },
+};
+const ACT = {
+  en: { InACall: 'In a call', InAConferenceCall: 'In a conference call', Ringing: 'Ringing', OnHold: 'Call on hold',
+    InAMeeting: 'In a meeting', Presenting: 'Presenting', UrgentInterruptionsOnly: 'Urgent interruptions only',
+    OutOfOffice: 'Out of office', OffWork: 'Off work', Inactive: 'Inactive', Tentative: 'Tentative',
+    WorkingElsewhere: 'Working elsewhere', Lunch: 'Lunch', Vacation: 'Vacation', Sick: 'Sick',
+    Course: 'Course', BusinessTrip: 'Business trip', ParentalLeave: 'Parental leave' },
+  sv: { InACall: 'I samtal', InAConferenceCall: 'I konferenssamtal', Ringing: 'Ringer', OnHold: 'Samtal parkerat',
+    InAMeeting: 'I möte', Presenting: 'Presenterar', UrgentInterruptionsOnly: 'Endast brådskande',
+    OutOfOffice: 'Inte på kontoret', OffWork: 'Ledig', Inactive: 'Inaktiv', Tentative: 'Preliminärt',
+    WorkingElsewhere: 'Arbetar på annan plats', Lunch: 'Lunch', Vacation: 'Semester', Sick: 'Sjuk',
+    Course: 'Kurs', BusinessTrip: 'Tjänsteresa', ParentalLeave: 'Föräldraledig' },
+};
+const CALLS = new Set(['InACall', 'InAConferenceCall', 'Ringing', 'OnHold']);
+const MEETINGS = new Set(['InAMeeting', 'Presenting']);
+
+// ---- State --------------------------------------------------------------------------------
+const store = {
+  get: (k, d) => { try { const v = localStorage.getItem('ph.' + k); return v === null ? d : JSON.parse(v); } catch { return d; } },
+  set: (k, v) => { try { localStorage.setItem('ph.' + k, JSON.stringify(v)); } catch { /* private mode */ } },
+  del: (k) => { try { localStorage.removeItem('ph.' + k); } catch { /* private mode */ } },
+};
+const S = {
+  ui: { title: 'presence-hub', time_zone: undefined, language: 'auto', demo: false, demo_tokens: [], heartbeat_secs: 15 },
+  token: store.get('token', null),
+  me: null,
+  lang: 'en',
+  reasons: [], depts: [], groups: [],
+  people: new Map(),    // id → person summary (name, department, title, phones…)
+  presence: new Map(),  // id → merged presence from the stream (or a search answer until then)
+  results: [], total: 0, active: -1, searchGen: 0,
+  lamps: store.get('lamps', []),
+  lampSource: store.get('lampSource', 'mine'),
+  lampIds: [],
+  detail: null, detailId: null, detailAt: 0,
+  view: null, backTo: '#/',
+};
+
+// ---- Helpers ------------------------------------------------------------------------------
+const $ = (s) => document.querySelector(s);
+const NS = 'http://www.w3.org/2000/svg';
+function h(tag, props, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (v == null || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of kids.flat()) if (c != null && c !== false) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+function icon(name) {
+  const s = document.createElementNS(NS, 'svg');
+  s.setAttribute('class', 'ic');
+  s.setAttribute('aria-hidden', 'true');
+  const u = document.createElementNS(NS, 'use');
+  u.setAttribute('href', '#i-' + name);
+  s.append(u);
+  return s;
+}
+function t(key, vars) {
+  let s = T[S.lang][key] ?? T.en[key] ?? key;
+  if (vars) s = s.replace(/\{(\w+)\}/g, (_, k) => (vars[k] ?? ''));
+  return s;
+}
+let toastTimer = 0;
+function toast(msg) {
+  const el = $('#toast');
+  el.textContent = msg;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 5000);
+}
+const inField = (e) => { const tg = e.target; return tg && (tg.isContentEditable || /^(INPUT|SELECT|TEXTAREA)$/.test(tg.tagName)); };
+
+// ---- Time (always in the hub's time zone) --------------------------------------------------
+const fmtCache = new Map();
+function fmt(opts) {
+  const key = S.lang + JSON.stringify(opts);
+  let f = fmtCache.get(key);
+  if (!f) {
+    f = new Intl.DateTimeFormat(S.lang === 'sv' ? 'sv-SE' : 'en-GB', { timeZone: S.ui.time_zone, ...opts });
+    fmtCache.set(key, f);
+  }
+  return f;
+}
+function parts(ms) {
+  const o = {};
+  for (const p of fmt({ year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }).formatToParts(new Date(ms))) {
+    if (p.type !== 'literal') o[p.type] = +p.value;
+  }
+  return o;
+}
+const dayKey = (ms) => { const p = parts(ms); return p.year * 10000 + p.month * 100 + p.day; };
+function clock(ms) { return fmt({ hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).format(new Date(ms)); }
+/// "13:00" today, "Mon 13:00" within a week, "2 Dec 13:00" later, with the year if not this one.
+function when(ms) {
+  const now = Date.now();
+  if (dayKey(ms) === dayKey(now)) return clock(ms);
+  const days = (ms - now) / 86400000;
+  if (days > -6 && days < 6) return fmt({ weekday: 'short' }).format(new Date(ms)) + ' ' + clock(ms);
+  const sameYear = parts(ms).year === parts(now).year;
+  return fmt(sameYear ? { day: 'numeric', month: 'short' } : { day: 'numeric', month: 'short', year: 'numeric' }).format(new Date(ms)) + ' ' + clock(ms);
+}
+function age(sec) {
+  sec = Math.max(0, Math.round(sec));
+  if (sec < 60) return t('age.s', { n: sec });
+  if (sec < 3600) return t('age.m', { n: Math.floor(sec / 60) });
+  if (sec < 86400) return t('age.h', { h: Math.floor(sec / 3600), m: Math.floor((sec % 3600) / 60) });
+  return t('age.d', { n: Math.floor(sec / 86400) });
+}
+/// Milliseconds since the epoch of a wall-clock date ("2026-11-24") and time ("13:00") in the hub's zone.
+function wallToMs(date, time) {
+  const [y, mo, d] = date.split('-').map(Number);
+  const [hh, mi] = time.split(':').map(Number);
+  const guess = Date.UTC(y, mo - 1, d, hh, mi);
+  const offset = (ms) => { const p = parts(ms); return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - Math.floor(ms / 1000) * 1000; };
+  let ms = guess - offset(guess);
+  const o2 = offset(ms);
+  if (guess - o2 !== ms) ms = guess - o2;
+  return ms;
+}
+const pad = (n) => String(n).padStart(2, '0');
+function wallDate(ms) { const p = parts(ms); return `${p.year}-${pad(p.month)}-${pad(p.day)}`; }
+function wallTime(ms) { const p = parts(ms); return `${pad(p.hour)}:${pad(p.minute)}`; }
+
+// ---- Presence in words ----------------------------------------------------------------------
+function reasonLabel(code) {
+  const r = S.reasons.find((x) => x.code === code);
+  return r ? (S.lang === 'sv' ? r.label_sv : r.label_en) : null;
+}
+const avClass = (a) => ({ Available: 'ok', AvailableIdle: 'ok', Busy: 'busy', BusyIdle: 'busy', DoNotDisturb: 'dnd',
+  BeRightBack: 'away', Away: 'away', Offline: 'off' }[a] || 'unk');
+function actWord(a) { return a ? (ACT[S.lang][a] ?? ACT.en[a] ?? a) : null; }
+/// {cls, icon, text, short, note, stale} describing a merged presence for people.
+function describe(p) {
+  if (!p || p.availability === 'Unknown' || p.freshness === 'unknown') {
+    return { cls: 'unk', icon: 'unk', text: AVAIL[S.lang].Unknown, short: AVAIL[S.lang].Unknown, note: p?.note || null, stale: false };
+  }
+  const cls = avClass(p.availability);
+  const act = p.activity;
+  const call = act && CALLS.has(act);
+  let ic = { ok: 'ok', busy: 'busy', dnd: 'dnd', away: 'away', off: 'off' }[cls];
+  if (call) ic = act === 'Ringing' ? 'ring' : 'phone';
+  else if (act && MEETINGS.has(act)) ic = 'meet';
+  let state;
+  if (call) state = actWord(act);
+  else if (p.absence_reason && reasonLabel(p.absence_reason)) state = reasonLabel(p.absence_reason);
+  else if (act && act !== 'Tentative' && act !== 'WorkingElsewhere') state = actWord(act);
+  else state = AVAIL[S.lang][p.availability] ?? p.availability;
+  const short = state;
+  let text = state;
+  const again = p.available_again_at ? Date.parse(p.available_again_at) : null;
+  if (again && again > Date.now() && !call) {
+    const isAbsence = p.absence_reason || cls === 'away' || cls === 'off';
+    text = t(isAbsence ? 'back' : 'until', { state, t: when(again) });
+  }
+  if (p.ooo && act !== 'OutOfOffice' && !/^(Vacation|Sick)$/.test(act || '')) text += ' · ' + t('ooo');
+  const stale = p.freshness === 'stale';
+  return { cls, icon: ic, text, short, note: p.note || null, stale, ooo: !!p.ooo };
+}
+function stateNode(p, tag = 'span') {
+  const d = describe(p);
+  const el = h(tag, { class: `state s-${d.cls}${d.stale ? ' stale' : ''}` }, icon(d.icon), h('span', { class: 'words', text: d.text }));
+  if (d.stale) el.append(h('span', { class: 'tag', text: t('stale') }));
+  return el;
+}
+
+// ---- API --------------------------------------------------------------------------------------
+class ApiError extends Error {
+  constructor(status, body) { super(body?.detail || body?.error || ('HTTP ' + status)); this.status = status; this.body = body; }
+}
+async function api(path, opts = {}) {
+  const headers = { Accept: 'application/json' };
+  if (S.token) headers.Authorization = 'Bearer ' + S.token;
+  if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, { method: opts.method || 'GET', headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body), cache: 'no-store' });
+  } catch (e) {
+    throw new ApiError(0, { error: 'network', detail: t('err.net') });
+  }
+  if (res.status === 204) return null;
+  let body = null;
+  try { body = await res.json(); } catch { /* empty or not JSON */ }
+  if (!res.ok) {
+    if (res.status === 401 && S.token && !opts.login) signOut(t('login.expired'));
+    throw new ApiError(res.status, body);
+  }
+  return body;
+}
+function remember(list) {
+  for (const p of list) {
+    S.people.set(p.id, p);
+    if (p.presence && !S.presence.has(p.id)) S.presence.set(p.id, p.presence);
+  }
+}
+
+// ---- Live stream --------------------------------------------------------------------------------
+const live = {
+  ws: null, seq: null, filterKey: '', connected: false, attempts: 0, timer: 0, watchdog: 0, lastFrame: 0,
+  users: [], departments: [],
+  start() { this.stop(); this.open(); },
+  stop() {
+    clearTimeout(this.timer);
+    clearInterval(this.watchdog);
+    if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; }
+    this.connected = false;
+  },
+  open() {
+    if (!S.token) return;
+    setConn(this.attempts ? 'down' : 'connecting');
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(`${proto}//${location.host}/api/stream?access_token=${encodeURIComponent(S.token)}`);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.connected = true;
+      this.lastFrame = Date.now();
+      this.send(true);
+      setConn('live');
+      clearInterval(this.watchdog);
+      // The hub sends a heartbeat when idle; three missed ones mean a dead connection.
+      this.watchdog = setInterval(() => {
+        if (Date.now() - this.lastFrame > (S.ui.heartbeat_secs || 15) * 3000) ws.close();
+      }, 1000);
+      if (this.attempts) { this.attempts = 0; onReconnected(); }
+    };
+    ws.onmessage = (e) => { this.lastFrame = Date.now(); let f; try { f = JSON.parse(e.data); } catch { return; } this.frame(f); };
+    ws.onclose = () => {
+      clearInterval(this.watchdog);
+      this.ws = null;
+      this.connected = false;
+      this.attempts++;
+      setConn('down');
+      // Back off 0.25 s, 0.5 s, 1 s … 5 s, with jitter; check the token now and then.
+      const delay = Math.min(5000, 250 * 2 ** Math.min(this.attempts - 1, 5)) * (0.75 + Math.random() / 2);
+      this.timer = setTimeout(() => {
+        if (this.attempts % 4 === 3) api('/api/me').catch(() => {});
+        this.open();
+      }, delay);
+    };
+  },
+  /// Watch these people and departments. A new filter gets a fresh snapshot; the same one
+  /// after a reconnect resumes from the last sequence number.
+  watch(users, departments) {
+    const u = [...new Set(users)].slice(0, 5000);
+    const d = [...new Set(departments)].slice(0, 200);
+    const key = JSON.stringify([u, d]);
+    if (key === this.filterKey) return;
+    this.filterKey = key;
+    this.users = u;
+    this.departments = d;
+    this.seq = null;
+    this.send(false);
+  },
+  send(resume) {
+    if (!this.ws || this.ws.readyState !== 1) return;
+    const msg = { op: 'subscribe', all: false, users: this.users, departments: this.departments };
+    if (resume && this.seq != null) msg.since = this.seq;
+    if (!this.users.length && !this.departments.length) { msg.users = []; }
+    this.ws.send(JSON.stringify(msg));
+  },
+  frame(f) {
+    switch (f.type) {
+      case 'snapshot':
+        for (const p of f.presence) S.presence.set(p.id, p);
+        if (f.last) this.seq = f.seq;
+        for (const p of f.presence) changed(p.id);
+        break;
+      case 'delta':
+        S.presence.set(f.presence.id, f.presence);
+        this.seq = f.seq;
+        changed(f.presence.id);
+        break;
+      case 'resumed': case 'heartbeat':
+        this.seq = f.seq;
+        break;
+      case 'error':
+        console.warn('stream:', f.detail || f.error);
+        break;
+      default:
+        break;
+    }
+  },
+};
+function setConn(state) {
+  const el = $('#conn');
+  el.dataset.state = state;
+  el.textContent = t('conn.' + state);
+  const banner = $('#banner');
+  banner.hidden = state !== 'down';
+  banner.textContent = t('banner.down');
+  document.body.classList.toggle('offline', state === 'down');
+}
+function onReconnected() {
+  if (S.view === 'detail' && S.detailId) loadDetail(S.detailId, true);
+}
+/// The people on screen; called whenever the view or its list changes.
+function rewatch() {
+  const users = [];
+  const depts = [];
+  if (S.view === 'search') users.push(...S.results.map((p) => p.id));
+  if (S.view === 'detail' && S.detailId) users.push(S.detailId);
+  if (S.view === 'lamps') {
+    if (S.lampSource.startsWith('dept:')) depts.push(S.lampSource.slice(5));
+    else users.push(...S.lampIds);
+  }
+  live.watch(users, depts);
+}
+/// A person's presence changed: repaint where they appear.
+function changed(id) {
+  for (const el of document.querySelectorAll(`[data-pid="${CSS.escape(id)}"]`)) paint(el, id);
+  if (S.view === 'detail' && S.detailId === id) scheduleDetailRefresh();
+}
+function paint(el, id) {
+  const p = S.presence.get(id);
+  const d = describe(p);
+  const person = S.people.get(id);
+  const old = el.querySelector('.state');
+  if (old) old.replaceWith(stateNode(p));
+  el.dataset.state = d.cls;
+  el.classList.toggle('stale', d.stale);
+  if (el.classList.contains('lamp')) el.setAttribute('aria-label', `${person?.name || id}: ${d.text}${d.stale ? ' (' + t('stale') + ')' : ''}`);
+  const note = el.querySelector('.note');
+  if (note) { note.textContent = d.note || ''; note.hidden = !d.note; }
+}
+
+// ---- Views ------------------------------------------------------------------------------------
+function show(view) {
+  S.view = view;
+  for (const v of ['login', 'search', 'detail', 'lamps']) $('#view-' + v).hidden = v !== view;
+  $('#nav').hidden = view === 'login';
+  $('#signout').hidden = view === 'login';
+  $('#nav-search').toggleAttribute('aria-current', view === 'search');
+  $('#nav-lamps').toggleAttribute('aria-current', view === 'lamps');
+  if (view !== 'login') rewatch();
+}
+function route() {
+  if (!S.token) { showLogin(); return; }
+  const hash = location.hash || '#/';
+  if (hash.startsWith('#/u/')) { openDetail(decodeURIComponent(hash.slice(4))); return; }
+  if (hash.startsWith('#/lamps')) { showLamps(); return; }
+  showSearch();
+}
+function go(hash) { if (location.hash === hash) route(); else location.hash = hash; }
+
+// Login
+function showLogin(message) {
+  show('login');
+  $('#login-error').textContent = message || '';
+  const list = $('#demo-list');
+  list.replaceChildren(...S.ui.demo_tokens.filter((d) => d.role !== 'admin').map((d) =>
+    h('button', { type: 'button', class: 'ghost', 'data-token': d.token, onclick: () => { $('#token').value = d.token; login(); } },
+      `${d.token} (${t('role.' + d.role)})`)));
+  $('#demo-tokens').hidden = !S.ui.demo_tokens.length;
+  $('#token').focus();
+}
+async function login() {
+  const token = $('#token').value.trim();
+  if (!token) return;
+  S.token = token;
+  try {
+    S.me = await api('/api/me', { login: true });
+  } catch (e) {
+    S.token = null;
+    $('#login-error').textContent = e.status === 401 || e.status === 403 ? t('login.bad') : t('login.down');
+    return;
+  }
+  store.set('token', token);
+  $('#token').value = '';
+  await afterSignIn();
+  if (location.hash.startsWith('#/login') || !location.hash) location.hash = '#/';
+  route();
+}
+function signOut(message) {
+  S.token = null;
+  S.me = null;
+  store.del('token');
+  live.stop();
+  setConn('idle');
+  $('#who').textContent = '';
+  showLogin(message);
+}
+async function afterSignIn() {
+  $('#who').textContent = S.me ? t('who', { name: S.me.name, role: t('role.' + S.me.role) }) : '';
+  live.start();
+  const [reasons, depts, groups] = await Promise.all([
+    api('/api/absence-reasons').catch(() => []),
+    api('/api/departments').catch(() => []),
+    api('/api/groups').catch(() => []),
+  ]);
+  S.reasons = reasons || [];
+  S.depts = depts || [];
+  S.groups = groups || [];
+  S.listsLoaded = true;
+  fillDepartments();
+  fillLampSources();
+  for (const id of S.presence.keys()) changed(id);
+}
+
+// Search
+function showSearch() {
+  show('search');
+  const q = $('#q');
+  q.focus();
+  if (!S.results.length && !S.searched) search();
+  else rewatch();
+}
+function fillDepartments() {
+  const sel = $('#dept');
+  const cur = sel.value;
+  sel.replaceChildren(h('option', { value: '', text: t('search.alldepts') }), ...S.depts.map((d) => h('option', { value: d.name, text: `${d.name} (${d.people})` })));
+  sel.value = cur;
+}
+let searchTimer = 0;
+function searchSoon() { clearTimeout(searchTimer); searchTimer = setTimeout(search, 90); }
+async function search(more) {
+  const gen = ++S.searchGen;
+  const q = $('#q').value;
+  const dept = $('#dept').value;
+  const offset = more ? S.results.length : 0;
+  const params = new URLSearchParams({ q, limit: '40', offset: String(offset) });
+  if (dept) params.set('department', dept);
+  let res;
+  try { res = await api('/api/users?' + params); } catch (e) { if (e.status !== 401) toast(t('err.generic', { detail: e.message })); return; }
+  if (gen !== S.searchGen) return; // a newer search answered first
+  S.searched = true;
+  remember(res.items);
+  S.results = more ? S.results.concat(res.items) : res.items;
+  S.total = res.total;
+  if (!more) S.active = S.results.length ? 0 : -1;
+  renderResults();
+  rewatch();
+}
+function renderResults() {
+  const ul = $('#results');
+  ul.replaceChildren(...S.results.map((p, i) => resultRow(p, i)));
+  const n = S.total;
+  $('#count').textContent = n === 0 ? t('search.none') : (n === 1 ? t('search.count1') : t('search.count', { n })) +
+    (S.results.length < n ? ' · ' + t('search.shown', { n: S.results.length }) : '');
+  $('#more').hidden = S.results.length >= n;
+  setActive(S.active, false);
+}
+function numbers(p) {
+  const out = [];
+  if (p.extension) out.push(h('span', { class: 'num', title: t('d.ext') }, p.extension));
+  for (const ph of p.phones || []) if (ph.kind === 'mobile' || ph.kind === 'work') out.push(h('span', { class: 'num', title: t('phone.' + ph.kind) }, ph.number));
+  return out;
+}
+function resultRow(p, i) {
+  const li = h('li', { id: 'r-' + i, role: 'option', class: 'result', 'data-pid': p.id, 'aria-selected': 'false',
+    onclick: () => { S.active = i; openFrom('#/'); }, onmousemove: () => { if (S.active !== i) setActive(i, false); } },
+  stateNode(S.presence.get(p.id)),
+  h('span', { class: 'who-col' },
+    h('span', { class: 'name' }, p.name, S.lamps.includes(p.id) ? h('span', { class: 'pin', title: t('lamps.mine'), text: '●' }) : null),
+    h('span', { class: 'sub' }, [p.title, p.department].filter(Boolean).join(' · '))),
+  h('span', { class: 'nums' }, numbers(p)),
+  h('span', { class: 'note', hidden: true }));
+  paint(li, p.id);
+  return li;
+}
+function setActive(i, scroll = true) {
+  const ul = $('#results');
+  const prev = ul.querySelector('[aria-selected="true"]');
+  if (prev) prev.setAttribute('aria-selected', 'false');
+  S.active = i;
+  const el = i >= 0 ? document.getElementById('r-' + i) : null;
+  if (el) {
+    el.setAttribute('aria-selected', 'true');
+    $('#q').setAttribute('aria-activedescendant', el.id);
+    if (scroll) el.scrollIntoView({ block: 'nearest' });
+  } else $('#q').removeAttribute('aria-activedescendant');
+}
+function activePerson() {
+  if (S.view === 'search') return S.results[S.active];
+  if (S.view === 'detail') return S.detail || S.people.get(S.detailId);
+  if (S.view === 'lamps') { const el = document.activeElement; return el?.dataset?.pid ? S.people.get(el.dataset.pid) || { id: el.dataset.pid } : null; }
+  return null;
+}
+function openFrom(back) {
+  const p = S.results[S.active];
+  if (!p) return;
+  S.backTo = back;
+  go('#/u/' + encodeURIComponent(p.id));
+}
+
+// Detail
+let detailRefresh = 0;
+function scheduleDetailRefresh() {
+  if (detailRefresh) return;
+  detailRefresh = setTimeout(() => { detailRefresh = 0; if (S.view === 'detail') loadDetail(S.detailId, true); }, 300);
+}
+async function openDetail(id) {
+  const same = S.detailId === id && S.detail;
+  S.detailId = id;
+  show('detail');
+  if (!same) { S.detail = null; $('#view-detail').replaceChildren(h('p', { class: 'hint', text: '…' })); }
+  await loadDetail(id, same);
+  const hd = $('#d-name');
+  if (hd && !same) hd.focus();
+}
+async function loadDetail(id, quiet) {
+  let d;
+  try { d = await api('/api/users/' + encodeURIComponent(id)); } catch (e) {
+    if (S.detailId === id && !quiet) $('#view-detail').replaceChildren(h('p', { class: 'error', text: e.message }));
+    return;
+  }
+  if (S.detailId !== id || S.view !== 'detail') return;
+  const focusedId = document.activeElement?.id;
+  S.detail = d;
+  S.detailAt = Date.now();
+  S.people.set(d.id, { ...S.people.get(d.id), ...d });
+  const cur = S.presence.get(d.id);
+  if (!cur || !live.connected || (cur.since || '') <= (d.presence.since || '')) S.presence.set(d.id, d.presence);
+  renderDetail();
+  if (focusedId && document.getElementById(focusedId)) document.getElementById(focusedId).focus();
+}
+function sourceLine(s) {
+  // The instance (a device, a calendar, a feed) is shown only where it adds something.
+  const inst = s.instance && !['api', 'default', 'manual', s.source].includes(s.instance.toLowerCase()) && s.source !== 'manual';
+  const name = t('src.' + s.source) + (inst ? ` (${s.instance})` : '');
+  let state;
+  const act = s.activity && actWord(s.activity);
+  const av = s.availability ? AVAIL[S.lang][s.availability] : null;
+  if (s.source === 'calendar' && s.valid_from && s.valid_until) {
+    state = (act || av || '') + ' ' + t('abs.range', { a: when(Date.parse(s.valid_from)), b: clock(Date.parse(s.valid_until)) });
+  } else state = act || av || AVAIL[S.lang].Unknown;
+  const li = h('li', { class: `src s-${avClass(s.availability)}`, 'data-source': s.source },
+    icon(CALLS.has(s.activity) ? 'phone' : { ok: 'ok', busy: 'busy', dnd: 'dnd', away: 'away', off: 'off', unk: 'unk' }[avClass(s.availability)]),
+    h('span', { class: 'src-text' }, h('b', {}, name + ': '), state,
+      h('span', { class: 'age', 'data-age': s.age_s }, ' — ' + age(s.age_s))),
+    s.freshness !== 'live' ? h('span', { class: 'tag', text: t('fresh.' + s.freshness) }) : null,
+    s.ooo ? h('span', { class: 'tag', text: t('ooo') }) : null,
+    s.private ? h('span', { class: 'tag', text: t('d.private') }) : null);
+  if (s.subject || s.location) li.append(h('span', { class: 'subject', text: [s.subject, s.location].filter(Boolean).join(' · ') }));
+  if (s.note) li.append(h('span', { class: 'subject', text: s.note }));
+  return li;
+}
+function absenceLine(a) {
+  const label = (S.lang === 'sv' ? a.label_sv : a.label_en) || a.reason;
+  const start = Date.parse(a.start);
+  const range = a.end ? t('abs.range', { a: a.active ? t('d.now') : when(start), b: when(Date.parse(a.end)) })
+    : (a.active ? t('abs.open') : t('abs.from', { t: when(start) }) + ', ' + t('abs.open'));
+  const canEdit = S.me && S.me.role !== 'viewer';
+  return h('li', { class: 'absence', 'data-absence': a.id },
+    h('span', {}, h('b', {}, label), a.text ? ' — ' + a.text : '', h('span', { class: 'muted', text: ' · ' + range }),
+      h('span', { class: 'tag', text: a.active ? t('d.now') : t('d.planned') }),
+      a.created_by ? h('span', { class: 'muted small', text: ' ' + t('d.by', { name: a.created_by }) }) : null),
+    canEdit ? h('span', { class: 'btns' },
+      h('button', { type: 'button', class: 'ghost', 'data-act': 'edit', onclick: () => openAbsence(S.detail, a) }, t('d.edit')),
+      h('button', { type: 'button', class: 'ghost danger', 'data-act': 'clear', onclick: () => clearAbsence(S.detail, a) }, t('d.clear'))) : null);
+}
+function renderDetail() {
+  const d = S.detail;
+  const p = S.presence.get(d.id) || d.presence;
+  const desc = describe(p);
+  const again = p.available_again_at ? Date.parse(p.available_again_at) : null;
+  const inLamps = S.lamps.includes(d.id);
+  const operator = S.me && S.me.role !== 'viewer';
+  const phones = (d.phones || []).map((ph) => h('li', {}, h('span', { class: 'muted', text: t('phone.' + ph.kind) + ' ' }), h('a', { href: 'tel:' + (ph.e164 || ph.number) }, ph.number)));
+  if (d.extension) phones.unshift(h('li', {}, h('span', { class: 'muted', text: t('d.ext') + ' ' }), h('b', {}, d.extension)));
+  if (d.email) phones.push(h('li', {}, h('span', { class: 'muted', text: t('d.email') + ' ' }), h('a', { href: 'mailto:' + d.email }, d.email)));
+  if (d.sip_uri) phones.push(h('li', {}, h('span', { class: 'muted', text: t('d.sip') + ' ' }), d.sip_uri));
+  const sec = $('#view-detail');
+  sec.replaceChildren(
+    h('div', { class: 'd-head', 'data-pid': d.id },
+      h('button', { type: 'button', class: 'ghost back', onclick: back, 'aria-keyshortcuts': 'Escape' }, '← ' + t('d.back')),
+      h('h1', { id: 'd-name', tabindex: '-1' }, d.name),
+      h('p', { class: 'sub' }, [d.title, d.department].filter(Boolean).join(' · ')),
+      h('div', { class: 'd-state' }, stateNode(p, 'p')),
+      again && again > Date.now() ? h('p', { class: 'again' }, h('span', { class: 'muted', text: t('d.again') + ': ' }), h('b', { id: 'd-again' }, when(again))) : null,
+      desc.note ? h('p', { class: 'note', id: 'd-note' }, h('span', { class: 'muted', text: t('d.note') + ': ' }), desc.note) : null,
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: operator ? 'primary' : 'ghost', id: 'd-absence', 'aria-keyshortcuts': 'A', onclick: () => openAbsence(d) }, t('d.setabsence'), h('kbd', {}, 'A')),
+        h('button', { type: 'button', class: 'ghost', id: 'd-lamp', 'aria-pressed': String(inLamps), 'aria-keyshortcuts': 'B', onclick: () => toggleLamp(d) },
+          inLamps ? t('d.removelamp') : t('d.addlamp'), h('kbd', {}, 'B')))),
+    h('div', { class: 'd-cols' },
+      h('section', { class: 'card', 'aria-labelledby': 'd-why' }, h('h2', { id: 'd-why' }, t('d.why')),
+        d.sources.length ? h('ul', { class: 'sources', id: 'd-sources' }, d.sources.map(sourceLine)) : h('p', { class: 'muted', text: t('d.nosources') })),
+      h('section', { class: 'card', 'aria-labelledby': 'd-abs' }, h('h2', { id: 'd-abs' }, t('d.absences')),
+        d.absences.length ? h('ul', { class: 'absences', id: 'd-absences' }, d.absences.map(absenceLine)) : h('p', { class: 'muted', text: t('d.noabsences') })),
+      h('section', { class: 'card', 'aria-labelledby': 'd-num' }, h('h2', { id: 'd-num' }, t('d.numbers')), h('ul', { class: 'phones' }, phones))));
+}
+function back() { go(S.backTo || '#/'); }
+// Ages in the detail view count up between refreshes.
+setInterval(() => {
+  if (S.view !== 'detail' || !S.detail) return;
+  const extra = (Date.now() - S.detailAt) / 1000;
+  for (const el of document.querySelectorAll('#view-detail .age')) el.textContent = ' — ' + age(+el.dataset.age + extra);
+}, 1000);
+
+// Lamps
+function fillLampSources() {
+  const sel = $('#lamp-source');
+  const opts = [h('option', { value: 'mine', text: t('lamps.mine') })];
+  if (S.groups.length) opts.push(h('optgroup', { label: t('lamps.groups') }, S.groups.map((g) => h('option', { value: 'group:' + g.name, text: g.name }))));
+  if (S.depts.length) opts.push(h('optgroup', { label: t('lamps.depts') }, S.depts.map((d) => h('option', { value: 'dept:' + d.name, text: `${d.name} (${d.people})` }))));
+  sel.replaceChildren(...opts);
+  sel.value = S.lampSource;
+  // A saved choice that no longer exists (a group removed from the config) falls back to mine.
+  if (sel.value !== S.lampSource && S.listsLoaded) { S.lampSource = 'mine'; sel.value = 'mine'; }
+}
+async function showLamps() {
+  show('lamps');
+  await loadLamps();
+  const first = $('#lamps .lamp');
+  if (first && !$('#lamps').contains(document.activeElement)) first.focus();
+}
+async function loadLamps() {
+  const src = S.lampSource;
+  let people = [];
+  try {
+    if (src.startsWith('dept:')) {
+      const res = await api('/api/users?' + new URLSearchParams({ department: src.slice(5), limit: '500' }));
+      people = res.items;
+    } else {
+      const ids = src.startsWith('group:') ? (S.groups.find((g) => 'group:' + g.name === src)?.members || []) : S.lamps;
+      const missing = ids.filter((id) => !S.people.has(id));
+      await Promise.all(missing.map((id) => api('/api/users/' + encodeURIComponent(id)).then((d) => remember([d])).catch(() => {})));
+      people = ids.map((id) => S.people.get(id)).filter(Boolean);
+    }
+  } catch (e) { if (e.status !== 401) toast(t('err.generic', { detail: e.message })); return; }
+  if (src !== S.lampSource || S.view !== 'lamps') return;
+  remember(people);
+  S.lampIds = people.map((p) => p.id);
+  const grid = $('#lamps');
+  grid.replaceChildren(...people.map(lampTile));
+  $('#lamps-empty').hidden = !(src === 'mine' && !people.length);
+  $('#lamp-count').textContent = people.length ? (people.length === 1 ? t('search.count1') : t('search.count', { n: people.length })) : '';
+  rewatch();
+}
+function lampTile(p) {
+  const el = h('button', { type: 'button', class: 'lamp', role: 'listitem', 'data-pid': p.id,
+    onclick: () => { S.backTo = '#/lamps'; go('#/u/' + encodeURIComponent(p.id)); } },
+  stateNode(S.presence.get(p.id)), h('span', { class: 'lamp-name', text: p.name }),
+  h('span', { class: 'lamp-sub', text: p.extension || p.department || '' }));
+  paint(el, p.id);
+  return el;
+}
+function toggleLamp(p) {
+  if (!p) return;
+  const i = S.lamps.indexOf(p.id);
+  if (i >= 0) S.lamps.splice(i, 1); else S.lamps.push(p.id);
+  store.set('lamps', S.lamps);
+  toast(t(i >= 0 ? 'lamps.removed' : 'lamps.added', { name: p.name || p.id }));
+  if (S.view === 'detail') renderDetail();
+  if (S.view === 'search') renderResults();
+  if (S.view === 'lamps' && S.lampSource === 'mine') {
+    const next = document.activeElement?.nextElementSibling || document.activeElement?.previousElementSibling;
+    loadLamps().then(() => next?.dataset?.pid && document.querySelector(`#lamps [data-pid="${CSS.escape(next.dataset.pid)}"]`)?.focus());
+  }
+}
+function moveInGrid(key) {
+  const tiles = [...document.querySelectorAll('#lamps .lamp')];
+  const i = tiles.indexOf(document.activeElement);
+  if (!tiles.length) return;
+  if (i < 0) { tiles[0].focus(); return; }
+  const top = tiles[0].offsetTop;
+  const cols = Math.max(1, tiles.findIndex((el) => el.offsetTop !== top) === -1 ? tiles.length : tiles.findIndex((el) => el.offsetTop !== top));
+  const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols, Home: -i, End: tiles.length - 1 - i }[key];
+  const j = Math.max(0, Math.min(tiles.length - 1, i + step));
+  tiles[j].focus();
+}
+
+// Absences
+let absenceFor = null;
+let absenceEdit = null;
+function openAbsence(p, existing) {
+  if (!p) return;
+  if (!S.me || S.me.role === 'viewer') { toast(t('abs.forbidden', { role: t('role.' + (S.me?.role || 'viewer')) })); return; }
+  absenceFor = p;
+  absenceEdit = existing || null;
+  const name = p.name || p.id;
+  $('#a-title').textContent = t(existing ? 'abs.titleEdit' : 'abs.title', { name });
+  const sel = $('#a-reason');
+  sel.replaceChildren(...S.reasons.map((r) => h('option', { value: r.code, text: S.lang === 'sv' ? r.label_sv : r.label_en })));
+  sel.value = existing ? existing.reason : (S.reasons[0]?.code || '');
+  $('#a-text').value = existing?.text || '';
+  $('#a-error').textContent = '';
+  $('#a-tz').textContent = t('abs.tz', { tz: S.ui.time_zone || 'UTC' });
+  const later = $('#a-later');
+  if (existing) {
+    setUntil(existing.end ? Date.parse(existing.end) : null);
+    const start = Date.parse(existing.start);
+    later.open = start > Date.now();
+    $('#a-sdate').value = later.open ? wallDate(start) : '';
+    $('#a-stime').value = later.open ? wallTime(start) : '';
+  } else {
+    const now = Date.now();
+    setUntil(Math.ceil((now + 3600000) / 900000) * 900000);
+    later.open = false;
+    $('#a-sdate').value = '';
+    $('#a-stime').value = '';
+  }
+  $('#absence-dialog').showModal();
+  sel.focus();
+}
+function setUntil(ms) {
+  $('#a-date').value = ms ? wallDate(ms) : '';
+  $('#a-time').value = ms ? wallTime(ms) : '';
+}
+function quickUntil(kind) {
+  const now = Date.now();
+  if (kind === 'none') setUntil(null);
+  else if (kind === 'eod') setUntil(wallToMs(wallDate(now), '17:00') > now ? wallToMs(wallDate(now), '17:00') : wallToMs(wallDate(now), '23:55'));
+  else setUntil(Math.ceil((now + kind * 60000) / 300000) * 300000);
+}
+async function saveAbsence() {
+  const p = absenceFor;
+  const date = $('#a-date').value;
+  const time = $('#a-time').value;
+  if (!!date !== !!time) { $('#a-error').textContent = t('abs.needtime'); return; }
+  const body = { reason: $('#a-reason').value, text: $('#a-text').value.trim() || null };
+  if (date) body.end = new Date(wallToMs(date, time)).toISOString();
+  const later = $('#a-later');
+  if (later.open && $('#a-sdate').value && $('#a-stime').value) body.start = new Date(wallToMs($('#a-sdate').value, $('#a-stime').value)).toISOString();
+  else if (absenceEdit) body.start = absenceEdit.active ? absenceEdit.start : new Date().toISOString();
+  const base = '/api/users/' + encodeURIComponent(p.id) + '/absences';
+  $('#a-save').disabled = true;
+  try {
+    const res = absenceEdit
+      ? await api(base + '/' + encodeURIComponent(absenceEdit.id), { method: 'PUT', body })
+      : await api(base, { method: 'POST', body });
+    if (res?.presence) { S.presence.set(p.id, res.presence); changed(p.id); }
+    $('#absence-dialog').close();
+    toast(t('abs.saved', { name: p.name || p.id }));
+    if (S.view === 'detail') loadDetail(S.detailId, true);
+  } catch (e) {
+    $('#a-error').textContent = e.status === 403 ? t('abs.forbidden', { role: t('role.' + (S.me?.role || 'viewer')) }) : t('err.generic', { detail: e.message });
+  } finally {
+    $('#a-save').disabled = false;
+  }
+}
+async function clearAbsence(p, a) {
+  try {
+    await api('/api/users/' + encodeURIComponent(p.id) + '/absences/' + encodeURIComponent(a.id), { method: 'DELETE' });
+    toast(t('abs.cleared', { name: p.name || p.id }));
+    if (S.view === 'detail') { await loadDetail(S.detailId, true); $('#d-absence')?.focus(); }
+  } catch (e) {
+    toast(e.status === 403 ? t('abs.forbidden', { role: t('role.' + (S.me?.role || 'viewer')) }) : t('err.generic', { detail: e.message }));
+  }
+}
+
+// ---- Language ----------------------------------------------------------------------------------
+function pickLanguage() {
+  const saved = store.get('lang', null);
+  if (saved === 'sv' || saved === 'en') return saved;
+  if (S.ui.language === 'sv' || S.ui.language === 'en') return S.ui.language;
+  for (const l of navigator.languages || [navigator.language]) {
+    const b = (l || '').toLowerCase().slice(0, 2);
+    if (b === 'sv' || b === 'en') return b;
+  }
+  return 'en';
+}
+function applyLanguage(lang) {
+  S.lang = lang;
+  fmtCache.clear();
+  document.documentElement.lang = lang;
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll('[data-i18n-ph]')) el.placeholder = t(el.dataset.i18nPh);
+  for (const el of document.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  const other = lang === 'sv' ? 'en' : 'sv';
+  const btn = $('#lang');
+  btn.textContent = t('lang.other');
+  btn.lang = other;
+  btn.setAttribute('aria-label', other === 'sv' ? 'Byt till svenska' : 'Switch to English');
+  setConn($('#conn').dataset.state);
+  if (S.me) $('#who').textContent = t('who', { name: S.me.name, role: t('role.' + S.me.role) });
+  fillDepartments();
+  fillLampSources();
+  if (S.view === 'search') renderResults();
+  if (S.view === 'detail' && S.detail) renderDetail();
+  if (S.view === 'lamps') for (const el of document.querySelectorAll('#lamps .lamp')) paint(el, el.dataset.pid);
+  if (S.view === 'login') showLogin($('#login-error').textContent);
+}
+
+// ---- Keyboard -------------------------------------------------------------------------------------
+document.addEventListener('keydown', (e) => {
+  if (e.defaultPrevented || S.view === 'login') return;
+  if ($('#absence-dialog').open || $('#help').open) return; // dialogs handle their own keys (Esc closes)
+  const k = e.key;
+  if (k === 'F1' || (k === '?' && !inField(e))) { e.preventDefault(); $('#help').showModal(); return; }
+  if (k === 'F2' || (k === '/' && !inField(e))) { e.preventDefault(); go('#/'); $('#q').focus(); $('#q').select(); return; }
+  if (k === 'F4') { e.preventDefault(); go('#/lamps'); return; }
+  const letter = (c) => k.toLowerCase() === c && !e.ctrlKey && !e.metaKey && (e.altKey || !inField(e));
+  if (letter('a')) { e.preventDefault(); openAbsence(activePerson()); return; }
+  if (letter('b')) { e.preventDefault(); toggleLamp(activePerson()); return; }
+  if (S.view === 'search') {
+    const n = S.results.length;
+    if (k === 'ArrowDown' || k === 'ArrowUp' || k === 'PageDown' || k === 'PageUp') {
+      if (e.target.id === 'dept') return;
+      e.preventDefault();
+      if (!n) return;
+      const step = { ArrowDown: 1, ArrowUp: -1, PageDown: 10, PageUp: -10 }[k];
+      const next = Math.max(0, Math.min(n - 1, S.active + step));
+      setActive(next);
+      if (next >= n - 3 && n < S.total) search(true);
+    } else if (k === 'Enter' && e.target.id !== 'dept' && !e.target.closest('button')) {
+      e.preventDefault();
+      openFrom('#/');
+    } else if (k === 'Escape') {
+      e.preventDefault();
+      const q = $('#q');
+      if (q.value || $('#dept').value) { q.value = ''; $('#dept').value = ''; search(); }
+      q.focus();
+    }
+  } else if (S.view === 'detail') {
+    if (k === 'Escape' || (k === 'Backspace' && !inField(e))) { e.preventDefault(); back(); }
+  } else if (S.view === 'lamps') {
+    if (['ArrowRight', 'ArrowLeft', 'ArrowDown', 'ArrowUp', 'Home', 'End'].includes(k) && !inField(e)) { e.preventDefault(); moveInGrid(k); }
+    else if ((k === 'Delete' || k === 'Backspace') && !inField(e) && S.lampSource === 'mine') { e.preventDefault(); const p = activePerson(); if (p && S.lamps.includes(p.id)) toggleLamp(S.people.get(p.id) || p); }
+    else if (k === 'Escape') { e.preventDefault(); go('#/'); }
+  }
+});
+
+// ---- Wiring -----------------------------------------------------------------------------------------
+function wire() {
+  $('#login-form').addEventListener('submit', (e) => { e.preventDefault(); login(); });
+  $('#signout').addEventListener('click', () => signOut());
+  $('#lang').addEventListener('click', () => { const l = S.lang === 'sv' ? 'en' : 'sv'; store.set('lang', l); applyLanguage(l); });
+  $('#help-btn').addEventListener('click', () => $('#help').showModal());
+  $('#q').addEventListener('input', () => searchSoon());
+  $('#dept').addEventListener('change', () => { search(); $('#q').focus(); });
+  $('#more').addEventListener('click', () => search(true));
+  $('#lamp-source').addEventListener('change', (e) => { S.lampSource = e.target.value; store.set('lampSource', S.lampSource); loadLamps(); });
+  $('#absence-form').addEventListener('submit', (e) => { e.preventDefault(); saveAbsence(); });
+  $('#a-cancel').addEventListener('click', () => $('#absence-dialog').close());
+  for (const b of document.querySelectorAll('[data-quick]')) b.addEventListener('click', () => quickUntil(b.dataset.quick === 'none' || b.dataset.quick === 'eod' ? b.dataset.quick : +b.dataset.quick));
+  $('#absence-dialog').addEventListener('close', () => { document.querySelector('#d-absence')?.focus(); });
+  window.addEventListener('hashchange', route);
+  // Another tab signed in or out, or changed the lamps.
+  window.addEventListener('storage', (e) => {
+    if (e.key === 'ph.lamps') { S.lamps = store.get('lamps', []); if (S.view === 'lamps') loadLamps(); }
+  });
+}
+
+async function boot() {
+  wire();
+  applyLanguage(pickLanguage());
+  if (S.token) route(); else showLogin();
+  try {
+    const ui = await fetch('/api/ui', { cache: 'no-store' }).then((r) => r.json());
+    Object.assign(S.ui, ui);
+    fmtCache.clear();
+    document.title = S.ui.title;
+    $('#title').textContent = S.ui.title;
+    applyLanguage(pickLanguage());
+  } catch { /* the stream's reconnect loop reports a hub that is down */ }
+  if (!S.token) { showLogin(); return; }
+  try {
+    S.me = await api('/api/me');
+  } catch (e) {
+    if (e.status === 401 || e.status === 403) return; // api() signed out
+  }
+  await afterSignIn();
+  route();
+}
+boot();
+})();

@@ -1,0 +1,538 @@
+//! End-to-end tests of the web directory and attendant console in a real browser: Debian's
+//! headless Chromium driven through chromedriver (W3C WebDriver), against the real hub binary
+//! on a loopback port. `./test.sh` installs `chromium` and `chromium-driver`; without them
+//! these tests fail and say what to install.
+//!
+//! What they drive is what an operator does: sign in, search with diacritics, open a person,
+//! watch a lamp change when a signal arrives, set and clear an absence, be refused as a
+//! viewer, ride out a hub restart, switch language. `screenshots` takes the README's
+//! screenshots with the demo company (into `$SCREENSHOT_DIR`, default a temp directory).
+
+mod common;
+#[path = "browser/webdriver.rs"]
+mod webdriver;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use presence_hub::auth::hash_token;
+use serde_json::{json, Value};
+use webdriver::{keys, Driver, Session, SessionOptions};
+
+const OPERATOR: &str = "browser-operator-token-0123456789";
+const VIEWER: &str = "browser-viewer-token-0123456789";
+const ADMIN: &str = "browser-admin-token-0123456789";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One browser test at a time: each starts its own Chromium, and the machine has two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The real hub binary on a fixed loopback port, restartable on the same port and data.
+struct Hub {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl Hub {
+    /// A hub with the demo directory, three test tokens and a lamp group, no providers.
+    fn configured(tag: &str) -> Hub {
+        let dir = common::temp_dir(tag);
+        let config = dir.join("hub.toml");
+        let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/directory/demo.csv");
+        let text = format!(
+            r#"time_zone = "Europe/Stockholm"
+[directory]
+import = {csv:?}
+[stream]
+heartbeat_secs = 1
+[snapshot]
+interval_ms = 100
+[web]
+title = "Nordvik växel"
+[[web.groups]]
+name = "Reception"
+members = ["asa.ostberg", "marta.lind", "2624"]
+[[tokens]]
+name = "op"
+role = "operator"
+sha256 = "{}"
+[[tokens]]
+name = "view"
+role = "viewer"
+sha256 = "{}"
+[[tokens]]
+name = "admin"
+role = "admin"
+sha256 = "{}"
+"#,
+            hash_token(OPERATOR),
+            hash_token(VIEWER),
+            hash_token(ADMIN)
+        );
+        std::fs::write(&config, text).unwrap();
+        Hub { child: None, port: free_port(), dir, config: Some(config) }
+    }
+
+    /// The built-in demo (no config), as `cargo run --release` runs it.
+    fn demo(tag: &str) -> Hub {
+        Hub { child: None, port: free_port(), dir: common::temp_dir(tag), config: None }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn start(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_presence-hub"));
+        cmd.args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"]).arg(&self.dir);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        let log = std::fs::File::create(self.dir.join("hub.log")).unwrap();
+        let child = cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(log).spawn().expect("start presence-hub");
+        self.child = Some(child);
+        let c = reqwest::Client::new();
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = c.get(format!("{}/readyz", self.base())).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.dir.join("hub.log")).unwrap_or_default();
+                panic!("presence-hub exited during start-up ({st}):\n{log}");
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "presence-hub did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Pushes signals as an integration would (`POST /api/signals`).
+    async fn signal(&self, token: &str, signals: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/signals", self.base()))
+            .bearer_auth(token)
+            .json(&json!({ "signals": signals }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn browser(lang: &str) -> (Driver, Session) {
+    let driver = match Driver::start().await {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    let session = driver.session(SessionOptions { lang: lang.into(), width: 1280, height: 860 }).await.expect("new browser session");
+    (driver, session)
+}
+
+/// Opens the page and signs in through the form.
+async fn sign_in(s: &Session, hub: &Hub, token: &str) {
+    s.goto(&format!("{}/", hub.base())).await.unwrap();
+    let input = s.wait_for("#token", WAIT).await.unwrap();
+    input.send_keys(token).await.unwrap();
+    input.send_keys(keys::ENTER).await.unwrap();
+    s.wait_until("!document.querySelector('#view-search').hidden && document.querySelector('#conn').dataset.state === 'live'", WAIT, "signed in and live")
+        .await
+        .unwrap();
+}
+
+/// Loads `url` afresh (a URL differing only in its hash would not reload the page).
+async fn load(s: &Session, url: &str) {
+    s.goto("about:blank").await.unwrap();
+    s.goto(url).await.unwrap();
+}
+
+async fn text(s: &Session, css: &str) -> String {
+    s.find(css).await.unwrap().text().await.unwrap()
+}
+
+async fn js(s: &Session, script: &str) -> Value {
+    s.execute(script, vec![]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_absence() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::configured("web-operator");
+    hub.start().await;
+    let (_driver, s) = browser("en-US").await;
+    sign_in(&s, &hub, OPERATOR).await;
+    assert_eq!(text(&s, "#title").await, "Nordvik växel");
+
+    // Search: the box has focus; "asa" finds "Åsa" (diacritics ignored), results as you type.
+    assert_eq!(js(&s, "return document.activeElement.id").await, "q");
+    s.keys("asa").await.unwrap();
+    s.wait_until("document.querySelector('#count').textContent === '4 people'", WAIT, "the four who match asa")
+        .await
+        .unwrap();
+    let first = text(&s, "#results .result").await;
+    assert!(first.contains("Växel"), "department shown: {first}");
+    assert!(first.contains("2624"), "extension shown: {first}");
+    // Every result shows its state in words, not colour alone.
+    let words: Vec<String> = serde_json::from_value(js(&s, "return [...document.querySelectorAll('#results .words')].map(e => e.textContent)").await).unwrap();
+    assert!(!words.is_empty() && words.iter().all(|w| !w.is_empty()), "{words:?}");
+
+    // Department filter narrows the list.
+    s.execute("const d = document.querySelector('#dept'); d.value = 'Växel'; d.dispatchEvent(new Event('change'));", vec![]).await.unwrap();
+    s.wait_until(
+        "document.querySelectorAll('#results .result').length > 0 && [...document.querySelectorAll('#results .sub')].every(e => e.textContent.includes('Växel'))",
+        WAIT,
+        "only Växel",
+    )
+    .await
+    .unwrap();
+    s.execute("const d = document.querySelector('#dept'); d.value = ''; d.dispatchEvent(new Event('change'));", vec![]).await.unwrap();
+
+    // A signal makes the result row change live.
+    hub.signal(ADMIN, json!([{ "who": "asa.ostberg", "source": "mobile", "availability": "Busy", "activity": "InACall" }])).await;
+    s.wait_until(
+        "document.querySelector('#results [data-pid=\"asa.ostberg\"] .words')?.textContent === 'In a call'",
+        WAIT,
+        "Åsa in a call in the results",
+    )
+    .await
+    .unwrap();
+
+    // Arrow keys move, Enter opens the detail view.
+    s.find("#q").await.unwrap().click().await.unwrap();
+    s.keys(keys::ARROW_DOWN).await.unwrap();
+    s.keys(keys::ARROW_UP).await.unwrap();
+    let active = js(&s, "return document.querySelector('#results [aria-selected=\"true\"]').dataset.pid").await;
+    s.keys(keys::ENTER).await.unwrap();
+    s.wait_until(&format!("location.hash === '#/u/' + {active}"), WAIT, "detail route").await.unwrap();
+    s.wait_until("document.querySelector('#d-name')?.textContent.length > 0", WAIT, "detail shown").await.unwrap();
+    assert_eq!(js(&s, "return document.activeElement.id").await, "d-name", "focus moves to the person");
+    s.keys(keys::ESCAPE).await.unwrap();
+    s.wait_until("!document.querySelector('#view-search').hidden && document.activeElement.id === 'q'", WAIT, "back to search").await.unwrap();
+
+    // Detail of Åsa: why (each source with state and age), numbers.
+    s.goto(&format!("{}/#/u/asa.ostberg", hub.base())).await.unwrap();
+    hub.signal(
+        ADMIN,
+        json!([{ "who": "asa.ostberg", "source": "teams", "availability": "Busy", "activity": "Busy" },
+               { "who": "asa.ostberg", "source": "calendar", "availability": "Busy", "activity": "InAMeeting",
+                 "valid_from": jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_mins(10)).unwrap().to_string(),
+                 "valid_until": jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_mins(50)).unwrap().to_string() }]),
+    )
+    .await;
+    s.wait_until("document.querySelectorAll('#d-sources .src').length === 3", WAIT, "three sources").await.unwrap();
+    let why = text(&s, "#d-sources").await;
+    assert!(why.contains("Mobile: In a call"), "{why}");
+    assert!(why.contains("Teams: Busy"), "{why}");
+    assert!(why.contains("Calendar: In a meeting"), "{why}");
+    assert!(why.contains("s ago"), "ages shown: {why}");
+    let numbers = text(&s, ".phones").await;
+    assert!(numbers.contains("072-128 16 05") && numbers.contains("2624"), "{numbers}");
+    // A call beats everything: the merged state says so.
+    assert_eq!(text(&s, ".d-state .words").await, "In a call");
+
+    // Add her to my lamps with B, then see the lamp change live when the call ends.
+    s.keys("b").await.unwrap();
+    s.wait_until("document.querySelector('#d-lamp').getAttribute('aria-pressed') === 'true'", WAIT, "added to lamps").await.unwrap();
+    s.keys(keys::F4).await.unwrap();
+    s.wait_until("document.querySelector('#lamps [data-pid=\"asa.ostberg\"]')", WAIT, "lamp shown").await.unwrap();
+    assert_eq!(js(&s, "return document.querySelector('#lamps [data-pid=\"asa.ostberg\"]').dataset.state").await, "busy");
+    let t0 = Instant::now();
+    hub.signal(ADMIN, json!([{ "who": "asa.ostberg", "source": "mobile", "availability": "Available" },
+                              { "who": "asa.ostberg", "source": "teams", "availability": "Available" },
+                              { "who": "asa.ostberg", "source": "calendar", "availability": "Available" }]))
+        .await;
+    s.wait_until("document.querySelector('#lamps [data-pid=\"asa.ostberg\"]').dataset.state === 'ok'", WAIT, "lamp turns green").await.unwrap();
+    eprintln!("lamp changed {} ms after the signal was accepted", t0.elapsed().as_millis());
+    let label = js(&s, "return document.querySelector('#lamps [data-pid=\"asa.ostberg\"]').getAttribute('aria-label')").await;
+    assert_eq!(label, "Åsa Östberg: Available", "accessible name carries the state");
+
+    // The configured group.
+    s.execute("const d = document.querySelector('#lamp-source'); d.value = 'group:Reception'; d.dispatchEvent(new Event('change'));", vec![]).await.unwrap();
+    s.wait_until("document.querySelectorAll('#lamps .lamp').length === 2", WAIT, "group of two (2624 is Åsa)").await.unwrap();
+    s.execute("const d = document.querySelector('#lamp-source'); d.value = 'mine'; d.dispatchEvent(new Event('change'));", vec![]).await.unwrap();
+    s.wait_until("document.querySelectorAll('#lamps .lamp').length === 1", WAIT, "back to my lamps").await.unwrap();
+
+    // Set an absence with the keyboard: focus the lamp, A, pick Lunch, until 13:00 tomorrow.
+    s.find("#lamps .lamp").await.unwrap().click().await.unwrap();
+    s.wait_until("document.querySelector('#d-name')?.textContent === 'Åsa Östberg'", WAIT, "detail from lamp").await.unwrap();
+    s.keys("a").await.unwrap();
+    s.wait_until("document.querySelector('#absence-dialog').open", WAIT, "absence dialog").await.unwrap();
+    assert_eq!(js(&s, "return document.activeElement.id").await, "a-reason");
+    s.execute(
+        "const r = document.querySelector('#a-reason'); r.value = 'lunch';
+         document.querySelector('#a-text').value = 'Back after lunch';
+         const tomorrow = new Date(Date.now() + 86400000).toLocaleDateString('sv-SE', { timeZone: 'Europe/Stockholm' });
+         document.querySelector('#a-date').value = tomorrow; document.querySelector('#a-time').value = '13:00';",
+        vec![],
+    )
+    .await
+    .unwrap();
+    s.find("#a-text").await.unwrap().send_keys(keys::ENTER).await.unwrap();
+    s.wait_until("!document.querySelector('#absence-dialog').open", WAIT, "dialog closes").await.unwrap();
+    s.wait_until("document.querySelectorAll('#d-absences .absence').length === 1", WAIT, "absence listed").await.unwrap();
+    let state = text(&s, ".d-state .words").await;
+    assert!(state.starts_with("Lunch — back") && state.ends_with("13:00"), "state: {state}");
+    let again = text(&s, "#d-again").await;
+    assert!(again.ends_with("13:00"), "available again in the hub's time zone: {again}");
+    // The API agrees, with the time in Europe/Stockholm.
+    let api: Value = reqwest::Client::new()
+        .get(format!("{}/api/users/asa.ostberg/absences", hub.base()))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api[0]["reason"], "lunch");
+    assert_eq!(api[0]["text"], "Back after lunch");
+    assert_eq!(api[0]["created_by"], "op");
+    let end: jiff::Timestamp = api[0]["end"].as_str().unwrap().parse().unwrap();
+    let local = end.in_tz("Europe/Stockholm").unwrap();
+    assert_eq!((local.hour(), local.minute()), (13, 0), "13:00 in the hub's zone, whatever the browser's");
+
+    // Change it, then clear it.
+    s.find("#d-absences [data-act=edit]").await.unwrap().click().await.unwrap();
+    s.wait_until("document.querySelector('#absence-dialog').open && document.querySelector('#a-text').value === 'Back after lunch'", WAIT, "edit dialog prefilled")
+        .await
+        .unwrap();
+    s.execute("document.querySelector('#a-reason').value = 'meeting'; document.querySelector('#a-text').value = 'Board meeting';", vec![]).await.unwrap();
+    s.find("#a-save").await.unwrap().click().await.unwrap();
+    s.wait_until("document.querySelector('#d-absences')?.textContent.includes('Board meeting')", WAIT, "absence changed").await.unwrap();
+    s.find("#d-absences [data-act=clear]").await.unwrap().click().await.unwrap();
+    s.wait_until("!document.querySelector('#d-absences')", WAIT, "absence cleared").await.unwrap();
+    s.wait_until("document.querySelector('.d-state .words').textContent === 'Available'", WAIT, "available again").await.unwrap();
+    let api: Value = reqwest::Client::new()
+        .get(format!("{}/api/users/asa.ostberg/absences", hub.base()))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_everything_but_may_not_set_absences() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::configured("web-viewer");
+    hub.start().await;
+    // An absence set by someone else is visible to the viewer, without change/clear buttons.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/users/marta.lind/absences", hub.base()))
+        .bearer_auth(OPERATOR)
+        .json(&json!({ "reason": "sick" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_driver, s) = browser("en-US").await;
+    sign_in(&s, &hub, VIEWER).await;
+    assert!(text(&s, "#who").await.contains("viewer"));
+    s.goto(&format!("{}/#/u/marta.lind", hub.base())).await.unwrap();
+    s.wait_until("document.querySelectorAll('#d-absences .absence').length === 1", WAIT, "absence visible").await.unwrap();
+    assert_eq!(text(&s, ".d-state .words").await, "Sick");
+    assert!(s.try_find("#d-absences [data-act=clear]").await.unwrap().is_none(), "no clear button for a viewer");
+    s.keys("a").await.unwrap();
+    s.wait_until("!document.querySelector('#toast').hidden", WAIT, "refusal shown").await.unwrap();
+    let msg = text(&s, "#toast").await;
+    assert!(msg.contains("operator") && msg.contains("viewer"), "{msg}");
+    assert_eq!(js(&s, "return document.querySelector('#absence-dialog').open").await, false);
+    // Even a forged request from the page is refused by the hub (role checked server-side).
+    let status = s
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/api/users/marta.lind/absences', { method: 'POST', headers: { 'Authorization': 'Bearer ' + JSON.parse(localStorage.getItem('ph.token')), 'Content-Type': 'application/json' }, body: JSON.stringify({ reason: 'lunch' }) })
+               .then(r => r.json().then(b => done([r.status, b.error])));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!([403, "forbidden"]));
+    // A wrong token is refused at sign-in.
+    s.find("#signout").await.unwrap().click().await.unwrap();
+    let input = s.wait_for("#token", WAIT).await.unwrap();
+    input.send_keys("not-a-token").await.unwrap();
+    input.send_keys(keys::ENTER).await.unwrap();
+    s.wait_until("document.querySelector('#login-error').textContent.length > 0", WAIT, "sign-in refused").await.unwrap();
+    assert_eq!(text(&s, "#login-error").await, "The hub does not know this token.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_by_itself_after_the_hub_restarts() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::configured("web-restart");
+    hub.start().await;
+    let (_driver, s) = browser("en-US").await;
+    sign_in(&s, &hub, VIEWER).await;
+    s.execute("localStorage.setItem('ph.lamps', JSON.stringify(['marta.lind', 'asa.ostberg']))", vec![]).await.unwrap();
+    load(&s, &format!("{}/#/lamps", hub.base())).await;
+    s.wait_until("document.querySelectorAll('#lamps .lamp').length === 2 && document.querySelector('#conn').dataset.state === 'live'", WAIT, "lamps")
+        .await
+        .unwrap();
+    hub.signal(ADMIN, json!([{ "who": "marta.lind", "source": "teams", "availability": "DoNotDisturb" }])).await;
+    s.wait_until("document.querySelector('#lamps [data-pid=\"marta.lind\"]').dataset.state === 'dnd'", WAIT, "lamp red").await.unwrap();
+
+    // Let the debounced snapshot (every 100 ms here) record it, then kill the hub outright.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    hub.kill();
+    s.wait_until("document.querySelector('#conn').dataset.state === 'down' && !document.querySelector('#banner').hidden", WAIT, "shows disconnected")
+        .await
+        .unwrap();
+    assert!(text(&s, "#banner").await.contains("Connection to the hub lost"));
+    hub.start().await;
+    s.wait_until("document.querySelector('#conn').dataset.state === 'live' && document.querySelector('#banner').hidden", Duration::from_secs(20), "reconnected")
+        .await
+        .unwrap();
+    // After a restart the last state shows as not current until a source confirms it.
+    s.wait_until("document.querySelector('#lamps [data-pid=\"marta.lind\"]').classList.contains('stale')", WAIT, "restored state marked stale")
+        .await
+        .unwrap();
+    hub.signal(ADMIN, json!([{ "who": "marta.lind", "source": "teams", "availability": "Away" }])).await;
+    s.wait_until("document.querySelector('#lamps [data-pid=\"marta.lind\"]').dataset.state === 'away'", WAIT, "live again after restart")
+        .await
+        .unwrap();
+    assert_eq!(
+        js(&s, "return document.querySelector('#lamps [data-pid=\"marta.lind\"]').getAttribute('aria-label')").await,
+        "Märta Lind: Away"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swedish_by_browser_language_with_a_switch_to_english() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::configured("web-lang");
+    hub.start().await;
+    let (_driver, s) = browser("sv-SE").await;
+    s.goto(&format!("{}/", hub.base())).await.unwrap();
+    s.wait_until("document.querySelector('#login-h').textContent === 'Logga in'", WAIT, "Swedish sign-in").await.unwrap();
+    let input = s.find("#token").await.unwrap();
+    input.send_keys(OPERATOR).await.unwrap();
+    input.send_keys(keys::ENTER).await.unwrap();
+    s.wait_until("document.querySelector('#conn').dataset.state === 'live'", WAIT, "live").await.unwrap();
+    assert_eq!(js(&s, "return document.documentElement.lang").await, "sv");
+    assert_eq!(js(&s, "return document.querySelector('#q').placeholder").await, "Namn, avdelning, titel eller nummer");
+    assert_eq!(text(&s, "#conn").await, "Ansluten");
+    hub.signal(ADMIN, json!([{ "who": "asa.ostberg", "source": "pbx", "availability": "Busy", "activity": "InACall" }])).await;
+    s.keys("Åsa Öst").await.unwrap();
+    s.wait_until("document.querySelector('#results [data-pid=\"asa.ostberg\"] .words')?.textContent === 'I samtal'", WAIT, "Swedish state words")
+        .await
+        .unwrap();
+
+    s.find("#lang").await.unwrap().click().await.unwrap();
+    s.wait_until("document.documentElement.lang === 'en'", WAIT, "switched").await.unwrap();
+    assert_eq!(text(&s, "#results [data-pid=\"asa.ostberg\"] .words").await, "In a call");
+    assert_eq!(text(&s, "#conn").await, "Live");
+    assert_eq!(text(&s, "#lang").await, "Svenska");
+    // The choice is remembered over a reload, whatever the browser prefers.
+    load(&s, &format!("{}/#/lamps", hub.base())).await;
+    s.wait_until("document.querySelector('#lamps-h').textContent === 'Busy lamp field'", WAIT, "still English").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_page_is_small_and_renders_fast() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::configured("web-size");
+    hub.start().await;
+    let (_driver, s) = browser("en-US").await;
+    s.goto(&format!("{}/", hub.base())).await.unwrap();
+    s.wait_for("#token", WAIT).await.unwrap();
+    let m = js(
+        &s,
+        "const n = performance.getEntriesByType('navigation')[0];
+         const res = performance.getEntriesByType('resource');
+         const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+         return { html: n.decodedBodySize, assets: res.filter(r => !r.name.includes('/api/')).reduce((a, r) => a + r.decodedBodySize, 0),
+                  dcl: n.domContentLoadedEventEnd, fcp: fcp ? fcp.startTime : null,
+                  others: res.filter(r => !r.name.startsWith(location.origin)).map(r => r.name) };",
+    )
+    .await;
+    let total = m["html"].as_f64().unwrap() + m["assets"].as_f64().unwrap();
+    eprintln!("first page: {total} bytes uncompressed; DOMContentLoaded {} ms; first contentful paint {} ms", m["dcl"], m["fcp"]);
+    assert!(total > 10_000.0 && total < 150.0 * 1024.0, "first page is {total} bytes");
+    assert_eq!(m["others"], json!([]), "nothing loaded from anywhere but the hub");
+}
+
+/// The README's screenshots: the demo company as `cargo run --release` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let out = std::env::var_os("SCREENSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| common::temp_dir("screenshots"));
+    std::fs::create_dir_all(&out).unwrap();
+    let mut hub = Hub::demo("web-demo");
+    hub.start().await;
+    // A few states that show what the views can say, on top of the demo's own scenario.
+    let now = jiff::Timestamp::now();
+    let at = |mins: i64| now.checked_add(jiff::SignedDuration::from_mins(mins)).unwrap().to_string();
+    hub.signal(
+        "demo-admin",
+        json!([
+            { "who": "asa.ostberg", "source": "teams", "availability": "Busy", "activity": "InACall", "note": "Växeln — ring mobilen vid brådskande" },
+            { "who": "asa.ostberg", "source": "mobile", "availability": "Busy", "activity": "InACall" },
+            { "who": "asa.ostberg", "source": "calendar", "availability": "Busy", "activity": "InAMeeting", "valid_from": at(-20), "valid_until": at(40) },
+            { "who": "marta.lind", "source": "calendar", "availability": "Busy", "activity": "InAMeeting", "valid_from": at(-5), "valid_until": at(55) },
+        ]),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/users/asa.ostberg/absences", hub.base()))
+        .bearer_auth("demo-operator")
+        .json(&json!({ "reason": "vacation", "text": "Åter måndag", "start": at(60 * 24 * 3), "end": at(60 * 24 * 10) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    tokio::time::sleep(Duration::from_secs(3)).await; // let the demo scenario play a little
+
+    let (_driver, s) = browser("en-US").await;
+    sign_in(&s, &hub, "demo-operator").await;
+    s.keys("a").await.unwrap();
+    s.wait_until("document.querySelectorAll('#results .result').length >= 8", WAIT, "results").await.unwrap();
+    s.keys(keys::ARROW_DOWN).await.unwrap();
+    save(&out.join("search.png"), &s.screenshot().await.unwrap());
+
+    s.goto(&format!("{}/#/u/asa.ostberg", hub.base())).await.unwrap();
+    s.wait_until("document.querySelectorAll('#d-sources .src').length >= 3", WAIT, "detail").await.unwrap();
+    save(&out.join("detail.png"), &s.screenshot().await.unwrap());
+
+    s.execute("localStorage.setItem('ph.lampSource', JSON.stringify('dept:Växel'))", vec![]).await.unwrap();
+    load(&s, &format!("{}/#/lamps", hub.base())).await;
+    s.wait_until("document.querySelectorAll('#lamps .lamp').length >= 6", WAIT, "lamps").await.unwrap();
+    save(&out.join("lamps.png"), &s.screenshot().await.unwrap());
+
+    s.execute("localStorage.setItem('ph.lang', JSON.stringify('sv'))", vec![]).await.unwrap();
+    load(&s, &format!("{}/#/lamps", hub.base())).await;
+    s.wait_until("document.querySelector('#lamps-h').textContent === 'Lampfält' && document.querySelectorAll('#lamps .lamp').length >= 6", WAIT, "lamps sv")
+        .await
+        .unwrap();
+    save(&out.join("lamps-sv.png"), &s.screenshot().await.unwrap());
+    eprintln!("screenshots in {}", out.display());
+}
+
+fn save(path: &Path, png: &[u8]) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a real screenshot");
+    std::fs::write(path, png).unwrap();
+}
