@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test of presence-hub. This is the README's test command and what CI runs.
 # It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
-# tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test)
-# and, when ../shared/checks/contract is present, the API contract check on a release build.
+# tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test,
+# the web console in headless Chromium) and, when ../shared/checks/contract is present, the
+# API contract check on a release build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)     # bundled SQLite is C
 command -v curl >/dev/null 2>&1 || need+=(curl)            # contract check
+command -v chromium >/dev/null 2>&1 || need+=(chromium)    # browser tests (tests/browser.rs)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# Chromium needs a font to render text; Debian's chromium pulls one in, a minimal image may not.
+fc-list 2>/dev/null | grep -q . || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

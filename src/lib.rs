@@ -195,6 +195,13 @@ pub async fn run(
     } else {
         Tokens::new(config.tokens.iter().map(|t| (t.name.as_str(), t.role, t.sha256.as_str())))
     };
+    for g in &config.web.groups {
+        let dir = hub.directory();
+        let unknown: Vec<&str> = g.members.iter().map(String::as_str).filter(|m| dir.by_id(m).or_else(|| dir.resolve(m)).is_none()).collect();
+        if !unknown.is_empty() {
+            warn!(group = %g.name, unknown = ?unknown, "Web lamp group names people the directory does not know; they are left out.");
+        }
+    }
     if tokens.is_empty() {
         warn!("No API tokens are configured: every API request will be refused.");
     }

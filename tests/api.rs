@@ -355,3 +355,73 @@ async fn a_restart_shows_the_last_state_marked_stale() {
     let (_, v) = get(&c, &s, "/api/users?q=asa", Some(VIEWER)).await;
     assert_eq!(v["items"][0]["presence"]["freshness"], "stale");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_and_its_endpoints() {
+    let mut cfg = test_config(temp_dir("api-web"));
+    cfg.web.title = "Växeln".into();
+    cfg.web.groups = vec![presence_hub::config::WebGroup {
+        name: "Reception".into(),
+        members: vec!["asa.ostberg".into(), "2624".into(), "+46 8 410 27 87".into(), "nobody.here".into()],
+    }];
+    let s = start(cfg);
+    let c = client();
+
+    // The page: HTML with a strict CSP, revalidated by ETag.
+    let r = c.get(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["cache-control"], "no-cache");
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    assert!(body.contains("/assets/app.js") && body.contains("id=\"q\""));
+    let r = c.get(s.url("/")).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(c.head(s.url("/assets/app.js")).send().await.unwrap().status(), 200);
+    let js = c.get(s.url("/assets/app.js")).send().await.unwrap();
+    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert_ne!(js.headers()["etag"].to_str().unwrap(), etag);
+    let (st, v) = get(&c, &s, "/assets/nope.js", None).await;
+    assert_eq!(st, 404);
+    assert_error_body(&v);
+
+    // Before sign-in: title, time zone, language; no demo tokens outside the demo.
+    let (st, v) = get(&c, &s, "/api/ui", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["title"], "Växeln");
+    assert_eq!(v["time_zone"], "Europe/Stockholm");
+    assert_eq!(v["language"], "auto");
+    assert_eq!(v["demo"], false);
+    assert_eq!(v["demo_tokens"], json!([]));
+    assert_eq!(v["heartbeat_secs"], 1);
+
+    // Who am I.
+    let (st, v) = get(&c, &s, "/api/me", None).await;
+    assert_eq!(st, 401);
+    assert_error_body(&v);
+    let (st, v) = get(&c, &s, "/api/me", Some(OPERATOR)).await;
+    assert_eq!(st, 200);
+    assert_eq!(v, json!({ "name": "operator", "role": "operator" }));
+
+    // Groups: members resolved by any identity, the same person once, unknown ones listed.
+    let (st, _) = get(&c, &s, "/api/groups", None).await;
+    assert_eq!(st, 401);
+    let (st, v) = get(&c, &s, "/api/groups", Some(VIEWER)).await;
+    assert_eq!(st, 200);
+    assert_eq!(v, json!([{ "name": "Reception", "members": ["asa.ostberg", "marta.lind"], "unknown": ["nobody.here"] }]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_can_be_switched_off() {
+    let mut cfg = test_config(temp_dir("api-noweb"));
+    cfg.web.enabled = false;
+    let s = start(cfg);
+    let (st, v) = get(&client(), &s, "/", None).await;
+    assert_eq!(st, 404);
+    assert_error_body(&v);
+    let (st, _) = get(&client(), &s, "/api/users?q=asa", Some(VIEWER)).await;
+    assert_eq!(st, 200);
+}

@@ -458,22 +458,33 @@ async fn the_first_page_is_small_and_renders_fast() {
     let mut hub = Hub::configured("web-size");
     hub.start().await;
     let (_driver, s) = browser("en-US").await;
-    s.goto(&format!("{}/", hub.base())).await.unwrap();
-    s.wait_for("#token", WAIT).await.unwrap();
-    let m = js(
-        &s,
-        "const n = performance.getEntriesByType('navigation')[0];
-         const res = performance.getEntriesByType('resource');
-         const fcp = performance.getEntriesByName('first-contentful-paint')[0];
-         return { html: n.decodedBodySize, assets: res.filter(r => !r.name.includes('/api/')).reduce((a, r) => a + r.decodedBodySize, 0),
-                  dcl: n.domContentLoadedEventEnd, fcp: fcp ? fcp.startTime : null,
-                  others: res.filter(r => !r.name.startsWith(location.origin)).map(r => r.name) };",
-    )
-    .await;
-    let total = m["html"].as_f64().unwrap() + m["assets"].as_f64().unwrap();
-    eprintln!("first page: {total} bytes uncompressed; DOMContentLoaded {} ms; first contentful paint {} ms", m["dcl"], m["fcp"]);
-    assert!(total > 10_000.0 && total < 150.0 * 1024.0, "first page is {total} bytes");
-    assert_eq!(m["others"], json!([]), "nothing loaded from anywhere but the hub");
+    // The first load in a fresh browser profile (cold), then four more (warm, as an operator
+    // reopening the page): each measured by the browser's own navigation timing.
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        load(&s, &format!("{}/", hub.base())).await;
+        s.wait_for("#token", WAIT).await.unwrap();
+        s.wait_until("performance.getEntriesByName('first-contentful-paint').length > 0", WAIT, "first paint").await.unwrap();
+        let m = js(
+            &s,
+            "const n = performance.getEntriesByType('navigation')[0];
+             const res = performance.getEntriesByType('resource');
+             const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+             return { html: n.decodedBodySize, assets: res.filter(r => !r.name.includes('/api/')).reduce((a, r) => a + r.decodedBodySize, 0),
+                      dcl: n.domContentLoadedEventEnd, fcp: fcp.startTime,
+                      others: res.filter(r => !r.name.startsWith(location.origin)).map(r => r.name) };",
+        )
+        .await;
+        let total = m["html"].as_f64().unwrap() + m["assets"].as_f64().unwrap();
+        assert_eq!(m["others"], json!([]), "nothing loaded from anywhere but the hub");
+        if i == 0 {
+            // Later loads may be served from the cache (304s report no body), so size the first.
+            eprintln!("first page: {total} bytes uncompressed");
+            assert!(total > 10_000.0 && total < 150.0 * 1024.0, "first page is {total} bytes");
+        }
+        runs.push((m["fcp"].as_f64().unwrap(), m["dcl"].as_f64().unwrap()));
+    }
+    eprintln!("first contentful paint / DOMContentLoaded, ms (cold, then warm): {runs:?}");
 }
 
 /// The README's screenshots: the demo company as `cargo run --release` shows it.

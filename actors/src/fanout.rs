@@ -513,6 +513,20 @@ mod tests {
     }
 
     #[test]
+    fn numbers_from_before_a_restart_never_resume() {
+        // A run that started later numbers after the earlier run's numbers.
+        let before = FanOut::new(10, 100, Arc::new(Metrics::default())).starting_after(1_000);
+        let old_seq = publish(&before, 1, None);
+        assert_eq!(old_seq, 1_001);
+        let after = FanOut::new(10, 100, Arc::new(Metrics::default())).starting_after(5_000);
+        publish(&after, 2, None);
+        let (ob, _) = outbox(100);
+        let id = after.subscribe(ob);
+        let start = after.set_filter(id, Filter { all: true, ..Filter::default() }, Some(old_seq)).unwrap();
+        assert!(matches!(start, Start::Snapshot { seq: 5_001, .. }), "a number from the earlier run gets a snapshot");
+    }
+
+    #[test]
     fn filtered_delivery_and_increasing_sequence() {
         let f = FanOut::new(10, 100, Arc::new(Metrics::default()));
         let (ob, wakes) = outbox(100);
