@@ -171,6 +171,19 @@ async fn text(s: &Session, css: &str) -> String {
     s.find(css).await.unwrap().text().await.unwrap()
 }
 
+/// Visible controls without an accessible name (text, label, aria-label or title).
+async fn unnamed_controls(s: &Session) -> Value {
+    js(
+        s,
+        "return [...document.querySelectorAll('button, input, select, a[href], [role=option], [role=listitem]')]
+           .filter(e => e.offsetParent !== null)
+           .filter(e => !((e.getAttribute('aria-label') || '').trim() || (e.labels && e.labels[0] && e.labels[0].textContent.trim())
+                          || e.textContent.trim() || e.title))
+           .map(e => e.outerHTML.slice(0, 120));",
+    )
+    .await
+}
+
 async fn js(s: &Session, script: &str) -> Value {
     s.execute(script, vec![]).await.unwrap()
 }
@@ -196,6 +209,7 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
     // Every result shows its state in words, not colour alone.
     let words: Vec<String> = serde_json::from_value(js(&s, "return [...document.querySelectorAll('#results .words')].map(e => e.textContent)").await).unwrap();
     assert!(!words.is_empty() && words.iter().all(|w| !w.is_empty()), "{words:?}");
+    assert_eq!(unnamed_controls(&s).await, json!([]), "every control in the search view has a name");
 
     // Department filter narrows the list.
     s.execute("const d = document.querySelector('#dept'); d.value = 'Växel'; d.dispatchEvent(new Event('change'));", vec![]).await.unwrap();
@@ -250,6 +264,7 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
     assert!(numbers.contains("072-128 16 05") && numbers.contains("2624"), "{numbers}");
     // A call beats everything: the merged state says so.
     assert_eq!(text(&s, ".d-state .words").await, "In a call");
+    assert_eq!(unnamed_controls(&s).await, json!([]), "every control in the detail view has a name");
 
     // Add her to my lamps with B, then see the lamp change live when the call ends.
     s.keys("b").await.unwrap();
@@ -266,6 +281,7 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
     eprintln!("lamp changed {} ms after the signal was accepted", t0.elapsed().as_millis());
     let label = js(&s, "return document.querySelector('#lamps [data-pid=\"asa.ostberg\"]').getAttribute('aria-label')").await;
     assert_eq!(label, "Åsa Östberg: Available", "accessible name carries the state");
+    assert_eq!(unnamed_controls(&s).await, json!([]), "every control in the lamp view has a name");
 
     // The configured group.
     s.execute("const d = document.querySelector('#lamp-source'); d.value = 'group:Reception'; d.dispatchEvent(new Event('change'));", vec![]).await.unwrap();

@@ -412,7 +412,7 @@ function rewatch() {
   const users = [];
   const depts = [];
   if (S.view === 'search') users.push(...S.results.map((p) => p.id));
-  if (S.view === 'detail' && S.detailId) users.push(S.detailId);
+  if (S.view === 'detail' && S.detail && S.detail.id === S.detailId) users.push(S.detailId);
   if (S.view === 'lamps') {
     if (S.lampSource.startsWith('dept:')) depts.push(S.lampSource.slice(5));
     else users.push(...S.lampIds);
@@ -625,6 +625,7 @@ async function loadDetail(id, quiet) {
   const cur = S.presence.get(d.id);
   if (!cur || !live.connected || (cur.since || '') <= (d.presence.since || '')) S.presence.set(d.id, d.presence);
   renderDetail();
+  rewatch();
   if (focusedId && document.getElementById(focusedId)) document.getElementById(focusedId).focus();
 }
 function sourceLine(s) {
@@ -738,7 +739,9 @@ async function loadLamps() {
   const grid = $('#lamps');
   grid.replaceChildren(...people.map(lampTile));
   $('#lamps-empty').hidden = !(src === 'mine' && !people.length);
-  $('#lamp-count').textContent = people.length ? (people.length === 1 ? t('search.count1') : t('search.count', { n: people.length })) : '';
+  const total = src.startsWith('dept:') ? (S.depts.find((d) => 'dept:' + d.name === src)?.people ?? people.length) : people.length;
+  $('#lamp-count').textContent = !people.length ? '' : (total === 1 ? t('search.count1') : t('search.count', { n: total })) +
+    (people.length < total ? ' · ' + t('search.shown', { n: people.length }) : '');
   rewatch();
 }
 function lampTile(p) {
