@@ -167,8 +167,28 @@ async fn load(s: &Session, url: &str) {
     s.goto(url).await.unwrap();
 }
 
+/// The rendered text of the first element matching `css`, read in one step (the page
+/// re-renders live, so a found element may be replaced before a second request reads it).
 async fn text(s: &Session, css: &str) -> String {
-    s.find(css).await.unwrap().text().await.unwrap()
+    let v = s.execute("const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", vec![json!(css)]).await.unwrap();
+    v.as_str().unwrap_or_else(|| panic!("no element matches {css}")).to_string()
+}
+
+/// Clicks the element matching `css` like a user, finding it again if a live update
+/// replaced it between finding and clicking.
+async fn click(s: &Session, css: &str) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match s.find(css).await {
+            Ok(e) => match e.click().await {
+                Ok(()) => return,
+                Err(err) => last = err,
+            },
+            Err(err) => last = err,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("could not click {css}: {last}");
 }
 
 /// Visible controls without an accessible name (text, label, aria-label or title).
@@ -233,7 +253,7 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
     .unwrap();
 
     // Arrow keys move, Enter opens the detail view.
-    s.find("#q").await.unwrap().click().await.unwrap();
+    click(&s, "#q").await;
     s.keys(keys::ARROW_DOWN).await.unwrap();
     s.keys(keys::ARROW_UP).await.unwrap();
     let active = js(&s, "return document.querySelector('#results [aria-selected=\"true\"]').dataset.pid").await;
@@ -290,7 +310,7 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
     s.wait_until("document.querySelectorAll('#lamps .lamp').length === 1", WAIT, "back to my lamps").await.unwrap();
 
     // Set an absence with the keyboard: focus the lamp, A, pick Lunch, until 13:00 tomorrow.
-    s.find("#lamps .lamp").await.unwrap().click().await.unwrap();
+    click(&s, "#lamps .lamp").await;
     s.wait_until("document.querySelector('#d-name')?.textContent === 'Åsa Östberg'", WAIT, "detail from lamp").await.unwrap();
     s.keys("a").await.unwrap();
     s.wait_until("document.querySelector('#absence-dialog').open", WAIT, "absence dialog").await.unwrap();
@@ -329,14 +349,14 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
     assert_eq!((local.hour(), local.minute()), (13, 0), "13:00 in the hub's zone, whatever the browser's");
 
     // Change it, then clear it.
-    s.find("#d-absences [data-act=edit]").await.unwrap().click().await.unwrap();
+    click(&s, "#d-absences [data-act=edit]").await;
     s.wait_until("document.querySelector('#absence-dialog').open && document.querySelector('#a-text').value === 'Back after lunch'", WAIT, "edit dialog prefilled")
         .await
         .unwrap();
     s.execute("document.querySelector('#a-reason').value = 'meeting'; document.querySelector('#a-text').value = 'Board meeting';", vec![]).await.unwrap();
-    s.find("#a-save").await.unwrap().click().await.unwrap();
+    click(&s, "#a-save").await;
     s.wait_until("document.querySelector('#d-absences')?.textContent.includes('Board meeting')", WAIT, "absence changed").await.unwrap();
-    s.find("#d-absences [data-act=clear]").await.unwrap().click().await.unwrap();
+    click(&s, "#d-absences [data-act=clear]").await;
     s.wait_until("!document.querySelector('#d-absences')", WAIT, "absence cleared").await.unwrap();
     s.wait_until("document.querySelector('.d-state .words').textContent === 'Available'", WAIT, "available again").await.unwrap();
     let api: Value = reqwest::Client::new()
@@ -389,7 +409,7 @@ async fn a_viewer_sees_everything_but_may_not_set_absences() {
         .unwrap();
     assert_eq!(status, json!([403, "forbidden"]));
     // A wrong token is refused at sign-in.
-    s.find("#signout").await.unwrap().click().await.unwrap();
+    click(&s, "#signout").await;
     let input = s.wait_for("#token", WAIT).await.unwrap();
     input.send_keys("not-a-token").await.unwrap();
     input.send_keys(keys::ENTER).await.unwrap();
@@ -458,7 +478,7 @@ async fn swedish_by_browser_language_with_a_switch_to_english() {
         .await
         .unwrap();
 
-    s.find("#lang").await.unwrap().click().await.unwrap();
+    click(&s, "#lang").await;
     s.wait_until("document.documentElement.lang === 'en'", WAIT, "switched").await.unwrap();
     assert_eq!(text(&s, "#results [data-pid=\"asa.ostberg\"] .words").await, "In a call");
     assert_eq!(text(&s, "#conn").await, "Live");

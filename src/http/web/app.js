@@ -618,6 +618,10 @@ async function loadDetail(id, quiet) {
     return;
   }
   if (S.detailId !== id || S.view !== 'detail') return;
+  // Ages tick locally; re-render only when something else changed, so focus and clicks land.
+  const key = JSON.stringify(d, (k, v) => (k === 'age_s' ? undefined : v)) + S.lang;
+  if (key === S.detailKey && S.detail) return;
+  S.detailKey = key;
   const focusedId = document.activeElement?.id;
   S.detail = d;
   S.detailAt = Date.now();
@@ -660,8 +664,8 @@ function absenceLine(a) {
       h('span', { class: 'tag', text: a.active ? t('d.now') : t('d.planned') }),
       a.created_by ? h('span', { class: 'muted small', text: ' ' + t('d.by', { name: a.created_by }) }) : null),
     canEdit ? h('span', { class: 'btns' },
-      h('button', { type: 'button', class: 'ghost', 'data-act': 'edit', onclick: () => openAbsence(S.detail, a) }, t('d.edit')),
-      h('button', { type: 'button', class: 'ghost danger', 'data-act': 'clear', onclick: () => clearAbsence(S.detail, a) }, t('d.clear'))) : null);
+      h('button', { type: 'button', class: 'ghost', id: 'abs-edit-' + a.id, 'data-act': 'edit', onclick: () => openAbsence(S.detail, a) }, t('d.edit')),
+      h('button', { type: 'button', class: 'ghost danger', id: 'abs-clear-' + a.id, 'data-act': 'clear', onclick: () => clearAbsence(S.detail, a) }, t('d.clear'))) : null);
 }
 function renderDetail() {
   const d = S.detail;
