@@ -196,7 +196,7 @@ impl<S: FrameSink> Subscriber<S> {
     fn snapshot_frames(&self, seq: u64, changes: Vec<Latest>, unseen: Vec<UserIdx>) -> Vec<Frame> {
         let unknown = MergedView::default();
         // Encoded straight into the parts: a 100k-person snapshot never exists twice.
-        let known = changes.iter().filter_map(|c| Some(presence_json(&self.directory.person(c.user)?.id(), &c.view)));
+        let known = changes.iter().filter_map(|c| Some(presence_json(self.directory.person(c.user)?.id(), &c.view)));
         let fresh = unseen.iter().filter_map(|u| self.directory.person(*u)).map(|p| presence_json(p.id(), &unknown));
         let total = changes.len() + unseen.len();
         let parts = total.div_ceil(SNAPSHOT_PART).max(1);

@@ -323,7 +323,7 @@ impl UserPresence {
         let before = self.slots.len() + self.absences.len();
         let ttl = policy.restored_ttl_secs as i64 * 1000;
         self.slots
-            .retain(|s| !s.valid_until.is_some_and(|u| u <= now) && !(s.restored && now - s.updated_at >= ttl));
+            .retain(|s| s.valid_until.is_none_or(|u| u > now) && !(s.restored && now - s.updated_at >= ttl));
         self.absences.retain(|a| !a.is_over(now));
         before != self.slots.len() + self.absences.len()
     }

@@ -96,7 +96,7 @@ struct Line {
 }
 
 fn finite_nonneg(v: f64) -> bool {
-    v.is_finite() && v >= 0.0 && v < 1e9
+    v.is_finite() && (0.0..1e9).contains(&v)
 }
 
 /// Parses a scenario; returns the events (sorted by `at`) and the lines it skipped.
