@@ -455,6 +455,24 @@ async fn the_page_reconnects_by_itself_after_the_hub_restarts() {
         js(&s, "return document.querySelector('#lamps [data-pid=\"marta.lind\"]').getAttribute('aria-label')").await,
         "Märta Lind: Away"
     );
+
+    // The lamp grid is keyboard-driven: arrows move, Delete takes a lamp out of my lamps,
+    // Enter opens the person, Esc goes back to search.
+    s.execute("document.querySelector('#lamps .lamp').focus()", vec![]).await.unwrap();
+    s.keys(keys::ARROW_RIGHT).await.unwrap();
+    assert_eq!(js(&s, "return document.activeElement.dataset.pid").await, "asa.ostberg");
+    s.keys(keys::DELETE).await.unwrap();
+    s.wait_until("document.querySelectorAll('#lamps .lamp').length === 1", WAIT, "lamp removed").await.unwrap();
+    assert_eq!(js(&s, "return JSON.parse(localStorage.getItem('ph.lamps'))").await, json!(["marta.lind"]));
+    s.execute("document.querySelector('#lamps .lamp').focus()", vec![]).await.unwrap();
+    s.keys(keys::ENTER).await.unwrap();
+    s.wait_until("document.querySelector('#d-name')?.textContent === 'Märta Lind'", WAIT, "detail from the lamp").await.unwrap();
+    s.keys(keys::ESCAPE).await.unwrap();
+    s.wait_until("!document.querySelector('#view-lamps').hidden", WAIT, "back to the lamps it came from").await.unwrap();
+    s.keys(keys::ESCAPE).await.unwrap();
+    s.wait_until("!document.querySelector('#view-search').hidden && document.activeElement.id === 'q'", WAIT, "Esc from lamps goes to search")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
