@@ -158,6 +158,7 @@ fn real_main() -> Result<()> {
     let addr = listener.local_addr()?;
     if is_demo {
         println!("presence-hub demo running at http://{addr}/");
+        println!("  Web:    http://{addr}/               (sign in with demo-operator or demo-viewer)");
         println!("  API:    http://{addr}/api/users?q=asa   (Authorization: Bearer demo-viewer)");
         println!("  Stream: http://{addr}/api/events        (SSE)  ws://{addr}/api/stream (WebSocket)");
         println!(
@@ -167,6 +168,9 @@ fn real_main() -> Result<()> {
         println!("  Data:   {}", cfg.data_dir.display());
     } else {
         println!("presence-hub listening on http://{addr}/");
+        if cfg.web.enabled {
+            println!("  Web directory and attendant console: http://{addr}/");
+        }
     }
     let sys = actix_web::rt::System::new();
     sys.block_on(run(cfg, RunOptions { demo: is_demo }, listener, shutdown_signal()))?;
