@@ -138,11 +138,11 @@ const S = {
   reasons: [], depts: [], groups: [],
   people: new Map(),    // id → person summary (name, department, title, phones…)
   presence: new Map(),  // id → merged presence from the stream (or a search answer until then)
-  results: [], total: 0, active: -1, searchGen: 0,
+  results: [], total: 0, active: -1, searchGen: 0, searched: false,
   lamps: store.get('lamps', []),
   lampSource: store.get('lampSource', 'mine'),
   lampIds: [],
-  detail: null, detailId: null, detailAt: 0,
+  detail: null, detailId: null, detailAt: 0, detailKey: '', listsLoaded: false,
   view: null, backTo: '#/',
 };
 
@@ -244,10 +244,10 @@ function reasonLabel(code) {
 const avClass = (a) => ({ Available: 'ok', AvailableIdle: 'ok', Busy: 'busy', BusyIdle: 'busy', DoNotDisturb: 'dnd',
   BeRightBack: 'away', Away: 'away', Offline: 'off' }[a] || 'unk');
 function actWord(a) { return a ? (ACT[S.lang][a] ?? ACT.en[a] ?? a) : null; }
-/// {cls, icon, text, short, note, stale} describing a merged presence for people.
+/// {cls, icon, text, note, stale} describing a merged presence for people.
 function describe(p) {
   if (!p || p.availability === 'Unknown' || p.freshness === 'unknown') {
-    return { cls: 'unk', icon: 'unk', text: AVAIL[S.lang].Unknown, short: AVAIL[S.lang].Unknown, note: p?.note || null, stale: false };
+    return { cls: 'unk', icon: 'unk', text: AVAIL[S.lang].Unknown, note: p?.note || null, stale: false };
   }
   const cls = avClass(p.availability);
   const act = p.activity;
@@ -260,7 +260,6 @@ function describe(p) {
   else if (p.absence_reason && reasonLabel(p.absence_reason)) state = reasonLabel(p.absence_reason);
   else if (act && act !== 'Tentative' && act !== 'WorkingElsewhere') state = actWord(act);
   else state = AVAIL[S.lang][p.availability] ?? p.availability;
-  const short = state;
   let text = state;
   const again = p.available_again_at ? Date.parse(p.available_again_at) : null;
   if (again && again > Date.now() && !call) {
@@ -269,7 +268,7 @@ function describe(p) {
   }
   if (p.ooo && act !== 'OutOfOffice' && !/^(Vacation|Sick)$/.test(act || '')) text += ' · ' + t('ooo');
   const stale = p.freshness === 'stale';
-  return { cls, icon: ic, text, short, note: p.note || null, stale, ooo: !!p.ooo };
+  return { cls, icon: ic, text, note: p.note || null, stale };
 }
 function stateNode(p, tag = 'span') {
   const d = describe(p);
@@ -369,7 +368,6 @@ const live = {
     if (!this.ws || this.ws.readyState !== 1) return;
     const msg = { op: 'subscribe', all: false, users: this.users, departments: this.departments };
     if (resume && this.seq != null) msg.since = this.seq;
-    if (!this.users.length && !this.departments.length) { msg.users = []; }
     this.ws.send(JSON.stringify(msg));
   },
   frame(f) {
