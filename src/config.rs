@@ -132,6 +132,11 @@ pub struct HttpSection {
     pub metrics_require_token: bool,
     /// Largest page size of search results.
     pub max_page: usize,
+    /// Largest webhook body (`/hooks/…`: Graph change notifications, operator pushes), in bytes.
+    pub max_hook_bytes: usize,
+    /// The hub's base URL as webhook senders reach it (e.g. `https://hub.example.com`), used
+    /// in subscriptions providers create. Default: `http://` + the listen address.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpSection {
@@ -142,6 +147,8 @@ impl Default for HttpSection {
             workers: None,
             metrics_require_token: false,
             max_page: 500,
+            max_hook_bytes: 4 * 1024 * 1024,
+            public_url: None,
         }
     }
 }
@@ -342,6 +349,14 @@ impl Config {
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             return bad("http.max_body_bytes must be 1 KiB-16 MiB".into());
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.http.max_hook_bytes) {
+            return bad("http.max_hook_bytes must be 1 KiB-64 MiB".into());
+        }
+        if let Some(u) = &self.http.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 300 {
+                return bad("http.public_url must be an http:// or https:// URL".into());
+            }
         }
         if !(1..=10_000).contains(&self.http.max_page) {
             return bad("http.max_page must be 1-10000".into());

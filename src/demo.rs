@@ -1,12 +1,19 @@
 //! The built-in demo: a company of a few hundred people (Swedish and Norwegian names) and a
-//! looping scenario of calls, meetings, lunches and Teams changes, played through the real
-//! replay provider. `presence-hub` with no arguments runs it on 127.0.0.1:8080.
+//! simulator of each peer the demo's providers talk to: Teams presence comes from the Graph
+//! simulator through the real Graph provider (polling, subscriptions, change notifications);
+//! PBX and mobile calls, meetings and lunches come from a looping scenario through the replay
+//! provider. `presence-hub` with no arguments runs it on 127.0.0.1:8080.
 
 use std::path::Path;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::config::Config;
+use presence_providers::graph::{GraphPresenceConfig, ServiceAccount};
 use presence_providers::replay::ReplayConfig;
 use presence_providers::ProviderConfig;
+use presence_simulators::graph::{GraphSim, GraphSimConfig};
 
 /// The demo directory (CSV).
 pub const DEMO_CSV: &str = include_str!("../fixtures/directory/demo.csv");
@@ -15,13 +22,59 @@ pub const DEMO_SCENARIO: &str = include_str!("../fixtures/scenarios/demo.jsonl")
 /// The demo's documented tokens, by role.
 pub const DEMO_TOKENS: [(&str, &str); 3] = [("viewer", "demo-viewer"), ("operator", "demo-operator"), ("admin", "demo-admin")];
 
-/// The demo configuration: writes the scenario into the data directory and plays it in a loop.
-pub fn config(mut base: Config) -> std::io::Result<Config> {
+/// The simulators the demo's providers talk to; they stop when this is dropped.
+pub struct DemoPeers {
+    /// Microsoft Graph (Teams presence) and its token endpoint.
+    pub graph: Arc<GraphSim>,
+}
+
+/// The Entra object ids of the demo company.
+pub fn entra_ids() -> Vec<String> {
+    let mut lines = DEMO_CSV.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let Some(col) = header.iter().position(|h| h.trim() == "entra_id") else { return Vec::new() };
+    lines.filter_map(|l| l.split(',').nth(col)).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// The demo configuration: starts the simulators on loopback, and sets up the providers that
+/// use them — Teams through the real Graph provider (polling + change notifications), and a
+/// looping scenario (PBX, mobile, calendar, manual) through the replay provider.
+pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
     std::fs::create_dir_all(&base.data_dir)?;
     let scenario = base.data_dir.join("demo-scenario.jsonl");
     write_if_changed(&scenario, DEMO_SCENARIO)?;
-    base.providers = vec![ProviderConfig::Replay(ReplayConfig { name: "demo-replay".into(), file: scenario, repeat: true, speed: 1.0 })];
-    Ok(base)
+
+    let sim_cfg = GraphSimConfig::default();
+    let graph = Arc::new(GraphSim::start(sim_cfg.clone())?);
+    let ids = entra_ids();
+    graph.seed_demo(&ids, 11);
+    graph.drive_demo(ids, Duration::from_millis(1400), 12)?;
+    let teams = GraphPresenceConfig {
+        name: "teams".into(),
+        tenant_id: sim_cfg.tenant.clone(),
+        client_id: sim_cfg.client_id.clone(),
+        client_secret: sim_cfg.client_secret.clone(),
+        authority: graph.url(),
+        token_url: None,
+        graph_url: graph.graph_url(),
+        notifications: true,
+        service_accounts: sim_cfg
+            .accounts
+            .iter()
+            .map(|(name, token)| ServiceAccount { name: name.clone(), refresh_token: token.clone() })
+            .collect(),
+        client_state: None,
+        subscription_minutes: 55,
+        renew_before_secs: 600,
+        consistency_poll_secs: 900,
+        fallback_poll_secs: 60,
+        batch_ms: 50,
+    };
+    base.providers = vec![
+        ProviderConfig::GraphPresence(teams),
+        ProviderConfig::Replay(ReplayConfig { name: "demo-replay".into(), file: scenario, repeat: true, speed: 1.0 }),
+    ];
+    Ok((base, DemoPeers { graph }))
 }
 
 fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {

@@ -174,6 +174,11 @@ pub async fn run(
         .build()
         .map_err(|e| RunError::Provider { name: "http".into(), message: e.to_string() })?;
     let cursors: Arc<dyn Cursors> = Arc::new(StoreCursors(store.clone()));
+    let hooks = presence_actors::provider::Hooks::default();
+    let hub_url = match &config.http.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
     let mut providers = Vec::new();
     for p in &config.providers {
         let feed = hub.feeds().register(p.name(), p.kind());
@@ -184,6 +189,8 @@ pub async fn run(
             shutdown: stop.clone(),
             http: http_client.clone(),
             cursors: cursors.clone(),
+            hooks: hooks.clone(),
+            hub_url: hub_url.clone(),
         };
         let handle = presence_providers::build(p, ctx).map_err(|e| RunError::Provider { name: p.name().into(), message: e.to_string() })?;
         providers.push(handle);
@@ -214,6 +221,7 @@ pub async fn run(
         config: Arc::new(config.clone()),
         ready: Default::default(),
         demo: opts.demo,
+        hooks,
     });
     let persister = actix_web::rt::spawn(persist_loop(hub.clone(), store.clone(), Duration::from_millis(config.snapshot.interval_ms), stop.clone()));
 

@@ -153,7 +153,12 @@ fn real_main() -> Result<()> {
         None => {}
     }
     init_logging(cfg.log.format, &cfg.log.level);
-    let cfg = if is_demo { demo::config(cfg).context("preparing the demo data directory")? } else { cfg };
+    let (cfg, _peers) = if is_demo {
+        let (c, p) = demo::start(cfg).context("starting the demo's simulators")?;
+        (c, Some(p))
+    } else {
+        (cfg, None)
+    };
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     if is_demo {

@@ -84,11 +84,101 @@ pub struct ProviderContext {
     pub http: reqwest::Client,
     /// Persistent cursors.
     pub cursors: Arc<dyn Cursors>,
+    /// Where the provider registers its webhook handler (served at `/hooks/{name}/…`).
+    pub hooks: Hooks,
+    /// The hub's own base URL as peers reach it (`[http] public_url`, else the listen
+    /// address), e.g. `https://hub.example.com`; webhooks are at `{hub_url}/hooks/{name}/…`.
+    pub hub_url: String,
 }
 
 impl ProviderContext {
+    /// The URL of this provider's webhook path `tail` (e.g. `notify`).
+    pub fn hook_url(&self, tail: &str) -> String {
+        format!("{}/hooks/{}/{}", self.hub_url.trim_end_matches('/'), self.name, tail.trim_start_matches('/'))
+    }
+
     /// The directory.
     pub fn directory(&self) -> &Arc<Directory> {
         self.sink.directory()
+    }
+}
+
+/// A request to a provider's webhook, as the hub's HTTP layer received it (already bounded
+/// in size). Providers parse it with pure functions; no HTTP framework types leak in.
+#[derive(Debug, Clone)]
+pub struct HookRequest {
+    /// `GET`, `POST`…
+    pub method: String,
+    /// The path after `/hooks/{provider}/`.
+    pub tail: String,
+    /// The raw query string (without `?`).
+    pub query: String,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HookRequest {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A provider's answer to a webhook request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type of `body`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl HookResponse {
+    /// A plain-text answer.
+    pub fn text(status: u16, body: impl Into<String>) -> HookResponse {
+        HookResponse { status, content_type: "text/plain; charset=utf-8", body: body.into().into_bytes() }
+    }
+
+    /// A JSON error answer in the API's shape (`{"error", "detail"}`).
+    pub fn error(status: u16, error: &str, detail: &str) -> HookResponse {
+        let body = serde_json::json!({ "error": error, "detail": detail }).to_string().into_bytes();
+        HookResponse { status, content_type: "application/json", body }
+    }
+
+    /// An empty answer (`202 Accepted`, `200 OK`…).
+    pub fn empty(status: u16) -> HookResponse {
+        HookResponse { status, content_type: "text/plain; charset=utf-8", body: Vec::new() }
+    }
+}
+
+/// Handles webhook requests for one provider. Called on an HTTP worker thread: it must be
+/// quick (check, parse, hand work to the provider's task) and must not block.
+pub trait HookHandler: Send + Sync {
+    /// Answers one request.
+    fn handle(&self, req: HookRequest) -> HookResponse;
+}
+
+/// The webhook handlers of all providers, by provider name.
+#[derive(Clone, Default)]
+pub struct Hooks(Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<dyn HookHandler>>>>);
+
+impl Hooks {
+    /// Registers (or replaces) the handler of `provider`.
+    pub fn register(&self, provider: &str, handler: Arc<dyn HookHandler>) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(provider.to_string(), handler);
+    }
+
+    /// Removes the handler of `provider`.
+    pub fn unregister(&self, provider: &str) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(provider);
+    }
+
+    /// The handler of `provider`.
+    pub fn get(&self, provider: &str) -> Option<Arc<dyn HookHandler>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(provider).cloned()
     }
 }

@@ -7,12 +7,15 @@
 //!
 //! Layout:
 //! - [`replay`]: plays a scenario file of timed signals (JSON Lines); drives the demo and tests.
+//! - [`graph`]: Microsoft Teams presence through Microsoft Graph (polling + change notifications).
 #![warn(missing_docs)]
 
 use serde::Deserialize;
 
 pub use presence_actors::provider::ProviderContext;
 
+#[cfg(feature = "graph")]
+pub mod graph;
 #[cfg(feature = "replay")]
 pub mod replay;
 
@@ -24,6 +27,9 @@ pub enum ProviderConfig {
     /// Replays a scenario file.
     #[cfg(feature = "replay")]
     Replay(replay::ReplayConfig),
+    /// Microsoft Teams presence through Microsoft Graph.
+    #[cfg(feature = "graph")]
+    GraphPresence(graph::GraphPresenceConfig),
 }
 
 impl ProviderConfig {
@@ -32,6 +38,8 @@ impl ProviderConfig {
         match self {
             #[cfg(feature = "replay")]
             ProviderConfig::Replay(c) => &c.name,
+            #[cfg(feature = "graph")]
+            ProviderConfig::GraphPresence(c) => &c.name,
         }
     }
 
@@ -40,6 +48,8 @@ impl ProviderConfig {
         match self {
             #[cfg(feature = "replay")]
             ProviderConfig::Replay(_) => "replay",
+            #[cfg(feature = "graph")]
+            ProviderConfig::GraphPresence(_) => "graph_presence",
         }
     }
 
@@ -48,6 +58,8 @@ impl ProviderConfig {
         match self {
             #[cfg(feature = "replay")]
             ProviderConfig::Replay(c) => c.validate(),
+            #[cfg(feature = "graph")]
+            ProviderConfig::GraphPresence(c) => c.validate(),
         }
     }
 }
@@ -91,5 +103,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
     match config {
         #[cfg(feature = "replay")]
         ProviderConfig::Replay(c) => replay::start(c, ctx),
+        #[cfg(feature = "graph")]
+        ProviderConfig::GraphPresence(c) => graph::start(c, ctx),
     }
 }

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod error;
+pub mod hooks;
 pub mod stream;
 pub mod web;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Set once start-up (restore, providers) is complete.
     pub ready: AtomicBool,
+    /// Providers' webhook handlers (`/hooks/{provider}/…`).
+    pub hooks: presence_actors::provider::Hooks,
     /// Running the built-in demo (the page may then offer the documented demo tokens).
     pub demo: bool,
     /// Sink for signals pushed through the API (feed "api").
@@ -56,6 +59,7 @@ pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfi
             .route("/healthz", aw::get().to(admin::healthz))
             .route("/readyz", aw::get().to(admin::readyz))
             .route("/metrics", aw::get().to(admin::metrics))
+            .route("/hooks/{provider}/{tail:.*}", aw::route().to(hooks::hook))
             .service(
                 aw::scope("/api")
                     .route("/openapi.json", aw::get().to(admin::openapi))

@@ -1,0 +1,288 @@
+//! HTTP side of the Graph provider: OAuth2 tokens (client credentials for reads, refresh
+//! tokens of service accounts for subscriptions) and Graph calls under the documented budget
+//! (1,500 requests per 30 s per app and tenant) with `429` + `Retry-After` honoured.
+//!
+//! Everything here is plain async code over `reqwest`; parsing is in [`super::parse`].
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use presence_actors::model::now_ms;
+use presence_actors::provider::Cursors;
+
+use super::parse::{self, GraphError, TokenResponse};
+
+/// Requests allowed per window, per app and tenant, for presence reads.
+pub const BUDGET_REQUESTS: usize = 1500;
+/// The budget's window.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(30);
+
+/// Why a Graph or token call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Throttled: try again after this long.
+    #[error("throttled (429); retry after {0:?}")]
+    Throttled(Duration),
+    /// The token endpoint refused (bad credentials, expired refresh token).
+    #[error("token refused: {0}")]
+    Token(String),
+    /// Graph answered with an error status.
+    #[error("HTTP {status}: {code}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Graph error code.
+        code: String,
+        /// Graph error message.
+        message: String,
+    },
+    /// The answer could not be parsed.
+    #[error("bad answer: {0}")]
+    Parse(#[from] parse::ParseError),
+    /// The peer could not be reached.
+    #[error("unreachable: {0}")]
+    Http(String),
+}
+
+impl CallError {
+    /// HTTP status, if Graph answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Status { status, .. } => Some(*status),
+            CallError::Throttled(_) => Some(429),
+            _ => None,
+        }
+    }
+}
+
+/// A sliding-window request budget plus a "throttled until" set by `Retry-After`.
+pub struct Budget {
+    limit: usize,
+    window: Duration,
+    sent: Mutex<(VecDeque<Instant>, Option<Instant>)>,
+}
+
+impl Budget {
+    /// A budget of `limit` requests per `window`.
+    pub fn new(limit: usize, window: Duration) -> Budget {
+        Budget { limit: limit.max(1), window, sent: Mutex::new((VecDeque::new(), None)) }
+    }
+
+    /// How long to wait before the next request may go (zero: go now, and it is counted).
+    pub fn reserve(&self) -> Duration {
+        let now = Instant::now();
+        let mut g = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = g.1 {
+            if until > now {
+                return until - now;
+            }
+            g.1 = None;
+        }
+        while g.0.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+            g.0.pop_front();
+        }
+        if g.0.len() >= self.limit {
+            let oldest = *g.0.front().expect("non-empty when at the limit");
+            return self.window.saturating_sub(now.duration_since(oldest)).max(Duration::from_millis(1));
+        }
+        g.0.push_back(now);
+        Duration::ZERO
+    }
+
+    /// Waits for a slot in the budget.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = self.reserve();
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Graph said 429: nothing goes out before `after` has passed.
+    pub fn throttle(&self, after: Duration) {
+        let mut g = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let until = Instant::now() + after;
+        g.1 = Some(g.1.map_or(until, |u| u.max(until)));
+    }
+
+    /// Throttled until (ms since the epoch), if throttled now.
+    pub fn throttled_until_ms(&self) -> Option<i64> {
+        let g = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        g.1.filter(|u| *u > now).map(|u| now_ms() + (u - now).as_millis() as i64)
+    }
+
+    /// Requests sent in the current window.
+    pub fn in_window(&self) -> usize {
+        let now = Instant::now();
+        let g = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.iter().filter(|t| now.duration_since(**t) < self.window).count()
+    }
+}
+
+/// A cached bearer token.
+#[derive(Clone)]
+struct Cached {
+    token: String,
+    /// Renew at this instant (a minute before expiry).
+    renew_at: Instant,
+}
+
+/// Talks to the token endpoint and to Graph.
+pub struct GraphClient {
+    http: reqwest::Client,
+    graph_url: String,
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+    app_token: tokio::sync::Mutex<Option<Cached>>,
+    /// The presence-read budget.
+    pub budget: Budget,
+}
+
+/// The scope for application (client credentials) tokens.
+pub const APP_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// The scope for delegated tokens of the subscription service accounts.
+pub const DELEGATED_SCOPE: &str = "https://graph.microsoft.com/Presence.Read.All offline_access";
+
+impl GraphClient {
+    /// A client for `graph_url` (e.g. `https://graph.microsoft.com/v1.0`) with tokens from
+    /// `token_url` (e.g. `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`).
+    pub fn new(http: reqwest::Client, graph_url: &str, token_url: &str, client_id: &str, client_secret: &str) -> GraphClient {
+        GraphClient {
+            http,
+            graph_url: graph_url.trim_end_matches('/').to_string(),
+            token_url: token_url.to_string(),
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            app_token: tokio::sync::Mutex::new(None),
+            budget: Budget::new(BUDGET_REQUESTS, BUDGET_WINDOW),
+        }
+    }
+
+    async fn token_call(&self, form: String) -> Result<TokenResponse, CallError> {
+        let res = self
+            .http
+            .post(&self.token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| CallError::Http(e.to_string()))?;
+        let status = res.status().as_u16();
+        let body = res.bytes().await.map_err(|e| CallError::Http(e.to_string()))?;
+        if status != 200 {
+            let why = parse::parse_oauth_error(&body)
+                .map(|e| format!("{}{}", e.error, e.description.map(|d| format!(": {d}")).unwrap_or_default()))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            return Err(CallError::Token(why));
+        }
+        Ok(parse::parse_token_response(&body)?)
+    }
+
+    /// The application token (client credentials), cached until a minute before expiry.
+    pub async fn app_token(&self) -> Result<String, CallError> {
+        let mut g = self.app_token.lock().await;
+        if let Some(c) = g.as_ref().filter(|c| c.renew_at > Instant::now()) {
+            return Ok(c.token.clone());
+        }
+        let t = self.token_call(parse::client_credentials_form(&self.client_id, &self.client_secret, APP_SCOPE)).await?;
+        let life = Duration::from_secs(t.expires_in.max(60));
+        *g = Some(Cached { token: t.access_token.clone(), renew_at: Instant::now() + life - Duration::from_secs(60).min(life / 2) });
+        Ok(t.access_token)
+    }
+
+    /// Forgets the application token (after a 401).
+    pub async fn drop_app_token(&self) {
+        *self.app_token.lock().await = None;
+    }
+
+    /// A delegated token for a service account from its refresh token. Entra may rotate the
+    /// refresh token: the new one is stored in `cursors` under `refresh:{account}` and is
+    /// preferred over the configured one from then on.
+    pub async fn delegated_token(&self, account: &str, configured_refresh: &str, cursors: &dyn Cursors, provider: &str) -> Result<(String, Duration), CallError> {
+        let key = format!("refresh:{account}");
+        let stored = cursors.get(provider, &key);
+        let refresh = stored.as_deref().unwrap_or(configured_refresh);
+        let form = parse::refresh_token_form(&self.client_id, Some(&self.client_secret), refresh, DELEGATED_SCOPE);
+        let t = match self.token_call(form).await {
+            // A stored token that stopped working: fall back to the configured one once.
+            Err(CallError::Token(_)) if stored.is_some() && configured_refresh != refresh => {
+                let form = parse::refresh_token_form(&self.client_id, Some(&self.client_secret), configured_refresh, DELEGATED_SCOPE);
+                self.token_call(form).await?
+            }
+            other => other?,
+        };
+        if let Some(new) = t.refresh_token.as_deref().filter(|n| *n != refresh) {
+            cursors.set(provider, &key, new);
+        }
+        Ok((t.access_token, Duration::from_secs(t.expires_in.max(60))))
+    }
+
+    /// A Graph call. `budgeted` calls wait for a slot in the presence budget first; a 429 sets
+    /// the budget's throttle from `Retry-After` (default 10 s) and comes back as
+    /// [`CallError::Throttled`].
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<String>, budgeted: bool) -> Result<Vec<u8>, CallError> {
+        if budgeted {
+            self.budget.acquire().await;
+        }
+        let mut req = self.http.request(method, format!("{}{}", self.graph_url, path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let res = req.send().await.map_err(|e| CallError::Http(e.to_string()))?;
+        let status = res.status().as_u16();
+        let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| parse::retry_after(v, now_ms()));
+        let bytes = res.bytes().await.map_err(|e| CallError::Http(e.to_string()))?;
+        match status {
+            200..=299 => Ok(bytes.to_vec()),
+            429 => {
+                let after = Duration::from_millis(retry.unwrap_or(10_000));
+                self.budget.throttle(after);
+                Err(CallError::Throttled(after))
+            }
+            _ => {
+                let e = parse::parse_graph_error(&bytes).unwrap_or(GraphError { code: String::new(), message: String::new() });
+                if status == 503 || status == 504 {
+                    if let Some(ms) = retry {
+                        self.budget.throttle(Duration::from_millis(ms));
+                    }
+                }
+                Err(CallError::Status { status, code: e.code, message: e.message })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_the_limit_per_window_then_waits() {
+        let b = Budget::new(3, Duration::from_millis(200));
+        assert!(b.reserve().is_zero());
+        assert!(b.reserve().is_zero());
+        assert!(b.reserve().is_zero());
+        let wait = b.reserve();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(200), "{wait:?}");
+        assert_eq!(b.in_window(), 3);
+        std::thread::sleep(Duration::from_millis(210));
+        assert!(b.reserve().is_zero());
+    }
+
+    #[test]
+    fn retry_after_holds_everything_back() {
+        let b = Budget::new(100, Duration::from_secs(30));
+        b.throttle(Duration::from_millis(300));
+        let wait = b.reserve();
+        assert!(wait > Duration::from_millis(200), "{wait:?}");
+        assert!(b.throttled_until_ms().is_some());
+        // A shorter Retry-After does not shorten a longer one.
+        b.throttle(Duration::from_millis(10));
+        assert!(b.reserve() > Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,156 @@
+//! Microsoft Teams presence through Microsoft Graph (`type = "graph_presence"`).
+//!
+//! - [`parse`]: pure parsers and request builders for the documented shapes (presence,
+//!   getPresencesByUserId, subscriptions, change notifications, OAuth2 tokens, errors).
+//! - [`client`]: tokens (client credentials for reads; service accounts' refresh tokens for
+//!   subscriptions, which Graph allows only with delegated permission) and calls under the
+//!   1,500 requests / 30 s budget with `429` + `Retry-After` honoured.
+//! - [`runtime`]: the provider task — start-up snapshot by polling in batches of 650,
+//!   subscriptions of up to 650 people per service account, the webhook (validation handshake,
+//!   `clientState` check, `202` at once), renewal before the 60-minute expiry, lifecycle
+//!   events, fallback polling while notifications lapse, and a periodic consistency check.
+
+pub mod client;
+pub mod parse;
+pub mod runtime;
+
+use serde::Deserialize;
+
+use crate::{BuildError, ProviderHandle};
+use presence_actors::provider::ProviderContext;
+
+/// One service account that holds a change-notification subscription (up to 650 people).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccount {
+    /// A name for logs and health (e.g. the account's UPN).
+    pub name: String,
+    /// A refresh token of the account for this app (delegated Presence.Read.All,
+    /// offline_access). Rotated tokens are kept in the store.
+    pub refresh_token: String,
+}
+
+/// `type = "graph_presence"` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphPresenceConfig {
+    /// Provider name.
+    pub name: String,
+    /// Entra tenant id.
+    pub tenant_id: String,
+    /// App (client) id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: String,
+    /// Identity provider base URL; the token endpoint is `{authority}/{tenant_id}/oauth2/v2.0/token`.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    /// Full token endpoint, overriding `authority`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Graph base URL.
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// Use change notifications (needs `service_accounts`); otherwise poll only.
+    #[serde(default = "yes")]
+    pub notifications: bool,
+    /// Service accounts holding the subscriptions, 650 people each.
+    #[serde(default)]
+    pub service_accounts: Vec<ServiceAccount>,
+    /// The `clientState` secret (≤ 128 characters); default: a new random one per start.
+    #[serde(default)]
+    pub client_state: Option<String>,
+    /// Subscription lifetime asked for, in minutes (Graph allows at most 60).
+    #[serde(default = "default_subscription_minutes")]
+    pub subscription_minutes: u64,
+    /// Renew this many seconds before expiry.
+    #[serde(default = "default_renew_before")]
+    pub renew_before_secs: u64,
+    /// Poll everyone this often as a consistency check (seconds).
+    #[serde(default = "default_consistency")]
+    pub consistency_poll_secs: u64,
+    /// Poll people without a working subscription this often (seconds).
+    #[serde(default = "default_fallback")]
+    pub fallback_poll_secs: u64,
+    /// Gather notifications for this long before fetching their presence (ms).
+    #[serde(default = "default_batch_ms")]
+    pub batch_ms: u64,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com/v1.0".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_subscription_minutes() -> u64 {
+    55
+}
+fn default_renew_before() -> u64 {
+    600
+}
+fn default_consistency() -> u64 {
+    900
+}
+fn default_fallback() -> u64 {
+    60
+}
+fn default_batch_ms() -> u64 {
+    50
+}
+
+impl GraphPresenceConfig {
+    /// The token endpoint.
+    pub fn token_endpoint(&self) -> String {
+        self.token_url.clone().unwrap_or_else(|| format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id))
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        for (field, v) in [("tenant_id", &self.tenant_id), ("client_id", &self.client_id), ("client_secret", &self.client_secret)] {
+            if v.trim().is_empty() || v.len() > 1024 {
+                return bad(format!("{field} must be set"));
+            }
+        }
+        for (field, v) in [("authority", Some(&self.authority)), ("graph_url", Some(&self.graph_url)), ("token_url", self.token_url.as_ref())] {
+            if let Some(v) = v {
+                if !(v.starts_with("https://") || v.starts_with("http://")) {
+                    return bad(format!("{field} must be an http(s) URL"));
+                }
+            }
+        }
+        if let Some(c) = &self.client_state {
+            if c.is_empty() || c.len() > parse::MAX_CLIENT_STATE {
+                return bad(format!("client_state must be 1-{} characters", parse::MAX_CLIENT_STATE));
+            }
+        }
+        if !(5..=60).contains(&self.subscription_minutes) {
+            return bad("subscription_minutes must be 5-60 (Graph's limit for presence is 60)".into());
+        }
+        if self.renew_before_secs == 0 || self.renew_before_secs >= self.subscription_minutes * 60 {
+            return bad("renew_before_secs must be at least 1 and less than subscription_minutes × 60".into());
+        }
+        if !(10..=86_400).contains(&self.consistency_poll_secs) || !(5..=86_400).contains(&self.fallback_poll_secs) {
+            return bad("consistency_poll_secs must be 10-86400 and fallback_poll_secs 5-86400".into());
+        }
+        if self.batch_ms > 5_000 {
+            return bad("batch_ms must be at most 5000".into());
+        }
+        if self.notifications && self.service_accounts.is_empty() {
+            return bad("notifications need at least one [[providers.service_accounts]] (Graph allows presence subscriptions only with delegated permission); set notifications = false to poll only".into());
+        }
+        Ok(())
+    }
+}
+
+/// Starts the provider task on the current runtime.
+pub fn start(config: &GraphPresenceConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+    config.validate()?;
+    let rt = runtime::Runtime::new(ctx, config.clone());
+    let task = actix::spawn(rt.run());
+    Ok(ProviderHandle::new(move || task.abort()))
+}

@@ -1,0 +1,1264 @@
+//! Microsoft Graph presence: parsers and request builders — pure, bounded, never panic.
+//!
+//! Everything here turns bytes from Graph (or from the Microsoft identity platform) into plain
+//! values, or builds request bodies; there is no I/O, no clock and no actix (protocols.md §2).
+//!
+//! - Presence ([`parse_presence`], [`parse_presences`]): one `presence` object
+//!   (`GET /users/{id}/presence`, or the decrypted `data` of a change notification) or the
+//!   `{"value":[…]}` answer of `POST /communications/getPresencesByUserId`. One bad item does not
+//!   lose the others. [`GraphPresence::to_signal`] maps it onto the model.
+//! - Change and lifecycle notifications ([`parse_notifications`]), the validation handshake
+//!   ([`validation_token`]), subscriptions ([`parse_subscription`],
+//!   [`subscription_request_body`], [`renewal_body`], [`presence_filter_resource`]).
+//! - OAuth2 token endpoint ([`parse_token_response`], [`parse_oauth_error`],
+//!   [`client_credentials_form`], [`refresh_token_form`]), Graph error bodies
+//!   ([`parse_graph_error`]) and `Retry-After` ([`retry_after`]).
+//!
+//! Mapping decisions:
+//! - Availability strings are matched case-insensitively against Graph's nine values, so the
+//!   camelCase spellings of the OpenAPI schema (`doNotDisturb`, `beRightBack`…) parse too.
+//!   Anything else (e.g. `focusing`) becomes [`Availability::Unknown`] and is recorded in
+//!   [`GraphPresence::unknown`] so the runtime can log it once.
+//! - Activities go through [`Activity::parse_source`]; strings that only restate availability
+//!   (`Available`, `Busy`, `PresenceUnknown`…) give no activity. `AvailableInactive` (the
+//!   faded state of a `setPresence` session, §2.4) maps to [`Activity::Inactive`]. A string the
+//!   model does not know (it would become `Activity::Other`) gives no activity and is recorded in
+//!   `unknown` (the availability's raw value wins when both are unknown).
+//! - `PresenceUnknown` (or an unrecognised availability) means Graph has no opinion: the signal
+//!   carries neither availability nor activity, so the merge ignores it; the OOO flag and the
+//!   note, which are independent facts, are still carried.
+//! - Out of office: `ooo` is true when `outOfOfficeSettings.isOutOfOffice` is true **or** the
+//!   activity is `OutOfOffice` — Teams shows "Available + OOF" as `Available/OutOfOffice`, and
+//!   the settings object is not always present (notifications carry only the two strings).
+//! - The note is the status message (HTML tags dropped, common entities decoded, whitespace
+//!   collapsed, bounded like every note); when there is none, or it expired, and the person is
+//!   out of office, the out-of-office message is used instead.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use presence_actors::model::activity::truncate;
+use presence_actors::model::signal::{bounded_note, MAX_NOTE_LEN};
+use presence_actors::model::{parse_rfc3339, Activity, Availability, Signal, Source, UnixMs, Version};
+
+/// Most user ids in one `getPresencesByUserId` request.
+pub const MAX_IDS_PER_REQUEST: usize = 650;
+/// Most user ids in one presence subscription (`$filter=id in (…)`).
+pub const MAX_IDS_PER_SUBSCRIPTION: usize = 650;
+/// Longest `clientState` we send (the subscription resource allows 128 characters).
+pub const MAX_CLIENT_STATE: usize = 128;
+/// Largest body any parser here accepts, in bytes.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Longest id (user object id, subscription id) accepted, in bytes.
+pub const MAX_ID_LEN: usize = 100;
+/// Most items in one notification batch or one presences response.
+pub const MAX_ITEMS: usize = 1000;
+/// Longest decoded validation token accepted, in bytes.
+pub const MAX_VALIDATION_TOKEN: usize = 1024;
+/// Longest `Retry-After` honoured, in milliseconds (1 hour).
+pub const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
+/// Lifetime assumed when a token response has no `expires_in`, in seconds.
+pub const DEFAULT_EXPIRES_IN: u64 = 3600;
+/// The source instance of every Teams signal: Graph delivers one aggregate per person.
+pub const INSTANCE: &str = "teams";
+
+/// Longest `clientState` accepted in a received notification (the changeNotification resource
+/// allows 255; ours are never longer than [`MAX_CLIENT_STATE`]).
+const MAX_RECEIVED_CLIENT_STATE: usize = 255;
+/// Longest raw unknown value, work location, OAuth error code kept.
+const MAX_SHORT: usize = 64;
+/// Longest error description / message kept.
+const MAX_TEXT: usize = 1024;
+/// Longest sequence number kept (longer ones are not Graph's and are dropped).
+const MAX_SEQUENCE: usize = 256;
+/// Longest HTML input converted to text (the note is cut to 500 bytes anyway).
+const MAX_HTML_INPUT: usize = 64 * 1024;
+/// Longest serde error message kept (they may quote the input).
+const MAX_ERROR_MESSAGE: usize = 200;
+/// 9999-01-01T00:00:00Z: expiries from here on mean "never".
+const FAR_FUTURE_MS: UnixMs = 253_370_764_800_000;
+/// 9999-12-31T23:59:59Z, the last second we format.
+const MAX_FORMAT_SECS: i64 = 253_402_300_799;
+
+/// Why a body could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The body is larger than [`MAX_BODY`].
+    #[error("body too large: {len} > {max} bytes")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not JSON at all (syntax error, truncated).
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not the expected shape (wrong types).
+    #[error("unexpected JSON shape: {0}")]
+    Shape(String),
+    /// A required field is absent or null.
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    /// A field has an unusable value.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// More items than allowed.
+    #[error("too many {what}: {n} > {max}")]
+    TooMany {
+        /// What was counted.
+        what: &'static str,
+        /// How many there were.
+        n: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A list that must not be empty is empty.
+    #[error("no {0}")]
+    Empty(&'static str),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presence
+
+/// One person's presence as Graph reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphPresence {
+    /// The user's Entra object id.
+    pub id: String,
+    /// Availability; `Unknown` for `PresenceUnknown`, a missing value or an unknown string.
+    pub availability: Availability,
+    /// Activity, unless it only restates availability or is not recognised.
+    pub activity: Option<Activity>,
+    /// The raw availability or activity value that was not recognised (for a log-once),
+    /// bounded to 64 bytes; `None` when everything was known.
+    pub unknown: Option<String>,
+    /// `sequenceNumber`: lexicographically ordered version of the presence object.
+    pub sequence: Option<String>,
+    /// The status message: HTML tags stripped, entities decoded, whitespace collapsed, bounded
+    /// like every note (500 bytes); `None` when empty.
+    pub status_message: Option<String>,
+    /// When the status message expires (`expiryDateTime`); `None` when absent, "never"
+    /// (year 9999) or in a time zone other than UTC without an offset in `dateTime`.
+    pub status_expires_at: Option<UnixMs>,
+    /// Out of office: `outOfOfficeSettings.isOutOfOffice` or activity `OutOfOffice`.
+    pub ooo: bool,
+    /// The out-of-office message, cleaned like the status message.
+    pub ooo_message: Option<String>,
+    /// `workLocation.workLocationType` (`office`, `remote`, `timeOff`…), unless unspecified.
+    pub work_location: Option<String>,
+}
+
+impl GraphPresence {
+    /// Maps the presence onto a model signal: source Teams, instance [`INSTANCE`], version =
+    /// `sequenceNumber`, no validity bound. `PresenceUnknown` gives neither availability nor
+    /// activity (no opinion). The note is the status message unless it has expired at
+    /// `observed_at`, else the out-of-office message when out of office.
+    pub fn to_signal(&self, observed_at: UnixMs) -> Signal {
+        let known = self.availability.is_known();
+        let mut s = Signal::new(Source::Teams, INSTANCE, known.then_some(self.availability), observed_at);
+        s.activity = if known { self.activity.clone() } else { None };
+        let status = self
+            .status_message
+            .as_deref()
+            .filter(|_| self.status_expires_at.is_none_or(|t| t > observed_at));
+        let ooo_note = if self.ooo { self.ooo_message.as_deref() } else { None };
+        s.note = status.or(ooo_note).and_then(bounded_note);
+        s.ooo = self.ooo;
+        s.version = self.sequence.as_deref().map(|v| Version::Text(v.into()));
+        s.clamp();
+        s
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPresence {
+    id: Option<String>,
+    availability: Option<String>,
+    activity: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    status_message: Option<RawStatusMessage>,
+    #[serde(default, deserialize_with = "lenient")]
+    out_of_office_settings: Option<RawOutOfOffice>,
+    #[serde(default, deserialize_with = "lenient")]
+    sequence_number: Option<String>,
+    #[serde(default)]
+    work_location: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStatusMessage {
+    #[serde(default, deserialize_with = "lenient")]
+    message: Option<RawItemBody>,
+    #[serde(default, deserialize_with = "lenient")]
+    expiry_date_time: Option<RawDateTimeTimeZone>,
+}
+
+#[derive(Deserialize)]
+struct RawItemBody {
+    #[serde(default, deserialize_with = "lenient")]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDateTimeTimeZone {
+    date_time: Option<String>,
+    time_zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOutOfOffice {
+    #[serde(default, deserialize_with = "lenient")]
+    is_out_of_office: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    message: Option<String>,
+}
+
+/// Parses one `presence` object (`GET …/presence`, or a decrypted notification `data`).
+/// Unknown fields are ignored; `id` is required (1–100 bytes).
+pub fn parse_presence(json: &[u8]) -> Result<GraphPresence, ParseError> {
+    presence_from_raw(from_json(json)?)
+}
+
+/// Parses the `{"value":[…]}` answer of `getPresencesByUserId`: one result per item, so one
+/// bad item does not lose the others. Fails as a whole only when the envelope is unusable or
+/// holds more than [`MAX_ITEMS`] items.
+pub fn parse_presences(json: &[u8]) -> Result<Vec<Result<GraphPresence, ParseError>>, ParseError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        value: Option<Capped<Value, MAX_ITEMS>>,
+    }
+    let env: Envelope = from_json(json)?;
+    let items = env.value.ok_or(ParseError::Missing("value"))?.check("presences")?;
+    Ok(items
+        .into_iter()
+        .map(|v| serde_json::from_value::<RawPresence>(v).map_err(json_error).and_then(presence_from_raw))
+        .collect())
+}
+
+fn presence_from_raw(raw: RawPresence) -> Result<GraphPresence, ParseError> {
+    let id = required_id(raw.id.as_deref(), "id")?;
+    let mut unknown = None;
+    let availability = match raw.availability.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Availability::Unknown,
+        Some(a) => map_availability(a).unwrap_or_else(|| {
+            unknown = Some(truncate(a, MAX_SHORT).to_string());
+            Availability::Unknown
+        }),
+    };
+    let activity = match raw.activity.as_deref() {
+        None => None,
+        Some(a) => {
+            let (activity, recognised) = map_activity(a);
+            if !recognised && unknown.is_none() {
+                unknown = Some(truncate(a.trim(), MAX_SHORT).to_string());
+            }
+            activity
+        }
+    };
+    let (status_message, status_expires_at) = match raw.status_message {
+        None => (None, None),
+        Some(sm) => (
+            sm.message.and_then(|m| m.content).as_deref().and_then(clean_text),
+            sm.expiry_date_time
+                .and_then(|e| graph_date_time(e.date_time.as_deref()?, e.time_zone.as_deref())),
+        ),
+    };
+    let (settings_ooo, ooo_message) = match raw.out_of_office_settings {
+        None => (false, None),
+        Some(o) => (o.is_out_of_office.unwrap_or(false), o.message.as_deref().and_then(clean_text)),
+    };
+    let ooo = settings_ooo || activity == Some(Activity::OutOfOffice);
+    let sequence = raw
+        .sequence_number
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= MAX_SEQUENCE)
+        .map(String::from);
+    Ok(GraphPresence {
+        id,
+        availability,
+        activity,
+        unknown,
+        sequence,
+        status_message,
+        status_expires_at,
+        ooo,
+        ooo_message,
+        work_location: work_location(raw.work_location.as_ref()),
+    })
+}
+
+/// Graph's availability values, matched case-insensitively.
+const GRAPH_AVAILABILITY: [(&str, Availability); 9] = [
+    ("Available", Availability::Available),
+    ("AvailableIdle", Availability::AvailableIdle),
+    ("Away", Availability::Away),
+    ("BeRightBack", Availability::BeRightBack),
+    ("Busy", Availability::Busy),
+    ("BusyIdle", Availability::BusyIdle),
+    ("DoNotDisturb", Availability::DoNotDisturb),
+    ("Offline", Availability::Offline),
+    ("PresenceUnknown", Availability::Unknown),
+];
+
+fn map_availability(s: &str) -> Option<Availability> {
+    GRAPH_AVAILABILITY.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|(_, a)| *a)
+}
+
+/// The activity, and whether the string was recognised.
+fn map_activity(s: &str) -> (Option<Activity>, bool) {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("AvailableInactive") {
+        return (Some(Activity::Inactive), true);
+    }
+    match Activity::parse_source(t) {
+        Some(Activity::Other(_)) => (None, false),
+        a => (a, true),
+    }
+}
+
+fn work_location(v: Option<&Value>) -> Option<String> {
+    let s = match v? {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o.get("workLocationType")?.as_str()?,
+        _ => return None,
+    };
+    let s = s.trim();
+    let unspecified = s.is_empty() || s.eq_ignore_ascii_case("unspecified") || s.eq_ignore_ascii_case("unknownFutureValue");
+    (!unspecified).then(|| truncate(s, MAX_SHORT).to_string())
+}
+
+/// A Graph `dateTimeTimeZone`: an offset in `dateTime` wins; otherwise only UTC is understood.
+fn graph_date_time(date_time: &str, time_zone: Option<&str>) -> Option<UnixMs> {
+    let dt = date_time.trim();
+    if dt.is_empty() || dt.len() > 64 {
+        return None;
+    }
+    let ms = match parse_rfc3339(dt) {
+        Some(ms) => ms,
+        None => {
+            let utc = time_zone
+                .map(str::trim)
+                .is_some_and(|z| ["UTC", "Etc/UTC", "GMT", "Etc/GMT", "Z"].iter().any(|n| n.eq_ignore_ascii_case(z)));
+            if !utc {
+                return None;
+            }
+            civil_utc(dt)?
+        }
+    };
+    (ms < FAR_FUTURE_MS).then_some(ms)
+}
+
+/// A time stamp as Graph writes them: RFC 3339, or without offset (then UTC).
+fn graph_time(s: &str) -> Option<UnixMs> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 64 {
+        return None;
+    }
+    parse_rfc3339(s).or_else(|| civil_utc(s))
+}
+
+fn civil_utc(s: &str) -> Option<UnixMs> {
+    let civil: jiff::civil::DateTime = s.parse().ok()?;
+    jiff::tz::Offset::UTC.to_timestamp(civil).ok().map(|t| t.as_millisecond())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests for presence and subscriptions
+
+/// The body of `POST /communications/getPresencesByUserId`: `{"ids":[…]}`. Fails when empty,
+/// over [`MAX_IDS_PER_REQUEST`], or when an id is empty, over 100 bytes or contains whitespace.
+pub fn presences_request_body(ids: &[&str]) -> Result<String, ParseError> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        ids: &'a [&'a str],
+    }
+    check_ids(ids, MAX_IDS_PER_REQUEST)?;
+    serde_json::to_string(&Body { ids }).map_err(|e| ParseError::Invalid { field: "ids", reason: e.to_string() })
+}
+
+/// The subscription resource for several users:
+/// `/communications/presences?$filter=id in ('a','b')` (a `'` in an id is doubled). Fails when
+/// empty, over [`MAX_IDS_PER_SUBSCRIPTION`], or on a bad id.
+pub fn presence_filter_resource(ids: &[&str]) -> Result<String, ParseError> {
+    check_ids(ids, MAX_IDS_PER_SUBSCRIPTION)?;
+    let mut out = String::from("/communications/presences?$filter=id in (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('\'');
+        out.push_str(&id.replace('\'', "''"));
+        out.push('\'');
+    }
+    out.push(')');
+    Ok(out)
+}
+
+fn check_ids(ids: &[&str], max: usize) -> Result<(), ParseError> {
+    if ids.is_empty() {
+        return Err(ParseError::Empty("ids"));
+    }
+    if ids.len() > max {
+        return Err(ParseError::TooMany { what: "ids", n: ids.len(), max });
+    }
+    if let Some(bad) = ids
+        .iter()
+        .find(|id| id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ParseError::Invalid { field: "ids", reason: format!("bad id {:?}", truncate(bad, 40)) });
+    }
+    Ok(())
+}
+
+/// A subscription as Graph returns it from `POST /subscriptions` or `PATCH /subscriptions/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Subscription id.
+    pub id: String,
+    /// The subscribed resource.
+    pub resource: Option<String>,
+    /// `expirationDateTime`.
+    pub expires_at: Option<UnixMs>,
+    /// The `clientState` Graph echoes in every notification.
+    pub client_state: Option<String>,
+}
+
+/// Parses a subscription; `id` is required.
+pub fn parse_subscription(body: &[u8]) -> Result<Subscription, ParseError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Raw {
+        id: Option<String>,
+        resource: Option<String>,
+        expiration_date_time: Option<String>,
+        client_state: Option<String>,
+    }
+    let raw: Raw = from_json(body)?;
+    Ok(Subscription {
+        id: required_id(raw.id.as_deref(), "id")?,
+        resource: raw.resource,
+        expires_at: raw.expiration_date_time.as_deref().and_then(graph_time),
+        client_state: raw.client_state,
+    })
+}
+
+/// The body of `POST /subscriptions` for presence (`changeType` `updated`). Fails when
+/// `client_state` is empty or over [`MAX_CLIENT_STATE`] bytes, when a URL or the resource is
+/// empty, or when `include_resource_data` is set without an encryption certificate (Graph
+/// requires one). `encryption_certificate` is `(base64 certificate, certificate id)`.
+pub fn subscription_request_body(
+    resource: &str,
+    notification_url: &str,
+    lifecycle_url: Option<&str>,
+    expires_at: UnixMs,
+    client_state: &str,
+    include_resource_data: bool,
+    encryption_certificate: Option<(&str, &str)>,
+) -> Result<String, ParseError> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body<'a> {
+        change_type: &'a str,
+        notification_url: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lifecycle_notification_url: Option<&'a str>,
+        resource: &'a str,
+        expiration_date_time: String,
+        client_state: &'a str,
+        include_resource_data: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encryption_certificate: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encryption_certificate_id: Option<&'a str>,
+    }
+    let invalid = |field, reason: &str| ParseError::Invalid { field, reason: reason.to_string() };
+    if client_state.is_empty() {
+        return Err(invalid("clientState", "empty"));
+    }
+    if client_state.len() > MAX_CLIENT_STATE {
+        return Err(ParseError::Invalid {
+            field: "clientState",
+            reason: format!("{} bytes > {MAX_CLIENT_STATE}", client_state.len()),
+        });
+    }
+    if resource.trim().is_empty() {
+        return Err(invalid("resource", "empty"));
+    }
+    if notification_url.trim().is_empty() {
+        return Err(invalid("notificationUrl", "empty"));
+    }
+    if lifecycle_url.is_some_and(|u| u.trim().is_empty()) {
+        return Err(invalid("lifecycleNotificationUrl", "empty"));
+    }
+    if let Some((cert, id)) = encryption_certificate {
+        if cert.trim().is_empty() || id.trim().is_empty() {
+            return Err(invalid("encryptionCertificate", "empty certificate or id"));
+        }
+    } else if include_resource_data {
+        return Err(invalid("encryptionCertificate", "required with includeResourceData"));
+    }
+    let body = Body {
+        change_type: "updated",
+        notification_url,
+        lifecycle_notification_url: lifecycle_url,
+        resource,
+        expiration_date_time: format_utc(expires_at),
+        client_state,
+        include_resource_data,
+        encryption_certificate: encryption_certificate.map(|(c, _)| c),
+        encryption_certificate_id: encryption_certificate.map(|(_, id)| id),
+    };
+    serde_json::to_string(&body).map_err(|e| ParseError::Invalid { field: "subscription", reason: e.to_string() })
+}
+
+/// The body of `PATCH /subscriptions/{id}`: `{"expirationDateTime":"2024-05-06T10:00:00Z"}`
+/// (whole seconds, UTC; clamped to years 1970–9999).
+pub fn renewal_body(expires_at: UnixMs) -> String {
+    format!("{{\"expirationDateTime\":\"{}\"}}", format_utc(expires_at))
+}
+
+fn format_utc(ms: UnixMs) -> String {
+    let secs = ms.div_euclid(1000).clamp(0, MAX_FORMAT_SECS);
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Change notifications
+
+/// One delivery to the notification (or lifecycle) URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationBatch {
+    /// The usable notifications, in order.
+    pub value: Vec<Notification>,
+    /// `validationTokens` (JWTs) sent with notifications that carry resource data.
+    pub validation_tokens: Vec<String>,
+    /// Items that could not be used (index in `value` of the body, reason), e.g. without
+    /// `subscriptionId`; the others are still delivered.
+    pub invalid: Vec<(usize, ParseError)>,
+}
+
+/// One change or lifecycle notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The subscription it belongs to.
+    pub subscription_id: String,
+    /// The `clientState` to compare with ours (≤ 255 bytes).
+    pub client_state: Option<String>,
+    /// `updated` for presence.
+    pub change_type: Option<String>,
+    /// The changed resource (`communications/presences/{id}`).
+    pub resource: Option<String>,
+    /// `tenantId`, else `organizationId`.
+    pub tenant_id: Option<String>,
+    /// The user: `resourceData.id`, else parsed from `resourceData.@odata.id` or `resource`
+    /// (`communications/presences/{id}`, `communications/presences('{id}')`,
+    /// `users/{id}/presence`).
+    pub user_id: Option<String>,
+    /// `subscriptionExpirationDateTime`.
+    pub subscription_expires_at: Option<UnixMs>,
+    /// Encrypted resource data (with `includeResourceData`).
+    pub encrypted: Option<EncryptedContent>,
+    /// Set on lifecycle notifications.
+    pub lifecycle_event: Option<LifecycleEvent>,
+    /// `resourceData.sequenceNumber` if Graph ever sends one (undocumented; usually `None`).
+    pub sequence_hint: Option<String>,
+}
+
+/// `encryptedContent` of a notification; the base64 strings are kept as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedContent {
+    /// AES-CBC ciphertext of the resource (base64).
+    pub data: String,
+    /// HMAC-SHA256 of `data` (base64).
+    pub data_signature: String,
+    /// The symmetric key, RSA-OAEP encrypted with our certificate (base64).
+    pub data_key: String,
+    /// `encryptionCertificateId`: our id of the certificate used.
+    pub certificate_id: Option<String>,
+    /// `encryptionCertificateThumbprint`.
+    pub certificate_thumbprint: Option<String>,
+}
+
+/// `lifecycleEvent` of a lifecycle notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleEvent {
+    /// The subscription must be reauthorized (or renewed) soon.
+    ReauthorizationRequired,
+    /// Graph removed the subscription: recreate it and resync.
+    SubscriptionRemoved,
+    /// Notifications were missed: resync.
+    Missed,
+    /// Any other value, as sent (bounded to 64 bytes).
+    Other(String),
+}
+
+impl LifecycleEvent {
+    fn parse(s: &str) -> LifecycleEvent {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("reauthorizationRequired") {
+            LifecycleEvent::ReauthorizationRequired
+        } else if t.eq_ignore_ascii_case("subscriptionRemoved") {
+            LifecycleEvent::SubscriptionRemoved
+        } else if t.eq_ignore_ascii_case("missed") {
+            LifecycleEvent::Missed
+        } else {
+            LifecycleEvent::Other(truncate(t, MAX_SHORT).to_string())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawNotification {
+    subscription_id: Option<String>,
+    client_state: Option<String>,
+    change_type: Option<String>,
+    resource: Option<String>,
+    tenant_id: Option<String>,
+    organization_id: Option<String>,
+    subscription_expiration_date_time: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    resource_data: Option<RawResourceData>,
+    encrypted_content: Option<RawEncrypted>,
+    lifecycle_event: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawResourceData {
+    #[serde(default, deserialize_with = "lenient")]
+    id: Option<String>,
+    #[serde(rename = "@odata.id", default, deserialize_with = "lenient")]
+    odata_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    sequence_number: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEncrypted {
+    data: Option<String>,
+    data_signature: Option<String>,
+    data_key: Option<String>,
+    encryption_certificate_id: Option<String>,
+    encryption_certificate_thumbprint: Option<String>,
+}
+
+/// Parses a delivery to the notification or lifecycle URL:
+/// `{"value":[…],"validationTokens":[…]}`. Fails as a whole when the envelope is unusable or
+/// holds more than [`MAX_ITEMS`] items; a bad item lands in [`NotificationBatch::invalid`].
+pub fn parse_notifications(body: &[u8]) -> Result<NotificationBatch, ParseError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Envelope {
+        value: Option<Capped<Value, MAX_ITEMS>>,
+        validation_tokens: Option<Capped<Value, MAX_ITEMS>>,
+    }
+    let env: Envelope = from_json(body)?;
+    let items = env.value.ok_or(ParseError::Missing("value"))?.check("notifications")?;
+    let validation_tokens = match env.validation_tokens {
+        None => Vec::new(),
+        Some(t) => t
+            .check("validation tokens")?
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) if !s.trim().is_empty() => Some(s),
+                _ => None,
+            })
+            .collect(),
+    };
+    let mut batch = NotificationBatch { value: Vec::with_capacity(items.len()), validation_tokens, invalid: Vec::new() };
+    for (i, v) in items.into_iter().enumerate() {
+        match serde_json::from_value::<RawNotification>(v).map_err(json_error).and_then(notification_from_raw) {
+            Ok(n) => batch.value.push(n),
+            Err(e) => batch.invalid.push((i, e)),
+        }
+    }
+    Ok(batch)
+}
+
+fn notification_from_raw(r: RawNotification) -> Result<Notification, ParseError> {
+    let subscription_id = required_id(r.subscription_id.as_deref(), "subscriptionId")?;
+    if r.client_state.as_ref().is_some_and(|c| c.len() > MAX_RECEIVED_CLIENT_STATE) {
+        return Err(ParseError::Invalid {
+            field: "clientState",
+            reason: format!("longer than {MAX_RECEIVED_CLIENT_STATE} bytes"),
+        });
+    }
+    let encrypted = match r.encrypted_content {
+        None => None,
+        Some(e) => {
+            let need = |v: Option<String>, field| v.filter(|s| !s.trim().is_empty()).ok_or(ParseError::Missing(field));
+            Some(EncryptedContent {
+                data: need(e.data, "encryptedContent.data")?,
+                data_signature: need(e.data_signature, "encryptedContent.dataSignature")?,
+                data_key: need(e.data_key, "encryptedContent.dataKey")?,
+                certificate_id: e.encryption_certificate_id,
+                certificate_thumbprint: e.encryption_certificate_thumbprint,
+            })
+        }
+    };
+    let rd = r.resource_data.as_ref();
+    let user_id = rd
+        .and_then(|d| d.id.as_deref())
+        .and_then(clean_id)
+        .or_else(|| rd.and_then(|d| d.odata_id.as_deref()).and_then(user_id_from_path))
+        .or_else(|| r.resource.as_deref().and_then(user_id_from_path));
+    let sequence_hint = rd
+        .and_then(|d| d.sequence_number.as_deref())
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= MAX_SEQUENCE)
+        .map(String::from);
+    Ok(Notification {
+        subscription_id,
+        client_state: r.client_state,
+        change_type: r.change_type,
+        tenant_id: r.tenant_id.or(r.organization_id),
+        user_id,
+        subscription_expires_at: r.subscription_expiration_date_time.as_deref().and_then(graph_time),
+        encrypted,
+        lifecycle_event: r.lifecycle_event.as_deref().map(LifecycleEvent::parse),
+        sequence_hint,
+        resource: r.resource,
+    })
+}
+
+/// The user id in `communications/presences/{id}`, `communications/presences('{id}')`,
+/// `users/{id}/presence` or `users('{id}')/presence` (leading `/` and case ignored).
+fn user_id_from_path(path: &str) -> Option<String> {
+    let p = path.trim().trim_start_matches('/');
+    for prefix in ["communications/presences", "users"] {
+        let Some(rest) = strip_prefix_ci(p, prefix) else { continue };
+        let id = if let Some(r) = rest.strip_prefix("('") {
+            r.split("')").next()?
+        } else if let Some(r) = rest.strip_prefix('/') {
+            r.split(['/', '?']).next()?
+        } else {
+            continue;
+        };
+        return clean_id(id);
+    }
+    None
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    s.get(..prefix.len()).filter(|head| head.eq_ignore_ascii_case(prefix))?;
+    s.get(prefix.len()..)
+}
+
+/// An id usable as a key: trimmed, 1–100 bytes, no whitespace, quotes, slashes or controls.
+fn clean_id(s: &str) -> Option<String> {
+    let t = s.trim();
+    let ok = !t.is_empty()
+        && t.len() <= MAX_ID_LEN
+        && !t.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '/' | '?'));
+    ok.then(|| t.to_string())
+}
+
+fn required_id(v: Option<&str>, field: &'static str) -> Result<String, ParseError> {
+    let t = v.ok_or(ParseError::Missing(field))?.trim();
+    let reason = if t.is_empty() {
+        "empty".to_string()
+    } else if t.len() > MAX_ID_LEN {
+        format!("longer than {MAX_ID_LEN} bytes")
+    } else if t.chars().any(char::is_control) {
+        "control character".to_string()
+    } else {
+        return Ok(t.to_string());
+    };
+    Err(ParseError::Invalid { field, reason })
+}
+
+/// The validation token of Graph's handshake, from the raw query string of the request to the
+/// notification URL (`validationToken=Validation%3a+Testing…`, a leading `?` is allowed):
+/// percent-decoded with `+` as space, as Graph expects it echoed. `None` when absent or when
+/// the decoded token is over [`MAX_VALIDATION_TOKEN`] bytes.
+pub fn validation_token(query: &str) -> Option<String> {
+    let q = query.strip_prefix('?').unwrap_or(query);
+    for pair in q.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key.len() > 64 || !form_decode(key).eq_ignore_ascii_case(b"validationToken") {
+            continue;
+        }
+        if value.len() > 3 * MAX_VALIDATION_TOKEN {
+            return None;
+        }
+        let token = form_decode(value);
+        if token.len() > MAX_VALIDATION_TOKEN {
+            return None;
+        }
+        return Some(String::from_utf8_lossy(&token).into_owned());
+    }
+    None
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a `%` not
+/// followed by two hex digits is kept as it is.
+fn form_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => match (b.get(i + 1).and_then(hex_value), b.get(i + 2).and_then(hex_value)) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn hex_value(b: &u8) -> Option<u8> {
+    (*b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// OAuth2 and errors
+
+/// A successful answer of the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenResponse {
+    /// The bearer token.
+    pub access_token: String,
+    /// Lifetime in seconds (a number or a numeric string; [`DEFAULT_EXPIRES_IN`] when absent,
+    /// as RFC 6749 makes it optional).
+    pub expires_in: u64,
+    /// A new refresh token (delegated flows), to store in place of the old one.
+    pub refresh_token: Option<String>,
+    /// `Bearer`.
+    pub token_type: Option<String>,
+}
+
+/// Parses a token endpoint answer; `access_token` is required.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, ParseError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        access_token: Option<String>,
+        expires_in: Option<Value>,
+        refresh_token: Option<String>,
+        token_type: Option<String>,
+    }
+    let raw: Raw = from_json(body)?;
+    let access_token = raw.access_token.filter(|t| !t.trim().is_empty()).ok_or(ParseError::Missing("access_token"))?;
+    let expires_in = match raw.expires_in {
+        None | Some(Value::Null) => DEFAULT_EXPIRES_IN,
+        Some(v) => seconds(&v).ok_or_else(|| ParseError::Invalid {
+            field: "expires_in",
+            reason: truncate(&v.to_string(), 40).to_string(),
+        })?,
+    };
+    Ok(TokenResponse {
+        access_token,
+        expires_in,
+        refresh_token: raw.refresh_token.filter(|t| !t.trim().is_empty()),
+        token_type: raw.token_type,
+    })
+}
+
+fn seconds(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            let f = n.as_f64()?;
+            // `as` saturates; the range check keeps negative and non-finite values out.
+            (f.is_finite() && f >= 0.0).then_some(f as u64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The `application/x-www-form-urlencoded` body of a client-credentials token request.
+pub fn client_credentials_form(client_id: &str, client_secret: &str, scope: &str) -> String {
+    form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+        ("scope", scope),
+    ])
+}
+
+/// The `application/x-www-form-urlencoded` body of a refresh-token request (public clients
+/// send no secret).
+pub fn refresh_token_form(client_id: &str, client_secret: Option<&str>, refresh_token: &str, scope: &str) -> String {
+    let mut pairs = vec![("grant_type", "refresh_token"), ("client_id", client_id)];
+    if let Some(secret) = client_secret {
+        pairs.push(("client_secret", secret));
+    }
+    pairs.push(("refresh_token", refresh_token));
+    pairs.push(("scope", scope));
+    form(&pairs)
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        form_encode(&mut out, k);
+        out.push('=');
+        form_encode(&mut out, v);
+    }
+    out
+}
+
+/// WHATWG `application/x-www-form-urlencoded` byte serialisation: alphanumerics and `*-._`
+/// stay, space becomes `+`, everything else `%XX`.
+fn form_encode(out: &mut String, s: &str) {
+    fn hex(n: u8) -> char {
+        let n = n & 0x0f;
+        char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
+    }
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(char::from(b)),
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(hex(b >> 4));
+                out.push(hex(b));
+            }
+        }
+    }
+}
+
+/// An error answer of the token endpoint (`{"error":"invalid_grant","error_description":…}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    /// The error code (`invalid_grant`, `invalid_client`…), bounded to 64 bytes.
+    pub error: String,
+    /// `error_description` (AADSTS text), bounded to 1024 bytes.
+    pub description: Option<String>,
+}
+
+/// Parses a token endpoint error; `None` when the body is not one.
+pub fn parse_oauth_error(body: &[u8]) -> Option<OAuthError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default, deserialize_with = "lenient")]
+        error: Option<String>,
+        #[serde(default, deserialize_with = "lenient")]
+        error_description: Option<String>,
+    }
+    let raw: Raw = from_json(body).ok()?;
+    let error = raw.error.map(|e| e.trim().to_string()).filter(|e| !e.is_empty())?;
+    Some(OAuthError {
+        error: truncate(&error, MAX_SHORT).to_string(),
+        description: raw
+            .error_description
+            .map(|d| truncate(d.trim(), MAX_TEXT).to_string())
+            .filter(|d| !d.is_empty()),
+    })
+}
+
+/// A Graph error body: `{"error":{"code":"TooManyRequests","message":"…"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphError {
+    /// `error.code`, bounded to 64 bytes.
+    pub code: String,
+    /// `error.message` (empty when absent), bounded to 1024 bytes.
+    pub message: String,
+}
+
+/// Parses a Graph error body; `None` when the body is not one.
+pub fn parse_graph_error(body: &[u8]) -> Option<GraphError> {
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default, deserialize_with = "lenient")]
+        code: Option<String>,
+        #[serde(default, deserialize_with = "lenient")]
+        message: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default, deserialize_with = "lenient")]
+        error: Option<Inner>,
+    }
+    let inner = from_json::<Raw>(body).ok()?.error?;
+    let code = inner.code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty())?;
+    Some(GraphError {
+        code: truncate(&code, MAX_SHORT).to_string(),
+        message: inner.message.map(|m| truncate(m.trim(), MAX_TEXT).to_string()).unwrap_or_default(),
+    })
+}
+
+/// A `Retry-After` header value as a wait in milliseconds from `now`: delta-seconds or an
+/// HTTP-date (IMF-fixdate, plus the obsolete RFC 850 and asctime forms). A date in the past
+/// gives 0; the wait is capped at [`MAX_RETRY_AFTER_MS`]. `None` when unparsable.
+pub fn retry_after(value: &str, now: UnixMs) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > 64 {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: only overflow can fail, and an overflowing wait is capped anyway.
+        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
+    }
+    let at = http_date(v)?;
+    let wait = at.saturating_sub(now).clamp(0, MAX_RETRY_AFTER_MS as i64);
+    u64::try_from(wait).ok()
+}
+
+fn http_date(v: &str) -> Option<UnixMs> {
+    static RFC2822: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    if let Ok(t) = RFC2822.parse_timestamp(v) {
+        return Some(t.as_millisecond());
+    }
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"].iter().find_map(|f| {
+        let dt = jiff::fmt::strtime::parse(f, v).ok()?.to_datetime().ok()?;
+        jiff::tz::Offset::UTC.to_timestamp(dt).ok().map(|t| t.as_millisecond())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text
+
+/// Status and out-of-office messages to one line of plain text: tags dropped (with the
+/// contents of `head`, `style`, `script`, `title` and comments), block tags as spaces, common
+/// entities decoded, control characters removed, whitespace collapsed, bounded like a note.
+fn clean_text(raw: &str) -> Option<String> {
+    let text = decode_entities(&strip_tags(truncate(raw, MAX_HTML_INPUT)));
+    let text: String = text.chars().filter(|c| !c.is_control() || c.is_whitespace()).collect();
+    let mut out = String::with_capacity(text.len().min(2 * MAX_NOTE_LEN));
+    for word in text.split_whitespace() {
+        if out.len() > 2 * MAX_NOTE_LEN {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    bounded_note(&out).map(String::from)
+}
+
+const RAW_TEXT_TAGS: [&str; 4] = ["head", "style", "script", "title"];
+const BLOCK_TAGS: [&str; 21] = [
+    "br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
+    "blockquote", "pre", "body", "html",
+];
+
+/// Drops tags. A `<` starts a tag only when followed by a letter, `/`, `!` or `?` and closed
+/// by a later `>`; otherwise it is text ("a < b", "<3"). Linear in the input.
+fn strip_tags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut skipping: Option<&'static str> = None;
+    let mut no_more_gt = false;
+    while let Some(lt) = rest.find('<') {
+        if skipping.is_none() {
+            out.push_str(rest.get(..lt).unwrap_or(""));
+        }
+        let after = rest.get(lt + 1..).unwrap_or("");
+        if let Some(comment) = after.strip_prefix("!--") {
+            match comment.find("-->") {
+                Some(end) => {
+                    rest = comment.get(end + 3..).unwrap_or("");
+                    continue;
+                }
+                None => return out,
+            }
+        }
+        let starts_tag = after.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'/' | b'!' | b'?'));
+        let gt = if starts_tag && !no_more_gt { after.find('>') } else { None };
+        match gt {
+            Some(gt) => {
+                let inner = after.get(..gt).unwrap_or("");
+                let closing = inner.starts_with('/');
+                let name: String = inner
+                    .trim_start_matches('/')
+                    .bytes()
+                    .take_while(u8::is_ascii_alphanumeric)
+                    .take(16)
+                    .map(|b| char::from(b.to_ascii_lowercase()))
+                    .collect();
+                match skipping {
+                    Some(end) => {
+                        if closing && name == end {
+                            skipping = None;
+                        }
+                    }
+                    None => {
+                        if !closing && !inner.ends_with('/') {
+                            skipping = RAW_TEXT_TAGS.iter().copied().find(|t| *t == name);
+                        }
+                        if BLOCK_TAGS.contains(&name.as_str()) {
+                            out.push(' ');
+                        }
+                    }
+                }
+                rest = after.get(gt + 1..).unwrap_or("");
+            }
+            None => {
+                // No '>' after this point means none after any later '<' either.
+                no_more_gt |= starts_tag;
+                if skipping.is_none() {
+                    out.push('<');
+                }
+                rest = after;
+            }
+        }
+    }
+    if skipping.is_none() {
+        out.push_str(rest);
+    }
+    out
+}
+
+/// Decodes `&amp; &lt; &gt; &quot; &apos; &nbsp; &ndash; &mdash; &hellip;` and numeric
+/// references; anything else stays as written. `&nbsp;` becomes a plain space.
+fn decode_entities(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(rest.get(..amp).unwrap_or(""));
+        let after = rest.get(amp + 1..).unwrap_or("");
+        let semi = after.bytes().take(10).position(|b| b == b';');
+        match semi.and_then(|n| Some((n, entity(after.get(..n)?)?))) {
+            Some((n, c)) => {
+                out.push(c);
+                rest = after.get(n + 1..).unwrap_or("");
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn entity(name: &str) -> Option<char> {
+    Some(match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        "ndash" => '\u{2013}',
+        "mdash" => '\u{2014}',
+        "hellip" => '\u{2026}',
+        _ => {
+            let num = name.strip_prefix('#')?;
+            let n = match num.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => num.parse::<u32>().ok()?,
+            };
+            match char::from_u32(n)? {
+                '\u{a0}' => ' ',
+                c => c,
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON helpers
+
+fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ParseError> {
+    if body.len() > MAX_BODY {
+        return Err(ParseError::TooLarge { len: body.len(), max: MAX_BODY });
+    }
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+fn json_error(e: serde_json::Error) -> ParseError {
+    let msg = e.to_string();
+    let msg = truncate(&msg, MAX_ERROR_MESSAGE).to_string();
+    match e.classify() {
+        serde_json::error::Category::Data => ParseError::Shape(msg),
+        _ => ParseError::NotJson(msg),
+    }
+}
+
+/// `deserialize_with` for optional fields: a value of the wrong shape becomes `None` instead
+/// of failing the whole object.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let v = Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+/// A JSON array of which at most `N` items are kept; the rest are counted, not stored.
+struct Capped<T, const N: usize> {
+    items: Vec<T>,
+    total: usize,
+}
+
+impl<T, const N: usize> Capped<T, N> {
+    fn check(self, what: &'static str) -> Result<Vec<T>, ParseError> {
+        if self.total > N {
+            return Err(ParseError::TooMany { what, n: self.total, max: N });
+        }
+        Ok(self.items)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T, const N: usize>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for V<T, N> {
+            type Value = Capped<T, N>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                let mut total = 0usize;
+                loop {
+                    let more = if total < N {
+                        seq.next_element::<T>()?.map(|x| items.push(x)).is_some()
+                    } else {
+                        seq.next_element::<IgnoredAny>()?.is_some()
+                    };
+                    if !more {
+                        break;
+                    }
+                    total += 1;
+                }
+                Ok(Capped { items, total })
+            }
+        }
+        d.deserialize_seq(V::<T, N>(PhantomData))
+    }
+}
+

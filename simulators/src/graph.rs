@@ -1,0 +1,785 @@
+//! A Microsoft Graph presence simulator and the identity provider's token endpoint, from the
+//! documented shapes (see `../shared/reference/protocols.md` §2):
+//!
+//! - `POST /{tenant}/oauth2/v2.0/token`: `client_credentials` (app tokens) and
+//!   `refresh_token` (delegated tokens of service accounts; each refresh rotates the token).
+//! - `POST /v1.0/communications/getPresencesByUserId` (≤ 650 ids), `GET
+//!   /v1.0/communications/presences/{id}`, under a 1,500 requests / 30 s budget answered with
+//!   `429` + `Retry-After` beyond it.
+//! - `POST /v1.0/subscriptions` (delegated tokens only; ≤ 650 ids; ≤ 60 minutes; one presence
+//!   subscription per account) with the validation handshake against `notificationUrl` and
+//!   `lifecycleNotificationUrl`; `PATCH`, `DELETE` and `POST …/reauthorize`.
+//! - Change notifications (`{"value":[…]}` with `clientState`) to subscribers when presence
+//!   changes, and lifecycle notifications on request.
+//!
+//! Tests and the demo drive it through [`GraphSim`]'s methods; [`Misbehave`] makes it throttle,
+//! fail, slow down, drop notifications, expire subscriptions or send malformed bodies.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::Server;
+
+/// Settings of a [`GraphSim`].
+#[derive(Debug, Clone)]
+pub struct GraphSimConfig {
+    /// Tenant id in the token URL.
+    pub tenant: String,
+    /// The app's client id.
+    pub client_id: String,
+    /// The app's secret.
+    pub client_secret: String,
+    /// Service accounts: name → initial refresh token.
+    pub accounts: Vec<(String, String)>,
+    /// Lifetime of issued access tokens.
+    pub token_lifetime: Duration,
+    /// Presence read budget per 30 s.
+    pub budget: usize,
+}
+
+impl Default for GraphSimConfig {
+    fn default() -> Self {
+        GraphSimConfig {
+            tenant: "sim-tenant".into(),
+            client_id: "sim-client".into(),
+            client_secret: "sim-secret".into(),
+            accounts: vec![("svc1@sim.example".into(), "rt-svc1-0".into()), ("svc2@sim.example".into(), "rt-svc2-0".into())],
+            token_lifetime: Duration::from_secs(3600),
+            budget: 1500,
+        }
+    }
+}
+
+/// Ways to misbehave, set with [`GraphSim::misbehave`].
+#[derive(Debug, Clone, Default)]
+pub struct Misbehave {
+    /// Answer this many presence reads with `429` and `Retry-After: retry_after_secs`.
+    pub throttle_next: u32,
+    /// `Retry-After` seconds for those.
+    pub retry_after_secs: u64,
+    /// Answer this many presence reads with `503`.
+    pub fail_next: u32,
+    /// Delay every Graph answer by this long.
+    pub slow: Duration,
+    /// Do not send change notifications (presence still changes).
+    pub drop_notifications: bool,
+    /// Answer this many presence reads with a malformed body.
+    pub malformed_next: u32,
+    /// Refuse subscription creation and renewal (`403`).
+    pub refuse_subscriptions: bool,
+}
+
+/// Counters, read with [`GraphSim::stats`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SimStats {
+    /// Token requests answered.
+    pub token_requests: u64,
+    /// getPresencesByUserId / presence GETs answered (any status).
+    pub presence_requests: u64,
+    /// Of those, answered 429.
+    pub throttled: u64,
+    /// Presence requests that arrived while a Retry-After was still running.
+    pub early_after_retry_after: u64,
+    /// Subscriptions created.
+    pub subscriptions_created: u64,
+    /// Renewals (PATCH).
+    pub renewals: u64,
+    /// Reauthorizations.
+    pub reauthorizations: u64,
+    /// Subscriptions deleted.
+    pub deletions: u64,
+    /// Validation handshakes passed / failed.
+    pub validations_ok: u64,
+    /// Validation handshakes failed.
+    pub validations_failed: u64,
+    /// Notification POSTs answered 2xx.
+    pub notifications_delivered: u64,
+    /// Notification POSTs refused or failed.
+    pub notifications_failed: u64,
+    /// Slowest notification answer, ms.
+    pub slowest_notification_ms: u64,
+}
+
+#[derive(Clone)]
+struct Presence {
+    id: String,
+    availability: String,
+    activity: String,
+    message: Option<String>,
+    ooo: bool,
+    seq: u64,
+}
+
+#[derive(Clone)]
+struct Sub {
+    id: String,
+    account: String,
+    ids: HashSet<String>,
+    notification_url: String,
+    lifecycle_url: Option<String>,
+    client_state: String,
+    expires_at: i64,
+}
+
+enum TokenKind {
+    App,
+    Delegated(String),
+}
+
+struct State {
+    cfg: GraphSimConfig,
+    presences: HashMap<String, Presence>,
+    seq: u64,
+    subs: HashMap<String, Sub>,
+    next_sub: u64,
+    tokens: HashMap<String, (TokenKind, Instant)>,
+    next_token: u64,
+    refresh: HashMap<String, String>,
+    window: VecDeque<Instant>,
+    retry_until: Option<Instant>,
+    misbehave: Misbehave,
+    stats: SimStats,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
+fn graph_error(status: u16, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST))
+        .json(json!({ "error": { "code": code, "message": message, "innerError": { "date": rfc3339(now_ms()) } } }))
+}
+
+/// The running simulator.
+pub struct GraphSim {
+    server: Server,
+    state: Shared,
+    http: reqwest::Client,
+}
+
+impl GraphSim {
+    /// Starts on `127.0.0.1` (any free port).
+    pub fn start(cfg: GraphSimConfig) -> std::io::Result<GraphSim> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
+    }
+
+    /// Starts on `addr`.
+    pub fn start_on(addr: SocketAddr, cfg: GraphSimConfig) -> std::io::Result<GraphSim> {
+        let refresh = cfg.accounts.iter().map(|(a, t)| (t.clone(), a.clone())).collect();
+        let state: Shared = Arc::new(Mutex::new(State {
+            cfg,
+            presences: HashMap::new(),
+            seq: 0x1000,
+            subs: HashMap::new(),
+            next_sub: 1,
+            tokens: HashMap::new(),
+            next_token: 1,
+            refresh,
+            window: VecDeque::new(),
+            retry_until: None,
+            misbehave: Misbehave::default(),
+            stats: SimStats::default(),
+        }));
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().map_err(std::io::Error::other)?;
+        let st = state.clone();
+        let cl = http.clone();
+        let server = Server::start(addr, move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(web::Data::new(st.clone()))
+                .app_data(web::Data::new(cl.clone()))
+                .app_data(web::PayloadConfig::default().limit(8 * 1024 * 1024))
+                .route("/{tenant}/oauth2/v2.0/token", web::post().to(token))
+                .route("/v1.0/communications/getPresencesByUserId", web::post().to(get_presences))
+                .route("/v1.0/communications/presences/{id}", web::get().to(get_presence))
+                .route("/v1.0/subscriptions", web::post().to(create_subscription))
+                .route("/v1.0/subscriptions/{id}", web::patch().to(renew_subscription))
+                .route("/v1.0/subscriptions/{id}", web::delete().to(delete_subscription))
+                .route("/v1.0/subscriptions/{id}/reauthorize", web::post().to(reauthorize));
+        })?;
+        Ok(GraphSim { server, state, http })
+    }
+
+    /// Base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The Graph base URL to configure (`…/v1.0`).
+    pub fn graph_url(&self) -> String {
+        format!("{}/v1.0", self.url())
+    }
+
+    /// The token endpoint to configure.
+    pub fn token_url(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.url(), lock(&self.state).cfg.tenant)
+    }
+
+    /// Sets presences without notifying anyone (the state before the hub starts).
+    pub fn seed(&self, people: &[(&str, &str, &str)]) {
+        let mut g = lock(&self.state);
+        for (id, a, act) in people {
+            g.seq += 1;
+            let seq = g.seq;
+            g.presences.insert(id.to_ascii_lowercase(), Presence { id: id.to_string(), availability: a.to_string(), activity: act.to_string(), message: None, ooo: false, seq });
+        }
+    }
+
+    /// Changes one person's presence and notifies the subscriptions that cover them
+    /// (unless notifications are being dropped). Returns once the notifications are answered.
+    pub async fn set_presence(&self, id: &str, availability: &str, activity: &str, message: Option<&str>, ooo: bool) {
+        let deliveries = {
+            let mut g = lock(&self.state);
+            g.seq += 1;
+            let seq = g.seq;
+            g.presences.insert(
+                id.to_ascii_lowercase(),
+                Presence { id: id.to_string(), availability: availability.into(), activity: activity.into(), message: message.map(Into::into), ooo, seq },
+            );
+            if g.misbehave.drop_notifications {
+                Vec::new()
+            } else {
+                let now = now_ms();
+                let tenant = g.cfg.tenant.clone();
+                g.subs
+                    .values()
+                    .filter(|s| s.expires_at > now && s.ids.contains(&id.to_ascii_lowercase()))
+                    .map(|s| {
+                        let body = json!({ "value": [{
+                            "subscriptionId": s.id,
+                            "clientState": s.client_state,
+                            "changeType": "updated",
+                            "resource": format!("communications/presences/{id}"),
+                            "subscriptionExpirationDateTime": rfc3339(s.expires_at),
+                            "resourceData": {
+                                "@odata.id": format!("communications/presences/{id}"),
+                                "@odata.type": "#Microsoft.Graph.presence",
+                                "id": id,
+                            },
+                            "tenantId": tenant,
+                        }]});
+                        (s.notification_url.clone(), body)
+                    })
+                    .collect()
+            }
+        };
+        for (url, body) in deliveries {
+            self.post_notification(&url, &body).await;
+        }
+    }
+
+    async fn post_notification(&self, url: &str, body: &Value) -> Option<u16> {
+        let t0 = Instant::now();
+        let res = self.http.post(url).json(body).send().await;
+        let ms = t0.elapsed().as_millis() as u64;
+        let mut g = lock(&self.state);
+        g.stats.slowest_notification_ms = g.stats.slowest_notification_ms.max(ms);
+        match res {
+            Ok(r) if r.status().is_success() => {
+                g.stats.notifications_delivered += 1;
+                Some(r.status().as_u16())
+            }
+            Ok(r) => {
+                g.stats.notifications_failed += 1;
+                Some(r.status().as_u16())
+            }
+            Err(_) => {
+                g.stats.notifications_failed += 1;
+                None
+            }
+        }
+    }
+
+    /// Posts a raw body to every subscription's notification URL (for forged or malformed
+    /// notifications in tests); returns the statuses.
+    pub async fn post_raw(&self, body: &Value) -> Vec<Option<u16>> {
+        let urls: Vec<String> = lock(&self.state).subs.values().map(|s| s.notification_url.clone()).collect();
+        let mut out = Vec::new();
+        for u in urls {
+            out.push(self.post_notification(&u, body).await);
+        }
+        out
+    }
+
+    /// Sends a lifecycle notification (e.g. `reauthorizationRequired`) for every subscription.
+    pub async fn lifecycle(&self, event: &str) {
+        let deliveries: Vec<(String, Value)> = {
+            let g = lock(&self.state);
+            g.subs
+                .values()
+                .filter_map(|s| {
+                    let url = s.lifecycle_url.clone()?;
+                    Some((url, json!({ "value": [{
+                        "subscriptionId": s.id,
+                        "subscriptionExpirationDateTime": rfc3339(s.expires_at),
+                        "tenantId": g.cfg.tenant,
+                        "clientState": s.client_state,
+                        "lifecycleEvent": event,
+                    }]})))
+                })
+                .collect()
+        };
+        for (url, body) in deliveries {
+            self.post_notification(&url, &body).await;
+        }
+    }
+
+    /// Expires every subscription now (as if renewals had lapsed): Graph forgets them.
+    pub fn expire_subscriptions(&self) {
+        lock(&self.state).subs.clear();
+    }
+
+    /// Sets the misbehaviour.
+    pub fn misbehave(&self, m: Misbehave) {
+        lock(&self.state).misbehave = m;
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SimStats {
+        lock(&self.state).stats.clone()
+    }
+
+    /// Live subscriptions: (id, account, people).
+    pub fn subscriptions(&self) -> Vec<(String, String, usize)> {
+        let now = now_ms();
+        let mut v: Vec<_> = lock(&self.state).subs.values().filter(|s| s.expires_at > now).map(|s| (s.id.clone(), s.account.clone(), s.ids.len())).collect();
+        v.sort();
+        v
+    }
+}
+
+fn bearer(req: &HttpRequest, st: &State) -> Result<Option<String>, HttpResponse> {
+    let Some(t) = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+        return Err(graph_error(401, "InvalidAuthenticationToken", "Access token is empty."));
+    };
+    match st.tokens.get(t) {
+        Some((_, exp)) if *exp > Instant::now() => {}
+        Some(_) => return Err(graph_error(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")),
+        None => return Err(graph_error(401, "InvalidAuthenticationToken", "Access token validation failure.")),
+    }
+    Ok(match &st.tokens[t].0 {
+        TokenKind::App => None,
+        TokenKind::Delegated(a) => Some(a.clone()),
+    })
+}
+
+async fn token(state: web::Data<Shared>, form: web::Form<HashMap<String, String>>) -> HttpResponse {
+    let mut g = lock(&state);
+    g.stats.token_requests += 1;
+    let f = form.into_inner();
+    let oauth = |code: &str, desc: &str| HttpResponse::BadRequest().json(json!({ "error": code, "error_description": desc, "error_codes": [70000] }));
+    if f.get("client_id") != Some(&g.cfg.client_id) || f.get("client_secret") != Some(&g.cfg.client_secret) {
+        return HttpResponse::Unauthorized().json(json!({ "error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided." }));
+    }
+    let life = g.cfg.token_lifetime;
+    g.next_token += 1;
+    let access = format!("at-{}-{}", g.next_token, now_ms());
+    match f.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {
+            g.tokens.insert(access.clone(), (TokenKind::App, Instant::now() + life));
+            HttpResponse::Ok().json(json!({ "token_type": "Bearer", "expires_in": life.as_secs(), "ext_expires_in": life.as_secs(), "access_token": access }))
+        }
+        Some("refresh_token") => {
+            let Some(rt) = f.get("refresh_token") else { return oauth("invalid_request", "AADSTS900144: refresh_token missing") };
+            let Some(account) = g.refresh.get(rt).cloned() else { return oauth("invalid_grant", "AADSTS70008: The refresh token has expired or is invalid.") };
+            // Rotate: a new refresh token; the old one keeps working (as Entra's do for a while).
+            let new_rt = format!("rt-{account}-{}", g.next_token);
+            g.refresh.insert(new_rt.clone(), account.clone());
+            g.tokens.insert(access.clone(), (TokenKind::Delegated(account), Instant::now() + life));
+            HttpResponse::Ok().json(json!({
+                "token_type": "Bearer", "scope": "https://graph.microsoft.com/Presence.Read.All",
+                "expires_in": life.as_secs(), "access_token": access, "refresh_token": new_rt,
+            }))
+        }
+        _ => oauth("unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type."),
+    }
+}
+
+fn presence_json(p: &Presence) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.presence",
+        "id": p.id,
+        "availability": p.availability,
+        "activity": p.activity,
+        "sequenceNumber": format!("{:016X}", p.seq),
+        "statusMessage": p.message.as_ref().map(|m| json!({ "message": { "content": m, "contentType": "text" }, "publishedDateTime": rfc3339(now_ms()) })),
+        "outOfOfficeSettings": { "message": null, "isOutOfOffice": p.ooo },
+        "workLocation": null,
+    })
+}
+
+/// Budget, misbehaviour and slowness shared by the presence reads. `Err` is the answer to send.
+async fn presence_gate(state: &Shared) -> Result<(), HttpResponse> {
+    let slow = lock(state).misbehave.slow;
+    if !slow.is_zero() {
+        tokio::time::sleep(slow).await;
+    }
+    let mut g = lock(state);
+    g.stats.presence_requests += 1;
+    let now = Instant::now();
+    if g.retry_until.is_some_and(|u| u > now) {
+        g.stats.early_after_retry_after += 1;
+    }
+    if g.misbehave.throttle_next > 0 {
+        g.misbehave.throttle_next -= 1;
+        g.stats.throttled += 1;
+        let secs = g.misbehave.retry_after_secs.max(1);
+        g.retry_until = Some(now + Duration::from_secs(secs));
+        return Err(HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", secs.to_string()))
+            .json(json!({ "error": { "code": "TooManyRequests", "message": "Too many requests." } })));
+    }
+    if g.misbehave.fail_next > 0 {
+        g.misbehave.fail_next -= 1;
+        return Err(graph_error(503, "ServiceUnavailable", "The service is temporarily unavailable."));
+    }
+    while g.window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(30)) {
+        g.window.pop_front();
+    }
+    if g.window.len() >= g.cfg.budget {
+        g.stats.throttled += 1;
+        let wait = Duration::from_secs(30).saturating_sub(now.duration_since(*g.window.front().expect("non-empty")));
+        let secs = wait.as_secs().max(1);
+        g.retry_until = Some(now + Duration::from_secs(secs));
+        return Err(HttpResponse::TooManyRequests().insert_header(("Retry-After", secs.to_string())).json(json!({ "error": { "code": "TooManyRequests", "message": "Application is over its resource limit." } })));
+    }
+    g.window.push_back(now);
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IdsBody {
+    ids: Vec<String>,
+}
+
+async fn get_presences(state: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    if let Err(r) = bearer(&req, &lock(&state)) {
+        return r;
+    }
+    if let Err(r) = presence_gate(&state).await {
+        return r;
+    }
+    let mut g = lock(&state);
+    if g.misbehave.malformed_next > 0 {
+        g.misbehave.malformed_next -= 1;
+        return HttpResponse::Ok().content_type("application/json").body("{\"value\":[{\"id\":");
+    }
+    let Ok(ids) = serde_json::from_slice::<IdsBody>(&body) else {
+        return graph_error(400, "BadRequest", "Invalid request body.");
+    };
+    if ids.ids.is_empty() || ids.ids.len() > 650 {
+        return graph_error(400, "BadRequest", "The number of ids must be between 1 and 650.");
+    }
+    let value: Vec<Value> = ids
+        .ids
+        .iter()
+        .map(|id| match g.presences.get(&id.to_ascii_lowercase()) {
+            Some(p) => presence_json(p),
+            None => presence_json(&Presence { id: id.clone(), availability: "Offline".into(), activity: "OffWork".into(), message: None, ooo: false, seq: 1 }),
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.presence)", "value": value }))
+}
+
+async fn get_presence(state: web::Data<Shared>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    if let Err(r) = bearer(&req, &lock(&state)) {
+        return r;
+    }
+    if let Err(r) = presence_gate(&state).await {
+        return r;
+    }
+    let g = lock(&state);
+    match g.presences.get(&id.to_ascii_lowercase()) {
+        Some(p) => HttpResponse::Ok().json(presence_json(p)),
+        None => graph_error(404, "NotFound", "The user was not found."),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubBody {
+    change_type: String,
+    notification_url: String,
+    #[serde(default)]
+    lifecycle_notification_url: Option<String>,
+    resource: String,
+    expiration_date_time: String,
+    #[serde(default)]
+    client_state: Option<String>,
+    #[serde(default)]
+    include_resource_data: bool,
+}
+
+/// The ids of `/communications/presences?$filter=id in ('a','b')`.
+fn filter_ids(resource: &str) -> Option<Vec<String>> {
+    let rest = resource.trim_start_matches('/').strip_prefix("communications/presences?$filter=id in (")?.strip_suffix(')')?;
+    let mut out = Vec::new();
+    for part in rest.split(',') {
+        let p = part.trim();
+        out.push(p.strip_prefix('\'')?.strip_suffix('\'')?.replace("''", "'").to_ascii_lowercase());
+    }
+    Some(out)
+}
+
+/// Graph's validation handshake: POST `url?validationToken=…`, expect the token back as
+/// text/plain within 10 s.
+async fn validate(http: &reqwest::Client, url: &str) -> bool {
+    let token = format!("Validation: Testing client application reachability for subscription Request-Id: {}", now_ms());
+    let enc: String = token
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let res = http.post(format!("{url}{sep}validationToken={enc}")).timeout(Duration::from_secs(10)).send().await;
+    match res {
+        Ok(r) if r.status() == 200 && r.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/plain")) => {
+            r.text().await.is_ok_and(|t| t == token)
+        }
+        _ => false,
+    }
+}
+
+async fn create_subscription(state: web::Data<Shared>, http: web::Data<reqwest::Client>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let account = match bearer(&req, &lock(&state)) {
+        Err(r) => return r,
+        Ok(None) => {
+            return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; Reason: Application permission is not supported for presence subscriptions.]")
+        }
+        Ok(Some(a)) => a,
+    };
+    if lock(&state).misbehave.refuse_subscriptions {
+        return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; Reason: refused by the simulator]");
+    }
+    let Ok(b) = serde_json::from_slice::<SubBody>(&body) else {
+        return graph_error(400, "InvalidRequest", "Invalid subscription body.");
+    };
+    if b.change_type != "updated" {
+        return graph_error(400, "InvalidRequest", "changeType must be 'updated' for presence.");
+    }
+    let Some(ids) = filter_ids(&b.resource) else {
+        return graph_error(400, "InvalidRequest", "Unsupported resource.");
+    };
+    if ids.is_empty() || ids.len() > 650 {
+        return graph_error(400, "InvalidRequest", "A presence subscription can have at most 650 ids.");
+    }
+    let Some(exp) = b.expiration_date_time.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()) else {
+        return graph_error(400, "InvalidRequest", "expirationDateTime is invalid.");
+    };
+    let now = now_ms();
+    if exp <= now || exp > now + 60 * 60_000 + 60_000 {
+        return graph_error(400, "InvalidRequest", "Subscription expiration can only be 60 minutes in the future.");
+    }
+    let cs = b.client_state.clone().unwrap_or_default();
+    if cs.len() > 128 {
+        return graph_error(400, "InvalidRequest", "clientState is longer than 128 characters.");
+    }
+    if b.include_resource_data {
+        return graph_error(400, "InvalidRequest", "This simulator sends basic notifications only (includeResourceData is not supported here).");
+    }
+    let existing = lock(&state).subs.values().any(|s| s.account == account && s.expires_at > now);
+    if existing {
+        return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; Reason: The user already has a presence subscription for this application.]");
+    }
+    // Validation handshake, outside the lock.
+    let mut ok = validate(&http, &b.notification_url).await;
+    if ok {
+        if let Some(l) = &b.lifecycle_notification_url {
+            ok = validate(&http, l).await;
+        }
+    }
+    let mut g = lock(&state);
+    if !ok {
+        g.stats.validations_failed += 1;
+        return graph_error(400, "ValidationError", "Subscription validation request failed. Response must exactly match validationToken query parameter.");
+    }
+    g.stats.validations_ok += 1;
+    g.stats.subscriptions_created += 1;
+    let id = format!("{:08x}-sim0-4000-8000-{:012x}", g.next_sub, now);
+    g.next_sub += 1;
+    let sub = Sub {
+        id: id.clone(),
+        account,
+        ids: ids.into_iter().collect(),
+        notification_url: b.notification_url.clone(),
+        lifecycle_url: b.lifecycle_notification_url.clone(),
+        client_state: cs.clone(),
+        expires_at: exp,
+    };
+    g.subs.insert(id.clone(), sub);
+    HttpResponse::Created().json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
+        "id": id, "resource": b.resource, "changeType": "updated", "clientState": cs,
+        "notificationUrl": b.notification_url, "lifecycleNotificationUrl": b.lifecycle_notification_url,
+        "expirationDateTime": rfc3339(exp), "includeResourceData": false,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RenewBody {
+    expiration_date_time: String,
+}
+
+async fn renew_subscription(state: web::Data<Shared>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let mut g = lock(&state);
+    match bearer(&req, &g) {
+        Err(r) => return r,
+        Ok(None) => return graph_error(403, "ExtensionError", "Application permission is not supported for presence subscriptions."),
+        Ok(Some(_)) => {}
+    }
+    if g.misbehave.refuse_subscriptions {
+        return graph_error(403, "ExtensionError", "refused by the simulator");
+    }
+    let Some(exp) = serde_json::from_slice::<RenewBody>(&body).ok().and_then(|b| b.expiration_date_time.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond()) else {
+        return graph_error(400, "InvalidRequest", "expirationDateTime is invalid.");
+    };
+    let now = now_ms();
+    if exp <= now || exp > now + 61 * 60_000 {
+        return graph_error(400, "InvalidRequest", "Subscription expiration can only be 60 minutes in the future.");
+    }
+    let Some(s) = g.subs.get_mut(id.as_str()).filter(|s| s.expires_at > now) else {
+        return graph_error(404, "ResourceNotFound", "The object was not found.");
+    };
+    s.expires_at = exp;
+    let out = json!({ "id": s.id, "expirationDateTime": rfc3339(exp), "clientState": s.client_state, "changeType": "updated" });
+    g.stats.renewals += 1;
+    HttpResponse::Ok().json(out)
+}
+
+async fn delete_subscription(state: web::Data<Shared>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let mut g = lock(&state);
+    if let Err(r) = bearer(&req, &g) {
+        return r;
+    }
+    if g.subs.remove(id.as_str()).is_none() {
+        return graph_error(404, "ResourceNotFound", "The object was not found.");
+    }
+    g.stats.deletions += 1;
+    HttpResponse::NoContent().finish()
+}
+
+async fn reauthorize(state: web::Data<Shared>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let mut g = lock(&state);
+    if let Err(r) = bearer(&req, &g) {
+        return r;
+    }
+    if !g.subs.contains_key(id.as_str()) {
+        return graph_error(404, "ResourceNotFound", "The object was not found.");
+    }
+    g.stats.reauthorizations += 1;
+    HttpResponse::Ok().finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_ids_reads_the_documented_resource() {
+        assert_eq!(filter_ids("/communications/presences?$filter=id in ('A','b''c')"), Some(vec!["a".to_string(), "b'c".to_string()]));
+        assert_eq!(filter_ids("/users/x/presence"), None);
+    }
+}
+
+/// Teams states the demo moves people between, with weights.
+const DEMO_STATES: [(&str, &str, u32); 10] = [
+    ("Available", "Available", 34),
+    ("Busy", "Busy", 10),
+    ("Busy", "InACall", 10),
+    ("Busy", "InAMeeting", 8),
+    ("Away", "Away", 10),
+    ("BeRightBack", "BeRightBack", 6),
+    ("DoNotDisturb", "Presenting", 4),
+    ("AvailableIdle", "Inactive", 6),
+    ("Offline", "OffWork", 8),
+    ("Available", "OutOfOffice", 4),
+];
+
+/// A small deterministic generator (xorshift64*), so the demo plays the same way each time.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// Next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn demo_state(rng: &mut Rng) -> (&'static str, &'static str) {
+    let total: u32 = DEMO_STATES.iter().map(|s| s.2).sum();
+    let mut r = rng.below(total as u64) as u32;
+    for (a, act, w) in DEMO_STATES {
+        if r < w {
+            return (a, act);
+        }
+        r -= w;
+    }
+    ("Available", "Available")
+}
+
+impl GraphSim {
+    /// Seeds everyone with a plausible working-day state (most Available).
+    pub fn seed_demo(&self, ids: &[String], seed: u64) {
+        let mut rng = Rng::new(seed);
+        let people: Vec<(String, &str, &str)> = ids
+            .iter()
+            .map(|id| {
+                let (a, act) = if rng.below(100) < 60 { ("Available", "Available") } else { demo_state(&mut rng) };
+                (id.clone(), a, act)
+            })
+            .collect();
+        let refs: Vec<(&str, &str, &str)> = people.iter().map(|(i, a, b)| (i.as_str(), *a, *b)).collect();
+        self.seed(&refs);
+    }
+
+    /// Changes a random person's Teams state every `every` (± half), on a thread of its own,
+    /// until the simulator is dropped. Changes reach subscribers as change notifications.
+    pub fn drive_demo(self: &Arc<Self>, ids: Vec<String>, every: Duration, seed: u64) -> std::io::Result<()> {
+        let sim = Arc::downgrade(self);
+        std::thread::Builder::new().name("graph-sim-demo".into()).spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let mut rng = Rng::new(seed);
+            rt.block_on(async move {
+                loop {
+                    let wait = every.as_millis() as u64 / 2 + rng.below(every.as_millis() as u64 + 1);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    let Some(sim) = sim.upgrade() else { return };
+                    if ids.is_empty() {
+                        return;
+                    }
+                    let id = &ids[rng.below(ids.len() as u64) as usize];
+                    let (a, act) = demo_state(&mut rng);
+                    sim.set_presence(id, a, act, None, act == "OutOfOffice").await;
+                }
+            });
+        })?;
+        Ok(())
+    }
+}

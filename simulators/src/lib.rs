@@ -1,0 +1,74 @@
+//! presence-simulators: stand-ins for the hub's peers, built from their documented wire
+//! formats, serving on loopback. Tests use them to drive the real provider code paths; the
+//! demo (`presence-hub` with no arguments) runs them so its changes come through those paths
+//! too. Each can be told to misbehave (throttle, fail, slow down, drop or garble messages).
+//!
+//! Layout:
+//! - [`graph`]: Microsoft Graph presence (getPresencesByUserId, subscriptions, change and
+//!   lifecycle notifications with the validation handshake) and the OAuth2 token endpoint.
+#![warn(missing_docs)]
+
+pub mod graph;
+
+use std::net::SocketAddr;
+
+/// A simulator's HTTP server, running on its own thread and actix system until dropped.
+pub struct Server {
+    addr: SocketAddr,
+    handle: Option<actix_web::dev::ServerHandle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `factory`'s app on `addr` (port 0: any free port) in a new thread.
+    pub fn start<F>(addr: SocketAddr, configure: F) -> std::io::Result<Server>
+    where
+        F: Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+    {
+        let listener = std::net::TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name(format!("sim-{}", addr.port())).spawn(move || {
+            let sys = actix_rt::System::new();
+            let server = match actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener)
+            {
+                Ok(s) => s.run(),
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(server.handle()));
+            let _ = sys.block_on(server);
+        })?;
+        let handle = rx.recv().map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(Server { addr, handle: Some(handle), thread: Some(thread) })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            // The stop command is sent when `stop` is called; its future only awaits the end,
+            // which joining the thread does too (and works inside or outside a runtime).
+            drop(h.stop(false));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! End-to-end tests of the Teams (Microsoft Graph presence) provider through the hub, against
+//! the in-repo Graph simulator on loopback: a Teams change reaches a WebSocket subscriber; a
+//! lapsed subscription is replaced and presence resynced by polling; throttling is honoured;
+//! a notification with a wrong `clientState` is refused and counted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use presence_hub::config::Config;
+use presence_simulators::graph::{GraphSim, GraphSimConfig, Misbehave};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Åsa Östberg's Entra object id in fixtures/directory/demo.csv.
+const ASA: &str = "10a7755d-ff8d-5b50-bd78-633734ff90bf";
+
+/// Every demo person's Entra id, from the fixture directory.
+fn entra_ids() -> Vec<String> {
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/directory/demo.csv")).unwrap();
+    csv.lines().skip(1).filter_map(|l| l.rsplit(',').next().map(str::to_string)).filter(|s| s.len() == 36).collect()
+}
+
+fn sim() -> GraphSim {
+    let sim = GraphSim::start(GraphSimConfig::default()).unwrap();
+    let ids = entra_ids();
+    assert!(ids.len() >= 300);
+    let seed: Vec<(&str, &str, &str)> = ids.iter().map(|i| (i.as_str(), "Available", "Available")).collect();
+    sim.seed(&seed);
+    sim
+}
+
+fn config(sim: &GraphSim, tag: &str, extra: &str) -> Config {
+    let mut cfg = test_config(temp_dir(tag));
+    let text = format!(
+        r#"
+type = "graph_presence"
+name = "teams"
+tenant_id = "sim-tenant"
+client_id = "sim-client"
+client_secret = "sim-secret"
+token_url = "{}"
+graph_url = "{}"
+client_state = "the-hubs-secret-client-state"
+batch_ms = 20
+{extra}
+[[service_accounts]]
+name = "svc1@sim.example"
+refresh_token = "rt-svc1-0"
+"#,
+        sim.token_url(),
+        sim.graph_url()
+    );
+    cfg.providers = vec![toml::from_str(&text).unwrap()];
+    cfg.validate().unwrap();
+    cfg
+}
+
+async fn providers(s: &Server) -> Value {
+    let r = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    v.as_array().unwrap().iter().find(|p| p["name"] == "teams").cloned().unwrap()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn presence_of(s: &Server, id: &str) -> Value {
+    let v: Value = client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    v["presence"].clone()
+}
+
+async fn subscribed(s: &Server) {
+    wait_for("an active Graph subscription", Duration::from_secs(15), async || {
+        providers(s).await["details"]["subscriptions"][0]["state"] == "active"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_change_reaches_a_websocket_subscriber() {
+    let sim = sim();
+    let s = start(config(&sim, "graph-ws", ""));
+    subscribed(&s).await;
+    let p = providers(&s).await;
+    assert_eq!(p["state"], "up");
+    assert_eq!(p["details"]["people"], 320);
+    assert_eq!(p["details"]["subscriptions"][0]["people"], 320);
+    assert_eq!(p["details"]["polled_people"], 0);
+    assert_eq!(sim.stats().validations_ok, 1, "the validation handshake passed");
+    // The start-up snapshot came by polling: everyone Available.
+    assert_eq!(presence_of(&s, "asa.ostberg").await["availability"], "Available");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"))).await.unwrap();
+    ws.send(Message::text(json!({ "op": "subscribe", "users": ["asa.ostberg"] }).to_string())).await.unwrap();
+    // Snapshot first.
+    loop {
+        let msg = ws.next().await.unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "snapshot" && f["last"] == true {
+            break;
+        }
+    }
+    let t0 = Instant::now();
+    sim.set_presence(ASA, "Busy", "InACall", Some("Kundsamtal"), false).await;
+    let delta = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a delta within 5 s").unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "delta" {
+            break f;
+        }
+    };
+    eprintln!("Teams change to WebSocket delta: {} ms", t0.elapsed().as_millis());
+    assert_eq!(delta["presence"]["id"], "asa.ostberg");
+    assert_eq!(delta["presence"]["availability"], "Busy");
+    assert_eq!(delta["presence"]["activity"], "InACall");
+    assert_eq!(delta["presence"]["note"], "Kundsamtal");
+    assert_eq!(delta["presence"]["reasons"], json!(["teams"]));
+    let stats = sim.stats();
+    assert_eq!(stats.notifications_delivered, 1);
+    assert!(stats.slowest_notification_ms < 3000, "acknowledged within 3 s");
+    // Health is refreshed twice a second.
+    wait_for("the notification in health", Duration::from_secs(3), async || {
+        let p = providers(&s).await;
+        p["details"]["notifications"] == 1 && p["details"]["subscriptions"][0]["notifications"] == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_subscription_is_replaced_and_presence_resynced() {
+    let sim = sim();
+    // Renew 2 s after creation (5-minute subscriptions, renewed 298 s before expiry).
+    let s = start(config(&sim, "graph-lapse", "subscription_minutes = 5\nrenew_before_secs = 298"));
+    subscribed(&s).await;
+    let first = sim.subscriptions();
+    assert_eq!(first.len(), 1);
+    // Graph forgets the subscription, and a change happens while nobody is told.
+    sim.expire_subscriptions();
+    sim.set_presence(ASA, "DoNotDisturb", "Presenting", None, false).await;
+    assert_eq!(sim.stats().notifications_delivered, 0);
+    // The renewal gets 404, the hub creates a new subscription and resyncs by polling.
+    wait_for("a new subscription", Duration::from_secs(15), async || sim.subscriptions().first().is_some_and(|n| n.0 != first[0].0)).await;
+    wait_for("the missed change, by polling", Duration::from_secs(10), async || presence_of(&s, "asa.ostberg").await["activity"] == "Presenting").await;
+    assert!(sim.stats().subscriptions_created >= 2);
+    // Notifications flow again on the new one.
+    sim.set_presence(ASA, "Away", "Away", None, false).await;
+    wait_for("the change by notification", Duration::from_secs(5), async || presence_of(&s, "asa.ostberg").await["availability"] == "Away").await;
+    assert!(sim.stats().notifications_delivered >= 1);
+
+    // A lifecycle reauthorizationRequired is answered by reauthorizing, then a resync.
+    let polls = providers(&s).await["details"]["polls"].as_u64().unwrap();
+    sim.lifecycle("reauthorizationRequired").await;
+    wait_for("reauthorization", Duration::from_secs(5), async || sim.stats().reauthorizations == 1).await;
+    wait_for("a resync poll", Duration::from_secs(5), async || providers(&s).await["details"]["polls"].as_u64().unwrap() > polls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_honoured() {
+    let sim = sim();
+    let s = start(config(&sim, "graph-429", ""));
+    subscribed(&s).await;
+    sim.misbehave(Misbehave { throttle_next: 2, retry_after_secs: 2, ..Misbehave::default() });
+    let t0 = Instant::now();
+    sim.set_presence(ASA, "Busy", "InAMeeting", None, false).await;
+    wait_for("the change despite throttling", Duration::from_secs(15), async || presence_of(&s, "asa.ostberg").await["activity"] == "InAMeeting").await;
+    let took = t0.elapsed();
+    let stats = sim.stats();
+    assert_eq!(stats.throttled, 2);
+    assert_eq!(stats.early_after_retry_after, 0, "no request went out before Retry-After had passed");
+    assert!(took >= Duration::from_secs(4), "two Retry-After: 2 waits, took {took:?}");
+    wait_for("throttling in health", Duration::from_secs(3), async || {
+        let p = providers(&s).await;
+        p["details"]["throttled_responses"] == 2 && p["state"] == "up"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_client_state_is_refused_and_counted() {
+    let sim = sim();
+    let s = start(config(&sim, "graph-forged", ""));
+    subscribed(&s).await;
+    let id = sim.subscriptions()[0].0.clone();
+    let forged = json!({ "value": [{
+        "subscriptionId": id, "clientState": "guessed", "changeType": "updated",
+        "resource": format!("communications/presences/{ASA}"),
+        "resourceData": { "@odata.type": "#Microsoft.Graph.presence", "id": ASA },
+    }]});
+    assert_eq!(sim.post_raw(&forged).await, vec![Some(403)]);
+    let missing = json!({ "value": [{ "subscriptionId": id, "changeType": "updated", "resourceData": { "id": ASA } }]});
+    assert_eq!(sim.post_raw(&missing).await, vec![Some(403)]);
+    wait_for("the refusals in health", Duration::from_secs(3), async || providers(&s).await["details"]["rejected_client_state"] == 2).await;
+    let p = providers(&s).await;
+    assert_eq!(p["details"]["notifications"], 0);
+    assert!(p["errors"].as_u64().unwrap() >= 2);
+
+    // Malformed bodies: 400 with a reason, counted.
+    let r = client().post(s.url("/hooks/teams/notify")).body("{\"value\": [").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "bad_request");
+    wait_for("the malformed body in health", Duration::from_secs(3), async || providers(&s).await["details"]["malformed_notifications"] == 1).await;
+
+    // The validation handshake: the decoded token back as text/plain.
+    let r = client().post(s.url("/hooks/teams/notify?validationToken=Validation%3a+Testing+client+application+reachability")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(r.text().await.unwrap(), "Validation: Testing client application reachability");
+    // Unknown providers and paths.
+    assert_eq!(client().post(s.url("/hooks/nobody/notify")).send().await.unwrap().status(), 404);
+    assert_eq!(client().post(s.url("/hooks/teams/other")).send().await.unwrap().status(), 404);
+}
