@@ -81,8 +81,6 @@ const MAX_HTML_INPUT: usize = 64 * 1024;
 const MAX_ERROR_MESSAGE: usize = 200;
 /// 9999-01-01T00:00:00Z: expiries from here on mean "never".
 const FAR_FUTURE_MS: UnixMs = 253_370_764_800_000;
-/// 9999-12-31T23:59:59Z, the last second we format.
-const MAX_FORMAT_SECS: i64 = 253_402_300_799;
 
 /// Why a body could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,10 +166,7 @@ impl GraphPresence {
         let known = self.availability.is_known();
         let mut s = Signal::new(Source::Teams, INSTANCE, known.then_some(self.availability), observed_at);
         s.activity = if known { self.activity.clone() } else { None };
-        let status = self
-            .status_message
-            .as_deref()
-            .filter(|_| self.status_expires_at.is_none_or(|t| t > observed_at));
+        let status = self.status_message.as_deref().filter(|_| self.status_expires_at.is_none_or(|t| t > observed_at));
         let ooo_note = if self.ooo { self.ooo_message.as_deref() } else { None };
         s.note = status.or(ooo_note).and_then(bounded_note);
         s.ooo = self.ooo;
@@ -274,8 +269,7 @@ fn presence_from_raw(raw: RawPresence) -> Result<GraphPresence, ParseError> {
         None => (None, None),
         Some(sm) => (
             sm.message.and_then(|m| m.content).as_deref().and_then(clean_text),
-            sm.expiry_date_time
-                .and_then(|e| graph_date_time(e.date_time.as_deref()?, e.time_zone.as_deref())),
+            sm.expiry_date_time.and_then(|e| graph_date_time(e.date_time.as_deref()?, e.time_zone.as_deref())),
         ),
     };
     let (settings_ooo, ooo_message) = match raw.out_of_office_settings {
@@ -339,7 +333,8 @@ fn work_location(v: Option<&Value>) -> Option<String> {
         _ => return None,
     };
     let s = s.trim();
-    let unspecified = s.is_empty() || s.eq_ignore_ascii_case("unspecified") || s.eq_ignore_ascii_case("unknownFutureValue");
+    let unspecified =
+        s.is_empty() || s.eq_ignore_ascii_case("unspecified") || s.eq_ignore_ascii_case("unknownFutureValue");
     (!unspecified).then(|| truncate(s, MAX_SHORT).to_string())
 }
 
@@ -528,16 +523,14 @@ pub fn subscription_request_body(
 }
 
 /// The body of `PATCH /subscriptions/{id}`: `{"expirationDateTime":"2024-05-06T10:00:00Z"}`
-/// (whole seconds, UTC; clamped to years 1970–9999).
+/// (whole seconds, UTC; clamped to 1970 … 9999-12-30).
 pub fn renewal_body(expires_at: UnixMs) -> String {
     format!("{{\"expirationDateTime\":\"{}\"}}", format_utc(expires_at))
 }
 
 fn format_utc(ms: UnixMs) -> String {
-    let secs = ms.div_euclid(1000).clamp(0, MAX_FORMAT_SECS);
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+    let secs = ms.div_euclid(1000).clamp(0, jiff::Timestamp::MAX.as_second());
+    jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -685,7 +678,8 @@ pub fn parse_notifications(body: &[u8]) -> Result<NotificationBatch, ParseError>
             })
             .collect(),
     };
-    let mut batch = NotificationBatch { value: Vec::with_capacity(items.len()), validation_tokens, invalid: Vec::new() };
+    let mut batch =
+        NotificationBatch { value: Vec::with_capacity(items.len()), validation_tokens, invalid: Vec::new() };
     for (i, v) in items.into_iter().enumerate() {
         match serde_json::from_value::<RawNotification>(v).map_err(json_error).and_then(notification_from_raw) {
             Ok(n) => batch.value.push(n),
@@ -977,10 +971,7 @@ pub fn parse_oauth_error(body: &[u8]) -> Option<OAuthError> {
     let error = raw.error.map(|e| e.trim().to_string()).filter(|e| !e.is_empty())?;
     Some(OAuthError {
         error: truncate(&error, MAX_SHORT).to_string(),
-        description: raw
-            .error_description
-            .map(|d| truncate(d.trim(), MAX_TEXT).to_string())
-            .filter(|d| !d.is_empty()),
+        description: raw.error_description.map(|d| truncate(d.trim(), MAX_TEXT).to_string()).filter(|d| !d.is_empty()),
     })
 }
 
@@ -1063,13 +1054,32 @@ fn clean_text(raw: &str) -> Option<String> {
         }
         out.push_str(word);
     }
-    bounded_note(&out).map(String::from)
+    bounded_note(truncate(&out, MAX_NOTE_LEN)).map(String::from)
 }
 
 const RAW_TEXT_TAGS: [&str; 4] = ["head", "style", "script", "title"];
 const BLOCK_TAGS: [&str; 21] = [
-    "br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
-    "blockquote", "pre", "body", "html",
+    "br",
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "tr",
+    "td",
+    "th",
+    "table",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "blockquote",
+    "pre",
+    "body",
+    "html",
 ];
 
 /// Drops tags. A `<` starts a tag only when followed by a letter, `/`, `!` or `?` and closed
@@ -1093,7 +1103,8 @@ fn strip_tags(s: &str) -> String {
                 None => return out,
             }
         }
-        let starts_tag = after.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'/' | b'!' | b'?'));
+        let starts_tag =
+            after.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'/' | b'!' | b'?'));
         let gt = if starts_tag && !no_more_gt { after.find('>') } else { None };
         match gt {
             Some(gt) => {
@@ -1262,3 +1273,767 @@ impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N>
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEAMS_TABLE: &[u8] = include_bytes!("../../../fixtures/graph/presences_teams_table.json");
+    const CAMELCASE: &[u8] = include_bytes!("../../../fixtures/graph/presence_camelcase_focusing.json");
+    const STATUS_EXPIRY: &[u8] = include_bytes!("../../../fixtures/graph/presence_status_message_expiry.json");
+    const STATUS_PLAIN: &[u8] = include_bytes!("../../../fixtures/graph/presence_status_message_plain.json");
+    const OOO: &[u8] = include_bytes!("../../../fixtures/graph/presence_ooo.json");
+    const ONE_BAD: &[u8] = include_bytes!("../../../fixtures/graph/presences_one_bad_item.json");
+    const TWO_SUBS: &[u8] = include_bytes!("../../../fixtures/graph/notifications_two_subscriptions.json");
+    const ENCRYPTED: &[u8] = include_bytes!("../../../fixtures/graph/notification_encrypted.json");
+    const LIFECYCLE: &[u8] = include_bytes!("../../../fixtures/graph/lifecycle_reauthorization_required.json");
+    const ERROR_429: &[u8] = include_bytes!("../../../fixtures/graph/error_429.json");
+    const TOKEN: &[u8] = include_bytes!("../../../fixtures/graph/token_response.json");
+    const INVALID_GRANT: &[u8] = include_bytes!("../../../fixtures/graph/oauth_invalid_grant.json");
+    const SUBSCRIPTION: &[u8] = include_bytes!("../../../fixtures/graph/subscription_created.json");
+
+    const ALL_FIXTURES: [&[u8]; 13] = [
+        TEAMS_TABLE,
+        CAMELCASE,
+        STATUS_EXPIRY,
+        STATUS_PLAIN,
+        OOO,
+        ONE_BAD,
+        TWO_SUBS,
+        ENCRYPTED,
+        LIFECYCLE,
+        ERROR_429,
+        TOKEN,
+        INVALID_GRANT,
+        SUBSCRIPTION,
+    ];
+
+    fn ms(s: &str) -> UnixMs {
+        parse_rfc3339(s).expect("test time")
+    }
+
+    fn all_ok(json: &[u8]) -> Vec<GraphPresence> {
+        parse_presences(json).expect("envelope").into_iter().map(|r| r.expect("item")).collect()
+    }
+
+    #[test]
+    fn teams_table_maps_every_pair() {
+        use Activity as Ac;
+        use Availability as Av;
+        let want: [(Av, Option<Ac>, bool); 15] = [
+            (Av::Available, None, false),
+            (Av::Available, Some(Ac::OutOfOffice), true),
+            (Av::Busy, None, false),
+            (Av::Busy, Some(Ac::InACall), false),
+            (Av::Busy, Some(Ac::InAMeeting), false),
+            (Av::DoNotDisturb, None, false),
+            (Av::DoNotDisturb, Some(Ac::Presenting), false),
+            (Av::Away, None, false),
+            (Av::BeRightBack, None, false),
+            (Av::Offline, Some(Ac::OffWork), false),
+            (Av::Busy, Some(Ac::InAConferenceCall), false),
+            (Av::AvailableIdle, Some(Ac::Inactive), false),
+            (Av::BusyIdle, Some(Ac::Inactive), false),
+            (Av::DoNotDisturb, Some(Ac::UrgentInterruptionsOnly), false),
+            (Av::Unknown, None, false),
+        ];
+        let got = all_ok(TEAMS_TABLE);
+        assert_eq!(got.len(), want.len());
+        for (i, (p, (av, ac, ooo))) in got.iter().zip(want).enumerate() {
+            let n = i + 1;
+            assert_eq!(p.id, format!("6e1c0a0b-{n:04}-4c2e-9a0f-1b2c3d4e5f{n:02}"));
+            assert_eq!((p.availability, p.activity.clone()), (av, ac.clone()), "row {n}");
+            assert_eq!(p.ooo, ooo, "row {n}");
+            assert_eq!(p.unknown, None, "row {n}");
+            assert_eq!(p.sequence.as_deref(), Some(format!("C1_{:010}", 1000 + n).as_str()));
+            assert_eq!(
+                (p.status_message.as_deref(), p.ooo_message.as_deref(), p.work_location.as_deref()),
+                (None, None, None)
+            );
+
+            let s = p.to_signal(1_000);
+            assert_eq!(s.source, Source::Teams);
+            assert_eq!(&*s.instance, "teams");
+            assert_eq!(s.availability, av.is_known().then_some(av));
+            assert_eq!(s.activity, ac);
+            assert_eq!(s.ooo, ooo);
+            assert_eq!(s.note, None);
+            assert_eq!(s.version, Some(Version::Text(format!("C1_{:010}", 1000 + n).into())));
+            assert_eq!((s.valid_from, s.valid_until, s.observed_at), (None, None, 1_000));
+        }
+        // PresenceUnknown: no opinion at all.
+        assert!(got[14].to_signal(0).is_retraction());
+    }
+
+    #[test]
+    fn camelcase_values_parse_and_focusing_is_recorded_as_unknown() {
+        let got = all_ok(CAMELCASE);
+        let view: Vec<_> = got
+            .iter()
+            .map(|p| (p.availability, p.activity.clone(), p.unknown.as_deref(), p.sequence.as_deref()))
+            .collect();
+        assert_eq!(
+            view,
+            vec![
+                (Availability::DoNotDisturb, Some(Activity::Presenting), None, Some("C1_0000002001")),
+                (Availability::BeRightBack, None, None, Some("C1_0000002002")),
+                (Availability::AvailableIdle, Some(Activity::Inactive), None, Some("C1_0000002003")),
+                (Availability::Busy, None, Some("focusing"), Some("C1_0000002004")),
+                (Availability::Unknown, Some(Activity::InAMeeting), Some("focusing"), Some("C1_0000002005")),
+                (Availability::Unknown, None, None, None),
+            ]
+        );
+        // Busy/focusing keeps Busy; an unknown availability is no opinion (activity dropped too).
+        let busy = got[3].to_signal(5);
+        assert_eq!((busy.availability, busy.activity.clone()), (Some(Availability::Busy), None));
+        let focusing = got[4].to_signal(5);
+        assert_eq!((focusing.availability, focusing.activity.clone()), (None, None));
+        assert!(focusing.is_retraction());
+    }
+
+    #[test]
+    fn status_message_with_expiry_is_cleaned_and_expires() {
+        let p = parse_presence(STATUS_EXPIRY).expect("presence");
+        assert_eq!(p.id, "5b4c7a62-2f1e-4d3a-9c8b-7e6f5d4c3b2a");
+        assert_eq!((p.availability, p.activity.clone()), (Availability::Busy, Some(Activity::InAMeeting)));
+        assert_eq!(p.status_message.as_deref(), Some("Board review & budget <Q3> \u{2013} call \"Lena\" at 4711"));
+        assert_eq!(p.status_expires_at, Some(ms("2024-05-06T17:00:00Z")));
+        assert_eq!(p.work_location.as_deref(), Some("office"));
+        assert!(!p.ooo);
+        assert_eq!(p.ooo_message, None);
+
+        let before = p.to_signal(ms("2024-05-06T16:59:59Z"));
+        assert_eq!(before.note.as_deref(), p.status_message.as_deref());
+        assert_eq!(before.version, Some(Version::Text("C1_0000003001".into())));
+        assert_eq!(before.valid_until, None);
+        let after = p.to_signal(ms("2024-05-06T17:00:00Z"));
+        assert_eq!(after.note, None);
+        assert_eq!(after.availability, Some(Availability::Busy));
+    }
+
+    #[test]
+    fn status_message_without_expiry_is_trimmed() {
+        let p = parse_presence(STATUS_PLAIN).expect("presence");
+        assert_eq!(p.status_message.as_deref(), Some("Working from the Malmö office today"));
+        assert_eq!(p.status_expires_at, None);
+        assert_eq!(p.work_location, None, "unspecified is no location");
+        let s = p.to_signal(ms("2030-01-01T00:00:00Z"));
+        assert_eq!(s.note.as_deref(), Some("Working from the Malmö office today"));
+        assert_eq!((s.availability, s.activity), (Some(Availability::Available), None));
+    }
+
+    #[test]
+    fn out_of_office_sets_flag_and_note() {
+        let p = parse_presence(OOO).expect("presence");
+        assert!(p.ooo);
+        assert_eq!(p.activity, Some(Activity::OutOfOffice));
+        assert_eq!(p.status_message, None);
+        assert_eq!(
+            p.ooo_message.as_deref(),
+            Some("I am away until 13 May. For urgent matters call the switchboard \u{2013} ext. 100.")
+        );
+        assert_eq!(p.work_location.as_deref(), Some("timeOff"));
+        let s = p.to_signal(7);
+        assert_eq!(
+            (s.availability, s.activity.clone(), s.ooo),
+            (Some(Availability::Available), Some(Activity::OutOfOffice), true)
+        );
+        assert_eq!(s.note.as_deref(), p.ooo_message.as_deref());
+        assert_eq!(s.version, Some(Version::Text("C1_0000005001".into())));
+    }
+
+    #[test]
+    fn ooo_comes_from_settings_or_activity() {
+        let by_settings = br#"{"id":"u1","availability":"Busy","activity":"InAMeeting",
+            "outOfOfficeSettings":{"isOutOfOffice":true,"message":"Back Monday"},
+            "statusMessage":{"message":{"content":"Ask Pia","contentType":"text"}}}"#;
+        let p = parse_presence(by_settings).expect("presence");
+        assert!(p.ooo);
+        assert_eq!(p.activity, Some(Activity::InAMeeting));
+        // A status message wins over the OOO message as the note.
+        assert_eq!(p.to_signal(0).note.as_deref(), Some("Ask Pia"));
+
+        let by_activity = br#"{"id":"u2","availability":"Away","activity":"OutOfOffice","outOfOfficeSettings":{"isOutOfOffice":false}}"#;
+        assert!(parse_presence(by_activity).expect("presence").ooo);
+
+        let not_ooo = br#"{"id":"u3","availability":"Away","activity":"Away","outOfOfficeSettings":{"isOutOfOffice":false,"message":"old text"}}"#;
+        let p = parse_presence(not_ooo).expect("presence");
+        assert!(!p.ooo);
+        assert_eq!(p.ooo_message.as_deref(), Some("old text"));
+        assert_eq!(p.to_signal(0).note, None, "the OOO message is a note only while out of office");
+
+        // PresenceUnknown keeps the independent OOO fact.
+        let unknown_ooo = br#"{"id":"u4","availability":"PresenceUnknown","activity":"OutOfOffice"}"#;
+        let s = parse_presence(unknown_ooo).expect("presence").to_signal(0);
+        assert_eq!((s.availability, s.activity, s.ooo), (None, None, true));
+    }
+
+    #[test]
+    fn one_bad_item_does_not_lose_the_others() {
+        let got = parse_presences(ONE_BAD).expect("envelope");
+        assert_eq!(got.len(), 5);
+        let first = got[0].as_ref().expect("first");
+        assert_eq!(
+            (first.id.as_str(), first.activity.clone()),
+            ("11111111-2222-4333-8444-555555555501", Some(Activity::InACall))
+        );
+        assert_eq!(got[1], Err(ParseError::Missing("id")));
+        assert!(matches!(got[2], Err(ParseError::Shape(_))), "{:?}", got[2]);
+        assert!(matches!(got[3], Err(ParseError::Shape(_))), "{:?}", got[3]);
+        let last = got[4].as_ref().expect("wrong-shaped optional fields are ignored");
+        assert_eq!(
+            (last.availability, last.status_message.clone(), last.ooo, last.work_location.clone()),
+            (Availability::Away, None, false, None)
+        );
+    }
+
+    #[test]
+    fn presence_errors_are_clear() {
+        assert!(matches!(parse_presence(b"not json"), Err(ParseError::NotJson(_))));
+        assert!(matches!(parse_presence(b"{\"id\":"), Err(ParseError::NotJson(_))));
+        assert!(matches!(parse_presence(b"[]"), Err(ParseError::Shape(_))));
+        assert_eq!(parse_presence(b"{}"), Err(ParseError::Missing("id")));
+        assert_eq!(parse_presence(b"{}").map_err(|e| e.to_string()), Err("missing field id".to_string()));
+        assert_eq!(parse_presence(br#"{"id":null}"#), Err(ParseError::Missing("id")));
+        assert!(matches!(parse_presence(br#"{"id":"  "}"#), Err(ParseError::Invalid { field: "id", .. })));
+        let long = format!(r#"{{"id":"{}"}}"#, "a".repeat(101));
+        assert!(matches!(parse_presence(long.as_bytes()), Err(ParseError::Invalid { field: "id", .. })));
+        let ok = format!(r#"{{"id":"{}"}}"#, "a".repeat(100));
+        let p = parse_presence(ok.as_bytes()).expect("100 bytes is fine");
+        assert_eq!((p.availability, p.activity, p.unknown), (Availability::Unknown, None, None));
+        let big = vec![b' '; MAX_BODY + 1];
+        assert_eq!(parse_presence(&big), Err(ParseError::TooLarge { len: MAX_BODY + 1, max: MAX_BODY }));
+        assert_eq!(
+            parse_presence(&big).map_err(|e| e.to_string()),
+            Err(format!("body too large: {} > {MAX_BODY} bytes", MAX_BODY + 1))
+        );
+        assert_eq!(parse_presences(br#"{"value":null}"#), Err(ParseError::Missing("value")));
+        assert!(matches!(parse_presences(br#"{"value":{}}"#), Err(ParseError::Shape(_))));
+        let many = format!(r#"{{"value":[{}]}}"#, vec!["{}"; MAX_ITEMS + 1].join(","));
+        assert_eq!(
+            parse_presences(many.as_bytes()),
+            Err(ParseError::TooMany { what: "presences", n: MAX_ITEMS + 1, max: MAX_ITEMS })
+        );
+    }
+
+    #[test]
+    fn expiry_time_zones() {
+        let with = |dt: &str, tz: &str| {
+            let body = format!(
+                r#"{{"id":"u","statusMessage":{{"message":{{"content":"x"}},"expiryDateTime":{{"dateTime":"{dt}","timeZone":"{tz}"}}}}}}"#
+            );
+            parse_presence(body.as_bytes()).expect("presence").status_expires_at
+        };
+        assert_eq!(with("2024-05-06T17:00:00.0000000", "UTC"), Some(ms("2024-05-06T17:00:00Z")));
+        assert_eq!(with("2024-05-06T17:00:00", "utc"), Some(ms("2024-05-06T17:00:00Z")));
+        assert_eq!(with("2024-05-06T17:00:00+02:00", "W. Europe Standard Time"), Some(ms("2024-05-06T15:00:00Z")));
+        assert_eq!(with("2024-05-06T17:00:00Z", "Pacific Standard Time"), Some(ms("2024-05-06T17:00:00Z")));
+        assert_eq!(with("2024-05-06T17:00:00", "W. Europe Standard Time"), None);
+        assert_eq!(with("2024-05-06T17:00:00", ""), None);
+        assert_eq!(with("9999-12-31T23:59:59.9999999", "UTC"), None, "year 9999 means never");
+        assert_eq!(with("tomorrow", "UTC"), None);
+    }
+
+    #[test]
+    fn request_body_takes_650_ids_and_refuses_651() {
+        let ids: Vec<String> = (0..651).map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let body = presences_request_body(&refs[..650]).expect("650 ids");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["ids"].as_array().map(Vec::len), Some(650));
+        assert_eq!(v["ids"][649], "00000000-0000-4000-8000-000000000649");
+        let err = presences_request_body(&refs).expect_err("651 ids");
+        assert_eq!(err, ParseError::TooMany { what: "ids", n: 651, max: 650 });
+        assert_eq!(err.to_string(), "too many ids: 651 > 650");
+        assert_eq!(presences_request_body(&[]), Err(ParseError::Empty("ids")));
+        assert_eq!(presences_request_body(&["a", "b"]).as_deref(), Ok(r#"{"ids":["a","b"]}"#));
+        assert!(matches!(presences_request_body(&["a", ""]), Err(ParseError::Invalid { field: "ids", .. })));
+        assert!(matches!(presences_request_body(&["a b"]), Err(ParseError::Invalid { field: "ids", .. })));
+
+        assert_eq!(
+            presence_filter_resource(&["a", "b'c"]).as_deref(),
+            Ok("/communications/presences?$filter=id in ('a','b''c')")
+        );
+        let resource = presence_filter_resource(&refs[..650]).expect("650 ids");
+        assert_eq!(resource.matches("','").count(), 649);
+        assert_eq!(presence_filter_resource(&refs), Err(ParseError::TooMany { what: "ids", n: 651, max: 650 }));
+        assert_eq!(presence_filter_resource(&[]), Err(ParseError::Empty("ids")));
+    }
+
+    #[test]
+    fn notification_batch_mixing_two_subscriptions() {
+        let b = parse_notifications(TWO_SUBS).expect("batch");
+        assert_eq!(b.value.len(), 3);
+        assert_eq!(b.invalid, vec![(3, ParseError::Missing("subscriptionId"))]);
+        assert!(b.validation_tokens.is_empty());
+        let view: Vec<_> = b
+            .value
+            .iter()
+            .map(|n| {
+                (n.subscription_id.as_str(), n.client_state.as_deref(), n.user_id.as_deref(), n.subscription_expires_at)
+            })
+            .collect();
+        assert_eq!(
+            view,
+            vec![
+                (
+                    "7f105c7d-2dc5-4530-97cd-4e7ae6534c07",
+                    Some("hub-secret-A"),
+                    Some("6e1c0a0b-0001-4c2e-9a0f-1b2c3d4e5f01"),
+                    Some(ms("2024-05-06T10:00:00Z"))
+                ),
+                (
+                    "c4a1b9f2-8e3d-4f6a-b0c1-2d3e4f5a6b7c",
+                    Some("hub-secret-B"),
+                    Some("0c7d2a51-1111-4b6e-8d3e-5a9f00000004"),
+                    Some(ms("2024-05-06T10:30:00Z"))
+                ),
+                (
+                    "7f105c7d-2dc5-4530-97cd-4e7ae6534c07",
+                    Some("hub-secret-A"),
+                    Some("6e1c0a0b-0002-4c2e-9a0f-1b2c3d4e5f02"),
+                    Some(ms("2024-05-06T10:00:00Z"))
+                ),
+            ]
+        );
+        for n in &b.value {
+            assert_eq!(n.change_type.as_deref(), Some("updated"));
+            assert_eq!(
+                n.tenant_id.as_deref(),
+                Some("bb8775a4-4d8c-42cf-a1d4-4d58c2bb668f"),
+                "tenantId or organizationId"
+            );
+            assert_eq!(
+                (n.encrypted.as_ref(), n.lifecycle_event.as_ref(), n.sequence_hint.as_deref()),
+                (None, None, None)
+            );
+        }
+        assert_eq!(
+            b.value[0].resource.as_deref(),
+            Some("communications/presences/6e1c0a0b-0001-4c2e-9a0f-1b2c3d4e5f01")
+        );
+    }
+
+    #[test]
+    fn encrypted_notification_envelope() {
+        let b = parse_notifications(ENCRYPTED).expect("batch");
+        assert!(b.invalid.is_empty());
+        assert_eq!(
+            b.validation_tokens,
+            vec!["eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJwbGFjZWhvbGRlciJ9.c2lnbmF0dXJlLXBsYWNlaG9sZGVy"
+                .to_string()]
+        );
+        let n = &b.value[0];
+        assert_eq!(n.user_id.as_deref(), Some("5b4c7a62-2f1e-4d3a-9c8b-7e6f5d4c3b2a"));
+        assert_eq!(
+            n.encrypted,
+            Some(EncryptedContent {
+                data: "UExBQ0VIT0xERVItQ0lQSEVSVEVYVC1HRU5FUkFURUQtTEFURVI=".into(),
+                data_signature: "UExBQ0VIT0xERVItSE1BQy1TSEEyNTY=".into(),
+                data_key: "UExBQ0VIT0xERVItUlNBLU9BRVAtV1JBUFBFRC1LRVk=".into(),
+                certificate_id: Some("hub-cert-1".into()),
+                certificate_thumbprint: Some("3A5F0B8C9D1E2F3A4B5C6D7E8F9A0B1C2D3E4F50".into()),
+            })
+        );
+        // An envelope without the key cannot be decrypted: the item is invalid, not dropped silently.
+        let no_key = br#"{"value":[{"subscriptionId":"s","encryptedContent":{"data":"x","dataSignature":"y"}}]}"#;
+        let b = parse_notifications(no_key).expect("batch");
+        assert_eq!(b.invalid, vec![(0, ParseError::Missing("encryptedContent.dataKey"))]);
+    }
+
+    #[test]
+    fn decrypted_notification_data_is_a_presence() {
+        let data = br##"{"@odata.id":"users/5b4c7a62/presence","@odata.type":"#microsoft.graph.presence",
+            "id":"5b4c7a62","availability":"Busy","activity":"InACall"}"##;
+        let p = parse_presence(data).expect("presence");
+        assert_eq!(
+            (p.id.as_str(), p.availability, p.activity.clone()),
+            ("5b4c7a62", Availability::Busy, Some(Activity::InACall))
+        );
+        assert_eq!((p.sequence.as_deref(), p.status_message.as_deref(), p.ooo), (None, None, false));
+        let s = p.to_signal(9);
+        assert_eq!((s.availability, s.activity, s.version), (Some(Availability::Busy), Some(Activity::InACall), None));
+
+        // The faded state of a setPresence session.
+        let faded = br#"{"id":"u","availability":"Available","activity":"AvailableInactive"}"#;
+        let p = parse_presence(faded).expect("presence");
+        assert_eq!((p.activity, p.unknown), (Some(Activity::Inactive), None));
+    }
+
+    #[test]
+    fn lifecycle_reauthorization_required() {
+        let b = parse_notifications(LIFECYCLE).expect("batch");
+        let n = &b.value[0];
+        assert_eq!(n.lifecycle_event, Some(LifecycleEvent::ReauthorizationRequired));
+        assert_eq!(n.subscription_id, "7f105c7d-2dc5-4530-97cd-4e7ae6534c07");
+        assert_eq!(n.client_state.as_deref(), Some("hub-secret-A"));
+        assert_eq!(n.user_id, None, "a $filter resource names no single user");
+        assert_eq!(n.subscription_expires_at, Some(ms("2024-05-06T10:00:00Z")));
+        let others = br#"{"value":[{"subscriptionId":"s","lifecycleEvent":"subscriptionRemoved"},
+            {"subscriptionId":"s","lifecycleEvent":"Missed"},{"subscriptionId":"s","lifecycleEvent":"somethingNew"}]}"#;
+        let events: Vec<_> =
+            parse_notifications(others).expect("batch").value.into_iter().map(|n| n.lifecycle_event).collect();
+        assert_eq!(
+            events,
+            vec![
+                Some(LifecycleEvent::SubscriptionRemoved),
+                Some(LifecycleEvent::Missed),
+                Some(LifecycleEvent::Other("somethingNew".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn notification_limits_and_user_id_forms() {
+        let items = |n: usize| format!(r#"{{"value":[{}]}}"#, vec![r#"{"subscriptionId":"s"}"#; n].join(","));
+        assert_eq!(parse_notifications(items(MAX_ITEMS).as_bytes()).map(|b| b.value.len()), Ok(MAX_ITEMS));
+        assert_eq!(
+            parse_notifications(items(MAX_ITEMS + 1).as_bytes()),
+            Err(ParseError::TooMany { what: "notifications", n: MAX_ITEMS + 1, max: MAX_ITEMS })
+        );
+        assert_eq!(parse_notifications(b"{}"), Err(ParseError::Missing("value")));
+        let long_state = format!(r#"{{"value":[{{"subscriptionId":"s","clientState":"{}"}}]}}"#, "c".repeat(256));
+        assert!(matches!(
+            parse_notifications(long_state.as_bytes()).expect("batch").invalid[..],
+            [(0, ParseError::Invalid { field: "clientState", .. })]
+        ));
+
+        for (path, want) in [
+            ("communications/presences/abc", Some("abc")),
+            ("/Communications/Presences('abc')", Some("abc")),
+            ("users/abc/presence", Some("abc")),
+            ("users('abc')/presence", Some("abc")),
+            ("communications/presences?$filter=id in ('a')", None),
+            ("communications/presences/", None),
+            ("usersabc/presence", None),
+            ("é", None),
+        ] {
+            assert_eq!(user_id_from_path(path).as_deref(), want, "{path}");
+        }
+        let from_odata = br#"{"value":[{"subscriptionId":"s","resourceData":{"@odata.id":"users/u9/presence","sequenceNumber":"C1_9"}}]}"#;
+        let n = &parse_notifications(from_odata).expect("batch").value[0];
+        assert_eq!((n.user_id.as_deref(), n.sequence_hint.as_deref()), (Some("u9"), Some("C1_9")));
+    }
+
+    #[test]
+    fn validation_token_is_url_decoded() {
+        let q = "validationToken=Validation%3a+Testing+client+application+reachability+for+subscription+Request-Id%3a+5f4c2b1e-0000-4000-8000-000000000001";
+        assert_eq!(
+            validation_token(q).as_deref(),
+            Some("Validation: Testing client application reachability for subscription Request-Id: 5f4c2b1e-0000-4000-8000-000000000001")
+        );
+        assert_eq!(validation_token("?a=1&validationToken=x%2By%C3%A5&b=2").as_deref(), Some("x+yå"));
+        assert_eq!(validation_token("validationToken=100%25+sure%zz%4").as_deref(), Some("100% sure%zz%4"));
+        assert_eq!(validation_token("validationToken=").as_deref(), Some(""));
+        assert_eq!(validation_token("a=1&b=2"), None);
+        assert_eq!(validation_token(""), None);
+        assert_eq!(validation_token("validationTokenX=1"), None);
+        let max = format!("validationToken={}", "t".repeat(MAX_VALIDATION_TOKEN));
+        assert_eq!(validation_token(&max).map(|t| t.len()), Some(MAX_VALIDATION_TOKEN));
+        let over = format!("validationToken={}", "t".repeat(MAX_VALIDATION_TOKEN + 1));
+        assert_eq!(validation_token(&over), None);
+    }
+
+    #[test]
+    fn subscriptions_are_built_and_parsed() {
+        let s = parse_subscription(SUBSCRIPTION).expect("subscription");
+        assert_eq!(s.id, "7f105c7d-2dc5-4530-97cd-4e7ae6534c07");
+        assert_eq!(s.client_state.as_deref(), Some("hub-secret-A"));
+        assert_eq!(s.expires_at, Some(ms("2024-05-06T10:00:00Z")));
+        assert_eq!(
+            s.resource.as_deref(),
+            Some("/communications/presences?$filter=id in ('6e1c0a0b-0001-4c2e-9a0f-1b2c3d4e5f01','6e1c0a0b-0002-4c2e-9a0f-1b2c3d4e5f02')")
+        );
+        assert_eq!(parse_subscription(b"{\"resource\":\"x\"}"), Err(ParseError::Missing("id")));
+
+        let resource = presence_filter_resource(&["u1", "u2"]).expect("resource");
+        let exp = ms("2024-05-06T10:00:00.250Z");
+        let body = subscription_request_body(
+            &resource,
+            "https://hub.example.com/graph/notify",
+            Some("https://hub.example.com/graph/lifecycle"),
+            exp,
+            "hub-secret-A",
+            true,
+            Some(("TUlJQmNlcnQ=", "hub-cert-1")),
+        )
+        .expect("body");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "changeType": "updated",
+                "notificationUrl": "https://hub.example.com/graph/notify",
+                "lifecycleNotificationUrl": "https://hub.example.com/graph/lifecycle",
+                "resource": "/communications/presences?$filter=id in ('u1','u2')",
+                "expirationDateTime": "2024-05-06T10:00:00Z",
+                "clientState": "hub-secret-A",
+                "includeResourceData": true,
+                "encryptionCertificate": "TUlJQmNlcnQ=",
+                "encryptionCertificateId": "hub-cert-1"
+            })
+        );
+        let plain =
+            subscription_request_body("/communications/presences/u1", "https://h/n", None, exp, "s", false, None)
+                .expect("body");
+        assert_eq!(
+            plain,
+            r#"{"changeType":"updated","notificationUrl":"https://h/n","resource":"/communications/presences/u1","expirationDateTime":"2024-05-06T10:00:00Z","clientState":"s","includeResourceData":false}"#
+        );
+        let build =
+            |state: &str, data: bool| subscription_request_body("/r", "https://h/n", None, exp, state, data, None);
+        assert!(build(&"c".repeat(MAX_CLIENT_STATE), false).is_ok());
+        assert!(matches!(
+            build(&"c".repeat(MAX_CLIENT_STATE + 1), false),
+            Err(ParseError::Invalid { field: "clientState", .. })
+        ));
+        assert!(matches!(build("", false), Err(ParseError::Invalid { field: "clientState", .. })));
+        assert!(matches!(build("s", true), Err(ParseError::Invalid { field: "encryptionCertificate", .. })));
+
+        assert_eq!(renewal_body(exp), r#"{"expirationDateTime":"2024-05-06T10:00:00Z"}"#);
+        assert_eq!(renewal_body(-5), r#"{"expirationDateTime":"1970-01-01T00:00:00Z"}"#);
+        assert_eq!(renewal_body(i64::MAX), r#"{"expirationDateTime":"9999-12-30T22:00:00Z"}"#);
+    }
+
+    #[test]
+    fn oauth_token_and_errors() {
+        let t = parse_token_response(TOKEN).expect("token");
+        assert_eq!(t.expires_in, 4703);
+        assert_eq!(t.token_type.as_deref(), Some("Bearer"));
+        assert_eq!(t.refresh_token.as_deref(), Some("0.AXoA-placeholder-refresh-token"));
+        assert!(t.access_token.starts_with("eyJ0eXAi"));
+        let as_string = parse_token_response(br#"{"access_token":"a","expires_in":"3599"}"#).expect("token");
+        assert_eq!((as_string.expires_in, as_string.refresh_token), (3599, None));
+        assert_eq!(parse_token_response(br#"{"access_token":"a"}"#).map(|t| t.expires_in), Ok(DEFAULT_EXPIRES_IN));
+        assert!(matches!(
+            parse_token_response(br#"{"access_token":"a","expires_in":-1}"#),
+            Err(ParseError::Invalid { field: "expires_in", .. })
+        ));
+        assert!(matches!(
+            parse_token_response(br#"{"access_token":"a","expires_in":"soon"}"#),
+            Err(ParseError::Invalid { .. })
+        ));
+        assert_eq!(parse_token_response(INVALID_GRANT), Err(ParseError::Missing("access_token")));
+        assert_eq!(parse_oauth_error(TOKEN), None);
+
+        let e = parse_oauth_error(INVALID_GRANT).expect("oauth error");
+        assert_eq!(e.error, "invalid_grant");
+        assert!(e
+            .description
+            .as_deref()
+            .is_some_and(|d| d.starts_with("AADSTS70008: The provided authorization code")));
+        assert_eq!(parse_oauth_error(ERROR_429), None, "a Graph error is not an OAuth error");
+
+        let g = parse_graph_error(ERROR_429).expect("graph error");
+        assert_eq!(g, GraphError { code: "TooManyRequests".into(), message: "Please retry again later.".into() });
+        assert_eq!(parse_graph_error(INVALID_GRANT), None);
+        assert_eq!(parse_graph_error(b"<html>busy</html>"), None);
+        assert_eq!(
+            parse_graph_error(br#"{"error":{"code":"Forbidden"}}"#),
+            Some(GraphError { code: "Forbidden".into(), message: String::new() })
+        );
+    }
+
+    #[test]
+    fn forms_are_percent_encoded() {
+        assert_eq!(
+            client_credentials_form("id-1", "s3cr3t+/=&~", "https://graph.microsoft.com/.default"),
+            "grant_type=client_credentials&client_id=id-1&client_secret=s3cr3t%2B%2F%3D%26%7E&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
+        );
+        assert_eq!(
+            refresh_token_form("id-1", None, "0.AX å", "Presence.Read.All offline_access"),
+            "grant_type=refresh_token&client_id=id-1&refresh_token=0.AX+%C3%A5&scope=Presence.Read.All+offline_access"
+        );
+        assert_eq!(
+            refresh_token_form("id-1", Some("s"), "r", "x"),
+            "grant_type=refresh_token&client_id=id-1&client_secret=s&refresh_token=r&scope=x"
+        );
+        // Round trip through our own decoder.
+        let odd = "a+b c%d&e=f/ü";
+        let mut enc = String::new();
+        form_encode(&mut enc, odd);
+        assert_eq!(form_decode(&enc), odd.as_bytes());
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = ms("2015-10-21T07:27:30Z");
+        assert_eq!(retry_after("120", now), Some(120_000));
+        assert_eq!(retry_after(" 0 ", now), Some(0));
+        assert_eq!(retry_after("7200", now), Some(MAX_RETRY_AFTER_MS));
+        assert_eq!(retry_after("99999999999999999999999", now), Some(MAX_RETRY_AFTER_MS));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(30_000));
+        assert_eq!(retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", now), Some(30_000));
+        assert_eq!(retry_after("Wed Oct 21 07:28:00 2015", now), Some(30_000));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(0), "past date: retry now");
+        assert_eq!(retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now), Some(MAX_RETRY_AFTER_MS));
+        for bad in ["", "-5", "1.5", "soon", "Wed, 32 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn html_is_reduced_to_text() {
+        let cases = [
+            ("a < b > c", Some("a < b > c")),
+            ("I <3 Teams", Some("I <3 Teams")),
+            ("<b>bold</b> and <i>it</i>alic", Some("bold and italic")),
+            ("line<br/>break<p>para</p>", Some("line break para")),
+            ("x<!-- a > b -->y", Some("xy")),
+            ("open <a href='x'", Some("open <a href='x'")),
+            ("<style>p{}</style><script>alert(1)</script>shown", Some("shown")),
+            ("&lt;b&gt; &amp;amp; &#39;q&#x27; &#0;&#x110000;&bogus; & ;", Some("<b> &amp; 'q' &#x110000;&bogus; & ;")),
+            ("<p> </p>&nbsp;", None),
+            ("tab\there\r\nnext", Some("tab here next")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean_text(input).as_deref(), want, "{input:?}");
+        }
+        let long = format!("<p>{}</p>", "word ".repeat(1000));
+        assert_eq!(clean_text(&long).map(|t| t.len()), Some(MAX_NOTE_LEN - 1), "bounded, trailing space trimmed");
+        // Pathological input stays linear.
+        let many_open = "<a".repeat(200_000);
+        assert_eq!(clean_text(&many_open).map(|t| t.len()), Some(MAX_NOTE_LEN));
+    }
+
+    /// A tiny xorshift generator: deterministic mutations of every fixture fed to every parser.
+    #[test]
+    fn no_input_panics_any_parser() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let fragments: [&[u8]; 24] = [
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b"null",
+            b"\"",
+            b"\\u0000",
+            b"\\ud800",
+            b"1e999",
+            b"-0",
+            b"\"value\":[",
+            b"\"id\":\"x\"",
+            b"\"availability\":\"Busy\"",
+            b"\"activity\":{}",
+            b"<p>&#x1F600;&amp",
+            b"\xff\xfe",
+            b"\"expiryDateTime\":{\"dateTime\":\"9999-12-31T23:59:59\",\"timeZone\":\"UTC\"}",
+            b"\"expires_in\":\"18446744073709551616\"",
+            b"\"subscriptionId\":\"s\"",
+            b"\"encryptedContent\":{}",
+            b"\"lifecycleEvent\":7",
+            b"%zz%",
+        ];
+        let long = "x".repeat(300);
+        let words: [&str; 22] = [
+            "",
+            " ",
+            "Busy",
+            "doNotDisturb",
+            "focusing",
+            "OutOfOffice",
+            "AvailableInactive",
+            "PresenceUnknown",
+            "<p>a &amp; b</p><style>x",
+            "&#x1F600;&#99999999999;",
+            "9999-12-31T23:59:59.9999999",
+            "2024-05-06T17:00:00",
+            "2024-05-06T17:00:00+02:00",
+            "UTC",
+            "communications/presences('x')",
+            "users/",
+            "reauthorizationRequired",
+            "\\u00e5\\n",
+            "3599",
+            "-1",
+            "office",
+            &long,
+        ];
+        let mut parsed_ok = 0usize;
+        for round in 0..20_000usize {
+            let base = ALL_FIXTURES[round % ALL_FIXTURES.len()];
+            let mut buf = base.to_vec();
+            for _ in 0..(1 + next() % 4) {
+                let len = buf.len().max(1) as u64;
+                let at = (next() % len) as usize;
+                match next() % 8 {
+                    // Structure-preserving: replace the text of a string (between an opening
+                    // quote and the next quote) so the mutant still reaches the mapping code.
+                    6 | 7 => {
+                        let quotes: Vec<usize> =
+                            buf.iter().enumerate().filter(|(_, b)| **b == b'"').map(|(i, _)| i).collect();
+                        let pick = (next() % (quotes.len() as u64 / 2).max(1)) as usize * 2;
+                        if let (Some(&open), Some(&close)) = (quotes.get(pick), quotes.get(pick + 1)) {
+                            let word = words[(next() % words.len() as u64) as usize];
+                            buf.splice(open + 1..close, word.bytes());
+                        }
+                    }
+                    0 => {
+                        if let Some(b) = buf.get_mut(at) {
+                            *b ^= 1 << (next() % 8);
+                        }
+                    }
+                    1 => buf.truncate(at),
+                    2 => {
+                        let frag = fragments[(next() % fragments.len() as u64) as usize];
+                        let at = at.min(buf.len());
+                        buf.splice(at..at, frag.iter().copied());
+                    }
+                    3 => {
+                        let end = (at + (next() % 64) as usize).min(buf.len());
+                        let at = at.min(end);
+                        buf.drain(at..end);
+                    }
+                    4 => {
+                        let end = (at + (next() % 64) as usize).min(buf.len());
+                        let at = at.min(end);
+                        let copy = buf.get(at..end).map(<[u8]>::to_vec).unwrap_or_default();
+                        buf.splice(at..at, copy);
+                    }
+                    _ => {
+                        let at = at.min(buf.len());
+                        buf.insert(at, (next() % 256) as u8);
+                    }
+                }
+            }
+            let now = (next() % 4_000_000_000_000) as i64;
+            if let Ok(p) = parse_presence(&buf) {
+                parsed_ok += 1;
+                let _ = p.to_signal(now);
+            }
+            if let Ok(items) = parse_presences(&buf) {
+                parsed_ok += 1;
+                for p in items.into_iter().flatten() {
+                    let _ = p.to_signal(now);
+                }
+            }
+            parsed_ok += usize::from(parse_notifications(&buf).is_ok());
+            parsed_ok += usize::from(parse_subscription(&buf).is_ok());
+            parsed_ok += usize::from(parse_token_response(&buf).is_ok());
+            parsed_ok += usize::from(parse_oauth_error(&buf).is_some());
+            parsed_ok += usize::from(parse_graph_error(&buf).is_some());
+            let text = String::from_utf8_lossy(&buf);
+            let short = truncate(&text, 200);
+            let _ = validation_token(&text);
+            let _ = validation_token(short);
+            let _ = retry_after(short, now);
+            let _ = retry_after(truncate(short, 40), now);
+            let _ = clean_text(&text);
+            let ids: Vec<&str> = short.split(',').collect();
+            let _ = presences_request_body(&ids);
+            let _ = presence_filter_resource(&ids);
+            let _ =
+                subscription_request_body(short, short, Some(short), now, truncate(short, 130), next() % 2 == 0, None);
+            let _ = renewal_body(now.wrapping_mul(next() as i64));
+        }
+        // The mutations must not be so destructive that nothing parses.
+        assert!(parsed_ok > 3_000, "only {parsed_ok} parses succeeded");
+    }
+}

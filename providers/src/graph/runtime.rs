@@ -93,6 +93,11 @@ impl HookHandler for GraphHook {
                 return HookResponse::error(400, "bad_request", &e.to_string());
             }
         };
+        if !batch.invalid.is_empty() {
+            self.stats.malformed.fetch_add(batch.invalid.len() as u64, Ordering::Relaxed);
+            let (i, e) = &batch.invalid[0];
+            self.feed.record_error(&format!("{} malformed notification item(s), e.g. #{i}: {e}", batch.invalid.len()));
+        }
         let (mut accepted, mut rejected) = (0usize, 0usize);
         let mut changed: HashMap<String, Vec<String>> = HashMap::new();
         for n in batch.value {
