@@ -8,12 +8,15 @@
 //! Layout:
 //! - [`replay`]: plays a scenario file of timed signals (JSON Lines); drives the demo and tests.
 //! - [`graph`]: Microsoft Teams presence through Microsoft Graph (polling + change notifications).
+//! - [`calendar`]: calendars — Graph getSchedule, Exchange EWS GetUserAvailability, Google freeBusy.
 #![warn(missing_docs)]
 
 use serde::Deserialize;
 
 pub use presence_actors::provider::ProviderContext;
 
+#[cfg(feature = "calendar")]
+pub mod calendar;
 #[cfg(feature = "graph")]
 pub mod graph;
 #[cfg(feature = "replay")]
