@@ -1,7 +1,8 @@
 //! The built-in demo: a company of a few hundred people (Swedish and Norwegian names) and a
 //! simulator of each peer the demo's providers talk to: Teams presence comes from the Graph
 //! simulator through the real Graph provider (polling, subscriptions, change notifications);
-//! PBX and mobile calls, meetings and lunches come from a looping scenario through the replay
+//! meetings come from the calendar simulator through the calendar provider (Graph
+//! getSchedule); PBX and mobile calls and lunches come from a looping scenario through the replay
 //! provider. `presence-hub` with no arguments runs it on 127.0.0.1:8080.
 
 use std::path::Path;
@@ -10,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use presence_providers::calendar::runtime::{Backend, CalendarConfig};
 use presence_providers::graph::{GraphPresenceConfig, ServiceAccount};
 use presence_providers::replay::ReplayConfig;
 use presence_providers::ProviderConfig;
+use presence_simulators::calendar::{CalendarSim, CalendarSimConfig};
 use presence_simulators::graph::{GraphSim, GraphSimConfig};
 
 /// The demo directory (CSV).
@@ -26,19 +29,32 @@ pub const DEMO_TOKENS: [(&str, &str); 3] = [("viewer", "demo-viewer"), ("operato
 pub struct DemoPeers {
     /// Microsoft Graph (Teams presence) and its token endpoint.
     pub graph: Arc<GraphSim>,
+    /// Calendars (Graph getSchedule, EWS, Google freeBusy).
+    pub calendar: Arc<CalendarSim>,
+}
+
+/// One column of the demo company's CSV (which has no quoted cells).
+fn column(name: &str) -> Vec<String> {
+    let mut lines = DEMO_CSV.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let Some(col) = header.iter().position(|h| h.trim() == name) else { return Vec::new() };
+    lines.filter_map(|l| l.split(',').nth(col)).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 /// The Entra object ids of the demo company.
 pub fn entra_ids() -> Vec<String> {
-    let mut lines = DEMO_CSV.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let Some(col) = header.iter().position(|h| h.trim() == "entra_id") else { return Vec::new() };
-    lines.filter_map(|l| l.split(',').nth(col)).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    column("entra_id")
+}
+
+/// The mailboxes of the demo company.
+pub fn mailboxes() -> Vec<String> {
+    column("email")
 }
 
 /// The demo configuration: starts the simulators on loopback, and sets up the providers that
-/// use them — Teams through the real Graph provider (polling + change notifications), and a
-/// looping scenario (PBX, mobile, calendar, manual) through the replay provider.
+/// use them — Teams through the real Graph provider (polling + change notifications),
+/// calendars through the real calendar provider (Graph getSchedule), and a looping scenario
+/// (PBX, mobile, manual) through the replay provider.
 pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
     std::fs::create_dir_all(&base.data_dir)?;
     let scenario = base.data_dir.join("demo-scenario.jsonl");
@@ -70,11 +86,37 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         fallback_poll_secs: 60,
         batch_ms: 50,
     };
+    let cal_cfg = CalendarSimConfig::default();
+    let calendar = Arc::new(CalendarSim::start(cal_cfg.clone())?);
+    let boxes = mailboxes();
+    calendar.seed_demo(&boxes, 21);
+    calendar.drive_demo(boxes, Duration::from_secs(4), 22)?;
+    let calendars = CalendarConfig {
+        name: "calendar".into(),
+        backend: Backend::Graph,
+        tenant_id: Some(cal_cfg.tenant.clone()),
+        client_id: Some(cal_cfg.client_id.clone()),
+        client_secret: Some(cal_cfg.client_secret.clone()),
+        authority: calendar.url(),
+        token_url: Some(calendar.token_url()),
+        graph_url: calendar.graph_url(),
+        ews_url: None,
+        username: None,
+        password: None,
+        google_url: String::new(),
+        refresh_token: None,
+        poll_interval_secs: 60,
+        window_hours: 24,
+        interval_minutes: 15,
+        keep_details: true,
+        keywords: Vec::new(),
+    };
     base.providers = vec![
         ProviderConfig::GraphPresence(teams),
+        ProviderConfig::Calendar(calendars),
         ProviderConfig::Replay(ReplayConfig { name: "demo-replay".into(), file: scenario, repeat: true, speed: 1.0 }),
     ];
-    Ok((base, DemoPeers { graph }))
+    Ok((base, DemoPeers { graph, calendar }))
 }
 
 fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {

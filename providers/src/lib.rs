@@ -33,6 +33,9 @@ pub enum ProviderConfig {
     /// Microsoft Teams presence through Microsoft Graph.
     #[cfg(feature = "graph")]
     GraphPresence(graph::GraphPresenceConfig),
+    /// Calendars: Graph getSchedule, Exchange EWS, Google freeBusy.
+    #[cfg(feature = "calendar")]
+    Calendar(calendar::runtime::CalendarConfig),
 }
 
 impl ProviderConfig {
@@ -43,6 +46,8 @@ impl ProviderConfig {
             ProviderConfig::Replay(c) => &c.name,
             #[cfg(feature = "graph")]
             ProviderConfig::GraphPresence(c) => &c.name,
+            #[cfg(feature = "calendar")]
+            ProviderConfig::Calendar(c) => &c.name,
         }
     }
 
@@ -53,6 +58,8 @@ impl ProviderConfig {
             ProviderConfig::Replay(_) => "replay",
             #[cfg(feature = "graph")]
             ProviderConfig::GraphPresence(_) => "graph_presence",
+            #[cfg(feature = "calendar")]
+            ProviderConfig::Calendar(_) => "calendar",
         }
     }
 
@@ -63,6 +70,8 @@ impl ProviderConfig {
             ProviderConfig::Replay(c) => c.validate(),
             #[cfg(feature = "graph")]
             ProviderConfig::GraphPresence(c) => c.validate(),
+            #[cfg(feature = "calendar")]
+            ProviderConfig::Calendar(c) => c.validate(),
         }
     }
 }
@@ -108,5 +117,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::Replay(c) => replay::start(c, ctx),
         #[cfg(feature = "graph")]
         ProviderConfig::GraphPresence(c) => graph::start(c, ctx),
+        #[cfg(feature = "calendar")]
+        ProviderConfig::Calendar(c) => calendar::runtime::start(c, ctx),
     }
 }

@@ -11,6 +11,8 @@
 //! keeps for that person, and [`model::next_change`] tells the runtime when to re-evaluate so
 //! the next meeting starts on time. Everything here is bounded and never panics on input.
 //!
+//! [`runtime`] is the provider (`type = "calendar"`, `backend = "graph" | "ews" | "google"`).
+//!
 //! [`Signal`]: presence_actors::model::Signal
 
 pub mod ews;
@@ -18,6 +20,7 @@ pub mod ews;
 mod fuzz;
 pub mod google;
 pub mod model;
+pub mod runtime;
 pub mod schedule;
 
 pub use model::{
