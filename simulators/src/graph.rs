@@ -153,7 +153,7 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
@@ -161,7 +161,7 @@ fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }
 
-fn graph_error(status: u16, code: &str, message: &str) -> HttpResponse {
+pub(crate) fn graph_error(status: u16, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST))
         .json(json!({ "error": { "code": code, "message": message, "innerError": { "date": rfc3339(now_ms()) } } }))
 }
@@ -362,6 +362,7 @@ impl GraphSim {
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the answer to send, built once per refusal
 fn bearer(req: &HttpRequest, st: &State) -> Result<Option<String>, HttpResponse> {
     let Some(t) = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
         return Err(graph_error(401, "InvalidAuthenticationToken", "Access token is empty."));
@@ -684,17 +685,6 @@ async fn reauthorize(state: web::Data<Shared>, req: HttpRequest, id: web::Path<S
     HttpResponse::Ok().finish()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filter_ids_reads_the_documented_resource() {
-        assert_eq!(filter_ids("/communications/presences?$filter=id in ('A','b''c')"), Some(vec!["a".to_string(), "b'c".to_string()]));
-        assert_eq!(filter_ids("/users/x/presence"), None);
-    }
-}
-
 /// Teams states the demo moves people between, with weights.
 const DEMO_STATES: [(&str, &str, u32); 10] = [
     ("Available", "Available", 34),
@@ -719,6 +709,7 @@ impl Rng {
     }
 
     /// Next value.
+    #[allow(clippy::should_implement_trait)] // an endless generator, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -781,5 +772,16 @@ impl GraphSim {
             });
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_ids_reads_the_documented_resource() {
+        assert_eq!(filter_ids("/communications/presences?$filter=id in ('A','b''c')"), Some(vec!["a".to_string(), "b'c".to_string()]));
+        assert_eq!(filter_ids("/users/x/presence"), None);
     }
 }

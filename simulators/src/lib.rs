@@ -6,8 +6,11 @@
 //! Layout:
 //! - [`graph`]: Microsoft Graph presence (getPresencesByUserId, subscriptions, change and
 //!   lifecycle notifications with the validation handshake) and the OAuth2 token endpoint.
+//! - [`calendar`]: calendar free/busy — Graph getSchedule, EWS GetUserAvailability (SOAP) and
+//!   Google freeBusy — with the Entra and Google token endpoints.
 #![warn(missing_docs)]
 
+pub mod calendar;
 pub mod graph;
 
 use std::net::SocketAddr;
