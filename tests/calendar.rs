@@ -59,7 +59,8 @@ async fn detail(s: &Server, id: &str, token: &str) -> Value {
 /// A meeting two seconds from now, two seconds long, shows Busy / InAMeeting exactly while it runs.
 async fn meeting_on_time(backend: &str) {
     let sim = CalendarSim::start(CalendarSimConfig::default()).unwrap();
-    let start = now_ms() + 2500;
+    // Whole seconds: EWS and Google carry times to the second.
+    let start = (now_ms() / 1000 + 3) * 1000;
     let end = start + 2000;
     sim.set_events("asa.ostberg@nordvik.se", vec![Event { start, end, status: Status::Busy, subject: Some("Styrelsemöte".into()), location: None, private: false }]);
     let s = start_server(config(&sim, &format!("cal-{backend}"), backend));

@@ -204,7 +204,12 @@ impl Runtime {
                 }
             }
         }
-        let client_state = cfg.client_state.clone().unwrap_or_else(random_secret);
+        // The secret survives restarts, so a subscription adopted after a restart still matches.
+        let client_state = cfg.client_state.clone().or_else(|| ctx.cursors.get(&ctx.name, "client_state").filter(|c| !c.is_empty())).unwrap_or_else(|| {
+            let s = random_secret();
+            ctx.cursors.set(&ctx.name, "client_state", &s);
+            s
+        });
         let (tx, rx) = mpsc::channel(4096);
         let stats = Arc::new(HookStats::default());
         ctx.hooks.register(&ctx.name, Arc::new(GraphHook { client_state: client_state.clone(), tx, stats: stats.clone(), feed: ctx.feed.clone() }));
@@ -406,7 +411,46 @@ impl Runtime {
         Ok(token)
     }
 
+    fn sub_cursor(&self, i: usize) -> String {
+        format!("subscription:{}", self.cfg.service_accounts[self.subs[i].account].name)
+    }
+
+    /// After a restart: Graph allows one presence subscription per account and app, so take
+    /// over the one this hub created before (same notification URL), renewing it. If it is gone
+    /// or points elsewhere, delete what can be deleted and start afresh.
+    async fn adopt(&mut self, i: usize) -> bool {
+        let key = self.sub_cursor(i);
+        let Some(stored) = self.ctx.cursors.get(&self.ctx.name, &key).filter(|v| !v.is_empty()) else { return false };
+        let (id, url) = stored.split_once('\n').unwrap_or((stored.as_str(), ""));
+        let (id, url) = (id.to_string(), url.to_string());
+        self.ctx.cursors.set(&self.ctx.name, &key, "");
+        if url != self.ctx.hook_url("notify") {
+            if let Ok(token) = self.account_token(i).await {
+                let path = format!("/subscriptions/{id}");
+                let _ = self.client.call(reqwest::Method::DELETE, &path, &token, None, false).await;
+            }
+            return false;
+        }
+        self.subs[i].id = Some(id.clone());
+        match self.renew(i).await {
+            Ok(()) => {
+                info!(provider = %self.ctx.name, subscription = %id, "Took over the Graph subscription from before the restart.");
+                self.ctx.cursors.set(&self.ctx.name, &key, &stored);
+                let users = self.subs[i].users.clone();
+                self.pending.extend(users);
+                true
+            }
+            Err(_) => {
+                self.subs[i].id = None;
+                false
+            }
+        }
+    }
+
     async fn create(&mut self, i: usize) {
+        if self.adopt(i).await {
+            return;
+        }
         let res = async {
             let token = self.account_token(i).await?;
             let users: Vec<&str> = self.subs[i].users.iter().map(String::as_str).collect();
@@ -431,12 +475,15 @@ impl Runtime {
             Ok(sub) => {
                 info!(provider = %name, subscription = %sub.id, people = s.users.len(), account = s.account, "Graph subscription created.");
                 s.expires_at = sub.expires_at.unwrap_or_else(|| now_ms() + 55 * 60_000);
+                let remember = format!("{}\n{}", sub.id, self.ctx.hook_url("notify"));
                 s.id = Some(sub.id);
                 s.state = "active".into();
                 s.backoff = Duration::from_secs(5);
                 // Changes between the last poll and the subscription's start: resync.
                 let users = s.users.clone();
                 self.pending.extend(users);
+                let key = self.sub_cursor(i);
+                self.ctx.cursors.set(&self.ctx.name, &key, &remember);
             }
             Err(e) => {
                 warn!(provider = %name, account = s.account, error = %e, retry_in = ?s.backoff, "Creating a Graph subscription failed; its people are polled meanwhile.");
@@ -588,7 +635,10 @@ impl Runtime {
             if let Ok(token) = self.account_token(i).await {
                 let path = format!("/subscriptions/{id}");
                 let del = self.client.call(reqwest::Method::DELETE, &path, &token, None, false);
-                let _ = tokio::time::timeout(Duration::from_secs(2), del).await;
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), del).await {
+                    let key = self.sub_cursor(i);
+                    self.ctx.cursors.set(&self.ctx.name, &key, "");
+                }
             }
         }
         info!(provider = %self.ctx.name, "Graph presence provider stopped.");
