@@ -8,12 +8,22 @@
 //!   `429` + `Retry-After` beyond it.
 //! - `POST /v1.0/subscriptions` (delegated tokens only; ≤ 650 ids; ≤ 60 minutes; one presence
 //!   subscription per account) with the validation handshake against `notificationUrl` and
-//!   `lifecycleNotificationUrl`; `PATCH`, `DELETE` and `POST …/reauthorize`.
+//!   `lifecycleNotificationUrl`; `PATCH`, `DELETE` and `POST …/reauthorize`. With
+//!   `includeResourceData: true` the subscription must carry `encryptionCertificate` (base64
+//!   DER X.509, RSA 2,048–4,096 bits) and `encryptionCertificateId` (≤ 128 characters),
+//!   otherwise `400`.
 //! - Change notifications (`{"value":[…]}` with `clientState`) to subscribers when presence
-//!   changes, and lifecycle notifications on request.
+//!   changes, and lifecycle notifications on request. Subscriptions with resource data get
+//!   rich notifications: the basic fields plus `encryptedContent` = `{data, dataSignature,
+//!   dataKey, encryptionCertificateId, encryptionCertificateThumbprint}`, encrypted for their
+//!   certificate as Graph does it ([`presence_providers::graph::crypto::encrypt`]: AES-256-CBC
+//!   with IV = the key's first 16 bytes, HMAC-SHA256, RSA-OAEP-SHA1 of a fresh key); the
+//!   plaintext is the presence as Graph's documented decrypted example shows it (`@odata.id`,
+//!   `@odata.type`, `id`, `availability`, `activity`).
 //!
 //! Tests and the demo drive it through [`GraphSim`]'s methods; [`Misbehave`] makes it throttle,
-//! fail, slow down, drop notifications, expire subscriptions or send malformed bodies.
+//! fail, slow down, drop notifications, expire subscriptions, send malformed bodies or tamper
+//! with encrypted content.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -21,6 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use presence_providers::graph::crypto;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -73,6 +85,9 @@ pub struct Misbehave {
     pub malformed_next: u32,
     /// Refuse subscription creation and renewal (`403`).
     pub refuse_subscriptions: bool,
+    /// Flip a byte of `encryptedContent.data` in rich notifications after signing, so the
+    /// receiver must reject them by the HMAC (`dataSignature`).
+    pub tamper_encrypted: bool,
 }
 
 /// Counters, read with [`GraphSim::stats`].
@@ -125,6 +140,19 @@ struct Sub {
     lifecycle_url: Option<String>,
     client_state: String,
     expires_at: i64,
+    /// Set for `includeResourceData` subscriptions.
+    encryption: Option<Encryption>,
+}
+
+/// The subscriber's certificate, for rich notifications.
+#[derive(Clone)]
+struct Encryption {
+    /// The certificate's SubjectPublicKeyInfo (DER).
+    spki: Vec<u8>,
+    /// `encryptionCertificateId`, echoed in each notification.
+    certificate_id: String,
+    /// SHA-1 of the certificate's DER, uppercase hex.
+    thumbprint: String,
 }
 
 enum TokenKind {
@@ -255,11 +283,13 @@ impl GraphSim {
             } else {
                 let now = now_ms();
                 let tenant = g.cfg.tenant.clone();
+                let tamper = g.misbehave.tamper_encrypted;
+                let rich = g.presences.get(&id.to_ascii_lowercase()).map(rich_presence_json).unwrap_or_default();
                 g.subs
                     .values()
                     .filter(|s| s.expires_at > now && s.ids.contains(&id.to_ascii_lowercase()))
                     .map(|s| {
-                        let body = json!({ "value": [{
+                        let mut body = json!({ "value": [{
                             "subscriptionId": s.id,
                             "clientState": s.client_state,
                             "changeType": "updated",
@@ -272,6 +302,9 @@ impl GraphSim {
                             },
                             "tenantId": tenant,
                         }]});
+                        if let Some(e) = &s.encryption {
+                            body["value"][0]["encryptedContent"] = encrypted_content(e, &rich, tamper);
+                        }
                         (s.notification_url.clone(), body)
                     })
                     .collect()
@@ -423,6 +456,53 @@ fn presence_json(p: &Presence) -> Value {
     })
 }
 
+/// The decrypted `data` of a rich presence notification, as Graph documents it
+/// (concepts/changenotifications-for-presence.md, "Decrypted notifications with resource
+/// data"): the fields of [`presence_json`] that Graph puts there, and `@odata.id`.
+fn rich_presence_json(p: &Presence) -> Value {
+    let full = presence_json(p);
+    json!({
+        "@odata.id": format!("users/{}/presence", p.id),
+        "@odata.type": full["@odata.type"],
+        "id": full["id"],
+        "availability": full["availability"],
+        "activity": full["activity"],
+    })
+}
+
+/// `encryptedContent` of `plaintext` for the subscriber's certificate; with `tamper`, one byte
+/// of `data` is flipped after signing.
+fn encrypted_content(e: &Encryption, plaintext: &Value, tamper: bool) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match crypto::encrypt(&e.spki, plaintext.to_string().as_bytes(), &e.certificate_id, &e.thumbprint) {
+        Ok(c) => {
+            let data = if tamper {
+                let mut raw = b64.decode(&c.data).unwrap_or_default();
+                let mid = raw.len() / 2;
+                if let Some(b) = raw.get_mut(mid) {
+                    *b ^= 0x01;
+                }
+                b64.encode(raw)
+            } else {
+                c.data
+            };
+            json!({
+                "data": data,
+                "dataSignature": c.data_signature,
+                "dataKey": c.data_key,
+                "encryptionCertificateId": c.certificate_id,
+                "encryptionCertificateThumbprint": c.certificate_thumbprint,
+            })
+        }
+        // The certificate was checked at creation; should encryption still fail, send
+        // something the receiver must refuse rather than a plaintext.
+        Err(err) => {
+            tracing::warn!(%err, "graph simulator: encrypting a rich notification failed");
+            json!({ "data": "", "dataSignature": "", "dataKey": "" })
+        }
+    }
+}
+
 /// Budget, misbehaviour and slowness shared by the presence reads. `Err` is the answer to send.
 async fn presence_gate(state: &Shared) -> Result<(), HttpResponse> {
     let slow = lock(state).misbehave.slow;
@@ -523,6 +603,31 @@ struct SubBody {
     client_state: Option<String>,
     #[serde(default)]
     include_resource_data: bool,
+    #[serde(default)]
+    encryption_certificate: Option<String>,
+    #[serde(default)]
+    encryption_certificate_id: Option<String>,
+}
+
+/// Checks `encryptionCertificate` and `encryptionCertificateId` of a subscription with
+/// resource data. `Err` is the message of the `400`.
+fn encryption_of(b: &SubBody) -> Result<Encryption, &'static str> {
+    let (Some(cert), Some(id)) = (
+        b.encryption_certificate.as_deref().filter(|c| !c.trim().is_empty()),
+        b.encryption_certificate_id.as_deref().filter(|i| !i.trim().is_empty()),
+    ) else {
+        return Err("encryptionCertificate and encryptionCertificateId are required when includeResourceData is true.");
+    };
+    if id.chars().count() > 128 {
+        return Err("encryptionCertificateId is longer than 128 characters.");
+    }
+    let compact: String = cert.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|_| "encryptionCertificate is not valid base64.")?;
+    let spki = crypto::certificate_spki(&der).ok_or("encryptionCertificate is not a valid X.509 certificate.")?;
+    let thumbprint = crypto::thumbprint(&der);
+    // A trial encryption checks that the key is RSA of 2,048-4,096 bits.
+    crypto::encrypt(spki, b"{}", id, &thumbprint).map_err(|_| "The encryption certificate's key must be RSA of 2048 to 4096 bits.")?;
+    Ok(Encryption { spki: spki.to_vec(), certificate_id: id.to_string(), thumbprint })
 }
 
 /// The ids of `/communications/presences?$filter=id in ('a','b')`.
@@ -588,9 +693,14 @@ async fn create_subscription(state: web::Data<Shared>, http: web::Data<reqwest::
     if cs.len() > 128 {
         return graph_error(400, "InvalidRequest", "clientState is longer than 128 characters.");
     }
-    if b.include_resource_data {
-        return graph_error(400, "InvalidRequest", "This simulator sends basic notifications only (includeResourceData is not supported here).");
-    }
+    let encryption = if b.include_resource_data {
+        match encryption_of(&b) {
+            Ok(e) => Some(e),
+            Err(m) => return graph_error(400, "InvalidRequest", m),
+        }
+    } else {
+        None
+    };
     let existing = lock(&state).subs.values().any(|s| s.account == account && s.expires_at > now);
     if existing {
         return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; Reason: The user already has a presence subscription for this application.]");
@@ -619,13 +729,15 @@ async fn create_subscription(state: web::Data<Shared>, http: web::Data<reqwest::
         lifecycle_url: b.lifecycle_notification_url.clone(),
         client_state: cs.clone(),
         expires_at: exp,
+        encryption,
     };
     g.subs.insert(id.clone(), sub);
     HttpResponse::Created().json(json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
         "id": id, "resource": b.resource, "changeType": "updated", "clientState": cs,
         "notificationUrl": b.notification_url, "lifecycleNotificationUrl": b.lifecycle_notification_url,
-        "expirationDateTime": rfc3339(exp), "includeResourceData": false,
+        "expirationDateTime": rfc3339(exp), "includeResourceData": b.include_resource_data,
+        "encryptionCertificateId": if b.include_resource_data { b.encryption_certificate_id.clone() } else { None },
     }))
 }
 
@@ -784,4 +896,123 @@ mod tests {
         assert_eq!(filter_ids("/communications/presences?$filter=id in ('A','b''c')"), Some(vec!["a".to_string(), "b'c".to_string()]));
         assert_eq!(filter_ids("/users/x/presence"), None);
     }
+
+    mod rich {
+        use super::*;
+        use presence_providers::graph::crypto::{CryptoError, NotificationKey};
+        use presence_providers::graph::parse::{parse_notifications, parse_presence, validation_token};
+
+        const KEY_PEM: &str = include_str!("../../fixtures/graph/test-notification-key.pem");
+        const CERT_PEM: &str = include_str!("../../fixtures/graph/test-notification-cert.pem");
+
+        type Inbox = Arc<Mutex<Vec<Vec<u8>>>>;
+
+        /// A notification endpoint: answers the validation handshake, keeps every other body.
+        async fn receive(req: HttpRequest, body: web::Bytes, inbox: web::Data<Inbox>) -> HttpResponse {
+            if let Some(t) = validation_token(req.query_string()) {
+                return HttpResponse::Ok().content_type("text/plain").body(t);
+            }
+            inbox.lock().unwrap().push(body.to_vec());
+            HttpResponse::Accepted().finish()
+        }
+
+        async fn delegated_token(http: &reqwest::Client, sim: &GraphSim, refresh_token: &str) -> String {
+            let form = format!("grant_type=refresh_token&client_id=sim-client&client_secret=sim-secret&refresh_token={refresh_token}");
+            let r = http.post(sim.token_url()).header("content-type", "application/x-www-form-urlencoded").body(form).send().await.unwrap();
+            r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+        }
+
+        async fn subscribe(http: &reqwest::Client, sim: &GraphSim, token: &str, body: Value) -> (u16, Value) {
+            let r = http.post(format!("{}/subscriptions", sim.graph_url())).bearer_auth(token).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        }
+
+        fn sub_body(url: &str, extra: Value) -> Value {
+            let mut b = json!({
+                "changeType": "updated",
+                "notificationUrl": url,
+                "resource": "/communications/presences?$filter=id in ('u1','u2')",
+                "expirationDateTime": rfc3339(now_ms() + 30 * 60_000),
+                "clientState": "cs-1",
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        }
+
+        #[actix_rt::test]
+        async fn rich_notifications_decrypt_with_the_subscribers_key() {
+            let key = NotificationKey::from_pem(KEY_PEM, CERT_PEM, "hub-cert-1").unwrap();
+            let inbox: Inbox = Arc::default();
+            let ib = inbox.clone();
+            let receiver = Server::start(SocketAddr::from(([127, 0, 0, 1], 0)), move |cfg: &mut web::ServiceConfig| {
+                cfg.app_data(web::Data::new(ib.clone())).route("/notify", web::post().to(receive));
+            })
+            .unwrap();
+            let url = format!("{}/notify", receiver.url());
+            let sim = GraphSim::start(GraphSimConfig::default()).unwrap();
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let t1 = delegated_token(&http, &sim, "rt-svc1-0").await;
+
+            // Resource data without a certificate (or with a bad one) is refused.
+            for extra in [
+                json!({ "includeResourceData": true }),
+                json!({ "includeResourceData": true, "encryptionCertificate": key.certificate_base64() }),
+                json!({ "includeResourceData": true, "encryptionCertificate": "not base64!", "encryptionCertificateId": "c" }),
+                json!({ "includeResourceData": true, "encryptionCertificate": "AAAA", "encryptionCertificateId": "c" }),
+                json!({ "includeResourceData": true, "encryptionCertificate": key.certificate_base64(), "encryptionCertificateId": "x".repeat(129) }),
+            ] {
+                let (status, body) = subscribe(&http, &sim, &t1, sub_body(&url, extra.clone())).await;
+                assert_eq!(status, 400, "{extra} → {body}");
+            }
+            assert!(sim.subscriptions().is_empty());
+
+            let extra = json!({ "includeResourceData": true, "encryptionCertificate": key.certificate_base64(), "encryptionCertificateId": key.id() });
+            let (status, created) = subscribe(&http, &sim, &t1, sub_body(&url, extra)).await;
+            assert_eq!(status, 201, "{created}");
+            assert_eq!(created["includeResourceData"], true);
+            assert_eq!(created["encryptionCertificateId"], "hub-cert-1");
+
+            sim.set_presence("u1", "Busy", "InACall", Some("on a call"), false).await;
+            let body = inbox.lock().unwrap().pop().expect("a notification");
+            let batch = parse_notifications(&body).unwrap();
+            let n = &batch.value[0];
+            assert_eq!((n.client_state.as_deref(), n.user_id.as_deref()), (Some("cs-1"), Some("u1")));
+            let c = n.encrypted.as_ref().expect("encryptedContent");
+            assert_eq!(c.certificate_id.as_deref(), Some("hub-cert-1"));
+            assert_eq!(c.certificate_thumbprint.as_deref(), Some(key.thumbprint()));
+            let plain = key.decrypt(c).unwrap();
+            let doc: Value = serde_json::from_slice(&plain).unwrap();
+            assert_eq!(
+                doc,
+                json!({ "@odata.id": "users/u1/presence", "@odata.type": "#microsoft.graph.presence", "id": "u1", "availability": "Busy", "activity": "InACall" })
+            );
+            let p = parse_presence(&plain).unwrap();
+            assert_eq!(p.id, "u1");
+            assert_eq!(format!("{:?}/{:?}", p.availability, p.activity), "Busy/Some(InACall)");
+
+            // Tampered data: rejected by the HMAC.
+            sim.misbehave(Misbehave { tamper_encrypted: true, ..Misbehave::default() });
+            sim.set_presence("u2", "Away", "Away", None, false).await;
+            let body = inbox.lock().unwrap().pop().expect("a notification");
+            let c = parse_notifications(&body).unwrap().value.remove(0).encrypted.expect("encryptedContent");
+            assert_eq!(key.decrypt(&c), Err(CryptoError::SignatureMismatch));
+
+            // A basic subscription (another account) still gets basic notifications.
+            sim.misbehave(Misbehave::default());
+            let t2 = delegated_token(&http, &sim, "rt-svc2-0").await;
+            let (status, created) = subscribe(&http, &sim, &t2, sub_body(&url, json!({}))).await;
+            assert_eq!(status, 201, "{created}");
+            assert_eq!(created["includeResourceData"], false);
+            inbox.lock().unwrap().clear();
+            sim.set_presence("u1", "Available", "Available", None, false).await;
+            let bodies = std::mem::take(&mut *inbox.lock().unwrap());
+            assert_eq!(bodies.len(), 2);
+            let encrypted: Vec<bool> =
+                bodies.iter().map(|b| parse_notifications(b).unwrap().value[0].encrypted.is_some()).collect();
+            assert_eq!(encrypted.iter().filter(|e| **e).count(), 1, "one rich, one basic");
+        }
+    }
 }
+

@@ -11,6 +11,7 @@
 //!   events, fallback polling while notifications lapse, and a periodic consistency check.
 
 pub mod client;
+pub mod crypto;
 pub mod parse;
 pub mod runtime;
 
