@@ -85,6 +85,10 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         consistency_poll_secs: 900,
         fallback_poll_secs: 60,
         batch_ms: 50,
+        include_resource_data: false,
+        encryption_certificate_file: None,
+        encryption_key_file: None,
+        encryption_certificate_id: None,
     };
     let cal_cfg = CalendarSimConfig::default();
     let calendar = Arc::new(CalendarSim::start(cal_cfg.clone())?);

@@ -218,3 +218,31 @@ async fn a_wrong_client_state_is_refused_and_counted() {
     assert_eq!(client().post(s.url("/hooks/nobody/notify")).send().await.unwrap().status(), 404);
     assert_eq!(client().post(s.url("/hooks/teams/other")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_resource_data_is_decrypted_and_tampering_is_refused() {
+    let sim = sim();
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/graph");
+    let extra = format!(
+        "include_resource_data = true\nencryption_certificate_file = \"{fx}/test-notification-cert.pem\"\nencryption_key_file = \"{fx}/test-notification-key.pem\"\nencryption_certificate_id = \"hub-test-cert\""
+    );
+    let s = start(config(&sim, "graph-rich", &extra));
+    subscribed(&s).await;
+    // Wait for the resync after the subscription, then count presence reads.
+    wait_for("the resync", Duration::from_secs(5), async || providers(&s).await["details"]["polls"].as_u64().unwrap() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reads = sim.stats().presence_requests;
+
+    sim.set_presence(ASA, "DoNotDisturb", "Presenting", None, false).await;
+    wait_for("the change from the notification itself", Duration::from_secs(5), async || presence_of(&s, "asa.ostberg").await["activity"] == "Presenting").await;
+    assert_eq!(sim.stats().presence_requests, reads, "no fetch: the presence came inside the notification");
+    let p = providers(&s).await;
+    assert_eq!(p["details"]["resource_data"], true);
+
+    // Tampered data fails the HMAC: counted, and the person is fetched instead.
+    sim.misbehave(Misbehave { tamper_encrypted: true, ..Misbehave::default() });
+    sim.set_presence(ASA, "Away", "Away", None, false).await;
+    wait_for("the change by fetching", Duration::from_secs(5), async || presence_of(&s, "asa.ostberg").await["availability"] == "Away").await;
+    assert!(sim.stats().presence_requests > reads);
+    wait_for("the refusal in health", Duration::from_secs(3), async || providers(&s).await["details"]["decryption_failures"] == 1).await;
+}

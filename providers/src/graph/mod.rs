@@ -76,6 +76,19 @@ pub struct GraphPresenceConfig {
     /// Gather notifications for this long before fetching their presence (ms).
     #[serde(default = "default_batch_ms")]
     pub batch_ms: u64,
+    /// Ask Graph to include the presence, encrypted, in notifications (`includeResourceData`):
+    /// no fetch per change. Needs the three `encryption_*` settings.
+    #[serde(default)]
+    pub include_resource_data: bool,
+    /// PEM certificate (RSA 2048–4096) whose public key Graph encrypts with.
+    #[serde(default)]
+    pub encryption_certificate_file: Option<std::path::PathBuf>,
+    /// PEM PKCS#8 private key of that certificate.
+    #[serde(default)]
+    pub encryption_key_file: Option<std::path::PathBuf>,
+    /// The certificate's id as sent to Graph (`encryptionCertificateId`).
+    #[serde(default)]
+    pub encryption_certificate_id: Option<String>,
 }
 
 fn default_authority() -> String {
@@ -107,6 +120,22 @@ impl GraphPresenceConfig {
     /// The token endpoint.
     pub fn token_endpoint(&self) -> String {
         self.token_url.clone().unwrap_or_else(|| format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id))
+    }
+
+    /// The key that decrypts notifications with resource data (`include_resource_data`).
+    pub fn notification_key(&self) -> Result<Option<crypto::NotificationKey>, BuildError> {
+        if !self.include_resource_data {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key), Some(id)) = (&self.encryption_certificate_file, &self.encryption_key_file, &self.encryption_certificate_id) else {
+            return Err(BuildError::Invalid(format!(
+                "provider {}: include_resource_data needs encryption_certificate_file, encryption_key_file and encryption_certificate_id",
+                self.name
+            )));
+        };
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| BuildError::Io { path: p.display().to_string(), source: e });
+        let k = crypto::NotificationKey::from_pem(&read(key)?, &read(cert)?, id).map_err(|e| BuildError::Invalid(format!("provider {}: {e}", self.name)))?;
+        Ok(Some(k))
     }
 
     /// Checks the settings.
@@ -141,6 +170,9 @@ impl GraphPresenceConfig {
         if self.batch_ms > 5_000 {
             return bad("batch_ms must be at most 5000".into());
         }
+        if self.include_resource_data {
+            self.notification_key()?;
+        }
         if self.notifications && self.service_accounts.is_empty() {
             return bad("notifications need at least one [[providers.service_accounts]] (Graph allows presence subscriptions only with delegated permission); set notifications = false to poll only".into());
         }
@@ -151,7 +183,8 @@ impl GraphPresenceConfig {
 /// Starts the provider task on the current runtime.
 pub fn start(config: &GraphPresenceConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
     config.validate()?;
-    let rt = runtime::Runtime::new(ctx, config.clone());
+    let key = config.notification_key()?;
+    let rt = runtime::Runtime::new(ctx, config.clone(), key);
     let task = actix::spawn(rt.run());
     Ok(ProviderHandle::new(move || task.abort()))
 }

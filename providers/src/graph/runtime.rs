@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::client::{CallError, GraphClient};
+use super::crypto::NotificationKey;
 use super::parse::{self, LifecycleEvent, MAX_IDS_PER_REQUEST, MAX_IDS_PER_SUBSCRIPTION};
 use super::GraphPresenceConfig;
 use presence_actors::directory::UserIdx;
@@ -32,6 +33,13 @@ pub enum HookEvent {
         subscription: String,
         /// Entra ids.
         users: Vec<String>,
+    },
+    /// Presence that came inside a notification (decrypted resource data).
+    Presence {
+        /// Subscription id.
+        subscription: String,
+        /// The presence.
+        presence: Box<parse::GraphPresence>,
     },
     /// A lifecycle event for a subscription.
     Lifecycle {
@@ -53,6 +61,8 @@ pub struct HookStats {
     pub malformed: AtomicU64,
     /// Validation handshakes answered.
     pub validations: AtomicU64,
+    /// Notifications whose resource data could not be decrypted or verified (fetched instead).
+    pub decryption_failures: AtomicU64,
     /// Set when the channel was full: the task resyncs everyone by polling.
     pub overflowed: AtomicBool,
 }
@@ -60,6 +70,7 @@ pub struct HookStats {
 /// The webhook: `/hooks/{name}/notify` and `/hooks/{name}/lifecycle`.
 pub struct GraphHook {
     client_state: String,
+    key: Option<Arc<NotificationKey>>,
     tx: mpsc::Sender<HookEvent>,
     stats: Arc<HookStats>,
     feed: Arc<FeedEntry>,
@@ -110,6 +121,23 @@ impl HookHandler for GraphHook {
                 let event = n.lifecycle_event.unwrap_or(LifecycleEvent::Other("unspecified".into()));
                 if self.tx.try_send(HookEvent::Lifecycle { subscription: n.subscription_id, event }).is_err() {
                     self.stats.overflowed.store(true, Ordering::Release);
+                }
+            } else if let (Some(c), Some(key)) = (&n.encrypted, &self.key) {
+                match key.decrypt(c).map_err(|e| e.to_string()).and_then(|d| parse::parse_presence(&d).map_err(|e| e.to_string())) {
+                    Ok(p) => {
+                        let ev = HookEvent::Presence { subscription: n.subscription_id, presence: Box::new(p) };
+                        if self.tx.try_send(ev).is_err() {
+                            self.stats.overflowed.store(true, Ordering::Release);
+                        }
+                    }
+                    Err(e) => {
+                        // Tampered or undecryptable: trust nothing in it, fetch the person instead.
+                        self.stats.decryption_failures.fetch_add(1, Ordering::Relaxed);
+                        self.feed.record_error(&format!("encrypted notification refused: {e}"));
+                        if let Some(u) = n.user_id {
+                            changed.entry(n.subscription_id).or_default().push(u);
+                        }
+                    }
                 }
             } else if let Some(u) = n.user_id {
                 changed.entry(n.subscription_id).or_default().push(u);
@@ -164,6 +192,7 @@ pub struct Runtime {
     subs: Vec<Sub>,
     uncovered: Vec<String>,
     client_state: String,
+    key: Option<Arc<NotificationKey>>,
     stats: Arc<HookStats>,
     rx: mpsc::Receiver<HookEvent>,
     pending: HashSet<String>,
@@ -192,7 +221,8 @@ pub fn random_secret() -> String {
 
 impl Runtime {
     /// Builds the task's state and registers the webhook.
-    pub fn new(ctx: ProviderContext, cfg: GraphPresenceConfig) -> Runtime {
+    pub fn new(ctx: ProviderContext, cfg: GraphPresenceConfig, key: Option<NotificationKey>) -> Runtime {
+        let key = key.map(Arc::new);
         let client = Arc::new(GraphClient::new(ctx.http.clone(), &cfg.graph_url, &cfg.token_endpoint(), &cfg.client_id, &cfg.client_secret));
         let mut people = HashMap::new();
         let mut ids = Vec::new();
@@ -212,7 +242,7 @@ impl Runtime {
         });
         let (tx, rx) = mpsc::channel(4096);
         let stats = Arc::new(HookStats::default());
-        ctx.hooks.register(&ctx.name, Arc::new(GraphHook { client_state: client_state.clone(), tx, stats: stats.clone(), feed: ctx.feed.clone() }));
+        ctx.hooks.register(&ctx.name, Arc::new(GraphHook { client_state: client_state.clone(), key: key.clone(), tx, stats: stats.clone(), feed: ctx.feed.clone() }));
         // Spread people over the service accounts, 650 per subscription; the rest are polled.
         let mut subs = Vec::new();
         let mut uncovered = Vec::new();
@@ -256,6 +286,7 @@ impl Runtime {
             subs,
             uncovered,
             client_state,
+            key,
             stats,
             rx,
             pending: HashSet::new(),
@@ -323,6 +354,13 @@ impl Runtime {
                         self.pending.insert(key);
                     }
                 }
+            }
+            HookEvent::Presence { subscription, presence } => {
+                if let Some(s) = self.subs.iter_mut().find(|s| s.id.as_deref() == Some(subscription.as_str())) {
+                    s.notifications += 1;
+                    s.last_notification_at = Some(now_ms());
+                }
+                self.deliver(&presence, now_ms());
             }
             HookEvent::Lifecycle { subscription, event } => {
                 let Some(i) = self.subs.iter().position(|s| s.id.as_deref() == Some(subscription.as_str())) else {
@@ -456,14 +494,15 @@ impl Runtime {
             let users: Vec<&str> = self.subs[i].users.iter().map(String::as_str).collect();
             let resource = parse::presence_filter_resource(&users)?;
             let expires = now_ms() + self.cfg.subscription_minutes as i64 * 60_000;
+            let cert = self.key.as_ref().map(|k| (k.certificate_base64(), k.id().to_string()));
             let body = parse::subscription_request_body(
                 &resource,
                 &self.ctx.hook_url("notify"),
                 Some(&self.ctx.hook_url("lifecycle")),
                 expires,
                 &self.client_state,
-                false,
-                None,
+                cert.is_some(),
+                cert.as_ref().map(|(c, id)| (c.as_str(), id.as_str())),
             )?;
             let bytes = self.client.call(reqwest::Method::POST, "/subscriptions", &token, Some(body), false).await?;
             Ok::<_, CallError>(parse::parse_subscription(&bytes)?)
@@ -578,20 +617,24 @@ impl Runtime {
                     continue;
                 }
             };
-            if let Some(u) = &p.unknown {
-                if self.unknown_logged.len() < 1000 && self.unknown_logged.insert(u.clone()) {
-                    warn!(provider = %self.ctx.name, value = %u, "Unknown Graph presence value; shown as Unknown (logged once).");
-                }
-            }
-            let Some(idx) = self.people.get(&p.id.to_ascii_lowercase()).copied() else {
-                self.ctx.feed.unresolved.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if let Err(e) = self.ctx.sink.send_to(idx, p.to_signal(now)) {
-                debug!(provider = %self.ctx.name, error = %e, "Signal not delivered.");
-            }
+            self.deliver(&p, now);
         }
         Ok(())
+    }
+
+    fn deliver(&mut self, p: &parse::GraphPresence, now: i64) {
+        if let Some(u) = &p.unknown {
+            if self.unknown_logged.len() < 1000 && self.unknown_logged.insert(u.clone()) {
+                warn!(provider = %self.ctx.name, value = %u, "Unknown Graph presence value; shown as Unknown (logged once).");
+            }
+        }
+        let Some(idx) = self.people.get(&p.id.to_ascii_lowercase()).copied() else {
+            self.ctx.feed.unresolved.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Err(e) = self.ctx.sink.send_to(idx, p.to_signal(now)) {
+            debug!(provider = %self.ctx.name, error = %e, "Signal not delivered.");
+        }
     }
 
     fn report(&self) {
@@ -618,6 +661,8 @@ impl Runtime {
             "rejected_client_state": self.stats.rejected_client_state.load(Ordering::Relaxed),
             "malformed_notifications": self.stats.malformed.load(Ordering::Relaxed),
             "validations": self.stats.validations.load(Ordering::Relaxed),
+            "resource_data": self.key.is_some(),
+            "decryption_failures": self.stats.decryption_failures.load(Ordering::Relaxed),
             "polls": self.polls,
             "last_poll_at": self.last_poll_at.map(rfc3339),
             "throttled_responses": self.throttled,
