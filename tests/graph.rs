@@ -246,3 +246,35 @@ async fn encrypted_resource_data_is_decrypted_and_tampering_is_refused() {
     assert!(sim.stats().presence_requests > reads);
     wait_for("the refusal in health", Duration::from_secs(3), async || providers(&s).await["details"]["decryption_failures"] == 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_failures_make_teams_stale_not_offline_and_recovery_makes_it_live() {
+    let sim = sim();
+    let s = start(config(&sim, "graph-5xx", ""));
+    subscribed(&s).await;
+    assert_eq!(presence_of(&s, "asa.ostberg").await["freshness"], "live");
+    sim.misbehave(Misbehave { fail_next: 1000, ..Misbehave::default() });
+    for (a, act) in [("Busy", "Busy"), ("Away", "Away"), ("Busy", "Busy")] {
+        sim.set_presence(ASA, a, act, None, false).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    wait_for("the feed down", Duration::from_secs(10), async || providers(&s).await["up"] == false).await;
+    // Policy rule 1: a source whose feed is down contributes Unknown (stale), never Offline;
+    // the detail view still shows its last value, marked stale.
+    let p = presence_of(&s, "asa.ostberg").await;
+    assert_eq!(p["freshness"], "stale", "{p}");
+    assert_eq!(p["availability"], "Unknown", "{p}");
+    let d: Value = client().get(s.url("/api/users/asa.ostberg")).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    let teams = d["sources"].as_array().unwrap().iter().find(|x| x["source"] == "teams").cloned().unwrap();
+    assert_eq!(teams["freshness"], "stale");
+    assert_eq!(teams["availability"], "Available");
+    // Malformed answers are errors too, not panics.
+    sim.misbehave(Misbehave { malformed_next: 1, ..Misbehave::default() });
+    sim.set_presence(ASA, "Busy", "InACall", None, false).await;
+    wait_for("recovery", Duration::from_secs(10), async || {
+        let p = presence_of(&s, "asa.ostberg").await;
+        p["freshness"] == "live" && p["activity"] == "InACall"
+    })
+    .await;
+    assert!(providers(&s).await["errors"].as_u64().unwrap() >= 3);
+}

@@ -291,12 +291,12 @@ impl Runtime {
             }
             // Batches that are due (and not held back by throttling).
             if now >= self.hold_until {
-                for i in 0..n {
-                    if due[i] <= now && now >= self.hold_until {
-                        match self.poll(i).await {
-                            Ok(()) => due[i] = t0 + ((now - t0) / interval + 1) * interval + (i as i64 * interval) / n as i64,
-                            Err(_) => due[i] = now_ms().max(self.hold_until) + 1000,
-                        }
+                for (i, d) in due.iter_mut().enumerate() {
+                    if *d <= now && now >= self.hold_until {
+                        *d = match self.poll(i).await {
+                            Ok(()) => t0 + ((now - t0) / interval + 1) * interval + (i as i64 * interval) / n as i64,
+                            Err(_) => now_ms().max(self.hold_until) + 1000,
+                        };
                         if self.retired.is_some() {
                             break;
                         }
