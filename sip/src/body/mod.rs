@@ -1,0 +1,1 @@
+//! Pure parsers and builders of SIP presence bodies. No I/O, no actix.
