@@ -1,0 +1,704 @@
+//! A SIP endpoint: UDP and TCP transports on one local port (RFC 3261 §18) and the non-INVITE
+//! transaction layer (§17.1.2, §17.2.2) — everything presence needs (SUBSCRIBE, NOTIFY, PUBLISH,
+//! OPTIONS, and Skype for Business's BENOTIFY, which expects no response).
+//!
+//! * Client transactions retransmit over UDP on Timer E (T1 = 500 ms doubling to T2 = 4 s) and
+//!   time out on Timer F (64·T1 = 32 s, shortened by [`EndpointConfig::transaction_timeout`]).
+//! * Server transactions absorb retransmitted requests and answer them with the stored response
+//!   until Timer J (64·T1 over UDP).
+//! * Requests belonging to a dialog this endpoint registered (by Call-ID — a subscription's
+//!   NOTIFYs) go to that dialog's channel; all others to the application's channel. When that
+//!   channel is full the request is answered `503` with `Retry-After` at once (overload control).
+//! * A message that cannot be parsed is answered `400` with the reason when enough of it can be
+//!   read to address a response (RFC 3261 §8.2 / RFC 4475), otherwise dropped; both are counted.
+//! * Responses go back where the request came from: the UDP source address (rport behaviour,
+//!   RFC 3581) or the TCP connection it arrived on.
+
+use crate::message::{Builder, Frame, Framer, Message, ParseError};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// RFC 3261 T1.
+pub const T1: Duration = Duration::from_millis(500);
+/// RFC 3261 T2.
+pub const T2: Duration = Duration::from_secs(4);
+/// Most simultaneous TCP connections.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// As written in a Via header.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// Parses `udp` / `tcp` (any case).
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(Transport::Udp),
+            "tcp" => Some(Transport::Tcp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// Where a message came from / goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// A request handed to the application or to a dialog.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub msg: Message,
+    pub peer: Peer,
+}
+
+/// Why a client transaction failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("no final response (timeout)")]
+    Timeout,
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("endpoint closed")]
+    Closed,
+}
+
+/// Settings of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Local address for both UDP and TCP (port 0: the OS picks one port, shared by both).
+    pub listen: SocketAddr,
+    pub udp: bool,
+    pub tcp: bool,
+    /// Timer F (client transactions); RFC 3261 says 32 s.
+    pub transaction_timeout: Duration,
+    /// Capacity of the application's request channel.
+    pub queue: usize,
+    /// Value of User-Agent / Server headers.
+    pub user_agent: String,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            udp: true,
+            tcp: true,
+            transaction_timeout: 64 * T1,
+            queue: 4096,
+            user_agent: format!("presence-hub/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Counters, for health and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub malformed: AtomicU64,
+    pub retransmissions: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub overload_503: AtomicU64,
+}
+
+struct ServerTx {
+    response: Option<Bytes>,
+    peer: Peer,
+    expires: Instant,
+}
+
+struct Inner {
+    cfg: EndpointConfig,
+    local: SocketAddr,
+    udp: Option<Arc<UdpSocket>>,
+    conns: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    client: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    server: Mutex<HashMap<String, ServerTx>>,
+    dialogs: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
+    requests: mpsc::Sender<Incoming>,
+    stats: Stats,
+    ids: Ids,
+}
+
+/// A running SIP endpoint. Cheap to clone; the sockets close when the last clone and the
+/// application's request receiver are dropped (call [`Endpoint::shutdown`] to stop at once).
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("local", &self.inner.local).finish()
+    }
+}
+
+impl Endpoint {
+    /// Binds the sockets and starts the receive loops. Returns the endpoint and the channel of
+    /// requests that belong to no registered dialog.
+    pub async fn bind(cfg: EndpointConfig) -> std::io::Result<(Endpoint, mpsc::Receiver<Incoming>)> {
+        let (udp, tcp, local) = bind_pair(&cfg).await?;
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let inner = Arc::new(Inner {
+            cfg,
+            local,
+            udp: udp.map(Arc::new),
+            conns: Mutex::new(HashMap::new()),
+            client: Mutex::new(HashMap::new()),
+            server: Mutex::new(HashMap::new()),
+            dialogs: Mutex::new(HashMap::new()),
+            requests: tx,
+            stats: Stats::default(),
+            ids: Ids::new(),
+        });
+        let ep = Endpoint { inner: inner.clone(), tasks: Arc::new(Mutex::new(Vec::new())) };
+        let mut tasks = Vec::new();
+        if let Some(sock) = inner.udp.clone() {
+            let weak = Arc::downgrade(&inner);
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; crate::message::MAX_MESSAGE_LEN + 1];
+                loop {
+                    let (n, from) = match sock.recv_from(&mut buf).await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // ICMP port unreachable surfaces here on Linux; not fatal.
+                            tracing::debug!(error = %e, "sip udp recv");
+                            continue;
+                        }
+                    };
+                    let Some(inner) = weak.upgrade() else { return };
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    inner.on_bytes(data, Peer { transport: Transport::Udp, addr: from });
+                }
+            }));
+        }
+        if let Some(listener) = tcp {
+            let weak = Arc::downgrade(&inner);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Ok((stream, from)) = listener.accept().await else { continue };
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.conns.lock().unwrap().len() >= MAX_CONNECTIONS {
+                        tracing::warn!(%from, "sip: too many TCP connections; refused");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    Inner::adopt(&inner, stream, from);
+                }
+            }));
+        }
+        let weak = Arc::downgrade(&inner);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let now = Instant::now();
+                inner.server.lock().unwrap().retain(|_, t| t.expires > now);
+            }
+        }));
+        *ep.tasks.lock().unwrap() = tasks;
+        Ok((ep, rx))
+    }
+
+    /// The bound local address (UDP and TCP share the port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The User-Agent text.
+    pub fn user_agent(&self) -> &str {
+        &self.inner.cfg.user_agent
+    }
+
+    /// A fresh Via header value for a request over `transport`, and its branch.
+    pub fn via(&self, transport: Transport) -> (String, String) {
+        let branch = format!("z9hG4bK{}", self.inner.ids.token());
+        (format!("SIP/2.0/{} {};branch={branch};rport", transport.via_name(), self.inner.local), branch)
+    }
+
+    /// A random token for tags and Call-IDs.
+    pub fn token(&self) -> String {
+        self.inner.ids.token()
+    }
+
+    /// A Contact URI for this endpoint (`sip:user@local;transport=…`).
+    pub fn contact(&self, user: &str, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("<sip:{user}@{}>", self.inner.local),
+            Transport::Tcp => format!("<sip:{user}@{};transport=tcp>", self.inner.local),
+        }
+    }
+
+    /// Routes requests with this Call-ID to `tx` instead of the application's channel.
+    pub fn register_dialog(&self, call_id: &str, tx: mpsc::Sender<Incoming>) {
+        self.inner.dialogs.lock().unwrap().insert(call_id.to_owned(), tx);
+    }
+
+    /// Stops routing a Call-ID.
+    pub fn unregister_dialog(&self, call_id: &str) {
+        self.inner.dialogs.lock().unwrap().remove(call_id);
+    }
+
+    /// Sends a request (built with a Via from [`Endpoint::via`] carrying `branch`) and waits for
+    /// its final response, retransmitting over UDP. Provisional responses are skipped.
+    pub async fn request(&self, peer: Peer, branch: &str, bytes: Bytes) -> Result<Message, TxError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.inner.client.lock().unwrap().insert(branch.to_owned(), tx);
+        let _guard = ClientGuard { inner: &self.inner, branch };
+        self.inner.send(peer, bytes.clone()).await.map_err(|e| TxError::Transport(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.transaction_timeout;
+        let mut interval = T1;
+        let mut next_retransmit = tokio::time::Instant::now() + interval;
+        loop {
+            let wake = if peer.transport == Transport::Udp { next_retransmit.min(deadline) } else { deadline };
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return Err(TxError::Closed) };
+                    if msg.code().unwrap_or(0) >= 200 {
+                        return Ok(msg);
+                    }
+                    interval = T2; // proceeding: retransmit at T2 (§17.1.2.2)
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Err(TxError::Timeout);
+                    }
+                    self.inner.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.inner.send(peer, bytes.clone()).await;
+                    interval = (interval * 2).min(T2);
+                    next_retransmit = tokio::time::Instant::now() + interval;
+                }
+            }
+        }
+    }
+
+    /// Sends a message that expects no response (BENOTIFY, ACK, a keep-alive).
+    pub async fn send_oneway(&self, peer: Peer, bytes: Bytes) -> Result<(), TxError> {
+        self.inner.send(peer, bytes).await.map_err(|e| TxError::Transport(e.to_string()))
+    }
+
+    /// Answers a request: stores the response in the server transaction (so a retransmitted
+    /// request gets it again) and sends it where the request came from.
+    pub async fn respond(&self, req: &Incoming, response: Builder) {
+        let bytes = response.header("Server", &self.inner.cfg.user_agent).build();
+        let key = server_key(&req.msg);
+        if let Some(t) = self.inner.server.lock().unwrap().get_mut(&key) {
+            t.response = Some(bytes.clone());
+        }
+        if let Err(e) = self.inner.send(req.peer, bytes).await {
+            tracing::debug!(error = %e, peer = %req.peer.addr, "sip: response not sent");
+        }
+    }
+
+    /// Answers a request with a bare status.
+    pub async fn reply(&self, req: &Incoming, code: u16, reason: &str) {
+        self.respond(req, Builder::response_to(&req.msg, code, reason, Some(&self.token()))).await;
+    }
+
+    /// Stops the receive loops and closes the TCP connections.
+    pub fn shutdown(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        self.inner.conns.lock().unwrap().clear();
+    }
+}
+
+struct ClientGuard<'a> {
+    inner: &'a Inner,
+    branch: &'a str,
+}
+
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.client.lock().unwrap().remove(self.branch);
+    }
+}
+
+fn server_key(msg: &Message) -> String {
+    let method = msg.cseq_method.to_string();
+    match msg.branch() {
+        Some(b) if b.starts_with("z9hG4bK") => {
+            let sent_by = msg.header(&ezk_sip_types::Name::VIA).unwrap_or("");
+            let sent_by = sent_by.split([';', ',']).next().unwrap_or("");
+            format!("{b}|{sent_by}|{method}")
+        }
+        // RFC 2543 peers: no magic cookie; match on the dialog identifiers (§17.2.3).
+        _ => format!("{}|{}|{}|{method}", msg.call_id, msg.cseq, msg.from.tag.as_deref().unwrap_or("")),
+    }
+}
+
+impl Inner {
+    fn on_bytes(self: &Arc<Self>, data: Bytes, peer: Peer) {
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return; // UDP keep-alive
+        }
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        match Message::parse(data.clone()) {
+            Ok(msg) => self.dispatch(msg, peer),
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, peer = %peer.addr, transport = %peer.transport, "sip: malformed message");
+                if let Some(reply) = bad_request_reply(&data, &e) {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let _ = this.send(peer, reply).await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, msg: Message, peer: Peer) {
+        if !msg.is_request() {
+            let waiter = msg.branch().and_then(|b| self.client.lock().unwrap().get(b).cloned());
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send(msg);
+                }
+                None => tracing::debug!(%msg, "sip: response matches no transaction"),
+            }
+            return;
+        }
+        if msg.method() == Some(&ezk_sip_types::Method::ACK) {
+            return; // no INVITEs here; a stray ACK needs nothing
+        }
+        let key = server_key(&msg);
+        {
+            let mut server = self.server.lock().unwrap();
+            if let Some(t) = server.get(&key) {
+                if let Some(resp) = t.response.clone() {
+                    let this = self.clone();
+                    let peer = t.peer;
+                    tokio::spawn(async move {
+                        let _ = this.send(peer, resp).await;
+                    });
+                }
+                return; // retransmission
+            }
+            let linger = if peer.transport == Transport::Udp { 64 * T1 } else { Duration::from_secs(2) };
+            server.insert(key, ServerTx { response: None, peer, expires: Instant::now() + linger });
+        }
+        let incoming = Incoming { msg, peer };
+        let dialog = self.dialogs.lock().unwrap().get(&*incoming.msg.call_id).cloned();
+        let result = match dialog {
+            Some(tx) => tx.try_send(incoming),
+            None => self.requests.try_send(incoming),
+        };
+        if let Err(e) = result {
+            let incoming = match e {
+                mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
+            };
+            self.stats.overload_503.fetch_add(1, Ordering::Relaxed);
+            let reply = Builder::response_to(&incoming.msg, 503, "Service Unavailable", None)
+                .header("Retry-After", "5")
+                .build();
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _ = this.send(incoming.peer, reply).await;
+            });
+        }
+    }
+
+    async fn send(self: &Arc<Self>, peer: Peer, bytes: Bytes) -> std::io::Result<()> {
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        match peer.transport {
+            Transport::Udp => {
+                let sock = self.udp.as_ref().ok_or_else(|| std::io::Error::other("UDP is off"))?;
+                sock.send_to(&bytes, peer.addr).await.map(|_| ())
+            }
+            Transport::Tcp => {
+                let existing = self.conns.lock().unwrap().get(&peer.addr).cloned();
+                let tx = match existing {
+                    Some(tx) if !tx.is_closed() => tx,
+                    _ => {
+                        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer.addr))
+                            .await
+                            .map_err(|_| std::io::Error::other("connect timeout"))??;
+                        let _ = stream.set_nodelay(true);
+                        Inner::adopt(self, stream, peer.addr)
+                    }
+                };
+                tx.send(bytes).await.map_err(|_| std::io::Error::other("connection closed"))
+            }
+        }
+    }
+
+    /// Starts the reader and writer of a TCP connection and registers it by remote address.
+    fn adopt(self: &Arc<Self>, stream: TcpStream, remote: SocketAddr) -> mpsc::Sender<Bytes> {
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+        self.conns.lock().unwrap().insert(remote, tx.clone());
+        tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let pong = tx.clone();
+        tokio::spawn(async move {
+            let mut framer = Framer::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            let peer = Peer { transport: Transport::Tcp, addr: remote };
+            'conn: loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                framer.extend(&buf[..n]);
+                loop {
+                    let Some(inner) = weak.upgrade() else { break 'conn };
+                    match framer.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some(Frame::Ping)) => {
+                            let _ = pong.try_send(Bytes::from_static(b"\r\n"));
+                        }
+                        Ok(Some(Frame::Message(m))) => inner.on_bytes(m, peer),
+                        Err(e) => {
+                            inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %e, %remote, "sip: TCP stream unusable; closing");
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+            if let Some(inner) = weak.upgrade() {
+                let mut conns = inner.conns.lock().unwrap();
+                if conns.get(&remote).is_some_and(|t| t.same_channel(&pong)) {
+                    conns.remove(&remote);
+                }
+            }
+        });
+        tx
+    }
+}
+
+async fn bind_pair(cfg: &EndpointConfig) -> std::io::Result<(Option<UdpSocket>, Option<TcpListener>, SocketAddr)> {
+    // With port 0, find one port free for both protocols.
+    for _ in 0..20 {
+        let udp = if cfg.udp { Some(UdpSocket::bind(cfg.listen).await?) } else { None };
+        let port = match &udp {
+            Some(u) => u.local_addr()?.port(),
+            None => cfg.listen.port(),
+        };
+        let mut addr = cfg.listen;
+        addr.set_port(port);
+        if !cfg.tcp {
+            let local = udp_local(&udp, addr);
+            return Ok((udp, None, local));
+        }
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                let local = l.local_addr()?;
+                return Ok((udp, Some(l), local));
+            }
+            Err(e) if cfg.listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no port free for both UDP and TCP"))
+}
+
+fn udp_local(udp: &Option<UdpSocket>, fallback: SocketAddr) -> SocketAddr {
+    udp.as_ref().and_then(|u| u.local_addr().ok()).unwrap_or(fallback)
+}
+
+/// A `400` for a request that failed to parse, when its Via, From, To, Call-ID and CSeq lines
+/// can still be read (RFC 3261 §8.2: the reason phrase says what was wrong).
+fn bad_request_reply(data: &[u8], err: &ParseError) -> Option<Bytes> {
+    let text = std::str::from_utf8(data).ok()?;
+    let first = text.trim_start().lines().next()?;
+    if first.starts_with("SIP/") || first.starts_with("ACK ") {
+        return None; // never answer a response or an ACK
+    }
+    let mut keep: Vec<(&str, &str)> = Vec::new();
+    let mut have = [false; 5];
+    for line in text.lines().skip(1) {
+        if line.trim().is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let name = name.trim();
+        let canon = match name.to_ascii_lowercase().as_str() {
+            "via" | "v" => ("Via", 0),
+            "from" | "f" => ("From", 1),
+            "to" | "t" => ("To", 2),
+            "call-id" | "i" => ("Call-ID", 3),
+            "cseq" => ("CSeq", 4),
+            _ => continue,
+        };
+        have[canon.1] = true;
+        keep.push((canon.0, value.trim()));
+    }
+    if !have.iter().all(|h| *h) {
+        return None;
+    }
+    let mut b = Builder::response(400, &format!("Bad Request ({err})"));
+    for (n, v) in keep {
+        b = b.header(n, v);
+    }
+    Some(b.build())
+}
+
+/// Random tokens for tags, branches and Call-IDs (not secrets).
+struct Ids {
+    state: Mutex<u64>,
+}
+
+impl Ids {
+    fn new() -> Ids {
+        Ids { state: Mutex::new(crate::random_u64() | 1) }
+    }
+
+    fn token(&self) -> String {
+        let mut s = self.state.lock().unwrap();
+        // xorshift64*
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        let v = s.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        format!("{v:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair(transport: Transport) -> (Endpoint, Endpoint, mpsc::Receiver<Incoming>, Peer) {
+        let (a, _arx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let (b, brx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let peer = Peer { transport, addr: b.local_addr() };
+        (a, b, brx, peer)
+    }
+
+    fn options(a: &Endpoint, transport: Transport) -> (Bytes, String) {
+        let (via, branch) = a.via(transport);
+        let b = Builder::request("OPTIONS", "sip:b@127.0.0.1")
+            .header("Via", &via)
+            .header("From", &format!("<sip:a@127.0.0.1>;tag={}", a.token()))
+            .header("To", "<sip:b@127.0.0.1>")
+            .header("Call-ID", &a.token())
+            .header("CSeq", "1 OPTIONS")
+            .header("Max-Forwards", "70");
+        (b.build(), branch)
+    }
+
+    #[tokio::test]
+    async fn request_and_response_over_udp_and_tcp() {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (a, b, mut brx, peer) = pair(transport).await;
+            let server = tokio::spawn(async move {
+                let req = brx.recv().await.unwrap();
+                assert_eq!(req.peer.transport, transport);
+                b.reply(&req, 200, "OK").await;
+                b
+            });
+            let (bytes, branch) = options(&a, transport);
+            let resp = a.request(peer, &branch, bytes).await.unwrap();
+            assert_eq!(resp.code(), Some(200), "{transport}");
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn retransmitted_request_gets_the_stored_response_once_handled() {
+        let (a, b, mut brx, peer) = pair(Transport::Udp).await;
+        let (bytes, branch) = options(&a, Transport::Udp);
+        // Answer only after two retransmissions: the application sees the request once.
+        let server = tokio::spawn(async move {
+            let req = brx.recv().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1700)).await;
+            b.reply(&req, 200, "OK").await;
+            assert!(brx.try_recv().is_err(), "a retransmission reached the application");
+            b
+        });
+        let resp = a.request(peer, &branch, bytes).await.unwrap();
+        assert_eq!(resp.code(), Some(200));
+        assert!(a.stats().retransmissions.load(Ordering::Relaxed) >= 2);
+        let b = server.await.unwrap();
+        assert_eq!(b.stats().received.load(Ordering::Relaxed), a.stats().sent.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn times_out_without_answer() {
+        let cfg = EndpointConfig { transaction_timeout: Duration::from_millis(1200), ..Default::default() };
+        let (a, _rx) = Endpoint::bind(cfg).await.unwrap();
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = Peer { transport: Transport::Udp, addr: silent.local_addr().unwrap() };
+        let (bytes, branch) = options(&a, Transport::Udp);
+        assert_eq!(a.request(peer, &branch, bytes).await.unwrap_err(), TxError::Timeout);
+    }
+
+    #[tokio::test]
+    async fn malformed_request_gets_a_400_with_the_reason() {
+        let (b, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bad = "SUBSCRIBE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 NOTIFY\r\nContent-Length: 0\r\n\r\n";
+        sock.send_to(bad.as_bytes(), b.local_addr()).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await.unwrap().unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 Bad Request (CSeq method does not match"), "{text}");
+        assert_eq!(b.stats().malformed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn full_queue_answers_503() {
+        let cfg = EndpointConfig { queue: 1, ..Default::default() };
+        let (b, _rx) = Endpoint::bind(cfg).await.unwrap();
+        let (a, _arx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let peer = Peer { transport: Transport::Udp, addr: b.local_addr() };
+        let (m1, b1) = options(&a, Transport::Udp);
+        let (m2, b2) = options(&a, Transport::Udp);
+        let first = tokio::spawn({
+            let a = a.clone();
+            async move { a.request(peer, &b1, m1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let resp = a.request(peer, &b2, m2).await.unwrap();
+        assert_eq!(resp.code(), Some(503));
+        assert_eq!(resp.header(&ezk_sip_types::Name::RETRY_AFTER), Some("5"));
+        first.abort();
+    }
+}
