@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod message;
+pub mod auth;
 pub mod endpoint;
 
 /// 64 random bits from the OS (`/dev/urandom`), or from the clock and the process id when that
