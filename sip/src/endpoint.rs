@@ -279,11 +279,16 @@ impl Endpoint {
     /// Sends a request (built with a Via from [`Endpoint::via`] carrying `branch`) and waits for
     /// its final response, retransmitting over UDP. Provisional responses are skipped.
     pub async fn request(&self, peer: Peer, branch: &str, bytes: Bytes) -> Result<Message, TxError> {
+        self.request_timeout(peer, branch, bytes, self.inner.cfg.transaction_timeout).await
+    }
+
+    /// [`Endpoint::request`] with its own Timer F (health pings want an answer in seconds).
+    pub async fn request_timeout(&self, peer: Peer, branch: &str, bytes: Bytes, timeout: Duration) -> Result<Message, TxError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.inner.client.lock().unwrap().insert(branch.to_owned(), tx);
         let _guard = ClientGuard { inner: &self.inner, branch };
         self.inner.send(peer, bytes.clone()).await.map_err(|e| TxError::Transport(e.to_string()))?;
-        let deadline = tokio::time::Instant::now() + self.inner.cfg.transaction_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut interval = T1;
         let mut next_retransmit = tokio::time::Instant::now() + interval;
         loop {

@@ -11,6 +11,7 @@ pub mod body;
 pub mod message;
 pub mod auth;
 pub mod endpoint;
+pub mod subscription;
 
 /// 64 random bits from the OS (`/dev/urandom`), or from the clock and the process id when that
 /// cannot be read. Used for tags, branches and Call-IDs, and to seed secrets' derivation.

@@ -1,0 +1,518 @@
+//! The subscriber side of SIP-specific event notification (RFC 6665): one task per
+//! subscription that SUBSCRIBEs, answers the NOTIFYs of its dialog, refreshes before expiry,
+//! and comes back by itself after anything goes wrong.
+//!
+//! * Refresh: at the granted expiry minus a margin (a quarter of it, at most 60 s).
+//! * Errors (timeout, 5xx, 481 on refresh, `terminated` NOTIFY): the subscription reports
+//!   [`SubEvent::Down`] and starts a new dialog after a back-off of 1 s doubling to
+//!   [`MAX_BACKOFF`] with jitter (`Retry-After` and `retry-after=` are honoured;
+//!   `rejected`/`noresource` wait the maximum). `deactivated`/`timeout` re-subscribe at once.
+//! * `401`/`407`: answered once per challenge with the configured credentials; `423`: the
+//!   expiry is raised to `Min-Expires`.
+//! * [`Subscription::resubscribe`] forces a new dialog (the provider calls it when its health
+//!   check saw the peer come back: a restarted presence server has forgotten its subscriptions).
+//! * Dropping the [`Subscription`] un-SUBSCRIBEs (Expires: 0) and ends the task.
+//!
+//! NOTIFYs are answered `200` before they are handed on; Skype for Business's `BENOTIFY` gets no
+//! answer (MS-SIP §3.3.5.1). A NOTIFY may arrive before the `200` of its SUBSCRIBE (RFC 6665
+//! §4.1.2.4); it is accepted on the From tag.
+
+use crate::auth::answer_challenge;
+use crate::endpoint::{Endpoint, Incoming, Peer, TxError};
+use crate::message::{Builder, Message};
+use bytes::Bytes;
+use ezk_sip_types::header::typed::{EventReasonValue, SubStateValue, SubscriptionState};
+use ezk_sip_types::Name;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Longest wait between attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What to subscribe to.
+#[derive(Debug, Clone)]
+pub struct SubscribeSpec {
+    /// Where requests go (a presence server, a PBX, a Skype for Business pool).
+    pub peer: Peer,
+    /// Request-URI and To (the resource).
+    pub uri: String,
+    /// From (the hub's identity at the peer).
+    pub from: String,
+    /// User part of the Contact.
+    pub contact_user: String,
+    /// Event package (`presence`, `dialog`).
+    pub event: String,
+    /// Accept header value.
+    pub accept: String,
+    /// Requested expiry in seconds.
+    pub expires: u32,
+    /// More headers (Supported, Require… for Skype for Business).
+    pub headers: Vec<(String, String)>,
+    /// A body (Skype for Business batch subscriptions): content type and bytes.
+    pub body: Option<(String, Bytes)>,
+    /// Digest credentials (user, password) for a challenging peer.
+    pub credentials: Option<(String, String)>,
+}
+
+/// The Subscription-State of a NOTIFY, simplified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubState {
+    Active,
+    Pending,
+    Terminated { reason: Option<String> },
+}
+
+/// What a subscription reports.
+#[derive(Debug, Clone)]
+pub enum SubEvent {
+    /// The peer accepted the SUBSCRIBE (first or after a restart); `body` is a notification
+    /// piggy-backed on the 200 (Skype for Business `ms-piggyback-first-notify`).
+    Active { expires: u32, body: Option<(String, Bytes)> },
+    /// A NOTIFY/BENOTIFY of the dialog.
+    Notify { state: SubState, content_type: Option<String>, body: Bytes, msg: Box<Message> },
+    /// No usable subscription now; the next attempt is in `retry_in`.
+    Down { reason: String, retry_in: Duration },
+}
+
+enum Command {
+    Resubscribe,
+}
+
+/// A running subscription. Dropping it un-SUBSCRIBEs.
+#[derive(Debug)]
+pub struct Subscription {
+    commands: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// Starts a subscription; its events go to `events` tagged with `key`.
+    pub fn spawn<K: Clone + Send + Sync + 'static>(endpoint: Endpoint, spec: SubscribeSpec, key: K, events: mpsc::Sender<(K, SubEvent)>) -> Subscription {
+        let (ctx, crx) = mpsc::channel(4);
+        let task = tokio::spawn(run(endpoint, spec, key, events, crx));
+        Subscription { commands: ctx, task }
+    }
+
+    /// Drops the current dialog and subscribes anew (after the peer restarted).
+    pub fn resubscribe(&self) {
+        let _ = self.commands.try_send(Command::Resubscribe);
+    }
+
+    /// Whether the task still runs.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+struct Dialog {
+    call_id: String,
+    from_tag: String,
+    to_tag: Option<String>,
+    cseq: u32,
+    nc: u32,
+}
+
+enum Outcome {
+    /// Stop for good (the handle was dropped).
+    Stop,
+    /// Start a new dialog after this wait.
+    Retry(Duration, String),
+}
+
+async fn run<K: Clone + Send + Sync + 'static>(
+    ep: Endpoint,
+    mut spec: SubscribeSpec,
+    key: K,
+    events: mpsc::Sender<(K, SubEvent)>,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let (ntx, nrx) = mpsc::channel(32);
+        let mut dialog = Dialog {
+            call_id: format!("{}@presence-hub", ep.token()),
+            from_tag: ep.token(),
+            to_tag: None,
+            cseq: 0,
+            nc: 0,
+        };
+        ep.register_dialog(&dialog.call_id, ntx);
+        let outcome = one_dialog(&ep, &mut spec, &key, &events, &mut commands, &mut dialog, nrx, &mut backoff).await;
+        ep.unregister_dialog(&dialog.call_id);
+        match outcome {
+            Outcome::Stop => return,
+            Outcome::Retry(wait, reason) => {
+                let _ = events.send((key.clone(), SubEvent::Down { reason, retry_in: wait })).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    cmd = commands.recv() => if cmd.is_none() { return },
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn one_dialog<K: Clone + Send + Sync + 'static>(
+    ep: &Endpoint,
+    spec: &mut SubscribeSpec,
+    key: &K,
+    events: &mpsc::Sender<(K, SubEvent)>,
+    commands: &mut mpsc::Receiver<Command>,
+    dialog: &mut Dialog,
+    mut notifies: mpsc::Receiver<Incoming>,
+    backoff: &mut Duration,
+) -> Outcome {
+    // Initial SUBSCRIBE.
+    let granted = match subscribe(ep, spec, dialog, spec.expires, &mut notifies, key, events).await {
+        Ok((granted, body)) => {
+            *backoff = Duration::from_secs(1);
+            let _ = events.send((key.clone(), SubEvent::Active { expires: granted, body })).await;
+            granted
+        }
+        Err(fail) => return fail.into_outcome(backoff),
+    };
+    let mut refresh_at = tokio::time::Instant::now() + refresh_after(granted);
+    loop {
+        tokio::select! {
+            n = notifies.recv() => {
+                let Some(n) = n else { return Outcome::Retry(next_backoff(backoff), "dialog closed".into()) };
+                match on_notify(ep, dialog, n, key, events).await {
+                    Some(SubState::Terminated { reason }) => {
+                        let reason_text = reason.clone().unwrap_or_else(|| "terminated".into());
+                        let wait = match reason.as_deref() {
+                            Some("deactivated") | Some("timeout") => Duration::from_millis(50),
+                            Some("rejected") | Some("noresource") => MAX_BACKOFF,
+                            _ => next_backoff(backoff),
+                        };
+                        return Outcome::Retry(wait, format!("subscription terminated by the peer ({reason_text})"));
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::time::sleep_until(refresh_at) => {
+                match subscribe(ep, spec, dialog, spec.expires, &mut notifies, key, events).await {
+                    Ok((granted, _)) => refresh_at = tokio::time::Instant::now() + refresh_after(granted),
+                    Err(fail) => return fail.into_outcome(backoff),
+                }
+            }
+            cmd = commands.recv() => match cmd {
+                None => {
+                    if dialog.to_tag.is_some() {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), subscribe(ep, spec, dialog, 0, &mut notifies, key, events)).await;
+                    }
+                    return Outcome::Stop;
+                }
+                Some(Command::Resubscribe) => {
+                    return Outcome::Retry(Duration::from_millis(10), "re-subscribing (peer restarted)".into());
+                }
+            }
+        }
+    }
+}
+
+fn refresh_after(granted: u32) -> Duration {
+    let g = granted.max(1) as u64;
+    Duration::from_secs(g - (g / 4).min(60)).max(Duration::from_secs(1))
+}
+
+fn next_backoff(backoff: &mut Duration) -> Duration {
+    let cur = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    // ±20 % jitter so a restarted peer is not hit by every subscription at once.
+    let jitter = (crate::random_u64() % 400) as f64 / 1000.0 + 0.8;
+    cur.mul_f64(jitter)
+}
+
+enum Failure {
+    Timeout,
+    Status(u16, Option<u32>),
+    Transport(String),
+}
+
+impl Failure {
+    fn into_outcome(self, backoff: &mut Duration) -> Outcome {
+        match self {
+            Failure::Timeout => Outcome::Retry(next_backoff(backoff), "no answer to SUBSCRIBE".into()),
+            Failure::Transport(e) => Outcome::Retry(next_backoff(backoff), format!("transport: {e}")),
+            Failure::Status(code, retry_after) => {
+                let wait = match (retry_after, code) {
+                    (Some(s), _) => Duration::from_secs(s.min(3600) as u64),
+                    (None, 403 | 404 | 489) => MAX_BACKOFF,
+                    _ => next_backoff(backoff),
+                };
+                Outcome::Retry(wait, format!("SUBSCRIBE answered {code}"))
+            }
+        }
+    }
+}
+
+/// Sends a SUBSCRIBE in (or starting) the dialog, answering challenges and 423 once each.
+/// NOTIFYs arriving meanwhile are handled. Returns the granted expiry and a piggy-backed body.
+#[allow(clippy::too_many_arguments)]
+async fn subscribe<K: Clone + Send + Sync + 'static>(
+    ep: &Endpoint,
+    spec: &mut SubscribeSpec,
+    dialog: &mut Dialog,
+    expires: u32,
+    notifies: &mut mpsc::Receiver<Incoming>,
+    key: &K,
+    events: &mpsc::Sender<(K, SubEvent)>,
+) -> Result<(u32, Option<(String, Bytes)>), Failure> {
+    let mut auth: Option<(Name, String)> = None;
+    let mut expires = expires;
+    for _attempt in 0..4 {
+        dialog.cseq += 1;
+        let (via, branch) = ep.via(spec.peer.transport);
+        let to = match &dialog.to_tag {
+            Some(t) => format!("<{}>;tag={t}", spec.uri),
+            None => format!("<{}>", spec.uri),
+        };
+        let mut b = Builder::request("SUBSCRIBE", &spec.uri)
+            .header("Via", &via)
+            .header("Max-Forwards", "70")
+            .header("From", &format!("<{}>;tag={}", spec.from, dialog.from_tag))
+            .header("To", &to)
+            .header("Call-ID", &dialog.call_id)
+            .header("CSeq", &format!("{} SUBSCRIBE", dialog.cseq))
+            .header("Contact", &ep.contact(&spec.contact_user, spec.peer.transport))
+            .header("Event", &spec.event)
+            .header("Accept", &spec.accept)
+            .header("Expires", &expires.to_string())
+            .header("User-Agent", ep.user_agent());
+        for (n, v) in &spec.headers {
+            b = b.header(n, v);
+        }
+        if let Some((name, value)) = &auth {
+            b = b.header(name.as_print_str(), value);
+        }
+        if let Some((ct, body)) = &spec.body {
+            b = b.body(ct, body.clone());
+        }
+        let fut = ep.request(spec.peer, &branch, b.build());
+        tokio::pin!(fut);
+        // Serve NOTIFYs that race the response.
+        let resp = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                Some(n) = notifies.recv() => { on_notify(ep, dialog, n, key, events).await; }
+            }
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(TxError::Timeout) => return Err(Failure::Timeout),
+            Err(e) => return Err(Failure::Transport(e.to_string())),
+        };
+        let code = resp.code().unwrap_or(0);
+        match code {
+            200..=299 => {
+                if dialog.to_tag.is_none() {
+                    dialog.to_tag = resp.to.tag.as_ref().map(|t| t.to_string());
+                }
+                let granted = resp.expires().ok().flatten().unwrap_or(expires);
+                let body = (!resp.body.is_empty())
+                    .then(|| (resp.content_type().unwrap_or_default(), resp.body.clone()));
+                return Ok((granted, body));
+            }
+            401 | 407 if auth.is_none() => {
+                let Some((user, pass)) = &spec.credentials else { return Err(Failure::Status(code, None)) };
+                dialog.nc += 1;
+                auth = answer_challenge(&resp, "SUBSCRIBE", &spec.uri, user, pass, dialog.nc);
+                if auth.is_none() {
+                    return Err(Failure::Status(code, None));
+                }
+            }
+            423 => {
+                let min = resp.header(&Name::MIN_EXPIRES).and_then(|v| v.parse::<u32>().ok());
+                match min {
+                    Some(m) if m > expires && m <= 86_400 => {
+                        expires = m;
+                        spec.expires = m;
+                    }
+                    _ => return Err(Failure::Status(code, None)),
+                }
+            }
+            _ => {
+                let retry_after = resp.header(&Name::RETRY_AFTER).and_then(|v| v.split([';', ' ']).next()?.parse().ok());
+                return Err(Failure::Status(code, retry_after));
+            }
+        }
+    }
+    Err(Failure::Status(401, None))
+}
+
+/// Answers a NOTIFY of the dialog and reports it; returns its Subscription-State.
+async fn on_notify<K: Clone + Send + Sync + 'static>(ep: &Endpoint, dialog: &mut Dialog, n: Incoming, key: &K, events: &mpsc::Sender<(K, SubEvent)>) -> Option<SubState> {
+    let method = n.msg.method().map(|m| m.to_string()).unwrap_or_default();
+    let benotify = method.eq_ignore_ascii_case("BENOTIFY");
+    if method != "NOTIFY" && !benotify {
+        ep.reply(&n, 405, "Method Not Allowed").await;
+        return None;
+    }
+    if n.msg.to.tag.as_deref() != Some(dialog.from_tag.as_str()) {
+        if !benotify {
+            ep.reply(&n, 481, "Subscription Does Not Exist").await;
+        }
+        return None;
+    }
+    if dialog.to_tag.is_none() {
+        dialog.to_tag = n.msg.from.tag.as_ref().map(|t| t.to_string());
+    }
+    let state = n
+        .msg
+        .headers
+        .get_named::<SubscriptionState>()
+        .map(|s| match s.state {
+            SubStateValue::Active => SubState::Active,
+            SubStateValue::Pending => SubState::Pending,
+            SubStateValue::Terminated => SubState::Terminated { reason: s.reason.map(reason_text) },
+        })
+        // SfB's BENOTIFY and some PBXes omit it; treat as active.
+        .unwrap_or(SubState::Active);
+    if !benotify {
+        ep.respond(&n, Builder::response_to(&n.msg, 200, "OK", None)).await;
+    }
+    let content_type = n.msg.content_type();
+    let body = n.msg.body.clone();
+    let _ = events
+        .send((key.clone(), SubEvent::Notify { state: state.clone(), content_type, body, msg: Box::new(n.msg) }))
+        .await;
+    Some(state)
+}
+
+fn reason_text(r: EventReasonValue) -> String {
+    r.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{DigestServer, Ha1};
+    use crate::endpoint::{EndpointConfig, Transport};
+
+    async fn notify(ep: &Endpoint, sub: &Incoming, to_tag: &str, cseq: u32, state: &str, body: &str) -> Message {
+        let (via, branch) = ep.via(sub.peer.transport);
+        let b = Builder::request("NOTIFY", &crate::message::name_addr_uri(sub.msg.header(&Name::CONTACT).unwrap()).to_string())
+            .header("Via", &via)
+            .header("From", &format!("<sip:alice@127.0.0.1>;tag={to_tag}"))
+            .header("To", sub.msg.header(&Name::FROM).unwrap())
+            .header("Call-ID", &sub.msg.call_id)
+            .header("CSeq", &format!("{cseq} NOTIFY"))
+            .header("Event", "presence")
+            .header("Subscription-State", state)
+            .body("application/pidf+xml", body.to_string());
+        ep.request(sub.peer, &branch, b.build()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn subscribes_refreshes_notifies_and_comes_back_after_termination() {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (server, mut srx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+            let (client, _crx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+            let digest = DigestServer::new("peer");
+            let spec = SubscribeSpec {
+                peer: Peer { transport, addr: server.local_addr() },
+                uri: "sip:alice@127.0.0.1".into(),
+                from: "sip:hub@127.0.0.1".into(),
+                contact_user: "hub".into(),
+                event: "presence".into(),
+                accept: "application/pidf+xml".into(),
+                expires: 4,
+                headers: vec![],
+                body: None,
+                credentials: Some(("hub".into(), "pw".into())),
+            };
+            let (etx, mut erx) = mpsc::channel(16);
+            let sub = Subscription::spawn(client.clone(), spec, 7u32, etx);
+
+            // 1: challenged, then accepted with a short expiry.
+            let first = srx.recv().await.unwrap();
+            assert_eq!(first.msg.event(), Some("presence"));
+            let mut r = Builder::response_to(&first.msg, 401, "Unauthorized", Some("t1"));
+            for c in digest.challenges(false) {
+                r = r.header("WWW-Authenticate", &c);
+            }
+            server.respond(&first, r).await;
+            let second = srx.recv().await.unwrap();
+            let user = digest.verify(&second.msg, |u| (u == "hub").then(|| Ha1::from_password("hub", "peer", "pw"))).unwrap();
+            assert_eq!(user, "hub");
+            server.respond(&second, Builder::response_to(&second.msg, 200, "OK", Some("t1")).header("Expires", "2")).await;
+            let (k, ev) = erx.recv().await.unwrap();
+            assert_eq!(k, 7);
+            assert!(matches!(ev, SubEvent::Active { expires: 2, .. }), "{ev:?}");
+
+            // 2: a NOTIFY is answered 200 and reported with its body.
+            let resp = notify(&server, &second, "t1", 1, "active;expires=2", "<presence/>").await;
+            assert_eq!(resp.code(), Some(200));
+            let (_, ev) = erx.recv().await.unwrap();
+            let SubEvent::Notify { state, body, .. } = ev else { panic!("{ev:?}") };
+            assert_eq!(state, SubState::Active);
+            assert_eq!(&body[..], b"<presence/>");
+
+            // 3: the refresh comes in the same dialog before expiry.
+            let refresh = tokio::time::timeout(Duration::from_secs(3), srx.recv()).await.unwrap().unwrap();
+            assert_eq!(refresh.msg.call_id, second.msg.call_id);
+            assert_eq!(refresh.msg.to.tag.as_deref(), Some("t1"));
+            assert!(refresh.msg.cseq > second.msg.cseq);
+            server.respond(&refresh, Builder::response_to(&refresh.msg, 200, "OK", None).header("Expires", "60")).await;
+
+            // 4: terminated;reason=deactivated → Down, then a new dialog at once.
+            let _ = notify(&server, &second, "t1", 2, "terminated;reason=deactivated", "").await;
+            let mut saw_down = false;
+            while let Ok(Some((_, ev))) = tokio::time::timeout(Duration::from_millis(500), erx.recv()).await {
+                if matches!(ev, SubEvent::Down { .. }) {
+                    saw_down = true;
+                    break;
+                }
+            }
+            assert!(saw_down);
+            let again = tokio::time::timeout(Duration::from_secs(2), srx.recv()).await.unwrap().unwrap();
+            assert_ne!(again.msg.call_id, second.msg.call_id);
+            assert!(again.msg.to.tag.is_none());
+            server.respond(&again, Builder::response_to(&again.msg, 200, "OK", Some("t2")).header("Expires", "60")).await;
+
+            // 5: dropping the handle un-SUBSCRIBEs.
+            drop(sub);
+            let bye = tokio::time::timeout(Duration::from_secs(2), srx.recv()).await.unwrap().unwrap();
+            assert_eq!(bye.msg.expires().unwrap(), Some(0));
+            assert_eq!(bye.msg.call_id, again.msg.call_id);
+            server.respond(&bye, Builder::response_to(&bye.msg, 200, "OK", None)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_subscribe_reports_down_and_retries() {
+        let cfg = EndpointConfig { transaction_timeout: Duration::from_millis(600), ..Default::default() };
+        let (client, _crx) = Endpoint::bind(cfg).await.unwrap();
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let spec = SubscribeSpec {
+            peer: Peer { transport: Transport::Udp, addr: silent.local_addr().unwrap() },
+            uri: "sip:2001@127.0.0.1".into(),
+            from: "sip:hub@127.0.0.1".into(),
+            contact_user: "hub".into(),
+            event: "dialog".into(),
+            accept: "application/dialog-info+xml".into(),
+            expires: 600,
+            headers: vec![],
+            body: None,
+            credentials: None,
+        };
+        let (etx, mut erx) = mpsc::channel(16);
+        let _sub = Subscription::spawn(client, spec, (), etx);
+        let (_, ev) = tokio::time::timeout(Duration::from_secs(3), erx.recv()).await.unwrap().unwrap();
+        let SubEvent::Down { reason, retry_in } = ev else { panic!("{ev:?}") };
+        assert!(reason.contains("no answer"), "{reason}");
+        assert!(retry_in <= Duration::from_millis(1200));
+        // It tries again.
+        let mut buf = [0u8; 4096];
+        let mut seen = std::collections::HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        while tokio::time::Instant::now() < deadline && seen.len() < 2 {
+            if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(500), silent.recv_from(&mut buf)).await {
+                let m = Message::parse(Bytes::copy_from_slice(&buf[..n])).unwrap();
+                seen.insert(m.call_id.to_string());
+            }
+        }
+        assert_eq!(seen.len(), 2, "a second dialog was started");
+    }
+}
