@@ -578,7 +578,11 @@ fn bad_request_reply(data: &[u8], err: &ParseError) -> Option<Bytes> {
     if !have.iter().all(|h| *h) {
         return None;
     }
-    let mut b = Builder::response(400, &format!("Bad Request ({err})"));
+    let mut b = match err {
+        ParseError::UnsupportedUriScheme => Builder::response(416, "Unsupported URI Scheme"),
+        ParseError::BadVersion => Builder::response(505, "Version Not Supported"),
+        _ => Builder::response(400, &format!("Bad Request ({err})")),
+    };
     for (n, v) in keep {
         b = b.header(n, v);
     }

@@ -104,8 +104,16 @@ impl Message {
             if lines > MAX_HEADER_LINES {
                 return Err(ParseError::TooManyHeaders);
             }
-            match Line::parse(&buffer, line) {
-                Ok((_, l)) if !l.name.as_print_str().is_empty() => headers.insert(l.name, l.value),
+            // Folded lines: CRLF + whitespace is one SP before interpretation (§7.3.1).
+            let parsed = if line.contains(['\r', '\n']) {
+                let unfolded = Bytes::from(unfold(line));
+                let text = std::str::from_utf8(&unfolded).map_err(|_| ParseError::NotUtf8)?;
+                Line::parse(&unfolded, text).map(|(_, l)| l).map_err(|_| ())
+            } else {
+                Line::parse(&buffer, line).map(|(_, l)| l).map_err(|_| ())
+            };
+            match parsed {
+                Ok(l) if !l.name.as_print_str().is_empty() => headers.insert(l.name, l.value),
                 _ => return Err(ParseError::BadHeaderLine),
             }
         }
@@ -132,8 +140,7 @@ impl Message {
         let cseq = headers.get_named::<CSeq>().map_err(|_| ParseError::BadHeader("CSeq"))?;
         let from = single::<FromTo>(&headers, Name::FROM, "From")?;
         let to = single::<FromTo>(&headers, Name::TO, "To")?;
-        let vias = headers.get_named::<Vec<Via>>().map_err(|_| ParseError::BadHeader("Via"))?;
-        let via = vias.into_iter().next().ok_or(ParseError::BadHeader("Via"))?;
+        let via = top_via(&headers)?;
         let start = match start {
             MessageLine::Request(rl) => {
                 if cseq.method != rl.method {
@@ -227,13 +234,117 @@ impl Message {
     }
 }
 
+/// Checks every Via value strictly (each comma-separated element must parse completely) and
+/// returns the top one.
+fn top_via(headers: &Headers) -> Result<Via, ParseError> {
+    use ezk_sip_types::header::HeaderParse;
+    let bad = ParseError::BadHeader("Via");
+    let mut top = None;
+    for raw in headers.get_raw(&Name::VIA) {
+        let src = Bytes::copy_from_slice(raw.as_bytes());
+        let mut rest = std::str::from_utf8(&src).map_err(|_| bad.clone())?.trim();
+        loop {
+            let (remaining, via) = Via::parse(&src, rest).map_err(|_| bad.clone())?;
+            top.get_or_insert(via);
+            let remaining = remaining.trim_start();
+            if remaining.is_empty() {
+                break;
+            }
+            rest = remaining.strip_prefix(',').ok_or(bad.clone())?.trim_start();
+            if rest.is_empty() {
+                return Err(bad);
+            }
+        }
+    }
+    top.ok_or(bad)
+}
+
 fn single<H: ezk_sip_types::header::DecodeValues>(headers: &Headers, name: Name, what: &'static str) -> Result<H, ParseError> {
     let mut values = headers.get_raw(&name);
     let first = values.next().ok_or(ParseError::BadHeader(what))?;
     if values.next().is_some() {
         return Err(ParseError::BadHeader(what));
     }
-    H::decode(&mut std::iter::once(first)).map(|(_, h)| h).map_err(|_| ParseError::BadHeader(what))
+    if !balanced(first) {
+        return Err(ParseError::BadHeader(what));
+    }
+    let first = plain_display_name(first);
+    H::decode(&mut std::iter::once(&first)).map(|(_, h)| h).map_err(|_| ParseError::BadHeader(what))
+}
+
+/// Quotes closed and angle brackets paired outside quotes, no space just inside `<` `>`
+/// (RFC 4475 quotbal, badaspec).
+fn balanced(v: &str) -> bool {
+    let (mut quoted, mut escaped, mut depth) = (false, false, 0i32);
+    let b = v.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => quoted = true,
+            b'<' => {
+                depth += 1;
+                if b.get(i + 1).is_some_and(|n| n.is_ascii_whitespace()) {
+                    return false;
+                }
+            }
+            b'>' => {
+                depth -= 1;
+                if i > 0 && b[i - 1].is_ascii_whitespace() {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return false;
+        }
+    }
+    !quoted && depth == 0
+}
+
+/// `ezk-sip-types` does not read quoted-pairs (`\"`, `\\`) inside a quoted display name (RFC 3261
+/// §25.1 allows them; RFC 4475 wsinv and intmeth use them). The display name is only shown,
+/// never matched, so it is simplified before the typed parse: escapes resolved, inner quotes and
+/// backslashes dropped. The raw header is kept as received.
+fn plain_display_name(value: &BytesStr) -> BytesStr {
+    let v = value.trim_start();
+    if !v.starts_with('"') || !v.contains('\\') {
+        return value.clone();
+    }
+    let mut out = String::with_capacity(v.len());
+    out.push('"');
+    let mut chars = v[1..].chars();
+    let mut closed = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if n != '"' && n != '\\' {
+                        out.push(n);
+                    }
+                }
+            }
+            '"' => {
+                closed = true;
+                break;
+            }
+            c => out.push(c),
+        }
+    }
+    if !closed {
+        return value.clone();
+    }
+    out.push('"');
+    out.push_str(chars.as_str());
+    BytesStr::from(out)
 }
 
 fn parse_start_line(src: &Bytes, line: &str, uri_text: &mut String) -> Result<MessageLine, ParseError> {
@@ -271,6 +382,22 @@ fn parse_start_line(src: &Bytes, line: &str, uri_text: &mut String) -> Result<Me
         }
         _ => Err(ParseError::BadStartLine),
     }
+}
+
+fn unfold(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' || c == '\n' {
+            while chars.peek().is_some_and(|c| matches!(c, '\r' | '\n' | ' ' | '\t')) {
+                chars.next();
+            }
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn is_token_byte(b: u8) -> bool {

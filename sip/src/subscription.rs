@@ -178,15 +178,7 @@ async fn one_dialog<K: Clone + Send + Sync + 'static>(
             n = notifies.recv() => {
                 let Some(n) = n else { return Outcome::Retry(next_backoff(backoff), "dialog closed".into()) };
                 match on_notify(ep, dialog, n, key, events).await {
-                    Some(SubState::Terminated { reason }) => {
-                        let reason_text = reason.clone().unwrap_or_else(|| "terminated".into());
-                        let wait = match reason.as_deref() {
-                            Some("deactivated") | Some("timeout") => Duration::from_millis(50),
-                            Some("rejected") | Some("noresource") => MAX_BACKOFF,
-                            _ => next_backoff(backoff),
-                        };
-                        return Outcome::Retry(wait, format!("subscription terminated by the peer ({reason_text})"));
-                    }
+                    Some(SubState::Terminated { reason }) => return terminated_outcome(reason, backoff),
                     _ => {}
                 }
             }
@@ -211,6 +203,16 @@ async fn one_dialog<K: Clone + Send + Sync + 'static>(
     }
 }
 
+fn terminated_outcome(reason: Option<String>, backoff: &mut Duration) -> Outcome {
+    let wait = match reason.as_deref() {
+        Some("deactivated") | Some("timeout") => Duration::from_millis(50),
+        Some("rejected") | Some("noresource") => MAX_BACKOFF,
+        _ => next_backoff(backoff),
+    };
+    let reason = reason.unwrap_or_else(|| "terminated".into());
+    Outcome::Retry(wait, format!("subscription terminated by the peer ({reason})"))
+}
+
 fn refresh_after(granted: u32) -> Duration {
     let g = granted.max(1) as u64;
     Duration::from_secs(g - (g / 4).min(60)).max(Duration::from_secs(1))
@@ -225,6 +227,8 @@ fn next_backoff(backoff: &mut Duration) -> Duration {
 }
 
 enum Failure {
+    /// A NOTIFY ended the subscription while the SUBSCRIBE was out.
+    Terminated(Option<String>),
     Timeout,
     Status(u16, Option<u32>),
     Transport(String),
@@ -233,6 +237,7 @@ enum Failure {
 impl Failure {
     fn into_outcome(self, backoff: &mut Duration) -> Outcome {
         match self {
+            Failure::Terminated(reason) => terminated_outcome(reason, backoff),
             Failure::Timeout => Outcome::Retry(next_backoff(backoff), "no answer to SUBSCRIBE".into()),
             Failure::Transport(e) => Outcome::Retry(next_backoff(backoff), format!("transport: {e}")),
             Failure::Status(code, retry_after) => {
@@ -290,14 +295,22 @@ async fn subscribe<K: Clone + Send + Sync + 'static>(
             b = b.body(ct, body.clone());
         }
         let fut = ep.request(spec.peer, &branch, b.build());
+        let mut terminated = None;
         tokio::pin!(fut);
         // Serve NOTIFYs that race the response.
         let resp = loop {
             tokio::select! {
                 r = &mut fut => break r,
-                Some(n) = notifies.recv() => { on_notify(ep, dialog, n, key, events).await; }
+                Some(n) = notifies.recv() => {
+                    if let Some(SubState::Terminated { reason }) = on_notify(ep, dialog, n, key, events).await {
+                        terminated = Some(reason);
+                    }
+                }
             }
         };
+        if let Some(reason) = terminated {
+            return Err(Failure::Terminated(reason));
+        }
         let resp = match resp {
             Ok(r) => r,
             Err(TxError::Timeout) => return Err(Failure::Timeout),
