@@ -20,7 +20,7 @@
 //! Common rules (every builder here): the output is well-formed UTF-8 XML, text and attribute
 //! values are escaped, and characters XML 1.0 cannot carry (most C0 controls) are dropped.
 
-// pub mod dialog_info;
+pub mod dialog_info;
 // pub mod msrtc;
 // pub mod multipart;
 pub mod pidf;
