@@ -21,7 +21,7 @@
 //! values are escaped, and characters XML 1.0 cannot carry (most C0 controls) are dropped.
 
 pub mod dialog_info;
-// pub mod msrtc;
+pub mod msrtc;
 // pub mod multipart;
 pub mod pidf;
 // pub mod rlmi;
