@@ -196,8 +196,7 @@ impl std::fmt::Display for ContentType {
 
 /// An RFC 2045 token.
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
 }
 
 /// One body part.
@@ -261,7 +260,9 @@ impl Multipart {
             .or_else(|| {
                 let ty = self.root_type.as_deref()?;
                 self.parts.iter().find(|p| {
-                    p.content_type().and_then(|c| ContentType::parse(c).ok()).is_some_and(|c| c.mime.eq_ignore_ascii_case(ty))
+                    p.content_type()
+                        .and_then(|c| ContentType::parse(c).ok())
+                        .is_some_and(|c| c.mime.eq_ignore_ascii_case(ty))
                 })
             })
             .or_else(|| self.parts.first())
@@ -306,13 +307,7 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Multipart, Mul
             None if close => j,
             _ => continue,
         };
-        let start = if i >= 2 && &body[i - 2..i] == b"\r\n" {
-            i - 2
-        } else if i >= 1 {
-            i - 1
-        } else {
-            0
-        };
+        let start = if i >= 2 && &body[i - 2..i] == b"\r\n" { i - 2 } else { i.saturating_sub(1) };
         delims.push((start, line_end, close));
         if close {
             break;
@@ -462,7 +457,9 @@ mod tests {
         assert_eq!(ct.param("start"), Some("<x@y>"));
         assert_eq!(ct.param("boundary"), Some(r#"a "q" b"#));
         assert_eq!(ContentType::parse(&ct.to_string()), Ok(ct));
-        for bad in ["", "text", "/x", "a/b; c", "a/b; =v", r#"a/b; c="open"#, r#"a/b; c="x" y"#, "a/b; c=has space", "a b/c"] {
+        for bad in
+            ["", "text", "/x", "a/b; c", "a/b; =v", r#"a/b; c="open"#, r#"a/b; c="x" y"#, "a/b; c=has space", "a b/c"]
+        {
             assert!(ContentType::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(ContentType::parse("text/plain;").map(|c| c.params.len()), Ok(0));
@@ -470,7 +467,8 @@ mod tests {
 
     #[test]
     fn parses_crlf_and_padding_and_headerless_parts() {
-        let m = parse_multipart(r#"multipart/related;boundary="b1";start="<a@x>";type="text/plain""#, BODY).expect("parse");
+        let m =
+            parse_multipart(r#"multipart/related;boundary="b1";start="<a@x>";type="text/plain""#, BODY).expect("parse");
         assert_eq!(m.boundary, "b1");
         assert_eq!(m.start.as_deref(), Some("a@x"));
         assert_eq!(m.root_type.as_deref(), Some("text/plain"));
@@ -516,7 +514,10 @@ mod tests {
             Err(MultipartError::BadHeader(_))
         ));
         let many = "--b\r\n\r\nx\r\n".repeat(MAX_PARTS + 1) + "--b--";
-        assert_eq!(p("multipart/related;boundary=b", many.as_bytes()), Err(MultipartError::TooMany { what: "parts", max: MAX_PARTS }));
+        assert_eq!(
+            p("multipart/related;boundary=b", many.as_bytes()),
+            Err(MultipartError::TooMany { what: "parts", max: MAX_PARTS })
+        );
         let ok = "--b\r\n\r\nx\r\n".repeat(MAX_PARTS) + "--b--";
         assert_eq!(p("multipart/related;boundary=b", ok.as_bytes()).map(|m| m.parts.len()), Ok(MAX_PARTS));
         let headers = "H: v\r\n".repeat(MAX_PART_HEADERS + 1);
@@ -575,7 +576,11 @@ mod tests {
     fn no_input_panics_the_parser() {
         let mut rng = Xorshift::new(0x5851_F42D_4C95_7F2D);
         let tokens: [&[u8]; 8] = [b"\r\n", b"\n", b"--b1", b"--b1--", b"\r\n--b1\r\n", b":", b" ", b"\xff"];
-        let cts = ["multipart/related;boundary=b1", "multipart/related;boundary=\"b1\";start=\"<a@x>\"", "multipart/x;boundary=b"];
+        let cts = [
+            "multipart/related;boundary=b1",
+            "multipart/related;boundary=\"b1\";start=\"<a@x>\"",
+            "multipart/x;boundary=b",
+        ];
         let mut ok = 0usize;
         for i in 0..12_000 {
             let v = mutate(BODY, &mut rng, &tokens);

@@ -331,12 +331,7 @@ mod tests {
             .min()
             .expect("header/body separator");
         let head = std::str::from_utf8(&raw[..at.0]).expect("utf-8");
-        let ct = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Type:"))
-            .expect("Content-Type")
-            .trim()
-            .to_string();
+        let ct = head.lines().find_map(|l| l.strip_prefix("Content-Type:")).expect("Content-Type").trim().to_string();
         (ct, &raw[at.1..])
     }
 
@@ -415,7 +410,10 @@ mod tests {
         assert_eq!(n.resources[0].instance.state, InstanceState::Pending);
         assert!(matches!(parse_rlmi(br#"<list uri="u"/>"#), Err(RlmiError::BadVersion(_))));
         assert!(matches!(parse_rlmi(b"<presence/>"), Err(RlmiError::Xml(XmlError::UnexpectedRoot { .. }))));
-        assert!(matches!(parse_rlmi_notify("text/plain", b"x"), Err(RlmiError::Multipart(MultipartError::NotMultipart(_)))));
+        assert!(matches!(
+            parse_rlmi_notify("text/plain", b"x"),
+            Err(RlmiError::Multipart(MultipartError::NotMultipart(_)))
+        ));
         let many = r#"<resource uri="u"/>"#.repeat(MAX_RESOURCES + 1);
         assert_eq!(
             parse_rlmi(format!(r#"<list version="1">{many}</list>"#).as_bytes()),
@@ -440,7 +438,9 @@ mod tests {
             let n = parse_rlmi_notify(&ct, body).expect("parse");
             assert_eq!(parse_rlmi(build_rlmi(&n.list).as_bytes()).as_ref(), Ok(&n.list));
             let (ct2, body2) = build_rlmi_notify(&n, "hub-boundary-42").expect("build");
-            assert!(ct2.starts_with(r#"multipart/related;type="application/rlmi+xml";start="<rlmi.hub-boundary-42@presence-hub>""#));
+            assert!(ct2.starts_with(
+                r#"multipart/related;type="application/rlmi+xml";start="<rlmi.hub-boundary-42@presence-hub>""#
+            ));
             assert_eq!(parse_rlmi_notify(&ct2, &body2), Ok(n));
         }
         // A notification built from scratch: SfB categories for one contact, resubscribe for another.
@@ -480,7 +480,12 @@ mod tests {
                 content_type: Some(msrtc::CONTENT_TYPE.into()),
                 body: Some(msrtc::build_categories(&cats).into_bytes()),
             },
-            ResourcePart { uri: "sip:b@contoso.com".into(), instance: n.list.resources[1].instances[0].clone(), content_type: None, body: None },
+            ResourcePart {
+                uri: "sip:b@contoso.com".into(),
+                instance: n.list.resources[1].instances[0].clone(),
+                content_type: None,
+                body: None,
+            },
         ];
         let (ct, body) = build_rlmi_notify(&n, "b0undary").expect("build");
         assert_eq!(parse_rlmi_notify(&ct, &body), Ok(n.clone()));
