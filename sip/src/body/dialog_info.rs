@@ -270,8 +270,10 @@ fn dialog(el: &Element) -> Result<Dialog, DialogInfoError> {
     let id = opt_id(el.attr("id")).or_else(|| call_id.clone()).ok_or(DialogInfoError::MissingDialogId)?;
     let st = el.child("state");
     let state_text = st.map_or("", |s| s.text.trim());
-    let state = DialogState::parse(state_text)
-        .ok_or_else(|| DialogInfoError::BadDialogState { id: id.clone(), state: truncate(state_text, 32).to_string() })?;
+    let state = DialogState::parse(state_text).ok_or_else(|| DialogInfoError::BadDialogState {
+        id: id.clone(),
+        state: truncate(state_text, 32).to_string(),
+    })?;
     let direction = el.attr("direction").and_then(|d| {
         let d = d.trim();
         if d.eq_ignore_ascii_case("initiator") {

@@ -22,9 +22,9 @@
 
 pub mod dialog_info;
 pub mod msrtc;
-// pub mod multipart;
+pub mod multipart;
 pub mod pidf;
-// pub mod rlmi;
+pub mod rlmi;
 
 mod text;
 mod xml;

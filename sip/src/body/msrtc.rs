@@ -444,9 +444,8 @@ fn opinion(s: &State) -> Option<u32> {
 /// module docs, §1.4 of protocols.md).
 pub fn aggregate(states: &[StateInstance]) -> Aggregate {
     let is_machine = |s: &StateInstance| s.state.kind == StateKind::MachineState;
-    let is_output = |s: &StateInstance| {
-        matches!(s.state.kind, StateKind::AggregateState | StateKind::AggregateMachineState)
-    };
+    let is_output =
+        |s: &StateInstance| matches!(s.state.kind, StateKind::AggregateState | StateKind::AggregateMachineState);
     // Step 2: the anchor is the newest userState with an opinion (last one on ties).
     let anchor = states
         .iter()
@@ -479,9 +478,8 @@ pub fn aggregate(states: &[StateInstance]) -> Aggregate {
             a.token.as_deref().is_some_and(|t| !t.trim().is_empty()) || a.custom.iter().any(|c| !c.text.is_empty())
         })
         .filter(|(a, _)| {
-            availability.is_none_or(|av| {
-                a.min_availability.unwrap_or(0) <= av && av <= a.max_availability.unwrap_or(u32::MAX)
-            })
+            availability
+                .is_none_or(|av| a.min_availability.unwrap_or(0) <= av && av <= a.max_availability.unwrap_or(u32::MAX))
         })
         .max_by_key(|(a, t)| (a.min_availability.unwrap_or(0), *t))
         .map(|(a, _)| a.clone());
@@ -538,14 +536,15 @@ pub fn parse_categories(body: &[u8]) -> Result<Categories, MsrtcError> {
 }
 
 fn category(el: &Element) -> Category {
-    let instance = el.attr("instance").map(str::trim).and_then(|s| {
-        s.parse::<u64>().ok().or_else(|| s.parse::<i64>().ok().map(|i| i as u64))
-    });
+    let instance = el
+        .attr("instance")
+        .map(str::trim)
+        .and_then(|s| s.parse::<u64>().ok().or_else(|| s.parse::<i64>().ok().map(|i| i as u64)));
     let value = match el.children.first() {
         Some(v) if v.name == "state" => CategoryValue::State(state(v)),
-        Some(v) if v.name == "note" => CategoryValue::Note(
-            v.children_named("body").take(MAX_NOTE_BODIES).map(note_body).collect(),
-        ),
+        Some(v) if v.name == "note" => {
+            CategoryValue::Note(v.children_named("body").take(MAX_NOTE_BODIES).map(note_body).collect())
+        }
         Some(v) if v.name == "calendarData" => CategoryValue::CalendarData(calendar_data(v)),
         _ => CategoryValue::Other,
     };
@@ -913,7 +912,9 @@ pub fn parse_batch_sub(body: &[u8]) -> Result<BatchSub, MsrtcError> {
     }
     let categories = action
         .child("categoryList")
-        .map(|l| l.children_named("category").filter_map(|c| opt_id(c.attr("name"))).take(MAX_BATCH_CATEGORIES).collect())
+        .map(|l| {
+            l.children_named("category").filter_map(|c| opt_id(c.attr("name"))).take(MAX_BATCH_CATEGORIES).collect()
+        })
         .unwrap_or_default();
     Ok(BatchSub {
         uri: id(root.attr("uri").unwrap_or("")),

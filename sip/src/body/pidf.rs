@@ -769,10 +769,7 @@ mod tests {
         assert_eq!(d.tuples[1].basic, Some(Basic::Closed));
         assert_eq!(d.activities[0].list, vec![Activity::Meeting]);
         assert_eq!(d.open(), Some(false));
-        assert_eq!(
-            d.all_activities().cloned().collect::<Vec<_>>(),
-            vec![Activity::Away, Activity::Meeting]
-        );
+        assert_eq!(d.all_activities().cloned().collect::<Vec<_>>(), vec![Activity::Away, Activity::Meeting]);
         assert_eq!(d.tuples[0].timestamp, None);
         assert_eq!(d.tuples[0].user_input.as_ref().map(|u| u.state), Some(InputState::Idle));
     }
@@ -814,12 +811,19 @@ mod tests {
                 Tuple {
                     id: "hub-1".into(),
                     basic: Some(Basic::Open),
-                    contact: Some(Contact { uri: "sip:alice@hub.example.com;transport=tcp".into(), priority: Some(800) }),
+                    contact: Some(Contact {
+                        uri: "sip:alice@hub.example.com;transport=tcp".into(),
+                        priority: Some(800),
+                    }),
                     notes: vec![Note { text: "Desk <3> & \"co\"".into(), lang: Some("en".into()) }],
                     timestamp: Some(ts("2024-05-06T09:14:02.5Z")),
                     device_id: Some("urn:uuid:1".into()),
                     activities: vec![Activities { list: vec![Activity::Busy], ..Activities::default() }],
-                    user_input: Some(UserInput { state: InputState::Active, last_input: None, idle_threshold: Some(300) }),
+                    user_input: Some(UserInput {
+                        state: InputState::Active,
+                        last_input: None,
+                        idle_threshold: Some(300),
+                    }),
                 },
                 Tuple { id: "t2".into(), basic: Some(Basic::Closed), ..Tuple::default() },
             ],

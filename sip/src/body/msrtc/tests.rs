@@ -153,7 +153,10 @@ fn urgent_interruptions_only() {
 fn calendar_meeting_and_phone_states() {
     let d = parse(MEETING);
     let c = &d.categories[0];
-    assert_eq!((c.instance, c.container, c.version, c.expire_type.as_deref()), (1_906_451_226, Some(2), Some(7), Some("time")));
+    assert_eq!(
+        (c.instance, c.container, c.version, c.expire_type.as_deref()),
+        (1_906_451_226, Some(2), Some(7), Some("time"))
+    );
     let s = state_of(c);
     assert_eq!(s.kind, StateKind::CalendarState);
     assert_eq!(s.uri.as_deref(), Some("bob@contoso.com"));
@@ -223,7 +226,16 @@ fn free_busy_with_mixed_slots() {
     assert_eq!(fb.slot_at(ts("2024-05-06T09:29:00Z")), Some(Busy));
     assert_eq!(fb.slot_at(ts("2024-05-06T09:30:00Z")), Some(Oof));
     assert_eq!(encode_free_busy(&fb.slots), "5BuqAFU=");
-    for (s, m) in [("PT15M", Some(15)), ("PT1H", Some(60)), ("PT1H30M", Some(90)), ("PT0M", None), ("P1D", None), ("PTM", None), ("PT15", None), ("PT999999M", None)] {
+    for (s, m) in [
+        ("PT15M", Some(15)),
+        ("PT1H", Some(60)),
+        ("PT1H30M", Some(90)),
+        ("PT0M", None),
+        ("P1D", None),
+        ("PTM", None),
+        ("PT15", None),
+        ("PT999999M", None),
+    ] {
         assert_eq!(granularity(s), m, "{s}");
     }
     assert!(decode_free_busy("not base64!").is_empty());
@@ -238,7 +250,12 @@ struct Row {
     activity: Option<&'static str>,
 }
 
-fn inst(kind: StateKind, availability: Option<u32>, activity: Option<(&str, Option<u32>, Option<u32>)>, minute: i64) -> StateInstance {
+fn inst(
+    kind: StateKind,
+    availability: Option<u32>,
+    activity: Option<(&str, Option<u32>, Option<u32>)>,
+    minute: i64,
+) -> StateInstance {
     StateInstance {
         publish_time: Timestamp::from_second(1_714_986_000 + minute * 60).expect("time"),
         state: State {
@@ -263,7 +280,10 @@ fn aggregation_table() {
     let rows = vec![
         Row {
             what: "machine 3500, calendar 6500 in-a-meeting",
-            inputs: vec![inst(MachineState, Some(3500), None, 0), inst(CalendarState, Some(6500), busy("in-a-meeting"), 1)],
+            inputs: vec![
+                inst(MachineState, Some(3500), None, 0),
+                inst(CalendarState, Some(6500), busy("in-a-meeting"), 1),
+            ],
             availability: Some(6500),
             activity: Some("in-a-meeting"),
         },
@@ -492,7 +512,9 @@ fn batch_sub() {
     );
     let x = build_batch_sub(&b);
     assert!(x.contains(r#"<batchSub xmlns="http://schemas.microsoft.com/2006/01/sip/batch-subscribe" uri="sip:hub-svc@contoso.com" name="">"#));
-    assert!(x.contains(r#"<categoryList xmlns="http://schemas.microsoft.com/2006/09/sip/categorylist"><category name="calendarData"/>"#));
+    assert!(x.contains(
+        r#"<categoryList xmlns="http://schemas.microsoft.com/2006/09/sip/categorylist"><category name="calendarData"/>"#
+    ));
     assert_eq!(parse_batch_sub(x.as_bytes()), Ok(b));
     let un = BatchSub {
         uri: "sip:a&b@c".into(),
@@ -503,10 +525,16 @@ fn batch_sub() {
     };
     assert_eq!(parse_batch_sub(build_batch_sub(&un).as_bytes()), Ok(un));
     assert_eq!(parse_batch_sub(b"<batchSub/>"), Err(MsrtcError::BadBatchSub("no action")));
-    assert!(matches!(parse_batch_sub(br#"<batchSub><action name="poll"/></batchSub>"#), Err(MsrtcError::BadBatchSub(_))));
+    assert!(matches!(
+        parse_batch_sub(br#"<batchSub><action name="poll"/></batchSub>"#),
+        Err(MsrtcError::BadBatchSub(_))
+    ));
     let many = r#"<resource uri="sip:x@y"/>"#.repeat(MAX_BATCH_RESOURCES + 1);
     assert_eq!(
-        parse_batch_sub(format!(r#"<batchSub><action name="subscribe"><adhocList>{many}</adhocList></action></batchSub>"#).as_bytes()),
+        parse_batch_sub(
+            format!(r#"<batchSub><action name="subscribe"><adhocList>{many}</adhocList></action></batchSub>"#)
+                .as_bytes()
+        ),
         Err(MsrtcError::TooMany { what: "resources", max: MAX_BATCH_RESOURCES })
     );
 }
