@@ -44,6 +44,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// The web directory and attendant console.
     pub web: WebSection,
+    /// The SIP presence server.
+    pub sip: crate::sip::SipSection,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             stream: StreamSection::default(),
             snapshot: SnapshotSection::default(),
             directory: DirectorySection::default(),
+            sip: crate::sip::SipSection::default(),
             tokens: Vec::new(),
             policy: Policy::default(),
             providers: Vec::new(),
@@ -329,6 +332,9 @@ impl Config {
     /// Checks ranges and consistency (providers too, without starting them).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(m) = self.sip.validate() {
+            return bad(m);
+        }
         if jiff::tz::TimeZone::get(&self.time_zone).is_err() {
             return bad(format!("time_zone {:?} is not a known IANA time zone", self.time_zone));
         }

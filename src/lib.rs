@@ -20,6 +20,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod sip;
 pub mod store;
 
 use std::future::Future;
@@ -223,6 +224,14 @@ pub async fn run(
         demo: opts.demo,
         hooks,
     });
+    let sip_server = if config.sip.enabled {
+        let feed = hub.feeds().register("sip", "sip_publish");
+        let server = sip::server::SipServer::start(config.sip.clone(), hub.directory().clone(), hub.fanout().clone(), hub.sink(feed))
+            .map_err(|e| RunError::Provider { name: "sip".into(), message: format!("SIP server on {}: {e}", config.sip.listen) })?;
+        Some(server)
+    } else {
+        None
+    };
     let persister = actix_web::rt::spawn(persist_loop(hub.clone(), store.clone(), Duration::from_millis(config.snapshot.interval_ms), stop.clone()));
 
     let st = state.clone();
@@ -250,6 +259,9 @@ pub async fn run(
     let _ = server_task.await;
     for p in providers {
         p.stop();
+    }
+    if let Some(s) = sip_server {
+        actix_web::rt::task::spawn_blocking(move || s.stop()).await.ok();
     }
     let _ = persister.await;
     persist_once(&hub, &store).await;

@@ -9,6 +9,7 @@
 //! - [`replay`]: plays a scenario file of timed signals (JSON Lines); drives the demo and tests.
 //! - [`graph`]: Microsoft Teams presence through Microsoft Graph (polling + change notifications).
 //! - [`calendar`]: calendars — Graph getSchedule, Exchange EWS GetUserAvailability, Google freeBusy.
+//! - [`sip`]: SIP/SIMPLE presence, PBX busy lamps (dialog event package), Skype for Business.
 #![warn(missing_docs)]
 
 use serde::Deserialize;
@@ -21,6 +22,8 @@ pub mod calendar;
 pub mod graph;
 #[cfg(feature = "replay")]
 pub mod replay;
+#[cfg(feature = "sip")]
+pub mod sip;
 
 /// One `[[providers]]` entry of the config file, selected by its `type`.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +39,12 @@ pub enum ProviderConfig {
     /// Calendars: Graph getSchedule, Exchange EWS, Google freeBusy.
     #[cfg(feature = "calendar")]
     Calendar(calendar::runtime::CalendarConfig),
+    /// SIP/SIMPLE presence: SUBSCRIBE to a presence server (PIDF/RPID).
+    #[cfg(feature = "sip")]
+    SipPresence(sip::SipSourceConfig),
+    /// PBX busy lamps: SUBSCRIBE to the dialog event package.
+    #[cfg(feature = "sip")]
+    SipDialog(sip::SipSourceConfig),
 }
 
 impl ProviderConfig {
@@ -48,6 +57,8 @@ impl ProviderConfig {
             ProviderConfig::GraphPresence(c) => &c.name,
             #[cfg(feature = "calendar")]
             ProviderConfig::Calendar(c) => &c.name,
+            #[cfg(feature = "sip")]
+            ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => &c.name,
         }
     }
 
@@ -60,6 +71,10 @@ impl ProviderConfig {
             ProviderConfig::GraphPresence(_) => "graph_presence",
             #[cfg(feature = "calendar")]
             ProviderConfig::Calendar(_) => "calendar",
+            #[cfg(feature = "sip")]
+            ProviderConfig::SipPresence(_) => "sip_presence",
+            #[cfg(feature = "sip")]
+            ProviderConfig::SipDialog(_) => "sip_dialog",
         }
     }
 
@@ -72,6 +87,8 @@ impl ProviderConfig {
             ProviderConfig::GraphPresence(c) => c.validate(),
             #[cfg(feature = "calendar")]
             ProviderConfig::Calendar(c) => c.validate(),
+            #[cfg(feature = "sip")]
+            ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => c.validate(),
         }
     }
 }
@@ -119,5 +136,9 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::GraphPresence(c) => graph::start(c, ctx),
         #[cfg(feature = "calendar")]
         ProviderConfig::Calendar(c) => calendar::runtime::start(c, ctx),
+        #[cfg(feature = "sip")]
+        ProviderConfig::SipPresence(c) => sip::runtime::start(c, sip::runtime::Package::Presence, ctx),
+        #[cfg(feature = "sip")]
+        ProviderConfig::SipDialog(c) => sip::runtime::start(c, sip::runtime::Package::Dialog, ctx),
     }
 }

@@ -25,6 +25,16 @@ pub const MAX_MESSAGE_LEN: usize = 65_535;
 /// Most header lines in one message.
 pub const MAX_HEADER_LINES: usize = 128;
 
+/// `SIP-If-Match` (RFC 3903), which `ezk-sip-types` does not name.
+pub fn sip_if_match() -> Name {
+    Name::custom("SIP-If-Match", &["sip-if-match"])
+}
+
+/// `SIP-ETag` (RFC 3903).
+pub fn sip_etag() -> Name {
+    Name::custom("SIP-ETag", &["sip-etag"])
+}
+
 /// Why a message was not accepted. The text is suitable for a `400` reason phrase / warning.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {

@@ -1,0 +1,331 @@
+//! The task behind `sip_presence` and `sip_dialog`: subscribes to every configured person at
+//! the presence server or PBX and turns NOTIFYs into signals.
+//!
+//! - Subscriptions start at `subscribe_rate` per second so a large directory does not flood the
+//!   peer; each then lives on its own (refresh, back-off, re-subscribe: `presence_sip::subscription`).
+//! - Dialog state is kept per extension with [`DialogTracker`]: non-increasing versions are
+//!   dropped, full and partial documents applied; a new subscription resets the version.
+//! - An OPTIONS request every `keepalive_secs` checks the peer. Two misses in a row mark the
+//!   feed down, so its signals show stale (never Offline); when it answers again, every
+//!   subscription is renewed from scratch, since a restarted server has forgotten them.
+//! - A subscription that fails on its own (say `404` for one user) makes that person's SIP
+//!   source Unknown until it comes back.
+//! - Requests outside any dialog are answered: OPTIONS `200`, a NOTIFY of a dialog this task
+//!   no longer knows `481` (so the peer drops it), anything else `405`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use presence_actors::directory::UserIdx;
+use presence_actors::model::{now_ms, Availability, Signal, Source};
+use presence_actors::provider::ProviderContext;
+use presence_sip::body::dialog_info::DialogTracker;
+use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer, Transport};
+use presence_sip::message::Builder;
+use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::map;
+use super::SipSourceConfig;
+use crate::BuildError;
+
+/// Which package a [`SipSourceConfig`] subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Package {
+    /// `presence` with PIDF (RFC 3856).
+    Presence,
+    /// `dialog` with dialog-info (RFC 4235).
+    Dialog,
+}
+
+impl Package {
+    fn event(self) -> &'static str {
+        match self {
+            Package::Presence => "presence",
+            Package::Dialog => "dialog",
+        }
+    }
+    fn accept(self) -> &'static str {
+        match self {
+            Package::Presence => "application/pidf+xml",
+            Package::Dialog => "application/dialog-info+xml",
+        }
+    }
+    fn source(self) -> Source {
+        match self {
+            Package::Presence => Source::Sip,
+            Package::Dialog => Source::Pbx,
+        }
+    }
+    fn default_resource(self) -> &'static str {
+        match self {
+            Package::Presence => "{sip_uri}",
+            Package::Dialog => "sip:{extension}@{domain}",
+        }
+    }
+}
+
+/// Starts a `sip_presence` or `sip_dialog` provider.
+pub fn start(config: &SipSourceConfig, package: Package, ctx: ProviderContext) -> Result<crate::ProviderHandle, BuildError> {
+    config.validate()?;
+    let cfg = config.clone();
+    let task = actix::spawn(async move {
+        if let Err(e) = run(cfg, package, ctx.clone()).await {
+            warn!(provider = %ctx.name, error = %e, "sip provider stopped");
+            ctx.feed.record_error(&e);
+            ctx.feed.set_state(&format!("failed: {e}"));
+            ctx.sink.set_up(false);
+        }
+    });
+    Ok(crate::ProviderHandle::new(move || task.abort()))
+}
+
+struct Target {
+    uri: String,
+    sub: Option<Subscription>,
+    /// Last reported state: true while a subscription is active.
+    active: bool,
+    /// A state was sent for this person (so a later failure is worth an Unknown).
+    sent: bool,
+    tracker: DialogTracker,
+}
+
+async fn resolve(server: &str) -> Result<SocketAddr, String> {
+    let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| format!("cannot resolve {server}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("cannot resolve {server}"))
+}
+
+async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Result<(), String> {
+    let transport = Transport::parse(&cfg.transport).unwrap_or(Transport::Udp);
+    let local: SocketAddr = cfg.local.parse().map_err(|e| format!("local: {e}"))?;
+    let ep_cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
+    let (ep, mut requests) = Endpoint::bind(ep_cfg).await.map_err(|e| format!("bind {local}: {e}"))?;
+    let mut shutdown = ctx.shutdown.clone();
+    ctx.feed.set_state("resolving");
+    let server = loop {
+        match resolve(&cfg.server_with_port()).await {
+            Ok(a) => break a,
+            Err(e) => {
+                ctx.feed.record_error(&e);
+                ctx.sink.set_up(false);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    _ = shutdown.recv() => return Ok(()),
+                }
+            }
+        }
+    };
+    let peer = Peer { transport, addr: server };
+    let domain = cfg.domain();
+    let from = cfg.from.clone().unwrap_or_else(|| format!("sip:presence-hub@{domain}"));
+    let template = cfg.resource.clone().unwrap_or_else(|| package.default_resource().to_string());
+
+    let mut targets: HashMap<UserIdx, Target> = HashMap::new();
+    for (idx, p) in ctx.directory().people() {
+        if let Some(uri) = super::fill_template(&template, &p, &domain) {
+            if uri.starts_with("sip:") || uri.starts_with("sips:") {
+                targets.insert(idx, Target { uri, sub: None, active: false, sent: false, tracker: DialogTracker::default() });
+            }
+        }
+    }
+    info!(provider = %ctx.name, server = %server, local = %ep.local_addr(), people = targets.len(), package = package.event(), "sip provider starting");
+    ctx.feed.set_state("subscribing");
+
+    let (etx, mut erx) = mpsc::channel::<(UserIdx, SubEvent)>(4096);
+    let spec_for = |uri: &str| SubscribeSpec {
+        peer,
+        uri: uri.to_string(),
+        from: from.clone(),
+        contact_user: "presence-hub".into(),
+        event: package.event().into(),
+        accept: package.accept().into(),
+        expires: cfg.expires_secs,
+        headers: vec![],
+        body: None,
+        credentials: cfg.username.clone().zip(cfg.password.clone()),
+    };
+    let mut pending: VecDeque<UserIdx> = targets.keys().copied().collect();
+    let step = Duration::from_secs(1) / cfg.subscribe_rate.max(1);
+    let mut spawn_tick = tokio::time::interval(step.max(Duration::from_micros(100)));
+    let mut ping_tick = tokio::time::interval(Duration::from_secs(cfg.keepalive_secs.max(1)));
+    let (ptx, mut prx) = mpsc::channel::<bool>(4);
+    let mut misses = 0u32;
+    // Down until the peer answers (a ping or a subscription).
+    let mut down = true;
+    let mut was_down_after_up = false;
+    let mut notifies = 0u64;
+    let mut bad_bodies = 0u64;
+    let mut details_tick = tokio::time::interval(Duration::from_secs(1));
+
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => {
+                // Dropping the subscriptions un-SUBSCRIBEs; give them a moment.
+                targets.clear();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ep.shutdown();
+                return Ok(());
+            }
+            _ = spawn_tick.tick(), if !pending.is_empty() => {
+                if let Some(idx) = pending.pop_front() {
+                    if let Some(t) = targets.get_mut(&idx) {
+                        t.sub = Some(Subscription::spawn(ep.clone(), spec_for(&t.uri), idx, etx.clone()));
+                    }
+                }
+                if pending.is_empty() {
+                    ctx.feed.set_state(if down { "down" } else { "up" });
+                }
+            }
+            _ = ping_tick.tick(), if cfg.keepalive_secs > 0 => {
+                let ep = ep.clone();
+                let ptx = ptx.clone();
+                let from = from.clone();
+                tokio::spawn(async move {
+                    let ok = ping(&ep, peer, &from).await;
+                    let _ = ptx.send(ok).await;
+                });
+            }
+            Some(ok) = prx.recv() => {
+                if ok {
+                    misses = 0;
+                    if down {
+                        down = false;
+                        ctx.sink.set_up(true);
+                        ctx.feed.set_state(if pending.is_empty() { "up" } else { "subscribing" });
+                        if was_down_after_up {
+                            info!(provider = %ctx.name, "sip peer answers again; re-subscribing everyone");
+                            for t in targets.values() {
+                                if let Some(s) = &t.sub {
+                                    s.resubscribe();
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    misses += 1;
+                    if misses >= 2 && !down {
+                        down = true;
+                        was_down_after_up = true;
+                        warn!(provider = %ctx.name, server = %server, "sip peer does not answer; feed down (stale)");
+                        ctx.feed.record_error("peer does not answer OPTIONS");
+                        ctx.feed.set_state("down");
+                        ctx.sink.set_up(false);
+                    }
+                }
+            }
+            Some((idx, ev)) = erx.recv() => {
+                let Some(t) = targets.get_mut(&idx) else { continue };
+                match ev {
+                    SubEvent::Active { body, .. } => {
+                        t.active = true;
+                        if down {
+                            down = false;
+                            misses = 0;
+                            ctx.sink.set_up(true);
+                            ctx.feed.set_state(if pending.is_empty() { "up" } else { "subscribing" });
+                        }
+                        t.tracker.reset();
+                        if let Some((ct, body)) = body {
+                            deliver(&ctx, package, idx, t, Some(ct), &body, &mut bad_bodies);
+                        }
+                    }
+                    SubEvent::Notify { state, content_type, body, .. } => {
+                        notifies += 1;
+                        if !body.is_empty() {
+                            deliver(&ctx, package, idx, t, content_type, &body, &mut bad_bodies);
+                        }
+                        if matches!(state, SubState::Terminated { .. }) {
+                            t.active = false;
+                        }
+                    }
+                    SubEvent::Down { reason, .. } => {
+                        if t.active || t.sent {
+                            tracing::debug!(provider = %ctx.name, uri = %t.uri, %reason, "subscription down");
+                        }
+                        t.active = false;
+                        if t.sent && !down {
+                            let s = Signal::new(package.source(), &ctx.name, Some(Availability::Unknown), now_ms())
+                                .note("subscription lost");
+                            let _ = ctx.sink.send_to(idx, s);
+                            t.sent = false;
+                        }
+                        ctx.feed.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Some(req) = requests.recv() => answer_stray(&ep, req).await,
+            _ = details_tick.tick() => {
+                let active = targets.values().filter(|t| t.active).count();
+                ctx.feed.set_details(serde_json::json!({
+                    "server": server.to_string(),
+                    "transport": transport.to_string(),
+                    "local": ep.local_addr().to_string(),
+                    "package": package.event(),
+                    "people": targets.len(),
+                    "subscriptions_active": active,
+                    "subscriptions_pending": pending.len(),
+                    "notifies": notifies,
+                    "bad_bodies": bad_bodies,
+                    "sip": {
+                        "received": ep.stats().received.load(Ordering::Relaxed),
+                        "sent": ep.stats().sent.load(Ordering::Relaxed),
+                        "malformed": ep.stats().malformed.load(Ordering::Relaxed),
+                        "retransmissions": ep.stats().retransmissions.load(Ordering::Relaxed),
+                        "timeouts": ep.stats().timeouts.load(Ordering::Relaxed),
+                    },
+                }));
+            }
+        }
+    }
+}
+
+fn deliver(ctx: &ProviderContext, package: Package, idx: UserIdx, t: &mut Target, content_type: Option<String>, body: &[u8], bad: &mut u64) {
+    let now = now_ms();
+    let result = match package {
+        Package::Presence => map::presence_signal(content_type.as_deref(), body, &ctx.name, now),
+        Package::Dialog => map::dialog_signal(content_type.as_deref(), body, &mut t.tracker, &ctx.name, now),
+    };
+    match result {
+        Ok(Some(signal)) => {
+            t.sent = true;
+            if let Err(e) = ctx.sink.send_to(idx, signal) {
+                tracing::debug!(provider = %ctx.name, error = %e, "signal not delivered");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            *bad += 1;
+            ctx.feed.record_error(&format!("{}: {e}", t.uri));
+            warn!(provider = %ctx.name, uri = %t.uri, error = %e, "sip: body not understood; ignored");
+        }
+    }
+}
+
+async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
+    let (via, branch) = ep.via(peer.transport);
+    let uri = format!("sip:{}", peer.addr);
+    let req = Builder::request("OPTIONS", &uri)
+        .header("Via", &via)
+        .header("Max-Forwards", "70")
+        .header("From", &format!("<{from}>;tag={}", ep.token()))
+        .header("To", &format!("<{uri}>"))
+        .header("Call-ID", &format!("{}@presence-hub", ep.token()))
+        .header("CSeq", "1 OPTIONS")
+        .header("User-Agent", ep.user_agent())
+        .build();
+    // Any response means the peer is alive (some answer OPTIONS with 404/405/483).
+    ep.request_timeout(peer, &branch, req, Duration::from_secs(3)).await.is_ok()
+}
+
+async fn answer_stray(ep: &Endpoint, req: Incoming) {
+    let method = req.msg.method().map(|m| m.to_string()).unwrap_or_default();
+    match method.as_str() {
+        "OPTIONS" => ep.reply(&req, 200, "OK").await,
+        "NOTIFY" => ep.reply(&req, 481, "Subscription Does Not Exist").await,
+        "BENOTIFY" => {}
+        _ => ep.respond(&req, Builder::response_to(&req.msg, 405, "Method Not Allowed", Some(&ep.token())).header("Allow", "OPTIONS, NOTIFY")).await,
+    }
+}

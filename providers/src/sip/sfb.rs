@@ -1,0 +1,1 @@
+//! Skype for Business (to come).

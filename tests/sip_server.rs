@@ -1,0 +1,326 @@
+//! End-to-end tests of the hub as a SIP presence server, over real UDP and TCP sockets on
+//! loopback: SUBSCRIBE to `presence` and `dialog` with digest authentication, NOTIFYs of the
+//! merged state when it changes, PUBLISH (RFC 3903) as a source, and the refusals (401, 403,
+//! 404, 412, 415, 423, 489, 400). sipp drives the same server in `tests/sipp.rs`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use presence_hub::sip::{SipAccount, SipSection};
+use presence_sip::auth::answer_challenge;
+use presence_sip::body::{dialog_info, pidf};
+use presence_sip::endpoint::{Endpoint, EndpointConfig, Peer, Transport};
+use presence_sip::message::{sip_etag, Builder, Message};
+use presence_sip::subscription::{SubEvent, SubscribeSpec, Subscription};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+fn sip_config(tag: &str) -> presence_hub::config::Config {
+    let mut cfg = test_config(temp_dir(tag));
+    cfg.sip = SipSection {
+        enabled: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        accounts: vec![
+            SipAccount { user: "console".into(), password: Some("console-pw".into()), ha1_md5: None, ha1_sha256: None, publish: false },
+            SipAccount { user: "phone".into(), password: Some("phone-pw".into()), ha1_md5: None, ha1_sha256: None, publish: true },
+        ],
+        ..SipSection::default()
+    };
+    cfg.validate().unwrap();
+    cfg
+}
+
+async fn sip_addr(s: &Server) -> SocketAddr {
+    let t0 = Instant::now();
+    loop {
+        let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+        let listen = v.as_array().unwrap().iter().find(|p| p["name"] == "sip").and_then(|p| p["details"]["listen"].as_str().map(str::to_string));
+        if let Some(l) = listen {
+            return l.parse().unwrap();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "the SIP server did not report its address");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn signal(s: &Server, who: &str, availability: &str, activity: Option<&str>) {
+    let mut sig = json!({"who": who, "source": "pbx", "availability": availability});
+    if let Some(a) = activity {
+        sig["activity"] = json!(a);
+    }
+    let r = client().post(s.url("/api/signals")).bearer_auth(ADMIN).json(&json!({"signals": [sig]})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+async fn next_notify(rx: &mut mpsc::Receiver<((), SubEvent)>) -> (String, Bytes) {
+    loop {
+        let (_, ev) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a NOTIFY in time").unwrap();
+        match ev {
+            SubEvent::Notify { content_type, body, .. } => return (content_type.unwrap_or_default(), body),
+            SubEvent::Down { reason, .. } => panic!("subscription down: {reason}"),
+            SubEvent::Active { .. } => {}
+        }
+    }
+}
+
+fn spec(server: SocketAddr, transport: Transport, uri: &str, event: &str, accept: &str, user: &str, pw: &str) -> SubscribeSpec {
+    SubscribeSpec {
+        peer: Peer { transport, addr: server },
+        uri: uri.into(),
+        from: "sip:console@127.0.0.1".into(),
+        contact_user: "console".into(),
+        event: event.into(),
+        accept: accept.into(),
+        expires: 600,
+        headers: vec![],
+        body: None,
+        credentials: Some((user.into(), pw.into())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_dialog_subscriptions_follow_the_merged_state() {
+    let s = start(sip_config("sip-sub"));
+    let server = sip_addr(&s).await;
+    let mut keep = Vec::new();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let _sub = Subscription::spawn(
+            ep.clone(),
+            spec(server, transport, "sip:asa.ostberg@nordvik.se", "presence", "application/pidf+xml", "console", "console-pw"),
+            (),
+            tx,
+        );
+        // First NOTIFY: the current state, right after the 200.
+        let (ct, body) = next_notify(&mut rx).await;
+        assert_eq!(ct, "application/pidf+xml");
+        let doc = pidf::parse_pidf(&body).unwrap();
+        assert_eq!(doc.entity, "sip:asa.ostberg@nordvik.se");
+
+        // A call on her desk phone reaches the watcher as on-the-phone.
+        let t0 = Instant::now();
+        signal(&s, "asa.ostberg", "Busy", Some("InACall")).await;
+        let (_, body) = next_notify(&mut rx).await;
+        let took = t0.elapsed();
+        let doc = pidf::parse_pidf(&body).unwrap();
+        assert_eq!(doc.open(), Some(true));
+        assert!(doc.all_activities().any(|a| *a == pidf::Activity::OnThePhone), "{}", String::from_utf8_lossy(&body));
+        println!("{transport}: signal → NOTIFY in {took:?}");
+        signal(&s, "asa.ostberg", "Available", None).await;
+        let (_, body) = next_notify(&mut rx).await;
+        assert_eq!(pidf::parse_pidf(&body).unwrap().all_activities().count(), 0);
+        keep.push(_sub);
+    }
+
+    // BLF: the dialog package for extension 2624 (Åsa).
+    let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let _sub = Subscription::spawn(
+        ep.clone(),
+        spec(server, Transport::Udp, "sip:2624@127.0.0.1", "dialog", "application/dialog-info+xml", "console", "console-pw"),
+        (),
+        tx,
+    );
+    let (ct, body) = next_notify(&mut rx).await;
+    assert_eq!(ct, "application/dialog-info+xml");
+    let first = dialog_info::parse_dialog_info(&body).unwrap();
+    assert!(first.dialogs.is_empty(), "lamp off while available");
+    signal(&s, "2624", "Busy", Some("Ringing")).await;
+    let ringing = dialog_info::parse_dialog_info(&next_notify(&mut rx).await.1).unwrap();
+    assert_eq!(ringing.dialogs[0].state, dialog_info::DialogState::Early);
+    assert!(ringing.version > first.version);
+    signal(&s, "2624", "Busy", Some("InACall")).await;
+    let up = dialog_info::parse_dialog_info(&next_notify(&mut rx).await.1).unwrap();
+    assert_eq!(up.dialogs[0].state, dialog_info::DialogState::Confirmed);
+    assert!(up.version > ringing.version);
+    signal(&s, "2624", "Available", None).await;
+    let idle = dialog_info::parse_dialog_info(&next_notify(&mut rx).await.1).unwrap();
+    assert!(idle.dialogs.is_empty());
+
+    // Health (refreshed four times a second).
+    let t0 = Instant::now();
+    loop {
+        let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+        let sip = v.as_array().unwrap().iter().find(|p| p["name"] == "sip").unwrap().clone();
+        if sip["details"]["subscriptions"] == 3 && sip["details"]["notifies_sent"].as_u64().unwrap() >= 10 {
+            assert_eq!(sip["up"], true);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "{sip}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A raw request to the hub's SIP server, answered through digest authentication when
+/// `credentials` are given.
+struct Client {
+    ep: Endpoint,
+    server: Peer,
+    call_id: String,
+    cseq: u32,
+}
+
+impl Client {
+    async fn new(server: SocketAddr) -> Client {
+        let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let call_id = format!("{}@test", ep.token());
+        Client { ep, server: Peer { transport: Transport::Udp, addr: server }, call_id, cseq: 0 }
+    }
+
+    async fn send(&mut self, method: &str, uri: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>, credentials: Option<(&str, &str)>) -> Message {
+        let mut auth: Option<(String, String)> = None;
+        loop {
+            self.cseq += 1;
+            let (via, branch) = self.ep.via(Transport::Udp);
+            let mut b = Builder::request(method, uri)
+                .header("Via", &via)
+                .header("Max-Forwards", "70")
+                .header("From", "<sip:phone@127.0.0.1>;tag=t1")
+                .header("To", &format!("<{uri}>"))
+                .header("Call-ID", &self.call_id)
+                .header("CSeq", &format!("{} {method}", self.cseq))
+                .header("Contact", &self.ep.contact("phone", Transport::Udp));
+            for (n, v) in headers {
+                b = b.header(n, v);
+            }
+            if let Some((n, v)) = &auth {
+                b = b.header(n, v);
+            }
+            if let Some((ct, body)) = body {
+                b = b.body(ct, body.to_string());
+            }
+            let r = self.ep.request(self.server, &branch, b.build()).await.unwrap();
+            match (r.code(), credentials, &auth) {
+                (Some(401), Some((u, p)), None) => {
+                    let (n, v) = answer_challenge(&r, method, uri, u, p, 1).unwrap();
+                    auth = Some((n.as_print_str().to_string(), v));
+                }
+                _ => return r,
+            }
+        }
+    }
+}
+
+const PIDF_PHONE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:marta.lind@nordvik.se">
+<tuple id="p1"><status><basic>open</basic></status></tuple>
+<dm:person id="x"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person></presence>"#;
+
+const PIDF_AWAY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:marta.lind@nordvik.se">
+<tuple id="p1"><status><basic>open</basic></status></tuple>
+<dm:person id="x"><rpid:activities><rpid:away/></rpid:activities><dm:note>Walking the dog</dm:note></dm:person></presence>"#;
+
+async fn sip_source(s: &Server, id: &str) -> Option<Value> {
+    let v: Value = client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    v["sources"].as_array().unwrap().iter().find(|x| x["source"] == "sip").cloned()
+}
+
+async fn wait_sip_source(s: &Server, id: &str, want: impl Fn(&Option<Value>) -> bool) -> Option<Value> {
+    let t0 = Instant::now();
+    loop {
+        let v = sip_source(s, id).await;
+        if want(&v) {
+            return v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "sip source of {id} never matched: {v:?}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_is_an_event_state_compositor() {
+    let s = start(sip_config("sip-pub"));
+    let server = sip_addr(&s).await;
+    let mut c = Client::new(server).await;
+    let aor = "sip:marta.lind@nordvik.se";
+    let pidf_ct = "application/pidf+xml";
+    let ev = [("Event", "presence"), ("Expires", "120")];
+
+    // Refusals first.
+    let r = c.send("PUBLISH", aor, &ev, Some((pidf_ct, PIDF_PHONE)), None).await;
+    assert_eq!(r.code(), Some(401), "no credentials");
+    assert!(r.header(&ezk_sip_types::Name::WWW_AUTHENTICATE).unwrap().contains("Digest"));
+    let r = c.send("PUBLISH", aor, &ev, Some((pidf_ct, PIDF_PHONE)), Some(("console", "console-pw"))).await;
+    assert_eq!(r.code(), Some(403), "an account without publish");
+    let r = c.send("PUBLISH", aor, &ev, Some((pidf_ct, PIDF_PHONE)), Some(("phone", "wrong"))).await;
+    assert_eq!(r.code(), Some(401), "a wrong password");
+    let r = c.send("PUBLISH", aor, &[("Event", "dialog")], Some((pidf_ct, PIDF_PHONE)), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(489));
+    let r = c.send("PUBLISH", aor, &ev, Some(("text/plain", "busy")), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(415));
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("Expires", "5")], Some((pidf_ct, PIDF_PHONE)), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(423));
+    assert_eq!(r.header(&ezk_sip_types::Name::MIN_EXPIRES), Some("60"));
+    let r = c.send("PUBLISH", "sip:nobody@nordvik.se", &ev, Some((pidf_ct, PIDF_PHONE)), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(404));
+    let r = c.send("PUBLISH", aor, &ev, Some((pidf_ct, "<presence")), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(400));
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("SIP-If-Match", "no-such-tag")], None, Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(412));
+
+    // Initial: 200 with an entity-tag and the granted expiry; the source shows up.
+    let r = c.send("PUBLISH", aor, &ev, Some((pidf_ct, PIDF_PHONE)), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(200));
+    assert_eq!(r.expires().unwrap(), Some(120));
+    let etag1 = r.header(&sip_etag()).unwrap().to_string();
+    let src = wait_sip_source(&s, "marta.lind", |v| v.is_some()).await.unwrap();
+    assert_eq!(src["availability"], "Busy", "{src}");
+    assert_eq!(src["activity"], "InACall", "{src}");
+
+    // Refresh: no body, a new tag; the old tag is spent.
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("Expires", "300"), ("SIP-If-Match", &etag1)], None, Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(200));
+    let etag2 = r.header(&sip_etag()).unwrap().to_string();
+    assert_ne!(etag1, etag2);
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("SIP-If-Match", &etag1)], None, Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(412), "a spent entity-tag");
+
+    // Modify.
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("SIP-If-Match", &etag2)], Some((pidf_ct, PIDF_AWAY)), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(200));
+    let etag3 = r.header(&sip_etag()).unwrap().to_string();
+    let src = wait_sip_source(&s, "marta.lind", |v| v.as_ref().is_some_and(|v| v["availability"] == "Away")).await.unwrap();
+    assert_eq!(src["note"], "Walking the dog", "{src}");
+
+    // Remove: the source has nothing more to say.
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("Expires", "0"), ("SIP-If-Match", &etag3)], None, Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(200));
+    wait_sip_source(&s, "marta.lind", |v| v.as_ref().is_none_or(|v| v["availability"].is_null() || v["availability"] == "Unknown")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_refusals() {
+    let s = start(sip_config("sip-refuse"));
+    let server = sip_addr(&s).await;
+    let mut c = Client::new(server).await;
+    let cred = Some(("console", "console-pw"));
+    let r = c.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "presence")], None, None).await;
+    assert_eq!(r.code(), Some(401));
+    let r = c.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "message-summary")], None, cred).await;
+    assert_eq!(r.code(), Some(489));
+    assert!(r.header(&ezk_sip_types::Name::ALLOW_EVENTS).unwrap().contains("dialog"));
+    let r = c.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "presence"), ("Accept", "text/plain")], None, cred).await;
+    assert_eq!(r.code(), Some(406));
+    let r = c.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "presence"), ("Expires", "10")], None, cred).await;
+    assert_eq!(r.code(), Some(423));
+    let r = c.send("SUBSCRIBE", "sip:nobody.at.all@nordvik.se", &[("Event", "presence")], None, cred).await;
+    assert_eq!(r.code(), Some(404));
+    // A refresh of a subscription the server does not know.
+    let mut b = Client::new(server).await;
+    b.call_id = "unknown-dialog@test".into();
+    let r = b.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "presence")], None, cred).await;
+    assert_ne!(r.code(), Some(481), "a new dialog is fine");
+    // A malformed request gets a 400 with the reason.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bad = "SUBSCRIBE sip:asa.ostberg@nordvik.se SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbad\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: bad1\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n";
+    sock.send_to(bad.as_bytes(), server).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&buf[..n]).unwrap().starts_with("SIP/2.0 400 Bad Request (CSeq method"));
+}
