@@ -8,10 +8,12 @@
 //!   lifecycle notifications with the validation handshake) and the OAuth2 token endpoint.
 //! - [`calendar`]: calendar free/busy — Graph getSchedule, EWS GetUserAvailability (SOAP) and
 //!   Google freeBusy — with the Entra and Google token endpoints.
+//! - [`pbx`]: a PBX's busy lamps — a SIP notifier of the dialog event package (RFC 4235).
 #![warn(missing_docs)]
 
 pub mod calendar;
 pub mod graph;
+pub mod pbx;
 
 use std::net::SocketAddr;
 

@@ -68,10 +68,12 @@ pub enum SubEvent {
     /// The peer accepted the SUBSCRIBE (first or after a restart); `body` is a notification
     /// piggy-backed on the 200 (Skype for Business `ms-piggyback-first-notify`).
     Active { expires: u32, body: Option<(String, Bytes)> },
-    /// A NOTIFY/BENOTIFY of the dialog.
-    Notify { state: SubState, content_type: Option<String>, body: Bytes, msg: Box<Message> },
-    /// No usable subscription now; the next attempt is in `retry_in`.
-    Down { reason: String, retry_in: Duration },
+    /// A NOTIFY/BENOTIFY of the dialog. `first` marks the first of a new dialog (full state:
+    /// version counters of the body start again).
+    Notify { state: SubState, content_type: Option<String>, body: Bytes, msg: Box<Message>, first: bool },
+    /// No usable subscription now; the next attempt is in `retry_in`. `requested` is true when
+    /// [`Subscription::resubscribe`] asked for it.
+    Down { reason: String, retry_in: Duration, requested: bool },
 }
 
 enum Command {
@@ -110,6 +112,7 @@ struct Dialog {
     to_tag: Option<String>,
     cseq: u32,
     nc: u32,
+    notified: bool,
 }
 
 enum Outcome {
@@ -117,6 +120,8 @@ enum Outcome {
     Stop,
     /// Start a new dialog after this wait.
     Retry(Duration, String),
+    /// Start a new dialog at once (asked for).
+    Resubscribe,
 }
 
 async fn run<K: Clone + Send + Sync + 'static>(
@@ -135,14 +140,20 @@ async fn run<K: Clone + Send + Sync + 'static>(
             to_tag: None,
             cseq: 0,
             nc: 0,
+            notified: false,
         };
         ep.register_dialog(&dialog.call_id, ntx);
         let outcome = one_dialog(&ep, &mut spec, &key, &events, &mut commands, &mut dialog, nrx, &mut backoff).await;
         ep.unregister_dialog(&dialog.call_id);
         match outcome {
             Outcome::Stop => return,
+            Outcome::Resubscribe => {
+                let reason = "re-subscribing (peer restarted)".to_string();
+                let ev = SubEvent::Down { reason, retry_in: Duration::ZERO, requested: true };
+                let _ = events.send((key.clone(), ev)).await;
+            }
             Outcome::Retry(wait, reason) => {
-                let _ = events.send((key.clone(), SubEvent::Down { reason, retry_in: wait })).await;
+                let _ = events.send((key.clone(), SubEvent::Down { reason, retry_in: wait, requested: false })).await;
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     cmd = commands.recv() => if cmd.is_none() { return },
@@ -195,9 +206,7 @@ async fn one_dialog<K: Clone + Send + Sync + 'static>(
                     }
                     return Outcome::Stop;
                 }
-                Some(Command::Resubscribe) => {
-                    return Outcome::Retry(Duration::from_millis(10), "re-subscribing (peer restarted)".into());
-                }
+                Some(Command::Resubscribe) => return Outcome::Resubscribe,
             }
         }
     }
@@ -387,8 +396,10 @@ async fn on_notify<K: Clone + Send + Sync + 'static>(ep: &Endpoint, dialog: &mut
     }
     let content_type = n.msg.content_type();
     let body = n.msg.body.clone();
+    let first = !dialog.notified;
+    dialog.notified = true;
     let _ = events
-        .send((key.clone(), SubEvent::Notify { state: state.clone(), content_type, body, msg: Box::new(n.msg) }))
+        .send((key.clone(), SubEvent::Notify { state: state.clone(), content_type, body, msg: Box::new(n.msg), first }))
         .await;
     Some(state)
 }
@@ -513,7 +524,7 @@ mod tests {
         let (etx, mut erx) = mpsc::channel(16);
         let _sub = Subscription::spawn(client, spec, (), etx);
         let (_, ev) = tokio::time::timeout(Duration::from_secs(3), erx.recv()).await.unwrap().unwrap();
-        let SubEvent::Down { reason, retry_in } = ev else { panic!("{ev:?}") };
+        let SubEvent::Down { reason, retry_in, .. } = ev else { panic!("{ev:?}") };
         assert!(reason.contains("no answer"), "{reason}");
         assert!(retry_in <= Duration::from_millis(1200));
         // It tries again.

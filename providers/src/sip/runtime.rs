@@ -156,6 +156,11 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
     // Down until the peer answers (a ping or a subscription).
     let mut down = true;
     let mut was_down_after_up = false;
+    let mut resubscribing = false;
+    // After an outage: people whose first NOTIFY of the new subscription is still due. The feed
+    // stays stale until they are all in (or 30 s pass), so no old state shows as live.
+    let mut awaiting: std::collections::HashSet<UserIdx> = Default::default();
+    let mut resubscribe_deadline: Option<tokio::time::Instant> = None;
     let mut notifies = 0u64;
     let mut bad_bodies = 0u64;
     let mut details_tick = tokio::time::interval(Duration::from_secs(1));
@@ -191,23 +196,30 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
             Some(ok) = prx.recv() => {
                 if ok {
                     misses = 0;
-                    if down {
+                    if down && was_down_after_up && !resubscribing {
+                        // Back after an outage: it may have forgotten every subscription. Stay
+                        // stale until the first new one is accepted (its NOTIFY brings state).
+                        resubscribing = true;
+                        info!(provider = %ctx.name, "sip peer answers again; re-subscribing everyone");
+                        ctx.feed.set_state("resubscribing");
+                        awaiting.clear();
+                        for (idx, t) in targets.iter() {
+                            if let Some(s) = &t.sub {
+                                s.resubscribe();
+                                awaiting.insert(*idx);
+                            }
+                        }
+                        resubscribe_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                    } else if down && !was_down_after_up {
                         down = false;
                         ctx.sink.set_up(true);
                         ctx.feed.set_state(if pending.is_empty() { "up" } else { "subscribing" });
-                        if was_down_after_up {
-                            info!(provider = %ctx.name, "sip peer answers again; re-subscribing everyone");
-                            for t in targets.values() {
-                                if let Some(s) = &t.sub {
-                                    s.resubscribe();
-                                }
-                            }
-                        }
                     }
                 } else {
                     misses += 1;
                     if misses >= 2 && !down {
                         down = true;
+                        resubscribing = false;
                         was_down_after_up = true;
                         warn!(provider = %ctx.name, server = %server, "sip peer does not answer; feed down (stale)");
                         ctx.feed.record_error("peer does not answer OPTIONS");
@@ -221,27 +233,48 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                 match ev {
                     SubEvent::Active { body, .. } => {
                         t.active = true;
-                        if down {
+                        // The piggy-backed body, if any, is the new dialog's first state.
+                        if body.is_some() {
+                            t.tracker.reset();
+                        }
+                        if down && !resubscribing {
                             down = false;
                             misses = 0;
                             ctx.sink.set_up(true);
                             ctx.feed.set_state(if pending.is_empty() { "up" } else { "subscribing" });
                         }
-                        t.tracker.reset();
                         if let Some((ct, body)) = body {
                             deliver(&ctx, package, idx, t, Some(ct), &body, &mut bad_bodies);
                         }
                     }
-                    SubEvent::Notify { state, content_type, body, .. } => {
+                    SubEvent::Notify { state, content_type, body, first, .. } => {
                         notifies += 1;
+                        if first {
+                            t.tracker.reset();
+                        }
                         if !body.is_empty() {
                             deliver(&ctx, package, idx, t, content_type, &body, &mut bad_bodies);
+                        }
+                        if first && awaiting.remove(&idx) && awaiting.is_empty() && resubscribing {
+                            resubscribing = false;
+                            down = false;
+                            misses = 0;
+                            resubscribe_deadline = None;
+                            ctx.sink.set_up(true);
+                            ctx.feed.set_state("up");
                         }
                         if matches!(state, SubState::Terminated { .. }) {
                             t.active = false;
                         }
                     }
-                    SubEvent::Down { reason, .. } => {
+                    SubEvent::Down { reason, requested, .. } => {
+                        if !requested && awaiting.remove(&idx) && awaiting.is_empty() && resubscribing {
+                            resubscribing = false;
+                            down = false;
+                            resubscribe_deadline = None;
+                            ctx.sink.set_up(true);
+                            ctx.feed.set_state("up");
+                        }
                         if t.active || t.sent {
                             tracing::debug!(provider = %ctx.name, uri = %t.uri, %reason, "subscription down");
                         }
@@ -257,6 +290,15 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                 }
             }
             Some(req) = requests.recv() => answer_stray(&ep, req).await,
+            _ = tokio::time::sleep_until(resubscribe_deadline.unwrap_or_else(tokio::time::Instant::now)), if resubscribe_deadline.is_some() => {
+                warn!(provider = %ctx.name, missing = awaiting.len(), "not every subscription came back within 30 s; feed up anyway");
+                resubscribe_deadline = None;
+                resubscribing = false;
+                down = false;
+                awaiting.clear();
+                ctx.sink.set_up(true);
+                ctx.feed.set_state("up");
+            }
             _ = details_tick.tick() => {
                 let active = targets.values().filter(|t| t.active).count();
                 ctx.feed.set_details(serde_json::json!({
