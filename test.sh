@@ -2,8 +2,8 @@
 # Runs every test of presence-hub. This is the README's test command and what CI runs.
 # It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
 # tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test,
-# the web console in headless Chromium) and, when ../shared/checks/contract is present, the
-# API contract check on a release build.
+# the web console in headless Chromium, SIP against Kamailio and sipp) and, when
+# ../shared/checks/contract is present, the API contract check on a release build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,6 +14,14 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)    # browser tests (test
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # Chromium needs a font to render text; Debian's chromium pulls one in, a minimal image may not.
 fc-list 2>/dev/null | grep -q . || need+=(fonts-dejavu-core)
+# SIP peers (tests/common/kamailio.rs, tests/kamailio_peer.rs): a Kamailio presence server with
+# presence_dialoginfo over SQLite, and sipp. The tests start their own Kamailio on a loopback port
+# (Debian's init script does not start the packaged one: RUN_KAMAILIO=no).
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+compgen -G '/usr/lib/*/kamailio/modules/presence_dialoginfo.so' >/dev/null || need+=(kamailio-presence-modules)
+compgen -G '/usr/lib/*/kamailio/modules/db_sqlite.so' >/dev/null || need+=(kamailio-sqlite-modules)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)                # creates Kamailio's DB
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
