@@ -2,8 +2,10 @@
 //! simulator of each peer the demo's providers talk to: Teams presence comes from the Graph
 //! simulator through the real Graph provider (polling, subscriptions, change notifications);
 //! meetings come from the calendar simulator through the calendar provider (Graph
-//! getSchedule); PBX and mobile calls and lunches come from a looping scenario through the replay
-//! provider. `presence-hub` with no arguments runs it on 127.0.0.1:8080.
+//! getSchedule); desk phones' lamps come from the PBX simulator through the SIP dialog-event
+//! provider; mobile calls and lunches come from a looping scenario through the replay provider.
+//! The hub's SIP presence server listens on loopback. `presence-hub` with no arguments runs it
+//! on 127.0.0.1:8080.
 
 use std::path::Path;
 
@@ -14,9 +16,13 @@ use crate::config::Config;
 use presence_providers::calendar::runtime::{Backend, CalendarConfig};
 use presence_providers::graph::{GraphPresenceConfig, ServiceAccount};
 use presence_providers::replay::ReplayConfig;
+use presence_providers::sip::SipSourceConfig;
 use presence_providers::ProviderConfig;
 use presence_simulators::calendar::{CalendarSim, CalendarSimConfig};
 use presence_simulators::graph::{GraphSim, GraphSimConfig};
+use presence_simulators::pbx::{PbxSim, PbxSimConfig};
+
+use crate::sip::{SipAccount, SipSection};
 
 /// The demo directory (CSV).
 pub const DEMO_CSV: &str = include_str!("../fixtures/directory/demo.csv");
@@ -31,6 +37,29 @@ pub struct DemoPeers {
     pub graph: Arc<GraphSim>,
     /// Calendars (Graph getSchedule, EWS, Google freeBusy).
     pub calendar: Arc<CalendarSim>,
+    /// The PBX's busy lamps (SIP dialog event package).
+    pub pbx: Arc<PbxSim>,
+}
+
+/// The demo's SIP account for consoles and phones that SUBSCRIBE to or PUBLISH at the hub.
+pub const DEMO_SIP_ACCOUNT: (&str, &str) = ("demo-console", "demo-console");
+
+/// The extensions of the demo company.
+pub fn extensions() -> Vec<String> {
+    column("extension")
+}
+
+/// Port 5060 when it is free for both UDP and TCP on loopback, else any free one.
+fn sip_port() -> u16 {
+    let free = |port: u16| {
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        match (udp, tcp) {
+            (Ok(u), Ok(t)) => u.local_addr().ok().filter(|a| t.local_addr().is_ok_and(|b| b.port() == a.port())).map(|a| a.port()),
+            _ => None,
+        }
+    };
+    free(5060).or_else(|| (0..20).find_map(|_| free(0))).unwrap_or(5060)
 }
 
 /// One column of the demo company's CSV (which has no quoted cells).
@@ -53,8 +82,10 @@ pub fn mailboxes() -> Vec<String> {
 
 /// The demo configuration: starts the simulators on loopback, and sets up the providers that
 /// use them — Teams through the real Graph provider (polling + change notifications),
-/// calendars through the real calendar provider (Graph getSchedule), and a looping scenario
-/// (PBX, mobile, manual) through the replay provider.
+/// calendars through the real calendar provider (Graph getSchedule), desk phones' busy lamps
+/// through the real SIP dialog-event provider (PBX simulator), and a looping scenario (mobile,
+/// manual) through the replay provider. The hub's SIP presence server listens on
+/// 127.0.0.1:5060 (or a free port) with the account [`DEMO_SIP_ACCOUNT`].
 pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
     std::fs::create_dir_all(&base.data_dir)?;
     let scenario = base.data_dir.join("demo-scenario.jsonl");
@@ -115,12 +146,42 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         keep_details: true,
         keywords: Vec::new(),
     };
+    let pbx = Arc::new(PbxSim::start(PbxSimConfig::default())?);
+    pbx.drive_demo(extensions(), Duration::from_millis(1500), 31)?;
+    let lamps = SipSourceConfig {
+        name: "pbx".into(),
+        server: pbx.addr().to_string(),
+        transport: "udp".into(),
+        local: "127.0.0.1:0".into(),
+        domain: Some("pbx.nordvik.se".into()),
+        from: None,
+        resource: None,
+        expires_secs: 600,
+        subscribe_rate: 500,
+        keepalive_secs: 10,
+        username: None,
+        password: None,
+    };
     base.providers = vec![
         ProviderConfig::GraphPresence(teams),
         ProviderConfig::Calendar(calendars),
+        ProviderConfig::SipDialog(lamps),
         ProviderConfig::Replay(ReplayConfig { name: "demo-replay".into(), file: scenario, repeat: true, speed: 1.0 }),
     ];
-    Ok((base, DemoPeers { graph, calendar }))
+    // The hub's own SIP presence server, for SIP phones and consoles on this machine.
+    base.sip = SipSection {
+        enabled: true,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], sip_port())),
+        accounts: vec![SipAccount {
+            user: DEMO_SIP_ACCOUNT.0.into(),
+            password: Some(DEMO_SIP_ACCOUNT.1.into()),
+            ha1_md5: None,
+            ha1_sha256: None,
+            publish: true,
+        }],
+        ..SipSection::default()
+    };
+    Ok((base, DemoPeers { graph, calendar, pbx }))
 }
 
 fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {

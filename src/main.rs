@@ -170,6 +170,12 @@ fn real_main() -> Result<()> {
             "  Tokens: {}",
             demo::DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({r})")).collect::<Vec<_>>().join(", ")
         );
+        println!(
+            "  SIP:    sip:EXTENSION@{} (UDP/TCP; SUBSCRIBE presence or dialog, PUBLISH), digest {} / {}",
+            cfg.sip.listen,
+            demo::DEMO_SIP_ACCOUNT.0,
+            demo::DEMO_SIP_ACCOUNT.1
+        );
         println!("  Data:   {}", cfg.data_dir.display());
     } else {
         println!("presence-hub listening on http://{addr}/");
