@@ -22,9 +22,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Digest algorithms the hub speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum DigestAlgorithm {
+    #[serde(rename = "MD5")]
     Md5,
+    #[serde(rename = "SHA-256")]
     Sha256,
 }
 
@@ -101,6 +103,7 @@ impl Ha1 {
 pub struct DigestServer {
     realm: String,
     secret: [u8; 32],
+    algorithms: Vec<DigestAlgorithm>,
 }
 
 impl std::fmt::Debug for DigestServer {
@@ -110,24 +113,32 @@ impl std::fmt::Debug for DigestServer {
 }
 
 impl DigestServer {
-    /// A server for `realm` with a random nonce secret.
+    /// A server for `realm` with a random nonce secret, offering SHA-256 then MD5.
     pub fn new(realm: &str) -> DigestServer {
+        Self::with_algorithms(realm, &[DigestAlgorithm::Sha256, DigestAlgorithm::Md5])
+    }
+
+    /// A server offering `algorithms`, one challenge each, in this order. Clients take the
+    /// first they support — and many (sipp, older desk phones) only ever read the first, which
+    /// is why MD5 first is the compatible choice.
+    pub fn with_algorithms(realm: &str, algorithms: &[DigestAlgorithm]) -> DigestServer {
         let mut secret = [0u8; 32];
         for chunk in secret.chunks_mut(8) {
             chunk.copy_from_slice(&crate::random_u64().to_le_bytes());
         }
-        DigestServer { realm: realm.to_owned(), secret }
+        let algorithms = if algorithms.is_empty() { vec![DigestAlgorithm::Md5] } else { algorithms.to_vec() };
+        DigestServer { realm: realm.to_owned(), secret, algorithms }
     }
 
     pub fn realm(&self) -> &str {
         &self.realm
     }
 
-    /// `WWW-Authenticate` values to send with a 401: SHA-256 first, then MD5 (RFC 8760 §2.4).
+    /// `WWW-Authenticate` values to send with a 401, most preferred first (RFC 8760 §2.4).
     pub fn challenges(&self, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now_secs());
         let stale = if stale { ", stale=true" } else { "" };
-        [DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        self.algorithms
             .iter()
             .map(|a| format!("Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}", self.realm, a.name()))
             .collect()
@@ -161,7 +172,7 @@ impl DigestServer {
         if d.realm.as_str() != self.realm {
             return Err(AuthError::Realm);
         }
-        let alg = DigestAlgorithm::from_ezk(&d.algorithm).ok_or(AuthError::Unsupported)?;
+        let alg = DigestAlgorithm::from_ezk(&d.algorithm).filter(|a| self.algorithms.contains(a)).ok_or(AuthError::Unsupported)?;
         if d.userhash {
             return Err(AuthError::Unsupported);
         }
@@ -174,9 +185,16 @@ impl DigestServer {
         if now_secs().saturating_sub(t) > NONCE_LIFETIME.as_secs() || t > now_secs() + 5 {
             return Err(AuthError::Stale);
         }
-        // The digest-uri must name the Request-URI (RFC 3261 §22.4 ¶ 8, compared as text here).
+        // The digest-uri must name the Request-URI (RFC 3261 §22.4). Compared leniently, as
+        // deployed servers do: the same text, or the same user part, or no user part at all (a
+        // client naming the server it sends to — sipp does so).
         if d.uri.as_str() != request_uri {
-            return Err(AuthError::UriMismatch);
+            let theirs = crate::message::uri_user(d.uri.as_str());
+            let ours = crate::message::uri_user(request_uri);
+            let named_server = theirs.is_none() && (d.uri.starts_with("sip:") || d.uri.starts_with("sips:"));
+            if !(named_server || (theirs.is_some() && theirs == ours)) {
+                return Err(AuthError::UriMismatch);
+            }
         }
         let user = match &d.username {
             Username::Username(u) => u.to_string(),

@@ -35,6 +35,10 @@ pub struct SipSection {
     pub require_auth: bool,
     /// Accounts of watchers and publishers.
     pub accounts: Vec<SipAccount>,
+    /// Digest algorithms offered, one challenge each, most preferred first: `MD5`, `SHA-256`.
+    /// Many clients (sipp, older desk phones) only read the first challenge, so MD5 leads by
+    /// default; put `SHA-256` first (or alone) where every client supports it (RFC 8760).
+    pub digest: Vec<presence_sip::auth::DigestAlgorithm>,
     /// Shortest subscription/publication accepted (a shorter one gets `423 Min-Expires`).
     pub min_expires: u32,
     /// Longest subscription/publication granted (longer ones are cut to this).
@@ -63,6 +67,7 @@ impl Default for SipSection {
             realm: "presence-hub".into(),
             require_auth: true,
             accounts: Vec::new(),
+            digest: vec![presence_sip::auth::DigestAlgorithm::Md5, presence_sip::auth::DigestAlgorithm::Sha256],
             min_expires: 60,
             max_expires: 3600,
             default_expires: 3600,

@@ -136,6 +136,8 @@ struct Sub {
     local_hdr: String,
     /// NOTIFY To (the SUBSCRIBE's From).
     remote_hdr: String,
+    /// The subscriber's From tag.
+    remote_tag: String,
     call_id: String,
     cseq: u32,
     version: u64,
@@ -183,7 +185,7 @@ struct Server {
 
 impl Server {
     fn new(cfg: SipSection, ep: Endpoint, directory: Arc<Directory>, fanout: Arc<FanOut>, sink: SignalSink, stats: Arc<SipStats>) -> Server {
-        let digest = DigestServer::new(&cfg.realm);
+        let digest = DigestServer::with_algorithms(&cfg.realm, &cfg.digest);
         let accounts = cfg
             .accounts
             .iter()
@@ -337,7 +339,9 @@ impl Server {
             let r = Builder::response_to(&req.msg, 406, "Not Acceptable", Some(&self.ep.token())).header("Accept", want);
             return self.ep.respond(&req, r).await;
         }
-        if self.authenticate(&req, false).await.is_none() {
+        // In-dialog SUBSCRIBEs (refresh, end) need no new credentials: the dialog was set up by
+        // an authenticated request, and its Call-ID and tags (random, 64 bits) must match.
+        if req.msg.to.tag.is_none() && self.authenticate(&req, false).await.is_none() {
             return;
         }
         let expires = match req.msg.expires() {
@@ -355,7 +359,8 @@ impl Server {
         // A refresh or an end of an existing subscription.
         if let Some(tag) = req.msg.to.tag.as_deref() {
             let key = format!("{}|{tag}", req.msg.call_id);
-            let Some(sub) = self.subs.get_mut(&key) else {
+            let from_tag = req.msg.from.tag.as_deref().unwrap_or("");
+            let Some(sub) = self.subs.get_mut(&key).filter(|s| s.remote_tag == from_tag) else {
                 return self.ep.reply(&req, 481, "Subscription Does Not Exist").await;
             };
             sub.expires_at = Instant::now() + Duration::from_secs(expires as u64);
@@ -430,6 +435,7 @@ impl Server {
             remote_uri,
             local_hdr: format!("{to};tag={tag}"),
             remote_hdr: req.msg.header(&ezk_sip_types::Name::FROM).unwrap_or("").to_string(),
+            remote_tag: req.msg.from.tag.as_deref().unwrap_or("").to_string(),
             call_id: req.msg.call_id.to_string(),
             cseq: 0,
             version: 0,

@@ -139,11 +139,13 @@ pub struct KamailioOptions {
     pub pkg_mb: u32,
     /// Kamailio's `debug=` level (2 info, 3 debug). Default: `$KAMAILIO_DEBUG`, else 2.
     pub debug: Option<u8>,
+    /// Listen on this port (a restart on the same address); default: a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for KamailioOptions {
     fn default() -> Self {
-        KamailioOptions { shm_mb: 256, pkg_mb: 16, debug: None }
+        KamailioOptions { shm_mb: 256, pkg_mb: 16, debug: None, port: None }
     }
 }
 
@@ -222,7 +224,7 @@ impl Kamailio {
             .unwrap_or(2);
         let mut last_err = String::new();
         for attempt in 0..3 {
-            let port = free_udp_tcp_port();
+            let port = opts.port.unwrap_or_else(free_udp_tcp_port);
             let cfg_text = template
                 .replace("@DB_PATH@", db.to_str().expect("temp dir path is UTF-8"))
                 .replace("@PORT@", &port.to_string())
