@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod bench_sip;
 pub mod config;
 pub mod demo;
 pub mod http;

@@ -17,7 +17,7 @@ use presence_hub::config::{Config, LogFormat};
 /// BENCHMARKS.md for the figures with each allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use presence_hub::{auth, bench, demo, run, store, RunOptions};
+use presence_hub::{auth, bench, bench_sip, demo, run, store, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
 /// and manual absences per person and pushes the result to consoles and directories.
@@ -56,6 +56,9 @@ enum Command {
     },
     /// Drives synthetic signals through the real path and reports throughput, latency and memory.
     Bench(bench::BenchArgs),
+    /// A SIP presence workload (PUBLISH in, NOTIFY out to watchers) against a presence server:
+    /// the hub's own or Kamailio (see scripts/bench-sip.sh).
+    BenchSip(bench_sip::BenchSipArgs),
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -149,6 +152,10 @@ fn real_main() -> Result<()> {
         Some(Command::Bench(args)) => {
             init_logging(cfg.log.format, "warn");
             return bench::run(args);
+        }
+        Some(Command::BenchSip(args)) => {
+            init_logging(cfg.log.format, "warn");
+            return bench_sip::run(args);
         }
         None => {}
     }
