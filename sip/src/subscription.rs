@@ -188,9 +188,8 @@ async fn one_dialog<K: Clone + Send + Sync + 'static>(
         tokio::select! {
             n = notifies.recv() => {
                 let Some(n) = n else { return Outcome::Retry(next_backoff(backoff), "dialog closed".into()) };
-                match on_notify(ep, dialog, n, key, events).await {
-                    Some(SubState::Terminated { reason }) => return terminated_outcome(reason, backoff),
-                    _ => {}
+                if let Some(SubState::Terminated { reason }) = on_notify(ep, dialog, n, key, events).await {
+                    return terminated_outcome(reason, backoff);
                 }
             }
             _ = tokio::time::sleep_until(refresh_at) => {
@@ -416,7 +415,7 @@ mod tests {
 
     async fn notify(ep: &Endpoint, sub: &Incoming, to_tag: &str, cseq: u32, state: &str, body: &str) -> Message {
         let (via, branch) = ep.via(sub.peer.transport);
-        let b = Builder::request("NOTIFY", &crate::message::name_addr_uri(sub.msg.header(&Name::CONTACT).unwrap()).to_string())
+        let b = Builder::request("NOTIFY", crate::message::name_addr_uri(sub.msg.header(&Name::CONTACT).unwrap()))
             .header("Via", &via)
             .header("From", &format!("<sip:alice@127.0.0.1>;tag={to_tag}"))
             .header("To", sub.msg.header(&Name::FROM).unwrap())
