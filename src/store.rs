@@ -398,7 +398,6 @@ impl Store {
             }
         });
         let r = f(&mut it);
-        drop(it);
         match failed {
             Some(e) => Err(e.into()),
             None => Ok(r),

@@ -53,7 +53,7 @@ async fn absence(s: &Server, user: &str, reason: &str) -> String {
 async fn websocket_snapshot_delta_and_resume() {
     let s = start(test_config(temp_dir("ws")));
     let mut ws = connect(&s, "", VIEWER).await;
-    ws.send(Message::Text(json!({"op": "subscribe", "users": ["asa.ostberg", "bjorn.angstrom"]}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(json!({"op": "subscribe", "users": ["asa.ostberg", "bjorn.angstrom"]}).to_string())).await.unwrap();
     let snap = next_frame(&mut ws).await;
     assert_eq!(snap["type"], "snapshot", "{snap}");
     assert_eq!(snap["last"], true);
@@ -131,14 +131,14 @@ async fn websocket_heartbeats_departments_and_bad_messages() {
     let e = next_frame(&mut ws).await;
     assert_eq!(e["type"], "error");
     assert!(e["detail"].as_str().unwrap().contains("malformed"));
-    ws.send(Message::Text(json!({"op": "subscribe", "users": ["nobody-here"]}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(json!({"op": "subscribe", "users": ["nobody-here"]}).to_string())).await.unwrap();
     let e = next_frame(&mut ws).await;
     assert_eq!(e["type"], "error", "{e}");
     assert!(e["detail"].as_str().unwrap().contains("nobody-here"));
     // Department subscription.
     let d: Value = client().get(s.url("/api/users/asa.ostberg")).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
     let dept = d["department"].as_str().unwrap().to_string();
-    ws.send(Message::Text(json!({"op": "subscribe", "departments": [dept]}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(json!({"op": "subscribe", "departments": [dept]}).to_string())).await.unwrap();
     let snap = next_frame(&mut ws).await;
     assert_eq!(snap["type"], "snapshot");
     absence(&s, "asa.ostberg", "sick").await;
@@ -146,7 +146,7 @@ async fn websocket_heartbeats_departments_and_bad_messages() {
     assert_eq!(d["presence"]["id"], "asa.ostberg", "{d}");
     assert_eq!(d["presence"]["ooo"], true);
     // The connection is still usable after the bad messages.
-    ws.send(Message::Ping(vec![1, 2, 3].into())).await.unwrap();
+    ws.send(Message::Ping(vec![1, 2, 3])).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,7 +159,7 @@ async fn a_slow_subscriber_never_slows_a_fast_one_and_stays_bounded() {
     // The fast one ends with everyone's final state (coalescing upstream only drops superseded states).
     let f = hub.fanout().clone();
     for u in 0..200u32 {
-        let want = if ((n - 200 + u) / 200) % 2 == 0 { Availability::Busy } else { Availability::Available };
+        let want = if ((n - 200 + u) / 200).is_multiple_of(2) { Availability::Busy } else { Availability::Available };
         eventually(|| f.latest(u).is_some_and(|c| c.view.availability == want)).await;
     }
     // The slow one coalesced: a lagged notice, and never more than its capacity queued.

@@ -55,7 +55,8 @@ pub async fn metrics(state: Data, req: HttpRequest) -> Result<HttpResponse, AppE
     let _ = writeln!(out, "# HELP presence_people People in the directory.\n# TYPE presence_people gauge\npresence_people {}", state.hub.directory().len());
     let _ = writeln!(out, "# HELP presence_sequence Current change sequence number.\n# TYPE presence_sequence counter\npresence_sequence {}", state.hub.fanout().seq());
     let feeds = state.hub.feeds().all();
-    let series: [(&str, &str, &str, fn(&presence_actors::feeds::FeedEntry) -> u64); 3] = [
+    type Read = fn(&presence_actors::feeds::FeedEntry) -> u64;
+    let series: [(&str, &str, &str, Read); 3] = [
         ("presence_provider_events_total", "Signals emitted per provider.", "counter", |f| f.events.load(Ordering::Relaxed)),
         ("presence_provider_errors_total", "Errors per provider.", "counter", |f| f.errors.load(Ordering::Relaxed)),
         ("presence_provider_up", "1 while the provider's feed is up.", "gauge", |f| f.is_up() as u64),

@@ -65,8 +65,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A config with the three test tokens and the demo directory imported from fixtures.
 pub fn test_config(data_dir: PathBuf) -> Config {
-    let mut c = Config::default();
-    c.data_dir = data_dir;
+    let mut c = Config { data_dir, ..Config::default() };
     c.directory.import = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/directory/demo.csv"));
     c.tokens = vec![
         TokenConfig { name: "viewer".into(), role: Role::Viewer, sha256: hash_token(VIEWER) },
