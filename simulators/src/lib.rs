@@ -8,10 +8,13 @@
 //!   lifecycle notifications with the validation handshake) and the OAuth2 token endpoint.
 //! - [`calendar`]: calendar free/busy — Graph getSchedule, EWS GetUserAvailability (SOAP) and
 //!   Google freeBusy — with the Entra and Google token endpoints.
+//! - [`sfb`]: a Skype for Business front-end pool speaking SIP (batched category
+//!   subscriptions, RLMI BENOTIFY/NOTIFY, `resubscribe` to a second pool).
 #![warn(missing_docs)]
 
 pub mod calendar;
 pub mod graph;
+pub mod sfb;
 
 use std::net::SocketAddr;
 
