@@ -45,6 +45,9 @@ pub enum ProviderConfig {
     /// PBX busy lamps: SUBSCRIBE to the dialog event package.
     #[cfg(feature = "sip")]
     SipDialog(sip::SipSourceConfig),
+    /// Skype for Business enhanced presence: batched category subscriptions to a pool.
+    #[cfg(feature = "sip")]
+    Sfb(sip::sfb::SfbConfig),
 }
 
 impl ProviderConfig {
@@ -59,6 +62,8 @@ impl ProviderConfig {
             ProviderConfig::Calendar(c) => &c.name,
             #[cfg(feature = "sip")]
             ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => &c.name,
+            #[cfg(feature = "sip")]
+            ProviderConfig::Sfb(c) => &c.name,
         }
     }
 
@@ -75,6 +80,8 @@ impl ProviderConfig {
             ProviderConfig::SipPresence(_) => "sip_presence",
             #[cfg(feature = "sip")]
             ProviderConfig::SipDialog(_) => "sip_dialog",
+            #[cfg(feature = "sip")]
+            ProviderConfig::Sfb(_) => "sfb",
         }
     }
 
@@ -89,6 +96,8 @@ impl ProviderConfig {
             ProviderConfig::Calendar(c) => c.validate(),
             #[cfg(feature = "sip")]
             ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => c.validate(),
+            #[cfg(feature = "sip")]
+            ProviderConfig::Sfb(c) => c.validate(),
         }
     }
 }
@@ -140,5 +149,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::SipPresence(c) => sip::runtime::start(c, sip::runtime::Package::Presence, ctx),
         #[cfg(feature = "sip")]
         ProviderConfig::SipDialog(c) => sip::runtime::start(c, sip::runtime::Package::Dialog, ctx),
+        #[cfg(feature = "sip")]
+        ProviderConfig::Sfb(c) => sip::sfb::start(c, ctx),
     }
 }

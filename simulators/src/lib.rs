@@ -9,11 +9,14 @@
 //! - [`calendar`]: calendar free/busy — Graph getSchedule, EWS GetUserAvailability (SOAP) and
 //!   Google freeBusy — with the Entra and Google token endpoints.
 //! - [`pbx`]: a PBX's busy lamps — a SIP notifier of the dialog event package (RFC 4235).
+//! - [`sfb`]: a Skype for Business front-end pool speaking SIP (batched category
+//!   subscriptions, RLMI BENOTIFY/NOTIFY, `resubscribe` to a second pool).
 #![warn(missing_docs)]
 
 pub mod calendar;
 pub mod graph;
 pub mod pbx;
+pub mod sfb;
 
 use std::net::SocketAddr;
 

@@ -230,6 +230,11 @@ impl Message {
         self.header(&Name::CONTENT_TYPE).map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
     }
 
+    /// The whole `Content-Type` value, parameters included (a multipart body's boundary).
+    pub fn content_type_value(&self) -> Option<&str> {
+        self.header(&Name::CONTENT_TYPE)
+    }
+
     /// The Request-URI as received.
     pub fn request_uri(&self) -> Option<&str> {
         match &self.start {

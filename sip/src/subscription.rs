@@ -15,7 +15,8 @@
 //!
 //! NOTIFYs are answered `200` before they are handed on; Skype for Business's `BENOTIFY` gets no
 //! answer (MS-SIP §3.3.5.1). A NOTIFY may arrive before the `200` of its SUBSCRIBE (RFC 6665
-//! §4.1.2.4); it is accepted on the From tag.
+//! §4.1.2.4); it is accepted on the From tag. Events keep the peer's order: a response received
+//! before a NOTIFY is reported first.
 
 use crate::auth::answer_challenge;
 use crate::endpoint::{Endpoint, Incoming, Peer, TxError};
@@ -66,7 +67,8 @@ pub enum SubState {
 #[derive(Debug, Clone)]
 pub enum SubEvent {
     /// The peer accepted the SUBSCRIBE (first or after a restart); `body` is a notification
-    /// piggy-backed on the 200 (Skype for Business `ms-piggyback-first-notify`).
+    /// piggy-backed on the 200 (Skype for Business `ms-piggyback-first-notify`): the full
+    /// `Content-Type` value (parameters such as `boundary` included) and the bytes.
     Active { expires: u32, body: Option<(String, Bytes)> },
     /// A NOTIFY/BENOTIFY of the dialog. `first` marks the first of a new dialog (full state:
     /// version counters of the body start again).
@@ -305,9 +307,12 @@ async fn subscribe<K: Clone + Send + Sync + 'static>(
         let fut = ep.request(spec.peer, &branch, b.build());
         let mut terminated = None;
         tokio::pin!(fut);
-        // Serve NOTIFYs that race the response.
+        // Serve NOTIFYs that race the response. The response goes first when both are there:
+        // a notification the peer sent after its 200 (SfB's next BENOTIFY after the
+        // piggy-backed first one) must be reported after `Active`, in the peer's order.
         let resp = loop {
             tokio::select! {
+                biased;
                 r = &mut fut => break r,
                 Some(n) = notifies.recv() => {
                     if let Some(SubState::Terminated { reason }) = on_notify(ep, dialog, n, key, events).await {
@@ -331,8 +336,9 @@ async fn subscribe<K: Clone + Send + Sync + 'static>(
                     dialog.to_tag = resp.to.tag.as_ref().map(|t| t.to_string());
                 }
                 let granted = resp.expires().ok().flatten().unwrap_or(expires);
+                // The whole Content-Type value: a multipart body needs its boundary.
                 let body = (!resp.body.is_empty())
-                    .then(|| (resp.content_type().unwrap_or_default(), resp.body.clone()));
+                    .then(|| (resp.content_type_value().unwrap_or_default().to_string(), resp.body.clone()));
                 return Ok((granted, body));
             }
             401 | 407 if auth.is_none() => {

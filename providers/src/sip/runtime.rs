@@ -93,7 +93,7 @@ struct Target {
     tracker: DialogTracker,
 }
 
-async fn resolve(server: &str) -> Result<SocketAddr, String> {
+pub(super) async fn resolve(server: &str) -> Result<SocketAddr, String> {
     let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| format!("cannot resolve {server}: {e}"))?;
     addrs.next().ok_or_else(|| format!("cannot resolve {server}"))
 }
@@ -346,7 +346,7 @@ fn deliver(ctx: &ProviderContext, package: Package, idx: UserIdx, t: &mut Target
     }
 }
 
-async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
+pub(super) async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
     let (via, branch) = ep.via(peer.transport);
     let uri = format!("sip:{}", peer.addr);
     let req = Builder::request("OPTIONS", &uri)
@@ -362,7 +362,7 @@ async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
     ep.request_timeout(peer, &branch, req, Duration::from_secs(3)).await.is_ok()
 }
 
-async fn answer_stray(ep: &Endpoint, req: Incoming) {
+pub(super) async fn answer_stray(ep: &Endpoint, req: Incoming) {
     let method = req.msg.method().map(|m| m.to_string()).unwrap_or_default();
     match method.as_str() {
         "OPTIONS" => ep.reply(&req, 200, "OK").await,

@@ -1,1 +1,926 @@
-//! Skype for Business (to come).
+//! The Skype for Business source (`type = "sfb"`): enhanced presence of every person with a
+//! SIP URI, through batched category subscriptions to the front-end pool (protocols.md §1.5,
+//! [MS-PRES] §2.2.2.4.1, §3.4.5).
+//!
+//! - People are split into batches of `batch_size`; each batch is one SUBSCRIBE to the service
+//!   account's own URI with `Require: adhoclist, categoryList`, `Supported: eventlist,
+//!   ms-benotify, ms-piggyback-first-notify` and a `batchSub` body naming the batch. Each is a
+//!   `presence_sip::subscription::Subscription`: refreshed before expiry, re-established with
+//!   back-off, digest answered.
+//! - Notifications (the first one piggy-backed on the `200`, later ones `BENOTIFY` or
+//!   `NOTIFY`) are `multipart/related` RLMI with one categories part per resource; a
+//!   single-resource notification may be the categories document itself. RLMI versions not
+//!   newer than the last one of the subscription are dropped (a new dialog starts again).
+//!   Each person's category instances are kept ([`map::SfbCategories`]) so deltas apply on top,
+//!   and mapped to one `sfb` signal ([`map::sfb_signal`]).
+//! - Instance states: `resubscribe` → a single-resource subscription to the named `poolFqdn`
+//!   (an `ip:port` literal or a host resolved, port 5060 with the configured transport; TLS's
+//!   5061 is not spoken) or, without a pool, to the same server, spread at `resubscribe_rate`
+//!   per second as SIPE does; `terminated` with `noresource`/`rejected` → the person's SfB
+//!   source Unknown; with `deactivated`/`timeout`/`probation` → re-subscribed singly.
+//! - Health: an OPTIONS request every `keepalive_secs`; two misses in a row, or a batch
+//!   subscription lost, mark the feed down, so SfB signals show stale — never Offline. When the
+//!   pool answers again, every subscription is renewed from scratch (a restarted front end has
+//!   forgotten them). A single subscription that fails on its own makes that person Unknown.
+//! - A body that cannot be read (RLMI or one person's categories part) is logged, counted in
+//!   the feed's errors and in `details.bad_bodies`, and skipped; the other people of the same
+//!   notification are not disturbed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use presence_actors::directory::UserIdx;
+use presence_actors::model::{now_ms, Availability, Signal, Source};
+use presence_actors::provider::ProviderContext;
+use presence_sip::body::msrtc::{self, BatchAction, BatchSub};
+use presence_sip::body::rlmi::{self, InstanceState, RlmiNotify};
+use presence_sip::endpoint::{Endpoint, EndpointConfig, Peer, Transport};
+use presence_sip::message::{uri_host_port, uri_user};
+use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::map::{self, SfbCategories};
+use super::runtime::{answer_stray, ping, resolve};
+use crate::BuildError;
+
+/// What the SUBSCRIBEs accept (batched and single-resource alike).
+pub const ACCEPT: &str = "application/msrtc-event-categories+xml, application/rlmi+xml, multipart/related";
+/// Port of a `poolFqdn` without one (5061 is TLS, which this source does not speak).
+pub const DEFAULT_POOL_PORT: u16 = 5060;
+
+/// Settings of a `type = "sfb"` provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SfbConfig {
+    /// Provider name.
+    pub name: String,
+    /// The front-end pool: `host:port` (port 5060 when left out).
+    pub server: String,
+    /// `tcp` (default) or `udp`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Local address to bind (port 0 picks a free one).
+    #[serde(default = "default_local")]
+    pub local: String,
+    /// The service account's SIP URI (`sip:hub-svc@contoso.com`): From, To and Request-URI
+    /// of the batched SUBSCRIBEs.
+    pub from: String,
+    /// Digest user name for a challenging pool.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Digest password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Resource URIs per batched SUBSCRIBE.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Which URI to watch for each person (placeholders as for `sip_presence`; `{domain}` is
+    /// the host of `from`). Default `{sip_uri}`; people without one are left out.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Subscription lifetime asked for, in seconds.
+    #[serde(default = "default_expires")]
+    pub expires_secs: u32,
+    /// OPTIONS health check interval in seconds (0: off).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// Single-resource (re-)subscriptions per second (SIPE spreads them at 25/s).
+    #[serde(default = "default_resubscribe_rate")]
+    pub resubscribe_rate: u32,
+    /// Keep calendarState meeting subjects and locations in the signals' private detail.
+    #[serde(default)]
+    pub keep_details: bool,
+}
+
+fn default_transport() -> String {
+    "tcp".into()
+}
+fn default_local() -> String {
+    "127.0.0.1:0".into()
+}
+fn default_batch_size() -> usize {
+    200
+}
+fn default_expires() -> u32 {
+    3600
+}
+fn default_keepalive() -> u64 {
+    10
+}
+fn default_resubscribe_rate() -> u32 {
+    25
+}
+
+/// `host:port` with `port` added when absent (IPv6 literals in brackets).
+fn with_default_port(s: &str, port: u16) -> String {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        return if rest.contains("]:") { s.to_string() } else { format!("{s}:{port}") };
+    }
+    match s.rsplit_once(':') {
+        Some((_, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => s.to_string(),
+        _ => format!("{s}:{port}"),
+    }
+}
+
+impl SfbConfig {
+    /// A configuration with every optional setting at its default (what the config file gives
+    /// when only `name`, `server` and `from` are written).
+    pub fn new(name: &str, server: &str, from: &str) -> SfbConfig {
+        SfbConfig {
+            name: name.into(),
+            server: server.into(),
+            transport: default_transport(),
+            local: default_local(),
+            from: from.into(),
+            username: None,
+            password: None,
+            batch_size: default_batch_size(),
+            resource: None,
+            expires_secs: default_expires(),
+            keepalive_secs: default_keepalive(),
+            resubscribe_rate: default_resubscribe_rate(),
+            keep_details: false,
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let bad = |m: &str| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        if self.transport.eq_ignore_ascii_case("tls") {
+            return bad("transport tls is not supported; use tcp (or udp)");
+        }
+        if Transport::parse(&self.transport).is_none() {
+            return bad("transport must be tcp or udp");
+        }
+        if self.local.parse::<SocketAddr>().is_err() {
+            return bad("local must be an IP address and port, e.g. 0.0.0.0:5070");
+        }
+        if self.server.trim().is_empty() {
+            return bad("server is required (host:port)");
+        }
+        if !(self.from.starts_with("sip:") && uri_user(&self.from).is_some_and(|u| !u.is_empty())) {
+            return bad("from must be the service account's SIP URI, e.g. sip:hub-svc@contoso.com");
+        }
+        if !(1..=msrtc::MAX_BATCH_RESOURCES).contains(&self.batch_size) {
+            return bad("batch_size must be 1..=1000");
+        }
+        if !(60..=86_400).contains(&self.expires_secs) {
+            return bad("expires_secs must be 60..=86400");
+        }
+        if !(1..=1000).contains(&self.resubscribe_rate) {
+            return bad("resubscribe_rate must be 1..=1000");
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return bad("username and password go together");
+        }
+        Ok(())
+    }
+
+    /// The service account's domain (`{domain}` in the resource template).
+    pub fn domain(&self) -> String {
+        let hp = uri_host_port(&self.from).unwrap_or("");
+        hp.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(hp, |(h, _)| h).to_string()
+    }
+}
+
+/// Why the provider stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SfbError {
+    /// `local` is not an address.
+    #[error("local {0:?} is not an IP address and port")]
+    Local(String),
+    /// The local sockets could not be bound.
+    #[error("bind {local}: {source}")]
+    Bind {
+        /// The address.
+        local: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Starts an `sfb` provider.
+pub fn start(config: &SfbConfig, ctx: ProviderContext) -> Result<crate::ProviderHandle, BuildError> {
+    config.validate()?;
+    let cfg = config.clone();
+    let task = actix::spawn(async move {
+        if let Err(e) = run(cfg, ctx.clone()).await {
+            warn!(provider = %ctx.name, error = %e, "sfb provider stopped");
+            ctx.feed.record_error(&e.to_string());
+            ctx.feed.set_state(&format!("failed: {e}"));
+            ctx.sink.set_up(false);
+        }
+    });
+    Ok(crate::ProviderHandle::new(move || task.abort()))
+}
+
+/// Which subscription an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Batch(usize),
+    /// A person's single subscription, and its generation (events of a replaced one are
+    /// ignored).
+    Single(UserIdx, u32),
+}
+
+struct Batch {
+    people: Vec<UserIdx>,
+    sub: Option<Subscription>,
+    active: bool,
+    last_version: Option<u64>,
+    /// People whose state came in this dialog: their first part is their full state.
+    seen: HashSet<UserIdx>,
+    notifications: u64,
+    /// The loss epoch of its last `Active`.
+    epoch: u64,
+}
+
+struct Single {
+    /// The pool as named (`None`: the configured server).
+    pool: Option<String>,
+    addr: Option<SocketAddr>,
+    sub: Option<Subscription>,
+    active: bool,
+    last_version: Option<u64>,
+    /// The person's state came in this dialog.
+    seen: bool,
+    gen: u32,
+    /// The loss epoch of its last `Active`.
+    epoch: u64,
+}
+
+struct Person {
+    uri: String,
+    cache: SfbCategories,
+    /// A state was sent (so a later failure is worth an Unknown).
+    sent: bool,
+    single: Option<Single>,
+}
+
+enum Pending {
+    Batch(usize),
+    Single(UserIdx),
+}
+
+#[derive(Default)]
+struct Counters {
+    notifies: u64,
+    benotifies: u64,
+    piggybacked: u64,
+    bad_bodies: u64,
+    stale_versions: u64,
+    noresource: u64,
+    resubscribes: u64,
+}
+
+/// A pool's address for a single subscription (person, generation, address).
+type Resolved = (UserIdx, u32, Result<SocketAddr, String>);
+
+struct Runner {
+    cfg: SfbConfig,
+    ctx: ProviderContext,
+    ep: Endpoint,
+    server: Peer,
+    from: String,
+    people: HashMap<UserIdx, Person>,
+    by_uri: HashMap<String, UserIdx>,
+    batches: Vec<Batch>,
+    queue: VecDeque<Pending>,
+    events: mpsc::Sender<(Key, SubEvent)>,
+    resolved: mpsc::Sender<Resolved>,
+    n: Counters,
+    /// The pool answers (OPTIONS or a subscription).
+    peer_ok: bool,
+    /// What the feed says now.
+    up: bool,
+    /// The pool was lost after having answered: re-subscribe all when it is back.
+    lost: bool,
+    /// Counts losses; a subscription active since the last one needs no renewal.
+    epoch: u64,
+    /// Generations of single subscriptions.
+    next_gen: u32,
+    misses: u32,
+}
+
+fn uri_key(uri: &str) -> String {
+    presence_sip::message::name_addr_uri(uri).trim().to_ascii_lowercase()
+}
+
+async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
+    let transport = Transport::parse(&cfg.transport).unwrap_or(Transport::Tcp);
+    let local: SocketAddr = cfg.local.parse().map_err(|_| SfbError::Local(cfg.local.clone()))?;
+    let ep_cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
+    let (ep, mut requests) = Endpoint::bind(ep_cfg).await.map_err(|source| SfbError::Bind { local, source })?;
+    let mut shutdown = ctx.shutdown.clone();
+    ctx.feed.set_state("resolving");
+    let server = loop {
+        match resolve(&with_default_port(&cfg.server, 5060)).await {
+            Ok(a) => break a,
+            Err(e) => {
+                ctx.feed.record_error(&e);
+                ctx.sink.set_up(false);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    _ = shutdown.recv() => return Ok(()),
+                }
+            }
+        }
+    };
+
+    let domain = cfg.domain();
+    let template = cfg.resource.clone().unwrap_or_else(|| "{sip_uri}".to_string());
+    let mut people = HashMap::new();
+    let mut by_uri = HashMap::new();
+    let mut order = Vec::new();
+    for (idx, p) in ctx.directory().people() {
+        let Some(uri) = super::fill_template(&template, &p, &domain) else { continue };
+        if !(uri.starts_with("sip:") || uri.starts_with("sips:")) || by_uri.contains_key(&uri_key(&uri)) {
+            continue;
+        }
+        by_uri.insert(uri_key(&uri), idx);
+        order.push(idx);
+        people.insert(idx, Person { uri, cache: SfbCategories::default(), sent: false, single: None });
+    }
+    let batches: Vec<Batch> = order
+        .chunks(cfg.batch_size.max(1))
+        .map(|c| Batch {
+            people: c.to_vec(),
+            sub: None,
+            active: false,
+            last_version: None,
+            seen: HashSet::new(),
+            notifications: 0,
+            epoch: 0,
+        })
+        .collect();
+    info!(provider = %ctx.name, %server, local = %ep.local_addr(), people = people.len(), batches = batches.len(), "sfb provider starting");
+    ctx.feed.set_state("subscribing");
+
+    let (etx, mut erx) = mpsc::channel::<(Key, SubEvent)>(4096);
+    let (rtx, mut rrx) = mpsc::channel::<Resolved>(256);
+    let queue = (0..batches.len()).map(Pending::Batch).collect();
+    let mut r = Runner {
+        from: cfg.from.trim().to_string(),
+        server: Peer { transport, addr: server },
+        cfg,
+        ctx,
+        ep,
+        people,
+        by_uri,
+        batches,
+        queue,
+        events: etx,
+        resolved: rtx,
+        n: Counters::default(),
+        peer_ok: false,
+        up: false,
+        lost: false,
+        epoch: 0,
+        next_gen: 0,
+        misses: 0,
+    };
+    r.update_up();
+
+    let step = Duration::from_secs(1) / r.cfg.resubscribe_rate.max(1);
+    let mut spawn_tick = tokio::time::interval(step.max(Duration::from_millis(1)));
+    let mut ping_tick = tokio::time::interval(Duration::from_secs(r.cfg.keepalive_secs.max(1)));
+    let (ptx, mut prx) = mpsc::channel::<bool>(8);
+    let mut details_tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => {
+                // Dropping the subscriptions un-SUBSCRIBEs; give them a moment.
+                r.batches.clear();
+                r.people.clear();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                r.ep.shutdown();
+                return Ok(());
+            }
+            _ = spawn_tick.tick(), if !r.queue.is_empty() => r.next_pending(),
+            _ = ping_tick.tick(), if r.cfg.keepalive_secs > 0 => {
+                let (ep, ptx, from, peer) = (r.ep.clone(), ptx.clone(), r.from.clone(), r.server);
+                tokio::spawn(async move {
+                    let ok = ping(&ep, peer, &from).await;
+                    let _ = ptx.send(ok).await;
+                });
+            }
+            Some(ok) = prx.recv() => r.on_ping(ok),
+            Some((key, ev)) = erx.recv() => r.on_event(key, ev),
+            Some((idx, gen, addr)) = rrx.recv() => r.on_resolved(idx, gen, addr),
+            Some(req) = requests.recv() => answer_stray(&r.ep, req).await,
+            _ = details_tick.tick() => r.details(),
+        }
+    }
+}
+
+impl Runner {
+    fn spec(&self, peer: Peer, uri: &str, resources: Vec<String>, batched: bool) -> SubscribeSpec {
+        let mut headers = Vec::new();
+        if batched {
+            headers.push(("Require".to_string(), "adhoclist, categoryList".to_string()));
+            headers.push(("Supported".to_string(), "eventlist".to_string()));
+        }
+        for (n, v) in
+            [("Supported", "ms-benotify"), ("Proxy-Require", "ms-benotify"), ("Supported", "ms-piggyback-first-notify")]
+        {
+            headers.push((n.to_string(), v.to_string()));
+        }
+        let body = msrtc::build_batch_sub(&BatchSub {
+            uri: self.from.clone(),
+            action: BatchAction::Subscribe,
+            action_id: format!("{}", presence_sip::random_u64() % 100_000_000),
+            resources,
+            categories: msrtc::DEFAULT_CATEGORIES.iter().map(|c| c.to_string()).collect(),
+        });
+        SubscribeSpec {
+            peer,
+            uri: uri.to_string(),
+            from: self.from.clone(),
+            contact_user: uri_user(&self.from).unwrap_or("presence-hub").to_string(),
+            event: "presence".into(),
+            accept: ACCEPT.into(),
+            expires: self.cfg.expires_secs,
+            headers,
+            body: Some((msrtc::BATCH_SUB_CONTENT_TYPE.into(), Bytes::from(body))),
+            credentials: self.cfg.username.clone().zip(self.cfg.password.clone()),
+        }
+    }
+
+    /// Starts the next queued subscription (one per tick of `resubscribe_rate`).
+    fn next_pending(&mut self) {
+        match self.queue.pop_front() {
+            Some(Pending::Batch(i)) => {
+                let Some(b) = self.batches.get(i) else { return };
+                let uris: Vec<String> =
+                    b.people.iter().filter_map(|p| self.people.get(p)).map(|p| p.uri.clone()).collect();
+                let spec = self.spec(self.server, &self.from, uris, true);
+                let sub = Subscription::spawn(self.ep.clone(), spec, Key::Batch(i), self.events.clone());
+                if let Some(b) = self.batches.get_mut(i) {
+                    b.sub = Some(sub);
+                }
+            }
+            Some(Pending::Single(idx)) => {
+                let Some(p) = self.people.get(&idx) else { return };
+                let Some(s) = &p.single else { return };
+                let gen = s.gen;
+                match &s.pool {
+                    None => self.on_resolved(idx, gen, Ok(self.server.addr)),
+                    Some(pool) => {
+                        let (pool, tx) = (with_default_port(pool, DEFAULT_POOL_PORT), self.resolved.clone());
+                        tokio::spawn(async move {
+                            let addr = tokio::time::timeout(Duration::from_secs(5), resolve(&pool))
+                                .await
+                                .unwrap_or_else(|_| Err(format!("cannot resolve {pool}: timeout")));
+                            let _ = tx.send((idx, gen, addr)).await;
+                        });
+                    }
+                }
+            }
+            None => {}
+        }
+        self.update_up();
+    }
+
+    fn on_resolved(&mut self, idx: UserIdx, gen: u32, addr: Result<SocketAddr, String>) {
+        let transport = self.server.transport;
+        let Some(p) = self.people.get(&idx) else { return };
+        if p.single.as_ref().is_none_or(|s| s.gen != gen) {
+            return; // replaced meanwhile
+        }
+        let uri = p.uri.clone();
+        match addr {
+            Ok(addr) => {
+                let spec = self.spec(Peer { transport, addr }, &uri, vec![uri.clone()], false);
+                if let Some(s) = self.people.get_mut(&idx).and_then(|p| p.single.as_mut()) {
+                    let key = Key::Single(idx, s.gen);
+                    s.addr = Some(addr);
+                    s.sub = Some(Subscription::spawn(self.ep.clone(), spec, key, self.events.clone()));
+                }
+            }
+            Err(e) => {
+                warn!(provider = %self.ctx.name, %uri, error = %e, "sfb: pool of a re-subscription not found");
+                self.ctx.feed.record_error(&e);
+                self.unknown(idx);
+            }
+        }
+    }
+
+    fn on_ping(&mut self, ok: bool) {
+        if ok {
+            self.misses = 0;
+            if !self.peer_ok {
+                self.peer_ok = true;
+                self.recovered();
+            }
+        } else {
+            self.misses += 1;
+            if self.misses >= 2 && self.peer_ok {
+                self.peer_ok = false;
+                self.lost = true;
+                self.epoch += 1;
+                warn!(provider = %self.ctx.name, server = %self.server.addr, "sfb pool does not answer; feed down (stale)");
+                self.ctx.feed.record_error("pool does not answer OPTIONS");
+            }
+        }
+        self.update_up();
+    }
+
+    /// The pool answers again after a loss: a restarted front end has forgotten its
+    /// subscriptions, so every one not re-established since is renewed from scratch (those at
+    /// other pools are left alone).
+    fn recovered(&mut self) {
+        if !self.lost {
+            return;
+        }
+        self.lost = false;
+        info!(provider = %self.ctx.name, "sfb pool answers again; re-subscribing");
+        let epoch = self.epoch;
+        for b in self.batches.iter_mut().filter(|b| b.epoch < epoch) {
+            if let Some(s) = &b.sub {
+                s.resubscribe();
+                b.active = false;
+            }
+        }
+        for s in self.people.values().filter_map(|p| p.single.as_ref()).filter(|s| s.pool.is_none() && s.epoch < epoch)
+        {
+            if let Some(sub) = &s.sub {
+                sub.resubscribe();
+            }
+        }
+    }
+
+    /// Up while the pool answers and every batch is subscribed.
+    fn update_up(&mut self) {
+        let up = self.peer_ok && self.batches.iter().all(|b| b.active);
+        if up != self.up {
+            self.up = up;
+            self.ctx.sink.set_up(up);
+        }
+        let state = match (up, self.queue.is_empty()) {
+            (true, true) => "up",
+            (_, false) => "subscribing",
+            (false, true) => "down",
+        };
+        self.ctx.feed.set_state(state);
+    }
+
+    fn on_event(&mut self, key: Key, ev: SubEvent) {
+        if let Key::Single(idx, gen) = key {
+            if self.people.get(&idx).and_then(|p| p.single.as_ref()).is_none_or(|s| s.gen != gen) {
+                return; // a replaced single subscription's last words
+            }
+        }
+        match ev {
+            SubEvent::Active { body, .. } => {
+                match key {
+                    Key::Batch(i) => {
+                        if let Some(b) = self.batches.get_mut(i) {
+                            b.active = true;
+                            b.epoch = self.epoch;
+                        }
+                        // The pool answered a subscription: it is there.
+                        self.peer_ok = true;
+                        self.misses = 0;
+                        self.recovered();
+                    }
+                    Key::Single(idx, _) => {
+                        if let Some(s) = self.people.get_mut(&idx).and_then(|p| p.single.as_mut()) {
+                            s.active = true;
+                            s.epoch = self.epoch;
+                        }
+                    }
+                }
+                if let Some((ct, body)) = body {
+                    self.n.piggybacked += 1;
+                    self.on_body(key, &ct, &body, true);
+                }
+                self.update_up();
+            }
+            SubEvent::Notify { state, body, msg, .. } => {
+                if msg.method().is_some_and(|m| m.to_string().eq_ignore_ascii_case("BENOTIFY")) {
+                    self.n.benotifies += 1;
+                } else {
+                    self.n.notifies += 1;
+                }
+                if let Key::Batch(i) = key {
+                    if let Some(b) = self.batches.get_mut(i) {
+                        b.notifications += 1;
+                    }
+                }
+                if !body.is_empty() {
+                    let ct = msg.content_type_value().unwrap_or("").to_string();
+                    self.on_body(key, &ct, &body, false);
+                }
+                if matches!(state, SubState::Terminated { .. }) {
+                    self.sub_lost(key);
+                    self.update_up();
+                }
+            }
+            SubEvent::Down { reason, retry_in, .. } => {
+                debug!(provider = %self.ctx.name, ?key, %reason, ?retry_in, "sfb subscription down");
+                self.ctx.feed.errors.fetch_add(1, Ordering::Relaxed);
+                let was_active = match key {
+                    Key::Batch(i) => self.batches.get(i).is_some_and(|b| b.active),
+                    Key::Single(idx, _) => {
+                        self.people.get(&idx).and_then(|p| p.single.as_ref()).is_some_and(|s| s.active)
+                    }
+                };
+                if was_active {
+                    self.ctx.feed.record_error(&format!("subscription lost: {reason}"));
+                }
+                self.sub_lost(key);
+                if let Key::Single(idx, _) = key {
+                    // A person's own subscription failed while the feed is fine: Unknown.
+                    if self.up && self.people.get(&idx).is_some_and(|p| p.sent) {
+                        self.unknown(idx);
+                    }
+                }
+                self.update_up();
+            }
+        }
+    }
+
+    /// A subscription's dialog ended: the next one starts versions again.
+    fn sub_lost(&mut self, key: Key) {
+        match key {
+            Key::Batch(i) => {
+                if let Some(b) = self.batches.get_mut(i) {
+                    b.active = false;
+                    b.last_version = None;
+                    b.seen.clear();
+                }
+            }
+            Key::Single(idx, _) => {
+                if let Some(s) = self.people.get_mut(&idx).and_then(|p| p.single.as_mut()) {
+                    s.active = false;
+                    s.last_version = None;
+                    s.seen = false;
+                }
+            }
+        }
+    }
+
+    fn bad_body(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        self.n.bad_bodies += 1;
+        self.ctx.feed.record_error(&format!("{what}: {error}"));
+        warn!(provider = %self.ctx.name, what, %error, "sfb: body not understood; ignored");
+    }
+
+    /// A notification body (piggy-backed when `first`).
+    fn on_body(&mut self, key: Key, content_type: &str, body: &[u8], first: bool) {
+        let media = map::media_type(content_type).to_ascii_lowercase();
+        if media == msrtc::CONTENT_TYPE {
+            // A single-resource notification: the categories document itself.
+            match msrtc::parse_categories(body) {
+                Ok(doc) => {
+                    let idx = match key {
+                        Key::Single(idx, _) => Some(idx),
+                        Key::Batch(_) => self.by_uri.get(&uri_key(&doc.uri)).copied(),
+                    };
+                    match idx {
+                        Some(idx) => {
+                            let full = self.first_in_dialog(key, idx) || first;
+                            self.apply(idx, doc, full);
+                        }
+                        None => debug!(provider = %self.ctx.name, uri = %doc.uri, "sfb: categories of nobody watched"),
+                    }
+                }
+                Err(e) => {
+                    let who = match key {
+                        Key::Single(idx, _) => self.people.get(&idx).map(|p| p.uri.clone()).unwrap_or_default(),
+                        Key::Batch(i) => format!("batch {i}"),
+                    };
+                    self.bad_body(&who, &e);
+                }
+            }
+            return;
+        }
+        if !(media.starts_with("multipart/") || media == rlmi::CONTENT_TYPE) {
+            self.bad_body("notification", &format!("unsupported content type {media:?}"));
+            return;
+        }
+        match rlmi::parse_rlmi_notify(content_type, body) {
+            Ok(n) => self.on_rlmi(key, n),
+            Err(e) => self.bad_body("RLMI notification", &e),
+        }
+    }
+
+    fn on_rlmi(&mut self, key: Key, n: RlmiNotify) {
+        let last = match key {
+            Key::Batch(i) => self.batches.get_mut(i).map(|b| &mut b.last_version),
+            Key::Single(idx, _) => {
+                self.people.get_mut(&idx).and_then(|p| p.single.as_mut()).map(|s| &mut s.last_version)
+            }
+        };
+        let Some(last) = last else { return };
+        if last.is_some_and(|l| n.list.version <= l) {
+            self.n.stale_versions += 1;
+            debug!(provider = %self.ctx.name, version = n.list.version, "sfb: RLMI version not newer; dropped");
+            return;
+        }
+        *last = Some(n.list.version);
+        let full = n.list.full_state;
+        for part in n.resources {
+            let Some(&idx) = self.by_uri.get(&uri_key(&part.uri)) else {
+                debug!(provider = %self.ctx.name, uri = %part.uri, "sfb: resource nobody watches");
+                continue;
+            };
+            let from_batch = matches!(key, Key::Batch(_));
+            match part.instance.state {
+                InstanceState::Active => {
+                    let Some(body) = part.body else { continue };
+                    if let Some(ct) = part.content_type.as_deref() {
+                        if !map::media_type(ct).eq_ignore_ascii_case(msrtc::CONTENT_TYPE) {
+                            self.bad_body(&part.uri, &format!("unsupported part type {ct:?}"));
+                            continue;
+                        }
+                    }
+                    match msrtc::parse_categories(&body) {
+                        Ok(doc) => {
+                            if from_batch {
+                                // Homed here again: the batch serves the person.
+                                if let Some(p) = self.people.get_mut(&idx) {
+                                    p.single = None;
+                                }
+                            }
+                            let first = self.first_in_dialog(key, idx);
+                            self.apply(idx, doc, full || first);
+                        }
+                        Err(e) => self.bad_body(&part.uri, &e),
+                    }
+                }
+                InstanceState::Pending | InstanceState::Other(_) => {}
+                InstanceState::Resubscribe => self.resubscribe(idx, part.instance.pool_fqdn),
+                InstanceState::Terminated => match part.instance.reason.as_deref() {
+                    Some("deactivated" | "timeout" | "probation") => self.resubscribe(idx, None),
+                    reason => {
+                        self.n.noresource += 1;
+                        debug!(provider = %self.ctx.name, uri = %part.uri, ?reason, "sfb: resource terminated");
+                        if let Some(p) = self.people.get_mut(&idx) {
+                            p.single = None;
+                        }
+                        self.unknown(idx);
+                    }
+                },
+            }
+        }
+    }
+
+    /// True the first time a person's state comes in the current dialog of `key` (a full
+    /// state split over several notifications is not `fullState` in any one of them).
+    fn first_in_dialog(&mut self, key: Key, idx: UserIdx) -> bool {
+        match key {
+            Key::Batch(i) => self.batches.get_mut(i).is_some_and(|b| b.seen.insert(idx)),
+            Key::Single(..) => self
+                .people
+                .get_mut(&idx)
+                .and_then(|p| p.single.as_mut())
+                .is_some_and(|s| !std::mem::replace(&mut s.seen, true)),
+        }
+    }
+
+    /// Queues a single-resource subscription (unless one to the same pool runs).
+    fn resubscribe(&mut self, idx: UserIdx, pool: Option<String>) {
+        let Some(p) = self.people.get_mut(&idx) else { return };
+        if p.single.as_ref().is_some_and(|s| s.pool == pool && s.sub.as_ref().is_some_and(Subscription::is_running)) {
+            return;
+        }
+        debug!(provider = %self.ctx.name, uri = %p.uri, ?pool, "sfb: re-subscribing singly");
+        self.n.resubscribes += 1;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        p.single =
+            Some(Single { pool, addr: None, sub: None, active: false, last_version: None, seen: false, gen, epoch: 0 });
+        self.queue.push_back(Pending::Single(idx));
+    }
+
+    fn apply(&mut self, idx: UserIdx, doc: msrtc::Categories, full: bool) {
+        let Some(p) = self.people.get_mut(&idx) else { return };
+        if full {
+            p.cache.replace(doc);
+        } else {
+            p.cache.update(doc);
+        }
+        let signal = map::sfb_signal(&p.cache.doc(), &self.ctx.name, self.cfg.keep_details, now_ms());
+        p.sent = !signal.is_retraction();
+        if let Err(e) = self.ctx.sink.send_to(idx, signal) {
+            debug!(provider = %self.ctx.name, error = %e, "signal not delivered");
+        }
+    }
+
+    /// The person's SfB source has no opinion (not found, or their subscription failed).
+    fn unknown(&mut self, idx: UserIdx) {
+        let Some(p) = self.people.get_mut(&idx) else { return };
+        p.cache.clear();
+        p.sent = false;
+        let s = Signal::new(Source::Sfb, &self.ctx.name, Some(Availability::Unknown), now_ms());
+        if let Err(e) = self.ctx.sink.send_to(idx, s) {
+            debug!(provider = %self.ctx.name, error = %e, "signal not delivered");
+        }
+    }
+
+    fn details(&self) {
+        let mut pools: HashMap<String, usize> = HashMap::new();
+        let (mut singles, mut singles_active) = (0usize, 0usize);
+        for p in self.people.values() {
+            if let Some(s) = &p.single {
+                singles += 1;
+                singles_active += s.active as usize;
+                let name = s.pool.clone().unwrap_or_else(|| self.server.addr.to_string());
+                *pools.entry(name).or_default() += 1;
+            }
+        }
+        let batches: Vec<serde_json::Value> = self
+            .batches
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "people": b.people.len(),
+                    "state": if b.active { "active" } else if b.sub.is_some() { "down" } else { "pending" },
+                    "version": b.last_version,
+                    "notifications": b.notifications,
+                })
+            })
+            .collect();
+        let stats = self.ep.stats();
+        self.ctx.feed.set_details(serde_json::json!({
+            "server": self.server.addr.to_string(),
+            "transport": self.server.transport.to_string(),
+            "local": self.ep.local_addr().to_string(),
+            "from": self.from,
+            "people": self.people.len(),
+            "batches": batches,
+            "subscriptions_active": self.batches.iter().filter(|b| b.active).count(),
+            "singles": singles,
+            "singles_active": singles_active,
+            "pools": pools,
+            "pending": self.queue.len(),
+            "notifies": self.n.notifies,
+            "benotifies": self.n.benotifies,
+            "piggybacked": self.n.piggybacked,
+            "bad_bodies": self.n.bad_bodies,
+            "stale_versions": self.n.stale_versions,
+            "noresource": self.n.noresource,
+            "resubscribes": self.n.resubscribes,
+            "sip": {
+                "received": stats.received.load(Ordering::Relaxed),
+                "sent": stats.sent.load(Ordering::Relaxed),
+                "malformed": stats.malformed.load(Ordering::Relaxed),
+                "retransmissions": stats.retransmissions.load(Ordering::Relaxed),
+                "timeouts": stats.timeouts.load(Ordering::Relaxed),
+            },
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: serde_json::Value) -> Result<SfbConfig, serde_json::Error> {
+        let mut v = serde_json::json!({ "name": "sfb", "server": "127.0.0.1:5061", "from": "sip:hub-svc@contoso.com" });
+        for (k, x) in extra.as_object().into_iter().flatten() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        use serde_json::json;
+        let c = cfg(json!({})).unwrap();
+        assert_eq!((c.transport.as_str(), c.batch_size, c.resubscribe_rate, c.expires_secs), ("tcp", 200, 25, 3600));
+        let n = SfbConfig::new("sfb", "127.0.0.1:5061", "sip:hub-svc@contoso.com");
+        assert_eq!(format!("{n:?}"), format!("{c:?}"), "new() gives the file's defaults");
+        assert!(c.validate().is_ok());
+        assert_eq!(c.domain(), "contoso.com");
+        for bad in [
+            json!({ "transport": "tls" }),
+            json!({ "transport": "sctp" }),
+            json!({ "batch_size": 0 }),
+            json!({ "batch_size": 1001 }),
+            json!({ "resubscribe_rate": 0 }),
+            json!({ "expires_secs": 10 }),
+            json!({ "username": "u" }),
+            json!({ "local": "nowhere" }),
+            json!({ "from": "hub-svc@contoso.com" }),
+        ] {
+            assert!(cfg(bad.clone()).unwrap().validate().is_err(), "{bad}");
+        }
+        assert!(cfg(json!({ "colour": "blue" })).is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn pool_addresses_get_the_default_port() {
+        assert_eq!(with_default_port("127.0.0.1:5070", 5060), "127.0.0.1:5070");
+        assert_eq!(with_default_port("pool2.contoso.com", 5060), "pool2.contoso.com:5060");
+        assert_eq!(with_default_port("[::1]", 5060), "[::1]:5060");
+        assert_eq!(with_default_port("[::1]:5071", 5060), "[::1]:5071");
+    }
+}
