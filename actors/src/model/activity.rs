@@ -133,7 +133,8 @@ impl Activity {
                 (6500, 11999)
             }
             Activity::InAMeeting => (6500, 8999),
-            Activity::UrgentInterruptionsOnly => (6900, 11999),
+            // SfB publishes it at 6900, inside Busy; the hub's Busy is 6500, so it must show there.
+            Activity::UrgentInterruptionsOnly => (6500, 11999),
             Activity::Presenting => (6500, 11999),
             Activity::Inactive => (3500, 8999),
             // Absence-like activities qualify "away" states; OOO is handled as a flag as well.

@@ -337,6 +337,13 @@ fn cases() -> Vec<Case> {
             want: want(DoNotDisturb, Some(Activity::Presenting)),
         },
         Case {
+            name: "rule6: SfB's 6900 urgent-interruptions-only shows at Busy",
+            steps: vec![Step::Sig(sig(Sfb, "aggregate", Some(Busy), Some(Activity::UrgentInterruptionsOnly), 0))],
+            feeds_down: &[],
+            at: 1,
+            want: want(Busy, Some(Activity::UrgentInterruptionsOnly)),
+        },
+        Case {
             name: "rule6: an incompatible activity is not shown (meeting while Away)",
             steps: vec![
                 Step::Sig(sig(Calendar, "c", Some(Busy), Some(Activity::InAMeeting), 0).valid(Some(m(0)), Some(m(60)))),
