@@ -3,7 +3,8 @@
 //! simulator through the real Graph provider (polling, subscriptions, change notifications);
 //! meetings come from the calendar simulator through the calendar provider (Graph
 //! getSchedule); desk phones' lamps come from the PBX simulator through the SIP dialog-event
-//! provider; mobile calls and lunches come from a looping scenario through the replay provider.
+//! provider; Skype for Business presence comes from an SfB pool simulator through the SfB
+//! provider (batched category subscriptions, RLMI BENOTIFYs); mobile calls and lunches come from a looping scenario through the replay provider.
 //! The hub's SIP presence server listens on loopback. `presence-hub` with no arguments runs it
 //! on 127.0.0.1:8080.
 
@@ -16,11 +17,13 @@ use crate::config::Config;
 use presence_providers::calendar::runtime::{Backend, CalendarConfig};
 use presence_providers::graph::{GraphPresenceConfig, ServiceAccount};
 use presence_providers::replay::ReplayConfig;
+use presence_providers::sip::sfb::SfbConfig;
 use presence_providers::sip::SipSourceConfig;
 use presence_providers::ProviderConfig;
 use presence_simulators::calendar::{CalendarSim, CalendarSimConfig};
 use presence_simulators::graph::{GraphSim, GraphSimConfig};
 use presence_simulators::pbx::{PbxSim, PbxSimConfig};
+use presence_simulators::sfb::{SfbSim, SfbSimConfig};
 
 use crate::sip::{SipAccount, SipSection};
 
@@ -39,6 +42,8 @@ pub struct DemoPeers {
     pub calendar: Arc<CalendarSim>,
     /// The PBX's busy lamps (SIP dialog event package).
     pub pbx: Arc<PbxSim>,
+    /// A Skype for Business front-end pool (SIP, batched category subscriptions).
+    pub sfb: Arc<SfbSim>,
 }
 
 /// The demo's SIP account for consoles and phones that SUBSCRIBE to or PUBLISH at the hub.
@@ -83,7 +88,8 @@ pub fn mailboxes() -> Vec<String> {
 /// The demo configuration: starts the simulators on loopback, and sets up the providers that
 /// use them — Teams through the real Graph provider (polling + change notifications),
 /// calendars through the real calendar provider (Graph getSchedule), desk phones' busy lamps
-/// through the real SIP dialog-event provider (PBX simulator), and a looping scenario (mobile,
+/// through the real SIP dialog-event provider (PBX simulator), Skype for Business through the
+/// real SfB provider (pool simulator), and a looping scenario (mobile,
 /// manual) through the replay provider. The hub's SIP presence server listens on
 /// 127.0.0.1:5060 (or a free port) with the account [`DEMO_SIP_ACCOUNT`].
 pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
@@ -162,10 +168,17 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         username: None,
         password: None,
     };
+    let sfb = Arc::new(SfbSim::start(SfbSimConfig::default())?);
+    let uris = column("sip_uri");
+    sfb.seed_demo(&uris, 41);
+    sfb.drive_demo(uris, Duration::from_millis(2500), 42)?;
+    let mut skype = SfbConfig::new("sfb", &sfb.addr().to_string(), "sip:hub-svc@nordvik.se");
+    skype.keep_details = true;
     base.providers = vec![
         ProviderConfig::GraphPresence(teams),
         ProviderConfig::Calendar(calendars),
         ProviderConfig::SipDialog(lamps),
+        ProviderConfig::Sfb(skype),
         ProviderConfig::Replay(ReplayConfig { name: "demo-replay".into(), file: scenario, repeat: true, speed: 1.0 }),
     ];
     // The hub's own SIP presence server, for SIP phones and consoles on this machine.
@@ -181,7 +194,7 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         }],
         ..SipSection::default()
     };
-    Ok((base, DemoPeers { graph, calendar, pbx }))
+    Ok((base, DemoPeers { graph, calendar, pbx, sfb }))
 }
 
 fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
