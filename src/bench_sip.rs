@@ -147,6 +147,7 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
     let etags: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
     let inflight = Arc::new(Semaphore::new(4096));
     let cpu0 = args.pid.map(proc_cpu_ticks);
+    let self0 = proc_cpu_ticks(std::process::id());
     let mem0 = args.pid.map(proc_pss_kb);
     counters.notifies.store(0, Ordering::Relaxed);
     counters.notifies_with_mark.store(0, Ordering::Relaxed);
@@ -188,6 +189,7 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let secs = start.elapsed().as_secs_f64();
     let cpu1 = args.pid.map(proc_cpu_ticks);
+    let self1 = proc_cpu_ticks(std::process::id());
     let mem1 = args.pid.map(proc_pss_kb);
     let notifies = counters.notifies.load(Ordering::Relaxed);
     let marked = counters.notifies_with_mark.load(Ordering::Relaxed);
@@ -212,6 +214,10 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
         let hz = 100.0; // USER_HZ on Linux
         println!("  server CPU        {:.1} s = {:.0} % of one core", ticks / hz, 100.0 * ticks / hz / secs);
     }
+    println!(
+        "  load generator    {:.0} % of one core (it shares the machine with the server)",
+        100.0 * self1.saturating_sub(self0) as f64 / 100.0 / secs
+    );
     if let (Some(m0), Some(m1)) = (mem0, mem1) {
         println!("  server memory     PSS {:.1} MB before the load, {:.1} MB after", m0 as f64 / 1024.0, m1 as f64 / 1024.0);
     }

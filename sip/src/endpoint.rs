@@ -105,6 +105,9 @@ pub struct EndpointConfig {
     pub queue: usize,
     /// Value of User-Agent / Server headers.
     pub user_agent: String,
+    /// UDP socket buffer sizes asked for (the kernel caps them at `net.core.rmem_max` /
+    /// `wmem_max`). Linux's default (208 KiB) drops datagrams in bursts of a few hundred.
+    pub udp_buffer: usize,
 }
 
 impl Default for EndpointConfig {
@@ -116,6 +119,7 @@ impl Default for EndpointConfig {
             transaction_timeout: 64 * T1,
             queue: 4096,
             user_agent: format!("presence-hub/{}", env!("CARGO_PKG_VERSION")),
+            udp_buffer: 4 << 20,
         }
     }
 }
@@ -521,7 +525,7 @@ impl Inner {
 async fn bind_pair(cfg: &EndpointConfig) -> std::io::Result<(Option<UdpSocket>, Option<TcpListener>, SocketAddr)> {
     // With port 0, find one port free for both protocols.
     for _ in 0..20 {
-        let udp = if cfg.udp { Some(UdpSocket::bind(cfg.listen).await?) } else { None };
+        let udp = if cfg.udp { Some(bind_udp(cfg.listen, cfg.udp_buffer)?) } else { None };
         let port = match &udp {
             Some(u) => u.local_addr()?.port(),
             None => cfg.listen.port(),
@@ -542,6 +546,20 @@ async fn bind_pair(cfg: &EndpointConfig) -> std::io::Result<(Option<UdpSocket>, 
         }
     }
     Err(std::io::Error::other("no port free for both UDP and TCP"))
+}
+
+/// A non-blocking UDP socket with large buffers.
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer > 0 {
+        // Best effort: a smaller buffer than asked is not an error.
+        let _ = s.set_recv_buffer_size(buffer);
+        let _ = s.set_send_buffer_size(buffer);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 fn udp_local(udp: &Option<UdpSocket>, fallback: SocketAddr) -> SocketAddr {
