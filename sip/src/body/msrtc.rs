@@ -24,8 +24,10 @@
 //! ## Availability classes (§1.1)
 //! [`AvailabilityClass::from_availability`] maps a number to its range. `0` (or absent) means
 //! "no opinion" and gives `None`. Below 3000 the sources disagree (OCS 2007 starts Available at
-//! 3000; SIPE maps anything lower to Offline); this module follows the Lync 2010/2013 schema
-//! docs, whose Available range is 0–4499, so **1–2999 is Available**. 6900 is Busy; with the
+//! 3000; SIPE maps anything lower to Offline; the Lync 2010/2013 schema docs start it at 0).
+//! With the sources in conflict, **1–2999 is no opinion too** (`None`), as the hub's own
+//! `Availability::from_sfb` treats it: neither Available nor Offline is claimed on a value
+//! whose meaning the documents dispute. 6900 is Busy; with the
 //! `urgent-interruptions-only` activity it is the workgroup view of Do Not Disturb
 //! ([`Aggregate::urgent_interruptions_only`]).
 //!
@@ -364,13 +366,12 @@ pub enum AvailabilityClass {
 }
 
 impl AvailabilityClass {
-    /// The class of `n`; `None` for 0 ("no opinion"). 1–2999 count as Available (see the
-    /// module docs).
+    /// The class of `n`; `None` for 0–2999 ("no opinion"; see the module docs).
     pub fn from_availability(n: u32) -> Option<AvailabilityClass> {
         use AvailabilityClass::*;
         Some(match n {
-            0 => return None,
-            1..=4499 => Available,
+            0..=2999 => return None,
+            3000..=4499 => Available,
             4500..=5999 => AvailableIdle,
             6000..=7499 => Busy,
             7500..=8999 => BusyIdle,
