@@ -308,12 +308,27 @@ impl Server {
         d.by_id(&user).or_else(|| d.resolve(&user))
     }
 
-    fn expires_for(&self, asked: Option<u32>) -> Result<u32, ()> {
+    /// The expiry granted for a SUBSCRIBE or PUBLISH: the default when none is asked, cut to
+    /// `max_expires`; `0` passes. Answers `400` (malformed) or `423` (too brief) itself and
+    /// returns `None` then.
+    async fn granted_expires(&self, req: &Incoming) -> Option<u32> {
+        let asked = match req.msg.expires() {
+            Ok(a) => a,
+            Err(_) => {
+                self.ep.reply(req, 400, "Bad Request (Expires)").await;
+                return None;
+            }
+        };
         match asked {
-            None => Ok(self.cfg.default_expires),
-            Some(0) => Ok(0),
-            Some(e) if e < self.cfg.min_expires => Err(()),
-            Some(e) => Ok(e.min(self.cfg.max_expires)),
+            None => Some(self.cfg.default_expires),
+            Some(0) => Some(0),
+            Some(e) if e < self.cfg.min_expires => {
+                let r = Builder::response_to(&req.msg, 423, "Interval Too Brief", Some(&self.ep.token()))
+                    .header("Min-Expires", &self.cfg.min_expires.to_string());
+                self.ep.respond(req, r).await;
+                None
+            }
+            Some(e) => Some(e.min(self.cfg.max_expires)),
         }
     }
 
@@ -344,17 +359,7 @@ impl Server {
         if req.msg.to.tag.is_none() && self.authenticate(&req, false).await.is_none() {
             return;
         }
-        let expires = match req.msg.expires() {
-            Err(_) => return self.ep.reply(&req, 400, "Bad Request (Expires)").await,
-            Ok(asked) => match self.expires_for(asked) {
-                Ok(e) => e,
-                Err(()) => {
-                    let r = Builder::response_to(&req.msg, 423, "Interval Too Brief", Some(&self.ep.token()))
-                        .header("Min-Expires", &self.cfg.min_expires.to_string());
-                    return self.ep.respond(&req, r).await;
-                }
-            },
-        };
+        let Some(expires) = self.granted_expires(&req).await else { return };
 
         // A refresh or an end of an existing subscription.
         if let Some(tag) = req.msg.to.tag.as_deref() {
@@ -638,17 +643,7 @@ impl Server {
         if self.authenticate(&req, true).await.is_none() {
             return;
         }
-        let expires = match req.msg.expires() {
-            Err(_) => return self.ep.reply(&req, 400, "Bad Request (Expires)").await,
-            Ok(asked) => match self.expires_for(asked) {
-                Ok(e) => e,
-                Err(()) => {
-                    let r = Builder::response_to(&req.msg, 423, "Interval Too Brief", Some(&self.ep.token()))
-                        .header("Min-Expires", &self.cfg.min_expires.to_string());
-                    return self.ep.respond(&req, r).await;
-                }
-            },
-        };
+        let Some(expires) = self.granted_expires(&req).await else { return };
         let has_body = !req.msg.body.is_empty();
         if has_body && req.msg.content_type().as_deref() != Some(pidf::CONTENT_TYPE) {
             let r = Builder::response_to(&req.msg, 415, "Unsupported Media Type", Some(&self.ep.token())).header("Accept", pidf::CONTENT_TYPE);

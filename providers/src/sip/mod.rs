@@ -115,23 +115,24 @@ impl SipSourceConfig {
 
     /// `host:port` with the default port added.
     pub fn server_with_port(&self) -> String {
-        let s = self.server.trim();
-        if s.starts_with('[') {
-            if s.contains("]:") {
-                s.to_string()
-            } else {
-                format!("{s}:5060")
-            }
-        } else if s.contains(':') {
-            s.to_string()
-        } else {
-            format!("{s}:5060")
-        }
+        with_default_port(&self.server, 5060)
     }
 
     /// The resource domain.
     pub fn domain(&self) -> String {
         self.domain.clone().unwrap_or_else(|| self.server_host().to_string())
+    }
+}
+
+/// `host:port` with `port` added when absent (IPv6 literals in brackets).
+pub(crate) fn with_default_port(s: &str, port: u16) -> String {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        return if rest.contains("]:") { s.to_string() } else { format!("{s}:{port}") };
+    }
+    match s.rsplit_once(':') {
+        Some((_, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => s.to_string(),
+        _ => format!("{s}:{port}"),
     }
 }
 

@@ -98,26 +98,32 @@ pub(super) async fn resolve(server: &str) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| format!("cannot resolve {server}"))
 }
 
+/// Resolves the peer's address, retrying every 10 s (feed down meanwhile); `None` on shutdown.
+pub(super) async fn resolve_until_found(ctx: &ProviderContext, server: &str) -> Option<SocketAddr> {
+    let mut shutdown = ctx.shutdown.clone();
+    ctx.feed.set_state("resolving");
+    loop {
+        match resolve(server).await {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                ctx.feed.record_error(&e);
+                ctx.sink.set_up(false);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    _ = shutdown.recv() => return None,
+                }
+            }
+        }
+    }
+}
+
 async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Result<(), String> {
     let transport = Transport::parse(&cfg.transport).unwrap_or(Transport::Udp);
     let local: SocketAddr = cfg.local.parse().map_err(|e| format!("local: {e}"))?;
     let ep_cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
     let (ep, mut requests) = Endpoint::bind(ep_cfg).await.map_err(|e| format!("bind {local}: {e}"))?;
     let mut shutdown = ctx.shutdown.clone();
-    ctx.feed.set_state("resolving");
-    let server = loop {
-        match resolve(&cfg.server_with_port()).await {
-            Ok(a) => break a,
-            Err(e) => {
-                ctx.feed.record_error(&e);
-                ctx.sink.set_up(false);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                    _ = shutdown.recv() => return Ok(()),
-                }
-            }
-        }
-    };
+    let Some(server) = resolve_until_found(&ctx, &cfg.server_with_port()).await else { return Ok(()) };
     let peer = Peer { transport, addr: server };
     let domain = cfg.domain();
     let from = cfg.from.clone().unwrap_or_else(|| format!("sip:presence-hub@{domain}"));

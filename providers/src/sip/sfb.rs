@@ -45,7 +45,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::map::{self, SfbCategories};
-use super::runtime::{answer_stray, ping, resolve};
+use super::runtime::{answer_stray, ping, resolve, resolve_until_found};
+use super::with_default_port;
 use crate::BuildError;
 
 /// What the SUBSCRIBEs accept (batched and single-resource alike).
@@ -116,17 +117,6 @@ fn default_resubscribe_rate() -> u32 {
     25
 }
 
-/// `host:port` with `port` added when absent (IPv6 literals in brackets).
-fn with_default_port(s: &str, port: u16) -> String {
-    let s = s.trim();
-    if let Some(rest) = s.strip_prefix('[') {
-        return if rest.contains("]:") { s.to_string() } else { format!("{s}:{port}") };
-    }
-    match s.rsplit_once(':') {
-        Some((_, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => s.to_string(),
-        _ => format!("{s}:{port}"),
-    }
-}
 
 impl SfbConfig {
     /// A configuration with every optional setting at its default (what the config file gives
@@ -318,20 +308,7 @@ async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
     let ep_cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
     let (ep, mut requests) = Endpoint::bind(ep_cfg).await.map_err(|source| SfbError::Bind { local, source })?;
     let mut shutdown = ctx.shutdown.clone();
-    ctx.feed.set_state("resolving");
-    let server = loop {
-        match resolve(&with_default_port(&cfg.server, 5060)).await {
-            Ok(a) => break a,
-            Err(e) => {
-                ctx.feed.record_error(&e);
-                ctx.sink.set_up(false);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                    _ = shutdown.recv() => return Ok(()),
-                }
-            }
-        }
-    };
+    let Some(server) = resolve_until_found(&ctx, &with_default_port(&cfg.server, 5060)).await else { return Ok(()) };
 
     let domain = cfg.domain();
     let template = cfg.resource.clone().unwrap_or_else(|| "{sip_uri}".to_string());
