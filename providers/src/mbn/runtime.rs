@@ -6,7 +6,8 @@
 //!
 //! 1. **Login** (at start, when the session is near its expiry, after a `401`): the OAuth2
 //!    password grant, `catalog/userInfo`, `status/token`, `/csta/authentication/token`. The
-//!    monitor and its cursor survive a re-login, so no event is lost.
+//!    monitor and its cursor survive a re-login, so no event is lost. A second `401` in a row
+//!    (a token that works for nothing) is a failure and backs off.
 //! 2. **Monitor**: started once, refreshed every `monitor_refresh_secs` (at the latest at half
 //!    its lifetime). A `404`/`410` on a refresh or a poll means the monitor or the cursor is
 //!    gone: events may have been missed, so the feed is marked down at once (its signals show
@@ -51,6 +52,8 @@ const MAX_USER_NUMBERS: usize = 200_000;
 const MAX_LOGGED_UNKNOWN: usize = 100;
 /// How long stopping waits for the monitor's deletion.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// A renewal or refresh due within this long is done now (a poll waits whole seconds).
+const DUE_SLACK: Duration = Duration::from_secs(1);
 
 /// Why a call to MBN failed.
 #[derive(Debug, thiserror::Error)]
@@ -187,9 +190,9 @@ pub struct Runtime {
     cfg: MbnConfig,
     reasons: Reasons,
     session: Option<Session>,
-    /// Set by a login, cleared by the next successful call: a `401` right after logging in is
-    /// a failure (backoff), not a reason to log in again at once.
-    fresh_login: bool,
+    /// `401`s since the last successful call: the first logs in again at once, more in a row
+    /// are failures (backoff) — a token that works for nothing must not make a login loop.
+    rejections_in_a_row: u32,
     monitor: Option<Monitor>,
     cursor: Option<String>,
     need_resync: bool,
@@ -223,7 +226,7 @@ impl Runtime {
             ctx,
             reasons,
             session: None,
-            fresh_login: false,
+            rejections_in_a_row: 0,
             monitor: None,
             cursor: None,
             need_resync: true,
@@ -273,7 +276,8 @@ impl Runtime {
     }
 
     async fn advance(&mut self) -> Result<(), CallError> {
-        if self.session.as_ref().is_none_or(|s| s.renew_at <= Instant::now()) {
+        let due = Instant::now() + DUE_SLACK;
+        if self.session.as_ref().is_none_or(|s| s.renew_at <= due) {
             self.login().await?;
         }
         if self.monitor.is_none() {
@@ -282,7 +286,7 @@ impl Runtime {
         if self.need_resync {
             self.resync().await?;
         }
-        if self.monitor.as_ref().is_some_and(|m| m.refresh_at <= Instant::now()) {
+        if self.monitor.as_ref().is_some_and(|m| m.refresh_at <= Instant::now() + DUE_SLACK) {
             self.refresh_monitor().await?;
         }
         self.poll().await?;
@@ -292,9 +296,10 @@ impl Runtime {
 
     async fn on_error(&mut self, e: CallError) {
         match e {
-            CallError::Unauthorized(why) if !self.fresh_login => {
+            CallError::Unauthorized(why) if self.rejections_in_a_row == 0 => {
                 // Expired or revoked: log in again now; the monitor and the cursor stay.
                 self.stats.token_rejections += 1;
+                self.rejections_in_a_row += 1;
                 info!(provider = %self.ctx.name, reason = %why, "MBN refused the token; logging in again.");
                 self.session = None;
             }
@@ -305,6 +310,8 @@ impl Runtime {
                 let old = self.monitor.take();
                 self.cursor = None;
                 self.need_resync = true;
+                // Health first, so whoever sees the feed go down sees why.
+                self.report();
                 self.set_down("resyncing");
                 // A lost cursor can leave the monitor alive: stop it (best effort).
                 if let (410, Some(m)) = (status, old) {
@@ -313,6 +320,10 @@ impl Runtime {
             }
             e => {
                 self.failures += 1;
+                if let CallError::Unauthorized(_) = e {
+                    self.stats.token_rejections += 1;
+                    self.rejections_in_a_row += 1;
+                }
                 if matches!(e, CallError::Unauthorized(_) | CallError::Login(_)) {
                     self.session = None;
                 }
@@ -330,6 +341,7 @@ impl Runtime {
                 let max = Duration::from_secs(self.cfg.max_backoff_secs);
                 let wait = hint.map_or(self.backoff, |h| h.max(self.backoff)).min(max.max(hint.unwrap_or_default()));
                 self.backoff = (self.backoff * 2).min(max);
+                self.report();
                 self.idle(wait).await;
             }
         }
@@ -397,7 +409,6 @@ impl Runtime {
             return Err(CallError::Login(if why.is_empty() { format!("HTTP {}", a.status) } else { why }));
         }
         let token = wire::parse_token(&check(a, false)?)?;
-        self.fresh_login = true;
         let access = token.access_token;
 
         let req = http.get(cfg.url(&cfg.paths.user_info)).bearer_auth(&access).timeout(self.timeout());
@@ -457,7 +468,7 @@ impl Runtime {
             req = req.header("content-type", "application/json").body(b);
         }
         let body = check(send(req).await?, gone)?;
-        self.fresh_login = false;
+        self.rejections_in_a_row = 0;
         Ok(body)
     }
 
@@ -573,10 +584,12 @@ impl Runtime {
     }
 
     async fn poll(&mut self) -> Result<(), CallError> {
+        // What led here (login, monitor, resync) shows in health before the poll waits.
+        self.report();
         let (Some(m), Some(s)) = (&self.monitor, &self.session) else { return Ok(()) };
         let now = Instant::now();
         let until = m.refresh_at.min(s.renew_at).saturating_duration_since(now).as_secs();
-        let wait = self.cfg.poll_wait_secs.min(until);
+        let wait = self.cfg.poll_wait_secs.min(until).max(1);
         let path = wire::path_with_id(&self.cfg.paths.events, &m.id);
         let url = format!("{}?{}", self.cfg.url(&path), wire::events_query(wait, self.cursor.as_deref()));
         let req = self
@@ -602,7 +615,7 @@ impl Runtime {
         self.stats.polls += 1;
         self.stats.last_poll_at = Some(now_ms());
         let body = check(answer?, true)?;
-        self.fresh_login = false;
+        self.rejections_in_a_row = 0;
         let batch = wire::parse_events(&body)?;
         if batch.events.is_empty() {
             self.stats.empty_polls += 1;

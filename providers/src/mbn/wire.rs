@@ -973,7 +973,7 @@ mod tests {
         let many = format!("[{}]", vec!["{}"; MAX_EVENTS + 1].join(","));
         assert!(matches!(parse_events(many.as_bytes()), Err(ParseError::TooMany { what: "events", .. })));
         let big = vec![b' '; MAX_BODY + 1];
-        assert!(matches!(parse_events(&big), Ok(_)), "whitespace only is an empty answer");
+        assert!(parse_events(&big).is_ok(), "whitespace only is an empty answer");
         let big = [b"[".as_slice(), &vec![b' '; MAX_BODY], b"]"].concat();
         assert!(matches!(parse_events(&big), Err(ParseError::TooLarge { .. })));
     }
