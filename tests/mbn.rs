@@ -326,14 +326,24 @@ async fn a_lost_monitor_is_stale_never_offline_then_a_new_monitor_resyncs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_replaced_without_losing_events() {
-    // Tokens live 2 s: the provider renews them before they expire.
-    let sim = sim(MbnSimConfig { token_lifetime: Duration::from_secs(2), ..MbnSimConfig::default() });
+    // Tokens live 2 s: the provider renews them before they expire. Monitors live 4 s: it
+    // keeps its monitor alive (refreshes at half the lifetime).
+    let sim = sim(MbnSimConfig {
+        token_lifetime: Duration::from_secs(2),
+        monitor_lifetime: Duration::from_secs(4),
+        ..MbnSimConfig::default()
+    });
     let s = start(config(&sim, "mbn-token", ""));
     live(&s).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let st = sim.stats();
     assert!(st.logins >= 2, "renewed before expiry: {st:?}");
     assert_eq!(st.unauthorized, 0, "{st:?}");
+    assert!(st.monitor_refreshes >= 1, "{st:?}");
+    let p = provider(&s).await;
+    let polls = p["details"]["polls"].as_u64().unwrap();
+    assert!(polls < 20, "no busy polling around renewals: {polls} polls");
+    assert!(p["details"]["monitor_refreshes"].as_u64().unwrap() >= 1, "{p}");
 
     // Every token expires at once: the waiting poll gets 401 (40106); events queued while the
     // provider logs in again come through the same monitor and cursor.
