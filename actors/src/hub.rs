@@ -340,4 +340,9 @@ impl SignalSink {
     pub fn directory(&self) -> &Arc<Directory> {
         &self.hub.inner.directory
     }
+
+    /// The merge policy, for providers that map onto it (e.g. the absence reason list).
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.hub.inner.policy
+    }
 }

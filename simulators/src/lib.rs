@@ -11,10 +11,13 @@
 //! - [`pbx`]: a PBX's busy lamps — a SIP notifier of the dialog event package (RFC 4235).
 //! - [`sfb`]: a Skype for Business front-end pool speaking SIP (batched category
 //!   subscriptions, RLMI BENOTIFY/NOTIFY, `resubscribe` to a second pool).
+//! - [`mbn`]: Telenor Mobilt Bedriftsnett's partner status API as publicly described (password
+//!   grant, enterprise monitor, long-polled events, status list) in the shapes we assumed.
 #![warn(missing_docs)]
 
 pub mod calendar;
 pub mod graph;
+pub mod mbn;
 pub mod pbx;
 pub mod sfb;
 

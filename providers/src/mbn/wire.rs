@@ -1,0 +1,1140 @@
+//! Telenor MBN wire shapes: pure parsers and request builders. No I/O, no clock, never panics.
+//!
+//! # OUR ASSUMPTION — not Telenor's published format
+//!
+//! Telenor publishes only the *flow* of the "MBN Partner Status Push API" (developer.telenor.no):
+//! authenticate as a company machine user ("API User") with the OAuth2 password grant at
+//! `https://api.telenor.no/oauth/v2/token` (client id and secret as HTTP Basic), then fetch
+//! `catalog/userInfo`, obtain a token at `status/token`, log in to the CSTA interface at
+//! `/csta/authentication/token` and start an *enterprise monitor* of all users and devices. The
+//! data is "absence (meetings, illness, holiday, …)" and "device status (available, busy,
+//! offline)". The detailed specification is given to partners on request.
+//!
+//! Everything else in this module is **invented by us "as publicly described"** and is kept
+//! here, in one place, so that the real specification can replace it without touching the
+//! runtime: every JSON field name and enum spelling, the header names that carry the status and
+//! CSTA tokens, the paths below the three documented step names (monitor start, refresh,
+//! delete, events, status list), the event transport (HTTP long polling with a cursor — chosen
+//! because a "Telenor long polling interface" is the one public hint at Telenor's event
+//! delivery), the error body, and the MBN absence type spellings. The paths are configurable
+//! (`[providers.paths]`), the rest is code in this file. The shapes in short:
+//!
+//! - token: form `grant_type=password&username&password[&scope]` → `{access_token, token_type,
+//!   expires_in}` (RFC 6749 §4.3/§5.1);
+//! - userInfo: `{userId, companyId, name, msisdn}`; status token: `{token, expiresIn}`;
+//!   CSTA login: body `{statusToken}` → `{cstaToken, expiresIn}`;
+//! - monitor: `POST {type: "ENTERPRISE", companyId, expiresIn}` → `{monitorId, expiresIn}`;
+//!   refresh `PUT {expiresIn}`; `DELETE`;
+//! - events: `GET …/events?timeout=S&cursor=C` → `200 {cursor, events: [...]}` or `204` when
+//!   the wait ran out; `404`/`410` when the monitor or the cursor is gone;
+//! - event: `{eventId, eventType, userId, msisdn, timestamp, …}` with `eventType` one of
+//!   `deviceStatus` (`status`: `AVAILABLE|BUSY|OFFLINE`), the CSTA-named call events
+//!   `delivered` (ringing), `established`, `held`, `retrieved`, `connectionCleared` (with
+//!   `callId`), `absence` (`absence: {id, type, from, to, message}`) and `absenceRemoved`
+//!   (`absenceId`);
+//! - status list: `GET …/status/users?page=P` → `{users: [{userId, msisdn, name, status,
+//!   updated, absences: [...]}], nextPage}`;
+//! - errors: `{code, message}` with Telenor's documented gateway codes (`40106` = access token
+//!   expired);
+//! - status calls carry `X-MBN-Status-Token`, CSTA calls `X-MBN-CSTA-Token`, all calls the
+//!   bearer token.
+
+use serde_json::{Map, Value};
+
+use presence_actors::model::activity::truncate;
+use presence_actors::model::{parse_rfc3339, UnixMs};
+
+/// The documented token endpoint (developer.telenor.no/oauth).
+pub const DEFAULT_TOKEN_URL: &str = "https://api.telenor.no/oauth/v2/token";
+/// `catalog/userInfo` (documented step name).
+pub const PATH_USER_INFO: &str = "/catalog/userInfo";
+/// `status/token` (documented step name).
+pub const PATH_STATUS_TOKEN: &str = "/status/token";
+/// `/csta/authentication/token` (documented step name).
+pub const PATH_CSTA_TOKEN: &str = "/csta/authentication/token";
+/// Enterprise monitor start (assumed).
+pub const PATH_MONITOR_START: &str = "/csta/monitor/enterprise";
+/// One monitor: refresh (`PUT`) and stop (`DELETE`) (assumed). `{id}` is the monitor id.
+pub const PATH_MONITOR: &str = "/csta/monitor/{id}";
+/// The monitor's long-poll event queue (assumed). `{id}` is the monitor id.
+pub const PATH_EVENTS: &str = "/csta/monitor/{id}/events";
+/// Current status of every user, paged (assumed).
+pub const PATH_STATUS_LIST: &str = "/status/users";
+
+/// Header carrying the status token on Status interface calls (assumed).
+pub const HEADER_STATUS_TOKEN: &str = "x-mbn-status-token";
+/// Header carrying the CSTA token on CSTA interface calls (assumed).
+pub const HEADER_CSTA_TOKEN: &str = "x-mbn-csta-token";
+
+/// Telenor gateway code: invalid access token (documented for Telenor APIs).
+pub const CODE_INVALID_TOKEN: &str = "40105";
+/// Telenor gateway code: access token expired (documented for Telenor APIs).
+pub const CODE_TOKEN_EXPIRED: &str = "40106";
+
+/// MBN absence types (our spellings, lowercased) → the hub's default absence reason codes.
+/// `illness` → `sick`, `holiday` → `vacation`… A config's `absence_reasons` entries override
+/// these; a type not listed maps to `other`.
+pub const DEFAULT_ABSENCE_REASONS: &[(&str, &str)] = &[
+    ("meeting", "meeting"),
+    ("illness", "sick"),
+    ("sick", "sick"),
+    ("holiday", "vacation"),
+    ("vacation", "vacation"),
+    ("lunch", "lunch"),
+    ("course", "course"),
+    ("training", "course"),
+    ("travel", "business_trip"),
+    ("business_trip", "business_trip"),
+    ("parental_leave", "parental_leave"),
+    ("off_work", "gone_for_the_day"),
+    ("gone_for_the_day", "gone_for_the_day"),
+    ("busy", "busy"),
+    ("back_soon", "back_soon"),
+    ("working_elsewhere", "working_elsewhere"),
+    ("other", "other"),
+];
+
+/// Largest body any parser here accepts, in bytes.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Most events in one long-poll answer.
+pub const MAX_EVENTS: usize = 10_000;
+/// Most users in one status list page.
+pub const MAX_USERS: usize = 20_000;
+/// Most absences kept per user.
+pub const MAX_ABSENCES: usize = 64;
+/// Longest id (user, company, monitor, call, absence, cursor, token) accepted, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+/// Longest token accepted, in bytes.
+pub const MAX_TOKEN_LEN: usize = 8192;
+/// Longest phone number accepted, in bytes.
+pub const MAX_NUMBER_LEN: usize = 40;
+/// Longest absence text kept, in bytes (a note is bounded to 500 anyway).
+pub const MAX_TEXT: usize = 500;
+/// Longest absence type kept, in bytes.
+pub const MAX_KIND_LEN: usize = 32;
+/// Lifetime assumed when an answer gives none, in seconds.
+pub const DEFAULT_EXPIRES_IN: u64 = 3600;
+/// Longest `Retry-After` honoured, in seconds.
+pub const MAX_RETRY_AFTER_SECS: u64 = 300;
+
+/// Longest serde error message kept (they may quote the input).
+const MAX_ERROR_MESSAGE: usize = 200;
+/// Stands in for a missing list.
+static EMPTY: Vec<Value> = Vec::new();
+
+/// Why a body could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The body is larger than [`MAX_BODY`].
+    #[error("body too large: {len} > {max} bytes")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not JSON at all (syntax error, truncated).
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not the expected shape.
+    #[error("unexpected JSON shape: {0}")]
+    Shape(&'static str),
+    /// A required field is absent, null or empty.
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    /// A field has an unusable value.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// More items than allowed.
+    #[error("too many {what}: {n} > {max}")]
+    TooMany {
+        /// What was counted.
+        what: &'static str,
+        /// How many there were.
+        n: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// OAuth2 password grant and the three login steps
+
+/// A successful answer of the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenResponse {
+    /// The bearer token.
+    pub access_token: String,
+    /// Lifetime in seconds ([`DEFAULT_EXPIRES_IN`] when absent: "the expiry time is set in the
+    /// response and may vary").
+    pub expires_in: u64,
+    /// `Bearer`.
+    pub token_type: Option<String>,
+}
+
+/// The form body of the password grant (RFC 6749 §4.3). The client id and secret go in the
+/// `Authorization: Basic` header, as Telenor documents it.
+pub fn password_grant_form(username: &str, password: &str, scope: Option<&str>) -> String {
+    let mut pairs = vec![("grant_type", "password"), ("username", username), ("password", password)];
+    if let Some(s) = scope.filter(|s| !s.is_empty()) {
+        pairs.push(("scope", s));
+    }
+    form(&pairs)
+}
+
+/// Parses a token endpoint answer; `access_token` is required.
+pub fn parse_token(body: &[u8]) -> Result<TokenResponse, ParseError> {
+    let v = json(body)?;
+    let o = object(&v)?;
+    Ok(TokenResponse {
+        access_token: token_field(o, "access_token")?,
+        expires_in: seconds_field(o, "expires_in")?.unwrap_or(DEFAULT_EXPIRES_IN),
+        token_type: short(o, "token_type", 32),
+    })
+}
+
+/// The answer of `catalog/userInfo`: who the API user is, and its company.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    /// `userId`.
+    pub user_id: Option<String>,
+    /// `companyId`: the enterprise the monitor covers.
+    pub company_id: Option<String>,
+    /// `name`.
+    pub name: Option<String>,
+}
+
+/// Parses `catalog/userInfo`.
+pub fn parse_user_info(body: &[u8]) -> Result<UserInfo, ParseError> {
+    let v = json(body)?;
+    let o = object(&v)?;
+    Ok(UserInfo { user_id: id(o, "userId"), company_id: id(o, "companyId"), name: short(o, "name", MAX_TEXT) })
+}
+
+/// A session token (status or CSTA) and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The token.
+    pub token: String,
+    /// Lifetime in seconds, if given.
+    pub expires_in: Option<u64>,
+}
+
+/// Parses the answer of `status/token` (`{token, expiresIn}`).
+pub fn parse_status_token(body: &[u8]) -> Result<SessionToken, ParseError> {
+    let v = json(body)?;
+    let o = object(&v)?;
+    Ok(SessionToken { token: token_field(o, "token")?, expires_in: seconds_field(o, "expiresIn")? })
+}
+
+/// The body of the CSTA login (`/csta/authentication/token`): the status token.
+pub fn csta_login_body(status_token: &str) -> String {
+    serde_json::json!({ "statusToken": status_token }).to_string()
+}
+
+/// Parses the answer of the CSTA login (`{cstaToken, expiresIn}`).
+pub fn parse_csta_token(body: &[u8]) -> Result<SessionToken, ParseError> {
+    let v = json(body)?;
+    let o = object(&v)?;
+    Ok(SessionToken { token: token_field(o, "cstaToken")?, expires_in: seconds_field(o, "expiresIn")? })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The enterprise monitor
+
+/// The body that starts an enterprise monitor of every user and device of the company.
+pub fn monitor_start_body(company_id: Option<&str>, expires_secs: u64) -> String {
+    let mut o = Map::new();
+    o.insert("type".into(), "ENTERPRISE".into());
+    if let Some(c) = company_id {
+        o.insert("companyId".into(), c.into());
+    }
+    o.insert("expiresIn".into(), expires_secs.into());
+    Value::Object(o).to_string()
+}
+
+/// The body that keeps a monitor alive for another `expires_secs`.
+pub fn monitor_refresh_body(expires_secs: u64) -> String {
+    serde_json::json!({ "expiresIn": expires_secs }).to_string()
+}
+
+/// A started or refreshed monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    /// `monitorId`.
+    pub id: String,
+    /// `expiresIn`, seconds.
+    pub expires_in: Option<u64>,
+}
+
+/// Parses a monitor start or refresh answer.
+pub fn parse_monitor(body: &[u8]) -> Result<Monitor, ParseError> {
+    let v = json(body)?;
+    let o = object(&v)?;
+    let id = id(o, "monitorId").ok_or(ParseError::Missing("monitorId"))?;
+    Ok(Monitor { id, expires_in: seconds_field(o, "expiresIn")? })
+}
+
+/// A path template with `{id}` replaced by the percent-encoded `id`.
+pub fn path_with_id(template: &str, id: &str) -> String {
+    let mut enc = String::with_capacity(id.len());
+    percent_encode(&mut enc, id, false);
+    template.replace("{id}", &enc)
+}
+
+/// The query string of an event poll: wait up to `wait_secs`, from `cursor` (none: from the
+/// monitor's start).
+pub fn events_query(wait_secs: u64, cursor: Option<&str>) -> String {
+    let wait = wait_secs.to_string();
+    let mut pairs = vec![("timeout", wait.as_str())];
+    if let Some(c) = cursor {
+        pairs.push(("cursor", c));
+    }
+    form(&pairs)
+}
+
+/// The query string of a status list page (none: the first page).
+pub fn status_list_query(page: Option<&str>) -> String {
+    page.map(|p| form(&[("page", p)])).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+/// A device's status, as MBN reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceStatus {
+    /// `AVAILABLE`.
+    Available,
+    /// `BUSY` (busy on the phone).
+    Busy,
+    /// `OFFLINE` (switched off, out of coverage).
+    Offline,
+    /// A value we do not know (kept, bounded, for the log); no opinion.
+    Other(String),
+}
+
+impl DeviceStatus {
+    /// Parses a status word, case-insensitively.
+    pub fn parse(s: &str) -> DeviceStatus {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("available") || t.eq_ignore_ascii_case("free") {
+            DeviceStatus::Available
+        } else if t.eq_ignore_ascii_case("busy") {
+            DeviceStatus::Busy
+        } else if t.eq_ignore_ascii_case("offline") {
+            DeviceStatus::Offline
+        } else {
+            DeviceStatus::Other(truncate(t, 32).to_string())
+        }
+    }
+}
+
+/// What a call event says about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// `delivered`: ringing on the device.
+    Ringing,
+    /// `established`, `held`, `retrieved`: the call is up.
+    Connected,
+    /// `connectionCleared`: the call is over.
+    Cleared,
+}
+
+/// An absence of a user (meeting, illness, holiday…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absence {
+    /// `id`: unique within the enterprise.
+    pub id: String,
+    /// `type`, lowercased, `-` and spaces as `_` (`illness`, `holiday`…); see [`absence_kind`].
+    pub kind: String,
+    /// `from`; `None`: already started.
+    pub from: Option<UnixMs>,
+    /// `to`; `None`: until further notice.
+    pub to: Option<UnixMs>,
+    /// `message`: the free text.
+    pub text: Option<String>,
+}
+
+/// Who an event or status is about.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Party {
+    /// `userId`.
+    pub user_id: Option<String>,
+    /// `msisdn`: the device's number (E.164 expected, any form accepted).
+    pub msisdn: Option<String>,
+}
+
+/// What an event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// `deviceStatus`.
+    DeviceStatus(DeviceStatus),
+    /// A CSTA call event.
+    Call {
+        /// `callId`.
+        call_id: String,
+        /// What happened to it.
+        state: CallState,
+    },
+    /// `absence`: an absence was set or changed.
+    Absence(Absence),
+    /// `absenceRemoved`.
+    AbsenceRemoved {
+        /// `absenceId`.
+        absence_id: String,
+    },
+    /// An `eventType` we do not know (bounded): ignored.
+    Other(String),
+}
+
+/// One event of the monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `eventId`, if any.
+    pub id: Option<String>,
+    /// Who.
+    pub party: Party,
+    /// `timestamp`, if given and readable.
+    pub at: Option<UnixMs>,
+    /// What.
+    pub kind: EventKind,
+}
+
+/// One long-poll answer: the cursor to continue from and the events, each parsed on its own so
+/// one malformed event does not lose the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventBatch {
+    /// `cursor`; `None`: keep the previous one.
+    pub cursor: Option<String>,
+    /// The events in order.
+    pub events: Vec<Result<Event, ParseError>>,
+}
+
+/// Parses a long-poll answer: `{cursor, events: [...]}`, a bare array of events, or an empty
+/// body (nothing happened).
+pub fn parse_events(body: &[u8]) -> Result<EventBatch, ParseError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(EventBatch { cursor: None, events: Vec::new() });
+    }
+    let v = json(body)?;
+    let (cursor, list) = match &v {
+        Value::Array(a) => (None, a),
+        Value::Object(o) => {
+            let cursor = match o.get("cursor") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(bounded_id(s, "cursor")?),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(_) => return Err(invalid("cursor", "not a string")),
+            };
+            match o.get("events") {
+                None | Some(Value::Null) => (cursor, &EMPTY),
+                Some(Value::Array(a)) => (cursor, a),
+                Some(_) => return Err(ParseError::Shape("events is not an array")),
+            }
+        }
+        _ => return Err(ParseError::Shape("expected an object or an array")),
+    };
+    if list.len() > MAX_EVENTS {
+        return Err(ParseError::TooMany { what: "events", n: list.len(), max: MAX_EVENTS });
+    }
+    Ok(EventBatch { cursor, events: list.iter().map(event).collect() })
+}
+
+/// Parses one event object.
+pub fn event(v: &Value) -> Result<Event, ParseError> {
+    let o = object(v)?;
+    let kind_word = o.get("eventType").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let kind_word = kind_word.ok_or(ParseError::Missing("eventType"))?;
+    let party = party(o)?;
+    let at = time_field(o, "timestamp").ok().flatten();
+    let kind = match kind_word.to_ascii_lowercase().as_str() {
+        "devicestatus" => {
+            let s = o.get("status").and_then(Value::as_str).filter(|s| !s.trim().is_empty());
+            EventKind::DeviceStatus(DeviceStatus::parse(s.ok_or(ParseError::Missing("status"))?))
+        }
+        w @ ("delivered" | "established" | "held" | "retrieved" | "connectioncleared") => {
+            let call_id = id(o, "callId").ok_or(ParseError::Missing("callId"))?;
+            let state = match w {
+                "delivered" => CallState::Ringing,
+                "connectioncleared" => CallState::Cleared,
+                _ => CallState::Connected,
+            };
+            EventKind::Call { call_id, state }
+        }
+        "absence" => {
+            let a = o.get("absence").ok_or(ParseError::Missing("absence"))?;
+            EventKind::Absence(absence(a)?)
+        }
+        "absenceremoved" => {
+            EventKind::AbsenceRemoved { absence_id: id(o, "absenceId").ok_or(ParseError::Missing("absenceId"))? }
+        }
+        _ => EventKind::Other(truncate(kind_word, 40).to_string()),
+    };
+    Ok(Event { id: id(o, "eventId"), party, at, kind })
+}
+
+fn party(o: &Map<String, Value>) -> Result<Party, ParseError> {
+    let msisdn = match o.get("msisdn") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(number(s)?),
+        Some(Value::Number(n)) => Some(number(&n.to_string())?),
+        Some(_) => return Err(invalid("msisdn", "not a string")),
+    };
+    let p = Party { user_id: id(o, "userId"), msisdn };
+    if p.user_id.is_none() && p.msisdn.is_none() {
+        return Err(ParseError::Missing("msisdn"));
+    }
+    Ok(p)
+}
+
+fn number(s: &str) -> Result<String, ParseError> {
+    let t = s.trim();
+    if t.len() > MAX_NUMBER_LEN {
+        return Err(invalid("msisdn", "too long"));
+    }
+    let ok = t.bytes().any(|b| b.is_ascii_digit())
+        && t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b' ' | b'(' | b')' | b'.'));
+    if !ok {
+        return Err(invalid("msisdn", &format!("{:?} is not a phone number", truncate(t, 24))));
+    }
+    Ok(t.to_string())
+}
+
+/// Parses one absence object (`{id, type, from, to, message}`).
+pub fn absence(v: &Value) -> Result<Absence, ParseError> {
+    let o = object(v)?;
+    let id = id(o, "id").ok_or(ParseError::Missing("absence.id"))?;
+    let kind = o.get("type").and_then(Value::as_str).ok_or(ParseError::Missing("absence.type"))?;
+    let kind = absence_kind(kind).ok_or_else(|| invalid("absence.type", "empty or too long"))?;
+    let from = time_field(o, "from")?;
+    let to = time_field(o, "to")?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if t < f {
+            return Err(invalid("absence.to", "before from"));
+        }
+    }
+    let text = o
+        .get("message")
+        .and_then(Value::as_str)
+        .map(|m| one_line(truncate(m, MAX_TEXT * 4)))
+        .map(|m| truncate(&m, MAX_TEXT).to_string())
+        .filter(|m| !m.is_empty());
+    Ok(Absence { id, kind, from, to, text })
+}
+
+/// An absence type as a lookup key: trimmed, lowercased, `-` and spaces as `_`; `None` when
+/// empty, longer than [`MAX_KIND_LEN`] or not made of letters, digits and `_`.
+pub fn absence_kind(s: &str) -> Option<String> {
+    let t = s.trim();
+    if t.is_empty() || t.len() > MAX_KIND_LEN {
+        return None;
+    }
+    let k: String = t.chars().map(|c| if c == '-' || c == ' ' { '_' } else { c.to_ascii_lowercase() }).collect();
+    k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_').then_some(k)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status list (resync)
+
+/// One user's current status, from the status list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStatus {
+    /// Who.
+    pub party: Party,
+    /// `status` of the device; `None` when absent.
+    pub status: Option<DeviceStatus>,
+    /// `updated`: when this status was last changed (events older than it are superseded).
+    pub updated: Option<UnixMs>,
+    /// Current and scheduled absences (at most [`MAX_ABSENCES`]; malformed ones are dropped and
+    /// counted in `bad_absences`).
+    pub absences: Vec<Absence>,
+    /// Absences that did not parse.
+    pub bad_absences: usize,
+}
+
+/// One page of the status list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusPage {
+    /// The users, each parsed on its own.
+    pub users: Vec<Result<UserStatus, ParseError>>,
+    /// `nextPage`: pass it back for the next page; `None`: this was the last.
+    pub next_page: Option<String>,
+}
+
+/// Parses a status list page (`{users: [...], nextPage}`).
+pub fn parse_status_list(body: &[u8]) -> Result<StatusPage, ParseError> {
+    let v = json(body)?;
+    let o = object(&v)?;
+    let users = match o.get("users") {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => &EMPTY,
+        Some(_) => return Err(ParseError::Shape("users is not an array")),
+    };
+    if users.len() > MAX_USERS {
+        return Err(ParseError::TooMany { what: "users", n: users.len(), max: MAX_USERS });
+    }
+    let next_page = match o.get("nextPage") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(bounded_id(s, "nextPage")?),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err(invalid("nextPage", "not a string")),
+    };
+    Ok(StatusPage { users: users.iter().map(user_status).collect(), next_page })
+}
+
+fn user_status(v: &Value) -> Result<UserStatus, ParseError> {
+    let o = object(v)?;
+    let party = party(o)?;
+    let status = o.get("status").and_then(Value::as_str).filter(|s| !s.trim().is_empty()).map(DeviceStatus::parse);
+    let updated = time_field(o, "updated").ok().flatten();
+    let mut absences = Vec::new();
+    let mut bad_absences = 0;
+    match o.get("absences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) => {
+            for x in a {
+                match absence(x) {
+                    Ok(abs) if absences.len() < MAX_ABSENCES => absences.push(abs),
+                    Ok(_) | Err(_) => bad_absences += 1,
+                }
+            }
+        }
+        Some(_) => return Err(ParseError::Shape("absences is not an array")),
+    }
+    Ok(UserStatus { party, status, updated, absences, bad_absences })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and Retry-After
+
+/// An error answer: `{code, message}` (Telenor's gateway codes; `error`/`error_description` of
+/// OAuth2 are read too).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiError {
+    /// The code (`40106`, `invalid_grant`…), bounded.
+    pub code: Option<String>,
+    /// The message, bounded.
+    pub message: Option<String>,
+}
+
+impl ApiError {
+    /// True when the code says the access token is expired or invalid.
+    pub fn token_rejected(&self) -> bool {
+        matches!(self.code.as_deref(), Some(CODE_TOKEN_EXPIRED | CODE_INVALID_TOKEN))
+    }
+}
+
+/// Parses an error body; `None` when it is not one.
+pub fn parse_error(body: &[u8]) -> Option<ApiError> {
+    let v = json(body).ok()?;
+    let o = v.as_object()?;
+    let text = |k: &str| match o.get(k) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(truncate(s.trim(), 200).to_string()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let e = ApiError {
+        code: text("code").or_else(|| text("errorCode")).or_else(|| text("error")),
+        message: text("message").or_else(|| text("error_description")),
+    };
+    (e.code.is_some() || e.message.is_some()).then_some(e)
+}
+
+/// A `Retry-After` value in delta-seconds, capped at [`MAX_RETRY_AFTER_SECS`]; `None` for
+/// anything else (an HTTP-date falls back to the caller's backoff).
+pub fn retry_after_secs(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u64>().unwrap_or(u64::MAX).min(MAX_RETRY_AFTER_SECS))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn json(body: &[u8]) -> Result<Value, ParseError> {
+    if body.len() > MAX_BODY {
+        return Err(ParseError::TooLarge { len: body.len(), max: MAX_BODY });
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ParseError::NotJson(truncate(&e.to_string(), MAX_ERROR_MESSAGE).to_string()))
+}
+
+fn object(v: &Value) -> Result<&Map<String, Value>, ParseError> {
+    v.as_object().ok_or(ParseError::Shape("expected an object"))
+}
+
+fn invalid(field: &'static str, reason: &str) -> ParseError {
+    ParseError::Invalid { field, reason: truncate(reason, 80).to_string() }
+}
+
+/// An id-like field: a non-empty string (or a number) of at most [`MAX_ID_LEN`] bytes without
+/// control characters; anything else is `None`.
+fn id(o: &Map<String, Value>, k: &str) -> Option<String> {
+    let s = match o.get(k)? {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control)).then_some(s)
+}
+
+fn bounded_id(s: &str, field: &'static str) -> Result<String, ParseError> {
+    if s.len() > MAX_ID_LEN || s.chars().any(char::is_control) {
+        return Err(invalid(field, "too long or with control characters"));
+    }
+    Ok(s.to_string())
+}
+
+fn token_field(o: &Map<String, Value>, k: &'static str) -> Result<String, ParseError> {
+    match o.get(k) {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            let t = s.trim();
+            if t.len() > MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(k, "too long or not printable ASCII"));
+            }
+            Ok(t.to_string())
+        }
+        _ => Err(ParseError::Missing(k)),
+    }
+}
+
+fn short(o: &Map<String, Value>, k: &str, max: usize) -> Option<String> {
+    o.get(k).and_then(Value::as_str).map(|s| truncate(s.trim(), max).to_string()).filter(|s| !s.is_empty())
+}
+
+/// Seconds as a non-negative number or a numeric string; absent or null is `None`.
+fn seconds_field(o: &Map<String, Value>, k: &'static str) -> Result<Option<u64>, ParseError> {
+    match o.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+            .map(Some)
+            .ok_or_else(|| invalid(k, "negative")),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid(k, "not a number")),
+        Some(_) => Err(invalid(k, "not a number")),
+    }
+}
+
+/// An RFC 3339 time or Unix milliseconds; absent or null is `None`.
+fn time_field(o: &Map<String, Value>, k: &'static str) -> Result<Option<UnixMs>, ParseError> {
+    match o.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if s.len() <= 64 => parse_rfc3339(s)
+            .map(Some)
+            .ok_or_else(|| invalid(k, &format!("{:?} is not an RFC 3339 time", truncate(s, 40)))),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|ms| (0..=253_402_300_799_999).contains(ms))
+            .map(Some)
+            .ok_or_else(|| invalid(k, "out of range")),
+        Some(_) => Err(invalid(k, "not a time")),
+    }
+}
+
+/// Control characters as spaces, whitespace collapsed.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for w in s.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        percent_encode(&mut out, k, true);
+        out.push('=');
+        percent_encode(&mut out, v, true);
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` bytes (`form`: space as `+`) or a path segment (space as
+/// `%20`): alphanumerics and `*-._` stay, everything else is `%XX`.
+fn percent_encode(out: &mut String, s: &str, form: bool) {
+    fn hex(n: u8) -> char {
+        let n = n & 0x0f;
+        char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
+    }
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(char::from(b)),
+            b' ' if form => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(hex(b >> 4));
+                out.push(hex(b));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &[u8] = include_bytes!("../../../fixtures/mbn/token.json");
+    const USER_INFO: &[u8] = include_bytes!("../../../fixtures/mbn/user_info.json");
+    const STATUS_TOKEN: &[u8] = include_bytes!("../../../fixtures/mbn/status_token.json");
+    const CSTA_TOKEN: &[u8] = include_bytes!("../../../fixtures/mbn/csta_token.json");
+    const MONITOR: &[u8] = include_bytes!("../../../fixtures/mbn/monitor.json");
+    const DEVICE_STATUS: &[u8] = include_bytes!("../../../fixtures/mbn/events_device_status.json");
+    const CALLS: &[u8] = include_bytes!("../../../fixtures/mbn/events_calls.json");
+    const ABSENCE: &[u8] = include_bytes!("../../../fixtures/mbn/events_absence.json");
+    const ABSENCE_REMOVED: &[u8] = include_bytes!("../../../fixtures/mbn/events_absence_removed.json");
+    const MALFORMED: &[u8] = include_bytes!("../../../fixtures/mbn/events_malformed.json");
+    const POLL_TIMEOUT: &[u8] = include_bytes!("../../../fixtures/mbn/events_poll_timeout.json");
+    const STATUS_LIST: &[u8] = include_bytes!("../../../fixtures/mbn/status_list.json");
+    const ERROR_40106: &[u8] = include_bytes!("../../../fixtures/mbn/error_40106.json");
+
+    const ALL_FIXTURES: [&[u8]; 13] = [
+        TOKEN,
+        USER_INFO,
+        STATUS_TOKEN,
+        CSTA_TOKEN,
+        MONITOR,
+        DEVICE_STATUS,
+        CALLS,
+        ABSENCE,
+        ABSENCE_REMOVED,
+        MALFORMED,
+        POLL_TIMEOUT,
+        STATUS_LIST,
+        ERROR_40106,
+    ];
+
+    fn ms(s: &str) -> UnixMs {
+        parse_rfc3339(s).expect("test time")
+    }
+
+    fn ok_events(body: &[u8]) -> (Option<String>, Vec<Event>) {
+        let b = parse_events(body).expect("envelope");
+        (b.cursor, b.events.into_iter().map(|e| e.expect("event")).collect())
+    }
+
+    #[test]
+    fn login_steps_parse() {
+        let t = parse_token(TOKEN).unwrap();
+        assert_eq!((t.access_token.as_str(), t.expires_in), ("eyJraWQiOiJtYm4tc2ltIn0.c2ltLWFjY2Vzcy0x", 3599));
+        assert_eq!(t.token_type.as_deref(), Some("Bearer"));
+        assert_eq!(parse_token(br#"{"access_token":"x"}"#).unwrap().expires_in, DEFAULT_EXPIRES_IN);
+        assert_eq!(parse_token(br#"{"token_type":"Bearer"}"#), Err(ParseError::Missing("access_token")));
+        assert!(parse_token(br#"{"access_token":"a b"}"#).is_err(), "not a header-safe token");
+        let u = parse_user_info(USER_INFO).unwrap();
+        assert_eq!(u.company_id.as_deref(), Some("NO-987654321"));
+        assert_eq!(u.user_id.as_deref(), Some("api-user-1"));
+        assert_eq!(parse_user_info(b"{}").unwrap(), UserInfo::default());
+        let s = parse_status_token(STATUS_TOKEN).unwrap();
+        assert_eq!((s.token.as_str(), s.expires_in), ("st-6f1c2a", Some(3600)));
+        let c = parse_csta_token(CSTA_TOKEN).unwrap();
+        assert_eq!((c.token.as_str(), c.expires_in), ("csta-91be04", Some(3600)), "a numeric string is read");
+        assert!(parse_csta_token(STATUS_TOKEN).is_err());
+        let m = parse_monitor(MONITOR).unwrap();
+        assert_eq!((m.id.as_str(), m.expires_in), ("m-20260302-0001", Some(600)));
+        assert_eq!(
+            parse_monitor(br#"{"expiresIn":-1,"monitorId":"m"}"#).map(|m| m.id),
+            Err(invalid("expiresIn", "negative"))
+        );
+    }
+
+    #[test]
+    fn request_builders() {
+        assert_eq!(
+            password_grant_form("mbn api@firma.no", "på&=x", None),
+            "grant_type=password&username=mbn+api%40firma.no&password=p%C3%A5%26%3Dx"
+        );
+        assert_eq!(password_grant_form("u", "p", Some("mbn")), "grant_type=password&username=u&password=p&scope=mbn");
+        assert_eq!(csta_login_body("st-\"1"), r#"{"statusToken":"st-\"1"}"#);
+        assert_eq!(
+            monitor_start_body(Some("NO-1"), 600),
+            r#"{"companyId":"NO-1","expiresIn":600,"type":"ENTERPRISE"}"#
+        );
+        assert_eq!(monitor_start_body(None, 60), r#"{"expiresIn":60,"type":"ENTERPRISE"}"#);
+        assert_eq!(monitor_refresh_body(600), r#"{"expiresIn":600}"#);
+        assert_eq!(path_with_id(PATH_EVENTS, "m 1/2"), "/csta/monitor/m%201%2F2/events");
+        assert_eq!(events_query(25, None), "timeout=25");
+        assert_eq!(events_query(0, Some("1-17&x")), "timeout=0&cursor=1-17%26x");
+        assert_eq!(status_list_query(None), "");
+        assert_eq!(status_list_query(Some("2")), "page=2");
+    }
+
+    #[test]
+    fn device_status_events() {
+        let (cursor, ev) = ok_events(DEVICE_STATUS);
+        assert_eq!(cursor.as_deref(), Some("1-17"));
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[0].kind, EventKind::DeviceStatus(DeviceStatus::Busy));
+        assert_eq!(ev[0].party, Party { user_id: Some("u1".into()), msisdn: Some("+4791234567".into()) });
+        assert_eq!(ev[0].at, Some(ms("2026-03-02T09:00:00.120Z")));
+        assert_eq!(ev[0].id.as_deref(), Some("e15"));
+        assert_eq!(ev[1].kind, EventKind::DeviceStatus(DeviceStatus::Offline), "case-insensitive");
+        assert_eq!(ev[2].kind, EventKind::DeviceStatus(DeviceStatus::Available));
+    }
+
+    #[test]
+    fn call_events() {
+        let (_, ev) = ok_events(CALLS);
+        let kinds: Vec<_> = ev.iter().map(|e| e.kind.clone()).collect();
+        let call = |state| EventKind::Call { call_id: "call-7".into(), state };
+        assert_eq!(
+            kinds,
+            vec![
+                call(CallState::Ringing),
+                call(CallState::Connected),
+                EventKind::DeviceStatus(DeviceStatus::Busy),
+                call(CallState::Connected),
+                call(CallState::Cleared),
+                EventKind::DeviceStatus(DeviceStatus::Available),
+            ]
+        );
+    }
+
+    #[test]
+    fn absence_events() {
+        let (_, ev) = ok_events(ABSENCE);
+        let EventKind::Absence(a) = &ev[0].kind else { panic!("{:?}", ev[0]) };
+        assert_eq!(a.id, "a-301");
+        assert_eq!(a.kind, "illness");
+        assert_eq!((a.from, a.to), (Some(ms("2026-03-02T08:00:00Z")), Some(ms("2026-03-03T08:00:00Z"))));
+        assert_eq!(a.text.as_deref(), Some("Syk, tilbake i morgen"), "one line");
+        let EventKind::Absence(m) = &ev[1].kind else { panic!() };
+        assert_eq!((m.kind.as_str(), m.from), ("meeting", Some(ms("2026-03-02T09:00:00Z"))), "offsets are read");
+        assert_eq!(m.text.as_deref(), Some("Styremøte"));
+        let EventKind::Absence(p) = &ev[2].kind else { panic!() };
+        assert_eq!((p.kind.as_str(), p.to, p.text.as_deref()), ("parental_leave", None, None), "until further notice");
+        let (_, ev) = ok_events(ABSENCE_REMOVED);
+        assert_eq!(ev[0].kind, EventKind::AbsenceRemoved { absence_id: "a-301".into() });
+        assert_eq!(absence_kind(" Home Office "), Some("home_office".into()));
+        assert_eq!(absence_kind("x".repeat(33).as_str()), None);
+        assert_eq!(absence_kind("ferie/fri"), None);
+    }
+
+    #[test]
+    fn malformed_events_are_reported_one_by_one() {
+        let b = parse_events(MALFORMED).unwrap();
+        let results: Vec<String> = b
+            .events
+            .iter()
+            .map(|e| match e {
+                Ok(ev) => format!("ok {:?}", ev.kind),
+                Err(e) => format!("err {e}"),
+            })
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                "ok DeviceStatus(Busy)",
+                "err missing field status",
+                "err missing field eventType",
+                "err missing field msisdn",
+                "err missing field callId",
+                "err invalid absence.to: before from",
+                "err unexpected JSON shape: expected an object",
+                "err invalid msisdn: \"call me maybe\" is not a phone number",
+                "ok Other(\"presenceChanged\")",
+                "ok DeviceStatus(Other(\"DO_NOT_DISTURB\"))",
+                "ok DeviceStatus(Available)",
+            ]
+        );
+        assert_eq!(b.cursor.as_deref(), Some("1-35"));
+    }
+
+    #[test]
+    fn poll_envelopes() {
+        assert_eq!(parse_events(b"").unwrap(), EventBatch { cursor: None, events: vec![] }, "204: nothing");
+        assert_eq!(parse_events(b" \n").unwrap().events.len(), 0);
+        let t = parse_events(POLL_TIMEOUT).unwrap();
+        assert_eq!((t.cursor.as_deref(), t.events.len()), (Some("1-35"), 0));
+        assert_eq!(parse_events(b"[]").unwrap().events.len(), 0, "a bare array");
+        assert_eq!(parse_events(br#"{"cursor":42}"#).unwrap().cursor.as_deref(), Some("42"));
+        assert_eq!(parse_events(br#"{"events":{}}"#), Err(ParseError::Shape("events is not an array")));
+        assert!(matches!(parse_events(b"{\"events\":["), Err(ParseError::NotJson(_))));
+        assert!(matches!(parse_events(b"\"x\""), Err(ParseError::Shape(_))));
+        let many = format!("[{}]", vec!["{}"; MAX_EVENTS + 1].join(","));
+        assert!(matches!(parse_events(many.as_bytes()), Err(ParseError::TooMany { what: "events", .. })));
+        let big = vec![b' '; MAX_BODY + 1];
+        assert!(parse_events(&big).is_ok(), "whitespace only is an empty answer");
+        let big = [b"[".as_slice(), &vec![b' '; MAX_BODY], b"]"].concat();
+        assert!(matches!(parse_events(&big), Err(ParseError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn status_list_pages() {
+        let p = parse_status_list(STATUS_LIST).unwrap();
+        assert_eq!(p.next_page.as_deref(), Some("2"));
+        assert_eq!(p.users.len(), 5);
+        let u1 = p.users[0].as_ref().unwrap();
+        assert_eq!((u1.status.clone(), u1.updated), (Some(DeviceStatus::Available), Some(ms("2026-03-02T08:59:00Z"))));
+        let u2 = p.users[1].as_ref().unwrap();
+        assert_eq!((u2.absences.len(), u2.bad_absences), (1, 1), "one good absence, one malformed");
+        assert_eq!(u2.absences[0].kind, "illness");
+        let u3 = p.users[2].as_ref().unwrap();
+        assert_eq!((u3.status.clone(), u3.absences.len()), (Some(DeviceStatus::Busy), 0));
+        let u9 = p.users[3].as_ref().unwrap();
+        assert_eq!(
+            (u9.party.user_id.as_deref(), u9.party.msisdn.as_deref(), u9.status.clone()),
+            (Some("u9"), None, None)
+        );
+        assert_eq!(p.users[4], Err(ParseError::Missing("msisdn")));
+        assert_eq!(parse_status_list(br#"{"users":[],"nextPage":""}"#).unwrap().next_page, None);
+        assert_eq!(parse_status_list(br#"{"users":{}}"#), Err(ParseError::Shape("users is not an array")));
+    }
+
+    #[test]
+    fn errors_and_retry_after() {
+        let e = parse_error(ERROR_40106).unwrap();
+        assert_eq!((e.code.as_deref(), e.message.as_deref()), (Some("40106"), Some("Access token expired")));
+        assert!(e.token_rejected());
+        let o = parse_error(br#"{"error":"invalid_grant","error_description":"Bad user"}"#).unwrap();
+        assert_eq!(
+            (o.code.as_deref(), o.message.as_deref(), o.token_rejected()),
+            (Some("invalid_grant"), Some("Bad user"), false)
+        );
+        assert_eq!(parse_error(b"<html>"), None);
+        assert_eq!(parse_error(b"{}"), None);
+        assert_eq!(retry_after_secs(" 2 "), Some(2));
+        assert_eq!(retry_after_secs("99999999999999999999"), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(retry_after_secs("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(retry_after_secs("-1"), None);
+    }
+
+    /// Deterministic xorshift mutations of every fixture fed to every parser: nothing panics,
+    /// and enough mutants still parse to reach the field-level code.
+    #[test]
+    fn no_input_panics_any_parser() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let fragments: [&[u8]; 20] = [
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b"null",
+            b"\"",
+            b"\\u0000",
+            b"\\ud800",
+            b"1e999",
+            b"-1",
+            b"\"events\":[",
+            b"\"eventType\":\"absence\"",
+            b"\"absence\":{}",
+            b"\"msisdn\":12",
+            b"\"from\":99999999999999999",
+            b"\"status\":[]",
+            b"\"cursor\":{}",
+            b"\xff\xfe",
+            b"\"expiresIn\":1.5",
+        ];
+        let long = "9".repeat(300);
+        let words: [&str; 16] = [
+            "",
+            " ",
+            "BUSY",
+            "deviceStatus",
+            "connectionCleared",
+            "absenceRemoved",
+            "2026-03-02T09:00:00Z",
+            "2026-02-30T25:00:00Z",
+            "+47 912 34 567",
+            "ILLNESS",
+            "x-y z",
+            "\\n\\t",
+            "40106",
+            "{id}",
+            "åäö",
+            &long,
+        ];
+        let mut parsed_ok = 0usize;
+        for round in 0..20_000usize {
+            let base = ALL_FIXTURES[round % ALL_FIXTURES.len()];
+            let mut buf = base.to_vec();
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() % buf.len().max(1) as u64) as usize;
+                match next() % 8 {
+                    // Structure-preserving: replace the text of a string.
+                    6 | 7 => {
+                        let quotes: Vec<usize> =
+                            buf.iter().enumerate().filter(|(_, b)| **b == b'"').map(|(i, _)| i).collect();
+                        let pick = (next() % (quotes.len() as u64 / 2).max(1)) as usize * 2;
+                        if let (Some(&open), Some(&close)) = (quotes.get(pick), quotes.get(pick + 1)) {
+                            let word = words[(next() % words.len() as u64) as usize];
+                            buf.splice(open + 1..close, word.bytes());
+                        }
+                    }
+                    0 => {
+                        if let Some(b) = buf.get_mut(at) {
+                            *b ^= 1 << (next() % 8);
+                        }
+                    }
+                    1 => buf.truncate(at),
+                    2 => {
+                        let frag = fragments[(next() % fragments.len() as u64) as usize];
+                        let at = at.min(buf.len());
+                        buf.splice(at..at, frag.iter().copied());
+                    }
+                    3 => {
+                        let end = (at + (next() % 64) as usize).min(buf.len());
+                        buf.drain(at.min(end)..end);
+                    }
+                    4 => {
+                        let end = (at + (next() % 64) as usize).min(buf.len());
+                        let copy = buf.get(at.min(end)..end).map(<[u8]>::to_vec).unwrap_or_default();
+                        let at = at.min(buf.len());
+                        buf.splice(at..at, copy);
+                    }
+                    _ => {
+                        let at = at.min(buf.len());
+                        buf.insert(at, (next() % 256) as u8);
+                    }
+                }
+            }
+            if let Ok(b) = parse_events(&buf) {
+                parsed_ok += 1 + b.events.iter().filter(|e| e.is_ok()).count();
+            }
+            if let Ok(p) = parse_status_list(&buf) {
+                parsed_ok += 1 + p.users.iter().filter(|u| u.is_ok()).count();
+            }
+            parsed_ok += usize::from(parse_token(&buf).is_ok());
+            parsed_ok += usize::from(parse_user_info(&buf).is_ok());
+            parsed_ok += usize::from(parse_status_token(&buf).is_ok());
+            parsed_ok += usize::from(parse_csta_token(&buf).is_ok());
+            parsed_ok += usize::from(parse_monitor(&buf).is_ok());
+            parsed_ok += usize::from(parse_error(&buf).is_some());
+            let text = String::from_utf8_lossy(&buf);
+            let short = truncate(&text, 200);
+            let _ = retry_after_secs(short);
+            let _ = absence_kind(short);
+            let _ = DeviceStatus::parse(short);
+            let _ = path_with_id(PATH_MONITOR, short);
+            let _ = events_query(next(), Some(short));
+            let _ = password_grant_form(short, short, Some(short));
+        }
+        assert!(parsed_ok > 5_000, "only {parsed_ok} parses succeeded");
+    }
+}
