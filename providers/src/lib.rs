@@ -10,6 +10,8 @@
 //! - [`graph`]: Microsoft Teams presence through Microsoft Graph (polling + change notifications).
 //! - [`calendar`]: calendars — Graph getSchedule, Exchange EWS GetUserAvailability, Google freeBusy.
 //! - [`sip`]: SIP/SIMPLE presence, PBX busy lamps (dialog event package), Skype for Business.
+//! - [`operator`]: mobile operators without a public API (TDC, Phonero, A1) — a webhook
+//!   receiver and polling client whose JSON/XML field mapping is configuration.
 #![warn(missing_docs)]
 
 use serde::Deserialize;
@@ -20,6 +22,8 @@ pub use presence_actors::provider::ProviderContext;
 pub mod calendar;
 #[cfg(feature = "graph")]
 pub mod graph;
+#[cfg(feature = "operator")]
+pub mod operator;
 #[cfg(feature = "replay")]
 pub mod replay;
 #[cfg(feature = "sip")]
@@ -48,6 +52,9 @@ pub enum ProviderConfig {
     /// Skype for Business enhanced presence: batched category subscriptions to a pool.
     #[cfg(feature = "sip")]
     Sfb(sip::sfb::SfbConfig),
+    /// Mobile operator call state, absences and diversions through a configurable mapping.
+    #[cfg(feature = "operator")]
+    Operator(Box<operator::OperatorConfig>),
 }
 
 impl ProviderConfig {
@@ -64,6 +71,8 @@ impl ProviderConfig {
             ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => &c.name,
             #[cfg(feature = "sip")]
             ProviderConfig::Sfb(c) => &c.name,
+            #[cfg(feature = "operator")]
+            ProviderConfig::Operator(c) => &c.name,
         }
     }
 
@@ -82,6 +91,8 @@ impl ProviderConfig {
             ProviderConfig::SipDialog(_) => "sip_dialog",
             #[cfg(feature = "sip")]
             ProviderConfig::Sfb(_) => "sfb",
+            #[cfg(feature = "operator")]
+            ProviderConfig::Operator(_) => "operator",
         }
     }
 
@@ -98,6 +109,8 @@ impl ProviderConfig {
             ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => c.validate(),
             #[cfg(feature = "sip")]
             ProviderConfig::Sfb(c) => c.validate(),
+            #[cfg(feature = "operator")]
+            ProviderConfig::Operator(c) => c.validate(),
         }
     }
 }
@@ -151,5 +164,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::SipDialog(c) => sip::runtime::start(c, sip::runtime::Package::Dialog, ctx),
         #[cfg(feature = "sip")]
         ProviderConfig::Sfb(c) => sip::sfb::start(c, ctx),
+        #[cfg(feature = "operator")]
+        ProviderConfig::Operator(c) => operator::start(c, ctx),
     }
 }
