@@ -11,6 +11,8 @@
 //! - [`calendar`]: calendars — Graph getSchedule, Exchange EWS GetUserAvailability, Google freeBusy.
 //! - [`sip`]: SIP/SIMPLE presence, PBX busy lamps (dialog event package), Skype for Business.
 //! - [`mbn`]: Telenor Norway Mobilt Bedriftsnett — mobile device status and absences.
+//! - [`operator`]: mobile operators without a public API (TDC, Phonero, A1) — a webhook
+//!   receiver and polling client whose JSON/XML field mapping is configuration.
 #![warn(missing_docs)]
 
 use serde::Deserialize;
@@ -23,6 +25,8 @@ pub mod calendar;
 pub mod graph;
 #[cfg(feature = "mbn")]
 pub mod mbn;
+#[cfg(feature = "operator")]
+pub mod operator;
 #[cfg(feature = "replay")]
 pub mod replay;
 #[cfg(feature = "sip")]
@@ -54,6 +58,9 @@ pub enum ProviderConfig {
     /// Telenor Norway Mobilt Bedriftsnett: mobile device status and absences.
     #[cfg(feature = "mbn")]
     TelenorMbn(mbn::MbnConfig),
+    /// Mobile operator call state, absences and diversions through a configurable mapping.
+    #[cfg(feature = "operator")]
+    Operator(Box<operator::OperatorConfig>),
 }
 
 impl ProviderConfig {
@@ -72,6 +79,8 @@ impl ProviderConfig {
             ProviderConfig::Sfb(c) => &c.name,
             #[cfg(feature = "mbn")]
             ProviderConfig::TelenorMbn(c) => &c.name,
+            #[cfg(feature = "operator")]
+            ProviderConfig::Operator(c) => &c.name,
         }
     }
 
@@ -92,6 +101,8 @@ impl ProviderConfig {
             ProviderConfig::Sfb(_) => "sfb",
             #[cfg(feature = "mbn")]
             ProviderConfig::TelenorMbn(_) => "telenor_mbn",
+            #[cfg(feature = "operator")]
+            ProviderConfig::Operator(_) => "operator",
         }
     }
 
@@ -110,6 +121,8 @@ impl ProviderConfig {
             ProviderConfig::Sfb(c) => c.validate(),
             #[cfg(feature = "mbn")]
             ProviderConfig::TelenorMbn(c) => c.validate(),
+            #[cfg(feature = "operator")]
+            ProviderConfig::Operator(c) => c.validate(),
         }
     }
 }
@@ -165,5 +178,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::Sfb(c) => sip::sfb::start(c, ctx),
         #[cfg(feature = "mbn")]
         ProviderConfig::TelenorMbn(c) => mbn::start(c, ctx),
+        #[cfg(feature = "operator")]
+        ProviderConfig::Operator(c) => operator::start(c, ctx),
     }
 }

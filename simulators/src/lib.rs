@@ -8,6 +8,8 @@
 //!   lifecycle notifications with the validation handshake) and the OAuth2 token endpoint.
 //! - [`calendar`]: calendar free/busy — Graph getSchedule, EWS GetUserAvailability (SOAP) and
 //!   Google freeBusy — with the Entra and Google token endpoints.
+//! - [`operator`]: a mobile operator's platform in the example formats of the generic operator
+//!   adapter (TDC, Phonero, A1): signed webhooks and a poll endpoint with `ETag`.
 //! - [`pbx`]: a PBX's busy lamps — a SIP notifier of the dialog event package (RFC 4235).
 //! - [`sfb`]: a Skype for Business front-end pool speaking SIP (batched category
 //!   subscriptions, RLMI BENOTIFY/NOTIFY, `resubscribe` to a second pool).
@@ -18,6 +20,7 @@
 pub mod calendar;
 pub mod graph;
 pub mod mbn;
+pub mod operator;
 pub mod pbx;
 pub mod sfb;
 

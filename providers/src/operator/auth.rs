@@ -1,0 +1,349 @@
+//! Webhook authentication for the operator adapter — pure, no I/O.
+//!
+//! Two kinds, as `[providers.webhook] auth` says:
+//! - `hmac`: a header carries an HMAC of the body (SHA-256, or SHA-1 for legacy platforms),
+//!   hex or base64, optionally behind a prefix (`sha256=…`, GitHub style). With
+//!   `scheme = "stripe"` the header is `t=<unix seconds>,v1=<signature>[,v1=…]`, the MAC is
+//!   over `"{t}.{body}"`, and `t` must be within `tolerance_secs` of the hub's clock (replays
+//!   of old requests are refused).
+//! - `token`: a header carries a shared token (`Authorization: Bearer <token>` or a bare
+//!   token in e.g. `X-Api-Key`).
+//!
+//! Comparisons are constant-time (HMAC verification by aws-lc-rs; tokens by
+//! `verify_slices_are_equal`), so timing does not reveal how much of a guess was right.
+
+use aws_lc_rs::{constant_time, hmac};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Longest signature header read, in bytes.
+const MAX_HEADER_LEN: usize = 2048;
+
+/// How webhook requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// An HMAC signature of the body.
+    Hmac,
+    /// A shared token in a header.
+    Token,
+    /// None (only for a feed that reaches the hub through an authenticating proxy).
+    None,
+}
+
+/// The HMAC hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// HMAC-SHA256.
+    #[default]
+    Sha256,
+    /// HMAC-SHA1 (legacy platforms).
+    Sha1,
+}
+
+/// How the signature is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Hexadecimal (either case).
+    #[default]
+    Hex,
+    /// Standard base64 (padded or not).
+    Base64,
+}
+
+/// The signature header's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// The header is the signature of the body (after an optional prefix).
+    #[default]
+    Plain,
+    /// `t=<unix seconds>,v1=<signature>`, signature of `"{t}.{body}"`, time-checked.
+    Stripe,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The header is missing.
+    #[error("the {0} header is missing")]
+    Missing(String),
+    /// The header is there but unreadable.
+    #[error("the {header} header is malformed: {reason}")]
+    Malformed {
+        /// The header.
+        header: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The signature or token does not match.
+    #[error("the {0} header does not match")]
+    Mismatch(String),
+    /// The signed timestamp is outside the tolerance window.
+    #[error("the signed timestamp is {0} s away from the hub's clock (replayed or clock skew)")]
+    Expired(i64),
+}
+
+/// A compiled verifier.
+#[derive(Clone)]
+pub enum Verifier {
+    /// HMAC.
+    Hmac {
+        /// Header name, lowercase.
+        header: String,
+        /// The key (boxed: aws-lc-rs keeps the whole HMAC context inline).
+        key: Box<hmac::Key>,
+        /// Encoding.
+        encoding: Encoding,
+        /// Layout.
+        scheme: Scheme,
+        /// Prefix before the signature (plain scheme).
+        prefix: String,
+        /// Allowed clock difference (stripe scheme), seconds.
+        tolerance_secs: i64,
+    },
+    /// Shared token.
+    Token {
+        /// Header name, lowercase.
+        header: String,
+        /// The token.
+        token: Vec<u8>,
+    },
+    /// Nothing checked.
+    None,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verifier::Hmac { header, scheme, .. } => write!(f, "Verifier::Hmac({header}, {scheme:?})"),
+            Verifier::Token { header, .. } => write!(f, "Verifier::Token({header})"),
+            Verifier::None => f.write_str("Verifier::None"),
+        }
+    }
+}
+
+impl Verifier {
+    /// An HMAC verifier.
+    pub fn hmac(
+        header: &str,
+        algorithm: Algorithm,
+        secret: &[u8],
+        encoding: Encoding,
+        scheme: Scheme,
+        prefix: &str,
+        tolerance_secs: u64,
+    ) -> Verifier {
+        let alg = match algorithm {
+            Algorithm::Sha256 => hmac::HMAC_SHA256,
+            Algorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        };
+        Verifier::Hmac {
+            header: header.trim().to_ascii_lowercase(),
+            key: Box::new(hmac::Key::new(alg, secret)),
+            encoding,
+            scheme,
+            prefix: prefix.to_string(),
+            tolerance_secs: tolerance_secs.min(i64::MAX as u64) as i64,
+        }
+    }
+
+    /// A token verifier.
+    pub fn token(header: &str, token: &str) -> Verifier {
+        Verifier::Token { header: header.trim().to_ascii_lowercase(), token: token.as_bytes().to_vec() }
+    }
+
+    /// Short description for health.
+    pub fn describe(&self) -> String {
+        match self {
+            Verifier::Hmac { header, scheme, .. } => {
+                format!("hmac ({header}, {})", if *scheme == Scheme::Stripe { "t=,v1=" } else { "plain" })
+            }
+            Verifier::Token { header, .. } => format!("token ({header})"),
+            Verifier::None => "none".into(),
+        }
+    }
+
+    /// Checks a request. `header` looks a header up by its lowercase name; `now_ms` is the
+    /// hub's clock.
+    pub fn verify<'a>(
+        &self,
+        header: impl Fn(&str) -> Option<&'a str>,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), AuthError> {
+        match self {
+            Verifier::None => Ok(()),
+            Verifier::Token { header: name, token } => {
+                let v = header(name).ok_or_else(|| AuthError::Missing(name.clone()))?.trim();
+                let v = strip_prefix_ci(v, "bearer ").map(str::trim_start).unwrap_or(v);
+                constant_time::verify_slices_are_equal(v.as_bytes(), token)
+                    .map_err(|_| AuthError::Mismatch(name.clone()))
+            }
+            Verifier::Hmac { header: name, key, encoding, scheme, prefix, tolerance_secs } => {
+                let v = header(name).ok_or_else(|| AuthError::Missing(name.clone()))?.trim();
+                let malformed = |reason| AuthError::Malformed { header: name.clone(), reason };
+                if v.len() > MAX_HEADER_LEN {
+                    return Err(malformed("too long"));
+                }
+                match scheme {
+                    Scheme::Plain => {
+                        let sig =
+                            strip_prefix_ci(v, prefix).ok_or_else(|| malformed("the expected prefix is missing"))?;
+                        let sig = decode(sig.trim(), *encoding)
+                            .ok_or_else(|| malformed("not a signature in the configured encoding"))?;
+                        hmac::verify(key, body, &sig).map_err(|_| AuthError::Mismatch(name.clone()))
+                    }
+                    Scheme::Stripe => {
+                        let mut t = None;
+                        let mut sigs = Vec::new();
+                        for part in v.split(',') {
+                            match part.trim().split_once('=') {
+                                Some(("t", x)) => {
+                                    t = Some(x.trim().parse::<i64>().map_err(|_| malformed("t is not a number"))?)
+                                }
+                                Some(("v1", x)) => sigs
+                                    .push(decode(x.trim(), *encoding).ok_or_else(|| {
+                                        malformed("v1 is not a signature in the configured encoding")
+                                    })?),
+                                _ => {}
+                            }
+                        }
+                        let t = t.ok_or_else(|| malformed("no t="))?;
+                        if sigs.is_empty() {
+                            return Err(malformed("no v1="));
+                        }
+                        let skew = (now_ms / 1000).saturating_sub(t);
+                        if skew.saturating_abs() > *tolerance_secs {
+                            return Err(AuthError::Expired(skew));
+                        }
+                        let mut signed = Vec::with_capacity(body.len() + 24);
+                        signed.extend_from_slice(t.to_string().as_bytes());
+                        signed.push(b'.');
+                        signed.extend_from_slice(body);
+                        // Check every v1 (secret rotation sends two); no early exit on the first.
+                        let ok = sigs.iter().fold(false, |acc, s| hmac::verify(key, &signed, s).is_ok() | acc);
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(AuthError::Mismatch(name.clone()))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len() && s.is_char_boundary(prefix.len()) && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+fn decode(s: &str, e: Encoding) -> Option<Vec<u8>> {
+    match e {
+        Encoding::Hex => {
+            if s.is_empty() || s.len() / 2 * 2 != s.len() {
+                return None;
+            }
+            let b = s.as_bytes();
+            (0..b.len() / 2).map(|i| Some(((hex(b[2 * i])? << 4) | hex(b[2 * i + 1])?) as u8)).collect()
+        }
+        Encoding::Base64 => {
+            let t = s.trim_end_matches('=');
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(t).ok().filter(|v| !v.is_empty())
+        }
+    }
+}
+
+fn hex(c: u8) -> Option<u32> {
+    (c as char).to_digit(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 4231 test case 2 and its HMAC-SHA1 counterpart (RFC 2202 test case 2).
+    const KEY: &[u8] = b"Jefe";
+    const DATA: &[u8] = b"what do ya want for nothing?";
+    const SHA256_HEX: &str = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+    const SHA1_HEX: &str = "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79";
+
+    fn h<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
+        move |n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn hmac_plain_hex_and_base64_with_known_vectors() {
+        let v = Verifier::hmac("X-Signature", Algorithm::Sha256, KEY, Encoding::Hex, Scheme::Plain, "", 300);
+        assert_eq!(v.verify(h(&[("x-signature", SHA256_HEX)]), DATA, 0), Ok(()));
+        assert_eq!(v.verify(h(&[("x-signature", &SHA256_HEX.to_uppercase())]), DATA, 0), Ok(()));
+        assert!(matches!(v.verify(h(&[("x-signature", SHA256_HEX)]), b"tampered", 0), Err(AuthError::Mismatch(_))));
+        assert!(matches!(v.verify(h(&[]), DATA, 0), Err(AuthError::Missing(_))));
+        assert!(matches!(v.verify(h(&[("x-signature", "zz")]), DATA, 0), Err(AuthError::Malformed { .. })));
+        assert!(matches!(v.verify(h(&[("x-signature", "abc")]), DATA, 0), Err(AuthError::Malformed { .. })));
+        let v1 = Verifier::hmac("x-sig", Algorithm::Sha1, KEY, Encoding::Hex, Scheme::Plain, "sha1=", 300);
+        assert_eq!(v1.verify(h(&[("x-sig", &format!("sha1={SHA1_HEX}"))]), DATA, 0), Ok(()));
+        assert!(
+            matches!(v1.verify(h(&[("x-sig", SHA1_HEX)]), DATA, 0), Err(AuthError::Malformed { .. })),
+            "prefix required"
+        );
+        let raw: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&SHA256_HEX[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+        let vb = Verifier::hmac("x-signature", Algorithm::Sha256, KEY, Encoding::Base64, Scheme::Plain, "", 300);
+        assert_eq!(vb.verify(h(&[("x-signature", &b64)]), DATA, 0), Ok(()));
+        assert_eq!(vb.verify(h(&[("x-signature", b64.trim_end_matches('='))]), DATA, 0), Ok(()));
+        assert!(vb.verify(h(&[("x-signature", SHA256_HEX)]), DATA, 0).is_err());
+    }
+
+    #[test]
+    fn stripe_scheme_signs_timestamp_dot_body_within_tolerance() {
+        let secret = b"whsec_test";
+        let body = br#"{"events":[]}"#;
+        let t = 1_772_442_904i64;
+        let mut signed = format!("{t}.").into_bytes();
+        signed.extend_from_slice(body);
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), &signed);
+        let sig: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let v = Verifier::hmac("x-signature", Algorithm::Sha256, secret, Encoding::Hex, Scheme::Stripe, "", 300);
+        let now = t * 1000 + 5_000;
+        let header = format!("t={t},v1={sig}");
+        assert_eq!(v.verify(h(&[("x-signature", &header)]), body, now), Ok(()));
+        // Secret rotation: two v1 values, the right one second.
+        let two = format!("t={t},v1={},v1={sig}", "00".repeat(32));
+        assert_eq!(v.verify(h(&[("x-signature", &two)]), body, now), Ok(()));
+        // Out of the window (a replay), or the timestamp changed (the MAC covers it).
+        assert_eq!(v.verify(h(&[("x-signature", &header)]), body, now + 600_000), Err(AuthError::Expired(605)));
+        let moved = format!("t={},v1={sig}", t + 1);
+        assert!(matches!(v.verify(h(&[("x-signature", &moved)]), body, now), Err(AuthError::Mismatch(_))));
+        for bad in ["v1=abcd", &format!("t=x,v1={sig}"), &format!("t={t}")] {
+            assert!(
+                matches!(v.verify(h(&[("x-signature", bad)]), body, now), Err(AuthError::Malformed { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_in_a_header_or_as_bearer() {
+        let v = Verifier::token("Authorization", "s3cret-token");
+        assert_eq!(v.verify(h(&[("authorization", "Bearer s3cret-token")]), b"", 0), Ok(()));
+        assert_eq!(v.verify(h(&[("authorization", "bearer  s3cret-token")]), b"", 0), Ok(()));
+        assert!(matches!(
+            v.verify(h(&[("authorization", "Bearer s3cret-tokeN")]), b"", 0),
+            Err(AuthError::Mismatch(_))
+        ));
+        assert!(matches!(v.verify(h(&[("authorization", "Bearer s3cret")]), b"", 0), Err(AuthError::Mismatch(_))));
+        assert!(matches!(v.verify(h(&[]), b"", 0), Err(AuthError::Missing(_))));
+        let k = Verifier::token("x-api-key", "k");
+        assert_eq!(k.verify(h(&[("x-api-key", "k")]), b"", 0), Ok(()));
+        assert_eq!(Verifier::None.verify(h(&[]), b"", 0), Ok(()));
+    }
+}
