@@ -10,6 +10,7 @@
 //! - [`graph`]: Microsoft Teams presence through Microsoft Graph (polling + change notifications).
 //! - [`calendar`]: calendars — Graph getSchedule, Exchange EWS GetUserAvailability, Google freeBusy.
 //! - [`sip`]: SIP/SIMPLE presence, PBX busy lamps (dialog event package), Skype for Business.
+//! - [`o2g`]: Alcatel-Lucent OmniPCX Enterprise call and routing state through the O2G REST API.
 #![warn(missing_docs)]
 
 use serde::Deserialize;
@@ -20,6 +21,8 @@ pub use presence_actors::provider::ProviderContext;
 pub mod calendar;
 #[cfg(feature = "graph")]
 pub mod graph;
+#[cfg(feature = "o2g")]
+pub mod o2g;
 #[cfg(feature = "replay")]
 pub mod replay;
 #[cfg(feature = "sip")]
@@ -48,6 +51,9 @@ pub enum ProviderConfig {
     /// Skype for Business enhanced presence: batched category subscriptions to a pool.
     #[cfg(feature = "sip")]
     Sfb(sip::sfb::SfbConfig),
+    /// Alcatel-Lucent OmniPCX Enterprise through O2G: call and routing events.
+    #[cfg(feature = "o2g")]
+    O2g(o2g::O2gConfig),
 }
 
 impl ProviderConfig {
@@ -64,6 +70,8 @@ impl ProviderConfig {
             ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => &c.name,
             #[cfg(feature = "sip")]
             ProviderConfig::Sfb(c) => &c.name,
+            #[cfg(feature = "o2g")]
+            ProviderConfig::O2g(c) => &c.name,
         }
     }
 
@@ -82,6 +90,8 @@ impl ProviderConfig {
             ProviderConfig::SipDialog(_) => "sip_dialog",
             #[cfg(feature = "sip")]
             ProviderConfig::Sfb(_) => "sfb",
+            #[cfg(feature = "o2g")]
+            ProviderConfig::O2g(_) => "o2g",
         }
     }
 
@@ -98,6 +108,8 @@ impl ProviderConfig {
             ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => c.validate(),
             #[cfg(feature = "sip")]
             ProviderConfig::Sfb(c) => c.validate(),
+            #[cfg(feature = "o2g")]
+            ProviderConfig::O2g(c) => c.validate(),
         }
     }
 }
@@ -151,5 +163,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::SipDialog(c) => sip::runtime::start(c, sip::runtime::Package::Dialog, ctx),
         #[cfg(feature = "sip")]
         ProviderConfig::Sfb(c) => sip::sfb::start(c, ctx),
+        #[cfg(feature = "o2g")]
+        ProviderConfig::O2g(c) => o2g::start(c, ctx),
     }
 }

@@ -11,10 +11,13 @@
 //! - [`pbx`]: a PBX's busy lamps — a SIP notifier of the dialog event package (RFC 4235).
 //! - [`sfb`]: a Skype for Business front-end pool speaking SIP (batched category
 //!   subscriptions, RLMI BENOTIFY/NOTIFY, `resubscribe` to a second pool).
+//! - [`o2g`]: an Alcatel-Lucent O2G REST API (sessions, subscriptions, the chunked event
+//!   stream and webhooks, telephony and routing snapshots).
 #![warn(missing_docs)]
 
 pub mod calendar;
 pub mod graph;
+pub mod o2g;
 pub mod pbx;
 pub mod sfb;
 
