@@ -13,6 +13,7 @@
 //! - [`mbn`]: Telenor Norway Mobilt Bedriftsnett — mobile device status and absences.
 //! - [`operator`]: mobile operators without a public API (TDC, Phonero, A1) — a webhook
 //!   receiver and polling client whose JSON/XML field mapping is configuration.
+//! - [`o2g`]: Alcatel-Lucent OmniPCX Enterprise call and routing state through the O2G REST API.
 #![warn(missing_docs)]
 
 use serde::Deserialize;
@@ -27,6 +28,8 @@ pub mod graph;
 pub mod mbn;
 #[cfg(feature = "operator")]
 pub mod operator;
+#[cfg(feature = "o2g")]
+pub mod o2g;
 #[cfg(feature = "replay")]
 pub mod replay;
 #[cfg(feature = "sip")]
@@ -61,6 +64,9 @@ pub enum ProviderConfig {
     /// Mobile operator call state, absences and diversions through a configurable mapping.
     #[cfg(feature = "operator")]
     Operator(Box<operator::OperatorConfig>),
+    /// Alcatel-Lucent OmniPCX Enterprise through O2G: call and routing events.
+    #[cfg(feature = "o2g")]
+    O2g(o2g::O2gConfig),
 }
 
 impl ProviderConfig {
@@ -81,6 +87,8 @@ impl ProviderConfig {
             ProviderConfig::TelenorMbn(c) => &c.name,
             #[cfg(feature = "operator")]
             ProviderConfig::Operator(c) => &c.name,
+            #[cfg(feature = "o2g")]
+            ProviderConfig::O2g(c) => &c.name,
         }
     }
 
@@ -103,6 +111,8 @@ impl ProviderConfig {
             ProviderConfig::TelenorMbn(_) => "telenor_mbn",
             #[cfg(feature = "operator")]
             ProviderConfig::Operator(_) => "operator",
+            #[cfg(feature = "o2g")]
+            ProviderConfig::O2g(_) => "o2g",
         }
     }
 
@@ -123,6 +133,8 @@ impl ProviderConfig {
             ProviderConfig::TelenorMbn(c) => c.validate(),
             #[cfg(feature = "operator")]
             ProviderConfig::Operator(c) => c.validate(),
+            #[cfg(feature = "o2g")]
+            ProviderConfig::O2g(c) => c.validate(),
         }
     }
 }
@@ -180,5 +192,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::TelenorMbn(c) => mbn::start(c, ctx),
         #[cfg(feature = "operator")]
         ProviderConfig::Operator(c) => operator::start(c, ctx),
+        #[cfg(feature = "o2g")]
+        ProviderConfig::O2g(c) => o2g::start(c, ctx),
     }
 }

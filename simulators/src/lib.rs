@@ -15,12 +15,15 @@
 //!   subscriptions, RLMI BENOTIFY/NOTIFY, `resubscribe` to a second pool).
 //! - [`mbn`]: Telenor Mobilt Bedriftsnett's partner status API as publicly described (password
 //!   grant, enterprise monitor, long-polled events, status list) in the shapes we assumed.
+//! - [`o2g`]: an Alcatel-Lucent O2G REST API (sessions, subscriptions, the chunked event
+//!   stream and webhooks, telephony and routing snapshots).
 #![warn(missing_docs)]
 
 pub mod calendar;
 pub mod graph;
 pub mod mbn;
 pub mod operator;
+pub mod o2g;
 pub mod pbx;
 pub mod sfb;
 
