@@ -427,6 +427,46 @@ mod tests {
         assert_eq!(cfg.tokens.len(), 3);
     }
 
+    /// Every commented-out `[[providers]]` example in config.example.toml, uncommented, parses
+    /// (unknown keys are refused) and validates: the documentation cannot drift from the code.
+    #[test]
+    fn the_example_provider_blocks_parse_and_validate() {
+        #[derive(Deserialize)]
+        struct File {
+            providers: Vec<presence_providers::ProviderConfig>,
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut blocks: Vec<String> = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            if line.trim() == "# [[providers]]" {
+                blocks.extend(current.take());
+                current = Some(String::new());
+            }
+            match (&mut current, line.strip_prefix("# ")) {
+                (Some(b), Some(l)) => {
+                    b.push_str(l);
+                    b.push('\n');
+                }
+                (Some(_), None) => blocks.extend(current.take()),
+                _ => {}
+            }
+        }
+        blocks.extend(current);
+        let mut kinds = Vec::new();
+        for b in &blocks {
+            let f: File = toml::from_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+            for p in &f.providers {
+                p.validate().unwrap_or_else(|e| panic!("{e}\n{b}"));
+                kinds.push(p.kind());
+            }
+        }
+        for k in ["replay", "graph_presence", "calendar", "sip_presence", "sip_dialog", "sfb", "telenor_mbn", "operator", "o2g"] {
+            assert!(kinds.contains(&k), "config.example.toml documents no {k} provider: {kinds:?}");
+        }
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());

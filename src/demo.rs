@@ -4,9 +4,15 @@
 //! meetings come from the calendar simulator through the calendar provider (Graph
 //! getSchedule); desk phones' lamps come from the PBX simulator through the SIP dialog-event
 //! provider; Skype for Business presence comes from an SfB pool simulator through the SfB
-//! provider (batched category subscriptions, RLMI BENOTIFYs); mobile calls and lunches come from a looping scenario through the replay provider.
-//! The hub's SIP presence server listens on loopback. `presence-hub` with no arguments runs it
-//! on 127.0.0.1:8080.
+//! provider (batched category subscriptions, RLMI BENOTIFYs). The Oslo office's desk phones
+//! (extensions 5xxxx) are on an Alcatel-Lucent OmniPCX: their calls, DND and forwards come from
+//! the O2G simulator through the O2G provider (session, subscriptions, chunked event stream).
+//! Norwegian mobiles come from the Telenor MBN simulator through the MBN provider (password
+//! grant, enterprise monitor, long-polled events); Swedish mobiles from an operator simulator
+//! in the TDC example format through the generic operator adapter (signed webhooks, with a poll
+//! behind them). Lunches set at the switchboard come from a looping scenario through the
+//! replay provider. The hub's SIP presence server listens on loopback. `presence-hub` with no
+//! arguments runs it on 127.0.0.1:8080.
 
 use std::path::Path;
 
@@ -16,12 +22,18 @@ use std::time::Duration;
 use crate::config::Config;
 use presence_providers::calendar::runtime::{Backend, CalendarConfig};
 use presence_providers::graph::{GraphPresenceConfig, ServiceAccount};
+use presence_providers::mbn::MbnConfig;
+use presence_providers::o2g::O2gConfig;
+use presence_providers::operator::{OperatorConfig, PollConfig};
 use presence_providers::replay::ReplayConfig;
 use presence_providers::sip::sfb::SfbConfig;
 use presence_providers::sip::SipSourceConfig;
 use presence_providers::ProviderConfig;
 use presence_simulators::calendar::{CalendarSim, CalendarSimConfig};
 use presence_simulators::graph::{GraphSim, GraphSimConfig};
+use presence_simulators::mbn::{MbnSim, MbnSimConfig};
+use presence_simulators::o2g::{O2gSim, O2gSimConfig};
+use presence_simulators::operator::{Example, OperatorSim, OperatorSimConfig};
 use presence_simulators::pbx::{PbxSim, PbxSimConfig};
 use presence_simulators::sfb::{SfbSim, SfbSimConfig};
 
@@ -29,6 +41,11 @@ use crate::sip::{SipAccount, SipSection};
 
 /// The demo directory (CSV).
 pub const DEMO_CSV: &str = include_str!("../fixtures/directory/demo.csv");
+/// The shipped example mapping the demo's Swedish mobile operator uses (TDC's example).
+const TDC_EXAMPLE: &str = include_str!("../fixtures/operators/tdc.toml");
+/// The Oslo office's extensions start with this; they are on the OmniPCX (O2G), the others on
+/// the SIP PBX.
+const OSLO_PREFIX: &str = "5";
 /// The demo scenario (JSON Lines).
 pub const DEMO_SCENARIO: &str = include_str!("../fixtures/scenarios/demo.jsonl");
 /// The demo's documented tokens, by role.
@@ -44,6 +61,12 @@ pub struct DemoPeers {
     pub pbx: Arc<PbxSim>,
     /// A Skype for Business front-end pool (SIP, batched category subscriptions).
     pub sfb: Arc<SfbSim>,
+    /// The Oslo office's OmniPCX through O2G (REST, chunked event stream).
+    pub o2g: Arc<O2gSim>,
+    /// Telenor Mobilt Bedriftsnett (Norwegian mobiles).
+    pub mbn: Arc<MbnSim>,
+    /// A mobile operator in the TDC example format (Swedish mobiles; signed webhooks).
+    pub operator: Arc<OperatorSim>,
 }
 
 /// The demo's SIP account for consoles and phones that SUBSCRIBE to or PUBLISH at the hub.
@@ -75,6 +98,25 @@ fn column(name: &str) -> Vec<String> {
     lines.filter_map(|l| l.split(',').nth(col)).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
+/// The demo company's mobiles, split into Norwegian (+47) and the others.
+fn mobiles() -> (Vec<String>, Vec<String>) {
+    column("mobile").into_iter().partition(|m| m.starts_with("+47"))
+}
+
+/// The shipped TDC example entry, as the demo uses it.
+fn tdc_example() -> std::io::Result<OperatorConfig> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        providers: Vec<ProviderConfig>,
+    }
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("fixtures/operators/tdc.toml: {m}"));
+    let f: File = toml::from_str(TDC_EXAMPLE).map_err(|e| bad(e.to_string()))?;
+    match f.providers.into_iter().next() {
+        Some(ProviderConfig::Operator(c)) => Ok(*c),
+        _ => Err(bad("not an operator provider".into())),
+    }
+}
+
 /// The Entra object ids of the demo company.
 pub fn entra_ids() -> Vec<String> {
     column("entra_id")
@@ -89,10 +131,13 @@ pub fn mailboxes() -> Vec<String> {
 /// use them — Teams through the real Graph provider (polling + change notifications),
 /// calendars through the real calendar provider (Graph getSchedule), desk phones' busy lamps
 /// through the real SIP dialog-event provider (PBX simulator), Skype for Business through the
-/// real SfB provider (pool simulator), and a looping scenario (mobile,
-/// manual) through the replay provider. The hub's SIP presence server listens on
-/// 127.0.0.1:5060 (or a free port) with the account [`DEMO_SIP_ACCOUNT`].
-pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
+/// real SfB provider (pool simulator), the Oslo office's desk phones through the real O2G
+/// provider (OmniPCX simulator), Norwegian mobiles through the real Telenor MBN provider,
+/// Swedish mobiles through the real operator adapter (TDC example; the simulator posts signed
+/// webhooks to `hub_url`), and a looping scenario of lunches through the replay provider. The
+/// hub's SIP presence server listens on 127.0.0.1:5060 (or a free port) with the account
+/// [`DEMO_SIP_ACCOUNT`].
+pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPeers)> {
     std::fs::create_dir_all(&base.data_dir)?;
     let scenario = base.data_dir.join("demo-scenario.jsonl");
     write_if_changed(&scenario, DEMO_SCENARIO)?;
@@ -152,8 +197,9 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         keep_details: true,
         keywords: Vec::new(),
     };
+    let (oslo, stockholm): (Vec<String>, Vec<String>) = extensions().into_iter().partition(|e| e.starts_with(OSLO_PREFIX));
     let pbx = Arc::new(PbxSim::start(PbxSimConfig::default())?);
-    pbx.drive_demo(extensions(), Duration::from_millis(1500), 31)?;
+    pbx.drive_demo(stockholm, Duration::from_millis(1500), 31)?;
     let lamps = SipSourceConfig {
         name: "pbx".into(),
         server: pbx.addr().to_string(),
@@ -167,6 +213,7 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         keepalive_secs: 10,
         username: None,
         password: None,
+        extension_prefixes: (1..=9).map(|d| d.to_string()).filter(|d| d != OSLO_PREFIX).collect(),
     };
     let sfb = Arc::new(SfbSim::start(SfbSimConfig::default())?);
     let uris = column("sip_uri");
@@ -174,11 +221,38 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
     sfb.drive_demo(uris, Duration::from_millis(2500), 42)?;
     let mut skype = SfbConfig::new("sfb", &sfb.addr().to_string(), "sip:hub-svc@nordvik.se");
     skype.keep_details = true;
+
+    let o2g = Arc::new(O2gSim::start(O2gSimConfig::default())?);
+    o2g.seed(&oslo);
+    o2g.drive_demo(oslo, Duration::from_millis(3000), 51)?;
+    let (login, password) = o2g.credentials();
+    let mut omnipcx = O2gConfig::new("omnipcx", &o2g.url(), &login, &password);
+    omnipcx.extension_prefixes = vec![OSLO_PREFIX.into()];
+
+    let (norwegian, swedish) = mobiles();
+    let mbn = Arc::new(MbnSim::start(MbnSimConfig { country_code: "47".into(), ..MbnSimConfig::default() })?);
+    mbn.seed(&norwegian);
+    mbn.drive_demo(norwegian, Duration::from_millis(4000), 61)?;
+    let m = mbn.config();
+    let mut telenor = MbnConfig::new("telenor", &mbn.base_url(), &m.client_id, &m.client_secret, &m.username, &m.password);
+    telenor.token_url = mbn.token_url();
+
+    let operator = Arc::new(OperatorSim::start(OperatorSimConfig::example(Example::Tdc))?);
+    let mut tdc = tdc_example()?;
+    let path = tdc.webhook.as_ref().map_or("events", |w| w.path.as_str());
+    operator.set_webhook_url(Some(format!("{}/hooks/{}/{path}", hub_url.trim_end_matches('/'), tdc.name)));
+    // A poll behind the webhooks, as a careful deployment would run one: it mends any change
+    // a webhook lost.
+    tdc.poll = Some(PollConfig::new(&operator.poll_url(), 60));
+    operator.drive_demo(swedish, Duration::from_millis(2500), 71)?;
     base.providers = vec![
         ProviderConfig::GraphPresence(teams),
         ProviderConfig::Calendar(calendars),
         ProviderConfig::SipDialog(lamps),
         ProviderConfig::Sfb(skype),
+        ProviderConfig::O2g(omnipcx),
+        ProviderConfig::TelenorMbn(telenor),
+        ProviderConfig::Operator(Box::new(tdc)),
         ProviderConfig::Replay(ReplayConfig { name: "demo-replay".into(), file: scenario, repeat: true, speed: 1.0 }),
     ];
     // The hub's own SIP presence server, for SIP phones and consoles on this machine.
@@ -194,7 +268,7 @@ pub fn start(mut base: Config) -> std::io::Result<(Config, DemoPeers)> {
         }],
         ..SipSection::default()
     };
-    Ok((base, DemoPeers { graph, calendar, pbx, sfb }))
+    Ok((base, DemoPeers { graph, calendar, pbx, sfb, o2g, mbn, operator }))
 }
 
 fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {

@@ -160,14 +160,17 @@ fn real_main() -> Result<()> {
         None => {}
     }
     init_logging(cfg.log.format, &cfg.log.level);
+    // Bound before the demo starts: its simulators post webhooks to the hub's address (the
+    // kernel queues them until the hub serves).
+    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
     let (cfg, _peers) = if is_demo {
-        let (c, p) = demo::start(cfg).context("starting the demo's simulators")?;
+        let hub_url = cfg.http.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let (c, p) = demo::start(cfg, &hub_url).context("starting the demo's simulators")?;
         (c, Some(p))
     } else {
         (cfg, None)
     };
-    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
     if is_demo {
         println!("presence-hub demo running at http://{addr}/");
         println!("  Web:    http://{addr}/               (sign in with demo-operator or demo-viewer)");

@@ -53,7 +53,7 @@ fn config(sim: &MbnSim, tag: &str, extra: &str) -> Config {
     let text = format!(
         r#"
 type = "telenor_mbn"
-name = "mbn"
+name = "telenor"
 base_url = "{}"
 token_url = "{}"
 client_id = "{}"
@@ -78,7 +78,7 @@ request_timeout_secs = 3
 
 async fn provider(s: &Server) -> Value {
     let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "mbn").cloned().unwrap()
+    v.as_array().unwrap().iter().find(|p| p["name"] == "telenor").cloned().unwrap()
 }
 
 async fn presence_of(s: &Server, id: &str) -> Value {
@@ -284,7 +284,7 @@ async fn a_lost_monitor_is_stale_never_offline_then_a_new_monitor_resyncs() {
     // The source keeps its last known state, marked stale.
     let v: Value =
         client().get(s.url("/api/users/asa.ostberg")).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
-    let slot = v["sources"].as_array().unwrap().iter().find(|x| x["instance"] == "mbn").cloned().unwrap();
+    let slot = v["sources"].as_array().unwrap().iter().find(|x| x["instance"] == "telenor").cloned().unwrap();
     assert_eq!((slot["availability"].as_str(), slot["freshness"].as_str()), (Some("Busy"), Some("stale")), "{slot}");
     let p = provider(&s).await;
     assert_eq!(p["up"], false, "{p}");
@@ -367,7 +367,7 @@ async fn an_expired_token_is_replaced_without_losing_events() {
     assert_eq!(p["up"], true);
     let v: Value =
         client().get(s.url("/api/users/asa.ostberg")).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
-    let absence = v["sources"].as_array().unwrap().iter().find(|x| x["instance"] == "mbn-absence").cloned();
+    let absence = v["sources"].as_array().unwrap().iter().find(|x| x["instance"] == "telenor-absence").cloned();
     assert_eq!(absence.as_ref().map(|a| a["activity"].clone()), Some(json!("InAMeeting")), "{v}");
     // Logins that keep failing are failures: back off, never hammer.
     sim.misbehave(Misbehave { refuse_logins: true, ..Misbehave::default() });

@@ -27,7 +27,7 @@ fn config(sim: &O2gSim, tag: &str, extra: &str) -> Config {
     let text = format!(
         r#"
 type = "o2g"
-name = "o2g"
+name = "omnipcx"
 base_url = "{}"
 login = "{login}"
 password = "{password}"
@@ -43,7 +43,7 @@ backoff_secs = [1]
 
 async fn provider(s: &Server) -> Value {
     let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "o2g").cloned().unwrap()
+    v.as_array().unwrap().iter().find(|p| p["name"] == "omnipcx").cloned().unwrap()
 }
 
 async fn presence_of(s: &Server, id: &str) -> Value {
@@ -263,6 +263,12 @@ async fn dnd_and_forward_show() {
         (Some("DoNotDisturb"), Some("Forwarded to +4791234567")),
         "{d}"
     );
+    // The slots carry the provider's configured name.
+    let v: Value =
+        client().get(s.url("/api/users/asa.ostberg")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let mut instances: Vec<&str> = v["sources"].as_array().unwrap().iter().filter_map(|x| x["instance"].as_str()).collect();
+    instances.sort();
+    assert_eq!(instances, ["omnipcx", "omnipcx-routing"], "{v}");
     // A call still shows through DND.
     sim.call_ring(ASA, "+46855512345");
     let d = next_delta(&mut ws).await;
@@ -310,7 +316,7 @@ async fn webhook_mode_works_and_refuses_unknown_subscriptions() {
 
     // A POST for a subscription the hub does not hold: 404, counted, nothing changes.
     let forged = json!({ "eventName": "OnCallCreated", "loginName": ASA, "callRef": "f1", "legs": [{ "deviceId": ASA, "state": "RINGING_INCOMING" }] });
-    for path in ["/hooks/o2g/events/not-a-key", "/hooks/o2g/events"] {
+    for path in ["/hooks/omnipcx/events/not-a-key", "/hooks/omnipcx/events"] {
         let r = client().post(s.url(path)).json(&forged).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
@@ -359,4 +365,62 @@ async fn malformed_events_are_counted_and_others_unaffected() {
     assert_eq!(p["up"], true, "{p}");
     assert!(p["errors"].as_u64().unwrap() >= 6, "{p}");
     assert!(p["details"]["events"].as_u64().unwrap() >= 20 * 5, "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_prefixes_keep_the_source_to_its_site() {
+    // The Oslo office (extensions 5xxxx) is on this OmniPCX; Stockholm (4 digits) is not.
+    let oslo = {
+        let csv = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/directory/demo.csv"
+        ))
+        .unwrap();
+        let mut lines = csv.lines();
+        let col = lines
+            .next()
+            .unwrap()
+            .split(',')
+            .position(|h| h == "extension")
+            .unwrap();
+        lines
+            .filter(|l| l.split(',').nth(col).is_some_and(|e| e.starts_with('5')))
+            .count()
+    };
+    assert!(oslo > 0 && oslo < 320, "{oslo}");
+    let sim = O2gSim::start(O2gSimConfig::default()).unwrap();
+    let s = start(config(&sim, "o2g-scope", "extension_prefixes = [\"5\"]"));
+    let p = live(&s).await;
+    assert_eq!(p["details"]["people"], oslo, "{p}");
+    let subs = sim.subscriptions();
+    assert_eq!(subs.iter().map(|s| s.1).sum::<usize>(), oslo, "{subs:?}");
+    assert_eq!(sim.stats().snapshots as usize, 2 * oslo);
+    // Someone in Stockholm gets no slot from this source.
+    let v: Value = client()
+        .get(s.url("/api/users/asa.ostberg"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["source"] != "pbx"),
+        "{v}"
+    );
+
+    // A prefix that is not digits is refused at start with a reason.
+    let mut bad = test_config(temp_dir("o2g-scope-bad"));
+    bad.providers = vec![toml::from_str(&format!(
+        "type = \"o2g\"\nname = \"omnipcx\"\nbase_url = \"{}\"\nlogin = \"a\"\npassword = \"b\"\nextension_prefixes = [\"5x\"]",
+        sim.url()
+    ))
+    .unwrap()];
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("extension_prefixes"), "{err}");
 }

@@ -129,3 +129,46 @@ async fn calls_light_the_lamp_and_a_pbx_outage_is_stale_never_offline() {
     sim.set_call("2624", Call::Ringing { from: "sip:2000@pbx".into() });
     assert_eq!(next_delta(&mut ws).await["presence"]["activity"], "Ringing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_prefixes_keep_the_pbx_to_its_site() {
+    // Stockholm's extensions (2xxx) are on this PBX; Oslo's 5xxxx are on another.
+    let csv = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/directory/demo.csv"
+    ))
+    .unwrap();
+    let mut lines = csv.lines();
+    let col = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|h| h == "extension")
+        .unwrap();
+    let exts: Vec<&str> = lines.filter_map(|l| l.split(',').nth(col)).collect();
+    let here = exts.iter().filter(|e| e.starts_with('2')).count();
+    assert!(here > 0 && here < exts.len(), "{here}");
+    let sim = Arc::new(PbxSim::start(PbxSimConfig::default()).unwrap());
+    let mut cfg = config(&sim, "pbx-scope");
+    if let Some(presence_providers::ProviderConfig::SipDialog(c)) = cfg.providers.first_mut() {
+        c.extension_prefixes = vec!["2".into()];
+    }
+    cfg.validate().unwrap();
+    let s = start(cfg);
+    wait_for(
+        "the site's subscriptions",
+        Duration::from_secs(15),
+        async || {
+            let p = provider(&s).await;
+            p["details"]["subscriptions_active"] == here && p["state"] == "up"
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.subscriptions(),
+        here,
+        "nobody outside the prefixes is subscribed"
+    );
+    assert_eq!(provider(&s).await["details"]["people"], here);
+}

@@ -196,3 +196,49 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         ProviderConfig::O2g(c) => o2g::start(c, ctx),
     }
 }
+
+/// Whether `person` belongs to a source scoped by `extension_prefixes`: everyone when the list
+/// is empty, else the people whose extension starts with one of the prefixes. A company with
+/// two PBXs (one site each) gives each PBX source its site's extension range.
+#[cfg(any(feature = "sip", feature = "o2g"))]
+pub(crate) fn extension_in_scope(
+    prefixes: &[String],
+    person: &presence_actors::directory::PersonRef<'_>,
+) -> bool {
+    prefixes.is_empty()
+        || person
+            .extension()
+            .is_some_and(|e| prefixes.iter().any(|p| e.starts_with(p.as_str())))
+}
+
+/// Checks an `extension_prefixes` setting: at most 1,000 prefixes of 1–20 digits (a leading `+`
+/// allowed).
+#[cfg(any(feature = "sip", feature = "o2g"))]
+pub(crate) fn check_extension_prefixes(prefixes: &[String]) -> Result<(), String> {
+    if prefixes.len() > 1000 {
+        return Err("extension_prefixes: at most 1000 prefixes".into());
+    }
+    for p in prefixes {
+        let digits = p.strip_prefix('+').unwrap_or(p);
+        if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("extension_prefixes: {p:?} is not 1-20 digits"));
+        }
+    }
+    Ok(())
+}
+
+/// Gives a signal made with a module's fixed instance (`base`, or `base-…` for a second slot)
+/// the provider's configured name instead (`name`, `name-…`): two providers of one kind keep
+/// apart slots, and the detail view names the source as it is configured.
+#[cfg(any(feature = "mbn", feature = "o2g"))]
+pub(crate) fn rename_instance(signal: &mut presence_actors::model::Signal, base: &str, name: &str) {
+    if base == name {
+        return;
+    }
+    let renamed = match signal.instance.as_str().strip_prefix(base) {
+        Some("") => name.to_string(),
+        Some(rest) if rest.starts_with('-') => format!("{name}{rest}"),
+        _ => return,
+    };
+    signal.instance = renamed.into();
+}

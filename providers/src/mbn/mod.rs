@@ -14,8 +14,8 @@
 //!
 //! - [`wire`]: pure parsers and request builders (assumed shapes, documented there).
 //! - [`state`]: per-person state (lines, calls, absences) and the two signals it implies —
-//!   `mobile`/`mbn` for the phone and `mobile`/`mbn-absence` for the absence, mapped through the
-//!   hub's absence reason list.
+//!   source `mobile`, instance `{name}` for the phone and `{name}-absence` for the absence (the
+//!   provider's configured name), mapped through the hub's absence reason list.
 //! - [`runtime`]: the task — login chain, monitor start and keep-alive, long polling, re-login
 //!   on `401`/expiry, a new monitor and a resync (the status list) after a gap, feed health.
 //!

@@ -734,7 +734,8 @@ impl Runtime {
         } else {
             self.with_absences.remove(&idx);
         }
-        for s in out {
+        for mut s in out {
+            crate::rename_instance(&mut s, state::INSTANCE, &self.ctx.name);
             self.stats.signals += 1;
             if let Err(e) = self.ctx.sink.send_to(idx, s) {
                 debug!(provider = %self.ctx.name, error = %e, "Signal not delivered.");

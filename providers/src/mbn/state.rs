@@ -15,6 +15,8 @@
 //!   availability, activity and out-of-office from the reason, the note from the absence text,
 //!   `valid_from`/`valid_until` from its times. No absence → a retraction.
 //!
+//! The runtime renames both to the provider's configured name (`name`, `name-absence`).
+//!
 //! Ordering: a status snapshot (resync) stamps each line with its `updated` time, and events
 //! stamped earlier than that are superseded (they were queued before the snapshot was taken).
 

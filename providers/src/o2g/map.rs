@@ -26,6 +26,9 @@
 //! An overflow adds "Overflow to \<destination\> on no answer" (or "when busy"…). Nothing set
 //! retracts the slot. As in the SDK only route `[0]` counts, and a route whose destinations
 //! are not exactly one is no route.
+//!
+//! The runtime renames both instances to the provider's configured name (`name`,
+//! `name-routing`).
 
 use std::collections::BTreeMap;
 

@@ -28,8 +28,8 @@
 //!    package.
 //!
 //! - [`parse`]: pure wire handling (documents, events, the line splitter).
-//! - [`map`]: pure mapping of events to signals (`pbx` source, instances `o2g` and
-//!   `o2g-routing`).
+//! - [`map`]: pure mapping of events to signals (`pbx` source, instances `{name}` and
+//!   `{name}-routing` — the provider's configured name).
 //! - [`runtime`]: the provider task and the webhook handler.
 
 pub mod map;
@@ -95,6 +95,10 @@ pub struct O2gConfig {
     /// (0: never).
     #[serde(default = "default_stream_idle")]
     pub stream_idle_secs: u64,
+    /// Only the people whose extension starts with one of these (empty: everyone with a login
+    /// name) — for an OmniPCX that serves one site's extension range.
+    #[serde(default)]
+    pub extension_prefixes: Vec<String>,
 }
 
 fn default_application_name() -> String {
@@ -133,6 +137,7 @@ impl O2gConfig {
             keepalive_fraction: default_keepalive_fraction(),
             backoff_secs: default_backoff(),
             max_ids_per_subscription: None,
+            extension_prefixes: Vec::new(),
             public_access: false,
             stream_idle_secs: default_stream_idle(),
         }
@@ -155,6 +160,9 @@ impl O2gConfig {
         }
         if self.application_name.trim().is_empty() || self.application_name.len() > 64 {
             return bad("application_name must be 1-64 characters");
+        }
+        if let Err(m) = crate::check_extension_prefixes(&self.extension_prefixes) {
+            return bad(&m);
         }
         if !(1..=1440).contains(&self.subscription_timeout_min) {
             return bad("subscription_timeout_min must be 1-1440");

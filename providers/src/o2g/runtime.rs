@@ -343,6 +343,9 @@ impl Runtime {
         let mut people = HashMap::new();
         let mut logins = Vec::new();
         for (idx, p) in ctx.directory().people() {
+            if !crate::extension_in_scope(&cfg.extension_prefixes, &p) {
+                continue;
+            }
             if let Some(login) = super::fill_login(&cfg.login_template, &p) {
                 if people.insert(login.to_lowercase(), idx).is_none() {
                     logins.push(login);
@@ -810,6 +813,8 @@ impl Runtime {
                 s
             }
         };
+        let mut signal = signal;
+        crate::rename_instance(&mut signal, map::INSTANCE_TELEPHONY, &self.ctx.name);
         if let Err(e) = self.ctx.sink.send_to(idx, signal) {
             debug!(provider = %self.ctx.name, error = %e, "Signal not delivered.");
         }

@@ -185,6 +185,24 @@ pub struct OperatorConfig {
     pub max_clock_skew_secs: u64,
 }
 
+impl PollConfig {
+    /// Polling `url` every `interval_secs`, every other setting at its default.
+    pub fn new(url: &str, interval_secs: u64) -> PollConfig {
+        PollConfig {
+            url: url.into(),
+            interval_secs,
+            timeout_secs: default_timeout(),
+            bearer_token: None,
+            username: None,
+            password: None,
+            headers: BTreeMap::new(),
+            stale_after_failures: default_stale_after(),
+            max_backoff_secs: default_max_backoff(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
 fn default_path() -> String {
     "events".into()
 }

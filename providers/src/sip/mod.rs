@@ -61,6 +61,10 @@ pub struct SipSourceConfig {
     /// Digest password.
     #[serde(default)]
     pub password: Option<String>,
+    /// Only the people whose extension starts with one of these (empty: everyone who has the
+    /// resource's fields) — for a PBX that serves one site's extension range.
+    #[serde(default)]
+    pub extension_prefixes: Vec<String>,
 }
 
 fn default_transport() -> String {
@@ -91,6 +95,9 @@ impl SipSourceConfig {
         }
         if self.server.trim().is_empty() {
             return bad("server is required (host:port)");
+        }
+        if let Err(m) = crate::check_extension_prefixes(&self.extension_prefixes) {
+            return bad(&m);
         }
         if !(60..=86_400).contains(&self.expires_secs) {
             return bad("expires_secs must be 60..=86400");

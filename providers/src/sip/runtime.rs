@@ -131,6 +131,9 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
 
     let mut targets: HashMap<UserIdx, Target> = HashMap::new();
     for (idx, p) in ctx.directory().people() {
+        if !crate::extension_in_scope(&cfg.extension_prefixes, &p) {
+            continue;
+        }
         if let Some(uri) = super::fill_template(&template, &p, &domain) {
             if uri.starts_with("sip:") || uri.starts_with("sips:") {
                 targets.insert(idx, Target { uri, sub: None, active: false, sent: false, tracker: DialogTracker::default() });
