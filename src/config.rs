@@ -138,8 +138,24 @@ pub struct HttpSection {
     /// Largest webhook body (`/hooks/…`: Graph change notifications, operator pushes), in bytes.
     pub max_hook_bytes: usize,
     /// The hub's base URL as webhook senders reach it (e.g. `https://hub.example.com`), used
-    /// in subscriptions providers create. Default: `http://` + the listen address.
+    /// in subscriptions providers create. Default: `http://` (`https://` with TLS) + the
+    /// listen address.
     pub public_url: Option<String>,
+    /// PEM certificate chain (leaf first): with `tls_key_file`, the listener speaks HTTPS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl HttpSection {
+    /// `https` when TLS is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 impl Default for HttpSection {
@@ -152,6 +168,8 @@ impl Default for HttpSection {
             max_page: 500,
             max_hook_bytes: 4 * 1024 * 1024,
             public_url: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -363,6 +381,9 @@ impl Config {
             if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 300 {
                 return bad("http.public_url must be an http:// or https:// URL".into());
             }
+        }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            return bad("http.tls_cert_file and http.tls_key_file go together".into());
         }
         if !(1..=10_000).contains(&self.http.max_page) {
             return bad("http.max_page must be 1-10000".into());

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod http;
 pub mod sip;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::path::Path;
@@ -65,6 +66,9 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error("http: {0}")]
     Http(#[from] std::io::Error),
+    /// `[http] tls_cert_file` / `tls_key_file` cannot be used.
+    #[error("https: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// How to run.
@@ -153,6 +157,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let t0 = std::time::Instant::now();
+    // First, so a bad certificate stops the start before anything else runs.
+    let tls = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let store = Store::open(&config.data_dir)?;
     let directory = load_directory(&store, &config, &opts)?;
     release_free_memory();
@@ -179,7 +188,7 @@ pub async fn run(
     let hooks = presence_actors::provider::Hooks::default();
     let hub_url = match &config.http.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => format!("http://{}", listener.local_addr()?),
+        None => format!("{}://{}", config.http.scheme(), listener.local_addr()?),
     };
     let mut providers = Vec::new();
     for p in &config.providers {
@@ -239,8 +248,11 @@ pub async fn run(
     let server = HttpServer::new(move || App::new().wrap(actix_web::middleware::Compress::default()).configure(http::configure(st.clone())))
         .workers(workers)
         .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)?;
+        .shutdown_timeout(5);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
     let addr = server.addrs().first().copied();
     let server = server.run();
     let handle = server.handle();

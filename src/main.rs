@@ -132,6 +132,10 @@ fn real_main() -> Result<()> {
                 let n = presence_hub::read_directory_file(f, &cfg)?.len();
                 println!("directory {}: {n} people", f.display());
             }
+            if let (Some(cert), Some(key)) = (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
+                presence_hub::tls::server_config(cert, key)?;
+                println!("https: {} and {} OK", cert.display(), key.display());
+            }
             println!("{}: OK ({} providers, {} tokens)", p.display(), cfg.providers.len(), cfg.tokens.len());
             return Ok(());
         }
@@ -165,17 +169,18 @@ fn real_main() -> Result<()> {
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let (cfg, _peers) = if is_demo {
-        let hub_url = cfg.http.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let hub_url = cfg.http.public_url.clone().unwrap_or_else(|| format!("{}://{addr}", cfg.http.scheme()));
         let (c, p) = demo::start(cfg, &hub_url).context("starting the demo's simulators")?;
         (c, Some(p))
     } else {
         (cfg, None)
     };
     if is_demo {
-        println!("presence-hub demo running at http://{addr}/");
-        println!("  Web:    http://{addr}/               (sign in with demo-operator or demo-viewer)");
-        println!("  API:    http://{addr}/api/users?q=asa   (Authorization: Bearer demo-viewer)");
-        println!("  Stream: http://{addr}/api/events        (SSE)  ws://{addr}/api/stream (WebSocket)");
+        let (h, w) = if cfg.http.tls_cert_file.is_some() { ("https", "wss") } else { ("http", "ws") };
+        println!("presence-hub demo running at {h}://{addr}/");
+        println!("  Web:    {h}://{addr}/               (sign in with demo-operator or demo-viewer)");
+        println!("  API:    {h}://{addr}/api/users?q=asa   (Authorization: Bearer demo-viewer)");
+        println!("  Stream: {h}://{addr}/api/events        (SSE)  {w}://{addr}/api/stream (WebSocket)");
         println!(
             "  Tokens: {}",
             demo::DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({r})")).collect::<Vec<_>>().join(", ")
@@ -188,9 +193,10 @@ fn real_main() -> Result<()> {
         );
         println!("  Data:   {}", cfg.data_dir.display());
     } else {
-        println!("presence-hub listening on http://{addr}/");
+        let h = cfg.http.scheme();
+        println!("presence-hub listening on {h}://{addr}/");
         if cfg.web.enabled {
-            println!("  Web directory and attendant console: http://{addr}/");
+            println!("  Web directory and attendant console: {h}://{addr}/");
         }
     }
     let sys = actix_web::rt::System::new();

@@ -134,6 +134,8 @@ pub struct OperatorSimConfig {
     pub poll_auth: PollAuth,
     /// Where to POST changes (`None`: poll only). Can be set later.
     pub webhook_url: Option<String>,
+    /// For an `https://` webhook URL: trust only this CA (PEM) rather than the system's.
+    pub webhook_ca_pem: Option<Vec<u8>>,
 }
 
 impl OperatorSimConfig {
@@ -159,7 +161,7 @@ impl OperatorSimConfig {
                 (SimAuth::None, PollAuth::Basic { username: "change-me".into(), password: "change-me".into() })
             }
         };
-        OperatorSimConfig { example, auth, poll_auth, webhook_url: None }
+        OperatorSimConfig { example, auth, poll_auth, webhook_url: None, webhook_ca_pem: None }
     }
 }
 
@@ -300,11 +302,12 @@ impl OperatorSim {
             misbehave: Misbehave::default(),
             stats: OpSimStats::default(),
         }));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .map_err(std::io::Error::other)?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy();
+        if let Some(pem) = &lock(&state).cfg.webhook_ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).map_err(std::io::Error::other)?;
+            http = http.tls_certs_only([ca]);
+        }
+        let http = http.build().map_err(std::io::Error::other)?;
         let st = state.clone();
         let server = Server::start(addr, move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(st.clone())).route("/poll", web::get().to(poll));

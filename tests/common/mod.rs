@@ -19,17 +19,19 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The listener speaks HTTPS (`[http] tls_cert_file`).
+    pub tls: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", if self.tls { "https" } else { "http" }, self.addr, path)
     }
 
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+        format!("{}://{}{}", if self.tls { "wss" } else { "ws" }, self.addr, path)
     }
 
     /// Graceful stop (flushes the snapshot).
@@ -83,6 +85,7 @@ pub fn start(config: Config) -> Server {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let data_dir = config.data_dir.clone();
+    let tls = config.http.tls_cert_file.is_some();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         let sys = actix_rt::System::new();
@@ -93,8 +96,25 @@ pub fn start(config: Config) -> Server {
             eprintln!("server failed: {e}");
         }
     });
-    let s = Server { addr, data_dir, stop: Some(tx), thread: Some(thread) };
+    let s = Server { addr, data_dir, tls, stop: Some(tx), thread: Some(thread) };
     let t0 = std::time::Instant::now();
+    if tls {
+        // On a thread of its own: the caller may be inside a tokio runtime.
+        let url = s.url("/readyz");
+        let ready = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let c = tls_client();
+            while !rt.block_on(async { c.get(&url).send().await.is_ok_and(|r| r.status() == 200) }) {
+                if t0.elapsed() > Duration::from_secs(30) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            true
+        });
+        assert!(ready.join().unwrap(), "server did not become ready over HTTPS");
+        return s;
+    }
     loop {
         if let Ok(mut c) = std::net::TcpStream::connect(addr) {
             use std::io::{Read, Write};
@@ -108,6 +128,25 @@ pub fn start(config: Config) -> Server {
         assert!(t0.elapsed() < Duration::from_secs(30), "server did not become ready");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The test CA that signed `fixtures/tls/hub-cert.pem` (PEM).
+pub fn test_ca_pem() -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/ca-cert.pem")).unwrap()
+}
+
+/// A client that trusts only the test CA.
+pub fn tls_client() -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&test_ca_pem()).unwrap();
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).tls_certs_only([ca]).build().unwrap()
+}
+
+/// Sets `[http] tls_cert_file` / `tls_key_file` to the test certificate.
+pub fn with_test_tls(mut c: Config) -> Config {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    c.http.tls_cert_file = Some(dir.join("hub-cert.pem"));
+    c.http.tls_key_file = Some(dir.join("hub-key.pem"));
+    c
 }
 
 pub fn client() -> reqwest::Client {
