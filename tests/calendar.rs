@@ -40,20 +40,7 @@ fn config(sim: &CalendarSim, tag: &str, backend: &str) -> Config {
 }
 
 async fn provider(s: &Server) -> Value {
-    let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "calendar").cloned().unwrap()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn detail(s: &Server, id: &str, token: &str) -> Value {
-    client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+    provider_named(s, "calendar").await
 }
 
 /// A meeting two seconds from now, two seconds long, shows Busy / InAMeeting exactly while it runs.
@@ -140,7 +127,7 @@ async fn tentative_annotates_ooo_flags_and_private_meetings_reveal_nothing() {
     wait_for("the first poll", Duration::from_secs(10), async || provider(&s).await["details"]["polls"].as_u64().unwrap_or(0) >= 1).await;
 
     // Tentative never makes anyone busy: it only annotates.
-    let d = detail(&s, "asa.ostberg", VIEWER).await;
+    let d = user_detail(&s, "asa.ostberg", VIEWER).await;
     let cal = d["sources"].as_array().unwrap().iter().find(|x| x["source"] == "calendar").cloned().unwrap();
     assert_eq!(cal["activity"], "Tentative");
     assert_eq!(cal["availability"], Value::Null);
@@ -149,11 +136,11 @@ async fn tentative_annotates_ooo_flags_and_private_meetings_reveal_nothing() {
     assert_eq!(cal["subject"], "Kanske möte");
 
     // Out of office sets the flag.
-    let d = detail(&s, "marta.lind", VIEWER).await;
+    let d = user_detail(&s, "marta.lind", VIEWER).await;
     assert_eq!(d["presence"]["ooo"], true);
 
     // A private meeting is busy, and nothing of it shows, even with details allowed.
-    let d = detail(&s, "agneta.svensson", VIEWER).await;
+    let d = user_detail(&s, "agneta.svensson", VIEWER).await;
     assert_eq!(d["presence"]["availability"], "Busy");
     let cal = d["sources"].as_array().unwrap().iter().find(|x| x["source"] == "calendar").cloned().unwrap();
     assert_eq!(cal["private"], true);

@@ -59,22 +59,7 @@ refresh_token = "rt-svc1-0"
 }
 
 async fn providers(s: &Server) -> Value {
-    let r = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap();
-    let v: Value = r.json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "teams").cloned().unwrap()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn presence_of(s: &Server, id: &str) -> Value {
-    let v: Value = client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
-    v["presence"].clone()
+    provider_named(s, "teams").await
 }
 
 async fn subscribed(s: &Server) {

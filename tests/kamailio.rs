@@ -14,11 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::kamailio::{Kamailio, KamailioOptions, Sipp};
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn config(tag: &str, kind: &str, k: &Kamailio, extra: &str) -> presence_hub::config::Config {
     let mut cfg = test_config(temp_dir(tag));
@@ -41,26 +38,6 @@ keepalive_secs = 1
 async fn provider(s: &Server) -> Value {
     let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
     v.as_array().unwrap().iter().find(|p| p["name"] == "kamailio").cloned().unwrap()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn watch(s: &Server, id: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"))).await.unwrap();
-    ws.send(Message::text(json!({ "op": "subscribe", "users": [id] }).to_string())).await.unwrap();
-    loop {
-        let msg = ws.next().await.unwrap().unwrap();
-        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
-        if f["type"] == "snapshot" && f["last"] == true {
-            return ws;
-        }
-    }
 }
 
 /// The next delta that satisfies `want` (others are skipped), within `secs`.
@@ -94,7 +71,7 @@ async fn simple_presence_from_kamailio_reaches_a_websocket_and_survives_a_restar
             p["details"]["subscriptions_active"] == 320 && p["up"] == true
         })
         .await;
-        let mut ws = watch(&s, "asa.ostberg").await;
+        let mut ws = watch(&s, &["asa.ostberg"]).await;
 
         // A phone publishes on-the-phone at Kamailio; Kamailio NOTIFYs the hub.
         let t0 = Instant::now();
@@ -144,7 +121,7 @@ async fn busy_lamps_from_kamailio_dialoginfo() {
     let k = Kamailio::start();
     let s = start(config("kam-dialog", "sip_dialog", &k, "resource = \"sip:{extension}@{domain}\"\ndomain = \"127.0.0.1\""));
     wait_for("everyone subscribed", Duration::from_secs(15), async || provider(&s).await["details"]["subscriptions_active"] == 320).await;
-    let mut ws = watch(&s, "asa.ostberg").await;
+    let mut ws = watch(&s, &["asa.ostberg"]).await;
     let dom = "127.0.0.1";
     // Åsa's extension 2624 rings, is answered, hangs up; each step PUBLISHed at Kamailio, which
     // NOTIFYs the hub with its own version counter.

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use presence_hub::config::Config;
 use presence_hub::sip::{SipAccount, SipSection};
 use presence_simulators::mbn::{MbnSim, MbnSimConfig, Misbehave, Status};
@@ -23,7 +22,6 @@ use presence_sip::endpoint::{Endpoint, EndpointConfig, Peer, Transport};
 use presence_sip::subscription::{SubEvent, SubscribeSpec, Subscription};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Åsa Östberg's mobile in fixtures/directory/demo.csv ("072-128 16 05"), as MBN writes it.
 const ASA: &str = "+46721281605";
@@ -77,29 +75,7 @@ request_timeout_secs = 3
 }
 
 async fn provider(s: &Server) -> Value {
-    let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "telenor").cloned().unwrap()
-}
-
-async fn presence_of(s: &Server, id: &str) -> Value {
-    let v: Value = client()
-        .get(s.url(&format!("/api/users/{id}")))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["presence"].clone()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    provider_named(s, "telenor").await
 }
 
 /// Waits until the feed is up after its first resync, with everyone Available.
@@ -120,33 +96,8 @@ async fn live(s: &Server) {
     assert_eq!(me["reasons"], json!(["mobile"]));
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn stream(s: &Server, user: &str) -> Ws {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"))).await.unwrap();
-    ws.send(Message::text(json!({ "op": "subscribe", "users": [user] }).to_string())).await.unwrap();
-    loop {
-        let msg = ws.next().await.unwrap().unwrap();
-        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
-        if f["type"] == "snapshot" && f["last"] == true {
-            return ws;
-        }
-    }
-}
-
 async fn next_delta(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a delta within 10 s")
-            .unwrap()
-            .unwrap();
-        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
-        if f["type"] == "delta" {
-            return f;
-        }
-    }
+    delta_frame(ws, 10).await
 }
 
 async fn sip_addr(s: &Server) -> SocketAddr {
@@ -228,7 +179,7 @@ async fn a_mobile_call_lights_the_blf_lamp_and_reaches_the_stream() {
         tx,
     );
     assert!(lamp(&mut rx).await.is_empty(), "lamp off while available");
-    let mut ws = stream(&s, "asa.ostberg").await;
+    let mut ws = watch(&s, &["asa.ostberg"]).await;
 
     // The mobile rings, is answered, hangs up.
     let t0 = Instant::now();
@@ -269,7 +220,7 @@ async fn a_lost_monitor_is_stale_never_offline_then_a_new_monitor_resyncs() {
     let sim = sim(MbnSimConfig::default());
     let s = start(config(&sim, "mbn-lost", ""));
     live(&s).await;
-    let mut ws = stream(&s, "asa.ostberg").await;
+    let mut ws = watch(&s, &["asa.ostberg"]).await;
     sim.call_start(ASA);
     let d = next_delta(&mut ws).await;
     assert_eq!(d["presence"]["activity"], "InACall");
@@ -501,7 +452,7 @@ async fn a_stalled_peer_is_stale_after_repeated_timeouts_and_live_when_it_answer
     c.request_timeout_secs = 1;
     let s = start(cfg);
     live(&s).await;
-    let mut ws = stream(&s, "asa.ostberg").await;
+    let mut ws = watch(&s, &["asa.ostberg"]).await;
     sim.misbehave(Misbehave { stall_polls: Duration::from_secs(4), ..Misbehave::default() });
     let t0 = Instant::now();
     let stale = next_delta(&mut ws).await;

@@ -10,11 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use presence_hub::config::Config;
 use presence_simulators::o2g::{O2gSim, O2gSimConfig};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Åsa Östberg's extension (fixtures/directory/demo.csv), which is her O2G login here.
 const ASA: &str = "2624";
@@ -42,29 +40,7 @@ backoff_secs = [1]
 }
 
 async fn provider(s: &Server) -> Value {
-    let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "omnipcx").cloned().unwrap()
-}
-
-async fn presence_of(s: &Server, id: &str) -> Value {
-    let v: Value = client()
-        .get(s.url(&format!("/api/users/{id}")))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["presence"].clone()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    provider_named(s, "omnipcx").await
 }
 
 /// Waits until the source is up and resynced (everyone's snapshot in).
@@ -78,34 +54,10 @@ async fn live(s: &Server) -> Value {
     last
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn watch(s: &Server, ids: &[&str]) -> Ws {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"))).await.unwrap();
-    ws.send(Message::text(json!({ "op": "subscribe", "users": ids }).to_string())).await.unwrap();
-    loop {
-        let msg = ws.next().await.unwrap().unwrap();
-        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
-        if f["type"] == "snapshot" && f["last"] == true {
-            return ws;
-        }
-    }
-}
-
 async fn next_delta(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a delta within 10 s")
-            .unwrap()
-            .unwrap();
-        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
-        if f["type"] == "delta" {
-            assert_ne!(f["presence"]["availability"], "Offline", "the PBX source must never make anyone Offline: {f}");
-            return f["presence"].clone();
-        }
-    }
+    let f = delta_frame(ws, 10).await;
+    assert_ne!(f["presence"]["availability"], "Offline", "the PBX source must never make anyone Offline: {f}");
+    f["presence"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,13 +11,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use presence_hub::config::Config;
 use presence_providers::operator::OperatorConfig;
 use presence_providers::ProviderConfig;
 use presence_simulators::operator::{AbsenceKind, Example, Misbehave, OperatorSim, OperatorSimConfig, SimCall};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Åsa Östberg's mobile in fixtures/directory/demo.csv (072-128 16 05).
 const ASA: &str = "+46721281605";
@@ -55,59 +53,21 @@ fn webhook_setup(tag: &str, ex: Example) -> (Server, OperatorSim) {
 }
 
 async fn provider(s: &Server, name: &str) -> Value {
-    let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap()
+    provider_named(s, name).await
 }
 
 async fn detail(s: &Server, id: &str) -> Value {
-    client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap()
-}
-
-async fn presence_of(s: &Server, id: &str) -> Value {
-    detail(s, id).await["presence"].clone()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn subscribe(s: &Server, user: &str) -> Ws {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"))).await.unwrap();
-    ws.send(Message::text(json!({ "op": "subscribe", "users": [user] }).to_string())).await.unwrap();
-    loop {
-        let msg = ws.next().await.unwrap().unwrap();
-        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
-        if f["type"] == "snapshot" && f["last"] == true {
-            return ws;
-        }
-    }
+    user_detail(s, id, VIEWER).await
 }
 
 async fn next_delta(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a delta within 5 s")
-            .unwrap()
-            .unwrap();
-        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
-        if f["type"] == "delta" {
-            return f["presence"].clone();
-        }
-    }
+    delta_frame(ws, 5).await["presence"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mobile_call_starts_and_ends_as_websocket_deltas() {
     let (s, sim) = webhook_setup("op-call", Example::Tdc);
-    let mut ws = subscribe(&s, "asa.ostberg").await;
+    let mut ws = watch(&s, &["asa.ostberg"]).await;
     let t0 = Instant::now();
     assert_eq!(sim.call_start(ASA).await, Some(200));
     let d = next_delta(&mut ws).await;

@@ -34,20 +34,11 @@ keepalive_secs = 1
 }
 
 async fn provider(s: &Server) -> Value {
-    let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "pbx").cloned().unwrap()
+    provider_named(s, "pbx").await
 }
 
 async fn detail(s: &Server, id: &str) -> Value {
-    client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    user_detail(s, id, VIEWER).await
 }
 
 async fn next_delta(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> Value {

@@ -63,30 +63,12 @@ keep_details = true
 }
 
 async fn providers(s: &Server) -> Value {
-    let r = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap();
-    let v: Value = r.json().await.unwrap();
-    v.as_array().unwrap().iter().find(|p| p["name"] == "sfb").cloned().unwrap()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn detail(s: &Server, id: &str, token: &str) -> Value {
-    client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(token).send().await.unwrap().json().await.unwrap()
-}
-
-async fn presence_of(s: &Server, id: &str) -> Value {
-    detail(s, id, VIEWER).await["presence"].clone()
+    provider_named(s, "sfb").await
 }
 
 /// The person's `sfb` source in `/api/users/{id}` (Null when there is none).
 async fn sfb_source(s: &Server, id: &str) -> Value {
-    let d = detail(s, id, OPERATOR).await;
+    let d = user_detail(s, id, OPERATOR).await;
     d["sources"].as_array().unwrap().iter().find(|x| x["source"] == "sfb").cloned().unwrap_or(Value::Null)
 }
 
@@ -169,7 +151,7 @@ async fn an_sfb_change_reaches_a_websocket_subscriber() {
     .await;
     let src = sfb_source(&s, "marta.lind").await;
     assert_eq!((src["subject"].as_str(), src["location"].as_str()), (Some("Styrgrupp"), Some("Rum Fyren")));
-    let viewer = detail(&s, "marta.lind", VIEWER).await;
+    let viewer = user_detail(&s, "marta.lind", VIEWER).await;
     let v = viewer["sources"].as_array().unwrap().iter().find(|x| x["source"] == "sfb").unwrap().clone();
     assert!(v.get("subject").is_none(), "viewers do not see meeting subjects: {v}");
     assert!(viewer["presence"]["note"].is_null(), "the subject is no note");

@@ -152,3 +152,64 @@ pub fn with_test_tls(mut c: Config) -> Config {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
+
+/// A WebSocket client of `/api/stream`.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Polls `f` every 50 ms until it is true; fails the test after `timeout`, naming `what`.
+pub async fn wait_for(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `/api/providers` entry named `name` (admin token).
+pub async fn provider_named(s: &Server, name: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    v.as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap_or_else(|| panic!("no provider {name}: {v}"))
+}
+
+/// `GET /api/users/{id}` with `token`.
+pub async fn user_detail(s: &Server, id: &str, token: &str) -> serde_json::Value {
+    client().get(s.url(&format!("/api/users/{id}"))).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+/// A person's merged presence (viewer token).
+pub async fn presence_of(s: &Server, id: &str) -> serde_json::Value {
+    user_detail(s, id, VIEWER).await["presence"].clone()
+}
+
+/// A WebSocket subscribed to `ids` (viewer token), once their snapshot is in.
+pub async fn watch(s: &Server, ids: &[&str]) -> Ws {
+    use futures_util::{SinkExt, StreamExt};
+    let url = format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let sub = serde_json::json!({ "op": "subscribe", "users": ids }).to_string();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(sub)).await.unwrap();
+    loop {
+        let msg = ws.next().await.unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<serde_json::Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "snapshot" && f["last"] == true {
+            return ws;
+        }
+    }
+}
+
+/// The next `delta` frame (whole), failing the test after `secs` seconds.
+pub async fn delta_frame(ws: &mut Ws, secs: u64) -> serde_json::Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(secs), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("a delta within {secs} s"))
+            .unwrap()
+            .unwrap();
+        let Ok(f) = serde_json::from_str::<serde_json::Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "delta" {
+            return f;
+        }
+    }
+}
