@@ -26,6 +26,8 @@ pub mod calendar;
 pub mod graph;
 #[cfg(feature = "mbn")]
 pub mod mbn;
+#[cfg(test)]
+pub(crate) mod mutate;
 #[cfg(feature = "operator")]
 pub mod operator;
 #[cfg(feature = "o2g")]

@@ -662,7 +662,7 @@ fn scan(xml: &[u8]) -> Result<Scan, CalendarError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::fuzz::{mutate, Xorshift};
+    use crate::mutate::{Mutator, Xorshift};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::{Activity, Availability};
 
@@ -897,9 +897,10 @@ mod tests {
             b"<s:Fault>",
         ];
         let seeds = [DETAILED, BUSY, RETIRED];
+        let m = Mutator::new(&tokens, &[]);
         let mut ok = 0usize;
         for i in 0..12_000 {
-            let v = mutate(seeds[i % seeds.len()], &mut rng, &tokens);
+            let v = m.mutate(seeds[i % seeds.len()], &mut rng);
             // Count the mutants that got past the XML layer (answers and classified faults).
             if !matches!(parse_response(&v, &MAILBOXES), Err(CalendarError::Xml(_))) {
                 ok += 1;

@@ -151,7 +151,7 @@ fn calendar(id: &str, cal: &Calendar) -> MailboxSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::fuzz::{mutate, Xorshift};
+    use crate::mutate::{Mutator, Xorshift};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::{Activity, Availability};
 
@@ -250,9 +250,10 @@ mod tests {
             b"\"9999-99-99T99:99:99Z\"",
             b"\"\\u0000\"",
         ];
+        let m = Mutator::new(&tokens, &[]);
         let mut ok = 0usize;
         for _ in 0..12_000 {
-            let v = mutate(FIXTURE, &mut rng, &tokens);
+            let v = m.mutate(FIXTURE, &mut rng);
             if parse_response(&v).is_ok() {
                 ok += 1;
             }

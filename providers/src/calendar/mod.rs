@@ -16,8 +16,6 @@
 //! [`Signal`]: presence_actors::model::Signal
 
 pub mod ews;
-#[cfg(test)]
-mod fuzz;
 pub mod google;
 pub mod model;
 pub mod runtime;

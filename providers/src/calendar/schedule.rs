@@ -151,7 +151,7 @@ fn schedule(info: Information) -> MailboxSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::fuzz::{mutate, Xorshift};
+    use crate::mutate::{Mutator, Xorshift};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::Activity;
 
@@ -276,7 +276,7 @@ mod tests {
     /// parser, and enough mutants still parse to reach the deep paths.
     #[test]
     fn no_input_panics_the_parser() {
-        let mut rng = Xorshift::new(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Xorshift::default();
         let tokens: [&[u8]; 12] = [
             b"{",
             b"}",
@@ -291,9 +291,10 @@ mod tests {
             b"\"isPrivate\":true",
             b"-0",
         ];
+        let m = Mutator::new(&tokens, &[]);
         let mut ok = 0usize;
         for _ in 0..12_000 {
-            let v = mutate(FIXTURE, &mut rng, &tokens);
+            let v = m.mutate(FIXTURE, &mut rng);
             if parse_response(&v).is_ok() {
                 ok += 1;
             }

@@ -484,6 +484,7 @@ fn seal(public: &OaepPublicEncryptingKey, key: &[u8; SYMMETRIC_KEY_LEN], plainte
 mod tests {
     use super::*;
     use crate::graph::parse::{parse_notifications, parse_presence};
+    use crate::mutate::Xorshift;
     use presence_actors::model::{Activity, Availability};
 
     const KEY_PEM: &str = include_str!("../../../fixtures/graph/test-notification-key.pem");
@@ -515,20 +516,6 @@ mod tests {
     fn sealed(plain: &[u8]) -> EncryptedContent {
         let der = cert_der();
         encrypt(certificate_spki(&der).unwrap(), plain, "hub-cert-1", &thumbprint(&der)).unwrap()
-    }
-
-    /// xorshift64*, for reproducible mutations.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
     }
 
     /// Flips the bits `mask` of byte `i` of a base64 value (decoded), re-encoded.
@@ -638,7 +625,7 @@ mod tests {
     fn tampering_is_detected_and_never_panics() {
         let k = key();
         let c = sealed(&presence_plaintext("Busy", "InAMeeting"));
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Xorshift::default();
 
         // data: any flipped bit breaks the signature.
         for _ in 0..64 {
@@ -695,7 +682,7 @@ mod tests {
         // Random garbage in every field, never a panic.
         for _ in 0..300 {
             let mut t = c.clone();
-            let junk = |rng: &mut Rng| {
+            let junk = |rng: &mut Xorshift| {
                 let n = rng.below(400);
                 STANDARD.encode((0..n).map(|_| rng.next() as u8).collect::<Vec<u8>>())
             };
@@ -751,7 +738,7 @@ mod tests {
     #[test]
     fn certificate_spki_survives_mutations_and_truncations() {
         let der = cert_der();
-        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut rng = Xorshift::new(0x1234_5678_9abc_def1);
         let mut found = 0;
         for round in 0..4000 {
             let mut m = der.clone();

@@ -1276,6 +1276,7 @@ impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutate::{Mutator, Xorshift};
 
     const TEAMS_TABLE: &[u8] = include_bytes!("../../../fixtures/graph/presences_teams_table.json");
     const CAMELCASE: &[u8] = include_bytes!("../../../fixtures/graph/presence_camelcase_focusing.json");
@@ -1895,16 +1896,11 @@ mod tests {
         assert_eq!(clean_text(&many_open).map(|t| t.len()), Some(MAX_NOTE_LEN));
     }
 
-    /// A tiny xorshift generator: deterministic mutations of every fixture fed to every parser.
+    /// Deterministic mutations of every fixture fed to every parser: nothing panics, and enough
+    /// mutants still parse to reach the mapping code.
     #[test]
     fn no_input_panics_any_parser() {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = Xorshift::new(0x2545_F491_4F6C_DD1D);
         let fragments: [&[u8]; 24] = [
             b"{",
             b"}",
@@ -1956,54 +1952,11 @@ mod tests {
             "office",
             &long,
         ];
+        let m = Mutator::new(&fragments, &words);
         let mut parsed_ok = 0usize;
         for round in 0..20_000usize {
-            let base = ALL_FIXTURES[round % ALL_FIXTURES.len()];
-            let mut buf = base.to_vec();
-            for _ in 0..(1 + next() % 4) {
-                let len = buf.len().max(1) as u64;
-                let at = (next() % len) as usize;
-                match next() % 8 {
-                    // Structure-preserving: replace the text of a string (between an opening
-                    // quote and the next quote) so the mutant still reaches the mapping code.
-                    6 | 7 => {
-                        let quotes: Vec<usize> =
-                            buf.iter().enumerate().filter(|(_, b)| **b == b'"').map(|(i, _)| i).collect();
-                        let pick = (next() % (quotes.len() as u64 / 2).max(1)) as usize * 2;
-                        if let (Some(&open), Some(&close)) = (quotes.get(pick), quotes.get(pick + 1)) {
-                            let word = words[(next() % words.len() as u64) as usize];
-                            buf.splice(open + 1..close, word.bytes());
-                        }
-                    }
-                    0 => {
-                        if let Some(b) = buf.get_mut(at) {
-                            *b ^= 1 << (next() % 8);
-                        }
-                    }
-                    1 => buf.truncate(at),
-                    2 => {
-                        let frag = fragments[(next() % fragments.len() as u64) as usize];
-                        let at = at.min(buf.len());
-                        buf.splice(at..at, frag.iter().copied());
-                    }
-                    3 => {
-                        let end = (at + (next() % 64) as usize).min(buf.len());
-                        let at = at.min(end);
-                        buf.drain(at..end);
-                    }
-                    4 => {
-                        let end = (at + (next() % 64) as usize).min(buf.len());
-                        let at = at.min(end);
-                        let copy = buf.get(at..end).map(<[u8]>::to_vec).unwrap_or_default();
-                        buf.splice(at..at, copy);
-                    }
-                    _ => {
-                        let at = at.min(buf.len());
-                        buf.insert(at, (next() % 256) as u8);
-                    }
-                }
-            }
-            let now = (next() % 4_000_000_000_000) as i64;
+            let buf = m.mutate(ALL_FIXTURES[round % ALL_FIXTURES.len()], &mut rng);
+            let now = (rng.next() % 4_000_000_000_000) as i64;
             if let Ok(p) = parse_presence(&buf) {
                 parsed_ok += 1;
                 let _ = p.to_signal(now);
@@ -2029,9 +1982,9 @@ mod tests {
             let ids: Vec<&str> = short.split(',').collect();
             let _ = presences_request_body(&ids);
             let _ = presence_filter_resource(&ids);
-            let _ =
-                subscription_request_body(short, short, Some(short), now, truncate(short, 130), next() % 2 == 0, None);
-            let _ = renewal_body(now.wrapping_mul(next() as i64));
+            let with_data = rng.below(2) == 0;
+            let _ = subscription_request_body(short, short, Some(short), now, truncate(short, 130), with_data, None);
+            let _ = renewal_body(now.wrapping_mul(rng.next() as i64));
         }
         // The mutations must not be so destructive that nothing parses.
         assert!(parsed_ok > 3_000, "only {parsed_ok} parses succeeded");

@@ -792,6 +792,7 @@ fn percent_encode(out: &mut String, s: &str, form: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutate::{Mutator, Xorshift};
 
     const TOKEN: &[u8] = include_bytes!("../../../fixtures/mbn/token.json");
     const USER_INFO: &[u8] = include_bytes!("../../../fixtures/mbn/user_info.json");
@@ -1022,13 +1023,7 @@ mod tests {
     /// and enough mutants still parse to reach the field-level code.
     #[test]
     fn no_input_panics_any_parser() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = Xorshift::default();
         let fragments: [&[u8]; 20] = [
             b"{",
             b"}",
@@ -1070,50 +1065,10 @@ mod tests {
             "åäö",
             &long,
         ];
+        let m = Mutator::new(&fragments, &words);
         let mut parsed_ok = 0usize;
         for round in 0..20_000usize {
-            let base = ALL_FIXTURES[round % ALL_FIXTURES.len()];
-            let mut buf = base.to_vec();
-            for _ in 0..(1 + next() % 4) {
-                let at = (next() % buf.len().max(1) as u64) as usize;
-                match next() % 8 {
-                    // Structure-preserving: replace the text of a string.
-                    6 | 7 => {
-                        let quotes: Vec<usize> =
-                            buf.iter().enumerate().filter(|(_, b)| **b == b'"').map(|(i, _)| i).collect();
-                        let pick = (next() % (quotes.len() as u64 / 2).max(1)) as usize * 2;
-                        if let (Some(&open), Some(&close)) = (quotes.get(pick), quotes.get(pick + 1)) {
-                            let word = words[(next() % words.len() as u64) as usize];
-                            buf.splice(open + 1..close, word.bytes());
-                        }
-                    }
-                    0 => {
-                        if let Some(b) = buf.get_mut(at) {
-                            *b ^= 1 << (next() % 8);
-                        }
-                    }
-                    1 => buf.truncate(at),
-                    2 => {
-                        let frag = fragments[(next() % fragments.len() as u64) as usize];
-                        let at = at.min(buf.len());
-                        buf.splice(at..at, frag.iter().copied());
-                    }
-                    3 => {
-                        let end = (at + (next() % 64) as usize).min(buf.len());
-                        buf.drain(at.min(end)..end);
-                    }
-                    4 => {
-                        let end = (at + (next() % 64) as usize).min(buf.len());
-                        let copy = buf.get(at.min(end)..end).map(<[u8]>::to_vec).unwrap_or_default();
-                        let at = at.min(buf.len());
-                        buf.splice(at..at, copy);
-                    }
-                    _ => {
-                        let at = at.min(buf.len());
-                        buf.insert(at, (next() % 256) as u8);
-                    }
-                }
-            }
+            let buf = m.mutate(ALL_FIXTURES[round % ALL_FIXTURES.len()], &mut rng);
             if let Ok(b) = parse_events(&buf) {
                 parsed_ok += 1 + b.events.iter().filter(|e| e.is_ok()).count();
             }
@@ -1132,7 +1087,7 @@ mod tests {
             let _ = absence_kind(short);
             let _ = DeviceStatus::parse(short);
             let _ = path_with_id(PATH_MONITOR, short);
-            let _ = events_query(next(), Some(short));
+            let _ = events_query(rng.next(), Some(short));
             let _ = password_grant_form(short, short, Some(short));
         }
         assert!(parsed_ok > 5_000, "only {parsed_ok} parses succeeded");

@@ -980,6 +980,7 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutate::{Mutator, Xorshift};
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/../fixtures/o2g/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -1175,60 +1176,6 @@ mod tests {
         assert_eq!(s.pending(), 0);
     }
 
-    /// A deterministic xorshift64 (no fuzzing crate), as in `calendar`'s mutation tests.
-    struct Xorshift(u64);
-    impl Xorshift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_";
-
-    fn mutate(seed: &[u8], rng: &mut Xorshift, tokens: &[&[u8]]) -> Vec<u8> {
-        let mut v = seed.to_vec();
-        for _ in 0..1 + rng.below(4) {
-            let at = rng.below(v.len());
-            match rng.below(10) {
-                0..=4 => {
-                    let pos = (0..64)
-                        .map(|k| (at + k) % v.len().max(1))
-                        .find(|&i| v.get(i).is_some_and(u8::is_ascii_alphanumeric));
-                    if let Some(b) = pos.and_then(|i| v.get_mut(i)) {
-                        *b = ALNUM[rng.below(ALNUM.len())];
-                    }
-                }
-                5 => {
-                    if let Some(b) = v.get_mut(at) {
-                        *b = rng.next() as u8;
-                    }
-                }
-                6 => {
-                    let end = (at + rng.below(64)).min(v.len());
-                    v.drain(at.min(end)..end);
-                }
-                7 => {
-                    let t = tokens[rng.below(tokens.len())];
-                    let at = at.min(v.len());
-                    v.splice(at..at, t.iter().copied());
-                }
-                8 => {
-                    let end = (at + rng.below(256)).min(v.len());
-                    let chunk = v[at.min(end)..end].to_vec();
-                    v.splice(end..end, chunk);
-                }
-                _ => v.truncate(at),
-            }
-        }
-        v
-    }
-
     const FIXTURES: [&str; 17] = [
         "discovery.json",
         "authenticate.json",
@@ -1267,10 +1214,11 @@ mod tests {
             b"\"loginName\":\"",
             b"\\u0000",
         ];
-        let mut rng = Xorshift(0x5eed_0a2f);
+        let m = Mutator::new(tokens, &[]);
+        let mut rng = Xorshift::new(0x5eed_0a2f);
         let mut parsed = 0usize;
         for i in 0..6000 {
-            let v = mutate(&seeds[i % seeds.len()], &mut rng, tokens);
+            let v = m.mutate(&seeds[i % seeds.len()], &mut rng);
             let _ = parse_discovery(&v);
             let _ = parse_authenticate(&v);
             let _ = parse_session(&v).map(|s| (s.ttl_secs(), s.service_url("telephony", false)));

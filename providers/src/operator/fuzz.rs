@@ -1,32 +1,17 @@
 //! Mutation tests: no input panics the mapping engine or the signature check.
 //!
-//! Deterministic xorshift mutations (no fuzzing crate) of the shipped example payloads, run
-//! through each example's compiled mapping and then through the ingest rules; half of the
-//! edits keep the structure (a letter or digit becomes another), so many mutants still parse
-//! and reach the field, value-map and timestamp code; the rest break it (random bytes,
-//! deletions, inserted tokens, duplicated chunks, truncation). Random paths are compiled too.
+//! Deterministic mutations (the crate's shared harness, [`crate::mutate`]) of the shipped example
+//! payloads, run through each example's compiled mapping and then through the ingest rules; half
+//! of the edits keep the structure, so many mutants still parse and reach the field, value-map
+//! and timestamp code; the rest break it. Random paths are compiled too.
 
 use super::auth::{Algorithm, Encoding, Scheme, Verifier};
 use super::ingest::{Ingest, IngestConfig};
 use super::mapping::{JsonPath, XmlPath};
+use crate::mutate::{Mutator, Xorshift};
 use presence_actors::model::AbsenceReason;
 
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+/// Spliced into the mutants: JSON and XML punctuation, bad escapes, entities and numbers.
 const TOKENS: &[&[u8]] = &[
     b"{",
     b"}",
@@ -54,44 +39,6 @@ const TOKENS: &[&[u8]] = &[
     b"99999999999999999999",
 ];
 
-fn mutate(seed: &[u8], rng: &mut Xorshift) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(v.len());
-        match rng.below(10) {
-            0..=4 => {
-                let i = (0..64)
-                    .map(|k| (at + k) % v.len().max(1))
-                    .find(|&i| v.get(i).is_some_and(u8::is_ascii_alphanumeric));
-                if let Some(b) = i.and_then(|i| v.get_mut(i)) {
-                    *b = ALNUM[rng.below(ALNUM.len())];
-                }
-            }
-            5 => {
-                if let Some(b) = v.get_mut(at) {
-                    *b = rng.next() as u8;
-                }
-            }
-            6 => {
-                let end = (at + rng.below(64)).min(v.len());
-                v.drain(at.min(end)..end);
-            }
-            7 => {
-                let t = TOKENS[rng.below(TOKENS.len())];
-                let at = at.min(v.len());
-                v.splice(at..at, t.iter().copied());
-            }
-            8 => {
-                let end = (at + rng.below(256)).min(v.len());
-                let chunk = v[at.min(end)..end].to_vec();
-                v.splice(end..end, chunk);
-            }
-            _ => v.truncate(at),
-        }
-    }
-    v
-}
-
 fn fixtures(op: &str) -> (super::OperatorConfig, Vec<Vec<u8>>) {
     #[derive(serde::Deserialize)]
     struct File {
@@ -113,7 +60,8 @@ fn fixtures(op: &str) -> (super::OperatorConfig, Vec<Vec<u8>>) {
 
 #[test]
 fn mutated_payloads_never_panic_the_mapping_or_the_ingest() {
-    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Xorshift::default();
+    let mutator = Mutator::new(TOKENS, &[]);
     let now = 1_772_442_904_000;
     let mut parsed = 0usize;
     let mut events = 0usize;
@@ -130,7 +78,7 @@ fn mutated_payloads_never_panic_the_mapping_or_the_ingest() {
         });
         for body in &bodies {
             for _ in 0..1500 {
-                let b = mutate(body, &mut rng);
+                let b = mutator.mutate(body, &mut rng);
                 if let Ok(evs) = m.parse(&b) {
                     parsed += 1;
                     events += evs.len();
@@ -149,13 +97,14 @@ fn mutated_payloads_never_panic_the_mapping_or_the_ingest() {
 
 #[test]
 fn random_paths_and_signature_headers_never_panic() {
-    let mut rng = Xorshift(42);
+    let mut rng = Xorshift::new(42);
+    let mutator = Mutator::new(TOKENS, &[]);
     let seeds: &[&[u8]] =
         &[b"$.events[*].a['b.c'][0]", b"/presence/subscriber", b"diversion/@target", b"t=1772442904,v1=abcdef0123"];
     let v = Verifier::hmac("x-sig", Algorithm::Sha256, b"k", Encoding::Hex, Scheme::Stripe, "", 300);
     let vb = Verifier::hmac("x-sig", Algorithm::Sha1, b"k", Encoding::Base64, Scheme::Plain, "sha1=", 300);
     for _ in 0..20_000 {
-        let s = mutate(seeds[rng.below(seeds.len())], &mut rng);
+        let s = mutator.mutate(seeds[rng.below(seeds.len())], &mut rng);
         let s = String::from_utf8_lossy(&s);
         let _ = JsonPath::compile(&s);
         let _ = XmlPath::compile_events(&s);

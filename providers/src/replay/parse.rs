@@ -164,6 +164,7 @@ pub fn parse_scenario(text: &str) -> (Vec<ScenarioEvent>, Vec<ParseIssue>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutate::Xorshift;
 
     #[test]
     fn parses_a_scenario_and_reports_bad_lines() {
@@ -188,14 +189,9 @@ not json
 
     #[test]
     fn no_input_panics_the_parser() {
-        // A tiny xorshift generator: deterministic garbage, bytes and JSON-ish fragments.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        // Deterministic garbage, bytes and JSON-ish fragments.
+        let mut rng = Xorshift::default();
+        let mut next = || rng.next();
         let pieces = ["{", "}", "\"at\":", "1e308", "-0", "\"who\":", "\"source\":\"pbx\"", ",", "\n", "\"å\"", "null", "[", "]", "\\u0000", "NaN"];
         for _ in 0..3000 {
             let n = (next() % 40) as usize;
