@@ -369,6 +369,19 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
         .await
         .unwrap();
     assert_eq!(api, json!([]));
+
+    // A feed's second slot is named by what it holds: an operator's absence, a PBX's routing.
+    s.goto(&format!("{}/#/u/marta.lind", hub.base())).await.unwrap();
+    hub.signal(
+        ADMIN,
+        json!([{ "who": "marta.lind", "source": "mobile", "instance": "tdc-absence", "availability": "Away", "activity": "Sick" },
+               { "who": "marta.lind", "source": "pbx", "instance": "omnipcx-routing", "availability": "DoNotDisturb" }]),
+    )
+    .await;
+    s.wait_until("document.querySelectorAll('#d-sources .src').length >= 2", WAIT, "the two slots").await.unwrap();
+    let why = text(&s, "#d-sources").await;
+    assert!(why.contains("Mobile absence (tdc): Sick"), "{why}");
+    assert!(why.contains("Phone call routing (omnipcx): Do not disturb"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,7 @@ const T = {
     'phone.mobile': 'Mobile', 'phone.work': 'Work', 'phone.home': 'Home', 'phone.other': 'Other',
     'src.teams': 'Teams', 'src.sfb': 'Skype for Business', 'src.sip': 'SIP', 'src.calendar': 'Calendar',
     'src.pbx': 'Phone', 'src.mobile': 'Mobile', 'src.manual': 'Absence',
+    'src.part.absence': 'absence', 'src.part.routing': 'call routing',
     'fresh.stale': 'not current', 'fresh.unknown': 'unknown',
     'age.s': '{n} s ago', 'age.m': '{n} min ago', 'age.h': '{h} h {m} min ago', 'age.d': '{n} d ago',
     'until': '{state} until {t}', 'back': '{state} — back {t}', 'ooo': 'Out of office', 'stale': 'not current',
@@ -87,6 +88,7 @@ const T = {
     'phone.mobile': 'Mobil', 'phone.work': 'Arbete', 'phone.home': 'Hem', 'phone.other': 'Annat',
     'src.teams': 'Teams', 'src.sfb': 'Skype för företag', 'src.sip': 'SIP', 'src.calendar': 'Kalender',
     'src.pbx': 'Telefon', 'src.mobile': 'Mobil', 'src.manual': 'Frånvaro',
+    'src.part.absence': 'frånvaro', 'src.part.routing': 'samtalsstyrning',
     'fresh.stale': 'inaktuell', 'fresh.unknown': 'okänd',
     'age.s': 'för {n} s sedan', 'age.m': 'för {n} min sedan', 'age.h': 'för {h} h {m} min sedan', 'age.d': 'för {n} d sedan',
     'until': '{state} till {t}', 'back': '{state} — tillbaka {t}', 'ooo': 'Inte på kontoret', 'stale': 'inaktuell',
@@ -631,9 +633,12 @@ async function loadDetail(id, quiet) {
   if (focusedId && document.getElementById(focusedId)) document.getElementById(focusedId).focus();
 }
 function sourceLine(s) {
-  // The instance (a device, a calendar, a feed) is shown only where it adds something.
-  const inst = s.instance && !['api', 'default', 'manual', s.source].includes(s.instance.toLowerCase()) && s.source !== 'manual';
-  const name = t('src.' + s.source) + (inst ? ` (${s.instance})` : '');
+  // The instance (a device, a calendar, a feed) is shown only where it adds something; a
+  // feed's second slot ("telenor-absence", "omnipcx-routing") is named by what it holds.
+  const m = /^(.+)-(absence|routing)$/.exec(s.instance || '');
+  const base = m ? m[1] : s.instance;
+  const inst = base && !['api', 'default', 'manual', s.source].includes(base.toLowerCase()) && s.source !== 'manual';
+  const name = t('src.' + s.source) + (m ? ' ' + t('src.part.' + m[2]) : '') + (inst ? ` (${base})` : '');
   let state;
   const act = s.activity && actWord(s.activity);
   const av = s.availability ? AVAIL[S.lang][s.availability] : null;
