@@ -19,8 +19,7 @@ const ASA: &str = "10a7755d-ff8d-5b50-bd78-633734ff90bf";
 
 /// Every demo person's Entra id, from the fixture directory.
 fn entra_ids() -> Vec<String> {
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/directory/demo.csv")).unwrap();
-    csv.lines().skip(1).filter_map(|l| l.rsplit(',').next().map(str::to_string)).filter(|s| s.len() == 36).collect()
+    demo_column("entra_id").into_iter().filter(|s| s.len() == 36).collect()
 }
 
 fn sim() -> GraphSim {

@@ -30,10 +30,7 @@ const ASA_EXT: &str = "2624";
 
 /// Every demo person's mobile number, from the fixture directory.
 fn mobiles() -> Vec<String> {
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/directory/demo.csv")).unwrap();
-    let mut lines = csv.lines();
-    let col = lines.next().unwrap().split(',').position(|h| h == "mobile").unwrap();
-    lines.filter_map(|l| l.split(',').nth(col)).filter(|m| !m.trim().is_empty()).map(str::to_string).collect()
+    demo_column("mobile")
 }
 
 fn sim(cfg: MbnSimConfig) -> MbnSim {
@@ -226,8 +223,9 @@ async fn a_lost_monitor_is_stale_never_offline_then_a_new_monitor_resyncs() {
     assert_eq!(d["presence"]["activity"], "InACall");
     let first = sim.monitor_id().unwrap();
 
-    // MBN forgets the monitor (the waiting poll gets 404), and is briefly unavailable.
-    sim.misbehave(Misbehave { fail_next: 2, retry_after_secs: 1, ..Misbehave::default() });
+    // MBN forgets the monitor (the waiting poll gets 404), and refuses new monitors for a while
+    // (two 503s with Retry-After: 2 — the feed stays down for about 4 s).
+    sim.misbehave(Misbehave { fail_monitor_starts: 2, retry_after_secs: 2, ..Misbehave::default() });
     sim.lose_monitor();
     let stale = next_delta(&mut ws).await;
     assert_eq!(stale["presence"]["freshness"], "stale", "{stale}");

@@ -322,23 +322,7 @@ async fn malformed_events_are_counted_and_others_unaffected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_prefixes_keep_the_source_to_its_site() {
     // The Oslo office (extensions 5xxxx) is on this OmniPCX; Stockholm (4 digits) is not.
-    let oslo = {
-        let csv = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/directory/demo.csv"
-        ))
-        .unwrap();
-        let mut lines = csv.lines();
-        let col = lines
-            .next()
-            .unwrap()
-            .split(',')
-            .position(|h| h == "extension")
-            .unwrap();
-        lines
-            .filter(|l| l.split(',').nth(col).is_some_and(|e| e.starts_with('5')))
-            .count()
-    };
+    let oslo = demo_column("extension").iter().filter(|e| e.starts_with('5')).count();
     assert!(oslo > 0 && oslo < 320, "{oslo}");
     let sim = O2gSim::start(O2gSimConfig::default()).unwrap();
     let s = start(config(&sim, "o2g-scope", "extension_prefixes = [\"5\"]"));

@@ -124,19 +124,7 @@ async fn calls_light_the_lamp_and_a_pbx_outage_is_stale_never_offline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extension_prefixes_keep_the_pbx_to_its_site() {
     // Stockholm's extensions (2xxx) are on this PBX; Oslo's 5xxxx are on another.
-    let csv = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/directory/demo.csv"
-    ))
-    .unwrap();
-    let mut lines = csv.lines();
-    let col = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .position(|h| h == "extension")
-        .unwrap();
-    let exts: Vec<&str> = lines.filter_map(|l| l.split(',').nth(col)).collect();
+    let exts = demo_column("extension");
     let here = exts.iter().filter(|e| e.starts_with('2')).count();
     assert!(here > 0 && here < exts.len(), "{here}");
     let sim = Arc::new(PbxSim::start(PbxSimConfig::default()).unwrap());

@@ -26,11 +26,7 @@ const EIRIK: &str = "sip:eirik.nygard@nordvik.no";
 
 /// Every demo person's SIP URI, from the fixture directory.
 fn sip_uris() -> Vec<String> {
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/directory/demo.csv")).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = header.iter().position(|h| *h == "sip_uri").unwrap();
-    lines.filter_map(|l| l.split(',').nth(col)).filter(|s| s.starts_with("sip:")).map(str::to_string).collect()
+    demo_column("sip_uri").into_iter().filter(|s| s.starts_with("sip:")).collect()
 }
 
 /// A pool that knows everyone in the directory but Eirik, all Available.

@@ -117,6 +117,9 @@ pub struct Misbehave {
     pub fail_next: u32,
     /// `Retry-After` seconds on those (0: 1).
     pub retry_after_secs: u64,
+    /// Answer this many monitor starts with `503` (with `retry_after_secs`): MBN unavailable
+    /// right after it lost a monitor, whatever the polls are doing.
+    pub fail_monitor_starts: u32,
     /// Hold every event poll this long before looking at it (longer than the client's timeout:
     /// a stalled peer).
     pub stall_polls: Duration,
@@ -783,6 +786,10 @@ fn granted(g: &State, body: &[u8]) -> Duration {
 
 async fn monitor_start(state: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let mut g = lock(&state);
+    if g.misbehave.fail_monitor_starts > 0 {
+        g.misbehave.fail_monitor_starts -= 1;
+        g.misbehave.fail_next += 1;
+    }
     if let Some(r) = g.guard(&req, Some(TokenKind::Csta)) {
         return r;
     }

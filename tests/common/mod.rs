@@ -213,3 +213,12 @@ pub async fn delta_frame(ws: &mut Ws, secs: u64) -> serde_json::Value {
         }
     }
 }
+
+/// The non-empty values of one column of the demo directory (`fixtures/directory/demo.csv`,
+/// which has no quoted cells).
+pub fn demo_column(name: &str) -> Vec<String> {
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/directory/demo.csv")).unwrap();
+    let mut lines = csv.lines();
+    let col = lines.next().unwrap().split(',').position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
+    lines.filter_map(|l| l.split(',').nth(col)).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
+}
