@@ -45,7 +45,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::graph::{graph_error, now_ms, Rng};
-use crate::Server;
+use crate::{xml_escape, Server};
 
 /// Mailboxes ending in this (case-insensitive) do not exist.
 pub const UNKNOWN_DOMAIN: &str = "@unknown.invalid";
@@ -393,24 +393,6 @@ fn busy_periods(events: &[Event], start: i64, end: i64) -> Vec<(i64, i64)> {
         match out.last_mut() {
             Some(last) if s <= last.1 => last.1 = last.1.max(e),
             _ => out.push((s, e)),
-        }
-    }
-    out
-}
-
-/// Escapes text for XML content and attributes, dropping characters XML 1.0 forbids.
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
         }
     }
     out

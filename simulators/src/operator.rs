@@ -38,7 +38,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::graph::{now_ms, Rng};
-use crate::Server;
+use crate::{xml_escape, Server};
 
 /// Which example format to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -787,16 +787,16 @@ pub fn render(ex: Example, events: &[SimEvent]) -> Vec<u8> {
                 let _ = writeln!(
                     x,
                     "  <subscriber msisdn=\"{}\" ts=\"{}\" id=\"{}\">",
-                    esc(&e.number),
+                    xml_escape(&e.number),
                     e.at_ms.div_euclid(1000),
-                    esc(&e.id)
+                    xml_escape(&e.id)
                 );
                 if let Some(c) = e.call {
                     let _ = writeln!(x, "    <callState>{}</callState>", call_word(ex, c));
                 }
                 match &e.forward {
                     Some(Some(to)) => {
-                        let _ = writeln!(x, "    <diversion active=\"true\" target=\"{}\"/>", esc(to));
+                        let _ = writeln!(x, "    <diversion active=\"true\" target=\"{}\"/>", xml_escape(to));
                     }
                     Some(None) => x.push_str("    <diversion active=\"false\"/>\n"),
                     None => {}
@@ -806,8 +806,8 @@ pub fn render(ex: Example, events: &[SimEvent]) -> Vec<u8> {
                         let _ = writeln!(
                             x,
                             "    <absence type=\"{}\">{}</absence>",
-                            esc(&absence_word(ex, k)),
-                            esc(text.as_deref().unwrap_or(""))
+                            xml_escape(&absence_word(ex, k)),
+                            xml_escape(text.as_deref().unwrap_or(""))
                         );
                     }
                     Some(None) => x.push_str("    <absence type=\"Verfügbar\"/>\n"),
@@ -819,24 +819,6 @@ pub fn render(ex: Example, events: &[SimEvent]) -> Vec<u8> {
             x.into_bytes()
         }
     }
-}
-
-/// Escapes text for XML content and attributes, dropping characters XML 1.0 forbids.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `GET /poll`.
