@@ -107,3 +107,12 @@ pub(crate) fn xml_escape(s: &str) -> String {
     }
     out
 }
+
+/// The user and password of an `Authorization: Basic` header (RFC 7617).
+pub(crate) fn basic_credentials(req: &actix_web::HttpRequest) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let b64 = req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
+    let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}

@@ -34,11 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::graph::Rng;
-use crate::Server;
+use crate::{basic_credentials, Server};
 
 /// Settings of an [`MbnSim`].
 #[derive(Debug, Clone)]
@@ -709,17 +708,8 @@ impl MbnSim {
 async fn token(state: web::Data<Shared>, req: HttpRequest, form: web::Form<HashMap<String, String>>) -> HttpResponse {
     let mut g = lock(&state);
     g.stats.token_requests += 1;
-    let basic = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok());
-    let client_ok = basic
-        .as_deref()
-        .and_then(|b| b.split_once(':'))
-        .is_some_and(|(id, secret)| id == g.cfg.client_id && secret == g.cfg.client_secret);
+    let client_ok =
+        basic_credentials(&req).is_some_and(|(id, secret)| id == g.cfg.client_id && secret == g.cfg.client_secret);
     if !client_ok {
         g.stats.logins_refused += 1;
         return oauth_error(401, "invalid_client", "Client authentication failed (Basic client_id:client_secret).");

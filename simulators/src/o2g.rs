@@ -43,7 +43,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::graph::Rng;
-use crate::Server;
+use crate::{basic_credentials, Server};
 
 /// Settings of an [`O2gSim`].
 #[derive(Debug, Clone)]
@@ -785,15 +785,7 @@ async fn authenticate(
     if q.get("version").map(String::as_str) != Some("1.0") {
         return error(400, "unsupported version");
     }
-    let basic = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok());
-    let ok =
-        basic.as_deref().and_then(|b| b.split_once(':')).is_some_and(|(u, p)| u == g.cfg.login && p == g.cfg.password);
+    let ok = basic_credentials(&req).is_some_and(|(u, p)| u == g.cfg.login && p == g.cfg.password);
     if !ok {
         g.stats.auth_failures += 1;
         return HttpResponse::Unauthorized()
