@@ -336,6 +336,18 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The `[[providers]]` entries of a TOML text — a config file's, or a shipped example's such as
+/// `fixtures/operators/tdc.toml`. `origin` names the text in errors.
+pub fn providers_from_toml(text: &str, origin: &str) -> Result<Vec<ProviderConfig>, ConfigError> {
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        providers: Vec<ProviderConfig>,
+    }
+    let f: File = toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
+    Ok(f.providers)
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -452,10 +464,6 @@ mod tests {
     /// (unknown keys are refused) and validates: the documentation cannot drift from the code.
     #[test]
     fn the_example_provider_blocks_parse_and_validate() {
-        #[derive(Deserialize)]
-        struct File {
-            providers: Vec<presence_providers::ProviderConfig>,
-        }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let mut blocks: Vec<String> = Vec::new();
@@ -477,8 +485,8 @@ mod tests {
         blocks.extend(current);
         let mut kinds = Vec::new();
         for b in &blocks {
-            let f: File = toml::from_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
-            for p in &f.providers {
+            let providers = providers_from_toml(b, "config.example.toml").unwrap_or_else(|e| panic!("{e}\n{b}"));
+            for p in &providers {
                 p.validate().unwrap_or_else(|e| panic!("{e}\n{b}"));
                 kinds.push(p.kind());
             }

@@ -105,15 +105,11 @@ fn mobiles() -> (Vec<String>, Vec<String>) {
 
 /// The shipped TDC example entry, as the demo uses it.
 fn tdc_example() -> std::io::Result<OperatorConfig> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        providers: Vec<ProviderConfig>,
-    }
-    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("fixtures/operators/tdc.toml: {m}"));
-    let f: File = toml::from_str(TDC_EXAMPLE).map_err(|e| bad(e.to_string()))?;
-    match f.providers.into_iter().next() {
+    let origin = "fixtures/operators/tdc.toml";
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    match crate::config::providers_from_toml(TDC_EXAMPLE, origin).map_err(|e| bad(e.to_string()))?.into_iter().next() {
         Some(ProviderConfig::Operator(c)) => Ok(*c),
-        _ => Err(bad("not an operator provider".into())),
+        _ => Err(bad(format!("{origin}: not an operator provider"))),
     }
 }
 

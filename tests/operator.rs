@@ -22,19 +22,9 @@ const ASA: &str = "+46721281605";
 /// Märta Lind's mobile (079-786 73 70), in the national form the directory also resolves.
 const MARTA: &str = "079-786 73 70";
 
-#[derive(serde::Deserialize)]
-struct File {
-    providers: Vec<ProviderConfig>,
-}
-
 /// The shipped example entry for `ex`.
 fn example(ex: Example) -> OperatorConfig {
-    let path = format!("{}/fixtures/operators/{}.toml", env!("CARGO_MANIFEST_DIR"), ex.name());
-    let f: File = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    match f.providers.into_iter().next() {
-        Some(ProviderConfig::Operator(c)) => *c,
-        _ => panic!("{path}: not an operator provider"),
-    }
+    operator_example(ex.name())
 }
 
 fn config(tag: &str, op: OperatorConfig) -> Config {

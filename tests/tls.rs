@@ -9,7 +9,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use presence_providers::operator::OperatorConfig;
 use presence_providers::ProviderConfig;
 use presence_simulators::operator::{Example, Misbehave, OperatorSim, OperatorSimConfig};
 use serde_json::Value;
@@ -17,18 +16,6 @@ use serde_json::Value;
 /// Åsa Östberg's mobile, as the operator writes it.
 const ASA: &str = "+46721281605";
 
-fn tdc_example() -> OperatorConfig {
-    #[derive(serde::Deserialize)]
-    struct File {
-        providers: Vec<ProviderConfig>,
-    }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/operators/tdc.toml");
-    let f: File = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    match f.providers.into_iter().next() {
-        Some(ProviderConfig::Operator(c)) => *c,
-        _ => panic!("{path}: not an operator provider"),
-    }
-}
 
 async fn get(s: &Server, path: &str, token: &str) -> Value {
     tls_client().get(s.url(path)).bearer_auth(token).send().await.unwrap().json().await.unwrap()
@@ -37,7 +24,7 @@ async fn get(s: &Server, path: &str, token: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_and_operator_webhooks_work_over_https() {
     let mut cfg = with_test_tls(test_config(temp_dir("tls")));
-    cfg.providers = vec![ProviderConfig::Operator(Box::new(tdc_example()))];
+    cfg.providers = vec![ProviderConfig::Operator(Box::new(operator_example("tdc")))];
     cfg.validate().unwrap();
     let s = start(cfg);
     assert!(s.url("/").starts_with("https://"));

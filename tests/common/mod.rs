@@ -222,3 +222,13 @@ pub fn demo_column(name: &str) -> Vec<String> {
     let col = lines.next().unwrap().split(',').position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
     lines.filter_map(|l| l.split(',').nth(col)).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
 }
+
+/// A shipped operator example (`fixtures/operators/{name}.toml`) as the adapter reads it.
+pub fn operator_example(name: &str) -> presence_providers::operator::OperatorConfig {
+    let path = format!("{}/fixtures/operators/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    match presence_hub::config::providers_from_toml(&text, &path).unwrap().into_iter().next() {
+        Some(presence_providers::ProviderConfig::Operator(c)) => *c,
+        _ => panic!("{path}: not an operator provider"),
+    }
+}
