@@ -228,19 +228,3 @@ pub(crate) fn check_extension_prefixes(prefixes: &[String]) -> Result<(), String
     }
     Ok(())
 }
-
-/// Gives a signal made with a module's fixed instance (`base`, or `base-…` for a second slot)
-/// the provider's configured name instead (`name`, `name-…`): two providers of one kind keep
-/// apart slots, and the detail view names the source as it is configured.
-#[cfg(any(feature = "mbn", feature = "o2g"))]
-pub(crate) fn rename_instance(signal: &mut presence_actors::model::Signal, base: &str, name: &str) {
-    if base == name {
-        return;
-    }
-    let renamed = match signal.instance.as_str().strip_prefix(base) {
-        Some("") => name.to_string(),
-        Some(rest) if rest.starts_with('-') => format!("{name}{rest}"),
-        _ => return,
-    };
-    signal.instance = renamed.into();
-}

@@ -189,6 +189,8 @@ pub struct Runtime {
     ctx: ProviderContext,
     cfg: MbnConfig,
     reasons: Reasons,
+    /// The slots' instances (the provider's name, `{name}-absence`).
+    instances: state::Instances,
     session: Option<Session>,
     /// `401`s since the last successful call: the first logs in again at once, more in a row
     /// are failures (backoff) — a token that works for nothing must not make a login loop.
@@ -222,7 +224,9 @@ impl Runtime {
     /// Builds the task's state.
     pub fn new(ctx: ProviderContext, cfg: MbnConfig) -> Runtime {
         let reasons = Reasons::new(&cfg.absence_reasons, &ctx.sink.policy().absence_reasons);
+        let instances = state::Instances::of(&ctx.name);
         Runtime {
+            instances,
             ctx,
             reasons,
             session: None,
@@ -721,12 +725,12 @@ impl Runtime {
         let mut out: Vec<Signal> = Vec::new();
         let phone = p.phone();
         if p.sent_phone != Some(phone) && !(phone == Phone::Unknown && p.sent_phone.is_none()) {
-            out.push(phone.signal(now));
+            out.push(phone.signal(&self.instances, now));
             p.sent_phone = Some(phone);
         }
         let absence = p.current_absence(now).cloned();
         if absence != p.sent_absence {
-            out.push(state::absence_signal(absence.as_ref(), &self.reasons, now));
+            out.push(state::absence_signal(absence.as_ref(), &self.reasons, &self.instances, now));
             p.sent_absence = absence;
         }
         if p.has_absences() {
@@ -734,8 +738,7 @@ impl Runtime {
         } else {
             self.with_absences.remove(&idx);
         }
-        for mut s in out {
-            crate::rename_instance(&mut s, state::INSTANCE, &self.ctx.name);
+        for s in out {
             self.stats.signals += 1;
             if let Err(e) = self.ctx.sink.send_to(idx, s) {
                 debug!(provider = %self.ctx.name, error = %e, "Signal not delivered.");

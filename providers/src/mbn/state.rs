@@ -5,17 +5,15 @@
 //! device status, the calls in progress (from the CSTA call events) and the absences. Two
 //! signals come out per person:
 //!
-//! - instance [`INSTANCE`] (`"mbn"`), the phone: a call up → Busy/InACall, ringing →
+//! - instance `{name}` (the provider's name, [`Instances::phone`]), the phone: a call up → Busy/InACall, ringing →
 //!   Busy/Ringing, `BUSY` → Busy/InACall (MBN's "busy" is busy on the phone), `AVAILABLE` →
 //!   Available, `OFFLINE` → Offline (the device says so: switched off, no coverage). With several
 //!   lines the busiest wins, and Offline only when every known line is offline. Nothing known →
 //!   a retraction. A lost feed is never Offline: the runtime marks the feed down (stale).
-//! - instance [`ABSENCE_INSTANCE`] (`"mbn-absence"`): the current absence (the active one that
+//! - instance `{name}-absence` ([`Instances::absence`]): the current absence (the active one that
 //!   started last, else the next scheduled one) through the hub's absence reason list —
 //!   availability, activity and out-of-office from the reason, the note from the absence text,
 //!   `valid_from`/`valid_until` from its times. No absence → a retraction.
-//!
-//! The runtime renames both to the provider's configured name (`name`, `name-absence`).
 //!
 //! Ordering: a status snapshot (resync) stamps each line with its `updated` time, and events
 //! stamped earlier than that are superseded (they were queued before the snapshot was taken).
@@ -26,10 +24,21 @@ use presence_actors::model::{AbsenceReason, Activity, Availability, Signal, Sour
 
 use super::wire::{self, Absence, CallState, DeviceStatus, Event, EventKind, UserStatus};
 
-/// The source instance of the phone signal.
-pub const INSTANCE: &str = "mbn";
-/// The source instance of the absence signal.
-pub const ABSENCE_INSTANCE: &str = "mbn-absence";
+/// The instances of a provider's two slots per person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instances {
+    /// The phone: the provider's name.
+    pub phone: String,
+    /// The absence: `{name}-absence`.
+    pub absence: String,
+}
+
+impl Instances {
+    /// The instances of the provider named `name`.
+    pub fn of(name: &str) -> Instances {
+        Instances { phone: name.to_string(), absence: format!("{name}-absence") }
+    }
+}
 /// Most calls tracked per line (more are ignored until some clear).
 pub const MAX_CALLS_PER_LINE: usize = 16;
 /// Most lines (numbers) kept per person.
@@ -53,8 +62,8 @@ pub enum Phone {
 }
 
 impl Phone {
-    /// The phone signal (instance [`INSTANCE`]); [`Phone::Unknown`] gives a retraction.
-    pub fn signal(self, now: UnixMs) -> Signal {
+    /// The phone signal (instance [`Instances::phone`]); [`Phone::Unknown`] gives a retraction.
+    pub fn signal(self, instances: &Instances, now: UnixMs) -> Signal {
         let (a, act) = match self {
             Phone::Unknown => (None, None),
             Phone::Offline => (Some(Availability::Offline), None),
@@ -62,7 +71,7 @@ impl Phone {
             Phone::Busy | Phone::InACall => (Some(Availability::Busy), Some(Activity::InACall)),
             Phone::Ringing => (Some(Availability::Busy), Some(Activity::Ringing)),
         };
-        let s = Signal::new(Source::Mobile, INSTANCE, a, now);
+        let s = Signal::new(Source::Mobile, &instances.phone, a, now);
         match act {
             Some(act) => s.with_activity(act),
             None => s,
@@ -290,11 +299,11 @@ impl Reasons {
     }
 }
 
-/// The absence signal (instance [`ABSENCE_INSTANCE`]) for `absence` (none: a retraction).
-pub fn absence_signal(absence: Option<&Absence>, reasons: &Reasons, now: UnixMs) -> Signal {
-    let Some(a) = absence else { return Signal::new(Source::Mobile, ABSENCE_INSTANCE, None, now) };
+/// The absence signal (instance [`Instances::absence`]) for `absence` (none: a retraction).
+pub fn absence_signal(absence: Option<&Absence>, reasons: &Reasons, instances: &Instances, now: UnixMs) -> Signal {
+    let Some(a) = absence else { return Signal::new(Source::Mobile, &instances.absence, None, now) };
     let r = reasons.reason_for(&a.kind);
-    let mut s = Signal::new(Source::Mobile, ABSENCE_INSTANCE, r.availability, now).valid(a.from, a.to);
+    let mut s = Signal::new(Source::Mobile, &instances.absence, r.availability, now).valid(a.from, a.to);
     s.activity = r.activity;
     s.ooo = r.ooo;
     if let Some(t) = &a.text {
@@ -368,14 +377,14 @@ mod tests {
 
     #[test]
     fn phone_signals_map_onto_the_model() {
-        let s = Phone::InACall.signal(5);
-        assert_eq!((s.source, &*s.instance), (Source::Mobile, INSTANCE));
+        let s = Phone::InACall.signal(&Instances::of("mbn"), 5);
+        assert_eq!((s.source, &*s.instance), (Source::Mobile, "mbn"));
         assert_eq!((s.availability, s.activity), (Some(Availability::Busy), Some(Activity::InACall)));
-        assert_eq!(Phone::Busy.signal(5).activity, Some(Activity::InACall));
-        assert_eq!(Phone::Ringing.signal(5).activity, Some(Activity::Ringing));
-        assert_eq!(Phone::Available.signal(5).availability, Some(Availability::Available));
-        assert_eq!(Phone::Offline.signal(5).availability, Some(Availability::Offline));
-        assert!(Phone::Unknown.signal(5).is_retraction());
+        assert_eq!(Phone::Busy.signal(&Instances::of("mbn"), 5).activity, Some(Activity::InACall));
+        assert_eq!(Phone::Ringing.signal(&Instances::of("mbn"), 5).activity, Some(Activity::Ringing));
+        assert_eq!(Phone::Available.signal(&Instances::of("mbn"), 5).availability, Some(Availability::Available));
+        assert_eq!(Phone::Offline.signal(&Instances::of("mbn"), 5).availability, Some(Availability::Offline));
+        assert!(Phone::Unknown.signal(&Instances::of("mbn"), 5).is_retraction());
     }
 
     #[test]
@@ -440,13 +449,13 @@ mod tests {
         ];
         for (kind, a, act, ooo) in cases {
             let abs = absence("x", kind, Some("2026-03-02T08:00:00Z"), Some("2026-03-02T17:00:00Z"));
-            let s = absence_signal(Some(&abs), &r, now);
-            assert_eq!((s.source, &*s.instance), (Source::Mobile, ABSENCE_INSTANCE));
+            let s = absence_signal(Some(&abs), &r, &Instances::of("mbn"), now);
+            assert_eq!((s.source, &*s.instance), (Source::Mobile, "mbn-absence"));
             assert_eq!((s.availability, s.activity.clone(), s.ooo), (a, act, ooo), "{kind}");
             assert_eq!(s.note.as_deref(), Some(format!("{kind} text").as_str()));
             assert_eq!((s.valid_from, s.valid_until), (abs.from, abs.to));
         }
-        assert!(absence_signal(None, &r, now).is_retraction());
+        assert!(absence_signal(None, &r, &Instances::of("mbn"), now).is_retraction());
         // A hub whose list lacks a mapped code: the built-in default stands in.
         let short: Vec<AbsenceReason> = list.iter().filter(|x| &*x.code != "sick").cloned().collect();
         let r = Reasons::new(&BTreeMap::new(), &short);

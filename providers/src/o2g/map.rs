@@ -1,6 +1,6 @@
 //! Pure mapping of O2G events to the hub's signals (no I/O).
 //!
-//! Telephony → one `pbx` signal per person, instance `"o2g"` ([`UserTelephony`]). Calls are
+//! Telephony → one `pbx` signal per person, instance `{name}` ([`UserTelephony`]). Calls are
 //! tracked by `callRef`; a call's state is its legs' states (the user's devices), or
 //! `callData.state` when it has no legs:
 //!
@@ -19,7 +19,7 @@
 //! `OUT_OF_SERVICE` and no call is going on, the signal carries no availability and the note
 //! "Desk phone out of service": the PBX cannot tell whether the person is there.
 //!
-//! Routing → one `pbx` signal, instance `"o2g-routing"` ([`routing_signal`]): DND on is
+//! Routing → one `pbx` signal, instance `{name}-routing` ([`routing_signal`]): DND on is
 //! DoNotDisturb. A forward is an annotation (no availability: a forward says where calls go,
 //! not whether the person is there) with the note "Forwarded to \<number|voicemail\>" —
 //! "… when busy", "… on no answer", "… when busy or on no answer" for the conditional kinds.
@@ -27,8 +27,7 @@
 //! retracts the slot. As in the SDK only route `[0]` counts, and a route whose destinations
 //! are not exactly one is no route.
 //!
-//! The runtime renames both instances to the provider's configured name (`name`,
-//! `name-routing`).
+//! `{name}` is the provider's configured name ([`Instances`]).
 
 use std::collections::BTreeMap;
 
@@ -36,10 +35,21 @@ use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
 
 use super::parse::{Call, CallData, Event, Leg, MediaState, OperationalState, RoutingState, UserState};
 
-/// Instance of the telephony signal.
-pub const INSTANCE_TELEPHONY: &str = "o2g";
-/// Instance of the routing signal.
-pub const INSTANCE_ROUTING: &str = "o2g-routing";
+/// The instances of a provider's two slots per person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instances {
+    /// Telephony: the provider's name.
+    pub telephony: String,
+    /// Routing (DND, forwards): `{name}-routing`.
+    pub routing: String,
+}
+
+impl Instances {
+    /// The instances of the provider named `name`.
+    pub fn of(name: &str) -> Instances {
+        Instances { telephony: name.to_string(), routing: format!("{name}-routing") }
+    }
+}
 /// Most calls tracked per person (a peer cannot grow the state without bound).
 pub const MAX_CALLS: usize = 16;
 /// Most legs tracked per call.
@@ -222,8 +232,9 @@ impl UserTelephony {
         !self.devices.is_empty() && self.devices.values().all(|s| *s == OperationalState::OutOfService)
     }
 
-    /// The `pbx` signal (instance `"o2g"`), or `None` while nothing has been heard.
-    pub fn signal(&self, now: UnixMs) -> Option<Signal> {
+    /// The `pbx` signal (instance [`Instances::telephony`]), or `None` while nothing has been
+    /// heard.
+    pub fn signal(&self, instances: &Instances, now: UnixMs) -> Option<Signal> {
         if !self.known {
             return None;
         }
@@ -233,14 +244,14 @@ impl UserTelephony {
             CallState::Held => (Availability::Busy, Some(Activity::OnHold)),
             CallState::OffHook => (Availability::Busy, None),
             CallState::Idle if self.out_of_service() => {
-                return Some(Signal::new(Source::Pbx, INSTANCE_TELEPHONY, None, now).note("Desk phone out of service"));
+                return Some(Signal::new(Source::Pbx, &instances.telephony, None, now).note("Desk phone out of service"));
             }
             CallState::Idle if self.user_state_newer && self.user_state == Some(UserState::Busy) => {
                 (Availability::Busy, None)
             }
             CallState::Idle => (Availability::Available, None),
         };
-        let mut s = Signal::new(Source::Pbx, INSTANCE_TELEPHONY, Some(availability), now);
+        let mut s = Signal::new(Source::Pbx, &instances.telephony, Some(availability), now);
         s.activity = activity;
         Some(s)
     }
@@ -306,10 +317,10 @@ pub fn routing(rs: &RoutingState) -> Routing {
     Routing { dnd, forward, note: (!notes.is_empty()).then(|| notes.join("; ")) }
 }
 
-/// The routing signal (instance `"o2g-routing"`); an empty one retracts the slot.
-pub fn routing_signal(rs: &RoutingState, now: UnixMs) -> Signal {
+/// The routing signal (instance [`Instances::routing`]); an empty one retracts the slot.
+pub fn routing_signal(rs: &RoutingState, instances: &Instances, now: UnixMs) -> Signal {
     let r = routing(rs);
-    let mut s = Signal::new(Source::Pbx, INSTANCE_ROUTING, r.dnd.then_some(Availability::DoNotDisturb), now);
+    let mut s = Signal::new(Source::Pbx, &instances.routing, r.dnd.then_some(Availability::DoNotDisturb), now);
     if let Some(n) = &r.note {
         s = s.note(n);
     }
@@ -331,7 +342,7 @@ mod tests {
     }
 
     fn view(t: &UserTelephony) -> String {
-        match t.signal(0) {
+        match t.signal(&Instances::of("o2g"), 0) {
             None => "-".into(),
             Some(s) => format!(
                 "{}/{}{}",
@@ -464,15 +475,15 @@ mod tests {
 
     fn routing_of(s: &str) -> (Option<Availability>, Option<String>) {
         let Event::RoutingStateChanged(r) = ev(s) else { panic!() };
-        let sig = routing_signal(&r.routing_state, 0);
-        assert_eq!((sig.source, &*sig.instance), (Source::Pbx, INSTANCE_ROUTING));
+        let sig = routing_signal(&r.routing_state, &Instances::of("o2g"), 0);
+        assert_eq!((sig.source, &*sig.instance), (Source::Pbx, "o2g-routing"));
         (sig.availability, sig.note.map(|n| n.to_string()))
     }
 
     #[test]
     fn routing_maps_dnd_forward_and_overflow() {
         let Event::RoutingStateChanged(r) = fixture("on_routing_state_changed.json") else { panic!() };
-        let sig = routing_signal(&r.routing_state, 0);
+        let sig = routing_signal(&r.routing_state, &Instances::of("o2g"), 0);
         assert_eq!(sig.availability, None);
         assert_eq!(
             sig.note.as_deref(),
@@ -514,7 +525,7 @@ mod tests {
         else {
             panic!()
         };
-        assert!(routing_signal(&r.routing_state, 0).is_retraction());
+        assert!(routing_signal(&r.routing_state, &Instances::of("o2g"), 0).is_retraction());
         let Event::RoutingStateChanged(r) = ev(
             r#"{"eventName":"OnRoutingStateChanged","loginName":"1","routingState":{"forwardRoutes":[{"destinations":[{"type":"NUMBER","number":"91234567"}]}]}}"#,
         ) else {

@@ -262,6 +262,8 @@ struct Stats {
 pub struct Runtime {
     ctx: ProviderContext,
     cfg: O2gConfig,
+    /// The slots' instances (the provider's name, `{name}-routing`).
+    instances: map::Instances,
     /// Login name (lowercase) → person.
     people: HashMap<String, UserIdx>,
     persons: HashMap<UserIdx, Person>,
@@ -382,6 +384,7 @@ impl Runtime {
             ctx.hooks.register(&ctx.name, hook.clone());
         }
         Runtime {
+            instances: map::Instances::of(&ctx.name),
             ctx,
             cfg,
             people,
@@ -789,7 +792,7 @@ impl Runtime {
             Event::RoutingStateChanged(r) => {
                 self.awaiting.remove(&(key, Kind::Routing));
                 person.routing = Some(r.routing_state.clone());
-                let s = map::routing_signal(&r.routing_state, now);
+                let s = map::routing_signal(&r.routing_state, &self.instances, now);
                 let k = key_of(&s);
                 if person.sent_routing.as_ref() == Some(&k) {
                     return;
@@ -804,7 +807,7 @@ impl Runtime {
                 if !person.tel.apply(&ev) {
                     return;
                 }
-                let Some(s) = person.tel.signal(now) else { return };
+                let Some(s) = person.tel.signal(&self.instances, now) else { return };
                 let k = key_of(&s);
                 if person.sent_tel.as_ref() == Some(&k) {
                     return;
@@ -813,8 +816,6 @@ impl Runtime {
                 s
             }
         };
-        let mut signal = signal;
-        crate::rename_instance(&mut signal, map::INSTANCE_TELEPHONY, &self.ctx.name);
         if let Err(e) = self.ctx.sink.send_to(idx, signal) {
             debug!(provider = %self.ctx.name, error = %e, "Signal not delivered.");
         }
