@@ -258,6 +258,12 @@ async fn webhook_mode_works_and_refuses_unknown_subscriptions() {
     let subs = sim.subscriptions();
     assert_eq!((subs.len(), subs[0].2), (1, true), "{subs:?}");
     wait_for("every snapshot by webhook", Duration::from_secs(10), async || sim.stats().webhook_posts >= 640).await;
+    // The hub answers each webhook at once and applies it in the provider's task: wait until
+    // every snapshot is applied too, so the next delta is the call's.
+    wait_for("every snapshot applied", Duration::from_secs(10), async || {
+        provider(&s).await["details"]["events"].as_u64() >= Some(640)
+    })
+    .await;
     let mut ws = watch(&s, &["asa.ostberg"]).await;
     sim.call_ring(ASA, "+46855512345");
     assert_eq!(next_delta(&mut ws).await["activity"], "Ringing");
