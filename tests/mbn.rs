@@ -231,8 +231,7 @@ async fn a_lost_monitor_is_stale_never_offline_then_a_new_monitor_resyncs() {
     assert_eq!(stale["presence"]["freshness"], "stale", "{stale}");
     assert_eq!(stale["presence"]["availability"], "Unknown", "no opinion while stale — never Offline");
     // The source keeps its last known state, marked stale.
-    let v: Value =
-        client().get(s.url("/api/users/asa.ostberg")).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    let v = user_detail(&s, "asa.ostberg", VIEWER).await;
     let slot = v["sources"].as_array().unwrap().iter().find(|x| x["instance"] == "telenor").cloned().unwrap();
     assert_eq!((slot["availability"].as_str(), slot["freshness"].as_str()), (Some("Busy"), Some("stale")), "{slot}");
     let p = provider(&s).await;
@@ -314,8 +313,7 @@ async fn an_expired_token_is_replaced_without_losing_events() {
     assert_eq!(p["details"]["monitors_started"], 1, "the same monitor");
     assert_eq!(p["details"]["resyncs"], 1, "no resync: nothing was lost");
     assert_eq!(p["up"], true);
-    let v: Value =
-        client().get(s.url("/api/users/asa.ostberg")).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    let v = user_detail(&s, "asa.ostberg", VIEWER).await;
     let absence = v["sources"].as_array().unwrap().iter().find(|x| x["instance"] == "telenor-absence").cloned();
     assert_eq!(absence.as_ref().map(|a| a["activity"].clone()), Some(json!("InAMeeting")), "{v}");
     // Logins that keep failing are failures: back off, never hammer.

@@ -216,8 +216,7 @@ async fn dnd_and_forward_show() {
         "{d}"
     );
     // The slots carry the provider's configured name.
-    let v: Value =
-        client().get(s.url("/api/users/asa.ostberg")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let v = user_detail(&s, "asa.ostberg", ADMIN).await;
     let mut instances: Vec<&str> = v["sources"].as_array().unwrap().iter().filter_map(|x| x["instance"].as_str()).collect();
     instances.sort();
     assert_eq!(instances, ["omnipcx", "omnipcx-routing"], "{v}");
@@ -338,15 +337,7 @@ async fn extension_prefixes_keep_the_source_to_its_site() {
     assert_eq!(subs.iter().map(|s| s.1).sum::<usize>(), oslo, "{subs:?}");
     assert_eq!(sim.stats().snapshots as usize, 2 * oslo);
     // Someone in Stockholm gets no slot from this source.
-    let v: Value = client()
-        .get(s.url("/api/users/asa.ostberg"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = user_detail(&s, "asa.ostberg", ADMIN).await;
     assert!(
         v["sources"]
             .as_array()

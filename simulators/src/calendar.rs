@@ -45,7 +45,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::graph::{graph_error, now_ms, Rng};
-use crate::{xml_escape, Server};
+use crate::Server;
+use presence_sip::body::xml_escape;
 
 /// Mailboxes ending in this (case-insensitive) do not exist.
 pub const UNKNOWN_DOMAIN: &str = "@unknown.invalid";

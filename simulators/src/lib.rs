@@ -90,24 +90,6 @@ impl Drop for Server {
     }
 }
 
-/// Escapes text for XML content and attributes, dropping characters XML 1.0 forbids.
-pub(crate) fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The user and password of an `Authorization: Basic` header (RFC 7617).
 pub(crate) fn basic_credentials(req: &actix_web::HttpRequest) -> Option<(String, String)> {
     use base64::Engine as _;

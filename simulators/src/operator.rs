@@ -38,7 +38,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::graph::{now_ms, Rng};
-use crate::{xml_escape, Server};
+use crate::Server;
+use presence_sip::body::xml_escape;
 
 /// Which example format to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -34,6 +34,14 @@ mod fuzz;
 
 pub use xml::XmlError;
 
+/// `s` escaped for XML element text or a double-quoted attribute value; characters XML 1.0
+/// cannot carry are dropped.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    text::push_escaped(&mut out, s);
+    out
+}
+
 /// Largest XML body any parser here accepts, in bytes (256 KiB). A PIDF or dialog-info
 /// document is a few hundred bytes; an SfB categories document a few KiB.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
