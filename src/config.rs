@@ -156,6 +156,15 @@ impl HttpSection {
             "http"
         }
     }
+
+    /// The hub's base URL as peers reach it: `public_url` (without a trailing `/`), else the
+    /// scheme and the listen address.
+    pub fn base_url(&self, listen: std::net::SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("{}://{listen}", self.scheme()),
+        }
+    }
 }
 
 impl Default for HttpSection {

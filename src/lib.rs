@@ -186,10 +186,7 @@ pub async fn run(
         .map_err(|e| RunError::Provider { name: "http".into(), message: e.to_string() })?;
     let cursors: Arc<dyn Cursors> = Arc::new(StoreCursors(store.clone()));
     let hooks = presence_actors::provider::Hooks::default();
-    let hub_url = match &config.http.public_url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => format!("{}://{}", config.http.scheme(), listener.local_addr()?),
-    };
+    let hub_url = config.http.base_url(listener.local_addr()?);
     let mut providers = Vec::new();
     for p in &config.providers {
         let feed = hub.feeds().register(p.name(), p.kind());

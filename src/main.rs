@@ -169,14 +169,15 @@ fn real_main() -> Result<()> {
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let (cfg, _peers) = if is_demo {
-        let hub_url = cfg.http.public_url.clone().unwrap_or_else(|| format!("{}://{addr}", cfg.http.scheme()));
+        let hub_url = cfg.http.base_url(addr);
         let (c, p) = demo::start(cfg, &hub_url).context("starting the demo's simulators")?;
         (c, Some(p))
     } else {
         (cfg, None)
     };
     if is_demo {
-        let (h, w) = if cfg.http.tls_cert_file.is_some() { ("https", "wss") } else { ("http", "ws") };
+        let h = cfg.http.scheme();
+        let w = if h == "https" { "wss" } else { "ws" };
         println!("presence-hub demo running at {h}://{addr}/");
         println!("  Web:    {h}://{addr}/               (sign in with demo-operator or demo-viewer)");
         println!("  API:    {h}://{addr}/api/users?q=asa   (Authorization: Bearer demo-viewer)");
