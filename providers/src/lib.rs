@@ -228,3 +228,19 @@ pub(crate) fn check_extension_prefixes(prefixes: &[String]) -> Result<(), String
     }
     Ok(())
 }
+
+#[cfg(all(test, any(feature = "sip", feature = "o2g")))]
+mod tests {
+    #[test]
+    fn extension_prefixes_are_digits_and_bounded() {
+        let v = |p: &[&str]| crate::check_extension_prefixes(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(v(&[]).is_ok());
+        assert!(v(&["5", "26", "+4722"]).is_ok());
+        for bad in ["", "+", "5x", " 5", "123456789012345678901"] {
+            let e = v(&[bad]).unwrap_err();
+            assert!(e.contains("extension_prefixes"), "{bad:?}: {e}");
+        }
+        assert!(v(&vec!["1"; 1001]).unwrap_err().contains("at most 1000"));
+        assert!(v(&vec!["1"; 1000]).is_ok());
+    }
+}
