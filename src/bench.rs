@@ -256,8 +256,8 @@ async fn bench(args: BenchArgs) -> Result<()> {
     out("directory index (estimated)", format!("{:.0} B/person", dir_bytes as f64 / n as f64));
 
     let feed = hub.feeds().register("bench", "bench");
-    feed.set_up(true);
     let sink = hub.sink(feed);
+    sink.set_up(true);
     let m = hub.metrics().clone();
 
     // Phase 2: memory with every person active on 3 sources.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use presence_providers::calendar::runtime::{Backend, CalendarConfig};
+use presence_providers::calendar::{Backend, CalendarConfig};
 use presence_providers::graph::{GraphPresenceConfig, ServiceAccount};
 use presence_providers::mbn::MbnConfig;
 use presence_providers::o2g::O2gConfig;
@@ -163,6 +163,10 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
         consistency_poll_secs: 900,
         fallback_poll_secs: 60,
         batch_ms: 50,
+        read_timeout_secs: 10,
+        call_timeout_secs: 15,
+        down_after_failures: 2,
+        watchdog_secs: 30,
         include_resource_data: false,
         encryption_certificate_file: None,
         encryption_key_file: None,
@@ -192,6 +196,8 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
         interval_minutes: 15,
         keep_details: true,
         keywords: Vec::new(),
+        request_timeout_secs: 30,
+        down_after_failures: 2,
     };
     let (oslo, stockholm): (Vec<String>, Vec<String>) = extensions().into_iter().partition(|e| e.starts_with(OSLO_PREFIX));
     let pbx = Arc::new(PbxSim::start(PbxSimConfig::default())?);

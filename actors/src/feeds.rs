@@ -1,7 +1,8 @@
 //! Feed health: one entry per provider instance, read by the merge and by `/api/providers`.
 //!
-//! A provider marks its feed up or down; while down, the merge treats that feed's slots as
-//! stale (Unknown, never Offline). Counters record events, errors and the last event time.
+//! A provider marks its feed up or down through its sink ([`crate::hub::SignalSink::set_up`],
+//! the only way: it also re-merges everyone, so the change reaches every stream); while down,
+//! the merge treats that feed's slots as stale (Unknown, never Offline). Counters record events, errors and the last event time.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -69,8 +70,10 @@ impl FeedEntry {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Sets up/down; returns true if it changed.
-    pub fn set_up(&self, up: bool) -> bool {
+    /// Sets up/down; returns true if it changed. Crate-private on purpose: a provider marks
+    /// its feed up or down through [`crate::hub::SignalSink::set_up`], the one call that also
+    /// re-merges everyone the feed covers, so consoles see the change on their streams.
+    pub(crate) fn set_up(&self, up: bool) -> bool {
         let was = self.up.swap(up, Ordering::AcqRel);
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = if up { "up".into() } else { "down".into() };
         was != up

@@ -163,11 +163,12 @@ impl Hub {
         SignalSink { hub: self.clone(), feed }
     }
 
-    /// Tells every shard that a feed went up or down.
-    pub fn feed_changed(&self, feed: FeedId) {
+    /// Tells every shard that a feed went up or down: each re-merges its people and pushes the
+    /// deltas. Delivered even to a full mailbox (`do_send`): it is rare, one message per shard,
+    /// and losing it would leave consoles showing a dead feed's state as live.
+    fn feed_changed(&self, feed: FeedId) {
         for s in &self.inner.shards {
-            // Full: the affected users re-merge with the new state on their next message.
-            let _ = s.try_send(FeedChanged(feed));
+            s.do_send(FeedChanged(feed));
         }
     }
 
@@ -329,7 +330,9 @@ impl SignalSink {
         &self.feed
     }
 
-    /// Marks the feed up or down; on a change every user re-merges (down → stale, never Offline).
+    /// Marks the feed up or down — the one way to do it. On a change every person the feed
+    /// covers re-merges and the changed views go out on the streams at once (down → stale,
+    /// never Offline; up → live again).
     pub fn set_up(&self, up: bool) {
         if self.feed.set_up(up) {
             self.hub.feed_changed(self.feed.id);

@@ -22,6 +22,7 @@ pub use presence_actors::provider::ProviderContext;
 
 #[cfg(feature = "calendar")]
 pub mod calendar;
+pub mod common;
 #[cfg(feature = "graph")]
 pub mod graph;
 #[cfg(feature = "mbn")]
@@ -50,7 +51,7 @@ pub enum ProviderConfig {
     GraphPresence(graph::GraphPresenceConfig),
     /// Calendars: Graph getSchedule, Exchange EWS, Google freeBusy.
     #[cfg(feature = "calendar")]
-    Calendar(calendar::runtime::CalendarConfig),
+    Calendar(calendar::CalendarConfig),
     /// SIP/SIMPLE presence: SUBSCRIBE to a presence server (PIDF/RPID).
     #[cfg(feature = "sip")]
     SipPresence(sip::SipSourceConfig),
@@ -183,7 +184,7 @@ pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHa
         #[cfg(feature = "graph")]
         ProviderConfig::GraphPresence(c) => graph::start(c, ctx),
         #[cfg(feature = "calendar")]
-        ProviderConfig::Calendar(c) => calendar::runtime::start(c, ctx),
+        ProviderConfig::Calendar(c) => calendar::start(c, ctx),
         #[cfg(feature = "sip")]
         ProviderConfig::SipPresence(c) => sip::runtime::start(c, sip::runtime::Package::Presence, ctx),
         #[cfg(feature = "sip")]

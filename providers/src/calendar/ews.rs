@@ -764,7 +764,7 @@ mod tests {
     #[test]
     fn fixture_maps_to_the_expected_signals() {
         let got = parse_response(DETAILED, &MAILBOXES).expect("parse");
-        let p = SignalPolicy { keep_details: true, keywords: vec![] };
+        let p = SignalPolicy { keep_details: true, ..SignalPolicy::default() };
         let at = |t: i64| to_signals(&got[0], t, &p).into_iter().next().expect("one signal");
         let s = at(DAY0 + 8 * H + 30 * M);
         assert!(s.ooo);

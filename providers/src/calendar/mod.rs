@@ -11,7 +11,10 @@
 //! keeps for that person, and [`model::next_change`] tells the runtime when to re-evaluate so
 //! the next meeting starts on time. Everything here is bounded and never panics on input.
 //!
-//! [`runtime`] is the provider (`type = "calendar"`, `backend = "graph" | "ews" | "google"`).
+//! The provider (`type = "calendar"`, `backend = "graph" | "ews" | "google"`) is its
+//! configuration ([`CalendarConfig`], here) and its task ([`runtime`]). Its signals fill a slot
+//! named after the provider, so two calendar providers (EWS for on-premises mailboxes, Graph
+//! for cloud ones) sit side by side.
 //!
 //! [`Signal`]: presence_actors::model::Signal
 
@@ -24,3 +27,208 @@ pub mod schedule;
 pub use model::{
     next_change, to_signals, BusyStatus, CalendarError, CalendarItem, KeywordRule, MailboxSchedule, SignalPolicy,
 };
+
+use serde::Deserialize;
+
+use crate::BuildError;
+
+/// Which protocol the provider speaks.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Microsoft Graph `calendar/getSchedule` (app permission Calendars.Read).
+    Graph,
+    /// Exchange Web Services `GetUserAvailability` (on-premises Exchange; retired in Exchange Online).
+    Ews,
+    /// Google Calendar `freeBusy`.
+    Google,
+}
+
+/// `type = "calendar"` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// Provider name.
+    pub name: String,
+    /// `graph`, `ews` or `google`.
+    pub backend: Backend,
+    /// Entra tenant (Graph, and EWS with OAuth).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// OAuth client id (Graph, EWS with OAuth, Google).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// OAuth client secret.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Identity provider base URL (Entra): token at `{authority}/{tenant_id}/oauth2/v2.0/token`.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    /// Full token URL, overriding the default of the backend.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Graph base URL.
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// EWS endpoint, e.g. `https://mail.example.com/EWS/Exchange.asmx`.
+    #[serde(default)]
+    pub ews_url: Option<String>,
+    /// EWS Basic user (on-premises); without it, EWS uses an OAuth app token.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// EWS Basic password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Google Calendar API base URL.
+    #[serde(default = "default_google_url")]
+    pub google_url: String,
+    /// Google OAuth refresh token (an account with calendar.freebusy for the mailboxes).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// Poll every mailbox this often (seconds).
+    #[serde(default = "default_poll")]
+    pub poll_interval_secs: u64,
+    /// How far ahead to read (hours).
+    #[serde(default = "default_window")]
+    pub window_hours: u64,
+    /// Merged free/busy slot length (EWS, Graph), minutes.
+    #[serde(default = "default_interval")]
+    pub interval_minutes: u32,
+    /// Keep meeting subjects and locations (shown only where `[policy] calendar_details`
+    /// allows; never for private items).
+    #[serde(default)]
+    pub keep_details: bool,
+    /// Subject-prefix rules, e.g. `{ prefix = "Lunch", availability = "Away", activity = "Lunch" }`.
+    #[serde(default)]
+    pub keywords: Vec<KeywordRule>,
+    /// Deadline of one free/busy request, in seconds (EWS answers for 100 mailboxes can take
+    /// a while; a backend that hangs past this counts as failed).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// The feed goes down after this many failed polls in a row (its meetings show stale).
+    #[serde(default = "default_down_after")]
+    pub down_after_failures: u32,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com/v1.0".into()
+}
+fn default_google_url() -> String {
+    "https://www.googleapis.com/calendar/v3".into()
+}
+fn default_poll() -> u64 {
+    300
+}
+fn default_window() -> u64 {
+    24
+}
+fn default_interval() -> u32 {
+    15
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_down_after() -> u32 {
+    2
+}
+
+impl CalendarConfig {
+    /// Checks the settings for the chosen backend.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        match self.backend {
+            Backend::Graph => {
+                if !(set(&self.tenant_id) || set(&self.token_url)) || !set(&self.client_id) || !set(&self.client_secret) {
+                    return bad("the graph backend needs tenant_id (or token_url), client_id and client_secret".into());
+                }
+            }
+            Backend::Ews => {
+                if !set(&self.ews_url) {
+                    return bad("the ews backend needs ews_url".into());
+                }
+                let basic = set(&self.username) && set(&self.password);
+                let oauth = (set(&self.tenant_id) || set(&self.token_url)) && set(&self.client_id) && set(&self.client_secret);
+                if !basic && !oauth {
+                    return bad("the ews backend needs username and password, or tenant_id, client_id and client_secret".into());
+                }
+            }
+            Backend::Google => {
+                if !set(&self.client_id) || !set(&self.client_secret) || !set(&self.refresh_token) {
+                    return bad("the google backend needs client_id, client_secret and refresh_token".into());
+                }
+            }
+        }
+        if !(30..=86_400).contains(&self.poll_interval_secs) {
+            return bad("poll_interval_secs must be 30-86400".into());
+        }
+        let max_hours = match self.backend {
+            Backend::Ews => ews::MAX_WINDOW_DAYS * 24,
+            Backend::Graph => schedule::MAX_WINDOW_DAYS * 24,
+            Backend::Google => 62 * 24,
+        };
+        if self.window_hours == 0 || self.window_hours as i64 > max_hours {
+            return bad(format!("window_hours must be 1-{max_hours} for this backend"));
+        }
+        if !(5..=1440).contains(&self.interval_minutes) {
+            return bad("interval_minutes must be 5-1440".into());
+        }
+        if self.keywords.len() > 100 {
+            return bad("at most 100 keywords".into());
+        }
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            return bad("request_timeout_secs must be 1-300".into());
+        }
+        if !(1..=10).contains(&self.down_after_failures) {
+            return bad("down_after_failures must be 1-10".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn batch_size(&self) -> usize {
+        match self.backend {
+            Backend::Graph => schedule::MAX_SCHEDULES,
+            Backend::Ews => ews::MAX_MAILBOXES,
+            Backend::Google => google::MAX_ITEMS,
+        }
+    }
+
+    pub(crate) fn token_endpoint(&self) -> String {
+        if let Some(u) = &self.token_url {
+            return u.clone();
+        }
+        match self.backend {
+            Backend::Google => "https://oauth2.googleapis.com/token".into(),
+            _ => format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id.as_deref().unwrap_or_default()),
+        }
+    }
+
+    pub(crate) fn scope(&self) -> &'static str {
+        match self.backend {
+            Backend::Graph => "https://graph.microsoft.com/.default",
+            Backend::Ews => "https://outlook.office365.com/.default",
+            Backend::Google => "https://www.googleapis.com/auth/calendar.freebusy",
+        }
+    }
+}
+
+impl CalendarConfig {
+    pub(crate) fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Graph => "graph",
+            Backend::Ews => "ews",
+            Backend::Google => "google",
+        }
+    }
+}
+
+/// Starts the provider task on the current runtime.
+pub fn start(config: &CalendarConfig, ctx: presence_actors::provider::ProviderContext) -> Result<crate::ProviderHandle, BuildError> {
+    config.validate()?;
+    let task = tokio::spawn(runtime::Runtime::new(ctx, config.clone()).run());
+    Ok(crate::ProviderHandle::new(move || task.abort()))
+}
+

@@ -66,7 +66,7 @@ pub const MIN_INTERVAL_MINUTES: u32 = 5;
 pub const MAX_INTERVAL_MINUTES: u32 = 1440;
 /// Longest merged free/busy digit string kept.
 pub const MAX_MERGED_LEN: usize = 20_000;
-/// Instance name of the calendar signal (the runtime may rename it, e.g. to the provider name).
+/// Instance name of the calendar signal when no provider name is given ([`SignalPolicy::instance`]).
 pub const INSTANCE: &str = "calendar";
 /// Longest keyword prefix accepted, in bytes.
 pub const MAX_KEYWORD_LEN: usize = 64;
@@ -244,13 +244,24 @@ impl KeywordRule {
 }
 
 /// How schedules become signals.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignalPolicy {
     /// Keep subjects and locations in the signal's detail (never for private items).
     pub keep_details: bool,
     /// Subject-prefix rules, first match wins.
     pub keywords: Vec<KeywordRule>,
+    /// The slot the signals fill: the provider's name, so two calendar providers (EWS for
+    /// on-premises mailboxes and Graph for cloud ones, the usual hybrid Exchange set-up) keep
+    /// a slot each instead of erasing each other's meetings. [`INSTANCE`] by default.
+    #[serde(skip)]
+    pub instance: String,
+}
+
+impl Default for SignalPolicy {
+    fn default() -> Self {
+        SignalPolicy { keep_details: false, keywords: Vec::new(), instance: INSTANCE.to_string() }
+    }
 }
 
 /// What one item shows.
@@ -313,11 +324,11 @@ pub fn to_signals(schedule: &MailboxSchedule, now: UnixMs, policy: &SignalPolicy
         shown().filter(|i| i.start > now).min_by_key(|i| (i.start, Reverse(i.status.precedence()), Reverse(i.end)))
     });
     let Some(item) = chosen else {
-        return vec![Signal::new(Source::Calendar, INSTANCE, None, now)];
+        return vec![Signal::new(Source::Calendar, &policy.instance, None, now)];
     };
     let Some(mapped) = map_item(item, policy) else {
         // Unreachable for relevant items; "no opinion" is the safe answer.
-        return vec![Signal::new(Source::Calendar, INSTANCE, None, now)];
+        return vec![Signal::new(Source::Calendar, &policy.instance, None, now)];
     };
     let detail = detail_for(item, policy);
 
@@ -338,7 +349,7 @@ pub fn to_signals(schedule: &MailboxSchedule, now: UnixMs, policy: &SignalPolicy
     }
 
     let mut sig =
-        Signal::new(Source::Calendar, INSTANCE, mapped.availability, now).valid(Some(item.start), Some(until));
+        Signal::new(Source::Calendar, &policy.instance, mapped.availability, now).valid(Some(item.start), Some(until));
     sig.activity = Some(mapped.activity);
     sig.ooo = mapped.ooo;
     sig.detail = detail;
@@ -632,7 +643,7 @@ mod tests {
         assert_eq!(sig.observed_at, DAY0 + 9 * H + 5 * M);
         assert_eq!(sig.detail, None, "details are dropped unless keep_details");
 
-        let keep = SignalPolicy { keep_details: true, keywords: vec![] };
+        let keep = SignalPolicy { keep_details: true, ..SignalPolicy::default() };
         let sig = one(&s, DAY0 + 9 * H, &keep);
         let d = sig.detail.expect("detail kept");
         assert_eq!(d.subject.as_deref(), Some("Board"));
@@ -695,6 +706,7 @@ mod tests {
                 availability: Some(Availability::Away),
                 activity: Activity::Lunch,
             }],
+            ..SignalPolicy::default()
         };
         let sig = one(&s, DAY0 + 9 * H, &p);
         assert_eq!(sig.detail.as_deref(), Some(&PrivateDetail { subject: None, location: None, private: true }));
@@ -713,6 +725,7 @@ mod tests {
                 availability: Some(Availability::Away),
                 activity: Activity::Lunch,
             }],
+            ..SignalPolicy::default()
         };
         let sig = one(&s, DAY0 + 12 * H, &p);
         assert_eq!(sig.availability, Some(Availability::Away));
@@ -804,7 +817,7 @@ mod tests {
         let sig = one(&s, DAY0 + 9 * H, &SignalPolicy::default());
         assert_eq!(sig.valid_until, Some(DAY0 + 11 * H), "runs through B, stops at the gap");
         // With details kept the subjects differ, so each meeting is its own signal.
-        let keep = SignalPolicy { keep_details: true, keywords: vec![] };
+        let keep = SignalPolicy { keep_details: true, ..SignalPolicy::default() };
         assert_eq!(one(&s, DAY0 + 9 * H, &keep).valid_until, Some(DAY0 + 10 * H));
         // At the boundary the next meeting is current.
         let sig = one(&s, DAY0 + 10 * H, &keep);

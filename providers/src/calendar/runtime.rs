@@ -1,6 +1,6 @@
-//! The calendar provider's task (`type = "calendar"`): polls free/busy for everyone with a
-//! mailbox through one backend — Graph `getSchedule`, Exchange EWS `GetUserAvailability` or
-//! Google `freeBusy` — and keeps each person's calendar signal right between polls.
+//! The calendar provider's task: polls free/busy for everyone with a mailbox through one
+//! backend — Graph `getSchedule`, Exchange EWS `GetUserAvailability` or Google `freeBusy` —
+//! and keeps each person's calendar signal right between polls.
 //!
 //! - Mailboxes go in batches of the backend's limit (100, 100, 50). The first round runs at
 //!   start; after that, batch *i* of *n* is due at `i/n` of the way through each interval, so
@@ -8,194 +8,44 @@
 //! - Each mailbox's schedule is kept, and the task wakes at its next start or end
 //!   ([`next_change`]) to send the signal that holds from then: a meeting becomes Busy /
 //!   InAMeeting exactly while it runs, whatever the poll interval.
+//! - Polls run as tasks of their own, one at a time, each within `request_timeout_secs` and a
+//!   bounded answer size: a backend that hangs never holds up the meeting starts and ends
+//!   already known.
 //! - `429` + `Retry-After` (Graph, Google) and EWS `ErrorServerBusy` + `BackOffMilliseconds`
-//!   hold every request back for as long as asked. Repeated failures mark the feed down, so
-//!   its signals show stale, never Offline.
+//!   hold every request back for as long as asked.
+//! - After `down_after_failures` failed polls in a row the feed goes down through the sink, so
+//!   every stream shows the calendar stale at once (never Offline). Failed polls are retried
+//!   with back-off and jitter (1 s doubling to 30 s). When the backend answers again, every
+//!   batch is polled afresh before the feed comes back up: no meeting read before the outage is
+//!   shown as live until it has been read again.
 //! - EWS blocked or retired (Exchange Online, from October 2026) stops polling and says in
 //!   provider health that the Graph calendar provider should be used instead.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::ews::{self, EwsError};
-use super::model::{next_change, to_signals, CalendarError, KeywordRule, MailboxSchedule, SignalPolicy};
-use super::{google, schedule};
-use crate::graph::parse as oauth;
-use crate::BuildError;
+use super::model::{next_change, to_signals, CalendarError, MailboxSchedule, SignalPolicy};
+use super::{google, schedule, Backend, CalendarConfig};
+use crate::common::backoff::Backoff;
+use crate::common::http::{self, CallError, Limits};
+use crate::common::oauth::{self, TokenCache};
 use presence_actors::directory::UserIdx;
 use presence_actors::model::{now_ms, rfc3339, UnixMs};
 use presence_actors::provider::ProviderContext;
 
-/// Which protocol the provider speaks.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// Microsoft Graph `calendar/getSchedule` (app permission Calendars.Read).
-    Graph,
-    /// Exchange Web Services `GetUserAvailability` (on-premises Exchange; retired in Exchange Online).
-    Ews,
-    /// Google Calendar `freeBusy`.
-    Google,
-}
-
-/// `type = "calendar"` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CalendarConfig {
-    /// Provider name.
-    pub name: String,
-    /// `graph`, `ews` or `google`.
-    pub backend: Backend,
-    /// Entra tenant (Graph, and EWS with OAuth).
-    #[serde(default)]
-    pub tenant_id: Option<String>,
-    /// OAuth client id (Graph, EWS with OAuth, Google).
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// OAuth client secret.
-    #[serde(default)]
-    pub client_secret: Option<String>,
-    /// Identity provider base URL (Entra): token at `{authority}/{tenant_id}/oauth2/v2.0/token`.
-    #[serde(default = "default_authority")]
-    pub authority: String,
-    /// Full token URL, overriding the default of the backend.
-    #[serde(default)]
-    pub token_url: Option<String>,
-    /// Graph base URL.
-    #[serde(default = "default_graph_url")]
-    pub graph_url: String,
-    /// EWS endpoint, e.g. `https://mail.example.com/EWS/Exchange.asmx`.
-    #[serde(default)]
-    pub ews_url: Option<String>,
-    /// EWS Basic user (on-premises); without it, EWS uses an OAuth app token.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// EWS Basic password.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Google Calendar API base URL.
-    #[serde(default = "default_google_url")]
-    pub google_url: String,
-    /// Google OAuth refresh token (an account with calendar.freebusy for the mailboxes).
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-    /// Poll every mailbox this often (seconds).
-    #[serde(default = "default_poll")]
-    pub poll_interval_secs: u64,
-    /// How far ahead to read (hours).
-    #[serde(default = "default_window")]
-    pub window_hours: u64,
-    /// Merged free/busy slot length (EWS, Graph), minutes.
-    #[serde(default = "default_interval")]
-    pub interval_minutes: u32,
-    /// Keep meeting subjects and locations (shown only where `[policy] calendar_details`
-    /// allows; never for private items).
-    #[serde(default)]
-    pub keep_details: bool,
-    /// Subject-prefix rules, e.g. `{ prefix = "Lunch", availability = "Away", activity = "Lunch" }`.
-    #[serde(default)]
-    pub keywords: Vec<KeywordRule>,
-}
-
-fn default_authority() -> String {
-    "https://login.microsoftonline.com".into()
-}
-fn default_graph_url() -> String {
-    "https://graph.microsoft.com/v1.0".into()
-}
-fn default_google_url() -> String {
-    "https://www.googleapis.com/calendar/v3".into()
-}
-fn default_poll() -> u64 {
-    300
-}
-fn default_window() -> u64 {
-    24
-}
-fn default_interval() -> u32 {
-    15
-}
-
-impl CalendarConfig {
-    /// Checks the settings for the chosen backend.
-    pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
-        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-        match self.backend {
-            Backend::Graph => {
-                if !(set(&self.tenant_id) || set(&self.token_url)) || !set(&self.client_id) || !set(&self.client_secret) {
-                    return bad("the graph backend needs tenant_id (or token_url), client_id and client_secret".into());
-                }
-            }
-            Backend::Ews => {
-                if !set(&self.ews_url) {
-                    return bad("the ews backend needs ews_url".into());
-                }
-                let basic = set(&self.username) && set(&self.password);
-                let oauth = (set(&self.tenant_id) || set(&self.token_url)) && set(&self.client_id) && set(&self.client_secret);
-                if !basic && !oauth {
-                    return bad("the ews backend needs username and password, or tenant_id, client_id and client_secret".into());
-                }
-            }
-            Backend::Google => {
-                if !set(&self.client_id) || !set(&self.client_secret) || !set(&self.refresh_token) {
-                    return bad("the google backend needs client_id, client_secret and refresh_token".into());
-                }
-            }
-        }
-        if !(30..=86_400).contains(&self.poll_interval_secs) {
-            return bad("poll_interval_secs must be 30-86400".into());
-        }
-        let max_hours = match self.backend {
-            Backend::Ews => ews::MAX_WINDOW_DAYS * 24,
-            Backend::Graph => schedule::MAX_WINDOW_DAYS * 24,
-            Backend::Google => 62 * 24,
-        };
-        if self.window_hours == 0 || self.window_hours as i64 > max_hours {
-            return bad(format!("window_hours must be 1-{max_hours} for this backend"));
-        }
-        if !(5..=1440).contains(&self.interval_minutes) {
-            return bad("interval_minutes must be 5-1440".into());
-        }
-        if self.keywords.len() > 100 {
-            return bad("at most 100 keywords".into());
-        }
-        Ok(())
-    }
-
-    fn batch_size(&self) -> usize {
-        match self.backend {
-            Backend::Graph => schedule::MAX_SCHEDULES,
-            Backend::Ews => ews::MAX_MAILBOXES,
-            Backend::Google => google::MAX_ITEMS,
-        }
-    }
-
-    fn token_endpoint(&self) -> String {
-        if let Some(u) = &self.token_url {
-            return u.clone();
-        }
-        match self.backend {
-            Backend::Google => "https://oauth2.googleapis.com/token".into(),
-            _ => format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id.as_deref().unwrap_or_default()),
-        }
-    }
-
-    fn scope(&self) -> &'static str {
-        match self.backend {
-            Backend::Graph => "https://graph.microsoft.com/.default",
-            Backend::Ews => "https://outlook.office365.com/.default",
-            Backend::Google => "https://www.googleapis.com/auth/calendar.freebusy",
-        }
-    }
-}
+/// Largest free/busy answer read (100 mailboxes over a week with subjects fit well within).
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// Wait assumed when the backend throttles without saying how long.
+const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
 
 /// Why one batch failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 enum PollError {
     #[error("throttled; retry after {0:?}")]
     Throttled(Duration),
@@ -215,23 +65,63 @@ impl From<CalendarError> for PollError {
     }
 }
 
+impl From<CallError> for PollError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Throttled(d) => PollError::Throttled(d),
+            other => PollError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// The answer of one poll.
+struct PollDone {
+    batch: usize,
+    result: Result<Vec<MailboxSchedule>, PollError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Connecting,
+    Up,
+    Down,
+}
+
+/// What a poll task needs (shared, read-only).
+struct Fetcher {
+    cfg: CalendarConfig,
+    http: reqwest::Client,
+    token: Option<TokenCache>,
+    limits: Limits,
+}
+
 /// The running provider.
 pub struct Runtime {
     ctx: ProviderContext,
     cfg: CalendarConfig,
     policy: SignalPolicy,
+    fetcher: Arc<Fetcher>,
     /// (mailbox as sent, person), in batches.
     batches: Vec<Vec<(String, UserIdx)>>,
+    due: Vec<UnixMs>,
     schedules: HashMap<UserIdx, MailboxSchedule>,
     wakeups: BinaryHeap<Reverse<(UnixMs, UserIdx)>>,
-    token: Option<(String, UnixMs)>,
+    in_flight: Option<usize>,
+    done_tx: mpsc::Sender<PollDone>,
+    done_rx: mpsc::Receiver<PollDone>,
     hold_until: UnixMs,
+    retry: Backoff,
+    health: Health,
+    /// Batches to read again before the feed may come back up.
+    unconfirmed: BTreeSet<usize>,
     failures: u32,
     throttled: u64,
     polls: u64,
+    poll_failures: u64,
     mailbox_errors: u64,
     retired: Option<String>,
     last_poll_at: Option<UnixMs>,
+    t0: UnixMs,
 }
 
 impl Runtime {
@@ -243,22 +133,45 @@ impl Runtime {
                 mailboxes.push((e.to_string(), idx));
             }
         }
-        let batches = mailboxes.chunks(cfg.batch_size()).map(<[_]>::to_vec).collect();
-        let policy = SignalPolicy { keep_details: cfg.keep_details, keywords: cfg.keywords.clone() };
+        let batches: Vec<Vec<(String, UserIdx)>> = mailboxes.chunks(cfg.batch_size()).map(<[_]>::to_vec).collect();
+        let policy = SignalPolicy { keep_details: cfg.keep_details, keywords: cfg.keywords.clone(), instance: ctx.name.clone() };
+        let id = cfg.client_id.clone().unwrap_or_default();
+        let secret = cfg.client_secret.clone().unwrap_or_default();
+        let basic = cfg.username.as_deref().is_some_and(|u| !u.is_empty()) && cfg.password.is_some();
+        let token = match cfg.backend {
+            Backend::Google => Some(oauth::refresh_token_form(&id, Some(&secret), cfg.refresh_token.as_deref().unwrap_or_default(), cfg.scope())),
+            Backend::Ews if basic => None,
+            _ => Some(oauth::client_credentials_form(&id, &secret, cfg.scope())),
+        }
+        .map(|form| TokenCache::new(cfg.token_endpoint(), form));
+        let limits = Limits::new(MAX_ANSWER, Duration::from_secs(cfg.request_timeout_secs));
+        let fetcher = Arc::new(Fetcher { cfg: cfg.clone(), http: ctx.http.clone(), token, limits });
+        let (done_tx, done_rx) = mpsc::channel(2);
+        let t0 = now_ms();
         Runtime {
-            ctx,
             policy,
+            fetcher,
+            // Round 0 at once.
+            due: vec![t0; batches.len()],
             batches,
             schedules: HashMap::new(),
             wakeups: BinaryHeap::new(),
-            token: None,
+            in_flight: None,
+            done_tx,
+            done_rx,
             hold_until: 0,
+            retry: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            health: Health::Connecting,
+            unconfirmed: BTreeSet::new(),
             failures: 0,
             throttled: 0,
             polls: 0,
+            poll_failures: 0,
             mailbox_errors: 0,
             retired: None,
             last_poll_at: None,
+            t0,
+            ctx,
             cfg,
         }
     }
@@ -266,20 +179,9 @@ impl Runtime {
     /// Runs until shutdown.
     pub async fn run(mut self) {
         let mut shutdown = self.ctx.shutdown.clone();
-        let n = self.batches.len();
-        info!(provider = %self.ctx.name, backend = ?self.cfg.backend, mailboxes = self.batches.iter().map(Vec::len).sum::<usize>(), batches = n, "Calendar provider starting.");
+        info!(provider = %self.ctx.name, backend = ?self.cfg.backend, mailboxes = self.batches.iter().map(Vec::len).sum::<usize>(), batches = self.batches.len(), "Calendar provider starting.");
         self.ctx.feed.set_state("connecting");
-        let interval = self.cfg.poll_interval_secs as i64 * 1000;
-        let t0 = now_ms();
-        // Round 0 at once; then batch i at t0 + k·interval + i·interval/n.
-        let mut due: Vec<UnixMs> = (0..n).map(|_| t0).collect();
         loop {
-            if self.retired.is_some() {
-                // Nothing more to ask; keep the state (and health) until shutdown.
-                self.report(&due);
-                shutdown.recv().await;
-                break;
-            }
             let now = now_ms();
             // Calendar changes that are due: send what holds from now.
             while let Some(Reverse((t, idx))) = self.wakeups.peek().copied() {
@@ -289,30 +191,37 @@ impl Runtime {
                 self.wakeups.pop();
                 self.deliver(idx, now);
             }
-            // Batches that are due (and not held back by throttling).
-            if now >= self.hold_until {
-                for (i, d) in due.iter_mut().enumerate() {
-                    if *d <= now && now >= self.hold_until {
-                        *d = match self.poll(i).await {
-                            Ok(()) => t0 + ((now - t0) / interval + 1) * interval + (i as i64 * interval) / n as i64,
-                            Err(_) => now_ms().max(self.hold_until) + 1000,
-                        };
-                        if self.retired.is_some() {
-                            break;
-                        }
-                    }
-                }
-            }
-            self.report(&due);
-            let next_batch = due.iter().copied().min().unwrap_or(now + interval).max(self.hold_until);
+            self.dispatch(now);
+            self.report();
+            let next_batch = if self.in_flight.is_some() || self.retired.is_some() {
+                UnixMs::MAX
+            } else {
+                self.due.iter().copied().min().unwrap_or(UnixMs::MAX).max(self.hold_until)
+            };
             let next_wake = self.wakeups.peek().map_or(UnixMs::MAX, |r| r.0 .0);
             let sleep_ms = next_batch.min(next_wake).saturating_sub(now_ms()).clamp(10, 60_000) as u64;
             tokio::select! {
                 _ = shutdown.recv() => break,
+                Some(done) = self.done_rx.recv() => self.on_poll(done),
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
             }
         }
         info!(provider = %self.ctx.name, "Calendar provider stopped.");
+    }
+
+    /// Starts the most overdue batch's poll, if none is under way and nothing holds back.
+    fn dispatch(&mut self, now: UnixMs) {
+        if self.in_flight.is_some() || self.retired.is_some() || now < self.hold_until {
+            return;
+        }
+        let Some((i, _)) = self.due.iter().enumerate().filter(|(_, d)| **d <= now).min_by_key(|(_, d)| **d) else { return };
+        self.in_flight = Some(i);
+        let names: Vec<String> = self.batches[i].iter().map(|(m, _)| m.clone()).collect();
+        let (fetcher, tx) = (self.fetcher.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let result = fetcher.fetch(&names).await;
+            let _ = tx.send(PollDone { batch: i, result }).await;
+        });
     }
 
     fn deliver(&mut self, idx: UserIdx, now: UnixMs) {
@@ -325,21 +234,20 @@ impl Runtime {
         }
     }
 
-    async fn poll(&mut self, i: usize) -> Result<(), ()> {
-        let batch = self.batches[i].clone();
-        let names: Vec<&str> = batch.iter().map(|(m, _)| m.as_str()).collect();
-        let res = self.fetch(&names).await;
+    fn on_poll(&mut self, done: PollDone) {
+        self.in_flight = None;
+        let i = done.batch;
         let now = now_ms();
-        match res {
+        match done.result {
             Ok(schedules) => {
                 self.polls += 1;
                 self.failures = 0;
+                self.retry.reset();
                 self.last_poll_at = Some(now);
-                if self.ctx.feed.set_up(true) {
-                    info!(provider = %self.ctx.name, "Calendar feed is up.");
-                }
-                self.ctx.feed.set_state("up");
-                let by_name: HashMap<String, UserIdx> = batch.iter().map(|(m, i)| (m.to_ascii_lowercase(), *i)).collect();
+                let interval = self.cfg.poll_interval_secs as i64 * 1000;
+                let n = self.batches.len() as i64;
+                self.due[i] = self.t0 + ((now - self.t0) / interval + 1) * interval + (i as i64 * interval) / n;
+                let by_name: HashMap<String, UserIdx> = self.batches[i].iter().map(|(m, u)| (m.to_ascii_lowercase(), *u)).collect();
                 for s in schedules {
                     let Some(idx) = by_name.get(&s.mailbox.to_ascii_lowercase()).copied() else {
                         self.ctx.feed.unresolved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -354,146 +262,70 @@ impl Runtime {
                     self.schedules.insert(idx, s);
                     self.deliver(idx, now);
                 }
-                Ok(())
+                self.unconfirmed.remove(&i);
+                self.maybe_up(now);
             }
             Err(PollError::Throttled(after)) => {
                 self.throttled += 1;
                 self.hold_until = now + after.as_millis() as i64;
                 self.ctx.feed.set_state("throttled");
                 warn!(provider = %self.ctx.name, retry_after = ?after, "Calendar backend is throttling; holding back.");
-                Err(())
             }
             Err(PollError::Retired(msg)) => {
                 warn!(provider = %self.ctx.name, "{msg}");
                 self.ctx.feed.record_error(&msg);
-                self.ctx.feed.set_up(false);
+                self.ctx.sink.set_up(false);
                 self.ctx.feed.set_state("retired: use the graph calendar backend");
                 self.retired = Some(msg);
-                Err(())
             }
             Err(PollError::Failed(msg)) => {
                 self.failures += 1;
+                self.poll_failures += 1;
                 self.ctx.feed.record_error(&msg);
-                warn!(provider = %self.ctx.name, error = %msg, failures = self.failures, "Calendar poll failed.");
-                if self.failures >= 3 && self.ctx.feed.set_up(false) {
-                    warn!(provider = %self.ctx.name, "Calendar feed is down; its signals show stale.");
+                let wait = self.retry.next_delay();
+                warn!(provider = %self.ctx.name, error = %msg, failures = self.failures, retry_in = ?wait, "Calendar poll failed.");
+                self.hold_until = now + wait.as_millis() as i64;
+                if self.failures >= self.cfg.down_after_failures && self.health != Health::Down {
+                    warn!(provider = %self.ctx.name, "Calendar feed is down; its meetings show stale until every mailbox has been read again.");
+                    self.health = Health::Down;
+                    self.ctx.sink.set_up(false);
                     self.ctx.feed.set_state("down");
+                    // Nothing read before the outage counts as live again until re-read.
+                    self.unconfirmed = (0..self.batches.len()).collect();
                 }
-                self.hold_until = now + (1000 * 2i64.pow(self.failures.min(6))).min(60_000);
-                Err(())
             }
         }
     }
 
-    async fn token(&mut self) -> Result<String, PollError> {
-        if let Some((t, until)) = &self.token {
-            if *until > now_ms() {
-                return Ok(t.clone());
+    fn maybe_up(&mut self, now: UnixMs) {
+        match self.health {
+            Health::Up => self.ctx.feed.set_state("up"),
+            Health::Down if !self.unconfirmed.is_empty() => {
+                // Answering again: poll every batch not yet re-read, at once.
+                for &b in &self.unconfirmed {
+                    self.due[b] = self.due[b].min(now);
+                }
+                self.ctx.feed.set_state("recovering");
             }
-        }
-        let id = self.cfg.client_id.clone().unwrap_or_default();
-        let secret = self.cfg.client_secret.clone().unwrap_or_default();
-        let form = match self.cfg.backend {
-            Backend::Google => oauth::refresh_token_form(&id, Some(&secret), self.cfg.refresh_token.as_deref().unwrap_or_default(), self.cfg.scope()),
-            _ => oauth::client_credentials_form(&id, &secret, self.cfg.scope()),
-        };
-        let res = self
-            .ctx
-            .http
-            .post(self.cfg.token_endpoint())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| PollError::Failed(format!("token endpoint unreachable: {e}")))?;
-        let status = res.status().as_u16();
-        let body = res.bytes().await.map_err(|e| PollError::Failed(e.to_string()))?;
-        if status != 200 {
-            let why = oauth::parse_oauth_error(&body).map(|e| e.error).unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(PollError::Failed(format!("token refused: {why}")));
-        }
-        let t = oauth::parse_token_response(&body).map_err(|e| PollError::Failed(e.to_string()))?;
-        let until = now_ms() + (t.expires_in.max(120) as i64 - 60) * 1000;
-        self.token = Some((t.access_token.clone(), until));
-        Ok(t.access_token)
-    }
-
-    async fn fetch(&mut self, mailboxes: &[&str]) -> Result<Vec<MailboxSchedule>, PollError> {
-        let start = now_ms();
-        let end = start + self.cfg.window_hours as i64 * 3_600_000;
-        let http = self.ctx.http.clone();
-        let (req, ews_names) = match self.cfg.backend {
-            Backend::Graph => {
-                let token = self.token().await?;
-                let body = schedule::request_body(mailboxes, start, end, self.cfg.interval_minutes)?;
-                let url = format!("{}/users/{}/calendar/getSchedule", self.cfg.graph_url.trim_end_matches('/'), mailboxes[0]);
-                (http.post(url).bearer_auth(token).header("content-type", "application/json").body(body), false)
-            }
-            Backend::Google => {
-                let token = self.token().await?;
-                let body = google::request_body(mailboxes, start, end)?;
-                let url = format!("{}/freeBusy", self.cfg.google_url.trim_end_matches('/'));
-                (http.post(url).bearer_auth(token).header("content-type", "application/json").body(body), false)
-            }
-            Backend::Ews => {
-                let body = ews::request(mailboxes, start, end, self.cfg.interval_minutes)?;
-                let url = self.cfg.ews_url.clone().unwrap_or_default();
-                let mut r = http
-                    .post(url)
-                    .header("content-type", "text/xml; charset=utf-8")
-                    .header("soapaction", "http://schemas.microsoft.com/exchange/services/2006/messages/GetUserAvailability")
-                    .body(body);
-                r = match (&self.cfg.username, &self.cfg.password) {
-                    (Some(u), Some(p)) if !u.is_empty() => r.basic_auth(u, Some(p)),
-                    _ => r.bearer_auth(self.token().await?).header("x-anchormailbox", mailboxes[0]),
-                };
-                (r, true)
-            }
-        };
-        let res = req.send().await.map_err(|e| PollError::Failed(format!("unreachable: {e}")))?;
-        let status = res.status().as_u16();
-        let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| oauth::retry_after(v, now_ms()));
-        let body = res.bytes().await.map_err(|e| PollError::Failed(e.to_string()))?;
-        if ews_names {
-            if status != 200 {
-                return Err(match ews::classify_error(status, &body) {
-                    EwsError::Throttled { back_off_ms } => PollError::Throttled(Duration::from_millis(back_off_ms.or(retry).unwrap_or(30_000))),
-                    r @ EwsError::Retired { .. } => PollError::Retired(r.to_string()),
-                    EwsError::Unauthorized => {
-                        self.token = None;
-                        PollError::Failed(EwsError::Unauthorized.to_string())
-                    }
-                    other => PollError::Failed(other.to_string()),
-                });
-            }
-            return Ok(ews::parse_response(&body, mailboxes)?);
-        }
-        match status {
-            200 => Ok(match self.cfg.backend {
-                Backend::Google => google::parse_response(&body)?,
-                _ => schedule::parse_response(&body)?,
-            }),
-            429 | 503 => Err(PollError::Throttled(Duration::from_millis(retry.unwrap_or(30_000)))),
-            401 => {
-                self.token = None;
-                Err(PollError::Failed("HTTP 401: token refused".into()))
-            }
-            s => {
-                let why = oauth::parse_graph_error(&body).map(|e| format!("{}: {}", e.code, e.message)).unwrap_or_default();
-                Err(PollError::Failed(format!("HTTP {s} {why}")))
+            Health::Connecting | Health::Down => {
+                info!(provider = %self.ctx.name, "Calendar feed is up.");
+                self.health = Health::Up;
+                self.ctx.sink.set_up(true);
+                self.ctx.feed.set_state("up");
             }
         }
     }
 
-    fn report(&self, due: &[UnixMs]) {
+    fn report(&self) {
         self.ctx.feed.set_details(serde_json::json!({
             "backend": self.cfg.backend_name(),
             "mailboxes": self.batches.iter().map(Vec::len).sum::<usize>(),
             "batches": self.batches.len(),
             "poll_interval_secs": self.cfg.poll_interval_secs,
             "polls": self.polls,
+            "poll_failures": self.poll_failures,
             "last_poll_at": self.last_poll_at.map(rfc3339),
-            "next_poll_at": due.iter().copied().min().map(rfc3339),
+            "next_poll_at": self.due.iter().copied().min().map(rfc3339),
             "next_change_at": self.wakeups.peek().map(|r| rfc3339(r.0 .0)),
             "throttled_responses": self.throttled,
             "throttled_until": (self.hold_until > now_ms()).then(|| rfc3339(self.hold_until)),
@@ -503,19 +335,81 @@ impl Runtime {
     }
 }
 
-impl CalendarConfig {
-    fn backend_name(&self) -> &'static str {
-        match self.backend {
-            Backend::Graph => "graph",
-            Backend::Ews => "ews",
-            Backend::Google => "google",
+impl Fetcher {
+    async fn token(&self) -> Result<String, PollError> {
+        match &self.token {
+            Some(t) => t.get(&self.http).await.map_err(|e| PollError::Failed(format!("token: {e}"))),
+            None => Err(PollError::Failed("no token configured".into())),
         }
     }
-}
 
-/// Starts the provider task on the current runtime.
-pub fn start(config: &CalendarConfig, ctx: ProviderContext) -> Result<crate::ProviderHandle, BuildError> {
-    config.validate()?;
-    let task = actix::spawn(Runtime::new(ctx, config.clone()).run());
-    Ok(crate::ProviderHandle::new(move || task.abort()))
+    async fn forget_token(&self) {
+        if let Some(t) = &self.token {
+            t.forget().await;
+        }
+    }
+
+    async fn fetch(&self, names: &[String]) -> Result<Vec<MailboxSchedule>, PollError> {
+        let mailboxes: Vec<&str> = names.iter().map(String::as_str).collect();
+        let start = now_ms();
+        let end = start + self.cfg.window_hours as i64 * 3_600_000;
+        let http = &self.http;
+        let (req, is_ews) = match self.cfg.backend {
+            Backend::Graph => {
+                let body = schedule::request_body(&mailboxes, start, end, self.cfg.interval_minutes)?;
+                let url = format!("{}/users/{}/calendar/getSchedule", self.cfg.graph_url.trim_end_matches('/'), mailboxes[0]);
+                (http.post(url).bearer_auth(self.token().await?).header("content-type", "application/json").body(body), false)
+            }
+            Backend::Google => {
+                let body = google::request_body(&mailboxes, start, end)?;
+                let url = format!("{}/freeBusy", self.cfg.google_url.trim_end_matches('/'));
+                (http.post(url).bearer_auth(self.token().await?).header("content-type", "application/json").body(body), false)
+            }
+            Backend::Ews => {
+                let body = ews::request(&mailboxes, start, end, self.cfg.interval_minutes)?;
+                let url = self.cfg.ews_url.clone().unwrap_or_default();
+                let r = http
+                    .post(url)
+                    .header("content-type", "text/xml; charset=utf-8")
+                    .header("soapaction", "http://schemas.microsoft.com/exchange/services/2006/messages/GetUserAvailability")
+                    .body(body);
+                let r = match (&self.cfg.username, &self.cfg.password) {
+                    (Some(u), Some(p)) if !u.is_empty() => r.basic_auth(u, Some(p)),
+                    _ => r.bearer_auth(self.token().await?).header("x-anchormailbox", mailboxes[0]),
+                };
+                (r, true)
+            }
+        };
+        let a = http::send(req, self.limits).await?;
+        if is_ews {
+            if a.status != 200 {
+                return Err(match ews::classify_error(a.status, &a.body) {
+                    EwsError::Throttled { back_off_ms } => {
+                        let ms = back_off_ms.or(a.retry_after.map(|d| d.as_millis() as u64));
+                        PollError::Throttled(ms.map_or(DEFAULT_THROTTLE, Duration::from_millis))
+                    }
+                    r @ EwsError::Retired { .. } => PollError::Retired(r.to_string()),
+                    EwsError::Unauthorized => {
+                        self.forget_token().await;
+                        PollError::Failed(EwsError::Unauthorized.to_string())
+                    }
+                    other => PollError::Failed(other.to_string()),
+                });
+            }
+            return Ok(ews::parse_response(&a.body, &mailboxes)?);
+        }
+        match a.status {
+            200 => Ok(match self.cfg.backend {
+                Backend::Google => google::parse_response(&a.body)?,
+                _ => schedule::parse_response(&a.body)?,
+            }),
+            // A 503 with Retry-After is the backend asking for time, like a 429.
+            503 if a.retry_after.is_some() => Err(PollError::Throttled(a.retry_after.unwrap_or(DEFAULT_THROTTLE))),
+            401 => {
+                self.forget_token().await;
+                Err(PollError::Failed("HTTP 401: token refused".into()))
+            }
+            _ => Err(a.into_error(DEFAULT_THROTTLE).into()),
+        }
+    }
 }

@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(sig.activity, Some(Activity::WorkingElsewhere));
         assert_eq!(sig.valid_until, Some(DAY0 + 12 * H));
         // The private meeting shows as busy, without subject.
-        let keep = SignalPolicy { keep_details: true, keywords: vec![] };
+        let keep = SignalPolicy { keep_details: true, ..SignalPolicy::default() };
         let sig = to_signals(&got[0], DAY0 + 10 * H + 10 * M, &keep).pop().expect("signal");
         assert_eq!(sig.activity, Some(Activity::InAMeeting));
         assert!(sig.detail.is_some_and(|d| d.private && d.subject.is_none()));

@@ -2,59 +2,24 @@
 //! tokens of service accounts for subscriptions) and Graph calls under the documented budget
 //! (1,500 requests per 30 s per app and tenant) with `429` + `Retry-After` honoured.
 //!
-//! Everything here is plain async code over `reqwest`; parsing is in [`super::parse`].
+//! Everything here is plain async code over `reqwest` through the providers' toolkit
+//! ([`crate::common::http`], [`crate::common::oauth`]); parsing is in [`super::parse`].
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
+
+use crate::common::http::{self, CallError, Limits};
+use crate::common::oauth::{self, TokenCache};
 use presence_actors::model::now_ms;
 use presence_actors::provider::Cursors;
-
-use super::parse::{self, GraphError, TokenResponse};
 
 /// Requests allowed per window, per app and tenant, for presence reads.
 pub const BUDGET_REQUESTS: usize = 1500;
 /// The budget's window.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(30);
-
-/// Why a Graph or token call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// Throttled: try again after this long.
-    #[error("throttled (429); retry after {0:?}")]
-    Throttled(Duration),
-    /// The token endpoint refused (bad credentials, expired refresh token).
-    #[error("token refused: {0}")]
-    Token(String),
-    /// Graph answered with an error status.
-    #[error("HTTP {status}: {code}: {message}")]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// Graph error code.
-        code: String,
-        /// Graph error message.
-        message: String,
-    },
-    /// The answer could not be parsed.
-    #[error("bad answer: {0}")]
-    Parse(#[from] parse::ParseError),
-    /// The peer could not be reached.
-    #[error("unreachable: {0}")]
-    Http(String),
-}
-
-impl CallError {
-    /// HTTP status, if Graph answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            CallError::Status { status, .. } => Some(*status),
-            CallError::Throttled(_) => Some(429),
-            _ => None,
-        }
-    }
-}
 
 /// A sliding-window request budget plus a "throttled until" set by `Retry-After`.
 pub struct Budget {
@@ -123,14 +88,6 @@ impl Budget {
     }
 }
 
-/// A cached bearer token.
-#[derive(Clone)]
-struct Cached {
-    token: String,
-    /// Renew at this instant (a minute before expiry).
-    renew_at: Instant,
-}
-
 /// Talks to the token endpoint and to Graph.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -138,7 +95,7 @@ pub struct GraphClient {
     token_url: String,
     client_id: String,
     client_secret: String,
-    app_token: tokio::sync::Mutex<Option<Cached>>,
+    app: TokenCache,
     /// The presence-read budget.
     pub budget: Budget,
 }
@@ -147,6 +104,8 @@ pub struct GraphClient {
 pub const APP_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// The scope for delegated tokens of the subscription service accounts.
 pub const DELEGATED_SCOPE: &str = "https://graph.microsoft.com/Presence.Read.All offline_access";
+/// Wait assumed when Graph answers `429` without `Retry-After`.
+const DEFAULT_RETRY: Duration = Duration::from_secs(10);
 
 impl GraphClient {
     /// A client for `graph_url` (e.g. `https://graph.microsoft.com/v1.0`) with tokens from
@@ -158,46 +117,19 @@ impl GraphClient {
             token_url: token_url.to_string(),
             client_id: client_id.to_string(),
             client_secret: client_secret.to_string(),
-            app_token: tokio::sync::Mutex::new(None),
+            app: TokenCache::new(token_url, oauth::client_credentials_form(client_id, client_secret, APP_SCOPE)),
             budget: Budget::new(BUDGET_REQUESTS, BUDGET_WINDOW),
         }
     }
 
-    async fn token_call(&self, form: String) -> Result<TokenResponse, CallError> {
-        let res = self
-            .http
-            .post(&self.token_url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| CallError::Http(e.to_string()))?;
-        let status = res.status().as_u16();
-        let body = res.bytes().await.map_err(|e| CallError::Http(e.to_string()))?;
-        if status != 200 {
-            let why = parse::parse_oauth_error(&body)
-                .map(|e| format!("{}{}", e.error, e.description.map(|d| format!(": {d}")).unwrap_or_default()))
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(CallError::Token(why));
-        }
-        Ok(parse::parse_token_response(&body)?)
-    }
-
-    /// The application token (client credentials), cached until a minute before expiry.
+    /// The application token (client credentials), cached until shortly before expiry.
     pub async fn app_token(&self) -> Result<String, CallError> {
-        let mut g = self.app_token.lock().await;
-        if let Some(c) = g.as_ref().filter(|c| c.renew_at > Instant::now()) {
-            return Ok(c.token.clone());
-        }
-        let t = self.token_call(parse::client_credentials_form(&self.client_id, &self.client_secret, APP_SCOPE)).await?;
-        let life = Duration::from_secs(t.expires_in.max(60));
-        *g = Some(Cached { token: t.access_token.clone(), renew_at: Instant::now() + life - Duration::from_secs(60).min(life / 2) });
-        Ok(t.access_token)
+        self.app.get(&self.http).await
     }
 
     /// Forgets the application token (after a 401).
     pub async fn drop_app_token(&self) {
-        *self.app_token.lock().await = None;
+        self.app.forget().await
     }
 
     /// A delegated token for a service account from its refresh token. Entra may rotate the
@@ -205,27 +137,16 @@ impl GraphClient {
     /// preferred over the configured one from then on.
     pub async fn delegated_token(&self, account: &str, configured_refresh: &str, cursors: &dyn Cursors, provider: &str) -> Result<(String, Duration), CallError> {
         let key = format!("refresh:{account}");
-        let stored = cursors.get(provider, &key);
-        let refresh = stored.as_deref().unwrap_or(configured_refresh);
-        let form = parse::refresh_token_form(&self.client_id, Some(&self.client_secret), refresh, DELEGATED_SCOPE);
-        let t = match self.token_call(form).await {
-            // A stored token that stopped working: fall back to the configured one once.
-            Err(CallError::Token(_)) if stored.is_some() && configured_refresh != refresh => {
-                let form = parse::refresh_token_form(&self.client_id, Some(&self.client_secret), configured_refresh, DELEGATED_SCOPE);
-                self.token_call(form).await?
-            }
-            other => other?,
-        };
-        if let Some(new) = t.refresh_token.as_deref().filter(|n| *n != refresh) {
-            cursors.set(provider, &key, new);
-        }
+        let store = oauth::RotationStore { cursors, provider, key: &key };
+        let t = oauth::refresh_grant(&self.http, &self.token_url, &self.client_id, Some(&self.client_secret), configured_refresh, DELEGATED_SCOPE, store).await?;
         Ok((t.access_token, Duration::from_secs(t.expires_in.max(60))))
     }
 
-    /// A Graph call. `budgeted` calls wait for a slot in the presence budget first; a 429 sets
-    /// the budget's throttle from `Retry-After` (default 10 s) and comes back as
-    /// [`CallError::Throttled`].
-    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<String>, budgeted: bool) -> Result<Vec<u8>, CallError> {
+    /// A Graph call within `limits`. `budgeted` calls wait for a slot in the presence budget
+    /// first (the wait is not part of the call's deadline); a 429 sets the budget's throttle
+    /// from `Retry-After` (default 10 s) and comes back as [`CallError::Throttled`], and a 503
+    /// or 504 with `Retry-After` holds the budget back as long.
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<String>, budgeted: bool, limits: Limits) -> Result<Vec<u8>, CallError> {
         if budgeted {
             self.budget.acquire().await;
         }
@@ -233,27 +154,17 @@ impl GraphClient {
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
-        let res = req.send().await.map_err(|e| CallError::Http(e.to_string()))?;
-        let status = res.status().as_u16();
-        let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| parse::retry_after(v, now_ms()));
-        let bytes = res.bytes().await.map_err(|e| CallError::Http(e.to_string()))?;
-        match status {
-            200..=299 => Ok(bytes.to_vec()),
-            429 => {
-                let after = Duration::from_millis(retry.unwrap_or(10_000));
-                self.budget.throttle(after);
-                Err(CallError::Throttled(after))
-            }
-            _ => {
-                let e = parse::parse_graph_error(&bytes).unwrap_or(GraphError { code: String::new(), message: String::new() });
-                if status == 503 || status == 504 {
-                    if let Some(ms) = retry {
-                        self.budget.throttle(Duration::from_millis(ms));
-                    }
+        let a = http::send(req, limits).await?;
+        match a.status {
+            429 => self.budget.throttle(a.retry_after.unwrap_or(DEFAULT_RETRY)),
+            503 | 504 => {
+                if let Some(after) = a.retry_after {
+                    self.budget.throttle(after);
                 }
-                Err(CallError::Status { status, code: e.code, message: e.message })
             }
+            _ => {}
         }
+        a.into_body(DEFAULT_RETRY)
     }
 }
 

@@ -5,15 +5,19 @@
 //! - [`client`]: tokens (client credentials for reads; service accounts' refresh tokens for
 //!   subscriptions, which Graph allows only with delegated permission) and calls under the
 //!   1,500 requests / 30 s budget with `429` + `Retry-After` honoured.
-//! - [`runtime`]: the provider task — start-up snapshot by polling in batches of 650,
-//!   subscriptions of up to 650 people per service account, the webhook (validation handshake,
-//!   `clientState` check, `202` at once), renewal before the 60-minute expiry, lifecycle
-//!   events, fallback polling while notifications lapse, and a periodic consistency check.
+//! - [`hook`]: the webhook (validation handshake, `clientState` check, `202` at once).
+//! - [`runtime`]: the reads — start-up snapshot in batches of 650, the people notifications
+//!   name, fallback polling while notifications lapse, a periodic consistency check — and the
+//!   feed's health under faults (reads with deadlines, a watchdog, nothing notified lost).
+//! - [`subscriptions`]: up to 650 people per service account, renewal before the 60-minute
+//!   expiry, lifecycle events, deletion at shutdown — in a task of its own.
 
 pub mod client;
 pub mod crypto;
+pub mod hook;
 pub mod parse;
 pub mod runtime;
+pub mod subscriptions;
 
 use serde::Deserialize;
 
@@ -76,6 +80,19 @@ pub struct GraphPresenceConfig {
     /// Gather notifications for this long before fetching their presence (ms).
     #[serde(default = "default_batch_ms")]
     pub batch_ms: u64,
+    /// Deadline of one presence read (getPresencesByUserId), in seconds.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    /// Deadline of one subscription call (create, renew, reauthorize, delete), in seconds.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_secs: u64,
+    /// The feed goes down after this many failed reads in a row.
+    #[serde(default = "default_down_after")]
+    pub down_after_failures: u32,
+    /// The feed goes down when reads have been due this long without one succeeding, whatever
+    /// the reason (seconds).
+    #[serde(default = "default_watchdog")]
+    pub watchdog_secs: u64,
     /// Ask Graph to include the presence, encrypted, in notifications (`includeResourceData`):
     /// no fetch per change. Needs the three `encryption_*` settings.
     #[serde(default)]
@@ -114,6 +131,18 @@ fn default_fallback() -> u64 {
 }
 fn default_batch_ms() -> u64 {
     50
+}
+fn default_read_timeout() -> u64 {
+    10
+}
+fn default_call_timeout() -> u64 {
+    15
+}
+fn default_down_after() -> u32 {
+    2
+}
+fn default_watchdog() -> u64 {
+    30
 }
 
 impl GraphPresenceConfig {
@@ -170,6 +199,15 @@ impl GraphPresenceConfig {
         if self.batch_ms > 5_000 {
             return bad("batch_ms must be at most 5000".into());
         }
+        if !(1..=120).contains(&self.read_timeout_secs) || !(1..=120).contains(&self.call_timeout_secs) {
+            return bad("read_timeout_secs and call_timeout_secs must be 1-120".into());
+        }
+        if !(1..=10).contains(&self.down_after_failures) {
+            return bad("down_after_failures must be 1-10".into());
+        }
+        if !(2..=3600).contains(&self.watchdog_secs) {
+            return bad("watchdog_secs must be 2-3600".into());
+        }
         if self.include_resource_data {
             self.notification_key()?;
         }
@@ -185,6 +223,6 @@ pub fn start(config: &GraphPresenceConfig, ctx: ProviderContext) -> Result<Provi
     config.validate()?;
     let key = config.notification_key()?;
     let rt = runtime::Runtime::new(ctx, config.clone(), key);
-    let task = actix::spawn(rt.run());
+    let task = tokio::spawn(rt.run());
     Ok(ProviderHandle::new(move || task.abort()))
 }

@@ -1,0 +1,319 @@
+//! Calls to peers over HTTP: every answer is read in bounded chunks and cut at its limit (a
+//! broken or hostile peer cannot make the hub buffer more than the call allows), every call
+//! has a deadline sized to it, and every failure is one [`CallError`], classified so a
+//! provider can tell throttling, refusal, a missing answer and a bad answer apart.
+//!
+//! Long-lived streams (the O2G event channel, MBN long polls) read chunk by chunk themselves
+//! with an idle timeout; they still use [`CallError`] and [`retry_after`].
+
+use std::time::Duration;
+
+use presence_actors::model::activity::truncate;
+use presence_actors::model::{now_ms, UnixMs};
+
+/// Longest `Retry-After` honoured, in milliseconds (1 hour).
+pub const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
+/// Longest error text kept from a peer's error body, in bytes.
+const MAX_MESSAGE: usize = 300;
+
+/// How much a call may read and how long it may take (send, headers and the whole body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body read; a longer answer fails with [`CallError::TooLarge`].
+    pub max_body: usize,
+    /// Deadline for the whole call; past it the call fails with [`CallError::TimedOut`].
+    pub timeout: Duration,
+}
+
+impl Limits {
+    /// `max_body` bytes within `timeout`.
+    pub const fn new(max_body: usize, timeout: Duration) -> Limits {
+        Limits { max_body, timeout }
+    }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No connection, or the connection broke (DNS, refused, reset, TLS).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No complete answer within the call's deadline.
+    #[error("no answer within {} s", .0.as_secs_f32())]
+    TimedOut(Duration),
+    /// The answer was longer than the call allows; it was cut and dropped.
+    #[error("answer larger than {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// `429` (or a throttling fault): nothing should go out before this has passed.
+    #[error("throttled; retry after {} s", .0.as_secs_f32())]
+    Throttled(Duration),
+    /// The token endpoint refused the credentials.
+    #[error("token refused: {0}")]
+    Token(String),
+    /// Another non-2xx status.
+    #[error("HTTP {status}{}{message}", if message.is_empty() { "" } else { ": " })]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The peer's error code and message, if its body had them (bounded).
+        message: String,
+        /// `Retry-After`, if given.
+        retry_after: Option<Duration>,
+    },
+    /// A 2xx answer that could not be used.
+    #[error("bad answer: {0}")]
+    Parse(String),
+}
+
+impl CallError {
+    /// The HTTP status, when the peer answered with one that failed the call.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Status { status, .. } => Some(*status),
+            CallError::Throttled(_) => Some(429),
+            _ => None,
+        }
+    }
+
+    /// True for `401`/`403`: credentials or a session to renew.
+    pub fn unauthorized(&self) -> bool {
+        matches!(self.status(), Some(401 | 403))
+    }
+
+    /// How long the peer asked to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Throttled(d) => Some(*d),
+            CallError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<super::json::ParseError> for CallError {
+    fn from(e: super::json::ParseError) -> Self {
+        CallError::Parse(e.to_string())
+    }
+}
+
+/// An answer, read whole (within its limit).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// `Retry-After`, parsed.
+    pub retry_after: Option<Duration>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// An answer from its parts (tests, and callers that build one from a stream).
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Answer {
+        Answer { status, headers: Default::default(), retry_after: None, body: body.into() }
+    }
+
+    /// True for 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body of a 2xx answer; else the failure it stands for: `429` becomes
+    /// [`CallError::Throttled`] (`Retry-After`, or `default_retry` without one), anything else
+    /// [`CallError::Status`] with the peer's own error text (see [`error_text`]).
+    pub fn into_body(self, default_retry: Duration) -> Result<Vec<u8>, CallError> {
+        if self.ok() {
+            return Ok(self.body);
+        }
+        Err(self.into_error(default_retry))
+    }
+
+    /// The failure a non-2xx answer stands for (see [`Answer::into_body`]).
+    pub fn into_error(self, default_retry: Duration) -> CallError {
+        if self.status == 429 {
+            return CallError::Throttled(self.retry_after.unwrap_or(default_retry));
+        }
+        CallError::Status { status: self.status, message: error_text(&self.body), retry_after: self.retry_after }
+    }
+}
+
+/// Sends `req` and reads the answer within `limits`: the body in chunks, failing as soon as it
+/// passes `max_body` (a `Content-Length` over the limit fails before any is read).
+pub async fn send(req: reqwest::RequestBuilder, limits: Limits) -> Result<Answer, CallError> {
+    match tokio::time::timeout(limits.timeout, send_unbounded_time(req, limits.max_body)).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::TimedOut(limits.timeout)),
+    }
+}
+
+async fn send_unbounded_time(req: reqwest::RequestBuilder, max_body: usize) -> Result<Answer, CallError> {
+    let mut res = req.send().await.map_err(transport)?;
+    let status = res.status().as_u16();
+    let retry_after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, now_ms()));
+    let body = read_body(&mut res, max_body).await?;
+    Ok(Answer { status, headers: std::mem::take(res.headers_mut()), retry_after, body })
+}
+
+/// Reads a response's body in chunks, at most `max` bytes.
+pub async fn read_body(res: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, CallError> {
+    if res.content_length().is_some_and(|n| n > max as u64) {
+        return Err(CallError::TooLarge { max });
+    }
+    let mut body = Vec::with_capacity(res.content_length().map_or(0, |n| n as usize).min(max).min(64 * 1024));
+    while let Some(chunk) = res.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > max {
+            return Err(CallError::TooLarge { max });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A transport error as a [`CallError`] (the URL left out: it may carry a token).
+pub fn transport(e: reqwest::Error) -> CallError {
+    if e.is_timeout() {
+        return CallError::TimedOut(Duration::ZERO);
+    }
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    // The cause chain says what actually happened ("connection refused").
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    CallError::Unreachable(truncate(&text, MAX_MESSAGE).to_string())
+}
+
+/// The peer's own words from an error body: `error.code` + `error.message` (Microsoft Graph,
+/// Google), `error` + `error_description` (OAuth2), `code` + `message`, or a short text body.
+/// Empty when there is nothing readable.
+pub fn error_text(body: &[u8]) -> String {
+    use serde_json::Value;
+    let head = &body[..body.len().min(64 * 1024)];
+    let s = |v: Option<&Value>| -> Option<String> {
+        match v? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let text = match serde_json::from_slice::<Value>(head) {
+        Ok(v) => {
+            let (code, message) = match v.get("error") {
+                Some(e @ Value::Object(_)) => (s(e.get("code")), s(e.get("message"))),
+                Some(_) => (s(v.get("error")), s(v.get("error_description"))),
+                None => (s(v.get("code")), s(v.get("message"))),
+            };
+            match (code, message) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(x), None) | (None, Some(x)) => x,
+                (None, None) => String::new(),
+            }
+        }
+        Err(_) => {
+            let t = String::from_utf8_lossy(&head[..head.len().min(MAX_MESSAGE)]);
+            // Not JSON: a short plain-text reason is worth keeping, markup is not.
+            if t.trim_start().starts_with('<') { String::new() } else { t.split_whitespace().collect::<Vec<_>>().join(" ") }
+        }
+    };
+    truncate(&text, MAX_MESSAGE).to_string()
+}
+
+/// A `Retry-After` header value as a wait from `now`: delta-seconds or an HTTP-date
+/// (IMF-fixdate, plus the obsolete RFC 850 and asctime forms). A date in the past gives zero;
+/// the wait is capped at [`MAX_RETRY_AFTER_MS`]. `None` when unparsable.
+pub fn retry_after(value: &str, now: UnixMs) -> Option<Duration> {
+    retry_after_ms(value, now).map(Duration::from_millis)
+}
+
+/// [`retry_after`] in milliseconds.
+pub fn retry_after_ms(value: &str, now: UnixMs) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > 64 {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: only overflow can fail, and an overflowing wait is capped anyway.
+        let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
+    }
+    let at = http_date(v)?;
+    let wait = at.saturating_sub(now).clamp(0, MAX_RETRY_AFTER_MS as i64);
+    u64::try_from(wait).ok()
+}
+
+fn http_date(v: &str) -> Option<UnixMs> {
+    static RFC2822: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    if let Ok(t) = RFC2822.parse_timestamp(v) {
+        return Some(t.as_millisecond());
+    }
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"].iter().find_map(|f| {
+        let dt = jiff::fmt::strtime::parse(f, v).ok()?.to_datetime().ok()?;
+        jiff::tz::Offset::UTC.to_timestamp(dt).ok().map(|t| t.as_millisecond())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> UnixMs {
+        presence_actors::model::parse_rfc3339(s).expect("test time")
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = ms("2015-10-21T07:27:30Z");
+        let r = |v: &str| retry_after_ms(v, now);
+        assert_eq!(r("120"), Some(120_000));
+        assert_eq!(r(" 0 "), Some(0));
+        assert_eq!(r("7200"), Some(MAX_RETRY_AFTER_MS));
+        assert_eq!(r("99999999999999999999999"), Some(MAX_RETRY_AFTER_MS));
+        assert_eq!(r("Wed, 21 Oct 2015 07:28:00 GMT"), Some(30_000));
+        assert_eq!(r("Wednesday, 21-Oct-15 07:28:00 GMT"), Some(30_000));
+        assert_eq!(r("Wed Oct 21 07:28:00 2015"), Some(30_000));
+        assert_eq!(r("Wed, 21 Oct 2015 07:00:00 GMT"), Some(0), "past date: retry now");
+        assert_eq!(r("Thu, 22 Oct 2015 07:28:00 GMT"), Some(MAX_RETRY_AFTER_MS));
+        for bad in ["", "-5", "1.5", "soon", "Wed, 32 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(r(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_give_the_peers_words() {
+        assert_eq!(error_text(br#"{"error":{"code":"TooManyRequests","message":"Slow down"}}"#), "TooManyRequests: Slow down");
+        assert_eq!(error_text(br#"{"error":{"code":404,"message":"Not Found"}}"#), "404: Not Found");
+        assert_eq!(error_text(br#"{"error":"invalid_grant","error_description":"AADSTS70008"}"#), "invalid_grant: AADSTS70008");
+        assert_eq!(error_text(br#"{"code":"40106","message":"expired"}"#), "40106: expired");
+        assert_eq!(error_text(b"Service Unavailable\r\n"), "Service Unavailable");
+        assert_eq!(error_text(b"<html><body>500</body></html>"), "");
+        assert_eq!(error_text(b""), "");
+        assert!(error_text(&vec![b'x'; 100_000]).len() <= MAX_MESSAGE);
+    }
+
+    #[test]
+    fn answers_classify_into_call_errors() {
+        let mut a = Answer::new(429, "");
+        a.retry_after = Some(Duration::from_secs(3));
+        assert_eq!(a.into_body(Duration::from_secs(10)), Err(CallError::Throttled(Duration::from_secs(3))));
+        assert_eq!(Answer::new(429, "").into_body(Duration::from_secs(10)), Err(CallError::Throttled(Duration::from_secs(10))));
+        let e = Answer::new(503, r#"{"error":{"code":"ServiceUnavailable","message":"x"}}"#).into_body(Duration::ZERO).unwrap_err();
+        assert_eq!(e.status(), Some(503));
+        assert_eq!(e.to_string(), "HTTP 503: ServiceUnavailable: x");
+        assert!(Answer::new(401, "").into_body(Duration::ZERO).unwrap_err().unauthorized());
+        assert_eq!(Answer::new(204, "").into_body(Duration::ZERO), Ok(Vec::new()));
+    }
+}

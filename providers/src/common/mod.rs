@@ -1,0 +1,20 @@
+//! The providers' toolkit: what every source needs to talk to its peer, written once.
+//!
+//! - [`http`]: calls with bounded reads and a deadline per call, one [`http::CallError`] for
+//!   every failure, `Retry-After`, the peer's error text.
+//! - [`oauth`]: token requests (client credentials, refresh token with rotation kept in the
+//!   store, password grant), token caching.
+//! - [`backoff`]: exponential back-off with jitter.
+//! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
+//! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
+//! - [`secret`]: random secrets from the operating system.
+//!
+//! A provider uses these and keeps only what is its own: its wire formats (`parse.rs`), its
+//! mapping to signals (`map.rs`) and its state machine (`runtime.rs`).
+
+pub mod backoff;
+pub mod form;
+pub mod http;
+pub mod json;
+pub mod oauth;
+pub mod secret;
