@@ -294,6 +294,57 @@ async fn publish_is_an_event_state_compositor() {
     wait_sip_source(&s, "marta.lind", |v| v.as_ref().is_none_or(|v| v["availability"].is_null() || v["availability"] == "Unknown")).await;
 }
 
+/// A PIDF with `basic` open and a meal whose RPID `until` is `until`.
+fn pidf_lunch_until(until: jiff::Timestamp) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:marta.lind@nordvik.se">
+<tuple id="p1"><status><basic>open</basic></status></tuple>
+<dm:person id="x"><rpid:activities until="{until}"><rpid:meal/></rpid:activities></dm:person></presence>"#
+    )
+}
+
+/// Issue 12: an RPID element does not hold after its `until` (RFC 4480 §3.2). Publishers send
+/// their document as it is, so "lunch until 13:00" arrives again after 13:00: the person is
+/// Available (`basic` open), not at Lunch, and the check is made again at every refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_ignores_an_rpid_element_whose_until_has_passed() {
+    let s = start(sip_config("sip-until"));
+    let server = sip_addr(&s).await;
+    let mut c = Client::new(server).await;
+    let aor = "sip:marta.lind@nordvik.se";
+    let pidf_ct = "application/pidf+xml";
+    let cred = Some(("phone", "phone-pw"));
+    let ev = [("Event", "presence"), ("Expires", "120")];
+    let available = |v: &Option<Value>| v.as_ref().is_some_and(|v| v["availability"] == "Available" && v["activity"].is_null());
+
+    // Lunch that ended an hour ago.
+    let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let r = c.send("PUBLISH", aor, &ev, Some((pidf_ct, &pidf_lunch_until(past))), cred).await;
+    assert_eq!(r.code(), Some(200));
+    let etag = r.header(&sip_etag()).unwrap().to_string();
+    let src = wait_sip_source(&s, "marta.lind", |v| v.is_some()).await.unwrap();
+    assert_eq!(src["availability"], "Available", "the past lunch still counts: {src}");
+    assert!(src["activity"].is_null(), "{src}");
+    let v: Value = client().get(s.url("/api/users/marta.lind")).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["presence"]["availability"], "Available", "{v}");
+    assert_ne!(v["presence"]["activity"], "Lunch", "{v}");
+
+    // A lunch that is on now shows, and ends when its `until` passes.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(1500);
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("SIP-If-Match", &etag)], Some((pidf_ct, &pidf_lunch_until(soon))), cred).await;
+    assert_eq!(r.code(), Some(200));
+    let etag = r.header(&sip_etag()).unwrap().to_string();
+    let src = wait_sip_source(&s, "marta.lind", |v| v.as_ref().is_some_and(|v| v["activity"] == "Lunch")).await.unwrap();
+    assert_eq!(src["availability"], "BeRightBack", "{src}");
+    let wait = soon.duration_since(jiff::Timestamp::now()).unsigned_abs() + Duration::from_millis(300);
+    tokio::time::sleep(wait).await;
+    // A refresh (no body) after the lunch: the document is judged at the refresh's time.
+    let r = c.send("PUBLISH", aor, &[("Event", "presence"), ("SIP-If-Match", &etag)], None, cred).await;
+    assert_eq!(r.code(), Some(200));
+    wait_sip_source(&s, "marta.lind", available).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_refusals() {
     let s = start(sip_config("sip-refuse"));

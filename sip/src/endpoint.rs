@@ -11,6 +11,9 @@
 //!   channel is full the request is answered `503` with `Retry-After` at once (overload control).
 //! * A message that cannot be parsed is answered `400` with the reason when enough of it can be
 //!   read to address a response (RFC 3261 §8.2 / RFC 4475), otherwise dropped; both are counted.
+//!   A request over [`MAX_MESSAGE_LEN`](crate::message::MAX_MESSAGE_LEN) is answered
+//!   `513 Message Too Large` the same way; on TCP the connection is then closed, since the rest
+//!   of the stream cannot be framed.
 //! * Responses go back where the request came from: the UDP source address (rport behaviour,
 //!   RFC 3581) or the TCP connection it arrived on.
 
@@ -24,6 +27,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+
+/// How long a TCP connection is still read (and the bytes dropped) after a `513`, so the
+/// peer's unread body does not make the close a reset that could discard the answer.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// RFC 3261 T1.
 pub const T1: Duration = Duration::from_millis(500);
@@ -488,6 +495,7 @@ impl Inner {
         tokio::spawn(async move {
             let mut framer = Framer::new();
             let mut buf = vec![0u8; 16 * 1024];
+            let mut lingering = false;
             let peer = Peer { transport: Transport::Tcp, addr: remote };
             'conn: loop {
                 let n = match rd.read(&mut buf).await {
@@ -505,7 +513,20 @@ impl Inner {
                         Ok(Some(Frame::Message(m))) => inner.on_bytes(m, peer),
                         Err(e) => {
                             inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(error = %e, %remote, "sip: TCP stream unusable; closing");
+                            // Content-Length over the limit: answer 513 from the head before
+                            // closing. A head itself over the limit cannot be read to address
+                            // an answer; the connection is closed without one.
+                            let reply = match e {
+                                ParseError::TooLarge => framer.oversized_head().and_then(|h| bad_request_reply(h, &e)),
+                                _ => None,
+                            };
+                            let answered = reply.is_some();
+                            tracing::debug!(error = %e, %remote, answered, "SIP TCP stream cannot be framed; closing the connection.");
+                            if let Some(reply) = reply {
+                                inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+                                let _ = pong.try_send(reply);
+                                lingering = true;
+                            }
                             break 'conn;
                         }
                     }
@@ -515,6 +536,16 @@ impl Inner {
                 let mut conns = inner.conns.lock().unwrap();
                 if conns.get(&remote).is_some_and(|t| t.same_channel(&pong)) {
                     conns.remove(&remote);
+                }
+            }
+            // The writer sends what is queued (the 513) and closes once no sender is left.
+            drop(pong);
+            if lingering {
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
                 }
             }
         });
@@ -567,7 +598,8 @@ fn udp_local(udp: &Option<UdpSocket>, fallback: SocketAddr) -> SocketAddr {
 }
 
 /// A `400` for a request that failed to parse, when its Via, From, To, Call-ID and CSeq lines
-/// can still be read (RFC 3261 §8.2: the reason phrase says what was wrong).
+/// can still be read (RFC 3261 §8.2: the reason phrase says what was wrong); `513` for one
+/// over the size limit, `416` and `505` for the URI scheme and the version.
 fn bad_request_reply(data: &[u8], err: &ParseError) -> Option<Bytes> {
     let text = std::str::from_utf8(data).ok()?;
     let first = text.trim_start().lines().next()?;
@@ -599,6 +631,7 @@ fn bad_request_reply(data: &[u8], err: &ParseError) -> Option<Bytes> {
     let mut b = match err {
         ParseError::UnsupportedUriScheme => Builder::response(416, "Unsupported URI Scheme"),
         ParseError::BadVersion => Builder::response(505, "Version Not Supported"),
+        ParseError::TooLarge => Builder::response(513, "Message Too Large"),
         _ => Builder::response(400, &format!("Bad Request ({err})")),
     };
     for (n, v) in keep {
@@ -708,6 +741,48 @@ mod tests {
         let text = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(text.starts_with("SIP/2.0 400 Bad Request (CSeq method does not match"), "{text}");
         assert_eq!(b.stats().malformed.load(Ordering::Relaxed), 1);
+    }
+
+    const BIG_HEAD: &str = "MESSAGE sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKbig\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: big1\r\nCSeq: 7 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n";
+
+    /// Issue 12: a request whose Content-Length puts it over the size limit is answered `513`
+    /// with the dialog headers copied, and then the connection closes (the rest of the stream
+    /// cannot be framed).
+    #[tokio::test]
+    async fn oversized_tcp_request_gets_513_then_the_connection_closes() {
+        let (b, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let (mut rd, mut wr) = TcpStream::connect(b.local_addr()).await.unwrap().into_split();
+        // The whole message, as a sender that does not wait writes it; the write may fail once
+        // the server gives up on the stream.
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(BIG_HEAD.as_bytes()).await;
+            let _ = wr.write_all(&vec![b'x'; 100_000]).await;
+            wr
+        });
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the connection was not closed");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{text:?}");
+        for h in [
+            "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKbig",
+            "From: <sip:x@y>;tag=1",
+            "To: <sip:a@b>",
+            "Call-ID: big1",
+            "CSeq: 7 MESSAGE",
+        ] {
+            assert!(text.contains(&format!("{h}\r\n")), "{h} missing: {text}");
+        }
+        assert_eq!(b.stats().malformed.load(Ordering::Relaxed), 1);
+        drop(writer.await);
+    }
+
+    #[test]
+    fn an_oversized_datagram_with_readable_headers_gets_513() {
+        let reply = bad_request_reply(BIG_HEAD.as_bytes(), &ParseError::TooLarge).expect("a reply");
+        let text = std::str::from_utf8(&reply).unwrap();
+        assert!(text.starts_with("SIP/2.0 513 Message Too Large\r\n"), "{text}");
+        assert!(text.contains("Call-ID: big1\r\n"), "{text}");
     }
 
     #[tokio::test]

@@ -448,7 +448,9 @@ pub fn name_addr_uri(value: &str) -> &str {
 }
 
 /// Cuts messages out of a byte stream (TCP, RFC 3261 §18.3): skips keep-alive CRLFs, requires
-/// Content-Length, bounds the message size.
+/// Content-Length, bounds the message size. When a message's Content-Length puts it over
+/// [`MAX_MESSAGE_LEN`], its head stays readable through [`Framer::oversized_head`] so the
+/// request can be answered `513 Message Too Large` before the connection is closed.
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: BytesMut,
@@ -474,7 +476,9 @@ impl Framer {
     }
 
     /// The next complete frame, `Ok(None)` when more bytes are needed, `Err` when the stream is
-    /// beyond repair (too large, no Content-Length): the connection should be closed.
+    /// beyond repair (too large, no Content-Length): the connection should be closed. After
+    /// [`ParseError::TooLarge`], [`oversized_head`](Framer::oversized_head) gives the head to
+    /// answer when it could be read.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ParseError> {
         let crlfs = self.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
         if crlfs > 0 {
@@ -513,6 +517,16 @@ impl Framer {
             return Ok(None);
         }
         Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
+    }
+
+    /// The head (start line and header lines, through the blank line) of the message at the
+    /// front of the buffer, once it is complete and within [`MAX_MESSAGE_LEN`]. After
+    /// `next_frame` failed with [`ParseError::TooLarge`] this is the head of the over-long
+    /// message, for a `513` answer. `None` when the head itself is over the limit (or still
+    /// incomplete): nothing can be read to address an answer.
+    pub fn oversized_head(&self) -> Option<&[u8]> {
+        let head_end = find_head_end(&self.buf)?;
+        (head_end <= MAX_MESSAGE_LEN).then(|| &self.buf[..head_end])
     }
 }
 
@@ -685,6 +699,32 @@ Content-Length: 0\r\n\r\n";
         let mut f = Framer::new();
         f.extend(b"NOTIFY sip:a@b SIP/2.0\r\nVia: x\r\n\r\n");
         assert_eq!(f.next_frame().unwrap_err(), ParseError::BadHeader("Content-Length"));
+    }
+
+    #[test]
+    fn framer_keeps_the_head_of_an_oversized_message() {
+        // Content-Length over the limit: refused at once, the head still readable.
+        let head = "PUBLISH sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 100000\r\n\r\n";
+        let mut f = Framer::new();
+        f.extend(format!("\r\n{head}xxxx").as_bytes());
+        assert_eq!(f.next_frame().unwrap_err(), ParseError::TooLarge);
+        assert_eq!(f.oversized_head(), Some(head.as_bytes()));
+        // Exactly at the limit is fine.
+        let mut f = Framer::new();
+        let at = format!("PUBLISH sip:a@b SIP/2.0\r\nContent-Length: {}\r\n\r\n", MAX_MESSAGE_LEN - 50);
+        assert_eq!(at.len(), 50);
+        f.extend(at.as_bytes());
+        assert!(matches!(f.next_frame(), Ok(None)));
+        let mut f = Framer::new();
+        f.extend(format!("PUBLISH sip:a@b SIP/2.0\r\nContent-Length: {}\r\n\r\n", MAX_MESSAGE_LEN - 49).as_bytes());
+        assert_eq!(f.next_frame().unwrap_err(), ParseError::TooLarge, "one byte over");
+        // A head over the limit: nothing to answer.
+        let mut f = Framer::new();
+        f.extend(format!("PUBLISH sip:a@b SIP/2.0\r\nX: {}", "y".repeat(MAX_MESSAGE_LEN)).as_bytes());
+        assert_eq!(f.next_frame().unwrap_err(), ParseError::TooLarge);
+        assert_eq!(f.oversized_head(), None);
+        f.extend(b"\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(f.oversized_head(), None);
     }
 
     #[test]

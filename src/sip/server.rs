@@ -23,7 +23,9 @@
 //! remove (SIP-If-Match, Expires 0); unknown entity-tag → `412`. Every `2xx` carries a new
 //! SIP-ETag and the granted Expires. Each publication is one `sip` signal instance whose
 //! `valid_until` is the publication's expiry, so an expired publication drops out of the merge
-//! by itself. Publications are not kept across restarts: the publisher's next refresh gets
+//! by itself. The published document is kept and mapped again at every refresh, so RPID
+//! elements are judged against their `from`/`until` at that time, not only at the first
+//! PUBLISH. Publications are not kept across restarts: the publisher's next refresh gets
 //! `412` and it publishes anew, as RFC 3903 intends.
 //!
 //! Digest authentication (`[sip] require_auth`) guards SUBSCRIBE and PUBLISH; PUBLISH also
@@ -154,7 +156,9 @@ struct Publication {
     user: UserIdx,
     instance: String,
     expires_at: Instant,
-    signal: Signal,
+    /// The published document, mapped to a signal at every PUBLISH (its RPID periods are
+    /// judged at that time).
+    doc: pidf::PidfDoc,
 }
 
 struct NotifyDone {
@@ -669,8 +673,8 @@ impl Server {
                     return self.ep.respond(&req, r).await;
                 }
                 let instance = format!("publish:{}", &self.ep.token()[..8]);
-                let Some(signal) = self.pidf_signal(&req, &instance, now).await else { return };
-                (self.ep.token(), Publication { user, instance, expires_at: Instant::now(), signal })
+                let Some(doc) = self.pidf_doc(&req).await else { return };
+                (self.ep.token(), Publication { user, instance, expires_at: Instant::now(), doc })
             }
             Some(tag) => {
                 let Some(mut p) = self.pubs.remove(&tag) else {
@@ -684,20 +688,21 @@ impl Server {
                     return self.ep.respond(&req, r).await;
                 }
                 if has_body {
-                    let Some(signal) = self.pidf_signal(&req, &p.instance, now).await else {
+                    let Some(doc) = self.pidf_doc(&req).await else {
                         self.pubs.insert(tag, p);
                         return;
                     };
-                    p.signal = signal;
+                    p.doc = doc;
                 }
                 (self.ep.token(), p)
             }
         };
         let mut pubn = pubn;
         pubn.expires_at = Instant::now() + Duration::from_secs(expires as u64);
-        pubn.signal.valid_until = Some(until.min(pubn.signal.valid_until.unwrap_or(i64::MAX)));
-        pubn.signal.observed_at = now;
-        if let Err(e) = self.sink.send_to(pubn.user, pubn.signal.clone()) {
+        // The document as it stands now; its own next change never outlives the publication.
+        let mut signal = presence_providers::sip::map::pidf_to_signal(&pubn.doc, Source::Sip, &pubn.instance, now);
+        signal.valid_until = Some(until.min(signal.valid_until.unwrap_or(i64::MAX)));
+        if let Err(e) = self.sink.send_to(pubn.user, signal) {
             warn!(error = %e, "sip: publication not delivered");
         }
         self.pubs.insert(etag.clone(), pubn);
@@ -706,14 +711,10 @@ impl Server {
         self.ep.respond(&req, r).await;
     }
 
-    async fn pidf_signal(&self, req: &Incoming, instance: &str, now: i64) -> Option<Signal> {
+    /// The PUBLISH body as a PIDF document; `None` once answered `400`.
+    async fn pidf_doc(&self, req: &Incoming) -> Option<pidf::PidfDoc> {
         match pidf::parse_pidf(&req.msg.body) {
-            Ok(doc) => {
-                let mut s = presence_providers::sip::map::pidf_to_signal(&doc, Source::Sip, instance, now);
-                // The publication's own `until` never outlives the publication; set by the caller.
-                s.valid_until = s.valid_until.filter(|u| *u > now);
-                Some(s)
-            }
+            Ok(doc) => Some(doc),
             Err(e) => {
                 let reason = format!("Bad Request ({e})");
                 self.ep.reply(req, 400, &reason).await;

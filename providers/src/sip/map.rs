@@ -17,9 +17,18 @@
 //! | open + `user-input` idle | AvailableIdle (BusyIdle when busy) | Inactive |
 //!
 //! When several activities are present the least available wins, as in the merge policy. The
-//! note is the person's note, else the document's, else a tuple's. An `until` on the winning
-//! activity becomes the signal's `valid_until`. An empty body (no publication left at the
-//! server) retracts the source: it has no opinion, it does not mean Offline.
+//! note is the person's note, else the document's, else a tuple's. An empty body (no
+//! publication left at the server) retracts the source: it has no opinion, it does not mean
+//! Offline.
+//!
+//! Timed elements (RFC 4480 §3.2): an `activities` element counts only inside its
+//! `from`/`until` period at the time of mapping ([`pidf::Activities::holds_at`]); outside it
+//! the element is ignored and the rest of the document (`basic`, other elements) still counts.
+//! Sources re-send the same document on every refresh, so "meal until 13:00" read at 14:00 is
+//! just `open`. The next time an element's period starts or ends becomes the signal's
+//! `valid_until`: a signal has one state for one period, so an element that starts later
+//! (future `from`) is not shown in advance; the signal ends when it starts, and the next
+//! document (NOTIFY, PUBLISH refresh) read after that shows it.
 //!
 //! dialog-info (RFC 4235) → `pbx` signals through [`DialogTracker`]: a ringing dialog is
 //! Busy/Ringing, a confirmed one Busy/InACall, none Available — the lamp of a desk phone.
@@ -49,6 +58,7 @@
 //! [`SfbCategories`] keeps one person's category instances across notifications: a full
 //! document replaces them, a delta updates them, an empty category instance deletes one.
 
+use jiff::Timestamp;
 use presence_actors::model::activity::truncate;
 use presence_actors::model::{Activity, Availability, PrivateDetail, Signal, Source, UnixMs};
 use presence_sip::body::dialog_info::{self, ApplyOutcome, DialogTracker, ExtensionState};
@@ -90,11 +100,13 @@ pub fn presence_signal(content_type: Option<&str>, body: &[u8], instance: &str, 
     Ok(Some(pidf_to_signal(&doc, Source::Sip, instance, now)))
 }
 
-/// Maps a parsed PIDF document (also used for PUBLISH to the hub).
+/// Maps a parsed PIDF document as it stands at `now` (also used for PUBLISH to the hub):
+/// elements outside their `from`/`until` period are ignored (module docs).
 pub fn pidf_to_signal(doc: &PidfDoc, source: Source, instance: &str, now: UnixMs) -> Signal {
+    let at = Timestamp::from_millisecond(now).unwrap_or_default();
     let mut best: Option<(Availability, Option<Activity>, bool)> = None;
     let mut other: Option<String> = None;
-    for a in doc.all_activities() {
+    for a in doc.activities_at(at) {
         use pidf::Activity as R;
         let m: Option<(Availability, Option<Activity>, bool)> = match a {
             R::OnThePhone => Some((Availability::Busy, Some(Activity::InACall), false)),
@@ -148,15 +160,7 @@ pub fn pidf_to_signal(doc: &PidfDoc, source: Source, instance: &str, now: UnixMs
     if activity.is_none() {
         activity = other.map(|t| Activity::Other(t.into()));
     }
-    let until = doc
-        .persons
-        .iter()
-        .flat_map(|p| p.activities.iter())
-        .chain(doc.activities.iter())
-        .filter_map(|a| a.until)
-        .map(|t| t.as_millisecond())
-        .filter(|t| *t > now)
-        .min();
+    let until = doc.next_change(at).map(|t| t.as_millisecond()).filter(|t| *t > now);
     let mut s = Signal::new(source, instance, Some(availability), now);
     s.activity = activity;
     s.ooo = ooo;
@@ -467,6 +471,45 @@ mod tests {
         // What the sipp scenario in fixtures publishes (no data model, no RPID).
         let plain = r#"<?xml version="1.0" encoding="UTF-8"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:user1@127.0.0.1"><tuple id="t1"><status><basic>open</basic></status></tuple></presence>"#;
         assert_eq!(map(plain).availability, Some(Availability::Available));
+    }
+
+    /// RFC 4480 §3.2: an element outside its `from`/`until` period does not hold. It is
+    /// ignored; the rest of the document (`basic` open) still counts. NOW is
+    /// 2023-11-14T22:13:20Z.
+    #[test]
+    fn an_element_outside_its_period_is_ignored() {
+        const LATER: UnixMs = 1_700_002_800_000; // 2023-11-14T23:00:00Z
+        let meal = |attrs: &str| doc(&format!("<rpid:activities {attrs}><rpid:meal/></rpid:activities>"), "open");
+
+        // Lunch that ended at noon, re-sent on every refresh: Available, no Lunch, no bound.
+        let s = map(&meal(r#"until="2023-11-14T12:00:00Z""#));
+        assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Available), None), "{s:?}");
+        assert_eq!(s.valid_until, None);
+        // The same over the `pres` shapes: top level and inside a tuple.
+        let top = r#"<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:a@b"><tuple id="t1"><status><basic>open</basic><rpid:activities until="2023-11-14T12:00:00Z"><rpid:meal/></rpid:activities></status></tuple><rpid:activities until="2023-11-14T22:13:20Z"><rpid:busy/></rpid:activities></presence>"#;
+        let s = map(top);
+        assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Available), None), "until = now: {s:?}");
+
+        // A future `until` still bounds the activity.
+        let s = map(&meal(r#"until="2023-11-14T23:00:00Z""#));
+        assert_eq!((s.availability, s.activity.clone()), (Some(Availability::BeRightBack), Some(Activity::Lunch)));
+        assert_eq!(s.valid_until, Some(LATER));
+        let s = map(&meal(r#"from="2023-11-14T12:00:00Z" until="2023-11-14T23:00:00Z""#));
+        assert_eq!((s.activity.clone(), s.valid_until), (Some(Activity::Lunch), Some(LATER)), "inside its period");
+
+        // A future `from` does not hold yet: what the rest says holds until then.
+        let s = map(&meal(r#"from="2023-11-14T23:00:00Z""#));
+        assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Available), None), "{s:?}");
+        assert_eq!(s.valid_until, Some(LATER));
+        let s = map(&meal(r#"from="2023-11-14T23:00:00Z" until="2023-11-15T00:00:00Z""#));
+        assert_eq!((s.activity.clone(), s.valid_until), (None, Some(LATER)));
+
+        // Only the element out of its period goes: a current one next to it still counts.
+        let s = map(&doc(
+            r#"<rpid:activities until="2023-11-14T12:00:00Z"><rpid:meal/></rpid:activities><rpid:activities><rpid:meeting/></rpid:activities>"#,
+            "open",
+        ));
+        assert_eq!((s.availability, s.activity), (Some(Availability::Busy), Some(Activity::InAMeeting)));
     }
 
     fn di(version: u64, state: &str, dialogs: &str) -> String {

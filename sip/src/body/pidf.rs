@@ -11,6 +11,11 @@
 //!   (`active`/`idle`, `last-input`, `idle-threshold`), `dm:note`s, `dm:timestamp`.
 //! * `dm:device`: `id`, `dm:deviceID`, `rpid:user-input`, notes, timestamp.
 //!
+//! Of what is read, only `activities` is timed (`from`/`until`; `user-input` has no period).
+//! An element holds only inside its period (RFC 4480 §3.2): [`Activities::holds_at`] decides,
+//! and [`PidfDoc::activities_at`] gives what holds at a given time. The parser keeps every
+//! element with its period; the time is the reader's.
+//!
 //! Leniency, because real senders differ (Kamailio, Asterisk, phones):
 //! * Elements are matched by local name; no namespace is required. A PIDF without the data
 //!   model namespace parses the same.
@@ -250,6 +255,24 @@ const TOKENS: [(&str, Activity); 24] = [
     ("worship", Activity::Worship),
 ];
 
+impl Activities {
+    /// Whether the element holds at `now`: from `from` (inclusive) to `until` (exclusive),
+    /// either end open when absent. Outside that period the element says nothing (RFC 4480
+    /// §3.2) and is ignored, while the rest of the document still counts.
+    pub fn holds_at(&self, now: Timestamp) -> bool {
+        self.from.is_none_or(|f| f <= now) && self.until.is_none_or(|u| now < u)
+    }
+
+    /// The next time after `now` at which [`holds_at`](Activities::holds_at) changes: a
+    /// future `from`, else a future `until`; `None` when it never changes again.
+    pub fn next_change(&self, now: Timestamp) -> Option<Timestamp> {
+        match self.from {
+            Some(f) if f > now => Some(f),
+            _ => self.until.filter(|u| *u > now),
+        }
+    }
+}
+
 impl Activity {
     /// The RFC 4480 element name (`other` for [`Activity::Other`]).
     pub fn as_str(&self) -> &str {
@@ -291,14 +314,31 @@ pub enum InputState {
 }
 
 impl PidfDoc {
-    /// Every activity in the document: persons', tuples' and top-level ones.
-    pub fn all_activities(&self) -> impl Iterator<Item = &Activity> {
+    /// Every `activities` element: persons', tuples' and top-level ones.
+    fn activities_elements(&self) -> impl Iterator<Item = &Activities> {
         self.persons
             .iter()
             .flat_map(|p| p.activities.iter())
             .chain(self.tuples.iter().flat_map(|t| t.activities.iter()))
             .chain(self.activities.iter())
-            .flat_map(|a| a.list.iter())
+    }
+
+    /// Every activity in the document: persons', tuples' and top-level ones, whatever their
+    /// period.
+    pub fn all_activities(&self) -> impl Iterator<Item = &Activity> {
+        self.activities_elements().flat_map(|a| a.list.iter())
+    }
+
+    /// The activities that hold at `now` ([`Activities::holds_at`]): what the document says
+    /// the person is doing then.
+    pub fn activities_at(&self, now: Timestamp) -> impl Iterator<Item = &Activity> {
+        self.activities_elements().filter(move |a| a.holds_at(now)).flat_map(|a| a.list.iter())
+    }
+
+    /// The next time after `now` at which [`activities_at`](PidfDoc::activities_at) changes
+    /// (an element's period starts or ends); `None` when it never does.
+    pub fn next_change(&self, now: Timestamp) -> Option<Timestamp> {
+        self.activities_elements().filter_map(|a| a.next_change(now)).min()
     }
 
     /// `Some(true)` when any tuple is `open`, `Some(false)` when tuples say `closed` and none
@@ -772,6 +812,38 @@ mod tests {
         assert_eq!(d.all_activities().cloned().collect::<Vec<_>>(), vec![Activity::Away, Activity::Meeting]);
         assert_eq!(d.tuples[0].timestamp, None);
         assert_eq!(d.tuples[0].user_input.as_ref().map(|u| u.state), Some(InputState::Idle));
+    }
+
+    #[test]
+    fn an_element_holds_only_inside_its_period() {
+        let (t9, t10, t11) = (ts("2024-05-06T09:00:00Z"), ts("2024-05-06T10:00:00Z"), ts("2024-05-06T11:00:00Z"));
+        let a = |from, until| Activities { list: vec![Activity::Meal], from, until, ..Activities::default() };
+        assert!(a(None, None).holds_at(t10));
+        assert!(a(Some(t9), Some(t11)).holds_at(t10));
+        assert!(a(Some(t10), None).holds_at(t10), "from is inclusive");
+        assert!(!a(None, Some(t10)).holds_at(t10), "until is exclusive");
+        assert!(!a(None, Some(t9)).holds_at(t10), "over");
+        assert!(!a(Some(t11), None).holds_at(t10), "not yet");
+        assert_eq!(a(None, None).next_change(t10), None);
+        assert_eq!(a(Some(t9), Some(t11)).next_change(t10), Some(t11));
+        assert_eq!(a(Some(t11), None).next_change(t10), Some(t11));
+        assert_eq!(a(Some(t11), Some(ts("2024-05-06T12:00:00Z"))).next_change(t10), Some(t11));
+        assert_eq!(a(None, Some(t9)).next_change(t10), None);
+
+        let doc = PidfDoc {
+            persons: vec![Person { activities: vec![a(None, Some(t9)), a(Some(t11), None)], ..Person::default() }],
+            tuples: vec![Tuple {
+                activities: vec![Activities { list: vec![Activity::Busy], until: Some(t11), ..Activities::default() }],
+                ..Tuple::default()
+            }],
+            activities: vec![Activities { list: vec![Activity::Away], ..Activities::default() }],
+            ..PidfDoc::default()
+        };
+        assert_eq!(doc.activities_at(t10).cloned().collect::<Vec<_>>(), vec![Activity::Busy, Activity::Away]);
+        assert_eq!(doc.all_activities().count(), 4);
+        assert_eq!(doc.next_change(t10), Some(t11));
+        assert_eq!(doc.activities_at(t11).cloned().collect::<Vec<_>>(), vec![Activity::Meal, Activity::Away]);
+        assert_eq!(doc.next_change(t11), None);
     }
 
     #[test]
