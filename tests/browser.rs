@@ -5,8 +5,10 @@
 //!
 //! What they drive is what an operator does: sign in, search with diacritics, open a person,
 //! watch a lamp change when a signal arrives, set and clear an absence, be refused as a
-//! viewer, ride out a hub restart, switch language. `screenshots` takes the README's
-//! screenshots with the demo company (into `$SCREENSHOT_DIR`, default a temp directory).
+//! viewer, ride out a hub restart, switch language. Along the way, and through every state a
+//! source can be in, they check that no raw text key ("FRESH.PENDING") shows in English or
+//! Swedish. `screenshots` takes the README's screenshots with the demo company (into
+//! `$SCREENSHOT_DIR`, default a temp directory).
 
 mod common;
 #[path = "browser/webdriver.rs"]
@@ -208,6 +210,41 @@ async fn js(s: &Session, script: &str) -> Value {
     s.execute(script, vec![]).await.unwrap()
 }
 
+/// The namespaces of the page's text keys ("fresh.pending"): a word of one of them followed by
+/// a dot and a letter on screen is a key shown instead of its text.
+const KEY_SPACES: &str = "nav|help|login|search|lamps|conn|banner|role|d|phone|src|fresh|age|abs|err|lang|avail|act";
+
+/// Asserts that the page shows no raw text key — in its visible text (tags are upper-cased
+/// by CSS, so any case), control names, placeholders, titles and options — and that it has
+/// asked for no text it lacks (`window.__missingKeys`, which `t()` fills).
+async fn assert_no_raw_keys(s: &Session, what: &str) {
+    let v = s
+        .execute(
+            "const re = new RegExp(arguments[0], 'i');
+             const seen = document.body.innerText.split('\\n');
+             for (const e of document.querySelectorAll('[aria-label], [placeholder], [title], option, optgroup'))
+               seen.push(e.getAttribute('aria-label') || '', e.getAttribute('placeholder') || '', e.getAttribute('title') || '',
+                         e.tagName === 'OPTION' ? e.textContent : '', e.tagName === 'OPTGROUP' ? e.label : '');
+             return { raw: seen.filter((x) => re.test(x)), missing: window.__missingKeys ?? 'window.__missingKeys is not set',
+                      lang: document.documentElement.lang };",
+            vec![json!(format!(r"\b(?:{KEY_SPACES})\.[A-Za-z]"))],
+        )
+        .await
+        .unwrap();
+    assert!(
+        v["raw"] == json!([]) && v["missing"] == json!([]),
+        "{what} ({}): raw text keys on screen: {}; texts the page asked for and lacks: {}",
+        v["lang"],
+        v["raw"],
+        v["missing"]
+    );
+}
+
+/// The texts of the tags in the detail view's sources ("upcoming", "not current"), as written.
+async fn source_tags(s: &Session) -> Vec<String> {
+    serde_json::from_value(js(s, "return [...document.querySelectorAll('#d-sources .tag')].map(e => e.textContent)").await).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_absence() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -382,6 +419,7 @@ async fn operator_searches_opens_a_person_watches_a_lamp_and_sets_and_clears_an_
     let why = text(&s, "#d-sources").await;
     assert!(why.contains("Mobile absence (tdc): Sick"), "{why}");
     assert!(why.contains("Phone call routing (omnipcx): Do not disturb"), "{why}");
+    assert_no_raw_keys(&s, "the operator's flows").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,6 +466,7 @@ async fn a_viewer_sees_everything_but_may_not_set_absences() {
     input.send_keys(keys::ENTER).await.unwrap();
     s.wait_until("document.querySelector('#login-error').textContent.length > 0", WAIT, "sign-in refused").await.unwrap();
     assert_eq!(text(&s, "#login-error").await, "The hub does not know this token.");
+    assert_no_raw_keys(&s, "the viewer's flows and sign-in refused").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,6 +525,7 @@ async fn the_page_reconnects_by_itself_after_the_hub_restarts() {
     s.wait_until("!document.querySelector('#view-search').hidden && document.activeElement.id === 'q'", WAIT, "Esc from lamps goes to search")
         .await
         .unwrap();
+    assert_no_raw_keys(&s, "a hub restart and the lamp grid").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,6 +548,7 @@ async fn swedish_by_browser_language_with_a_switch_to_english() {
     s.wait_until("document.querySelector('#results [data-pid=\"asa.ostberg\"] .words')?.textContent === 'I samtal'", WAIT, "Swedish state words")
         .await
         .unwrap();
+    assert_no_raw_keys(&s, "search in Swedish").await;
 
     click(&s, "#lang").await;
     s.wait_until("document.documentElement.lang === 'en'", WAIT, "switched").await.unwrap();
@@ -517,6 +558,130 @@ async fn swedish_by_browser_language_with_a_switch_to_english() {
     // The choice is remembered over a reload, whatever the browser prefers.
     load(&s, &format!("{}/#/lamps", hub.base())).await;
     s.wait_until("document.querySelector('#lamps-h').textContent === 'Busy lamp field'", WAIT, "still English").await.unwrap();
+    assert_no_raw_keys(&s, "lamps after switching to English").await;
+}
+
+/// Every state a source can be in, in both languages: a meeting that starts later (issue 12:
+/// its `pending` tag read "FRESH.PENDING"), live sources of every kind, and after a hub restart
+/// the restored ones, not current. Each view and dialog is checked for raw text keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_source_state_is_in_words_in_english_and_swedish_never_a_raw_key() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::configured("web-texts");
+    hub.start().await;
+    let now = jiff::Timestamp::now();
+    let at = |mins: i64| now.checked_add(jiff::SignedDuration::from_mins(mins)).unwrap().to_string();
+    hub.signal(
+        ADMIN,
+        json!([
+            { "who": "asa.ostberg", "source": "teams", "availability": "BeRightBack" },
+            { "who": "asa.ostberg", "source": "sfb", "availability": "AvailableIdle", "activity": "Inactive" },
+            { "who": "asa.ostberg", "source": "sip", "availability": "Busy", "activity": "OnHold" },
+            { "who": "asa.ostberg", "source": "pbx", "instance": "omnipcx-routing", "availability": "DoNotDisturb" },
+            { "who": "asa.ostberg", "source": "mobile", "instance": "tdc-absence", "availability": "Away", "activity": "Vacation", "ooo": true },
+            { "who": "asa.ostberg", "source": "calendar", "instance": "tentative", "activity": "Tentative", "valid_from": at(-10), "valid_until": at(20) },
+            // Starts in half an hour: the slot is pending until then.
+            { "who": "asa.ostberg", "source": "calendar", "availability": "Busy", "activity": "InAMeeting", "valid_from": at(30), "valid_until": at(90) },
+        ]),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/users/asa.ostberg/absences", hub.base()))
+        .bearer_auth(OPERATOR)
+        .json(&json!({ "reason": "course", "text": "Kurs i Göteborg", "start": at(60 * 24), "end": at(60 * 24 * 2) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let sources = "document.querySelectorAll('#d-sources .src').length === 7 && document.querySelectorAll('#d-absences .absence').length === 1";
+
+    let (_driver, s) = browser("en-US").await;
+    sign_in(&s, &hub, OPERATOR).await;
+    s.goto(&format!("{}/#/u/asa.ostberg", hub.base())).await.unwrap();
+    s.wait_until(sources, WAIT, "seven sources and a planned absence").await.unwrap();
+    let why = text(&s, "#d-sources").await;
+    assert!(why.contains("Calendar: In a meeting"), "{why}");
+    assert_no_raw_keys(&s, "detail with a pending source").await;
+    assert!(source_tags(&s).await.contains(&"upcoming".to_string()), "the later meeting is upcoming: {:?}", source_tags(&s).await);
+    s.keys(keys::F2).await.unwrap();
+    s.keys("a").await.unwrap();
+    s.wait_until("document.querySelectorAll('#results .result').length > 3", WAIT, "results").await.unwrap();
+    assert_no_raw_keys(&s, "search").await;
+    s.goto(&format!("{}/#/u/asa.ostberg", hub.base())).await.unwrap();
+    s.wait_until(sources, WAIT, "the detail again").await.unwrap();
+    s.keys("a").await.unwrap();
+    s.wait_until("document.querySelector('#absence-dialog').open", WAIT, "absence dialog").await.unwrap();
+    assert_no_raw_keys(&s, "absence dialog").await;
+    s.keys(keys::ESCAPE).await.unwrap();
+    s.wait_until("!document.querySelector('#absence-dialog').open", WAIT, "dialog closed").await.unwrap();
+    s.keys(keys::F1).await.unwrap();
+    s.wait_until("document.querySelector('#help').open", WAIT, "help").await.unwrap();
+    assert_no_raw_keys(&s, "keyboard help").await;
+    s.keys(keys::ESCAPE).await.unwrap();
+    s.wait_until("!document.querySelector('#help').open", WAIT, "help closed").await.unwrap();
+    s.keys(keys::F4).await.unwrap();
+    s.wait_until("!document.querySelector('#view-lamps').hidden && !document.querySelector('#lamps-empty').hidden", WAIT, "no lamps yet")
+        .await
+        .unwrap();
+    assert_no_raw_keys(&s, "empty lamps").await;
+    s.execute("const l = document.querySelector('#lamp-source'); l.value = 'group:Reception'; l.dispatchEvent(new Event('change'));", vec![])
+        .await
+        .unwrap();
+    s.wait_until("document.querySelectorAll('#lamps .lamp').length === 2", WAIT, "the Reception group").await.unwrap();
+    assert_no_raw_keys(&s, "lamps of a group").await;
+
+    // The same in Swedish.
+    click(&s, "#lang").await;
+    s.wait_until("document.documentElement.lang === 'sv' && document.querySelector('#lamps-h').textContent === 'Lampfält'", WAIT, "Swedish")
+        .await
+        .unwrap();
+    assert_no_raw_keys(&s, "lamps").await;
+    s.goto(&format!("{}/#/u/asa.ostberg", hub.base())).await.unwrap();
+    s.wait_until(sources, WAIT, "the detail in Swedish").await.unwrap();
+    s.wait_until("document.querySelector('#d-sources').textContent.includes('Kalender: I möte')", WAIT, "Swedish sources").await.unwrap();
+    assert_no_raw_keys(&s, "detail with a pending source").await;
+    assert!(source_tags(&s).await.contains(&"kommande".to_string()), "the later meeting is kommande: {:?}", source_tags(&s).await);
+    s.keys("a").await.unwrap();
+    s.wait_until("document.querySelector('#absence-dialog').open", WAIT, "absence dialog").await.unwrap();
+    assert_no_raw_keys(&s, "absence dialog").await;
+    s.keys(keys::ESCAPE).await.unwrap();
+    s.wait_until("!document.querySelector('#absence-dialog').open", WAIT, "dialog closed").await.unwrap();
+    s.keys(keys::F2).await.unwrap();
+    s.wait_until("!document.querySelector('#view-search').hidden && document.querySelectorAll('#results .result').length > 3", WAIT, "search")
+        .await
+        .unwrap();
+    assert_no_raw_keys(&s, "search").await;
+
+    // A hub restart: while it is down, and after, when the view known before the restart
+    // stands in as one source that is not current.
+    s.goto(&format!("{}/#/u/asa.ostberg", hub.base())).await.unwrap();
+    s.wait_until(sources, WAIT, "the detail again").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await; // the debounced snapshot
+    hub.kill();
+    s.wait_until("document.querySelector('#conn').dataset.state === 'down'", WAIT, "disconnected").await.unwrap();
+    assert_no_raw_keys(&s, "disconnected").await;
+    hub.start().await;
+    s.wait_until("document.querySelector('#conn').dataset.state === 'live'", Duration::from_secs(20), "reconnected").await.unwrap();
+    s.wait_until("[...document.querySelectorAll('#d-sources .tag')].some(e => e.textContent === 'inaktuell')", WAIT, "restored sources not current")
+        .await
+        .unwrap();
+    let why = text(&s, "#d-sources").await;
+    assert!(why.contains("(före omstarten)"), "{why}");
+    assert_no_raw_keys(&s, "detail after a restart").await;
+    click(&s, "#lang").await;
+    s.wait_until("document.documentElement.lang === 'en'", WAIT, "English").await.unwrap();
+    assert!(source_tags(&s).await.contains(&"not current".to_string()), "{:?}", source_tags(&s).await);
+    let why = text(&s, "#d-sources").await;
+    assert!(why.contains("(before the restart)"), "{why}");
+    assert_no_raw_keys(&s, "detail after a restart").await;
+
+    // Signed out: the sign-in page in both languages.
+    click(&s, "#signout").await;
+    s.wait_for("#token", WAIT).await.unwrap();
+    assert_no_raw_keys(&s, "signed out").await;
+    click(&s, "#lang").await;
+    s.wait_until("document.querySelector('#login-h').textContent === 'Logga in'", WAIT, "Swedish sign-in").await.unwrap();
+    assert_no_raw_keys(&s, "signed out").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,4 +166,306 @@ mod tests {
         let set: std::collections::HashSet<_> = t.iter().collect();
         assert_eq!(set.len(), t.len());
     }
+
+    /// The page's texts: every key in Swedish and English, and a text for every value the API
+    /// can send that the page puts into words (issue 12: a `pending` source showed
+    /// "FRESH.PENDING").
+    mod texts {
+        use std::collections::{BTreeMap, BTreeSet};
+        use std::ops::Range;
+
+        use presence_actors::directory::PhoneKind;
+        use presence_actors::model::{AbsenceReason, Activity, Availability, Freshness, SlotFreshness, Source};
+
+        use crate::auth::Role;
+
+        const APP_JS: &str = include_str!("web/app.js");
+        const INDEX_HTML: &str = include_str!("web/index.html");
+        const OPENAPI: &str = include_str!("openapi.json");
+
+        /// Index just past the JavaScript string literal whose opening quote is at `i`.
+        fn skip_string(b: &[u8], i: usize) -> usize {
+            let q = b[i];
+            let mut j = i + 1;
+            while j < b.len() && b[j] != q {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            j + 1
+        }
+
+        /// Index of the next character that is not white space or inside a comment.
+        fn skip_space(b: &[u8], mut i: usize) -> usize {
+            loop {
+                while i < b.len() && b[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                if b[i..].starts_with(b"//") {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                } else if b[i..].starts_with(b"/*") {
+                    i += b[i..].windows(2).position(|w| w == b"*/").map_or(b.len() - i, |p| p + 2);
+                } else {
+                    return i;
+                }
+            }
+        }
+
+        /// The entries of the object literal whose `{` is at `open`: each key (quoted or bare)
+        /// with the byte range of its value. Panics on anything that is not such a literal.
+        fn entries(src: &str, open: usize) -> Vec<(String, Range<usize>)> {
+            let b = src.as_bytes();
+            assert_eq!(b[open], b'{', "an object literal at byte {open}");
+            let mut out = Vec::new();
+            let mut i = open + 1;
+            loop {
+                i = skip_space(b, i);
+                if b[i] == b'}' {
+                    return out;
+                }
+                let key = if matches!(b[i], b'\'' | b'"') {
+                    let end = skip_string(b, i);
+                    let k = &src[i + 1..end - 1];
+                    i = end;
+                    k.to_string()
+                } else {
+                    let start = i;
+                    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$') {
+                        i += 1;
+                    }
+                    assert!(i > start, "a key at byte {start}: {:?}", &src[start..(start + 40).min(src.len())]);
+                    src[start..i].to_string()
+                };
+                i = skip_space(b, i);
+                assert_eq!(b[i], b':', "':' after key {key:?}");
+                let start = skip_space(b, i + 1);
+                let mut depth = 0usize;
+                i = start;
+                while i < b.len() {
+                    match b[i] {
+                        b'\'' | b'"' | b'`' => {
+                            i = skip_string(b, i);
+                            continue;
+                        }
+                        b'{' | b'[' | b'(' => depth += 1,
+                        b'}' | b']' | b')' if depth > 0 => depth -= 1,
+                        b',' | b'}' if depth == 0 => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                let mut end = i;
+                while b[end - 1].is_ascii_whitespace() {
+                    end -= 1;
+                }
+                out.push((key, start..end));
+                if b[i] == b',' {
+                    i += 1;
+                }
+            }
+        }
+
+        /// The text dictionaries of app.js (`const T = { en: {…}, sv: {…} }`): language →
+        /// (key, text) in source order.
+        fn dictionaries() -> BTreeMap<String, Vec<(String, String)>> {
+            let at = APP_JS.find("const T = {").expect("app.js defines its texts as `const T = {`");
+            let open = at + "const T = ".len();
+            entries(APP_JS, open)
+                .into_iter()
+                .map(|(lang, r)| {
+                    let texts = entries(APP_JS, r.start)
+                        .into_iter()
+                        .map(|(key, v)| {
+                            let lit = &APP_JS[v];
+                            let q = lit.as_bytes()[0];
+                            assert!(
+                                matches!(q, b'\'' | b'"') && lit.len() >= 2 && lit.as_bytes()[lit.len() - 1] == q,
+                                "{lang} {key:?}: a text is one string literal, not {lit:?}"
+                            );
+                            (key, lit[1..lit.len() - 1].to_string())
+                        })
+                        .collect();
+                    (lang, texts)
+                })
+                .collect()
+        }
+
+        /// Keys of one language, checked for duplicates (a later one silently wins in JavaScript).
+        fn keys(texts: &[(String, String)], lang: &str) -> BTreeSet<String> {
+            let mut set = BTreeSet::new();
+            for (k, v) in texts {
+                assert!(set.insert(k.clone()), "{lang}: {k:?} is given twice");
+                assert!(!v.trim().is_empty(), "{lang}: {k:?} is empty");
+            }
+            set
+        }
+
+        /// Keys that are missing from either language, as "lang:key".
+        fn missing(want: &BTreeSet<String>) -> Vec<String> {
+            let dicts = dictionaries();
+            let mut out = Vec::new();
+            for lang in ["en", "sv"] {
+                let have = keys(dicts.get(lang).unwrap_or_else(|| panic!("app.js has no {lang} texts")), lang);
+                out.extend(want.iter().filter(|k| !have.contains(*k)).map(|k| format!("{lang}:{k}")));
+            }
+            out
+        }
+
+        /// The wire name of a value (as the API sends it).
+        fn wire<T: serde::Serialize>(v: T) -> String {
+            match serde_json::to_value(v).unwrap() {
+                serde_json::Value::String(s) => s,
+                other => panic!("not a string: {other}"),
+            }
+        }
+
+        #[test]
+        fn swedish_and_english_have_the_same_texts() {
+            let dicts = dictionaries();
+            assert_eq!(dicts.keys().map(String::as_str).collect::<Vec<_>>(), ["en", "sv"]);
+            let en = keys(&dicts["en"], "en");
+            let sv = keys(&dicts["sv"], "sv");
+            assert!(en.len() > 100, "the scan found {} English texts; it no longer reads app.js right", en.len());
+            let only_en: Vec<_> = en.difference(&sv).collect();
+            let only_sv: Vec<_> = sv.difference(&en).collect();
+            assert!(only_en.is_empty() && only_sv.is_empty(), "only in English: {only_en:?}; only in Swedish: {only_sv:?}");
+        }
+
+        #[test]
+        fn every_value_the_api_sends_has_a_text_in_both_languages() {
+            // Listed by hand, with a match that stops compiling when a variant is added.
+            let freshness = [Freshness::Live, Freshness::Stale, Freshness::Unknown];
+            let _ = |f: Freshness| match f {
+                Freshness::Live | Freshness::Stale | Freshness::Unknown => (),
+            };
+            let slot = [SlotFreshness::Live, SlotFreshness::Stale, SlotFreshness::Pending, SlotFreshness::Expired];
+            let _ = |f: SlotFreshness| match f {
+                SlotFreshness::Live | SlotFreshness::Stale | SlotFreshness::Pending | SlotFreshness::Expired => (),
+            };
+            let activities = [
+                Activity::InACall,
+                Activity::InAConferenceCall,
+                Activity::Ringing,
+                Activity::OnHold,
+                Activity::InAMeeting,
+                Activity::Presenting,
+                Activity::UrgentInterruptionsOnly,
+                Activity::OutOfOffice,
+                Activity::OffWork,
+                Activity::Inactive,
+                Activity::Tentative,
+                Activity::WorkingElsewhere,
+                Activity::Lunch,
+                Activity::Vacation,
+                Activity::Sick,
+            ];
+            let _ = |a: Activity| match a {
+                Activity::InACall
+                | Activity::InAConferenceCall
+                | Activity::Ringing
+                | Activity::OnHold
+                | Activity::InAMeeting
+                | Activity::Presenting
+                | Activity::UrgentInterruptionsOnly
+                | Activity::OutOfOffice
+                | Activity::OffWork
+                | Activity::Inactive
+                | Activity::Tentative
+                | Activity::WorkingElsewhere
+                | Activity::Lunch
+                | Activity::Vacation
+                | Activity::Sick
+                // Free text from a source is shown as reported.
+                | Activity::Other(_) => (),
+            };
+            let phones = [PhoneKind::Mobile, PhoneKind::Work, PhoneKind::Home, PhoneKind::Other];
+            let _ = |k: PhoneKind| match k {
+                PhoneKind::Mobile | PhoneKind::Work | PhoneKind::Home | PhoneKind::Other => (),
+            };
+            let roles = [Role::Viewer, Role::Operator, Role::Admin];
+            let _ = |r: Role| match r {
+                Role::Viewer | Role::Operator | Role::Admin => (),
+            };
+
+            let mut want = BTreeSet::new();
+            want.extend(freshness.map(|f| format!("fresh.{}", wire(f))));
+            want.extend(slot.map(|f| format!("fresh.{}", wire(f))));
+            want.extend(Availability::ALL.map(|a| format!("avail.{}", wire(a))));
+            want.extend(activities.iter().map(|a| format!("act.{}", wire(a))));
+            // The default absence reasons' activities, named ones included ("Course").
+            want.extend(AbsenceReason::defaults().iter().filter_map(|r| r.activity.as_ref()).map(|a| format!("act.{}", wire(a))));
+            want.extend(Source::ALL.map(|s| format!("src.{}", wire(s))));
+            want.extend(phones.map(|k| format!("phone.{}", wire(k))));
+            want.extend(roles.map(|r| format!("role.{}", wire(r))));
+            assert!(want.contains("fresh.pending"), "{want:?}");
+
+            // And every value openapi.json promises for the same fields.
+            fn walk(v: &serde_json::Value, name: &str, want: &mut BTreeSet<String>) {
+                match v {
+                    serde_json::Value::Object(m) => {
+                        if let Some(serde_json::Value::Array(vals)) = m.get("enum") {
+                            let prefix = match name {
+                                "freshness" => Some("fresh."),
+                                "Availability" | "availability" => Some("avail."),
+                                "reasons" | "source" => Some("src."),
+                                "role" => Some("role."),
+                                "kind" => Some("phone."),
+                                _ => None, // not put into words by the page (e.g. `language`)
+                            };
+                            if let Some(p) = prefix {
+                                want.extend(vals.iter().filter_map(|x| x.as_str()).map(|x| format!("{p}{x}")));
+                            }
+                        }
+                        for (k, x) in m {
+                            let inner = if matches!(k.as_str(), "items" | "schema" | "allOf" | "oneOf" | "anyOf") { name } else { k };
+                            walk(x, inner, want);
+                        }
+                    }
+                    serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, name, want)),
+                    _ => {}
+                }
+            }
+            let before = want.len();
+            walk(&serde_json::from_str(OPENAPI).expect("openapi.json parses"), "", &mut want);
+            assert_eq!(want.len(), before, "openapi.json promises values the Rust types do not have");
+
+            let miss = missing(&want);
+            assert!(miss.is_empty(), "values the API sends with no text on the page: {miss:?}");
+        }
+
+        #[test]
+        fn every_text_the_page_asks_for_exists_in_both_languages() {
+            let mut want = BTreeSet::new();
+            // t('key'…) with a literal key.
+            let b = APP_JS.as_bytes();
+            for (i, _) in APP_JS.match_indices("t('") {
+                if i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'_' | b'$' | b'.')) {
+                    continue; // get('…'), store.set('…'), split('…')
+                }
+                let end = skip_string(b, i + 2);
+                if matches!(b[end], b')' | b',') {
+                    want.insert(APP_JS[i + 3..end - 1].to_string());
+                }
+            }
+            // The connection states: setConn('…') and the indicator's initial state.
+            for (i, _) in APP_JS.match_indices("setConn('") {
+                let start = i + "setConn(".len();
+                let end = skip_string(b, start);
+                want.insert(format!("conn.{}", &APP_JS[start + 1..end - 1]));
+            }
+            let conn = INDEX_HTML.find("id=\"conn\"").expect("index.html has #conn");
+            let tag = &INDEX_HTML[conn..conn + INDEX_HTML[conn..].find('>').unwrap()];
+            let state = tag.split("data-state=\"").nth(1).and_then(|s| s.split('"').next()).expect("#conn has a data-state");
+            want.insert(format!("conn.{state}"));
+            // data-i18n, data-i18n-ph and data-i18n-label in the HTML.
+            for attr in ["data-i18n=\"", "data-i18n-ph=\"", "data-i18n-label=\""] {
+                for part in INDEX_HTML.split(attr).skip(1) {
+                    want.insert(part.split('"').next().unwrap().to_string());
+                }
+            }
+            assert!(want.len() > 80 && want.contains("conn.live") && want.contains("login.title"), "the scan found {want:?}");
+            let miss = missing(&want);
+            assert!(miss.is_empty(), "texts the page asks for that do not exist: {miss:?}");
+        }
+    }
 }
