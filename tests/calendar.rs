@@ -182,3 +182,74 @@ async fn a_retired_ews_says_to_use_graph() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sim.stats().ews_requests, n);
 }
+
+/// How the calendar backend fails in [`an_outage_is_seen_on_the_stream`].
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Every getSchedule answered `500`.
+    ServerError,
+    /// Every getSchedule hangs.
+    Hanging,
+}
+
+/// A console watching a person in a meeting sees the calendar go stale soon after polls start
+/// failing, never Offline, and after recovery the calendar as it is now (changed during the
+/// outage) — never the meeting read before the outage shown as live.
+async fn an_outage_is_seen_on_the_stream(fault: Fault, tag: &str) {
+    let sim = CalendarSim::start(CalendarSimConfig::default()).unwrap();
+    let now = now_ms();
+    let meeting = Event { start: now - 60_000, end: now + 3_600_000, status: Status::Busy, subject: None, location: None, private: false };
+    sim.set_events("asa.ostberg@nordvik.se", vec![meeting.clone()]);
+    let mut cfg = config(&sim, tag, "graph");
+    if let Some(presence_providers::ProviderConfig::Calendar(c)) = cfg.providers.first_mut() {
+        c.request_timeout_secs = 2;
+    }
+    let s = start_server(cfg);
+    let log = StreamLog::watch(&s, &["asa.ostberg"]).await;
+    log.first_after(Instant::now() - Duration::from_secs(60), "asa.ostberg", "the meeting, live", Duration::from_secs(10), |p| {
+        p["freshness"] == "live" && p["activity"] == "InAMeeting"
+    })
+    .await;
+
+    sim.misbehave(match fault {
+        Fault::ServerError => Misbehave { fail_next: 1_000_000, fail_status: 500, ..Misbehave::default() },
+        Fault::Hanging => Misbehave { slow: Duration::from_secs(3600), ..Misbehave::default() },
+    });
+    // The fault is detectable once a poll is due: the first round runs at start, then batch i
+    // of 4 at i/4 of each 30 s interval.
+    wait_for("a failed poll", Duration::from_secs(45), async || provider(&s).await["details"]["poll_failures"].as_u64().unwrap_or(0) >= 1).await;
+    let t_fault = Instant::now() - match fault {
+        Fault::ServerError => Duration::ZERO,
+        // The poll that failed was sent one deadline earlier.
+        Fault::Hanging => Duration::from_secs(2),
+    };
+    let (t_stale, p) = log.first_after(t_fault, "asa.ostberg", "the calendar stale", Duration::from_secs(15), |p| p["freshness"] == "stale").await;
+    let detection = t_stale.saturating_duration_since(t_fault);
+    assert_eq!(p["availability"], "Unknown", "{p}");
+    assert_eq!(provider(&s).await["up"], false);
+
+    // During the outage the meeting is cancelled and the person goes out of office.
+    let ooo = Event { start: now - 60_000, end: now + 3_600_000, status: Status::Oof, subject: None, location: None, private: false };
+    sim.set_events("asa.ostberg@nordvik.se", vec![ooo]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    sim.misbehave(Misbehave::default());
+    let t_clear = Instant::now();
+    let (t_live, p) = log.first_after(t_clear, "asa.ostberg", "the calendar live again", Duration::from_secs(20), |p| p["freshness"] == "live").await;
+    let recovery = t_live - t_clear;
+    assert_eq!(p["ooo"], true, "the first live view is the calendar as it is now: {p}");
+    assert!(log.all("asa.ostberg").iter().all(|p| p["availability"] != "Offline"), "never Offline");
+    eprintln!("calendar {fault:?}: stale on the stream {} ms after the fault was detectable; live with the new state {} ms after the backend answered again", detection.as_millis(), recovery.as_millis());
+    assert!(detection < Duration::from_secs(6), "{fault:?}: stale after {detection:?}");
+    assert!(recovery < Duration::from_secs(12), "{fault:?}: live after {recovery:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_answering_500_is_seen_on_the_stream() {
+    an_outage_is_seen_on_the_stream(Fault::ServerError, "cal-out-500").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_calendar_is_seen_on_the_stream() {
+    an_outage_is_seen_on_the_stream(Fault::Hanging, "cal-out-hang").await;
+}

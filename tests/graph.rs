@@ -262,3 +262,72 @@ async fn graph_failures_make_teams_stale_not_offline_and_recovery_makes_it_live(
     .await;
     assert!(providers(&s).await["errors"].as_u64().unwrap() >= 3);
 }
+
+/// How Graph fails in [`an_outage_is_seen_on_the_stream`].
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Every presence read answered `503`.
+    Unavailable,
+    /// Every presence read hangs (no answer for an hour).
+    Hanging,
+}
+
+/// A console watching a person on the WebSocket sees Teams go stale soon after a read fails,
+/// never sees Offline, and sees the change Graph notified during the outage as soon as Graph
+/// answers again — not the state from before the outage shown as live.
+async fn an_outage_is_seen_on_the_stream(fault: Fault, tag: &str) {
+    let sim = sim();
+    let s = start(config(&sim, tag, "read_timeout_secs = 2\nwatchdog_secs = 6"));
+    subscribed(&s).await;
+    let log = StreamLog::watch(&s, &["asa.ostberg"]).await;
+    let t_start = Instant::now();
+    log.first_after(t_start, "asa.ostberg", "the snapshot, live", Duration::from_secs(5), |p| p["freshness"] == "live" && p["availability"] == "Available").await;
+
+    sim.misbehave(match fault {
+        Fault::Unavailable => Misbehave { fail_next: 1_000_000, ..Misbehave::default() },
+        Fault::Hanging => Misbehave { slow: Duration::from_secs(3600), ..Misbehave::default() },
+    });
+    // Graph notifies a change but cannot be read: from here the fault is detectable.
+    sim.set_presence(ASA, "Busy", "InACall", None, false).await;
+    let t_fault = Instant::now();
+    let (t_stale, p) = log.first_after(t_fault, "asa.ostberg", "Teams stale", Duration::from_secs(15), |p| p["freshness"] == "stale").await;
+    let detection = t_stale - t_fault;
+    assert_eq!(p["availability"], "Unknown", "a stale Teams is no opinion: {p}");
+    assert_eq!(providers(&s).await["up"], false);
+
+    // A change notified during the outage.
+    sim.set_presence(ASA, "DoNotDisturb", "Presenting", None, false).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(log.all("asa.ostberg").last().is_some_and(|p| p["freshness"] == "stale"), "still stale while Graph fails");
+
+    sim.misbehave(Misbehave::default());
+    let t_clear = Instant::now();
+    let (t_live, p) = log.first_after(t_clear, "asa.ostberg", "Teams live again", Duration::from_secs(15), |p| p["freshness"] == "live").await;
+    let recovery = t_live - t_clear;
+    assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("DoNotDisturb"), Some("Presenting")), "the first live view is the change notified during the outage: {p}");
+    assert!(log.all("asa.ostberg").iter().all(|p| p["availability"] != "Offline"), "never Offline: {:?}", log.all("asa.ostberg"));
+    eprintln!("Graph {fault:?}: stale on the stream {} ms after the fault was detectable; live with the missed change {} ms after Graph answered again", detection.as_millis(), recovery.as_millis());
+    // Read deadline 2 s, two failed reads to go down, retries back off to at most 5 s.
+    let limit = match fault {
+        Fault::Unavailable => Duration::from_secs(3),
+        Fault::Hanging => Duration::from_secs(8),
+    };
+    assert!(detection < limit, "{fault:?}: stale after {detection:?}");
+    assert!(recovery < Duration::from_secs(8), "{fault:?}: live after {recovery:?}");
+    // Health is refreshed four times a second.
+    wait_for("health: up, nothing notified left unread", Duration::from_secs(3), async || {
+        let p = providers(&s).await;
+        p["up"] == true && p["details"]["pending_notified"] == 0 && p["details"]["read_failures"].as_u64() >= Some(2)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_answering_503_is_seen_on_the_stream_and_nothing_notified_is_lost() {
+    an_outage_is_seen_on_the_stream(Fault::Unavailable, "graph-out-503").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_hanging_is_seen_on_the_stream_and_nothing_notified_is_lost() {
+    an_outage_is_seen_on_the_stream(Fault::Hanging, "graph-out-hang").await;
+}

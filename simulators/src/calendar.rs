@@ -196,8 +196,10 @@ pub struct Misbehave {
     pub throttle_next: u32,
     /// `Retry-After` seconds (EWS: the back-off) for those; at least 1.
     pub retry_after_secs: u64,
-    /// Answer this many requests with `503`.
+    /// Answer this many requests with `503` (or [`Misbehave::fail_status`]).
     pub fail_next: u32,
+    /// The status of those failures (e.g. `500`); `0` means `503`.
+    pub fail_status: u16,
     /// Delay every data answer by this long.
     pub slow: Duration,
     /// Truncate this many otherwise successful answers (half the body, status 200).
@@ -578,8 +580,8 @@ async fn google_token(state: web::Data<Shared>, form: FormResult) -> HttpRespons
 enum Refusal {
     /// Throttled: wait this many seconds.
     Throttle(u64),
-    /// 503.
-    Fail,
+    /// A server error (503 unless [`Misbehave::fail_status`] says otherwise).
+    Fail(u16),
 }
 
 /// Slowness, throttling and failures for one data request of `backend`.
@@ -606,7 +608,7 @@ async fn gate(state: &Shared, backend: Backend) -> Result<(), Refusal> {
     if g.misbehave.fail_next > 0 {
         g.misbehave.fail_next -= 1;
         g.stats.failed += 1;
-        return Err(Refusal::Fail);
+        return Err(Refusal::Fail(if g.misbehave.fail_status == 0 { 503 } else { g.misbehave.fail_status }));
     }
     Ok(())
 }
@@ -655,7 +657,8 @@ async fn get_schedule(state: web::Data<Shared>, req: HttpRequest, body: web::Byt
                 .insert_header(("Retry-After", secs.to_string()))
                 .json(json!({ "error": { "code": "ApplicationThrottled", "message": "Application is over its MailboxConcurrency limit." } }))
         }
-        Err(Refusal::Fail) => return graph_error(503, "ServiceUnavailable", "The service is temporarily unavailable."),
+        Err(Refusal::Fail(503)) => return graph_error(503, "ServiceUnavailable", "The service is temporarily unavailable."),
+        Err(Refusal::Fail(status)) => return graph_error(status, "InternalServerError", "An internal server error occurred."),
         Ok(()) => {}
     }
     let Ok(b) = serde_json::from_slice::<ScheduleBody>(&body) else {
@@ -788,7 +791,7 @@ async fn free_busy(state: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
             }
             return r;
         }
-        Err(Refusal::Fail) => return google_error(503, "global", "backendError", "The service is currently unavailable."),
+        Err(Refusal::Fail(status)) => return google_error(status, "global", "backendError", "The service is currently unavailable."),
         Ok(()) => {}
     }
     let Ok(b) = serde_json::from_slice::<FreeBusyBody>(&body) else {
@@ -1113,7 +1116,10 @@ async fn ews(state: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Ht
                 &format!(r#"<t:Value Name="BackOffMilliseconds">{ms}</t:Value>"#),
             );
         }
-        Err(Refusal::Fail) => return HttpResponse::ServiceUnavailable().content_type("text/html").body("<html><body>Service Unavailable</body></html>"),
+        Err(Refusal::Fail(status)) => {
+            let code = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE);
+            return HttpResponse::build(code).content_type("text/html").body("<html><body>Service Unavailable</body></html>");
+        }
         Ok(()) => {}
     }
     let doc = match std::str::from_utf8(&body) {

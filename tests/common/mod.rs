@@ -232,3 +232,63 @@ pub fn operator_example(name: &str) -> presence_providers::operator::OperatorCon
         _ => panic!("{path}: not an operator provider"),
     }
 }
+
+/// Every presence a WebSocket client watching some people receives (snapshot and deltas), with
+/// the time it arrived: the console's view, recorded in the background.
+pub struct StreamLog {
+    frames: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, serde_json::Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StreamLog {
+    /// Watches `ids` on `/api/stream` (viewer token) from now on.
+    pub async fn watch(s: &Server, ids: &[&str]) -> StreamLog {
+        use futures_util::{SinkExt, StreamExt};
+        let url = format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"));
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let sub = serde_json::json!({ "op": "subscribe", "users": ids }).to_string();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(sub)).await.unwrap();
+        let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let f = frames.clone();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(msg.to_text().unwrap_or("")) else { continue };
+                let ps = match v["type"].as_str() {
+                    Some("delta") => vec![v["presence"].clone()],
+                    Some("snapshot") => v["presence"].as_array().cloned().unwrap_or_default(),
+                    _ => continue,
+                };
+                let now = std::time::Instant::now();
+                f.lock().unwrap().extend(ps.into_iter().map(|p| (now, p)));
+            }
+        });
+        StreamLog { frames, task }
+    }
+
+    /// The first presence of `id` received at or after `since` for which `f` holds; fails the
+    /// test after `timeout`, naming `what` and showing what was received.
+    pub async fn first_after(&self, since: std::time::Instant, id: &str, what: &str, timeout: Duration, f: impl Fn(&serde_json::Value) -> bool) -> (std::time::Instant, serde_json::Value) {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(hit) = self.frames.lock().unwrap().iter().find(|(t, p)| *t >= since && p["id"] == id && f(p)).cloned() {
+                return hit;
+            }
+            if t0.elapsed() > timeout {
+                let seen: Vec<String> = self.all(id).iter().map(|p| format!("{}/{}/{}", p["availability"], p["activity"], p["freshness"])).collect();
+                panic!("timed out waiting for {what} on the stream; {id} was: {seen:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every presence of `id` received so far.
+    pub fn all(&self, id: &str) -> Vec<serde_json::Value> {
+        self.frames.lock().unwrap().iter().filter(|(_, p)| p["id"] == id).map(|(_, p)| p.clone()).collect()
+    }
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
