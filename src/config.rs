@@ -113,11 +113,14 @@ pub struct HubSection {
     /// Most live user actors in all shards together; the least recently used idle ones are
     /// parked as compact state (an idle actor costs ~0.85 KB).
     pub max_live_actors: usize,
+    /// At shutdown, how long providers get to finish their graceful stop (delete Graph
+    /// subscriptions, log out of O2G, un-SUBSCRIBE) before they are aborted, in seconds.
+    pub provider_stop_secs: u64,
 }
 
 impl Default for HubSection {
     fn default() -> Self {
-        HubSection { shards: None, replay_buffer: 32_768, shard_mailbox: 8192, user_mailbox: 256, tick_ms: 100, max_live_actors: 4096 }
+        HubSection { shards: None, replay_buffer: 32_768, shard_mailbox: 8192, user_mailbox: 256, tick_ms: 100, max_live_actors: 4096, provider_stop_secs: 10 }
     }
 }
 
@@ -385,6 +388,9 @@ impl Config {
         }
         if self.hub.shard_mailbox < 16 || self.hub.user_mailbox < 16 {
             return bad("hub.shard_mailbox and hub.user_mailbox must be at least 16".into());
+        }
+        if !(1..=300).contains(&self.hub.provider_stop_secs) {
+            return bad("hub.provider_stop_secs must be 1-300".into());
         }
         if self.hub.max_live_actors == 0 {
             return bad("hub.max_live_actors must be at least 1".into());

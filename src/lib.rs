@@ -200,7 +200,7 @@ pub async fn run(
             hooks: hooks.clone(),
             hub_url: hub_url.clone(),
         };
-        let handle = presence_providers::build(p, ctx).map_err(|e| RunError::Provider { name: p.name().into(), message: e.to_string() })?;
+        let handle = presence_providers::start(p, ctx).map_err(|e| RunError::Provider { name: p.name().into(), message: e.to_string() })?;
         providers.push(handle);
     }
 
@@ -265,11 +265,13 @@ pub async fn run(
     shutdown.await;
     info!("Shutting down.");
     trigger.trigger();
-    handle.stop(true).await;
-    let _ = server_task.await;
-    for p in providers {
-        p.stop();
-    }
+    // Providers finish their graceful stop (each within the deadline) while the HTTP server
+    // drains; whatever is left at the deadline is aborted and named in the log.
+    let stop_deadline = Duration::from_secs(config.hub.provider_stop_secs);
+    let (_, _) = futures_util::join!(presence_providers::stop_all(providers, stop_deadline), async {
+        handle.stop(true).await;
+        let _ = server_task.await;
+    });
     if let Some(s) = sip_server {
         actix_web::rt::task::spawn_blocking(move || s.stop()).await.ok();
     }

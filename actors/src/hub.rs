@@ -160,7 +160,7 @@ impl Hub {
 
     /// A sink that stamps signals with `feed`.
     pub fn sink(&self, feed: Arc<FeedEntry>) -> SignalSink {
-        SignalSink { hub: self.clone(), feed }
+        SignalSink { target: Target::Hub(self.clone()), feed }
     }
 
     /// Tells every shard that a feed went up or down: each re-merges its people and pushes the
@@ -297,20 +297,60 @@ impl Hub {
 }
 
 /// Where a provider sends signals. Resolves identities, stamps the feed and the ingest time.
+///
+/// In the hub it routes to the person's shard; built with [`SignalSink::for_test`] it hands
+/// every signal and every feed change to a channel instead, so a provider's runtime can be
+/// tested without a hub.
 #[derive(Clone)]
 pub struct SignalSink {
-    hub: Hub,
+    target: Target,
     feed: Arc<FeedEntry>,
 }
 
+#[derive(Clone)]
+enum Target {
+    Hub(Hub),
+    Test(Arc<TestTarget>),
+}
+
+struct TestTarget {
+    directory: Arc<Directory>,
+    policy: Arc<Policy>,
+    metrics: Metrics,
+    tx: tokio::sync::mpsc::UnboundedSender<SinkEvent>,
+}
+
+/// What a test sink ([`SignalSink::for_test`]) records, in order.
+#[derive(Debug, Clone)]
+pub enum SinkEvent {
+    /// A signal about a resolved person, as the hub would have received it.
+    Signal(UserIdx, Signal),
+    /// The feed went up (`true`) or down.
+    Feed(bool),
+}
+
 impl SignalSink {
+    /// A sink that records into a channel instead of a hub (tests).
+    pub fn for_test(directory: Arc<Directory>, policy: Arc<Policy>, feed: Arc<FeedEntry>) -> (SignalSink, tokio::sync::mpsc::UnboundedReceiver<SinkEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let target = Target::Test(Arc::new(TestTarget { directory, policy, metrics: Metrics::default(), tx }));
+        (SignalSink { target, feed }, rx)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        match &self.target {
+            Target::Hub(h) => &h.inner.metrics,
+            Target::Test(t) => &t.metrics,
+        }
+    }
+
     /// Sends a signal about the person named by `who` (id, email/UPN, SIP URI, Entra id, phone
     /// number in any format, extension).
     pub fn send(&self, who: &str, signal: Signal) -> Result<(), SinkError> {
-        match self.hub.inner.directory.resolve(who) {
+        match self.directory().resolve(who) {
             Some(u) => self.send_to(u, signal),
             None => {
-                Metrics::inc(&self.hub.inner.metrics.signals_unresolved);
+                Metrics::inc(&self.metrics().signals_unresolved);
                 self.feed.unresolved.fetch_add(1, Ordering::Relaxed);
                 Err(SinkError::Unresolved(crate::model::activity::truncate(who, 80).to_string()))
             }
@@ -322,7 +362,13 @@ impl SignalSink {
         signal.feed = self.feed.id;
         signal.clamp();
         self.feed.record_event();
-        self.hub.submit(user, signal, Instant::now())
+        match &self.target {
+            Target::Hub(h) => h.submit(user, signal, Instant::now()),
+            Target::Test(t) => {
+                let _ = t.tx.send(SinkEvent::Signal(user, signal));
+                Ok(())
+            }
+        }
     }
 
     /// The feed this sink stamps.
@@ -335,17 +381,28 @@ impl SignalSink {
     /// never Offline; up → live again).
     pub fn set_up(&self, up: bool) {
         if self.feed.set_up(up) {
-            self.hub.feed_changed(self.feed.id);
+            match &self.target {
+                Target::Hub(h) => h.feed_changed(self.feed.id),
+                Target::Test(t) => {
+                    let _ = t.tx.send(SinkEvent::Feed(up));
+                }
+            }
         }
     }
 
     /// The directory, for providers that map identities themselves.
     pub fn directory(&self) -> &Arc<Directory> {
-        &self.hub.inner.directory
+        match &self.target {
+            Target::Hub(h) => &h.inner.directory,
+            Target::Test(t) => &t.directory,
+        }
     }
 
     /// The merge policy, for providers that map onto it (e.g. the absence reason list).
     pub fn policy(&self) -> &Arc<Policy> {
-        &self.hub.inner.policy
+        match &self.target {
+            Target::Hub(h) => &h.inner.policy,
+            Target::Test(t) => &t.policy,
+        }
     }
 }

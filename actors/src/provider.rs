@@ -5,12 +5,17 @@
 //! cursor store — and runs until shutdown. Providers parse with pure functions, `try_send`
 //! through the sink (never block on the hub) and mark their feed down when they lose it, so
 //! its signals show stale — never Offline.
+//!
+//! [`ProviderContext::for_test`] gives the same context without a hub: signals and feed
+//! changes go to a [`TestHarness`], so a provider's runtime can be unit-tested (with paused
+//! tokio time where timers matter).
 
 use std::sync::Arc;
 
-use crate::directory::Directory;
-use crate::feeds::FeedEntry;
-use crate::hub::SignalSink;
+use crate::directory::{Directory, UserIdx};
+use crate::feeds::{FeedEntry, Feeds};
+use crate::hub::{SignalSink, SinkEvent};
+use crate::model::{Policy, Signal};
 
 /// Small persistent key/value state per provider (sync tokens, last sequence numbers).
 pub trait Cursors: Send + Sync {
@@ -30,6 +35,52 @@ impl Cursors for MemoryCursors {
     }
     fn set(&self, provider: &str, key: &str, value: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).insert((provider.into(), key.into()), value.into());
+    }
+}
+
+/// What a test sees of a provider started with [`ProviderContext::for_test`].
+pub struct TestHarness {
+    /// Every signal and feed change, in order.
+    pub events: tokio::sync::mpsc::UnboundedReceiver<SinkEvent>,
+    /// Begins the provider's shutdown.
+    pub trigger: ShutdownTrigger,
+    /// The provider's cursors.
+    pub cursors: Arc<MemoryCursors>,
+    /// Its webhook handler, once registered.
+    pub hooks: Hooks,
+    /// Its feed's health and counters.
+    pub feed: Arc<FeedEntry>,
+}
+
+impl TestHarness {
+    /// The next signal (feed changes before it are skipped), or `None` when the provider has
+    /// dropped its context.
+    pub async fn next_signal(&mut self) -> Option<(UserIdx, Signal)> {
+        loop {
+            match self.events.recv().await? {
+                SinkEvent::Signal(u, s) => return Some((u, s)),
+                SinkEvent::Feed(_) => continue,
+            }
+        }
+    }
+
+    /// The next feed change (signals before it are skipped).
+    pub async fn next_feed_change(&mut self) -> Option<bool> {
+        loop {
+            match self.events.recv().await? {
+                SinkEvent::Feed(up) => return Some(up),
+                SinkEvent::Signal(..) => continue,
+            }
+        }
+    }
+
+    /// Everything recorded so far, without waiting.
+    pub fn drain(&mut self) -> Vec<SinkEvent> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
     }
 }
 
@@ -92,6 +143,30 @@ pub struct ProviderContext {
 }
 
 impl ProviderContext {
+    /// A context for testing a provider without a hub: its signals and feed changes go to the
+    /// returned [`TestHarness`], cursors are kept in memory, and the harness triggers shutdown.
+    /// `hub_url` is where the provider says its webhooks are (tests that take webhooks point
+    /// it at their own listener).
+    pub fn for_test(name: &str, directory: Directory, hub_url: &str) -> (ProviderContext, TestHarness) {
+        let feeds = Feeds::default();
+        let feed = feeds.register(name, "test");
+        let (sink, events) = SignalSink::for_test(Arc::new(directory), Arc::new(Policy::default()), feed.clone());
+        let (trigger, shutdown) = Shutdown::new();
+        let cursors = Arc::new(MemoryCursors::default());
+        let hooks = Hooks::default();
+        let ctx = ProviderContext {
+            name: name.to_string(),
+            feed: feed.clone(),
+            sink,
+            shutdown,
+            http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
+            cursors: cursors.clone(),
+            hooks: hooks.clone(),
+            hub_url: hub_url.to_string(),
+        };
+        (ctx, TestHarness { events, trigger, cursors, hooks, feed })
+    }
+
     /// The URL of this provider's webhook path `tail` (e.g. `notify`).
     pub fn hook_url(&self, tail: &str) -> String {
         format!("{}/hooks/{}/{}", self.hub_url.trim_end_matches('/'), self.name, tail.trim_start_matches('/'))

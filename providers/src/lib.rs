@@ -1,9 +1,11 @@
 //! presence-providers: the sources of presence, one module per source behind its own Cargo
 //! feature, and the one registration table that lists them.
 //!
-//! Adding a provider: add a folder module with a pure parser (no actix types) and an actor or
-//! task that uses only the [`ProviderContext`] it is given; add a feature in `Cargo.toml`;
-//! add one variant to [`ProviderConfig`] and one arm to [`build`]. Nothing else lists providers.
+//! Adding a provider: add a folder module (`mod.rs` with the config and `task`, `parse.rs`
+//! pure, `map.rs` to signals, `runtime.rs` the task, optionally `hook.rs`) built on the
+//! toolkit in [`common`]; add a feature in `Cargo.toml`; add one line to the table below
+//! (`providers!`). Nothing else lists providers: the config enum, `check-config`, the
+//! supervisor and the HTTP webhooks all follow from that line.
 //!
 //! Layout:
 //! - [`replay`]: plays a scenario file of timed signals (JSON Lines); drives the demo and tests.
@@ -37,109 +39,65 @@ pub mod o2g;
 pub mod replay;
 #[cfg(feature = "sip")]
 pub mod sip;
+pub mod supervisor;
 
-/// One `[[providers]]` entry of the config file, selected by its `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ProviderConfig {
-    /// Replays a scenario file.
-    #[cfg(feature = "replay")]
-    Replay(replay::ReplayConfig),
-    /// Microsoft Teams presence through Microsoft Graph.
-    #[cfg(feature = "graph")]
-    GraphPresence(graph::GraphPresenceConfig),
-    /// Calendars: Graph getSchedule, Exchange EWS, Google freeBusy.
-    #[cfg(feature = "calendar")]
-    Calendar(calendar::CalendarConfig),
-    /// SIP/SIMPLE presence: SUBSCRIBE to a presence server (PIDF/RPID).
-    #[cfg(feature = "sip")]
-    SipPresence(sip::SipSourceConfig),
-    /// PBX busy lamps: SUBSCRIBE to the dialog event package.
-    #[cfg(feature = "sip")]
-    SipDialog(sip::SipSourceConfig),
-    /// Skype for Business enhanced presence: batched category subscriptions to a pool.
-    #[cfg(feature = "sip")]
-    Sfb(sip::sfb::SfbConfig),
-    /// Telenor Norway Mobilt Bedriftsnett: mobile device status and absences.
-    #[cfg(feature = "mbn")]
-    TelenorMbn(mbn::MbnConfig),
-    /// Mobile operator call state, absences and diversions through a configurable mapping.
-    #[cfg(feature = "operator")]
-    Operator(Box<operator::OperatorConfig>),
-    /// Alcatel-Lucent OmniPCX Enterprise through O2G: call and routing events.
-    #[cfg(feature = "o2g")]
-    O2g(o2g::O2gConfig),
+/// Generates, from the one table below, the [`ProviderConfig`] enum (selected by `type`), its
+/// `name`/`kind`/`validate`, and [`build`].
+macro_rules! providers {
+    ($( #[doc = $doc:literal] #[cfg($cfg:meta)] $variant:ident($ty:ty) = $kind:literal => |$c:ident, $ctx:ident| $task:expr; )*) => {
+        /// One `[[providers]]` entry of the config file, selected by its `type`.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "type")]
+        #[non_exhaustive]
+        pub enum ProviderConfig {
+            $( #[doc = $doc] #[cfg($cfg)] #[serde(rename = $kind)] $variant($ty), )*
+        }
+
+        impl ProviderConfig {
+            /// The configured name.
+            pub fn name(&self) -> &str {
+                match self { $( #[cfg($cfg)] ProviderConfig::$variant(c) => &c.name, )* }
+            }
+
+            /// The provider type, as written in the config.
+            pub fn kind(&self) -> &'static str {
+                match self { $( #[cfg($cfg)] ProviderConfig::$variant(_) => $kind, )* }
+            }
+
+            /// Checks the configuration without starting anything (`check-config`).
+            pub fn validate(&self) -> Result<(), BuildError> {
+                match self { $( #[cfg($cfg)] ProviderConfig::$variant(c) => c.validate(), )* }
+            }
+        }
+
+        /// Builds a provider's task (the one place that maps config to code). Nothing runs
+        /// until the task is polled; [`start`] runs it under the supervisor.
+        pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
+            match config { $( #[cfg($cfg)] ProviderConfig::$variant($c) => { let $ctx = ctx; $task } )* }
+        }
+    };
 }
 
-impl ProviderConfig {
-    /// The configured name.
-    pub fn name(&self) -> &str {
-        match self {
-            #[cfg(feature = "replay")]
-            ProviderConfig::Replay(c) => &c.name,
-            #[cfg(feature = "graph")]
-            ProviderConfig::GraphPresence(c) => &c.name,
-            #[cfg(feature = "calendar")]
-            ProviderConfig::Calendar(c) => &c.name,
-            #[cfg(feature = "sip")]
-            ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => &c.name,
-            #[cfg(feature = "sip")]
-            ProviderConfig::Sfb(c) => &c.name,
-            #[cfg(feature = "mbn")]
-            ProviderConfig::TelenorMbn(c) => &c.name,
-            #[cfg(feature = "operator")]
-            ProviderConfig::Operator(c) => &c.name,
-            #[cfg(feature = "o2g")]
-            ProviderConfig::O2g(c) => &c.name,
-        }
-    }
-
-    /// The provider type, as written in the config.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            #[cfg(feature = "replay")]
-            ProviderConfig::Replay(_) => "replay",
-            #[cfg(feature = "graph")]
-            ProviderConfig::GraphPresence(_) => "graph_presence",
-            #[cfg(feature = "calendar")]
-            ProviderConfig::Calendar(_) => "calendar",
-            #[cfg(feature = "sip")]
-            ProviderConfig::SipPresence(_) => "sip_presence",
-            #[cfg(feature = "sip")]
-            ProviderConfig::SipDialog(_) => "sip_dialog",
-            #[cfg(feature = "sip")]
-            ProviderConfig::Sfb(_) => "sfb",
-            #[cfg(feature = "mbn")]
-            ProviderConfig::TelenorMbn(_) => "telenor_mbn",
-            #[cfg(feature = "operator")]
-            ProviderConfig::Operator(_) => "operator",
-            #[cfg(feature = "o2g")]
-            ProviderConfig::O2g(_) => "o2g",
-        }
-    }
-
-    /// Checks the configuration without starting anything (`check-config`).
-    pub fn validate(&self) -> Result<(), BuildError> {
-        match self {
-            #[cfg(feature = "replay")]
-            ProviderConfig::Replay(c) => c.validate(),
-            #[cfg(feature = "graph")]
-            ProviderConfig::GraphPresence(c) => c.validate(),
-            #[cfg(feature = "calendar")]
-            ProviderConfig::Calendar(c) => c.validate(),
-            #[cfg(feature = "sip")]
-            ProviderConfig::SipPresence(c) | ProviderConfig::SipDialog(c) => c.validate(),
-            #[cfg(feature = "sip")]
-            ProviderConfig::Sfb(c) => c.validate(),
-            #[cfg(feature = "mbn")]
-            ProviderConfig::TelenorMbn(c) => c.validate(),
-            #[cfg(feature = "operator")]
-            ProviderConfig::Operator(c) => c.validate(),
-            #[cfg(feature = "o2g")]
-            ProviderConfig::O2g(c) => c.validate(),
-        }
-    }
+// The table: one line per provider — its `type`, its config, its task.
+providers! {
+    /// Replays a scenario file.
+    #[cfg(feature = "replay")] Replay(replay::ReplayConfig) = "replay" => |c, ctx| replay::task(c, ctx);
+    /// Microsoft Teams presence through Microsoft Graph.
+    #[cfg(feature = "graph")] GraphPresence(graph::GraphPresenceConfig) = "graph_presence" => |c, ctx| graph::task(c, ctx);
+    /// Calendars: Graph getSchedule, Exchange EWS, Google freeBusy.
+    #[cfg(feature = "calendar")] Calendar(calendar::CalendarConfig) = "calendar" => |c, ctx| calendar::task(c, ctx);
+    /// SIP/SIMPLE presence: SUBSCRIBE to a presence server (PIDF/RPID).
+    #[cfg(feature = "sip")] SipPresence(sip::SipSourceConfig) = "sip_presence" => |c, ctx| sip::runtime::task(c, sip::runtime::Package::Presence, ctx);
+    /// PBX busy lamps: SUBSCRIBE to the dialog event package.
+    #[cfg(feature = "sip")] SipDialog(sip::SipSourceConfig) = "sip_dialog" => |c, ctx| sip::runtime::task(c, sip::runtime::Package::Dialog, ctx);
+    /// Skype for Business enhanced presence: batched category subscriptions to a pool.
+    #[cfg(feature = "sip")] Sfb(sip::sfb::SfbConfig) = "sfb" => |c, ctx| sip::sfb::task(c, ctx);
+    /// Telenor Norway Mobilt Bedriftsnett: mobile device status and absences.
+    #[cfg(feature = "mbn")] TelenorMbn(mbn::MbnConfig) = "telenor_mbn" => |c, ctx| mbn::task(c, ctx);
+    /// Mobile operator call state, absences and diversions through a configurable mapping.
+    #[cfg(feature = "operator")] Operator(Box<operator::OperatorConfig>) = "operator" => |c, ctx| operator::task(c, ctx);
+    /// Alcatel-Lucent OmniPCX Enterprise through O2G: call and routing events.
+    #[cfg(feature = "o2g")] O2g(o2g::O2gConfig) = "o2g" => |c, ctx| o2g::task(c, ctx);
 }
 
 /// Why a provider could not be built.
@@ -159,46 +117,22 @@ pub enum BuildError {
     Invalid(String),
 }
 
-/// A running provider.
-pub struct ProviderHandle {
-    stop: Box<dyn FnOnce() + Send>,
+/// Why a provider's task ended before shutdown (the supervisor restarts it).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The provider gave up; the text says why.
+    #[error("{0}")]
+    Failed(String),
 }
 
-impl ProviderHandle {
-    /// Wraps a stop function.
-    pub fn new(stop: impl FnOnce() + Send + 'static) -> Self {
-        ProviderHandle { stop: Box::new(stop) }
-    }
+/// A provider's task: runs until [`ProviderContext::shutdown`], does its graceful stop
+/// (deletes subscriptions, logs out, un-SUBSCRIBEs) and returns `Ok`. `Err` — or a panic —
+/// before shutdown means it failed, and [`supervisor`] restarts it. `Ok` before shutdown means
+/// it has nothing more to do (a finished replay).
+pub type ProviderTask = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ProviderError>>>>;
 
-    /// Stops the provider.
-    pub fn stop(self) {
-        (self.stop)()
-    }
-}
-
-/// Starts a provider (the one place that maps config to code).
-pub fn build(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
-    match config {
-        #[cfg(feature = "replay")]
-        ProviderConfig::Replay(c) => replay::start(c, ctx),
-        #[cfg(feature = "graph")]
-        ProviderConfig::GraphPresence(c) => graph::start(c, ctx),
-        #[cfg(feature = "calendar")]
-        ProviderConfig::Calendar(c) => calendar::start(c, ctx),
-        #[cfg(feature = "sip")]
-        ProviderConfig::SipPresence(c) => sip::runtime::start(c, sip::runtime::Package::Presence, ctx),
-        #[cfg(feature = "sip")]
-        ProviderConfig::SipDialog(c) => sip::runtime::start(c, sip::runtime::Package::Dialog, ctx),
-        #[cfg(feature = "sip")]
-        ProviderConfig::Sfb(c) => sip::sfb::start(c, ctx),
-        #[cfg(feature = "mbn")]
-        ProviderConfig::TelenorMbn(c) => mbn::start(c, ctx),
-        #[cfg(feature = "operator")]
-        ProviderConfig::Operator(c) => operator::start(c, ctx),
-        #[cfg(feature = "o2g")]
-        ProviderConfig::O2g(c) => o2g::start(c, ctx),
-    }
-}
+pub use supervisor::{start, stop_all, ProviderHandle};
 
 /// Whether `person` belongs to a source scoped by `extension_prefixes`: everyone when the list
 /// is empty, else the people whose extension starts with one of the prefixes. A company with

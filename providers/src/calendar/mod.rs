@@ -225,10 +225,13 @@ impl CalendarConfig {
     }
 }
 
-/// Starts the provider task on the current runtime.
-pub fn start(config: &CalendarConfig, ctx: presence_actors::provider::ProviderContext) -> Result<crate::ProviderHandle, BuildError> {
+/// The provider's task.
+pub fn task(config: &CalendarConfig, ctx: presence_actors::provider::ProviderContext) -> Result<crate::ProviderTask, BuildError> {
     config.validate()?;
-    let task = tokio::spawn(runtime::Runtime::new(ctx, config.clone()).run());
-    Ok(crate::ProviderHandle::new(move || task.abort()))
+    let rt = runtime::Runtime::new(ctx, config.clone());
+    Ok(Box::pin(async move {
+        rt.run().await;
+        Ok(())
+    }))
 }
 

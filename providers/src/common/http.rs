@@ -316,4 +316,48 @@ mod tests {
         assert!(Answer::new(401, "").into_body(Duration::ZERO).unwrap_err().unauthorized());
         assert_eq!(Answer::new(204, "").into_body(Duration::ZERO), Ok(Vec::new()));
     }
+
+    /// A peer that streams an endless answer (a broken or hostile peer) is cut at the call's
+    /// limit: the call fails with `TooLarge` having read at most the limit plus one chunk, and
+    /// the connection is dropped, so the peer can send no more than socket buffers hold.
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_limit() {
+        use super::super::test_peer::{Reply, TestPeer};
+        let peer = TestPeer::start(|_| Reply::Endless(vec![b'x'; 64 * 1024])).await;
+        let limits = Limits::new(1024 * 1024, Duration::from_secs(20));
+        let t0 = std::time::Instant::now();
+        let r = send(reqwest::Client::new().get(format!("{}/presences", peer.url)), limits).await;
+        assert_eq!(r.unwrap_err(), CallError::TooLarge { max: 1024 * 1024 });
+        assert!(t0.elapsed() < Duration::from_secs(5), "refused at once, not after reading it all: {:?}", t0.elapsed());
+        // The peer notices the client went away long before 400 MB.
+        let t1 = std::time::Instant::now();
+        while peer.endless_sent.lock().unwrap().is_empty() {
+            assert!(t1.elapsed() < Duration::from_secs(10), "the client kept reading");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sent = peer.endless_sent.lock().unwrap()[0];
+        assert!(sent < 64 * 1024 * 1024, "the peer sent {sent} bytes before the client hung up");
+    }
+
+    /// A `Content-Length` over the limit is refused before any of the body is read.
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_at_once() {
+        use super::super::test_peer::{Reply, TestPeer};
+        let peer = TestPeer::start(|_| Reply::Status(200, "y".repeat(5000))).await;
+        let r = send(reqwest::Client::new().get(peer.url.clone()), Limits::new(4096, Duration::from_secs(5))).await;
+        assert_eq!(r.unwrap_err(), CallError::TooLarge { max: 4096 });
+        let ok = send(reqwest::Client::new().get(peer.url.clone()), Limits::new(5000, Duration::from_secs(5))).await.unwrap();
+        assert_eq!((ok.status, ok.body.len()), (200, 5000));
+    }
+
+    /// A peer that never answers fails the call at its deadline.
+    #[tokio::test]
+    async fn a_hanging_peer_fails_at_the_deadline() {
+        use super::super::test_peer::{Reply, TestPeer};
+        let peer = TestPeer::start(|_| Reply::Hang).await;
+        let t0 = std::time::Instant::now();
+        let r = send(reqwest::Client::new().get(peer.url.clone()), Limits::new(4096, Duration::from_millis(300))).await;
+        assert_eq!(r.unwrap_err(), CallError::TimedOut(Duration::from_millis(300)));
+        assert!(t0.elapsed() < Duration::from_secs(2));
+    }
 }

@@ -18,3 +18,5 @@ pub mod http;
 pub mod json;
 pub mod oauth;
 pub mod secret;
+#[cfg(test)]
+pub(crate) mod test_peer;

@@ -18,10 +18,12 @@ pub mod hook;
 pub mod parse;
 pub mod runtime;
 pub mod subscriptions;
+#[cfg(test)]
+mod tests;
 
 use serde::Deserialize;
 
-use crate::{BuildError, ProviderHandle};
+use crate::{BuildError, ProviderTask};
 use presence_actors::provider::ProviderContext;
 
 /// One service account that holds a change-notification subscription (up to 650 people).
@@ -218,11 +220,13 @@ impl GraphPresenceConfig {
     }
 }
 
-/// Starts the provider task on the current runtime.
-pub fn start(config: &GraphPresenceConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+/// The provider's task (registers the webhook now; reads and subscribes once polled).
+pub fn task(config: &GraphPresenceConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     config.validate()?;
     let key = config.notification_key()?;
     let rt = runtime::Runtime::new(ctx, config.clone(), key);
-    let task = tokio::spawn(rt.run());
-    Ok(ProviderHandle::new(move || task.abort()))
+    Ok(Box::pin(async move {
+        rt.run().await;
+        Ok(())
+    }))
 }

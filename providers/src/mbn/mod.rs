@@ -31,7 +31,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::{BuildError, ProviderHandle};
+use crate::{BuildError, ProviderTask};
 use presence_actors::provider::ProviderContext;
 
 /// The paths of the API below `base_url`. The first three are Telenor's documented step names;
@@ -277,12 +277,14 @@ impl MbnConfig {
     }
 }
 
-/// Starts the provider task on the current runtime.
-pub fn start(config: &MbnConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+/// The provider's task.
+pub fn task(config: &MbnConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     config.validate()?;
     let rt = runtime::Runtime::new(ctx, config.clone());
-    let task = actix::spawn(rt.run());
-    Ok(ProviderHandle::new(move || task.abort()))
+    Ok(Box::pin(async move {
+        rt.run().await;
+        Ok(())
+    }))
 }
 
 #[cfg(test)]

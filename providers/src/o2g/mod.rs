@@ -38,7 +38,7 @@ pub mod runtime;
 
 use serde::Deserialize;
 
-use crate::{BuildError, ProviderHandle};
+use crate::{BuildError, ProviderTask};
 use presence_actors::directory::PersonRef;
 use presence_actors::provider::ProviderContext;
 
@@ -218,12 +218,14 @@ pub fn fill_login(template: &str, person: &PersonRef<'_>) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Starts the provider task on the current runtime.
-pub fn start(config: &O2gConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+/// The provider's task.
+pub fn task(config: &O2gConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     config.validate()?;
     let rt = runtime::Runtime::new(ctx, config.clone());
-    let task = actix::spawn(rt.run());
-    Ok(ProviderHandle::new(move || task.abort()))
+    Ok(Box::pin(async move {
+        rt.run().await;
+        Ok(())
+    }))
 }
 
 #[cfg(test)]

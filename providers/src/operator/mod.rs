@@ -72,7 +72,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::{BuildError, ProviderHandle};
+use crate::{BuildError, ProviderTask};
 use presence_actors::model::{AbsenceReason, Availability};
 use presence_actors::provider::ProviderContext;
 
@@ -389,12 +389,14 @@ impl OperatorConfig {
 }
 
 /// Starts the provider on the current runtime.
-pub fn start(config: &OperatorConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+pub fn task(config: &OperatorConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     config.validate()?;
     let mapping = config.compile()?;
     let rt = runtime::Runtime::new(ctx, config.clone(), mapping);
-    let task = actix::spawn(rt.run());
-    Ok(ProviderHandle::new(move || task.abort()))
+    Ok(Box::pin(async move {
+        rt.run().await;
+        Ok(())
+    }))
 }
 
 #[cfg(test)]

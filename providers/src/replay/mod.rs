@@ -11,11 +11,10 @@ mod parse;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix::prelude::*;
 use serde::Deserialize;
 use tracing::{debug, info, warn};
 
-use crate::{BuildError, ProviderHandle};
+use crate::{BuildError, ProviderTask};
 use presence_actors::model::{now_ms, Signal, Version};
 use presence_actors::provider::ProviderContext;
 
@@ -72,8 +71,9 @@ impl ReplayConfig {
     }
 }
 
-/// Starts the replay actor on the current arbiter.
-pub fn start(config: &ReplayConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+/// The replay task: emits each event at its time; at the end, starts over (`loop = true`) or
+/// keeps the feed up with what it sent until shutdown.
+pub fn task(config: &ReplayConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     let (events, issues) = config.load()?;
     for i in &issues {
         warn!(provider = %ctx.name, file = %config.file.display(), issue = %i, "Skipping a bad scenario line.");
@@ -84,23 +84,16 @@ pub fn start(config: &ReplayConfig, ctx: ProviderContext) -> Result<ProviderHand
         _ => None,
     });
     let span = max_version.max().unwrap_or(0) + 1;
-    info!(provider = %ctx.name, events = events.len(), "Replay provider starting.");
-    let addr = Replay { events, next: 0, round: 0, span, speed: config.speed, repeat: config.repeat, started: None, ctx }.start();
-    Ok(ProviderHandle::new(move || addr.do_send(StopReplay)))
+    let replay = Replay { events, round: 0, span, speed: config.speed, repeat: config.repeat, ctx };
+    Ok(Box::pin(replay.run()))
 }
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct StopReplay;
 
 struct Replay {
     events: Vec<ScenarioEvent>,
-    next: usize,
     round: u64,
     span: u64,
     speed: f64,
     repeat: bool,
-    started: Option<std::time::Instant>,
     ctx: ProviderContext,
 }
 
@@ -124,54 +117,28 @@ impl Replay {
         }
     }
 
-    fn step(&mut self, ctx: &mut Context<Self>) {
-        if self.ctx.shutdown.is_shutdown() {
-            ctx.stop();
-            return;
-        }
-        let started = *self.started.get_or_insert_with(std::time::Instant::now);
-        let elapsed = started.elapsed().as_secs_f64() * self.speed;
-        while let Some(e) = self.events.get(self.next) {
-            if e.at > elapsed {
-                break;
+    async fn run(mut self) -> Result<(), crate::ProviderError> {
+        let mut shutdown = self.ctx.shutdown.clone();
+        info!(provider = %self.ctx.name, events = self.events.len(), "Replay provider starting.");
+        self.ctx.sink.set_up(true);
+        'rounds: loop {
+            let started = tokio::time::Instant::now();
+            for i in 0..self.events.len() {
+                let at = started + Duration::from_secs_f64((self.events[i].at / self.speed).clamp(0.0, 1e9));
+                tokio::select! {
+                    _ = shutdown.recv() => break 'rounds,
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+                self.emit(&self.events[i]);
             }
-            self.emit(e);
-            self.next += 1;
-        }
-        if self.next >= self.events.len() {
             if !self.repeat {
                 info!(provider = %self.ctx.name, "Replay finished.");
-                return;
+                shutdown.recv().await;
+                break;
             }
             self.round += 1;
-            self.next = 0;
-            self.started = Some(std::time::Instant::now());
         }
-        let wait = self.events.get(self.next).map_or(0.0, |e| (e.at - self.started_elapsed()).max(0.0) / self.speed);
-        ctx.run_later(Duration::from_secs_f64(wait.min(3600.0)), |act, ctx| act.step(ctx));
-    }
-
-    fn started_elapsed(&self) -> f64 {
-        self.started.map_or(0.0, |s| s.elapsed().as_secs_f64() * self.speed)
-    }
-}
-
-impl Actor for Replay {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.ctx.sink.set_up(true);
-        self.step(ctx);
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.ctx.sink.set_up(false);
-    }
-}
-
-impl Handler<StopReplay> for Replay {
-    type Result = ();
-    fn handle(&mut self, _: StopReplay, ctx: &mut Self::Context) {
-        ctx.stop();
+        Ok(())
     }
 }

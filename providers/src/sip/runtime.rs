@@ -68,19 +68,11 @@ impl Package {
     }
 }
 
-/// Starts a `sip_presence` or `sip_dialog` provider.
-pub fn start(config: &SipSourceConfig, package: Package, ctx: ProviderContext) -> Result<crate::ProviderHandle, BuildError> {
+/// The task of a `sip_presence` or `sip_dialog` provider.
+pub fn task(config: &SipSourceConfig, package: Package, ctx: ProviderContext) -> Result<crate::ProviderTask, BuildError> {
     config.validate()?;
     let cfg = config.clone();
-    let task = actix::spawn(async move {
-        if let Err(e) = run(cfg, package, ctx.clone()).await {
-            warn!(provider = %ctx.name, error = %e, "sip provider stopped");
-            ctx.feed.record_error(&e);
-            ctx.feed.set_state(&format!("failed: {e}"));
-            ctx.sink.set_up(false);
-        }
-    });
-    Ok(crate::ProviderHandle::new(move || task.abort()))
+    Ok(Box::pin(async move { run(cfg, package, ctx).await.map_err(crate::ProviderError::Failed) }))
 }
 
 struct Target {

@@ -195,19 +195,11 @@ pub enum SfbError {
     },
 }
 
-/// Starts an `sfb` provider.
-pub fn start(config: &SfbConfig, ctx: ProviderContext) -> Result<crate::ProviderHandle, BuildError> {
+/// The task of an `sfb` provider.
+pub fn task(config: &SfbConfig, ctx: ProviderContext) -> Result<crate::ProviderTask, BuildError> {
     config.validate()?;
     let cfg = config.clone();
-    let task = actix::spawn(async move {
-        if let Err(e) = run(cfg, ctx.clone()).await {
-            warn!(provider = %ctx.name, error = %e, "sfb provider stopped");
-            ctx.feed.record_error(&e.to_string());
-            ctx.feed.set_state(&format!("failed: {e}"));
-            ctx.sink.set_up(false);
-        }
-    });
-    Ok(crate::ProviderHandle::new(move || task.abort()))
+    Ok(Box::pin(async move { run(cfg, ctx).await.map_err(|e| crate::ProviderError::Failed(e.to_string())) }))
 }
 
 /// Which subscription an event belongs to.

@@ -1,0 +1,199 @@
+//! Runtime tests of the Graph provider without a hub: [`ProviderContext::for_test`] records
+//! its signals and feed changes, and a scripted peer ([`TestPeer`]) plays the token endpoint
+//! and Graph — answering, failing, hanging or streaming an endless answer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use presence_actors::directory::{from_csv, Directory, NumberPlan};
+use presence_actors::hub::SinkEvent;
+use presence_actors::model::Availability;
+use presence_actors::provider::{Cursors, HookRequest, ProviderContext, TestHarness};
+
+use super::GraphPresenceConfig;
+use crate::common::test_peer::{Reply, Request, TestPeer};
+
+/// Åsa Östberg's Entra object id in fixtures/directory/demo.csv.
+const ASA: &str = "10a7755d-ff8d-5b50-bd78-633734ff90bf";
+const CLIENT_STATE: &str = "runtime-test-client-state";
+
+fn directory() -> Directory {
+    let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/directory/demo.csv")).expect("demo directory");
+    let plan = NumberPlan::sweden();
+    Directory::build(from_csv(&csv[..], &plan).expect("csv"), &plan).expect("directory")
+}
+
+fn config(peer: &TestPeer, extra: &str) -> GraphPresenceConfig {
+    let text = format!(
+        "name = \"teams\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntoken_url = \"{0}/token\"\ngraph_url = \"{0}\"\nclient_state = \"{CLIENT_STATE}\"\nbatch_ms = 10\nread_timeout_secs = 1\n{extra}",
+        peer.url
+    );
+    toml::from_str(&text).expect("config")
+}
+
+/// Graph as it answers when well: a token, and every asked-for person Available — except
+/// those in `busy`, Busy/InACall.
+fn graph(busy: Arc<AtomicBool>) -> impl Fn(&Request) -> Reply + Send + Sync + 'static {
+    move |r: &Request| {
+        if r.path == "/token" {
+            return Reply::Status(200, r#"{"access_token":"at","expires_in":3600,"token_type":"Bearer"}"#.into());
+        }
+        if r.path == "/communications/getPresencesByUserId" {
+            if TestPeer::header(r, "authorization") != Some("Bearer at") {
+                return Reply::Status(401, r#"{"error":{"code":"InvalidAuthenticationToken","message":"no token"}}"#.into());
+            }
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let items: Vec<serde_json::Value> = v["ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|id| {
+                    let asa_busy = id == ASA && busy.load(Ordering::Relaxed);
+                    let (a, act) = if asa_busy { ("Busy", "InACall") } else { ("Available", "Available") };
+                    serde_json::json!({ "id": id, "availability": a, "activity": act })
+                })
+                .collect();
+            return Reply::Status(200, serde_json::json!({ "value": items }).to_string());
+        }
+        if r.method == "POST" && r.path == "/subscriptions" {
+            return Reply::Status(201, r#"{"id":"sub-1","expirationDateTime":"2099-01-01T00:00:00Z"}"#.into());
+        }
+        if r.method == "PATCH" && r.path.starts_with("/subscriptions/") {
+            return Reply::Status(200, r#"{"id":"sub-1","expirationDateTime":"2099-01-01T00:00:00Z"}"#.into());
+        }
+        if r.method == "DELETE" && r.path.starts_with("/subscriptions/") {
+            return Reply::Status(204, String::new());
+        }
+        Reply::Status(404, r#"{"error":{"code":"NotFound","message":"no"}}"#.into())
+    }
+}
+
+/// Graph's notification that Åsa's presence changed.
+fn notify(h: &TestHarness) {
+    let body = serde_json::json!({ "value": [{
+        "subscriptionId": "sub-1", "clientState": CLIENT_STATE, "changeType": "updated",
+        "resource": format!("communications/presences/{ASA}"),
+        "resourceData": { "@odata.type": "#Microsoft.Graph.presence", "id": ASA },
+    }]});
+    let hook = h.hooks.get("teams").expect("the webhook is registered");
+    let req = HookRequest { method: "POST".into(), tail: "notify".into(), query: String::new(), headers: vec![], body: body.to_string().into_bytes() };
+    assert_eq!(hook.handle(req).status, 202);
+}
+
+async fn next_event(h: &mut TestHarness) -> SinkEvent {
+    tokio::time::timeout(Duration::from_secs(10), h.events.recv()).await.expect("an event within 10 s").expect("the provider is running")
+}
+
+/// Events until the feed changes; returns the signals about Åsa seen before it.
+async fn until_feed(h: &mut TestHarness, up: bool, asa: u32) -> Vec<presence_actors::model::Signal> {
+    let mut seen = Vec::new();
+    loop {
+        match next_event(h).await {
+            SinkEvent::Feed(u) if u == up => return seen,
+            SinkEvent::Feed(u) => panic!("feed went {u} while waiting for {up}"),
+            SinkEvent::Signal(i, s) if i == asa => seen.push(s),
+            SinkEvent::Signal(..) => {}
+        }
+    }
+}
+
+/// An outage while a change is notified: the read fails (here: Graph streams an endless
+/// answer, which the bounded read cuts), the feed goes down after two failed reads, the
+/// notified person stays pending, and when Graph answers again that person is read — and
+/// delivered — before the feed comes back up.
+#[tokio::test]
+async fn nothing_notified_is_lost_and_the_notified_are_read_before_the_feed_is_up() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let busy = Arc::new(AtomicBool::new(false));
+            let peer = TestPeer::start(graph(busy.clone())).await;
+            let dir = directory();
+            let asa = dir.by_id("asa.ostberg").expect("Åsa");
+            let (ctx, mut h) = ProviderContext::for_test("teams", dir, "http://127.0.0.1:9");
+            let task = super::task(&config(&peer, "notifications = false"), ctx).expect("task");
+            let run = tokio::task::spawn_local(task);
+
+            // Start-up: everyone read, then the feed is up.
+            let before = until_feed(&mut h, true, asa).await;
+            assert_eq!(before.last().and_then(|s| s.availability), Some(Availability::Available));
+
+            // Graph breaks: every read gets an answer that never ends.
+            peer.set(|r: &Request| {
+                if r.path == "/token" {
+                    return Reply::Status(200, r#"{"access_token":"at","expires_in":3600}"#.into());
+                }
+                Reply::Endless(vec![b' '; 64 * 1024])
+            });
+            busy.store(true, Ordering::Relaxed);
+            notify(&h);
+            let during = until_feed(&mut h, false, asa).await;
+            assert!(during.is_empty(), "nothing read during the outage: {during:?}");
+            assert!(h.feed.report().last_error.is_some_and(|e| e.contains("larger than")), "{:?}", h.feed.report().last_error);
+
+            // Graph answers again: Åsa (notified during the outage) first, then up.
+            peer.set(graph(busy.clone()));
+            let after = until_feed(&mut h, true, asa).await;
+            let s = after.first().expect("Åsa was read before the feed came up");
+            assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(presence_actors::model::Activity::InACall)));
+
+            h.trigger.trigger();
+            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+        })
+        .await;
+}
+
+/// A hanging Graph: the read's deadline (1 s) fails it; the feed goes down within two
+/// deadlines plus a retry, while notifications keep being taken.
+#[tokio::test]
+async fn a_hanging_read_fails_at_its_deadline_and_the_feed_goes_down() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let busy = Arc::new(AtomicBool::new(false));
+            let peer = TestPeer::start(graph(busy.clone())).await;
+            let dir = directory();
+            let asa = dir.by_id("asa.ostberg").expect("Åsa");
+            let (ctx, mut h) = ProviderContext::for_test("teams", dir, "http://127.0.0.1:9");
+            let run = tokio::task::spawn_local(super::task(&config(&peer, "notifications = false"), ctx).expect("task"));
+            until_feed(&mut h, true, asa).await;
+            peer.set(|r: &Request| if r.path == "/token" { Reply::Status(200, r#"{"access_token":"at"}"#.into()) } else { Reply::Hang });
+            let t0 = std::time::Instant::now();
+            notify(&h);
+            until_feed(&mut h, false, asa).await;
+            let took = t0.elapsed();
+            assert!(took < Duration::from_secs(4), "down after {took:?}");
+            // Notifications are still taken while reads hang.
+            for _ in 0..3 {
+                notify(&h);
+            }
+            h.trigger.trigger();
+            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops while a read hangs").expect("no panic").expect("ok");
+        })
+        .await;
+}
+
+/// At shutdown the provider deletes the subscription it holds, and forgets it.
+#[tokio::test]
+async fn shutdown_deletes_the_subscription() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
+            let (ctx, mut h) = ProviderContext::for_test("teams", directory(), "http://127.0.0.1:9");
+            let cfg = config(&peer, "[[service_accounts]]\nname = \"svc1\"\nrefresh_token = \"rt\"\n");
+            let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+            let t0 = std::time::Instant::now();
+            while peer.count("POST", "/subscriptions") == 0 {
+                assert!(t0.elapsed() < Duration::from_secs(10), "no subscription created");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(h.cursors.get("teams", "subscription:svc1").is_some_and(|v| v.starts_with("sub-1\n")));
+            h.trigger.trigger();
+            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+            assert_eq!(peer.count("DELETE", "/subscriptions/sub-1"), 1);
+            assert_eq!(h.cursors.get("teams", "subscription:svc1").as_deref(), Some(""));
+            assert!(h.hooks.get("teams").is_none(), "the webhook is unregistered");
+            let _ = h.drain();
+        })
+        .await;
+}

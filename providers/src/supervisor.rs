@@ -1,0 +1,234 @@
+//! One supervisor for every provider: runs its task, restarts it with back-off when it fails,
+//! and stops it gracefully at shutdown.
+//!
+//! - A provider's task ([`crate::ProviderTask`]) runs until the context's shutdown signal,
+//!   finishes its graceful stop and returns `Ok`. Returning `Err`, or panicking, before
+//!   shutdown is a failure: the supervisor marks the feed down (its signals show stale, never
+//!   Offline), records the error in provider health, waits (1 s doubling to 60 s, with jitter;
+//!   back to 1 s after a run of 5 minutes) and builds the task afresh from its config.
+//! - [`stop_all`] is the shutdown: the hub has triggered the shared shutdown signal; this
+//!   waits for every provider to finish its graceful stop until a deadline, then aborts the
+//!   rest and names them in the log.
+//!
+//! Providers are tasks on the hub's runtime rather than actix actors: each owns its state in
+//! one `async` loop over `tokio::select!` (timers, sockets, webhook channels), which is what
+//! the peers' protocols are — sequences of awaited calls — and what paused tokio time can
+//! test. The user actors stay actors; the contract between the two is the
+//! [`ProviderContext`]'s sink.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::common::backoff::Backoff;
+use crate::{build, BuildError, ProviderConfig, ProviderContext};
+
+/// First wait before a failed provider is restarted.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between restarts.
+const RESTART_MAX: Duration = Duration::from_secs(60);
+/// A run this long counts as healthy: the next failure waits the first delay again.
+const HEALTHY_RUN: Duration = Duration::from_secs(300);
+
+/// A running, supervised provider.
+pub struct ProviderHandle {
+    name: String,
+    join: JoinHandle<()>,
+}
+
+impl ProviderHandle {
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True once the supervisor has ended (after shutdown, or a provider that finished).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+/// Builds the provider's task (which checks its config) and runs it under the supervisor on
+/// the current (actix or tokio `LocalSet`) runtime.
+pub fn start(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+    let first = build(config, ctx.clone())?;
+    let name = ctx.name.clone();
+    let config = config.clone();
+    let join = tokio::task::spawn_local(supervise(move |ctx| build(&config, ctx), ctx, first));
+    Ok(ProviderHandle { name, join })
+}
+
+/// Aborts a spawned task when dropped (the supervisor itself aborted at the deadline).
+struct AbortOnDrop(JoinHandle<Result<(), crate::ProviderError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `first`, and after a failure a new task from `rebuild`, until shutdown.
+async fn supervise(rebuild: impl Fn(ProviderContext) -> Result<crate::ProviderTask, BuildError>, ctx: ProviderContext, first: crate::ProviderTask) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX);
+    let mut task = Some(first);
+    loop {
+        if let Some(t) = task.take() {
+            let started = tokio::time::Instant::now();
+            // Its own task, so a panic ends only this run.
+            let mut run = AbortOnDrop(tokio::task::spawn_local(t));
+            let outcome = (&mut run.0).await;
+            if ctx.shutdown.is_shutdown() {
+                return;
+            }
+            let why = match outcome {
+                Ok(Ok(())) => {
+                    info!(provider = %ctx.name, "Provider finished.");
+                    return;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) if e.is_panic() => format!("panicked: {}", panic_text(e.into_panic())),
+                Err(_) => "cancelled".to_string(),
+            };
+            if started.elapsed() >= HEALTHY_RUN {
+                backoff.reset();
+            }
+            fail(&ctx, &format!("provider failed: {why}"));
+        }
+        let wait = backoff.next_delay();
+        warn!(provider = %ctx.name, retry_in = ?wait, "Restarting the provider after a pause.");
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match rebuild(ctx.clone()) {
+            Ok(t) => task = Some(t),
+            Err(e) => fail(&ctx, &format!("provider could not be rebuilt: {e}")),
+        }
+    }
+}
+
+fn fail(ctx: &ProviderContext, why: &str) {
+    error!(provider = %ctx.name, reason = %why, "Provider failed; its feed shows stale until it runs again.");
+    ctx.feed.record_error(why);
+    ctx.feed.set_state("restarting");
+    ctx.sink.set_up(false);
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
+}
+
+/// Waits until every provider has finished its graceful stop (shutdown must already be
+/// triggered), at most `deadline` in all; aborts the rest. Returns the names of those aborted.
+pub async fn stop_all(providers: Vec<ProviderHandle>, deadline: Duration) -> Vec<String> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut aborted = Vec::new();
+    for p in providers {
+        let ProviderHandle { name, mut join } = p;
+        if tokio::time::timeout_at(until, &mut join).await.is_err() {
+            join.abort();
+            aborted.push(name);
+        }
+    }
+    if aborted.is_empty() {
+        info!("Every provider stopped gracefully.");
+    } else {
+        warn!(aborted = ?aborted, deadline = ?deadline, "Providers did not finish their graceful stop in time; aborted.");
+    }
+    aborted
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use presence_actors::directory::{Directory, NumberPlan};
+    use presence_actors::hub::SinkEvent;
+
+    use super::*;
+
+    /// A provider that panics twice, then fails once with an error, then runs: the supervisor
+    /// restarts it each time after a growing pause (paused time), marks the feed down and
+    /// records why, and stops it at shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_provider_is_restarted_with_back_off() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let dir = Directory::build(vec![], &NumberPlan::sweden()).expect("empty directory");
+                let (ctx, mut h) = ProviderContext::for_test("flaky", dir, "http://127.0.0.1:9");
+                let runs = Rc::new(Cell::new(0u32));
+                let started: Rc<std::cell::RefCell<Vec<tokio::time::Instant>>> = Default::default();
+                let make = {
+                    let (runs, started) = (runs.clone(), started.clone());
+                    move |ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
+                        let (runs, started) = (runs.clone(), started.clone());
+                        Ok(Box::pin(async move {
+                            runs.set(runs.get() + 1);
+                            started.borrow_mut().push(tokio::time::Instant::now());
+                            match runs.get() {
+                                1 | 2 => panic!("run {} broke", runs.get()),
+                                3 => Err(crate::ProviderError::Failed("peer refused".into())),
+                                _ => {
+                                    ctx.sink.set_up(true);
+                                    let mut s = ctx.shutdown.clone();
+                                    s.recv().await;
+                                    Ok(())
+                                }
+                            }
+                        }))
+                    }
+                };
+                let first = make(ctx.clone()).expect("task");
+                let join = tokio::task::spawn_local(supervise(make, ctx.clone(), first));
+                // Run 4 brings the feed up.
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(600), h.events.recv()).await.expect("in time").expect("open") {
+                        SinkEvent::Feed(true) => break,
+                        _ => continue,
+                    }
+                }
+                assert_eq!(runs.get(), 4);
+                let t = started.borrow().clone();
+                let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
+                // 1 s, 2 s, 4 s nominal, each drawn from its upper half.
+                for (gap, nominal) in gaps.iter().zip([1u64, 2, 4]) {
+                    let n = Duration::from_secs(nominal);
+                    assert!(*gap >= n / 2 && *gap <= n + Duration::from_millis(50), "gap {gap:?} for {n:?}");
+                }
+                let report = h.feed.report();
+                assert_eq!(report.errors, 3);
+                assert!(report.last_error.is_some_and(|e| e.contains("peer refused")));
+                h.trigger.trigger();
+                let handle = ProviderHandle { name: "flaky".into(), join };
+                assert_eq!(stop_all(vec![handle], Duration::from_secs(10)).await, Vec::<String>::new());
+            })
+            .await;
+    }
+
+    /// A provider that ignores shutdown is aborted at the deadline and named.
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_does_not_stop_is_aborted_at_the_deadline() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let dir = Directory::build(vec![], &NumberPlan::sweden()).expect("empty directory");
+                let (ctx, h) = ProviderContext::for_test("stuck", dir, "http://127.0.0.1:9");
+                let make = |_ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
+                    Ok(Box::pin(async {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(())
+                    }))
+                };
+                let first = make(ctx.clone()).expect("task");
+                let join = tokio::task::spawn_local(supervise(make, ctx, first));
+                h.trigger.trigger();
+                let t0 = tokio::time::Instant::now();
+                let aborted = stop_all(vec![ProviderHandle { name: "stuck".into(), join }], Duration::from_secs(10)).await;
+                assert_eq!(aborted, vec!["stuck".to_string()]);
+                assert_eq!(t0.elapsed(), Duration::from_secs(10));
+            })
+            .await;
+    }
+}
