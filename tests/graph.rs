@@ -331,3 +331,70 @@ async fn graph_answering_503_is_seen_on_the_stream_and_nothing_notified_is_lost(
 async fn graph_hanging_is_seen_on_the_stream_and_nothing_notified_is_lost() {
     an_outage_is_seen_on_the_stream(Fault::Hanging, "graph-out-hang").await;
 }
+
+/// The real binary, stopped with SIGTERM as systemd or `kill` stops it, deletes its Graph
+/// subscription before it exits (Graph would otherwise keep calling a hub that is gone for up
+/// to an hour), and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_deletes_the_graph_subscription() {
+    let sim = sim();
+    let dir = temp_dir("graph-sigterm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let demo_csv = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/directory/demo.csv");
+    let config = format!(
+        r#"listen = "127.0.0.1:{port}"
+data_dir = "{}"
+[directory]
+import = "{demo_csv}"
+[[tokens]]
+name = "admin"
+role = "admin"
+sha256 = "{}"
+[[providers]]
+type = "graph_presence"
+name = "teams"
+tenant_id = "sim-tenant"
+client_id = "sim-client"
+client_secret = "sim-secret"
+token_url = "{}"
+graph_url = "{}"
+[[providers.service_accounts]]
+name = "svc1@sim.example"
+refresh_token = "rt-svc1-0"
+"#,
+        dir.join("data").display(),
+        presence_hub::auth::hash_token(ADMIN),
+        sim.token_url(),
+        sim.graph_url()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence-hub"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start presence-hub");
+    wait_for("a Graph subscription", Duration::from_secs(30), async || {
+        assert!(child.try_wait().unwrap().is_none(), "presence-hub exited");
+        sim.subscriptions().len() == 1
+    })
+    .await;
+    assert_eq!(sim.stats().deletions, 0);
+    // SAFETY: kill(2) on our own child's pid; no memory is touched.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "presence-hub did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(sim.stats().deletions, 1, "the subscription was deleted at SIGTERM");
+    assert!(sim.subscriptions().is_empty());
+    eprintln!("SIGTERM to exit: {} ms, the subscription deleted", t0.elapsed().as_millis());
+}
