@@ -31,6 +31,7 @@ pub use model::{
 use serde::Deserialize;
 
 use crate::BuildError;
+use crate::common::defaults;
 
 /// Which protocol the provider speaks.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -62,13 +63,13 @@ pub struct CalendarConfig {
     #[serde(default)]
     pub client_secret: Option<String>,
     /// Identity provider base URL (Entra): token at `{authority}/{tenant_id}/oauth2/v2.0/token`.
-    #[serde(default = "default_authority")]
+    #[serde(default = "defaults::microsoft_authority")]
     pub authority: String,
     /// Full token URL, overriding the default of the backend.
     #[serde(default)]
     pub token_url: Option<String>,
     /// Graph base URL.
-    #[serde(default = "default_graph_url")]
+    #[serde(default = "defaults::graph_url")]
     pub graph_url: String,
     /// EWS endpoint, e.g. `https://mail.example.com/EWS/Exchange.asmx`.
     #[serde(default)]
@@ -86,13 +87,13 @@ pub struct CalendarConfig {
     #[serde(default)]
     pub refresh_token: Option<String>,
     /// Poll every mailbox this often (seconds).
-    #[serde(default = "default_poll")]
+    #[serde(default = "defaults::u64_::<300>")]
     pub poll_interval_secs: u64,
     /// How far ahead to read (hours).
-    #[serde(default = "default_window")]
+    #[serde(default = "defaults::u64_::<24>")]
     pub window_hours: u64,
     /// Merged free/busy slot length (EWS, Graph), minutes.
-    #[serde(default = "default_interval")]
+    #[serde(default = "defaults::u32_::<15>")]
     pub interval_minutes: u32,
     /// Keep meeting subjects and locations (shown only where `[policy] calendar_details`
     /// allows; never for private items).
@@ -103,36 +104,15 @@ pub struct CalendarConfig {
     pub keywords: Vec<KeywordRule>,
     /// Deadline of one free/busy request, in seconds (EWS answers for 100 mailboxes can take
     /// a while; a backend that hangs past this counts as failed).
-    #[serde(default = "default_request_timeout")]
+    #[serde(default = "defaults::u64_::<30>")]
     pub request_timeout_secs: u64,
     /// The feed goes down after this many failed polls in a row (its meetings show stale).
-    #[serde(default = "default_down_after")]
+    #[serde(default = "defaults::u32_::<2>")]
     pub down_after_failures: u32,
 }
 
-fn default_authority() -> String {
-    "https://login.microsoftonline.com".into()
-}
-fn default_graph_url() -> String {
-    "https://graph.microsoft.com/v1.0".into()
-}
 fn default_google_url() -> String {
     "https://www.googleapis.com/calendar/v3".into()
-}
-fn default_poll() -> u64 {
-    300
-}
-fn default_window() -> u64 {
-    24
-}
-fn default_interval() -> u32 {
-    15
-}
-fn default_request_timeout() -> u64 {
-    30
-}
-fn default_down_after() -> u32 {
-    2
 }
 
 impl CalendarConfig {

@@ -5,6 +5,7 @@
 //! - [`oauth`]: token requests (client credentials, refresh token with rotation kept in the
 //!   store, password grant), token caching.
 //! - [`backoff`]: exponential back-off with jitter.
+//! - [`defaults`]: defaults for config fields.
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
 //! - [`secret`]: random secrets from the operating system.
@@ -13,6 +14,7 @@
 //! mapping to signals (`map.rs`) and its state machine (`runtime.rs`).
 
 pub mod backoff;
+pub mod defaults;
 pub mod form;
 pub mod http;
 pub mod json;

@@ -24,6 +24,7 @@ mod tests;
 use serde::Deserialize;
 
 use crate::{BuildError, ProviderTask};
+use crate::common::defaults;
 use presence_actors::provider::ProviderContext;
 
 /// One service account that holds a change-notification subscription (up to 650 people).
@@ -50,16 +51,16 @@ pub struct GraphPresenceConfig {
     /// Client secret.
     pub client_secret: String,
     /// Identity provider base URL; the token endpoint is `{authority}/{tenant_id}/oauth2/v2.0/token`.
-    #[serde(default = "default_authority")]
+    #[serde(default = "defaults::microsoft_authority")]
     pub authority: String,
     /// Full token endpoint, overriding `authority`.
     #[serde(default)]
     pub token_url: Option<String>,
     /// Graph base URL.
-    #[serde(default = "default_graph_url")]
+    #[serde(default = "defaults::graph_url")]
     pub graph_url: String,
     /// Use change notifications (needs `service_accounts`); otherwise poll only.
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub notifications: bool,
     /// Service accounts holding the subscriptions, 650 people each.
     #[serde(default)]
@@ -68,32 +69,32 @@ pub struct GraphPresenceConfig {
     #[serde(default)]
     pub client_state: Option<String>,
     /// Subscription lifetime asked for, in minutes (Graph allows at most 60).
-    #[serde(default = "default_subscription_minutes")]
+    #[serde(default = "defaults::u64_::<55>")]
     pub subscription_minutes: u64,
     /// Renew this many seconds before expiry.
-    #[serde(default = "default_renew_before")]
+    #[serde(default = "defaults::u64_::<600>")]
     pub renew_before_secs: u64,
     /// Poll everyone this often as a consistency check (seconds).
-    #[serde(default = "default_consistency")]
+    #[serde(default = "defaults::u64_::<900>")]
     pub consistency_poll_secs: u64,
     /// Poll people without a working subscription this often (seconds).
-    #[serde(default = "default_fallback")]
+    #[serde(default = "defaults::u64_::<60>")]
     pub fallback_poll_secs: u64,
     /// Gather notifications for this long before fetching their presence (ms).
-    #[serde(default = "default_batch_ms")]
+    #[serde(default = "defaults::u64_::<50>")]
     pub batch_ms: u64,
     /// Deadline of one presence read (getPresencesByUserId), in seconds.
-    #[serde(default = "default_read_timeout")]
+    #[serde(default = "defaults::u64_::<10>")]
     pub read_timeout_secs: u64,
     /// Deadline of one subscription call (create, renew, reauthorize, delete), in seconds.
-    #[serde(default = "default_call_timeout")]
+    #[serde(default = "defaults::u64_::<15>")]
     pub call_timeout_secs: u64,
     /// The feed goes down after this many failed reads in a row.
-    #[serde(default = "default_down_after")]
+    #[serde(default = "defaults::u32_::<2>")]
     pub down_after_failures: u32,
     /// The feed goes down when reads have been due this long without one succeeding, whatever
     /// the reason (seconds).
-    #[serde(default = "default_watchdog")]
+    #[serde(default = "defaults::u64_::<30>")]
     pub watchdog_secs: u64,
     /// Ask Graph to include the presence, encrypted, in notifications (`includeResourceData`):
     /// no fetch per change. Needs the three `encryption_*` settings.
@@ -110,42 +111,6 @@ pub struct GraphPresenceConfig {
     pub encryption_certificate_id: Option<String>,
 }
 
-fn default_authority() -> String {
-    "https://login.microsoftonline.com".into()
-}
-fn default_graph_url() -> String {
-    "https://graph.microsoft.com/v1.0".into()
-}
-fn yes() -> bool {
-    true
-}
-fn default_subscription_minutes() -> u64 {
-    55
-}
-fn default_renew_before() -> u64 {
-    600
-}
-fn default_consistency() -> u64 {
-    900
-}
-fn default_fallback() -> u64 {
-    60
-}
-fn default_batch_ms() -> u64 {
-    50
-}
-fn default_read_timeout() -> u64 {
-    10
-}
-fn default_call_timeout() -> u64 {
-    15
-}
-fn default_down_after() -> u32 {
-    2
-}
-fn default_watchdog() -> u64 {
-    30
-}
 
 impl GraphPresenceConfig {
     /// The token endpoint.
