@@ -170,6 +170,13 @@ impl ProviderHandle {
         ProviderHandle { stop: Box::new(stop) }
     }
 
+    /// Runs a provider's task on the current runtime; stopping the provider aborts it (a
+    /// graceful stop is the task's own, on `ctx.shutdown`).
+    pub fn spawn(task: impl std::future::Future<Output = ()> + 'static) -> Self {
+        let task = actix::spawn(task);
+        ProviderHandle::new(move || task.abort())
+    }
+
     /// Stops the provider.
     pub fn stop(self) {
         (self.stop)()
