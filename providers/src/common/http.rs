@@ -180,6 +180,31 @@ pub async fn read_body(res: &mut reqwest::Response, max: usize) -> Result<Vec<u8
     Ok(body)
 }
 
+/// Opens a long-lived stream (a chunked event channel, a long poll): sends `req` and waits for
+/// the answer's head within `limits.timeout`. A 2xx answer comes back unread, for the caller to
+/// read chunk by chunk with its own idle timeout and its own bound on what it keeps; any other
+/// answer is read (at most `limits.max_body` bytes, within the same deadline) and comes back as
+/// the [`CallError`] it stands for (see [`Answer::into_error`]). reqwest's own timeout covers
+/// the whole body, so `req` needs one as long as the stream may live.
+pub async fn open_stream(req: reqwest::RequestBuilder, limits: Limits, default_retry: Duration) -> Result<reqwest::Response, CallError> {
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut res = match tokio::time::timeout_at(deadline, req.send()).await {
+        Ok(r) => r.map_err(transport)?,
+        Err(_) => return Err(CallError::TimedOut(limits.timeout)),
+    };
+    if res.status().is_success() {
+        return Ok(res);
+    }
+    let mut answer = Answer::new(res.status().as_u16(), Vec::new());
+    answer.retry_after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, now_ms()));
+    // The error text is a courtesy: a body that is too long or too slow leaves it out.
+    if let Ok(Ok(body)) = tokio::time::timeout_at(deadline, read_body(&mut res, limits.max_body)).await {
+        answer.body = body;
+    }
+    answer.headers = std::mem::take(res.headers_mut());
+    Err(answer.into_error(default_retry))
+}
+
 /// A transport error as a [`CallError`] (the URL left out: it may carry a token).
 pub fn transport(e: reqwest::Error) -> CallError {
     if e.is_timeout() {
@@ -266,6 +291,55 @@ fn http_date(v: &str) -> Option<UnixMs> {
     })
 }
 
+/// A peer on loopback for the tests of calls and streams (here and in the providers): every
+/// request gets `answer` (raw HTTP/1.1, written as given), and the connection is held open
+/// until the client closes it; `None` answers nothing at all.
+#[cfg(test)]
+pub(crate) mod loopback {
+    use std::io::{Read, Write};
+
+    /// Starts the peer; its base URL, `http://127.0.0.1:{port}`.
+    pub(crate) fn peer(answer: Option<Vec<u8>>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port on loopback");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        // A read that starts a request (not the rest of a body) gets the answer.
+                        let head = &buf[..n];
+                        let request = head.iter().position(|b| *b == b' ').is_some_and(|i| i > 0 && head[..i].iter().all(u8::is_ascii_uppercase));
+                        if let (Some(a), true) = (&answer, request) {
+                            let _ = conn.write_all(a);
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    /// An answer: `status` (`"200 OK"`), the headers and the body as given.
+    pub(crate) fn answer(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+        let mut a = format!("HTTP/1.1 {status}\r\n");
+        for (k, v) in headers {
+            a.push_str(&format!("{k}: {v}\r\n"));
+        }
+        a.push_str("\r\n");
+        let mut a = a.into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    /// A client that never goes through a proxy.
+    pub(crate) fn client() -> reqwest::Client {
+        reqwest::Client::builder().no_proxy().build().expect("an HTTP client")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +376,43 @@ mod tests {
         assert_eq!(error_text(b"<html><body>500</body></html>"), "");
         assert_eq!(error_text(b""), "");
         assert!(error_text(&vec![b'x'; 100_000]).len() <= MAX_MESSAGE);
+    }
+
+    #[tokio::test]
+    async fn answers_are_cut_at_their_limit() {
+        use super::loopback::{answer, client, peer};
+        let limits = Limits::new(1024, Duration::from_secs(5));
+        let claimed = peer(Some(answer("200 OK", &[("content-length", "400000000")], b"")));
+        assert_eq!(send(client().get(claimed), limits).await.unwrap_err(), CallError::TooLarge { max: 1024 });
+        let mut chunks = Vec::new();
+        for _ in 0..8 {
+            chunks.extend_from_slice(b"200\r\n");
+            chunks.extend_from_slice(&[b'x'; 512]);
+            chunks.extend_from_slice(b"\r\n");
+        }
+        chunks.extend_from_slice(b"0\r\n\r\n");
+        let chunked = peer(Some(answer("200 OK", &[("transfer-encoding", "chunked")], &chunks)));
+        assert_eq!(send(client().get(chunked), limits).await.unwrap_err(), CallError::TooLarge { max: 1024 });
+        let fits = peer(Some(answer("200 OK", &[("content-length", "2")], b"{}")));
+        assert_eq!(send(client().get(fits), limits).await.unwrap().body, b"{}");
+    }
+
+    #[tokio::test]
+    async fn streams_open_unread_or_fail_as_call_errors() {
+        use super::loopback::{answer, client, peer};
+        let limits = Limits::new(1024, Duration::from_millis(300));
+        let open = peer(Some(answer("200 OK", &[("transfer-encoding", "chunked")], b"3\r\nabc\r\n")));
+        let mut res = open_stream(client().post(open), limits, Duration::ZERO).await.unwrap();
+        assert_eq!(res.chunk().await.unwrap().as_deref(), Some(&b"abc"[..]));
+        let gone = br#"{"message":"session gone"}"#;
+        let refused = peer(Some(answer("401 Unauthorized", &[("content-length", &gone.len().to_string())], gone)));
+        let e = open_stream(client().post(refused), limits, Duration::ZERO).await.unwrap_err();
+        assert!(e.unauthorized(), "{e}");
+        assert_eq!(e.to_string(), "HTTP 401: session gone");
+        let busy = peer(Some(answer("429 Too Many Requests", &[("retry-after", "7"), ("content-length", "0")], b"")));
+        assert_eq!(open_stream(client().post(busy), limits, Duration::ZERO).await.unwrap_err(), CallError::Throttled(Duration::from_secs(7)));
+        let silent = peer(None);
+        assert_eq!(open_stream(client().post(silent), limits, Duration::ZERO).await.unwrap_err(), CallError::TimedOut(limits.timeout));
     }
 
     #[test]

@@ -147,12 +147,7 @@ impl UserTelephony {
     pub fn apply(&mut self, ev: &Event) -> bool {
         match ev {
             Event::CallCreated(c) => {
-                let mut t = CallTrack::default();
-                t.set_data(&c.call_data);
-                for l in &c.legs {
-                    t.set_leg(l);
-                }
-                self.put_call(&c.call_ref, t);
+                self.put_call(&c.call.call_ref, CallTrack::from_call(&c.call));
                 self.user_state_newer = false;
             }
             Event::CallModified(m) => {

@@ -17,8 +17,10 @@
 //!    line, `OnChannelInformation` first, `text: "keepalive"` heartbeats. A clean end (or
 //!    `stream_idle_secs` of silence) is re-opened at once; a failure (non-2xx, I/O error)
 //!    loses the channel: the feed goes down (stale, never Offline) and the provider
-//!    re-subscribes — logging in again first when the session is gone — with back-off
-//!    `backoff_secs` (2, 4, 8, 16, 30 s by default).
+//!    re-subscribes — logging in again first when the session is gone — with back-off and
+//!    jitter: the wait doubles from the first of `backoff_secs` to the largest, each drawn from
+//!    the upper half of its nominal value (by default 2, 4, 8, 16, 30 s nominal: 1–2, 2–4, 4–8,
+//!    8–16, then 15–30 s), back to the first once the feed is up.
 //!    Webhook mode: O2G POSTs one event per request to `/hooks/{name}/events/{key}`, where
 //!    `key` is a fresh secret per subscription (O2G signs nothing); an unknown key is a `404`.
 //! 5. Once a channel is up: `POST …/telephony/state/snapshot?loginName=` and
@@ -27,17 +29,32 @@
 //!    are in (or after 20 s). User state (`OnUserStateModified`) is part of the `telephony`
 //!    package.
 //!
+//! Every call but the event stream reads its answer in bounded chunks (a document past
+//! [`parse::MAX_DOCUMENT`] is refused) within `call_timeout_secs`; the stream keeps at most
+//! [`parse::MAX_EVENT_BYTES`] of a line and opens within the same deadline. All of it goes
+//! through the providers' toolkit ([`crate::common`]).
+//!
 //! - [`parse`]: pure wire handling (documents, events, the line splitter).
 //! - [`map`]: pure mapping of events to signals (`pbx` source, instances `{name}` and
 //!   `{name}-routing` — the provider's configured name).
-//! - [`runtime`]: the provider task and the webhook handler.
+//! - [`session`]: discovery, authenticate, the administrator session and its keep-alive, the
+//!   session's requests (subscriptions, snapshots) and logout.
+//! - [`reader`]: the chunked event stream of one subscription.
+//! - [`hook`]: the webhook, with a key per subscription.
+//! - [`runtime`]: the provider task: subscriptions, snapshots, recovery, feed health.
 
+pub mod hook;
 pub mod map;
 pub mod parse;
+pub mod reader;
 pub mod runtime;
+pub mod session;
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::common::backoff::Backoff;
 use crate::{BuildError, ProviderTask};
 use presence_actors::directory::PersonRef;
 use presence_actors::provider::ProviderContext;
@@ -81,9 +98,14 @@ pub struct O2gConfig {
     /// Session keep-alive every this fraction of `timeToLive` (0.5–0.9).
     #[serde(default = "default_keepalive_fraction")]
     pub keepalive_fraction: f64,
-    /// Back-off between recovery attempts, in seconds; the last one repeats.
+    /// Back-off between recovery attempts, in seconds: the first wait and, as the largest
+    /// entry, the longest; the wait doubles in between, with jitter (see [`O2gConfig::backoff`]).
     #[serde(default = "default_backoff")]
     pub backoff_secs: Vec<u64>,
+    /// Deadline of each call but the event stream (discovery, login, keep-alive, subscribe,
+    /// snapshot) and of the stream's opening, in seconds.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_secs: u64,
     /// Most login names per subscription (default: all in one).
     #[serde(default)]
     pub max_ids_per_subscription: Option<usize>,
@@ -116,6 +138,9 @@ fn default_keepalive_fraction() -> f64 {
 fn default_backoff() -> Vec<u64> {
     vec![2, 4, 8, 16, 30]
 }
+fn default_call_timeout() -> u64 {
+    15
+}
 fn default_stream_idle() -> u64 {
     300
 }
@@ -136,6 +161,7 @@ impl O2gConfig {
             login_template: default_login_template(),
             keepalive_fraction: default_keepalive_fraction(),
             backoff_secs: default_backoff(),
+            call_timeout_secs: default_call_timeout(),
             max_ids_per_subscription: None,
             extension_prefixes: Vec::new(),
             public_access: false,
@@ -183,6 +209,9 @@ impl O2gConfig {
         if self.backoff_secs.is_empty() || self.backoff_secs.iter().any(|s| !(1..=3600).contains(s)) {
             return bad("backoff_secs must list 1-3600 s steps, e.g. [2, 4, 8, 16, 30]");
         }
+        if !(1..=120).contains(&self.call_timeout_secs) {
+            return bad("call_timeout_secs must be 1-120");
+        }
         if self.max_ids_per_subscription == Some(0) {
             return bad("max_ids_per_subscription must be at least 1");
         }
@@ -192,10 +221,17 @@ impl O2gConfig {
         Ok(())
     }
 
-    /// The back-off before recovery attempt `n` (0-based).
-    pub fn backoff(&self, n: usize) -> std::time::Duration {
-        let s = self.backoff_secs.get(n).or(self.backoff_secs.last()).copied().unwrap_or(2);
-        std::time::Duration::from_secs(s)
+    /// The back-off between recovery attempts: from the first of `backoff_secs`, doubling to
+    /// the largest, each wait drawn from the upper half of its nominal value.
+    pub fn backoff(&self) -> Backoff {
+        let first = self.backoff_secs.first().copied().unwrap_or(2);
+        let max = self.backoff_secs.iter().copied().max().unwrap_or(first);
+        Backoff::new(Duration::from_secs(first), Duration::from_secs(max))
+    }
+
+    /// The deadline of a call.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_secs(self.call_timeout_secs)
     }
 }
 
@@ -258,9 +294,18 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.mode, Mode::Chunk);
         assert_eq!(c.login_template, "{extension}");
-        assert_eq!(c.backoff(0).as_secs(), 2);
-        assert_eq!(c.backoff(4).as_secs(), 30);
-        assert_eq!(c.backoff(40).as_secs(), 30);
+        let mut b = c.backoff();
+        let nominal: Vec<u64> = (0..7)
+            .map(|_| {
+                let n = b.peek();
+                assert!(b.next_delay() <= n);
+                n.as_secs()
+            })
+            .collect();
+        assert_eq!(nominal, [2, 4, 8, 16, 30, 30, 30]);
+        let mut one = parse("backoff_secs = [1]").unwrap().backoff();
+        assert!((0..3).all(|_| one.next_delay() <= Duration::from_secs(1) && one.peek() == Duration::from_secs(1)));
+        assert_eq!(c.call_timeout(), Duration::from_secs(15));
         assert_eq!(parse("mode = \"webhook\"").unwrap().mode, Mode::Webhook);
         for bad in [
             "mode = \"poll\"",
@@ -273,6 +318,7 @@ mod tests {
             "login_template = \"{ext}\"",
             "max_ids_per_subscription = 0",
             "stream_idle_secs = 3",
+            "call_timeout_secs = 0",
             "surprise = 1",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

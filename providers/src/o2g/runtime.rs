@@ -1,20 +1,24 @@
-//! The O2G provider's task: login, keep-alive, subscriptions, the chunked event stream (or the
-//! webhook), resync by snapshots, and recovery with back-off.
+//! The O2G provider's task: the state machine that logs in, subscribes, opens the event
+//! channels (or takes the webhook's events), resyncs by snapshots, keeps the session alive and
+//! recovers with back-off — and the truth about the feed meanwhile.
 //!
-//! One task owns all state. Each subscription's event channel is read by a reader task that
-//! splits the chunked body into lines ([`LineSplitter`]) and hands them over in order through a
-//! bounded channel; snapshot requests run in a task of their own so events keep flowing while
-//! they are answered. In webhook mode the handler ([`O2gHook`]) checks the per-subscription key
-//! in the URL, parses the one event of each POST and hands it over the same way.
+//! One task owns all state. Each subscription's event channel is read by a [`Reader`] task
+//! that hands its lines over in order through a bounded channel; snapshot requests run in a
+//! task of their own so events keep flowing while they are answered. In webhook mode the
+//! handler ([`O2gHook`]) hands each event over the same way. The session and its requests are
+//! [`super::session`]'s.
 //!
 //! Health: the feed is down (the people's PBX state shows stale, never Offline) from the moment
 //! a channel fails until the provider has re-subscribed and the snapshots it asked for are in
 //! (or [`RESYNC_DEADLINE`] has passed). A channel that ends cleanly is re-opened at once and
-//! resynced (at most every [`MIN_RESYNC_INTERVAL`]) without taking the feed down.
+//! resynced (at most every [`MIN_RESYNC_INTERVAL`]) without taking the feed down. Recovery
+//! waits back off with jitter ([`Backoff`], from `backoff_secs`) and start again from the
+//! first wait once the feed is up. A graceful stop deletes the subscriptions and ends the
+//! session.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -22,13 +26,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::hook::{Counters, O2gHook};
 use super::map::{self, UserTelephony};
-use super::parse::{self, Delivery, Event, Line, LineSplitter, RoutingState, SessionInfo, MAX_EVENT_BYTES};
+use super::parse::{self, Delivery, Event, Line, RoutingState, MAX_EVENT_BYTES};
+use super::reader::Reader;
+use super::session::{Kind, Session, Snapshots};
 use super::{Mode, O2gConfig};
+use crate::common::backoff::Backoff;
+use crate::common::http::CallError;
+use crate::common::secret;
 use presence_actors::directory::UserIdx;
-use presence_actors::feeds::FeedEntry;
+use presence_actors::model::activity::truncate;
 use presence_actors::model::{now_ms, rfc3339, Activity, Availability, Signal};
-use presence_actors::provider::{HookHandler, HookRequest, HookResponse, ProviderContext};
+use presence_actors::provider::ProviderContext;
 
 /// After (re)subscribing, the feed is up once the snapshots are in, or after this long.
 pub const RESYNC_DEADLINE: Duration = Duration::from_secs(20);
@@ -40,19 +50,6 @@ const CHANNEL_GRACE: Duration = Duration::from_secs(3);
 pub const MIN_RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 /// Snapshot requests in flight at once.
 const SNAPSHOT_CONCURRENCY: usize = 8;
-/// The chunked stream's request has no overall deadline (the hub's client has 30 s).
-const STREAM_DEADLINE: Duration = Duration::from_secs(366 * 86_400);
-/// Time limit of logout calls at shutdown.
-const LOGOUT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Which snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// `OnTelephonyState`.
-    Telephony,
-    /// `OnRoutingStateChanged`.
-    Routing,
-}
 
 /// Work for the task.
 #[derive(Debug)]
@@ -82,16 +79,15 @@ pub enum Input {
         /// It went silent for `stream_idle_secs`.
         idle: bool,
     },
-    /// A channel failed: non-2xx, I/O error. Its reader has stopped.
+    /// A channel failed: refused (a `401`/`403` means the session is gone), timed out, broke.
+    /// Its reader has stopped.
     Lost {
         /// Subscription generation.
         gen: u64,
         /// Subscription slot.
         sub: usize,
         /// What happened.
-        why: String,
-        /// The answer was 401/403 (the session is gone).
-        unauthorized: bool,
+        error: CallError,
     },
     /// An event from the webhook.
     Event {
@@ -111,83 +107,8 @@ pub enum Input {
         /// Which snapshot.
         kind: Kind,
         /// `Err` when the request failed (the snapshot will not come).
-        result: Result<(), String>,
+        result: Result<(), CallError>,
     },
-}
-
-/// Counters shared by the webhook handler and the task.
-#[derive(Default)]
-pub struct Counters {
-    /// Events that did not parse.
-    pub malformed: AtomicU64,
-    /// Webhook POSTs for a key no current subscription has (answered 404).
-    pub unknown_subscription: AtomicU64,
-    /// Webhook events accepted.
-    pub webhook_events: AtomicU64,
-    /// Set when the task's queue was full: everyone is resynced.
-    pub overflowed: AtomicBool,
-}
-
-/// The webhook: `POST /hooks/{name}/events/{key}`, one event per request.
-pub struct O2gHook {
-    keys: RwLock<HashMap<String, (u64, usize)>>,
-    tx: mpsc::Sender<Input>,
-    counters: Arc<Counters>,
-    feed: Arc<FeedEntry>,
-}
-
-impl O2gHook {
-    fn set_keys(&self, keys: HashMap<String, (u64, usize)>) {
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-    }
-}
-
-impl HookHandler for O2gHook {
-    fn handle(&self, req: HookRequest) -> HookResponse {
-        let Some(key) = req.tail.strip_prefix("events/").filter(|k| !k.is_empty() && !k.contains('/')) else {
-            return HookResponse::error(404, "not_found", "O2G events are POSTed to /events/{key}");
-        };
-        let Some((gen, sub)) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(key).copied() else {
-            // The notes: a receiver without an active subscription answers 404.
-            self.counters.unknown_subscription.fetch_add(1, Ordering::Relaxed);
-            return HookResponse::error(404, "not_found", "no active subscription");
-        };
-        if req.method != "POST" {
-            return HookResponse::error(405, "method_not_allowed", "events are POSTed");
-        }
-        let event = match parse::parse_event(&req.body) {
-            Ok(e) => e,
-            Err(e) => {
-                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                self.feed.record_error(&format!("malformed webhook event: {e}"));
-                return HookResponse::error(400, "bad_request", &e.to_string());
-            }
-        };
-        self.counters.webhook_events.fetch_add(1, Ordering::Relaxed);
-        if self.tx.try_send(Input::Event { gen, sub, event: Box::new(event) }).is_err() {
-            self.counters.overflowed.store(true, Ordering::Release);
-        }
-        HookResponse::empty(200)
-    }
-}
-
-/// The session.
-struct Session {
-    credential: String,
-    sessions_url: String,
-    info: SessionInfo,
-    subscriptions_url: String,
-    telephony_url: String,
-    routing_url: String,
-    created_at: i64,
-    last_keepalive_at: Option<i64>,
-    keepalives: u64,
-}
-
-impl Session {
-    fn cookie(&self) -> String {
-        parse::cookie_header(&self.credential)
-    }
 }
 
 /// A subscription slot.
@@ -255,6 +176,7 @@ struct Stats {
     snapshot_requests: u64,
     snapshot_errors: u64,
     unresolved: u64,
+    /// The server's product and version (discovery), kept across sessions.
     server: Option<String>,
 }
 
@@ -280,63 +202,8 @@ pub struct Runtime {
     awaiting: HashSet<(String, Kind)>,
     resync_deadline: Option<Instant>,
     up: bool,
-    attempt: usize,
+    backoff: Backoff,
     stats: Stats,
-}
-
-/// A random key (128 bits from the OS's hasher seeds and the clock).
-fn random_key() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_i64(now_ms());
-        h.write_u32(std::process::id());
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
-}
-
-/// A failed HTTP call.
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("{0}")]
-    Transport(String),
-    #[error("HTTP {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("{0}")]
-    Parse(#[from] parse::ParseError),
-}
-
-impl CallError {
-    fn unauthorized(&self) -> bool {
-        matches!(self, CallError::Status { status: 401 | 403, .. })
-    }
-}
-
-async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    cookie: Option<&str>,
-    body: Option<String>,
-) -> Result<Vec<u8>, CallError> {
-    let mut rb = http.request(method, url).header("accept", "application/json");
-    if let Some(c) = cookie {
-        rb = rb.header("cookie", c);
-    }
-    if let Some(b) = body {
-        rb = rb.header("content-type", "application/json").body(b);
-    }
-    let res = rb.send().await.map_err(|e| CallError::Transport(e.to_string()))?;
-    let status = res.status().as_u16();
-    let bytes = res.bytes().await.map_err(|e| CallError::Transport(e.to_string()))?;
-    if !(200..300).contains(&status) {
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string();
-        return Err(CallError::Status { status, body: text });
-    }
-    Ok(bytes.to_vec())
 }
 
 impl Runtime {
@@ -374,17 +241,13 @@ impl Runtime {
             .collect();
         let (tx, rx) = mpsc::channel(8192);
         let counters = Arc::new(Counters::default());
-        let hook = Arc::new(O2gHook {
-            keys: RwLock::new(HashMap::new()),
-            tx: tx.clone(),
-            counters: counters.clone(),
-            feed: ctx.feed.clone(),
-        });
+        let hook = Arc::new(O2gHook::new(tx.clone(), counters.clone(), ctx.feed.clone()));
         if cfg.mode == Mode::Webhook {
             ctx.hooks.register(&ctx.name, hook.clone());
         }
         Runtime {
             instances: map::Instances::of(&ctx.name),
+            backoff: cfg.backoff(),
             ctx,
             cfg,
             people,
@@ -401,7 +264,6 @@ impl Runtime {
             awaiting: HashSet::new(),
             resync_deadline: None,
             up: false,
-            attempt: 0,
             stats: Stats::default(),
         }
     }
@@ -436,9 +298,8 @@ impl Runtime {
             if lost.session_gone {
                 self.session = None;
             }
-            let delay = self.cfg.backoff(self.attempt);
-            self.attempt += 1;
-            warn!(provider = %self.ctx.name, why = %lost.why, retry_in = ?delay, "O2G events lost; the PBX state shows stale until re-subscribed and resynced.");
+            let delay = self.backoff.next_delay();
+            warn!(provider = %self.ctx.name, error = %lost.why, retry_in = ?delay, "O2G events lost; the PBX state shows stale until re-subscribed and resynced.");
             self.ctx.feed.record_error(&lost.why);
             self.ctx.sink.set_up(false);
             self.ctx.feed.set_state("reconnecting");
@@ -454,30 +315,24 @@ impl Runtime {
     /// Logs in if needed, (re)subscribes, opens the channels.
     async fn establish(&mut self) -> Result<(), Lost> {
         self.ctx.feed.set_state("connecting");
-        if self.session.is_some() {
-            if let Err(e) = self.keepalive().await {
+        if let Some(s) = self.session.as_mut() {
+            if let Err(e) = s.keepalive().await {
                 debug!(provider = %self.ctx.name, error = %e, "O2G session no longer alive; logging in again.");
                 self.session = None;
             }
         }
-        if self.session.is_none() {
-            let s = self.login().await.map_err(|e| Lost::new(format!("login: {e}"), true))?;
-            self.stats.logins += 1;
-            info!(provider = %self.ctx.name, ttl_secs = s.info.ttl_secs(), admin = s.info.admin, "O2G session opened.");
-            self.session = Some(s);
-        }
-        self.delete_subscriptions().await;
+        // The session stays in `self.session` all along: a stop while this runs still logs out.
+        let session = match &self.session {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.login().await?;
+                self.session = Some(s.clone());
+                s
+            }
+        };
+        self.delete_subscriptions(&session).await;
         self.gen += 1;
-        let mut keys = HashMap::new();
-        for i in 0..self.subs.len() {
-            let key = random_key();
-            let delivery = match self.cfg.mode {
-                Mode::Chunk => Delivery::Chunk { timeout_min: self.cfg.subscription_timeout_min },
-                Mode::Webhook => Delivery::Webhook { url: self.ctx.hook_url(&format!("events/{key}")) },
-            };
-            self.subscribe(i, &delivery).await.map_err(|e| Lost::new(format!("subscribe: {e}"), e.unauthorized()))?;
-            keys.insert(key, (self.gen, i));
-        }
+        let keys = self.subscribe(&session).await?;
         self.resync_deadline = Some(Instant::now() + RESYNC_DEADLINE);
         match self.cfg.mode {
             Mode::Chunk => {
@@ -499,118 +354,51 @@ impl Runtime {
         Ok(())
     }
 
-    async fn login(&mut self) -> Result<Session, CallError> {
-        let http = self.ctx.http.clone();
-        let base = self.cfg.base_url.trim_end_matches('/');
-        let public = self.cfg.public_access;
-        // Discovery; without it, the documented default authenticate URL.
-        let default_auth = format!("{base}/api/rest/authenticate?version={}", parse::API_VERSION);
-        let auth_url = match call(&http, reqwest::Method::GET, &format!("{base}/api/rest"), None, None)
-            .await
-            .and_then(|b| Ok(parse::parse_discovery(&b)?))
-        {
-            Ok(d) => {
-                self.stats.server = d.product.clone();
-                let (a, b) = if public { (d.public_url, d.internal_url) } else { (d.internal_url, d.public_url) };
-                a.or(b).unwrap_or(default_auth)
-            }
-            Err(e) => {
-                debug!(provider = %self.ctx.name, error = %e, "O2G discovery failed; using the default authenticate URL.");
-                default_auth
-            }
-        };
-        let res = http
-            .get(&auth_url)
-            .basic_auth(&self.cfg.login, Some(&self.cfg.password))
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        let status = res.status().as_u16();
-        let set_cookie = res.headers().get("set-cookie").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = res.bytes().await.map_err(|e| CallError::Transport(e.to_string()))?;
-        if !(200..300).contains(&status) {
-            return Err(CallError::Status {
-                status,
-                body: String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string(),
-            });
+    async fn login(&mut self) -> Result<Session, Lost> {
+        let s = Session::open(&self.ctx.http, &self.cfg, &self.ctx.name).await.map_err(|e| Lost::new(format!("login: {e}"), true))?;
+        self.stats.logins += 1;
+        if s.server.is_some() {
+            self.stats.server.clone_from(&s.server);
         }
-        let auth = parse::parse_authenticate(&body)?;
-        // The credential is the cookie's value; a differing Set-Cookie wins (the server's word).
-        let credential = set_cookie
-            .as_deref()
-            .and_then(parse::credential_from_set_cookie)
-            .map_or(auth.credential.clone(), str::to_string);
-        let (a, b) = if public { (auth.public_url, auth.internal_url) } else { (auth.internal_url, auth.public_url) };
-        let sessions_url = a.filter(|u| !u.is_empty()).or(b).unwrap_or_default().trim_end_matches('/').to_string();
-        let cookie = parse::cookie_header(&credential);
-        let body = call(
-            &http,
-            reqwest::Method::POST,
-            &sessions_url,
-            Some(&cookie),
-            Some(parse::session_request(&self.cfg.application_name)),
-        )
-        .await?;
-        let info = parse::parse_session(&body)?;
-        let base_url = info.base_url(public).unwrap_or_default().to_string();
-        let service = |name: &str, default: &str| {
-            info.service_url(name, public).unwrap_or_else(|| format!("{base_url}/{default}"))
-        };
-        Ok(Session {
-            subscriptions_url: service("subscriptions", "subscriptions"),
-            telephony_url: service("telephony", "telephony"),
-            routing_url: service("routing", "routing"),
-            credential,
-            sessions_url,
-            info,
-            created_at: now_ms(),
-            last_keepalive_at: None,
-            keepalives: 0,
-        })
+        info!(provider = %self.ctx.name, ttl_secs = s.info.ttl_secs(), admin = s.info.admin, "O2G session opened.");
+        Ok(s)
     }
 
-    async fn keepalive(&mut self) -> Result<(), CallError> {
-        let Some(s) = &self.session else { return Err(CallError::Transport("no session".into())) };
-        let url = format!("{}/keepalive", s.sessions_url);
-        call(&self.ctx.http, reqwest::Method::POST, &url, Some(&s.cookie()), Some(String::new())).await?;
-        if let Some(s) = &mut self.session {
-            s.last_keepalive_at = Some(now_ms());
-            s.keepalives += 1;
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, i: usize, delivery: &Delivery) -> Result<(), CallError> {
-        let Some(s) = &self.session else { return Err(CallError::Transport("no session".into())) };
-        let body = parse::subscription_request(
-            &self.subs[i].logins,
-            &[parse::PACKAGE_TELEPHONY, parse::PACKAGE_ROUTING],
-            delivery,
-        );
-        let res =
-            call(&self.ctx.http, reqwest::Method::POST, &s.subscriptions_url, Some(&s.cookie()), Some(body)).await;
-        let sub = &mut self.subs[i];
-        match res.and_then(|b| Ok(parse::parse_subscription(&b)?)) {
-            Ok(r) => {
+    /// Subscribes every slot, each with a fresh key (its webhook URL in webhook mode); the keys
+    /// of the new generation.
+    async fn subscribe(&mut self, session: &Session) -> Result<HashMap<String, (u64, usize)>, Lost> {
+        let mut keys = HashMap::new();
+        for i in 0..self.subs.len() {
+            let key = secret::random_hex128();
+            let delivery = match self.cfg.mode {
+                Mode::Chunk => Delivery::Chunk { timeout_min: self.cfg.subscription_timeout_min },
+                Mode::Webhook => Delivery::Webhook { url: self.ctx.hook_url(&format!("events/{key}")) },
+            };
+            let answer = session.subscribe(&self.subs[i].logins, &delivery).await;
+            let sub = &mut self.subs[i];
+            let accepted = answer.and_then(|r| {
                 let polling = r.polling_url(self.cfg.public_access).map(str::to_string);
                 if self.cfg.mode == Mode::Chunk && polling.is_none() {
-                    sub.state = "failed";
-                    return Err(CallError::Parse(parse::ParseError::Missing("publicPollingUrl/privatePollingUrl")));
+                    return Err(parse::ParseError::Missing("publicPollingUrl/privatePollingUrl").into());
                 }
-                info!(provider = %self.ctx.name, subscription = %parse_short(&r.subscription_id), people = sub.logins.len(), "O2G subscription accepted.");
-                sub.id = Some(r.subscription_id);
-                sub.polling_url = polling;
-                sub.state = "subscribed";
-                sub.ready = false;
-                sub.connected_at = None;
-                Ok(())
-            }
-            Err(e) => {
-                sub.state = "failed";
-                Err(e)
-            }
+                Ok((r.subscription_id, polling))
+            });
+            let (id, polling) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    sub.state = "failed";
+                    return Err(Lost::new(format!("subscribe: {e}"), e.unauthorized()));
+                }
+            };
+            info!(provider = %self.ctx.name, subscription = %short(&id), people = sub.logins.len(), "O2G subscription accepted.");
+            sub.id = Some(id);
+            sub.polling_url = polling;
+            sub.state = "subscribed";
+            sub.ready = false;
+            sub.connected_at = None;
+            keys.insert(key, (self.gen, i));
         }
+        Ok(keys)
     }
 
     fn spawn_reader(&mut self, i: usize) {
@@ -619,6 +407,7 @@ impl Runtime {
             http: self.ctx.http.clone(),
             url,
             cookie: s.cookie(),
+            open_timeout: self.cfg.call_timeout(),
             idle: (self.cfg.stream_idle_secs > 0).then(|| Duration::from_secs(self.cfg.stream_idle_secs)),
             tx: self.tx.clone(),
             gen: self.gen,
@@ -640,15 +429,7 @@ impl Runtime {
             self.awaiting.insert((l.to_lowercase(), Kind::Routing));
         }
         self.stats.snapshot_requests += 2 * logins.len() as u64;
-        let task = snapshot_task(
-            self.ctx.http.clone(),
-            s.telephony_url.clone(),
-            s.routing_url.clone(),
-            s.cookie(),
-            logins,
-            self.tx.clone(),
-            self.gen,
-        );
+        let task = snapshot_task(s.snapshots(), logins, self.tx.clone(), self.gen);
         self.snapshots.push(tokio::spawn(task));
         self.snapshots.retain(|h| !h.is_finished());
     }
@@ -666,12 +447,15 @@ impl Runtime {
             tokio::select! {
                 _ = shutdown.recv() => return Outcome::Shutdown,
                 _ = tokio::time::sleep_until(keepalive_at) => {
-                    match self.keepalive().await {
+                    let Some(session) = self.session.as_mut() else {
+                        return Outcome::Lost(Lost::new("keep-alive: no session", true));
+                    };
+                    match session.keepalive().await {
                         Ok(()) => {
                             keepalive_failures = 0;
                             keepalive_at = tokio::time::Instant::now() + interval(&self.session, self.cfg.keepalive_fraction);
                         }
-                        Err(e) if e.unauthorized() || matches!(e, CallError::Status { status: 404, .. }) => {
+                        Err(e) if e.unauthorized() || e.status() == Some(404) => {
                             return Outcome::Lost(Lost::new(format!("keep-alive: {e} (session expired)"), true));
                         }
                         Err(e) => {
@@ -727,9 +511,9 @@ impl Runtime {
                 s.state = "reconnecting";
                 debug!(provider = %self.ctx.name, sub, idle, "O2G event channel ended; re-opening it.");
             }
-            Input::Lost { gen, sub, why, unauthorized } if gen == self.gen => {
+            Input::Lost { gen, sub, error } if gen == self.gen => {
                 self.subs[sub].state = "lost";
-                return Some(Lost::new(format!("event channel: {why}"), unauthorized));
+                return Some(Lost::new(format!("event channel: {error}"), error.unauthorized()));
             }
             Input::Event { gen, sub, event } if gen == self.gen => self.on_event(sub, *event),
             Input::Snapshot { gen, login, kind, result: Err(e) } if gen == self.gen => {
@@ -855,7 +639,7 @@ impl Runtime {
             self.awaiting.clear();
         }
         self.up = true;
-        self.attempt = 0;
+        self.backoff.reset();
         self.ctx.sink.set_up(true);
         self.ctx.feed.set_state("up");
         info!(provider = %self.ctx.name, people = self.people_count(), "O2G events flowing and resynced; the PBX state is live.");
@@ -883,18 +667,14 @@ impl Runtime {
         self.gen += 1;
     }
 
-    /// Deletes the subscriptions held (best effort).
-    async fn delete_subscriptions(&mut self) {
-        let Some(s) = &self.session else { return };
-        for sub in &mut self.subs {
-            let Some(id) = sub.id.take() else { continue };
-            let url = format!("{}/{}", s.subscriptions_url.trim_end_matches('/'), parse::query_encode(&id));
-            let cookie = s.cookie();
-            let del = call(&self.ctx.http, reqwest::Method::DELETE, &url, Some(&cookie), None);
-            if let Ok(Err(e)) = tokio::time::timeout(LOGOUT_TIMEOUT, del).await {
-                debug!(provider = %self.ctx.name, error = %e, "Deleting an O2G subscription failed.");
-            }
-            sub.polling_url = None;
+    /// Deletes the subscriptions held (best effort, each within the logout deadline). A
+    /// subscription's id is kept until its deletion was tried, so a stop meanwhile still tries.
+    async fn delete_subscriptions(&mut self, session: &Session) {
+        for i in 0..self.subs.len() {
+            let Some(id) = self.subs[i].id.clone() else { continue };
+            delete_subscription(session, &id, &self.ctx.name).await;
+            self.subs[i].id = None;
+            self.subs[i].polling_url = None;
         }
     }
 
@@ -904,7 +684,7 @@ impl Runtime {
             .iter()
             .map(|s| {
                 serde_json::json!({
-                    "id": s.id.as_deref().map(parse_short),
+                    "id": s.id.as_deref().map(short),
                     "people": s.logins.len(),
                     "state": s.state,
                     "stream_connects": s.connects,
@@ -949,139 +729,51 @@ impl Runtime {
         }));
     }
 
+    /// The graceful stop: deletes the subscriptions, then ends the session, as the SDKs do
+    /// (best effort, each call within the logout deadline). The calls run in a task of their
+    /// own, awaited here: the hub aborts the provider's task soon after the stop signal, and the
+    /// logout must not go with it (it still ends with the hub's runtime).
     async fn stop(&mut self) {
         self.ctx.hooks.unregister(&self.ctx.name);
         self.teardown();
-        // Delete the subscriptions, then the session, as the SDKs do (best effort, short).
-        self.delete_subscriptions().await;
-        if let Some(s) = self.session.take() {
-            let cookie = s.cookie();
-            let del = call(&self.ctx.http, reqwest::Method::DELETE, &s.sessions_url, Some(&cookie), None);
-            let _ = tokio::time::timeout(LOGOUT_TIMEOUT, del).await;
+        if let Some(session) = self.session.take() {
+            let ids: Vec<String> = self.subs.iter_mut().filter_map(|s| s.id.take()).collect();
+            let provider = self.ctx.name.clone();
+            let logout = tokio::spawn(async move {
+                for id in &ids {
+                    delete_subscription(&session, id, &provider).await;
+                }
+                match session.logout().await {
+                    Ok(()) => info!(provider = %provider, subscriptions = ids.len(), "O2G session ended."),
+                    Err(e) => debug!(provider = %provider, error = %e, "Ending the O2G session failed; it expires by itself."),
+                }
+            });
+            let _ = logout.await;
         }
         info!(provider = %self.ctx.name, "O2G provider stopped.");
     }
 }
 
-/// A subscription id for logs and details (they are long JWT-like strings).
-fn parse_short(id: &str) -> String {
-    presence_actors::model::activity::truncate(id, 48).to_string()
-}
-
-/// Reads one subscription's event channel: `POST` the polling URL, split the chunked answer
-/// into lines; on a clean end (or silence) re-open it at once; on a failure report and stop.
-struct Reader {
-    http: reqwest::Client,
-    url: String,
-    cookie: String,
-    idle: Option<Duration>,
-    tx: mpsc::Sender<Input>,
-    gen: u64,
-    sub: usize,
-}
-
-impl Reader {
-    async fn run(self) {
-        let (gen, sub) = (self.gen, self.sub);
-        loop {
-            let started = Instant::now();
-            let res = self
-                .http
-                .post(&self.url)
-                .header("accept", "*/*")
-                .header("cookie", &self.cookie)
-                .timeout(STREAM_DEADLINE)
-                .send()
-                .await;
-            let mut res = match res {
-                Ok(r) if r.status().is_success() => r,
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let why = format!("polling answered HTTP {status}");
-                    let _ =
-                        self.tx.send(Input::Lost { gen, sub, why, unauthorized: matches!(status, 401 | 403) }).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ =
-                        self.tx.send(Input::Lost { gen, sub, why: format!("polling: {e}"), unauthorized: false }).await;
-                    return;
-                }
-            };
-            if self.tx.send(Input::Connected { gen, sub }).await.is_err() {
-                return;
-            }
-            let mut splitter = LineSplitter::new(MAX_EVENT_BYTES);
-            let mut lines = Vec::new();
-            let idle = loop {
-                let next = match self.idle {
-                    Some(d) => match tokio::time::timeout(d, res.chunk()).await {
-                        Ok(r) => r,
-                        Err(_) => break true,
-                    },
-                    None => res.chunk().await,
-                };
-                match next {
-                    Ok(Some(bytes)) => splitter.push(&bytes, &mut lines),
-                    Ok(None) => {
-                        splitter.finish(&mut lines);
-                        for line in lines.drain(..) {
-                            let _ = self.tx.send(Input::Line { gen, sub, line }).await;
-                        }
-                        break false;
-                    }
-                    Err(e) => {
-                        for line in lines.drain(..) {
-                            let _ = self.tx.send(Input::Line { gen, sub, line }).await;
-                        }
-                        let _ = self
-                            .tx
-                            .send(Input::Lost {
-                                gen,
-                                sub,
-                                why: format!("reading the event stream: {e}"),
-                                unauthorized: false,
-                            })
-                            .await;
-                        return;
-                    }
-                }
-                for line in lines.drain(..) {
-                    if self.tx.send(Input::Line { gen, sub, line }).await.is_err() {
-                        return;
-                    }
-                }
-            };
-            if self.tx.send(Input::Ended { gen, sub, idle }).await.is_err() {
-                return;
-            }
-            // Re-open at once, but not in a tight loop against a server that ends every channel.
-            if started.elapsed() < Duration::from_secs(1) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+/// Deletes one subscription (best effort: a failure is logged; it expires by itself).
+async fn delete_subscription(session: &Session, id: &str, provider: &str) {
+    if let Err(e) = session.delete_subscription(id).await {
+        debug!(provider = %provider, subscription = %short(id), error = %e, "Deleting an O2G subscription failed.");
     }
 }
 
+/// A subscription id for logs and details (they are long JWT-like strings).
+fn short(id: &str) -> String {
+    truncate(id, 48).to_string()
+}
+
 /// Requests the telephony and routing snapshots of `logins`, a few at a time.
-async fn snapshot_task(
-    http: reqwest::Client,
-    telephony_url: String,
-    routing_url: String,
-    cookie: String,
-    logins: Vec<String>,
-    tx: mpsc::Sender<Input>,
-    gen: u64,
-) {
+async fn snapshot_task(snapshots: Snapshots, logins: Vec<String>, tx: mpsc::Sender<Input>, gen: u64) {
     let jobs = logins.into_iter().flat_map(|l| [(l.clone(), Kind::Telephony), (l, Kind::Routing)]);
+    let snapshots = &snapshots;
     let mut results = futures_util::stream::iter(jobs)
-        .map(|(login, kind)| {
-            let url = parse::snapshot_url(if kind == Kind::Telephony { &telephony_url } else { &routing_url }, &login);
-            let (http, cookie) = (&http, &cookie);
-            async move {
-                let r = call(http, reqwest::Method::POST, &url, Some(cookie), Some(String::new())).await;
-                (login, kind, r.map(|_| ()).map_err(|e| e.to_string()))
-            }
+        .map(|(login, kind)| async move {
+            let result = snapshots.request(&login, kind).await;
+            (login, kind, result)
         })
         .buffer_unordered(SNAPSHOT_CONCURRENCY);
     while let Some((login, kind, result)) = results.next().await {
