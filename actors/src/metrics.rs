@@ -1,7 +1,7 @@
 //! Counters and gauges shared by the actors, providers and HTTP layer.
 //!
 //! Plain atomics (relaxed): cheap on the hot path, read by `/metrics` and `/api/stats`.
-//! Every drop or coalescing on a bounded queue is counted here (DESIGN.md §3).
+//! Every drop or coalescing on a bounded queue is counted here (docs/ARCHITECTURE.md, § Queues).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 

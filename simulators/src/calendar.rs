@@ -1,6 +1,6 @@
 //! A calendar free/busy simulator for the three protocols the calendar provider speaks, from
-//! the documented shapes (see `../shared/reference/protocols.md` §3), plus the two token
-//! endpoints in front of them:
+//! the documented shapes (sources in docs/ARCHITECTURE.md, § Protocol references), plus the
+//! two token endpoints in front of them:
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token`: Entra `client_credentials` (app tokens, any scope),
 //!   valid for Graph and for EWS's `Authorization: Bearer`.

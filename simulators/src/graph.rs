@@ -1,5 +1,5 @@
 //! A Microsoft Graph presence simulator and the identity provider's token endpoint, from the
-//! documented shapes (see `../shared/reference/protocols.md` §2):
+//! documented shapes (sources in docs/ARCHITECTURE.md, § Protocol references):
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token`: `client_credentials` (app tokens) and
 //!   `refresh_token` (delegated tokens of service accounts; each refresh rotates the token).

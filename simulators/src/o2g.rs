@@ -1,5 +1,5 @@
 //! An Alcatel-Lucent O2G (OmniPCX OpenTouch Gateway) REST API on loopback, as the ALE SDKs and
-//! the O2G tutorial describe it (the research notes §1):
+//! the O2G tutorial describe it (docs/ARCHITECTURE.md, § Protocol references):
 //!
 //! - `GET /api/rest`: discovery (`RoxeRestApiDescriptor`, only GET; others `405`).
 //! - `GET /api/rest/authenticate?version=1.0` with HTTP Basic → `{credential, publicUrl,

@@ -1,5 +1,6 @@
 //! A mobile operator's business platform for the generic operator adapter (TDC, Phonero,
-//! A1). None of them documents a call-event format (market.md §2.2–2.5), so the simulator
+//! A1). None of them documents a call-event format (docs/ARCHITECTURE.md, § Protocol
+//! references), so the simulator
 //! speaks the three *example* formats shipped in `fixtures/operators/{tdc,phonero,a1}.toml`:
 //!
 //! - [`Example::Tdc`]: JSON `{"operator":"tdc","events":[{"id","msisdn","event","forward",

@@ -1,6 +1,6 @@
 //! A Skype for Business front-end pool simulator speaking real SIP over real sockets
-//! (`presence_sip::Endpoint`, UDP and TCP on one loopback port), from the documented shapes in
-//! `../shared/reference/protocols.md` §1.5 and [MS-PRES]:
+//! (`presence_sip::Endpoint`, UDP and TCP on one loopback port), from the documented shapes of
+//! [MS-PRES] §2.2.2.4.1 and [MS-SIP] §3.3.5.1:
 //!
 //! - **Batched category SUBSCRIBE** to the subscriber's own URI: `Event: presence`,
 //!   `Require: adhoclist, categoryList`, an `Accept` naming `application/rlmi+xml` and
@@ -55,7 +55,8 @@ use tokio::sync::mpsc;
 
 use crate::graph::Rng;
 
-/// Instance id of the aggregateState category (protocols.md §1.3: the server's output is 1).
+/// Instance id of the aggregateState category (the server publishes it as instance 1:
+/// "Aggregation containers" in the Lync schema docs).
 const AGGREGATE_INSTANCE: u64 = 1;
 /// Instance id of the calendarState category (a hash of the mailbox in real deployments).
 const CALENDAR_INSTANCE: u64 = 1_906_451_226;

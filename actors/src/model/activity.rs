@@ -2,7 +2,8 @@
 //!
 //! A closed set of well-known activities plus `Other(text)` for anything a source reports that
 //! we do not know (bounded to [`MAX_OTHER_LEN`] bytes). Each activity has default availability
-//! bounds (SfB's `minAvailability`/`maxAvailability`, protocols.md §1.2 and §B.6): the merge
+//! bounds (SfB's `minAvailability`/`maxAvailability`, [MS-PRES] §3.8.5.1.2.3; the defaults are
+//! tabled in docs/ARCHITECTURE.md, § Activities): the merge
 //! shows an activity only when the merged availability lies inside its bounds, and among those
 //! the one with the highest lower bound (the most specific) wins.
 

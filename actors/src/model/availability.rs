@@ -1,6 +1,7 @@
 //! Availability: how reachable a person is, on Skype for Business's numeric scale.
 //!
-//! The numbers are SfB's canonical values (protocols.md §1.1) so SfB presence is ingested
+//! The numbers are SfB's canonical values (`ContactAvailability`; sources in docs/ARCHITECTURE.md,
+//! § Protocol references) so SfB presence is ingested
 //! without loss and every other source maps onto the same ordered scale. Higher = less
 //! available; the merge policy's "least available wins" is a max over [`Availability::value`].
 //! `Unknown` is *no opinion* (feed down, nothing known) and never takes part in that max.
@@ -64,7 +65,8 @@ impl Availability {
         }
     }
 
-    /// Maps an SfB availability number by range (protocols.md §1.1). 0 and anything below
+    /// Maps an SfB availability number by range (the Lync schema's `availability` element;
+    /// docs/ARCHITECTURE.md, § Availability). 0 and anything below
     /// 3000 mean "no opinion" — SfB uses 0 for "reset to the computed state" and the older
     /// docs start the Available range at 3000.
     pub const fn from_sfb(n: u32) -> Availability {

@@ -1,4 +1,5 @@
-//! Per-user presence state and the merge policy (DESIGN.md §5) that turns it into one view.
+//! Per-user presence state and the merge policy (docs/ARCHITECTURE.md, § The default merge
+//! rules) that turns it into one view.
 //!
 //! [`UserPresence`] holds one [`Slot`] per `(source, instance)` and the person's manual
 //! absences. [`UserPresence::apply`] enforces version ordering (rule 3);
@@ -365,8 +366,8 @@ impl UserPresence {
         true
     }
 
-    /// The merge (DESIGN.md §5). Pure: depends only on the state, `now`, the policy and feed
-    /// health.
+    /// The merge (rules 1–8, docs/ARCHITECTURE.md § The default merge rules). Pure: depends
+    /// only on the state, `now`, the policy and feed health.
     pub fn merge(&self, now: UnixMs, policy: &Policy, feed_up: &dyn Fn(FeedId) -> bool) -> MergedView {
         let ttl = policy.restored_ttl_secs as i64 * 1000;
         let mut stale_seen = false;

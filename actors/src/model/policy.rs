@@ -1,6 +1,7 @@
 //! The merge policy as data: the `[policy]` section of the config file.
 //!
-//! Every rule of DESIGN.md §5 that a deployment might reasonably want to change is a field
+//! Every merge rule (docs/ARCHITECTURE.md, § The default merge rules) that a deployment might
+//! reasonably want to change is a field
 //! here; the defaults are the documented policy. The merge itself lives in [`super::merge`].
 
 use serde::{Deserialize, Serialize};

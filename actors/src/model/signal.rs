@@ -18,7 +18,7 @@ pub const MAX_INSTANCE_LEN: usize = 128;
 /// Longest text version kept, in bytes.
 pub const MAX_VERSION_LEN: usize = 64;
 
-/// Where a signal comes from (DESIGN.md §4).
+/// Where a signal comes from (docs/ARCHITECTURE.md, § Sources).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
@@ -104,7 +104,7 @@ impl Version {
 /// Identifies one provider instance's feed, so its slots can be marked stale when it is down.
 pub type FeedId = u16;
 
-/// Calendar details that privacy rules may hide (DESIGN.md §5 rule 8).
+/// Calendar details that privacy rules may hide (merge rule 8, docs/ARCHITECTURE.md).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrivateDetail {
     /// Meeting subject.

@@ -18,7 +18,7 @@
 //! next start or end of any item after `now`) and emit the new signal then — that is how the
 //! next meeting, or a higher-precedence item starting inside the current one, takes over.
 //!
-//! ## Mapping (protocols.md §B rule 5)
+//! ## Mapping (merge rule 5, docs/ARCHITECTURE.md)
 //! | status | availability | activity | ooo |
 //! |---|---|---|---|
 //! | Busy | Busy | InAMeeting | – |

@@ -5,7 +5,7 @@
 //! (`encryptionCertificate`, base64 DER, public key only) and our id for it
 //! (`encryptionCertificateId`). Each notification then holds
 //! `encryptedContent = {data, dataSignature, dataKey, encryptionCertificateId,
-//! encryptionCertificateThumbprint}` (protocols.md §2.3;
+//! encryptionCertificateThumbprint}` (learn.microsoft.com/graph/changenotifications-for-presence;
 //! learn.microsoft.com/graph/change-notifications-with-resource-data, "Decrypting resource data
 //! from change notifications"; learn.microsoft.com/graph/api/resources/changenotificationencryptedcontent):
 //!

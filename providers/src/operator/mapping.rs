@@ -1,6 +1,7 @@
 //! The configurable field mapping of the generic operator adapter — pure, no I/O.
 //!
-//! No mobile operator publishes the format of its call events (market.md §2.2–2.5), so the
+//! No mobile operator publishes the format of its call events (docs/ARCHITECTURE.md,
+//! § Protocol references), so the
 //! adapter does not know field names: a [`MappingConfig`] says where the event list is and
 //! where each field sits inside one event, and which operator words mean what.
 //!

@@ -1,8 +1,8 @@
 //! Mobile operators without a public API — TDC, Phonero, A1 — through one generic adapter
 //! (`type = "operator"`).
 //!
-//! No public developer API for call events exists for these operators (market.md §2.2–2.5;
-//! issue6-research.md §3): each needs a partner agreement, and the format comes with it. So
+//! No public developer API for call events exists for these operators (docs/ARCHITECTURE.md,
+//! § Protocol references): each needs a partner agreement, and the format comes with it. So
 //! nothing here assumes field names. A provider entry says how events arrive and where their
 //! fields are:
 //!

@@ -33,16 +33,17 @@
 //! dialog-info (RFC 4235) → `pbx` signals through [`DialogTracker`]: a ringing dialog is
 //! Busy/Ringing, a confirmed one Busy/InACall, none Available — the lamp of a desk phone.
 //!
-//! Skype for Business categories (protocols.md §1.1–§1.4) → `sfb` signals ([`sfb_signal`]):
+//! Skype for Business categories ([MS-PRES] §2.2.2, §3.8.5.1.2) → `sfb` signals
+//! ([`sfb_signal`]):
 //!
 //! * State: the server's `aggregateState` (what a watcher is meant to show); without one, the
-//!   `state` instances are aggregated with the §1.4 rules (`msrtc::aggregate`).
+//!   `state` instances are aggregated with the server's rules (`msrtc::aggregate`).
 //! * Availability by range ([`sfb_availability`], the hub's `Availability::from_sfb`):
 //!   3000–4499 Available, 4500–5999 AvailableIdle, 6000–7499 Busy (6900 included), 7500–8999
 //!   BusyIdle, 9000–11999 DoNotDisturb, 12000–14999 BeRightBack, 15000–17999 Away, ≥ 18000
 //!   Offline. 0 or absent is "no opinion" (`None`), and so is 1–2999: the hub's model reads the
-//!   older docs' lower bound of 3000 (the SIP crate's `AvailabilityClass` counts 1–2999 as
-//!   Available; the hub's scale is the one signals use).
+//!   older docs' lower bound of 3000 (the SIP crate's `AvailabilityClass` reads it the same
+//!   way).
 //! * Activity token ([`sfb_activity`]): `on-the-phone` InACall, `in-a-conference`
 //!   InAConferenceCall, `in-a-meeting` InAMeeting, `in-presentation`/`presenting` Presenting,
 //!   `urgent-interruptions-only` UrgentInterruptionsOnly (also for a bare 6900),

@@ -1,6 +1,6 @@
 //! The Skype for Business source (`type = "sfb"`): enhanced presence of every person with a
-//! SIP URI, through batched category subscriptions to the front-end pool (protocols.md §1.5,
-//! [MS-PRES] §2.2.2.4.1, §3.4.5).
+//! SIP URI, through batched category subscriptions to the front-end pool ([MS-PRES]
+//! §2.2.2.4.1, §3.4.5; [MS-SIP] §3.3.5.1).
 //!
 //! - People are split into batches of `batch_size`; each batch is one SUBSCRIBE to the service
 //!   account's own URI with `Require: adhoclist, categoryList`, `Supported: eventlist,

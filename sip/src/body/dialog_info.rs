@@ -1,6 +1,6 @@
 //! `application/dialog-info+xml` (RFC 4235, the dialog event package behind PBX busy lamps):
 //! parser, builder, and [`DialogTracker`], which keeps one extension's dialogs across NOTIFYs
-//! and derives its [`ExtensionState`] (protocols.md §4.4).
+//! and derives its [`ExtensionState`].
 //!
 //! What is read: `dialog-info@version` (required: ordering depends on it), `@state`
 //! (`full`/`partial`; absent reads as `full`), `@entity`; each `dialog`'s `id` (falls back to

@@ -1,7 +1,8 @@
 //! Skype for Business / Lync enhanced presence: the categories document
 //! (`application/msrtc-event-categories+xml`), the server's aggregation rules, and the batched
-//! subscription body (`application/msrtc-adrl-categorylist+xml`) — protocols.md §1.1–§1.5,
-//! [MS-PRES] §2.2.2 (schemas), §3.8.5.1.2 (aggregation), §2.2.2.4.1 (batchSub).
+//! subscription body (`application/msrtc-adrl-categorylist+xml`) — [MS-PRES] §2.2.2
+//! (schemas), §3.8.5.1.2 (aggregation), §2.2.2.4.1 (batchSub); the availability ranges of the
+//! Lync schema's `availability` element (sources in docs/ARCHITECTURE.md, § Protocol references).
 //!
 //! ## Categories document
 //! [`parse_categories`] reads `<categories uri>` and each `<category name instance
@@ -21,7 +22,7 @@
 //! the `https://` spelling of some Microsoft docs parse alike. A `publishTime` without offset is
 //! UTC (the server stamps it).
 //!
-//! ## Availability classes (§1.1)
+//! ## Availability classes
 //! [`AvailabilityClass::from_availability`] maps a number to its range. `0` (or absent) means
 //! "no opinion" and gives `None`. Below 3000 the sources disagree (OCS 2007 starts Available at
 //! 3000; SIPE maps anything lower to Offline; the Lync 2010/2013 schema docs start it at 0).
@@ -31,7 +32,7 @@
 //! `urgent-interruptions-only` activity it is the workgroup view of Do Not Disturb
 //! ([`Aggregate::urgent_interruptions_only`]).
 //!
-//! ## Aggregation (§1.4)
+//! ## Aggregation ([MS-PRES] §3.8.5.1.2)
 //! [`aggregate`] computes availability and activity from raw state publications the way the
 //! server does, for self-subscriptions and the SfB simulator (a watcher reads the server's
 //! `aggregateState` instead: [`Categories::aggregate_state`]):
@@ -51,7 +52,7 @@
 //!
 //! `aggregateState` and `aggregateMachineState` inputs are server output and are ignored.
 //!
-//! ## batchSub (§1.5)
+//! ## batchSub ([MS-PRES] §2.2.2.4.1)
 //! [`build_batch_sub`] writes the body of the batched category SUBSCRIBE; [`parse_batch_sub`]
 //! reads it back (the SfB simulator does).
 //!
@@ -344,10 +345,10 @@ impl FreeBusy {
 // ---------------------------------------------------------------------------------------------
 // Availability classes.
 
-/// The class an availability number falls into (§1.1).
+/// The class an availability number falls into (see "Availability classes" in the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AvailabilityClass {
-    /// 1–4499.
+    /// 3000–4499.
     Available,
     /// 4500–5999.
     AvailableIdle,
@@ -442,7 +443,7 @@ fn opinion(s: &State) -> Option<u32> {
 }
 
 /// Aggregates raw state publications into availability and activity (the rules are in the
-/// module docs, §1.4 of protocols.md).
+/// module docs, "Aggregation").
 pub fn aggregate(states: &[StateInstance]) -> Aggregate {
     let is_machine = |s: &StateInstance| s.state.kind == StateKind::MachineState;
     let is_output =

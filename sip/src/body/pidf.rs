@@ -1,6 +1,6 @@
 //! `application/pidf+xml`: PIDF (RFC 3863) with the presence data model (RFC 4479) and RPID
 //! (RFC 4480) — a lenient parser for what SIP presence sources send, and the builder of the
-//! documents the hub's own presence server sends in NOTIFY (protocols.md §4.3).
+//! documents the hub's own presence server sends in NOTIFY.
 //!
 //! What is read:
 //! * `presence@entity`; presence-level `note`s (with `xml:lang`).

@@ -1,7 +1,7 @@
-//! `application/rlmi+xml` (RFC 4662 resource lists, protocols.md §4.5) and the
+//! `application/rlmi+xml` (RFC 4662 resource lists) and the
 //! `multipart/related` NOTIFY bodies it travels in, including Skype for Business batched
 //! notifications (BENOTIFY) with `state="resubscribe"` + `poolFqdn` ([MS-PRES] §3.4.5.1.3,
-//! protocols.md §1.5).
+//! [MS-SIP] §3.3.5.1).
 //!
 //! * [`parse_rlmi`] / [`build_rlmi`]: the `<list uri version fullState [cid]>` document with its
 //!   `<resource uri>` and `<instance id state [reason] [cid] [poolFqdn]>` elements (the first

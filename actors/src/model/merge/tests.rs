@@ -1,5 +1,6 @@
-//! Table-driven tests of the merge policy: one row per rule of DESIGN.md §5, with the
-//! worked examples of protocols.md §1.4 and the cases the issue names explicitly.
+//! Table-driven tests of the merge policy: one row per rule of docs/ARCHITECTURE.md (§ The
+//! default merge rules), with worked examples of SfB's aggregation rules ([MS-PRES]
+//! §3.8.5.1.2) and the cases the issue names explicitly.
 
 use super::*;
 use crate::model::Absence;

@@ -272,7 +272,8 @@ fn inst(
     }
 }
 
-/// protocols.md §1.4 worked examples (first six rows), then edge cases of the rules.
+/// Worked examples of the server's aggregation rules (the aggregation script; [MS-PRES]
+/// §3.8.5.1.2), then edge cases of the rules.
 #[test]
 fn aggregation_table() {
     use StateKind::*;
