@@ -132,7 +132,7 @@ pub struct HttpSection {
     pub max_body_bytes: usize,
     /// Largest directory import body, in bytes.
     pub max_import_bytes: usize,
-    /// HTTP worker threads; default: 1 (the shards do the heavy lifting).
+    /// HTTP worker threads; default: 2 (the shards do the heavy lifting).
     pub workers: Option<usize>,
     /// Require a token for `/metrics` (default: open, it holds only counts).
     pub metrics_require_token: bool,

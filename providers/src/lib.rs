@@ -2,10 +2,14 @@
 //! feature, and the one registration table that lists them.
 //!
 //! Adding a provider: add a folder module (`mod.rs` with the config and `task`, `parse.rs`
-//! pure, `map.rs` to signals, `runtime.rs` the task, optionally `hook.rs`) built on the
-//! toolkit in [`common`]; add a feature in `Cargo.toml`; add one line to the table below
+//! pure, `map.rs` to signals, `runtime.rs` the task, optionally `hook.rs` — the shape the
+//! providers are being brought to; docs/ARCHITECTURE.md lists where each one stands) built on
+//! the toolkit in [`common`]; add a feature in `Cargo.toml`; add one line to the table below
 //! (`providers!`). Nothing else lists providers: the config enum, `check-config`, the
 //! supervisor and the HTTP webhooks all follow from that line.
+//!
+//! [`supervisor`] runs every provider's task, restarts it with back-off when it fails and
+//! stops it gracefully at shutdown.
 //!
 //! Layout:
 //! - [`replay`]: plays a scenario file of timed signals (JSON Lines); drives the demo and tests.

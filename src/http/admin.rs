@@ -85,7 +85,8 @@ pub async fn providers(state: Data, caller: Caller) -> Result<HttpResponse, AppE
     Ok(HttpResponse::Ok().json(list))
 }
 
-/// Estimated bytes of one idle actix actor (measured, reference/style.md §8.4).
+/// Estimated bytes of one idle actix 0.13 actor with its context and mailbox (measured when
+/// the shard design was chosen; `presence-hub bench` reports the hub's real bytes per person).
 const ACTOR_OVERHEAD: usize = 850;
 
 /// `GET /api/stats` (admin): counts and a memory estimate per actor kind.

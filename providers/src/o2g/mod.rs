@@ -1,7 +1,8 @@
 //! Alcatel-Lucent OmniPCX Enterprise through the O2G REST API (`type = "o2g"`): desk phones'
 //! call state and routing (forward, overflow, DND) for everyone in the directory.
 //!
-//! How it talks to O2G (the research notes §1; ALE's O2G SDKs and tutorial):
+//! How it talks to O2G (ALE's O2G REST API documentation, its SDKs and tutorial; see
+//! `fixtures/o2g/README.md` for where each payload comes from):
 //!
 //! 1. `GET {base_url}/api/rest` (discovery) → the authenticate URL of version `1.0`;
 //!    `GET …/authenticate?version=1.0` with HTTP Basic (`login`, `password`) → `credential`,

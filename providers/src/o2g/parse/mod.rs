@@ -11,8 +11,8 @@
 //!
 //! Field names are the ones the ALE O2G SDKs (de)serialise (`o2g-node-sdk`'s internal JSON
 //! types, the Java SDK's event classes, the C# SDK): `eventName`, `loginName`, `callRef`,
-//! `legs[].state`, `routingState.forwardRoutes`… Where the research notes mark a name or value as
-//! synthesized \[S\] or assumed \[A\], it is used in this module only, named in a constant or a
+//! `legs[].state`, `routingState.forwardRoutes`… Where a name or value is not in those sources but
+//! synthesized \[S\] or assumed \[A\] (`fixtures/o2g/README.md`), it is used in this module only, named in a constant or a
 //! comment here:
 //!
 //! - \[A\] the `credential` of `authenticate` is also accepted as the `AlcUserId` cookie value
