@@ -15,7 +15,7 @@
 //!   hold every request back for as long as asked.
 //! - After `down_after_failures` failed polls in a row the feed goes down through the sink, so
 //!   every stream shows the calendar stale at once (never Offline). Failed polls are retried
-//!   with back-off and jitter (1 s doubling to 30 s). When the backend answers again, every
+//!   with back-off and jitter (1 s doubling to 10 s). When the backend answers again, every
 //!   batch is polled afresh before the feed comes back up: no meeting read before the outage is
 //!   shown as live until it has been read again.
 //! - EWS blocked or retired (Exchange Online, from October 2026) stops polling and says in
@@ -160,7 +160,7 @@ impl Runtime {
             done_tx,
             done_rx,
             hold_until: 0,
-            retry: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            retry: Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
             health: Health::Connecting,
             unconfirmed: BTreeSet::new(),
             failures: 0,

@@ -39,8 +39,8 @@ pub enum CallError {
     /// No connection, or the connection broke (DNS, refused, reset, TLS).
     #[error("unreachable: {0}")]
     Unreachable(String),
-    /// No complete answer within the call's deadline.
-    #[error("no answer within {} s", .0.as_secs_f32())]
+    /// No complete answer within the call's deadline (zero: the HTTP client's own deadline).
+    #[error("no answer {}", deadline_text(*.0))]
     TimedOut(Duration),
     /// The answer was longer than the call allows; it was cut and dropped.
     #[error("answer larger than {max} bytes")]
@@ -67,6 +67,14 @@ pub enum CallError {
     /// A 2xx answer that could not be used.
     #[error("bad answer: {0}")]
     Parse(String),
+}
+
+fn deadline_text(d: Duration) -> String {
+    if d.is_zero() {
+        "in time".into()
+    } else {
+        format!("within {} s", d.as_secs_f32())
+    }
 }
 
 impl CallError {
