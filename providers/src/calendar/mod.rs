@@ -23,6 +23,8 @@ pub mod google;
 pub mod model;
 pub mod runtime;
 pub mod schedule;
+#[cfg(test)]
+mod tests;
 
 pub use model::{
     next_change, to_signals, BusyStatus, CalendarError, CalendarItem, KeywordRule, MailboxSchedule, SignalPolicy,

@@ -1,0 +1,104 @@
+//! Runtime tests of the calendar provider without a hub: [`ProviderContext::for_test`] records
+//! its signals and feed changes, and a scripted peer plays the token endpoint and Graph
+//! `getSchedule` — failing, then answering again.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use presence_actors::directory::{from_csv, Directory, NumberPlan};
+use presence_actors::hub::SinkEvent;
+use presence_actors::model::{Activity, Availability};
+use presence_actors::provider::ProviderContext;
+
+use super::CalendarConfig;
+use crate::common::test_peer::{Reply, Request, TestPeer};
+
+fn directory() -> Directory {
+    let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/directory/demo.csv")).expect("demo directory");
+    let plan = NumberPlan::sweden();
+    Directory::build(from_csv(&csv[..], &plan).expect("csv"), &plan).expect("directory")
+}
+
+/// getSchedule as it answers when well: everyone free, Åsa in a meeting from an hour ago to an
+/// hour from now.
+fn schedule(r: &Request) -> Reply {
+    if r.path == "/token" {
+        return Reply::Status(200, r#"{"access_token":"at","expires_in":3600}"#.into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let fmt = |ms: i64| jiff::Timestamp::from_millisecond(ms).expect("time").strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    let now = presence_actors::model::now_ms();
+    let items: Vec<serde_json::Value> = v["schedules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let meeting = m == "asa.ostberg@nordvik.se";
+            let items = if meeting {
+                serde_json::json!([{ "isPrivate": false, "status": "busy", "start": { "dateTime": fmt(now - 3_600_000), "timeZone": "UTC" }, "end": { "dateTime": fmt(now + 3_600_000), "timeZone": "UTC" } }])
+            } else {
+                serde_json::json!([])
+            };
+            serde_json::json!({ "scheduleId": m, "availabilityView": "", "scheduleItems": items })
+        })
+        .collect();
+    Reply::Status(200, serde_json::json!({ "value": items }).to_string())
+}
+
+/// A backend that fails from the start: the feed is down after two failed polls; when it
+/// answers again, every batch (320 mailboxes, 4 batches) is read — and Åsa's meeting delivered —
+/// before the feed comes up.
+#[tokio::test]
+async fn a_failing_backend_goes_down_and_every_batch_is_read_again_before_up() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let peer = TestPeer::start(|r: &Request| {
+                if r.path == "/token" {
+                    return Reply::Status(200, r#"{"access_token":"at","expires_in":3600}"#.into());
+                }
+                Reply::Status(500, r#"{"error":{"code":"InternalServerError","message":"boom"}}"#.into())
+            })
+            .await;
+            let dir = directory();
+            let asa = dir.by_id("asa.ostberg").expect("Åsa");
+            let (ctx, mut h) = ProviderContext::for_test("cal-cloud", dir, "http://127.0.0.1:9");
+            let text = format!(
+                "name = \"cal-cloud\"\nbackend = \"graph\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntoken_url = \"{0}/token\"\ngraph_url = \"{0}\"\npoll_interval_secs = 300\nrequest_timeout_secs = 2\n",
+                peer.url
+            );
+            let cfg: CalendarConfig = toml::from_str(&text).expect("config");
+            let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+            let next = async |h: &mut presence_actors::provider::TestHarness| tokio::time::timeout(Duration::from_secs(10), h.events.recv()).await.expect("an event").expect("running");
+            // A feed starts down; two failed polls make it "down" rather than "connecting".
+            let t0 = std::time::Instant::now();
+            while h.feed.report().state != "down" {
+                assert!(t0.elapsed() < Duration::from_secs(10), "not down: {:?}", h.feed.report().state);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(peer.count("POST", "/users/") >= 2, "two failed polls before down");
+            assert!(!h.feed.report().up);
+            assert!(h.drain().iter().all(|e| matches!(e, SinkEvent::Feed(false))), "nothing delivered while failing");
+            peer.set(schedule);
+            let mut people = HashSet::new();
+            let mut asa_meeting = false;
+            loop {
+                match next(&mut h).await {
+                    SinkEvent::Signal(u, s) => {
+                        // The slot is named after the provider (two calendar providers coexist).
+                        assert_eq!(&*s.instance, "cal-cloud");
+                        if u == asa && s.availability == Some(Availability::Busy) && s.activity == Some(Activity::InAMeeting) {
+                            asa_meeting = true;
+                        }
+                        people.insert(u);
+                    }
+                    SinkEvent::Feed(true) => break,
+                    SinkEvent::Feed(false) => panic!("down twice"),
+                }
+            }
+            assert_eq!(people.len(), 320, "every mailbox was read again before the feed came up");
+            assert!(asa_meeting, "Åsa's meeting was delivered before up");
+            h.trigger.trigger();
+            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+        })
+        .await;
+}
