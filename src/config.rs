@@ -45,7 +45,7 @@ pub struct Config {
     /// The web directory and attendant console.
     pub web: WebSection,
     /// The SIP presence server.
-    pub sip: crate::sip::SipSection,
+    pub sip: crate::sip_server::SipSection,
 }
 
 impl Default for Config {
@@ -60,7 +60,7 @@ impl Default for Config {
             stream: StreamSection::default(),
             snapshot: SnapshotSection::default(),
             directory: DirectorySection::default(),
-            sip: crate::sip::SipSection::default(),
+            sip: crate::sip_server::SipSection::default(),
             tokens: Vec::new(),
             policy: Policy::default(),
             providers: Vec::new(),

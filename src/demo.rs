@@ -37,7 +37,7 @@ use presence_simulators::operator::{Example, OperatorSim, OperatorSimConfig};
 use presence_simulators::pbx::{PbxSim, PbxSimConfig};
 use presence_simulators::sfb::{SfbSim, SfbSimConfig};
 
-use crate::sip::{SipAccount, SipSection};
+use crate::sip_server::{SipAccount, SipSection};
 
 /// The demo directory (CSV).
 pub const DEMO_CSV: &str = include_str!("../fixtures/directory/demo.csv");

@@ -11,6 +11,7 @@
 //! - [`auth`]: bearer tokens with roles.
 //! - [`store`]: the embedded SQLite store (directory, absences, cursors, snapshot).
 //! - [`http`]: the JSON API, streams and operations endpoints ([`http::configure`]).
+//! - [`sip_server`]: the hub's SIP presence server (`[sip]`): PUBLISH in, NOTIFY out.
 //! - [`demo`]: the built-in demo company and scenario.
 //! - [`bench`]: the benchmark command.
 //! - [`run`]: start-up, serving, graceful shutdown.
@@ -21,7 +22,7 @@ pub mod bench_sip;
 pub mod config;
 pub mod demo;
 pub mod http;
-pub mod sip;
+pub mod sip_server;
 pub mod store;
 pub mod tls;
 
@@ -233,7 +234,7 @@ pub async fn run(
     });
     let sip_server = if config.sip.enabled {
         let feed = hub.feeds().register("sip", "sip_publish");
-        let server = sip::server::SipServer::start(config.sip.clone(), hub.directory().clone(), hub.fanout().clone(), hub.sink(feed))
+        let server = sip_server::server::SipServer::start(config.sip.clone(), hub.directory().clone(), hub.fanout().clone(), hub.sink(feed))
             .map_err(|e| RunError::Provider { name: "sip".into(), message: format!("SIP server on {}: {e}", config.sip.listen) })?;
         Some(server)
     } else {
