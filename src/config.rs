@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+use crate::tokens::Role;
 use presence_actors::directory::NumberPlan;
 use presence_actors::model::Policy;
 use presence_providers::ProviderConfig;

@@ -38,6 +38,8 @@ use presence_simulators::pbx::{PbxSim, PbxSimConfig};
 use presence_simulators::sfb::{SfbSim, SfbSimConfig};
 
 use crate::sip_server::{SipAccount, SipSection};
+use crate::tokens::Role;
+use crate::RunOptions;
 
 /// The demo directory (CSV).
 pub const DEMO_CSV: &str = include_str!("../fixtures/directory/demo.csv");
@@ -49,7 +51,7 @@ const OSLO_PREFIX: &str = "5";
 /// The demo scenario (JSON Lines).
 pub const DEMO_SCENARIO: &str = include_str!("../fixtures/scenarios/demo.jsonl");
 /// The demo's documented tokens, by role.
-pub const DEMO_TOKENS: [(&str, &str); 3] = [("viewer", "demo-viewer"), ("operator", "demo-operator"), ("admin", "demo-admin")];
+pub const DEMO_TOKENS: [(Role, &str); 3] = [(Role::Viewer, "demo-viewer"), (Role::Operator, "demo-operator"), (Role::Admin, "demo-admin")];
 
 /// The simulators the demo's providers talk to; they stop when this is dropped.
 pub struct DemoPeers {
@@ -121,6 +123,12 @@ pub fn entra_ids() -> Vec<String> {
 /// The mailboxes of the demo company.
 pub fn mailboxes() -> Vec<String> {
     column("email")
+}
+
+/// How the hub runs the demo: the demo company as the directory when the store has none, and
+/// the documented tokens ([`DEMO_TOKENS`]), which the sign-in page offers.
+pub fn run_options() -> RunOptions {
+    RunOptions { demo: true, demo_directory: Some(DEMO_CSV), demo_tokens: DEMO_TOKENS.iter().map(|(r, t)| (*r, t.to_string())).collect() }
 }
 
 /// The demo configuration: starts the simulators on loopback, and sets up the providers that

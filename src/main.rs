@@ -17,7 +17,7 @@ use presence_hub::config::{Config, LogFormat};
 /// BENCHMARKS.md for the figures with each allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use presence_hub::{auth, bench, bench_sip, demo, run, store, RunOptions};
+use presence_hub::{bench, bench_sip, demo, run, store, tokens, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
 /// and manual absences per person and pushes the result to consoles and directories.
@@ -123,7 +123,7 @@ fn real_main() -> Result<()> {
     let (cfg, is_demo) = load_config(&cli)?;
     match cli.command {
         Some(Command::HashToken { token }) => {
-            println!("{}", auth::hash_token(&token));
+            println!("{}", tokens::hash_token(&token));
             return Ok(());
         }
         Some(Command::CheckConfig) => {
@@ -184,7 +184,7 @@ fn real_main() -> Result<()> {
         println!("  Stream: {h}://{addr}/api/events        (SSE)  {w}://{addr}/api/stream (WebSocket)");
         println!(
             "  Tokens: {}",
-            demo::DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({r})")).collect::<Vec<_>>().join(", ")
+            demo::DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({})", r.as_str())).collect::<Vec<_>>().join(", ")
         );
         println!(
             "  SIP:    sip:EXTENSION@{} (UDP/TCP; SUBSCRIBE presence or dialog, PUBLISH), digest {} / {}",
@@ -201,6 +201,7 @@ fn real_main() -> Result<()> {
         }
     }
     let sys = actix_web::rt::System::new();
-    sys.block_on(run(cfg, RunOptions { demo: is_demo }, listener, shutdown_signal()))?;
+    let opts = if is_demo { demo::run_options() } else { RunOptions::default() };
+    sys.block_on(run(cfg, opts, listener, shutdown_signal()))?;
     Ok(())
 }
