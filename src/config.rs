@@ -1,7 +1,7 @@
 //! The configuration file (TOML): every option, its default, and validation.
 //!
 //! `presence-hub check-config --config FILE` loads and validates a file without starting
-//! anything. With no config at all the hub runs the built-in demo (see [`crate::demo`]).
+//! anything. With no config at all the hub runs the built-in demo (`cli::demo`, `demo` feature).
 //! `config.example.toml` in the repository documents every option.
 
 use std::net::SocketAddr;

@@ -12,14 +12,12 @@
 //! - [`store`]: the embedded SQLite store (directory, absences, cursors, snapshot).
 //! - [`http`]: the JSON API, streams and operations endpoints ([`http::configure`]).
 //! - [`sip_server`]: the hub's SIP presence server (`[sip]`): PUBLISH in, NOTIFY out.
-//! - [`demo`]: the built-in demo company and scenario.
-//! - [`bench`]: the benchmark command.
+//! - [`cli`]: what only the command line needs: the built-in demo (`demo` feature) and the
+//!   benchmark commands.
 //! - [`run`]: start-up, serving, graceful shutdown.
 
-pub mod bench;
-pub mod bench_sip;
+pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod http;
 pub mod sip_server;
 pub mod store;
@@ -78,7 +76,7 @@ pub enum RunError {
 }
 
 /// How to run. The default is a deployment: everything comes from the config. The built-in
-/// demo (`cli::demo::run_options`) fills in the rest.
+/// demo (`cli::demo::run_options`, with the `demo` feature) fills in the rest.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Running the built-in demo (`GET /api/ui` says so).
