@@ -2,8 +2,9 @@
 # Runs every test of presence-hub. This is the README's test command and what CI runs.
 # It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
 # tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test,
-# the web console in headless Chromium, SIP against Kamailio and sipp) and, when
-# ../shared/checks/contract is present, the API contract check on a release build.
+# the web console in headless Chromium, SIP against Kamailio and sipp), then builds the production
+# binary (--no-default-features) and checks it has no simulators, and, when
+# ../shared/checks/contract is present, runs the API contract check on a release build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,6 +32,15 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --locked
+
+# The production build: without the `demo` feature, so without the simulators.
+cargo build --release --locked --no-default-features
+prod_deps=$(cargo tree --locked -e normal --no-default-features -p presence-hub)
+if grep -q presence-simulators <<<"$prod_deps"; then
+  echo "test.sh: the production build (--no-default-features) links presence-simulators:" >&2
+  grep presence-simulators <<<"$prod_deps" >&2
+  exit 1
+fi
 
 if [ -x ../shared/checks/contract ]; then
   cargo build --release --locked

@@ -1,7 +1,7 @@
 //! The configuration file (TOML): every option, its default, and validation.
 //!
 //! `presence-hub check-config --config FILE` loads and validates a file without starting
-//! anything. With no config at all the hub runs the built-in demo (see [`crate::demo`]).
+//! anything. With no config at all the hub runs the built-in demo (`cli::demo`, `demo` feature).
 //! `config.example.toml` in the repository documents every option.
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+use crate::tokens::Role;
 use presence_actors::directory::NumberPlan;
 use presence_actors::model::Policy;
 use presence_providers::ProviderConfig;
@@ -45,7 +45,7 @@ pub struct Config {
     /// The web directory and attendant console.
     pub web: WebSection,
     /// The SIP presence server.
-    pub sip: crate::sip::SipSection,
+    pub sip: crate::sip_server::SipSection,
 }
 
 impl Default for Config {
@@ -60,7 +60,7 @@ impl Default for Config {
             stream: StreamSection::default(),
             snapshot: SnapshotSection::default(),
             directory: DirectorySection::default(),
-            sip: crate::sip::SipSection::default(),
+            sip: crate::sip_server::SipSection::default(),
             tokens: Vec::new(),
             policy: Policy::default(),
             providers: Vec::new(),

@@ -8,22 +8,26 @@
 //! Layout (this crate is wiring only; the model and actors live in `presence-actors`, the
 //! sources in `presence-providers`):
 //! - [`config`]: the TOML configuration and its validation.
-//! - [`auth`]: bearer tokens with roles.
+//! - [`tokens`]: bearer tokens with roles (the HTTP extractors are in [`http::auth`]).
 //! - [`store`]: the embedded SQLite store (directory, absences, cursors, snapshot).
 //! - [`http`]: the JSON API, streams and operations endpoints ([`http::configure`]).
-//! - [`demo`]: the built-in demo company and scenario.
-//! - [`bench`]: the benchmark command.
+//! - [`sip_server`]: the hub's SIP presence server (`[sip]`): PUBLISH in, NOTIFY out.
+//! - [`cli`]: what only the command line needs: the built-in demo (`demo` feature) and the
+//!   benchmark commands.
 //! - [`run`]: start-up, serving, graceful shutdown.
 
-pub mod auth;
-pub mod bench;
-pub mod bench_sip;
+pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod http;
-pub mod sip;
+pub mod sip_server;
 pub mod store;
 pub mod tls;
+pub mod tokens;
+
+/// The old path of [`tokens`] (`presence_hub::auth::{hash_token, Role}`), for code written
+/// before the HTTP extractors moved to [`http::auth`].
+#[doc(hidden)]
+pub use tokens as auth;
 
 use std::future::Future;
 use std::path::Path;
@@ -34,7 +38,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use tracing::{info, warn};
 
-use crate::auth::Tokens;
+use crate::tokens::{Role, Tokens};
 use crate::config::Config;
 use crate::http::AppState;
 use crate::store::Store;
@@ -71,11 +75,18 @@ pub enum RunError {
     Tls(#[from] tls::TlsError),
 }
 
-/// How to run.
+/// How to run. The default is a deployment: everything comes from the config. The built-in
+/// demo (`cli::demo::run_options`, with the `demo` feature) fills in the rest.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// The built-in demo: demo directory, demo tokens, demo scenario.
+    /// Running the built-in demo (`GET /api/ui` says so).
     pub demo: bool,
+    /// The directory (CSV) to store and use when the config imports none and the store holds
+    /// none: the demo company.
+    pub demo_directory: Option<&'static str>,
+    /// Tokens in clear, with their roles, that replace `[[tokens]]` and that the sign-in page
+    /// offers: the demo's documented tokens.
+    pub demo_tokens: Vec<(Role, String)>,
 }
 
 /// Cursors kept in the store.
@@ -115,8 +126,8 @@ pub fn save_directory(store: &Store, people: &[Person]) -> Result<bool, RunError
 }
 
 /// Builds the directory: from the configured import file (stored when it changed), else from
-/// the store (streamed: people are packed as they are read), else — for the demo — from the
-/// built-in demo company.
+/// the store (streamed: people are packed as they are read), else — for the demo — from
+/// [`RunOptions::demo_directory`].
 fn load_directory(store: &Store, config: &Config, opts: &RunOptions) -> Result<Directory, RunError> {
     let plan = config.directory.number_plan.plan();
     let dir_err = |e: presence_actors::directory::DirectoryError| RunError::Directory(e.to_string());
@@ -127,8 +138,8 @@ fn load_directory(store: &Store, config: &Config, opts: &RunOptions) -> Result<D
         }
         return Directory::build(people, &plan).map_err(dir_err);
     }
-    if store.directory_len()? == 0 && opts.demo {
-        let people = import::from_csv(demo::DEMO_CSV.as_bytes(), &plan)
+    if let (0, Some(csv)) = (store.directory_len()?, opts.demo_directory) {
+        let people = import::from_csv(csv.as_bytes(), &plan)
             .map_err(|e| RunError::Directory(format!("demo directory: {e}")))?;
         save_directory(store, &people)?;
         return Directory::build(people, &plan).map_err(dir_err);
@@ -205,8 +216,8 @@ pub async fn run(
     }
 
     let api_feed = hub.feeds().get(0).expect("feed 0 is registered by Feeds::default");
-    let tokens = if opts.demo {
-        Tokens::demo()
+    let tokens = if !opts.demo_tokens.is_empty() {
+        Tokens::in_clear(opts.demo_tokens.iter().map(|(r, t)| (*r, t.as_str())))
     } else {
         Tokens::new(config.tokens.iter().map(|t| (t.name.as_str(), t.role, t.sha256.as_str())))
     };
@@ -229,11 +240,12 @@ pub async fn run(
         config: Arc::new(config.clone()),
         ready: Default::default(),
         demo: opts.demo,
+        demo_tokens: opts.demo_tokens,
         hooks,
     });
     let sip_server = if config.sip.enabled {
         let feed = hub.feeds().register("sip", "sip_publish");
-        let server = sip::server::SipServer::start(config.sip.clone(), hub.directory().clone(), hub.fanout().clone(), hub.sink(feed))
+        let server = sip_server::server::SipServer::start(config.sip.clone(), hub.directory().clone(), hub.fanout().clone(), hub.sink(feed))
             .map_err(|e| RunError::Provider { name: "sip".into(), message: format!("SIP server on {}: {e}", config.sip.listen) })?;
         Some(server)
     } else {
@@ -312,7 +324,7 @@ pub(crate) async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
     let mut absences = Vec::new();
     for a in store.load_absences(now)? {
         if let Some(idx) = dir.by_id(&a.user_id) {
-            absences.push((idx, http::api::from_stored(&a)));
+            absences.push((idx, a.to_absence()));
         }
     }
     info!(views = views.len(), absences = absences.len(), "Restored the last known state.");

@@ -1,6 +1,8 @@
 //! The `presence-hub` binary: parses the command line, sets up logging and calls the library.
 //!
-//! `presence-hub` with no arguments runs the built-in demo on 127.0.0.1:8080.
+//! `presence-hub` with no arguments runs the built-in demo on 127.0.0.1:8080 (with the `demo`
+//! feature, on by default). A production build (`--no-default-features`) has no demo and needs
+//! `--config FILE`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +19,19 @@ use presence_hub::config::{Config, LogFormat};
 /// BENCHMARKS.md for the figures with each allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use presence_hub::{auth, bench, bench_sip, demo, run, store, RunOptions};
+#[cfg(feature = "demo")]
+use presence_hub::cli::demo;
+use presence_hub::cli::{bench, bench_sip};
+use presence_hub::{run, store, tokens, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
 /// and manual absences per person and pushes the result to consoles and directories.
 #[derive(Parser, Debug)]
 #[command(name = "presence-hub", version, about)]
 struct Cli {
-    /// Configuration file (TOML). Without one, the built-in demo runs.
+    /// Configuration file (TOML).
+    #[cfg_attr(feature = "demo", doc = "Without one, the built-in demo runs.")]
+    #[cfg_attr(not(feature = "demo"), doc = "Needed to run the hub: this build has no built-in demo.")]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:8080).
@@ -123,7 +130,7 @@ fn real_main() -> Result<()> {
     let (cfg, is_demo) = load_config(&cli)?;
     match cli.command {
         Some(Command::HashToken { token }) => {
-            println!("{}", auth::hash_token(&token));
+            println!("{}", tokens::hash_token(&token));
             return Ok(());
         }
         Some(Command::CheckConfig) => {
@@ -163,37 +170,26 @@ fn real_main() -> Result<()> {
         }
         None => {}
     }
+    if is_demo && !cfg!(feature = "demo") {
+        anyhow::bail!("a configuration file is needed: presence-hub --config FILE (this build has no built-in demo: it was built without the `demo` feature)");
+    }
     init_logging(cfg.log.format, &cfg.log.level);
     // Bound before the demo starts: its simulators post webhooks to the hub's address (the
     // kernel queues them until the hub serves).
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let (cfg, _peers) = if is_demo {
+    #[cfg(feature = "demo")]
+    let (cfg, opts, _peers) = if is_demo {
         let hub_url = cfg.http.base_url(addr);
         let (c, p) = demo::start(cfg, &hub_url).context("starting the demo's simulators")?;
-        (c, Some(p))
+        demo::print_banner(&c, addr);
+        (c, demo::run_options(), Some(p))
     } else {
-        (cfg, None)
+        (cfg, RunOptions::default(), None)
     };
-    if is_demo {
-        let h = cfg.http.scheme();
-        let w = if h == "https" { "wss" } else { "ws" };
-        println!("presence-hub demo running at {h}://{addr}/");
-        println!("  Web:    {h}://{addr}/               (sign in with demo-operator or demo-viewer)");
-        println!("  API:    {h}://{addr}/api/users?q=asa   (Authorization: Bearer demo-viewer)");
-        println!("  Stream: {h}://{addr}/api/events        (SSE)  {w}://{addr}/api/stream (WebSocket)");
-        println!(
-            "  Tokens: {}",
-            demo::DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({r})")).collect::<Vec<_>>().join(", ")
-        );
-        println!(
-            "  SIP:    sip:EXTENSION@{} (UDP/TCP; SUBSCRIBE presence or dialog, PUBLISH), digest {} / {}",
-            cfg.sip.listen,
-            demo::DEMO_SIP_ACCOUNT.0,
-            demo::DEMO_SIP_ACCOUNT.1
-        );
-        println!("  Data:   {}", cfg.data_dir.display());
-    } else {
+    #[cfg(not(feature = "demo"))]
+    let opts = RunOptions::default();
+    if !is_demo {
         let h = cfg.http.scheme();
         println!("presence-hub listening on {h}://{addr}/");
         if cfg.web.enabled {
@@ -201,6 +197,6 @@ fn real_main() -> Result<()> {
         }
     }
     let sys = actix_web::rt::System::new();
-    sys.block_on(run(cfg, RunOptions { demo: is_demo }, listener, shutdown_signal()))?;
+    sys.block_on(run(cfg, opts, listener, shutdown_signal()))?;
     Ok(())
 }

@@ -4,7 +4,8 @@
 //!
 //! * the **people directory**: one opaque JSON document per person, kept in
 //!   import order and replaced as a whole by each import;
-//! * **manual absences**: operator-set "away" entries ([`StoredAbsence`]);
+//! * **manual absences**: operator-set "away" entries ([`StoredAbsence`], which converts to and
+//!   from the model's `Absence`);
 //! * **provider cursors**: a small key/value space per presence provider;
 //! * a debounced **snapshot** of each user's merged presence (one opaque JSON
 //!   document per user id), so that a restart shows the last known state at once.
@@ -49,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use presence_actors::model::Absence;
 use rusqlite::{params, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 
 /// Milliseconds since the Unix epoch (UTC).
@@ -136,6 +138,35 @@ pub struct StoredAbsence {
 }
 
 impl StoredAbsence {
+    /// The stored form of `user`'s absence `a`.
+    pub fn from_absence(user: &str, a: &Absence) -> StoredAbsence {
+        StoredAbsence {
+            id: a.id.to_string(),
+            user_id: user.to_string(),
+            reason: a.reason.to_string(),
+            text: a.text.as_deref().map(str::to_string),
+            start: a.start,
+            end: a.end,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+            created_by: a.created_by.as_deref().map(str::to_string),
+        }
+    }
+
+    /// Back to the model's absence: what start-up restores and the API serves.
+    pub fn to_absence(&self) -> Absence {
+        Absence {
+            id: self.id.as_str().into(),
+            reason: self.reason.as_str().into(),
+            text: self.text.as_deref().map(Into::into),
+            start: self.start,
+            end: self.end,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            created_by: self.created_by.as_deref().map(Into::into),
+        }
+    }
+
     /// The columns in the order the INSERT and UPDATE statements number them (?1..?9), so a
     /// new column is added in one place.
     fn params(&self) -> [&dyn rusqlite::ToSql; 9] {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use presence_hub::auth::hash_token;
+use presence_hub::tokens::hash_token;
 use serde_json::{json, Value};
 use webdriver::{keys, Driver, Session, SessionOptions};
 

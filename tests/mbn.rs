@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use presence_hub::config::Config;
-use presence_hub::sip::{SipAccount, SipSection};
+use presence_hub::sip_server::{SipAccount, SipSection};
 use presence_simulators::mbn::{MbnSim, MbnSimConfig, Misbehave, Status};
 use presence_sip::body::dialog_info;
 use presence_sip::endpoint::{Endpoint, EndpointConfig, Peer, Transport};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use presence_hub::sip::{SipAccount, SipSection};
+use presence_hub::sip_server::{SipAccount, SipSection};
 use presence_sip::auth::answer_challenge;
 use presence_sip::body::{dialog_info, pidf};
 use presence_sip::endpoint::{Endpoint, EndpointConfig, Peer, Transport};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::kamailio::Sipp;
 use common::*;
-use presence_hub::sip::{SipAccount, SipSection};
+use presence_hub::sip_server::{SipAccount, SipSection};
 use serde_json::Value;
 
 fn hub(tag: &str) -> Server {

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::AppError;
 use super::AppState;
-use crate::auth::{authenticate, Caller, Role};
+use super::auth::{authenticate, Caller, Role};
 use presence_actors::metrics::Metrics;
 
 type Data = web::Data<AppState>;

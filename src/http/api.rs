@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::error::AppError;
 use super::AppState;
-use crate::auth::{Admin, Caller, Operator, Role};
+use super::auth::{Admin, Caller, Operator, Role};
 use crate::store::StoredAbsence;
 use presence_actors::directory::{SearchQuery, UserIdx};
 use presence_actors::model::absence::{MAX_ABSENCES_PER_USER, MAX_ABSENCE_TEXT};
@@ -297,34 +297,6 @@ fn new_id() -> String {
     format!("{:016x}{:04x}", h.finish(), COUNTER.load(Ordering::Relaxed) & 0xffff)
 }
 
-fn to_stored(user: &str, a: &Absence) -> StoredAbsence {
-    StoredAbsence {
-        id: a.id.to_string(),
-        user_id: user.to_string(),
-        reason: a.reason.to_string(),
-        text: a.text.as_deref().map(str::to_string),
-        start: a.start,
-        end: a.end,
-        created_at: a.created_at,
-        updated_at: a.updated_at,
-        created_by: a.created_by.as_deref().map(str::to_string),
-    }
-}
-
-/// Converts a stored absence back to the model.
-pub fn from_stored(s: &StoredAbsence) -> Absence {
-    Absence {
-        id: s.id.as_str().into(),
-        reason: s.reason.as_str().into(),
-        text: s.text.as_deref().map(Into::into),
-        start: s.start,
-        end: s.end,
-        created_at: s.created_at,
-        updated_at: s.updated_at,
-        created_by: s.created_by.as_deref().map(Into::into),
-    }
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static) -> Result<T, AppError> {
     web::block(f).await.map_err(|e| AppError::Internal(format!("store task: {e}")))?.map_err(AppError::from)
 }
@@ -337,7 +309,7 @@ pub async fn list_absences(state: Data, caller: Caller, id: web::Path<String>) -
     let uid = id.clone();
     let list = blocking(move || store.absences_for(&uid)).await?;
     let now = now_ms();
-    let out: Vec<_> = list.iter().map(from_stored).filter(|a| !a.is_over(now)).map(|a| absence_out(&state, &id, &a, now)).collect();
+    let out: Vec<_> = list.iter().map(StoredAbsence::to_absence).filter(|a| !a.is_over(now)).map(|a| absence_out(&state, &id, &a, now)).collect();
     Ok(HttpResponse::Ok().json(out))
 }
 
@@ -350,7 +322,7 @@ pub async fn get_absence(state: Data, caller: Caller, path: web::Path<(String, S
     let (u, a) = (id.clone(), aid.clone());
     let found = blocking(move || store.absence(&u, &a)).await?;
     let a = found.ok_or_else(|| AppError::NotFound(format!("no absence {:?} for {:?}", truncate(&aid, 40), truncate(&id, 80))))?;
-    Ok(HttpResponse::Ok().json(absence_out(&state, &id, &from_stored(&a), now_ms())))
+    Ok(HttpResponse::Ok().json(absence_out(&state, &id, &a.to_absence(), now_ms())))
 }
 
 /// `POST /api/users/{id}/absences` (operator): commit, then apply, then acknowledge.
@@ -373,7 +345,7 @@ pub async fn create_absence(
         updated_at: now,
         created_by: Some(caller.name.as_str().into()),
     };
-    let stored = to_stored(&id, &a);
+    let stored = StoredAbsence::from_absence(&id, &a);
     let store = state.store.clone();
     let uid = id.clone();
     blocking(move || {
@@ -422,7 +394,7 @@ pub async fn update_absence(
         updated_at: now,
         created_by: old.created_by.as_deref().map(Into::into),
     };
-    let stored = to_stored(&id, &a);
+    let stored = StoredAbsence::from_absence(&id, &a);
     let store = state.store.clone();
     if !blocking(move || store.update_absence(&stored)).await? {
         return Err(AppError::NotFound("the absence was removed meanwhile".into()));

@@ -78,6 +78,12 @@ impl ResponseError for AppError {
     }
 }
 
+impl From<crate::tokens::MissingRole> for AppError {
+    fn from(e: crate::tokens::MissingRole) -> Self {
+        AppError::Forbidden(e.to_string())
+    }
+}
+
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "Store operation failed.");

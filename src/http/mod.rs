@@ -5,10 +5,11 @@
 //!
 //! Layout: [`api`] (people, absences, signals), [`admin`] (providers, stats, metrics, health,
 //! OpenAPI), [`stream`] (WebSocket and SSE), [`web`] (the web directory and attendant console),
-//! [`error`] (the one error type).
+//! [`error`] (the one error type), [`auth`] (the token extractors).
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod hooks;
 pub mod stream;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use actix_web::web as aw;
 
-use crate::auth::Tokens;
+use crate::tokens::{Role, Tokens};
 use crate::config::Config;
 use crate::store::Store;
 use presence_actors::hub::Hub;
@@ -38,8 +39,11 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Providers' webhook handlers (`/hooks/{provider}/…`).
     pub hooks: presence_actors::provider::Hooks,
-    /// Running the built-in demo (the page may then offer the documented demo tokens).
+    /// Running the built-in demo.
     pub demo: bool,
+    /// Tokens in clear, with their roles, that the sign-in page offers: the demo's documented
+    /// tokens ([`crate::RunOptions::demo_tokens`]); empty otherwise.
+    pub demo_tokens: Vec<(Role, String)>,
     /// Sink for signals pushed through the API (feed "api").
     pub api_sink: presence_actors::hub::SignalSink,
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::error::AppError;
 use super::AppState;
-use crate::auth::{authenticate, Role};
+use super::auth::{authenticate, Role};
 use presence_actors::fanout::{Filter, MAX_FILTER_DEPARTMENTS, MAX_FILTER_USERS};
 use presence_actors::subscriber::{ClientError, Close, Frame, FrameSink, SetFilter, SinkClosed, Subscriber};
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::AppError;
 use super::AppState;
-use crate::auth::{Caller, Role};
+use super::auth::{Caller, Role};
 
 /// One compiled-in file.
 struct Asset {
@@ -86,11 +86,7 @@ type Data = web::Data<AppState>;
 /// zone, the default language, and in the demo the documented demo tokens.
 pub async fn ui(state: Data) -> HttpResponse {
     let c = &state.config;
-    let demo_tokens: Vec<_> = if state.demo {
-        crate::demo::DEMO_TOKENS.iter().map(|(role, token)| serde_json::json!({ "role": role, "token": token })).collect()
-    } else {
-        Vec::new()
-    };
+    let demo_tokens: Vec<_> = state.demo_tokens.iter().map(|(role, token)| serde_json::json!({ "role": role, "token": token })).collect();
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(serde_json::json!({
         "title": c.web.title,
         "time_zone": c.time_zone,
@@ -177,7 +173,7 @@ mod tests {
         use presence_actors::directory::PhoneKind;
         use presence_actors::model::{AbsenceReason, Activity, Availability, Freshness, SlotFreshness, Source};
 
-        use crate::auth::Role;
+        use crate::tokens::Role;
 
         const APP_JS: &str = include_str!("web/app.js");
         const INDEX_HTML: &str = include_str!("web/index.html");

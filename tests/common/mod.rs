@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use presence_hub::auth::{hash_token, Role};
+use presence_hub::tokens::{hash_token, Role};
 use presence_hub::config::{Config, TokenConfig};
 use presence_hub::{run, RunOptions};
 

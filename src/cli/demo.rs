@@ -13,6 +13,9 @@
 //! behind them). Lunches set at the switchboard come from a looping scenario through the
 //! replay provider. The hub's SIP presence server listens on loopback. `presence-hub` with no
 //! arguments runs it on 127.0.0.1:8080.
+//!
+//! Behind the `demo` feature (on by default), as is the `presence-simulators` crate: a
+//! production build (`--no-default-features`) has neither.
 
 use std::path::Path;
 
@@ -37,19 +40,21 @@ use presence_simulators::operator::{Example, OperatorSim, OperatorSimConfig};
 use presence_simulators::pbx::{PbxSim, PbxSimConfig};
 use presence_simulators::sfb::{SfbSim, SfbSimConfig};
 
-use crate::sip::{SipAccount, SipSection};
+use crate::sip_server::{SipAccount, SipSection};
+use crate::tokens::Role;
+use crate::RunOptions;
 
 /// The demo directory (CSV).
-pub const DEMO_CSV: &str = include_str!("../fixtures/directory/demo.csv");
+pub const DEMO_CSV: &str = include_str!("../../fixtures/directory/demo.csv");
 /// The shipped example mapping the demo's Swedish mobile operator uses (TDC's example).
-const TDC_EXAMPLE: &str = include_str!("../fixtures/operators/tdc.toml");
+const TDC_EXAMPLE: &str = include_str!("../../fixtures/operators/tdc.toml");
 /// The Oslo office's extensions start with this; they are on the OmniPCX (O2G), the others on
 /// the SIP PBX.
 const OSLO_PREFIX: &str = "5";
 /// The demo scenario (JSON Lines).
-pub const DEMO_SCENARIO: &str = include_str!("../fixtures/scenarios/demo.jsonl");
+pub const DEMO_SCENARIO: &str = include_str!("../../fixtures/scenarios/demo.jsonl");
 /// The demo's documented tokens, by role.
-pub const DEMO_TOKENS: [(&str, &str); 3] = [("viewer", "demo-viewer"), ("operator", "demo-operator"), ("admin", "demo-admin")];
+pub const DEMO_TOKENS: [(Role, &str); 3] = [(Role::Viewer, "demo-viewer"), (Role::Operator, "demo-operator"), (Role::Admin, "demo-admin")];
 
 /// The simulators the demo's providers talk to; they stop when this is dropped.
 pub struct DemoPeers {
@@ -121,6 +126,12 @@ pub fn entra_ids() -> Vec<String> {
 /// The mailboxes of the demo company.
 pub fn mailboxes() -> Vec<String> {
     column("email")
+}
+
+/// How the hub runs the demo: the demo company as the directory when the store has none, and
+/// the documented tokens ([`DEMO_TOKENS`]), which the sign-in page offers.
+pub fn run_options() -> RunOptions {
+    RunOptions { demo: true, demo_directory: Some(DEMO_CSV), demo_tokens: DEMO_TOKENS.iter().map(|(r, t)| (*r, t.to_string())).collect() }
 }
 
 /// The demo configuration: starts the simulators on loopback, and sets up the providers that
@@ -271,6 +282,22 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
         ..SipSection::default()
     };
     Ok((base, DemoPeers { graph, calendar, pbx, sfb, o2g, mbn, operator }))
+}
+
+/// Prints where the demo runs and how to reach it (URLs, tokens, the SIP account) to stdout.
+pub fn print_banner(cfg: &Config, addr: std::net::SocketAddr) {
+    let h = cfg.http.scheme();
+    let w = if h == "https" { "wss" } else { "ws" };
+    println!("presence-hub demo running at {h}://{addr}/");
+    println!("  Web:    {h}://{addr}/               (sign in with demo-operator or demo-viewer)");
+    println!("  API:    {h}://{addr}/api/users?q=asa   (Authorization: Bearer demo-viewer)");
+    println!("  Stream: {h}://{addr}/api/events        (SSE)  {w}://{addr}/api/stream (WebSocket)");
+    println!("  Tokens: {}", DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({})", r.as_str())).collect::<Vec<_>>().join(", "));
+    println!(
+        "  SIP:    sip:EXTENSION@{} (UDP/TCP; SUBSCRIBE presence or dialog, PUBLISH), digest {} / {}",
+        cfg.sip.listen, DEMO_SIP_ACCOUNT.0, DEMO_SIP_ACCOUNT.1
+    );
+    println!("  Data:   {}", cfg.data_dir.display());
 }
 
 fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {

@@ -1,8 +1,15 @@
-//! The hub as a SIP presence server (`[sip]`): SIP phones, attendant consoles and presence
-//! clients SUBSCRIBE to `presence` (NOTIFY with PIDF + RPID of the merged state) or `dialog`
-//! (NOTIFY with dialog-info, so BLF keys light with the merged state), and SIP endpoints
-//! PUBLISH their presence (RFC 3903) as one more source (`sip`). UDP and TCP on one port;
-//! digest authentication.
+//! The hub as a SIP presence server (`[sip]`). It is two things at once:
+//!
+//! - a **built-in source**: SIP endpoints PUBLISH their presence (RFC 3903), and each
+//!   publication is a signal of source `sip` (feed `sip`), merged like any provider's;
+//! - a **subscriber** of the merged state: SIP phones, attendant consoles and presence clients
+//!   SUBSCRIBE to `presence` (NOTIFY with PIDF + RPID of the merged state) or `dialog` (NOTIFY
+//!   with dialog-info, so BLF keys light with the merged state), fed by the same fan-out as the
+//!   WebSocket and SSE streams.
+//!
+//! UDP and TCP on one port; digest authentication. Not to be confused with `sip/` (the crate
+//! `presence-sip`, the SIP stack this server is built on) or `providers/src/sip/` (the sources
+//! that SUBSCRIBE to other presence servers and PBXs).
 //!
 //! - [`server`]: the server task (subscriptions, NOTIFY pacing, the event state compositor).
 //! - [`render`]: merged view → PIDF / dialog-info.

@@ -1,0 +1,14 @@
+//! What only the `presence-hub` command line needs, kept out of the hub's library modules:
+//! the built-in demo and the two benchmark commands. Errors here are `anyhow` (they end at the
+//! command line); the library modules use their own `thiserror` types.
+//!
+//! - `demo`: the built-in demo company and its simulators (`presence-hub` with no
+//!   `--config`). Behind the `demo` feature, on by default; a production build
+//!   (`cargo build --release --no-default-features`) has neither it nor the simulators.
+//! - [`bench`]: `presence-hub bench`, the hub's benchmark.
+//! - [`bench_sip`]: `presence-hub bench-sip`, a SIP presence workload against a presence server.
+
+pub mod bench;
+pub mod bench_sip;
+#[cfg(feature = "demo")]
+pub mod demo;
