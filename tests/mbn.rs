@@ -1,6 +1,6 @@
 //! End-to-end tests of the Telenor Mobilt Bedriftsnett provider (`telenor_mbn`) through the hub,
 //! against the in-repo MBN simulator on loopback (which speaks the shapes we assumed, see
-//! `providers/src/mbn/wire.rs`): a mobile call lights a BLF lamp on the hub's SIP server and
+//! `providers/src/mbn/parse.rs`): a mobile call lights a BLF lamp on the hub's SIP server and
 //! reaches a WebSocket subscriber; a lost monitor shows the source stale (never Offline) until a
 //! new monitor and a resync bring it back; an expired token is replaced without losing events;
 //! an illness absence shows as Sick and out of office with its text and ends on time; malformed
@@ -457,7 +457,7 @@ async fn a_stalled_peer_is_stale_after_repeated_timeouts_and_live_when_it_answer
     eprintln!("MBN stalled → stale after {:?}", t0.elapsed());
     let p = provider(&s).await;
     assert_eq!((p["up"].as_bool(), p["state"].as_str()), (Some(false), Some("down")), "{p}");
-    assert!(p["last_error"].as_str().unwrap().contains("timed out"), "{p}");
+    assert!(p["last_error"].as_str().unwrap().contains("no answer within"), "{p}");
     // Events queued meanwhile are not lost: the cursor holds them.
     sim.call_start(ASA);
     sim.misbehave(Misbehave::default());

@@ -47,6 +47,32 @@ impl Default for Xorshift {
     }
 }
 
+/// JSON's punctuation, bad escapes, numbers and bytes: the part of the vocabulary every JSON
+/// parser's mutation test shares (each adds its own field snippets).
+pub(crate) const JSON_TOKENS: &[&[u8]] =
+    &[b"{", b"}", b"[", b"]", b",", b":", b"null", b"\"", b"\\u0000", b"\\ud800", b"1e999", b"-1", b"\xff\xfe"];
+
+/// The repository's fixture `path` (below `fixtures/`, e.g. `mbn/token.json`).
+pub(crate) fn fixture(path: &str) -> Vec<u8> {
+    let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+/// The files of the fixture folder `dir` (below `fixtures/`, e.g. `operators/tdc`) whose names
+/// end in `.{ext}`, as `(file name, contents)`, sorted by name; a folder without any fails the
+/// test.
+pub(crate) fn fixture_files(dir: &str, ext: &str) -> Vec<(String, Vec<u8>)> {
+    let full = format!("{}/../fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(&full)
+        .unwrap_or_else(|e| panic!("{full}: {e}"))
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.strip_suffix(ext).is_some_and(|stem| stem.ends_with('.')))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "{full} has no .{ext} fixtures");
+    names.into_iter().map(|n| (n.clone(), fixture(&format!("{dir}/{n}")))).collect()
+}
+
 /// What a letter or digit may become.
 const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_";
 
@@ -148,6 +174,16 @@ mod tests {
             assert_eq!(x, b.below(n));
             assert!(x < n.max(1));
         }
+    }
+
+    #[test]
+    fn fixtures_are_read_by_path_and_by_folder() {
+        let token = fixture("mbn/token.json");
+        let all = fixture_files("mbn", "json");
+        assert!(all.iter().all(|(n, _)| n.ends_with(".json")), "the README is not a fixture");
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "sorted by name");
+        assert_eq!(all.iter().find(|(n, _)| n == "token.json").map(|(_, b)| b), Some(&token));
+        assert!(JSON_TOKENS.contains(&&b"null"[..]));
     }
 
     #[test]

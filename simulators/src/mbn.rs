@@ -5,7 +5,7 @@
 //! an enterprise monitor of all users and devices) and the data (device status available /
 //! busy / offline; absences such as meeting, illness, holiday). **The payloads and the event
 //! transport are not public**: this simulator speaks the shapes the provider assumes
-//! (`presence_providers::mbn::wire` documents them), with the same invented names:
+//! (`presence_providers::mbn::parse` documents them), with the same invented names:
 //!
 //! - `POST /oauth/v2/token` (Basic client auth, form `grant_type=password&username&password`)
 //!   → `{access_token, token_type, expires_in}`; `invalid_client` / `invalid_grant` otherwise.
@@ -940,7 +940,8 @@ async fn status_list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_providers::mbn::wire;
+    use presence_providers::common::{http, oauth};
+    use presence_providers::mbn::parse;
 
     struct Client {
         http: reqwest::Client,
@@ -957,28 +958,28 @@ mod tests {
             .post(sim.token_url())
             .basic_auth(&cfg.client_id, Some(&cfg.client_secret))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(wire::password_grant_form(&cfg.username, &cfg.password, None))
+            .body(oauth::password_form(&cfg.username, &cfg.password, None))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let access = wire::parse_token(&r.bytes().await.unwrap()).unwrap().access_token;
+        let access = oauth::parse_token_response(&r.bytes().await.unwrap()).unwrap().access_token;
         let base = sim.base_url();
         let r = http.get(format!("{base}/catalog/userInfo")).bearer_auth(&access).send().await.unwrap();
         assert_eq!(
-            wire::parse_user_info(&r.bytes().await.unwrap()).unwrap().company_id.as_deref(),
+            parse::parse_user_info(&r.bytes().await.unwrap()).unwrap().company_id.as_deref(),
             Some("NO-987654321")
         );
         let r = http.post(format!("{base}/status/token")).bearer_auth(&access).send().await.unwrap();
-        let status = wire::parse_status_token(&r.bytes().await.unwrap()).unwrap().token;
+        let status = parse::parse_status_token(&r.bytes().await.unwrap()).unwrap().token;
         let r = http
             .post(format!("{base}/csta/authentication/token"))
             .bearer_auth(&access)
-            .body(wire::csta_login_body(&status))
+            .body(parse::csta_login_body(&status))
             .send()
             .await
             .unwrap();
-        let csta = wire::parse_csta_token(&r.bytes().await.unwrap()).unwrap().token;
+        let csta = parse::parse_csta_token(&r.bytes().await.unwrap()).unwrap().token;
         Client { http, base, access, status, csta }
     }
 
@@ -988,27 +989,27 @@ mod tests {
                 .http
                 .post(format!("{}/csta/monitor/enterprise", self.base))
                 .bearer_auth(&self.access)
-                .header(wire::HEADER_CSTA_TOKEN, &self.csta)
-                .body(wire::monitor_start_body(Some("NO-987654321"), 60))
+                .header(parse::HEADER_CSTA_TOKEN, &self.csta)
+                .body(parse::monitor_start_body(Some("NO-987654321"), 60))
                 .send()
                 .await
                 .unwrap();
             assert_eq!(r.status(), 201);
-            wire::parse_monitor(&r.bytes().await.unwrap()).unwrap().id
+            parse::parse_monitor(&r.bytes().await.unwrap()).unwrap().id
         }
 
         async fn poll(&self, monitor: &str, wait: u64, cursor: Option<&str>) -> (u16, Vec<u8>) {
             let url = format!(
                 "{}{}?{}",
                 self.base,
-                wire::path_with_id(wire::PATH_EVENTS, monitor),
-                wire::events_query(wait, cursor)
+                parse::path_with_id(parse::PATH_EVENTS, monitor),
+                parse::events_query(wait, cursor)
             );
             let r = self
                 .http
                 .get(url)
                 .bearer_auth(&self.access)
-                .header(wire::HEADER_CSTA_TOKEN, &self.csta)
+                .header(parse::HEADER_CSTA_TOKEN, &self.csta)
                 .send()
                 .await
                 .unwrap();
@@ -1036,7 +1037,7 @@ mod tests {
             .post(sim.token_url())
             .basic_auth(&cfg.client_id, Some("wrong"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(wire::password_grant_form(&cfg.username, &cfg.password, None))
+            .body(oauth::password_form(&cfg.username, &cfg.password, None))
             .send()
             .await
             .unwrap();
@@ -1045,11 +1046,11 @@ mod tests {
             .post(sim.token_url())
             .basic_auth(&cfg.client_id, Some(&cfg.client_secret))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(wire::password_grant_form(&cfg.username, "wrong", None))
+            .body(oauth::password_form(&cfg.username, "wrong", None))
             .send()
             .await
             .unwrap();
-        assert_eq!(wire::parse_error(&r.bytes().await.unwrap()).unwrap().code.as_deref(), Some("invalid_grant"));
+        assert_eq!(oauth::parse_oauth_error(&r.bytes().await.unwrap()).unwrap().error, "invalid_grant");
 
         let c = login(&sim).await;
         // The status list.
@@ -1057,11 +1058,11 @@ mod tests {
             .http
             .get(format!("{}/status/users", c.base))
             .bearer_auth(&c.access)
-            .header(wire::HEADER_STATUS_TOKEN, &c.status)
+            .header(parse::HEADER_STATUS_TOKEN, &c.status)
             .send()
             .await
             .unwrap();
-        let page = wire::parse_status_list(&r.bytes().await.unwrap()).unwrap();
+        let page = parse::parse_status_list(&r.bytes().await.unwrap()).unwrap();
         assert_eq!(page.users.len(), 2);
         assert_eq!(page.users[0].as_ref().unwrap().party.msisdn.as_deref(), Some("+46721281605"));
         assert_eq!(page.next_page, None);
@@ -1083,23 +1084,23 @@ mod tests {
         t.join().unwrap();
         assert_eq!(status, 200);
         assert!(t0.elapsed() < Duration::from_secs(5));
-        let batch = wire::parse_events(&body).unwrap();
+        let batch = parse::parse_events(&body).unwrap();
         let kinds: Vec<_> = batch.events.into_iter().map(|e| e.unwrap().kind).collect();
-        assert!(matches!(&kinds[0], wire::EventKind::Call { state: wire::CallState::Connected, .. }));
-        assert_eq!(kinds[1], wire::EventKind::DeviceStatus(wire::DeviceStatus::Busy));
+        assert!(matches!(&kinds[0], parse::EventKind::Call { state: parse::CallState::Connected, .. }));
+        assert_eq!(kinds[1], parse::EventKind::DeviceStatus(parse::DeviceStatus::Busy));
         let cursor = batch.cursor.unwrap();
         // Absence, malformed events, removal — in order, from the cursor.
         sim.set_absence("0721281605", "ILLNESS", 1_000, Some(2_000), Some("Sjuk"));
         sim.inject_malformed(6);
         sim.clear_absence("+46721281605");
         let (_, body) = c.poll(&m, 1, Some(&cursor)).await;
-        let batch = wire::parse_events(&body).unwrap();
+        let batch = parse::parse_events(&body).unwrap();
         assert_eq!(batch.events.len(), 8);
         assert_eq!(batch.events.iter().filter(|e| e.is_err()).count(), 6);
         assert!(
-            matches!(&batch.events[0], Ok(e) if matches!(&e.kind, wire::EventKind::Absence(a) if a.kind == "illness"))
+            matches!(&batch.events[0], Ok(e) if matches!(&e.kind, parse::EventKind::Absence(a) if a.kind == "illness"))
         );
-        assert!(matches!(&batch.events[7], Ok(e) if matches!(e.kind, wire::EventKind::AbsenceRemoved { .. })));
+        assert!(matches!(&batch.events[7], Ok(e) if matches!(e.kind, parse::EventKind::AbsenceRemoved { .. })));
         let cursor = batch.cursor.unwrap();
         // A lost cursor: 410; a lost monitor: 404; expired tokens: 401 40106.
         sim.forget_cursors();
@@ -1111,7 +1112,7 @@ mod tests {
         sim.expire_tokens();
         let (status, body) = c.poll(&m, 0, None).await;
         assert_eq!(status, 401);
-        assert!(wire::parse_error(&body).unwrap().token_rejected());
+        assert!(http::error_text(&body).starts_with("40106:"), "access token expired");
         // 503s with Retry-After.
         let c = login(&sim).await;
         sim.misbehave(Misbehave { fail_next: 1, ..Misbehave::default() });

@@ -879,7 +879,7 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_providers::operator::{mapping::CallState, OperatorConfig};
+    use presence_providers::operator::{CallState, OperatorConfig};
 
     #[derive(serde::Deserialize)]
     struct File {

@@ -9,6 +9,7 @@
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
 //! - [`secret`]: random secrets from the operating system.
+//! - [`task`]: a provider's task from its runtime's `run`.
 //!
 //! A provider uses these and keeps only what is its own: its wire formats (`parse.rs`), its
 //! mapping to signals (`map.rs`) and its state machine (`runtime.rs`).
@@ -22,3 +23,12 @@ pub mod oauth;
 pub mod secret;
 #[cfg(test)]
 pub(crate) mod test_peer;
+
+/// A provider's task from its runtime's `run` future, which returns only once shutdown has come
+/// and the graceful stop is done: the supervisor then gets `Ok` (see [`crate::ProviderTask`]).
+pub fn task(run: impl std::future::Future<Output = ()> + 'static) -> crate::ProviderTask {
+    Box::pin(async move {
+        run.await;
+        Ok(())
+    })
+}

@@ -7,35 +7,38 @@
 //! system user ("API User", created in *Min Bedrift*) and the partner's client id and secret,
 //! then `catalog/userInfo`, a token from `status/token`, a login to the CSTA interface at
 //! `/csta/authentication/token`, and an *enterprise monitor* of all users and devices. **The
-//! payloads and the event transport are not public**: [`wire`] holds every shape we assumed
+//! payloads and the event transport are not public**: [`parse`] holds every shape we assumed
 //! (field names, enum spellings, header names, the long-polling event queue with a cursor) in
 //! one module, and the paths are configurable, so the real specification replaces them in one
 //! place.
 //!
-//! - [`wire`]: pure parsers and request builders (assumed shapes, documented there).
-//! - [`state`]: per-person state (lines, calls, absences) and the two signals it implies —
+//! - [`parse`]: pure parsers and request builders (assumed shapes, documented there).
+//! - [`map`]: per-person state (lines, calls, absences) and the two signals it implies —
 //!   source `mobile`, instance `{name}` for the phone and `{name}-absence` for the absence (the
 //!   provider's configured name), mapped through the hub's absence reason list.
 //! - [`runtime`]: the task — login chain, monitor start and keep-alive, long polling, re-login
 //!   on `401`/expiry, a new monitor and a resync (the status list) after a gap, feed health.
 //!
-//! People are found by their mobile number through the directory (E.164 or national form; the
-//! directory's number plan normalises), else by an external id `mbn:{userId}`.
+//! Calls, the token request, back-off, JSON decoding and form encoding are the providers'
+//! toolkit's ([`crate::common`]). People are found by their mobile number through the
+//! directory (E.164 or national form; the directory's number plan normalises), else by an
+//! external id `mbn:{userId}`.
 
+pub mod map;
+pub mod parse;
 pub mod runtime;
-pub mod state;
-pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 
+use crate::common::{self, defaults};
 use crate::{BuildError, ProviderTask};
 use presence_actors::provider::ProviderContext;
 
 /// The paths of the API below `base_url`. The first three are Telenor's documented step names;
-/// the rest are assumed (see [`wire`]). `{id}` stands for the monitor id.
+/// the rest are assumed (see [`parse`]). `{id}` stands for the monitor id.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MbnPaths {
@@ -58,13 +61,13 @@ pub struct MbnPaths {
 impl Default for MbnPaths {
     fn default() -> Self {
         MbnPaths {
-            user_info: wire::PATH_USER_INFO.into(),
-            status_token: wire::PATH_STATUS_TOKEN.into(),
-            csta_token: wire::PATH_CSTA_TOKEN.into(),
-            monitor_start: wire::PATH_MONITOR_START.into(),
-            monitor: wire::PATH_MONITOR.into(),
-            events: wire::PATH_EVENTS.into(),
-            status_list: wire::PATH_STATUS_LIST.into(),
+            user_info: parse::PATH_USER_INFO.into(),
+            status_token: parse::PATH_STATUS_TOKEN.into(),
+            csta_token: parse::PATH_CSTA_TOKEN.into(),
+            monitor_start: parse::PATH_MONITOR_START.into(),
+            monitor: parse::PATH_MONITOR.into(),
+            events: parse::PATH_EVENTS.into(),
+            status_list: parse::PATH_STATUS_LIST.into(),
         }
     }
 }
@@ -92,22 +95,22 @@ pub struct MbnConfig {
     #[serde(default)]
     pub scope: Option<String>,
     /// Longest wait of one event poll, in seconds (the server answers earlier when events come).
-    #[serde(default = "default_poll_wait")]
+    #[serde(default = "defaults::u64_::<25>")]
     pub poll_wait_secs: u64,
     /// Monitor lifetime asked for, in seconds.
-    #[serde(default = "default_monitor_expires")]
+    #[serde(default = "defaults::u64_::<600>")]
     pub monitor_expires_secs: u64,
     /// Refresh the monitor this often, in seconds (at the latest at half its lifetime).
-    #[serde(default = "default_monitor_refresh")]
+    #[serde(default = "defaults::u64_::<240>")]
     pub monitor_refresh_secs: u64,
     /// Timeout of a request, in seconds (an event poll gets its wait on top).
-    #[serde(default = "default_request_timeout")]
+    #[serde(default = "defaults::u64_::<10>")]
     pub request_timeout_secs: u64,
     /// Consecutive failures after which the feed is marked down (its signals show stale).
-    #[serde(default = "default_failures_before_down")]
+    #[serde(default = "defaults::u32_::<3>")]
     pub failures_before_down: u32,
     /// Longest wait between retries, in seconds.
-    #[serde(default = "default_max_backoff")]
+    #[serde(default = "defaults::u64_::<30>")]
     pub max_backoff_secs: u64,
     /// MBN absence type → hub absence reason code, over the defaults (`illness = "sick"`,
     /// `holiday = "vacation"`, `meeting = "meeting"`, `lunch = "lunch"`…; unmapped types are
@@ -143,30 +146,12 @@ impl fmt::Debug for MbnConfig {
 }
 
 fn default_token_url() -> String {
-    wire::DEFAULT_TOKEN_URL.into()
-}
-fn default_poll_wait() -> u64 {
-    25
-}
-fn default_monitor_expires() -> u64 {
-    600
-}
-fn default_monitor_refresh() -> u64 {
-    240
-}
-fn default_request_timeout() -> u64 {
-    10
-}
-fn default_failures_before_down() -> u32 {
-    3
-}
-fn default_max_backoff() -> u64 {
-    30
+    parse::DEFAULT_TOKEN_URL.into()
 }
 
 impl MbnConfig {
-    /// A configuration with every optional setting at its default (what the config file gives
-    /// when only the required keys are written).
+    /// A configuration with every optional setting at its default: what the config file gives
+    /// when only the required keys are written.
     pub fn new(
         name: &str,
         base_url: &str,
@@ -175,24 +160,11 @@ impl MbnConfig {
         username: &str,
         password: &str,
     ) -> Self {
-        MbnConfig {
-            name: name.into(),
-            base_url: base_url.into(),
-            token_url: default_token_url(),
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
-            username: username.into(),
-            password: password.into(),
-            scope: None,
-            poll_wait_secs: default_poll_wait(),
-            monitor_expires_secs: default_monitor_expires(),
-            monitor_refresh_secs: default_monitor_refresh(),
-            request_timeout_secs: default_request_timeout(),
-            failures_before_down: default_failures_before_down(),
-            max_backoff_secs: default_max_backoff(),
-            absence_reasons: BTreeMap::new(),
-            paths: MbnPaths::default(),
-        }
+        let required = serde_json::json!({
+            "name": name, "base_url": base_url, "client_id": client_id, "client_secret": client_secret,
+            "username": username, "password": password,
+        });
+        serde_json::from_value(required).expect("the required keys are strings")
     }
 
     /// Checks the settings.
@@ -217,26 +189,18 @@ impl MbnConfig {
         if self.scope.as_ref().is_some_and(|s| s.len() > 1024) {
             return bad("scope is longer than 1024 bytes".into());
         }
-        if !(1..=300).contains(&self.poll_wait_secs) {
-            return bad("poll_wait_secs must be 1-300".into());
-        }
-        if !(30..=86_400).contains(&self.monitor_expires_secs) {
-            return bad("monitor_expires_secs must be 30-86400".into());
-        }
-        if self.monitor_refresh_secs < 5 || self.monitor_refresh_secs >= self.monitor_expires_secs {
-            return bad("monitor_refresh_secs must be at least 5 and less than monitor_expires_secs".into());
-        }
-        if !(1..=120).contains(&self.request_timeout_secs) {
-            return bad("request_timeout_secs must be 1-120".into());
-        }
-        if !(1..=100).contains(&self.failures_before_down) {
-            return bad("failures_before_down must be 1-100".into());
-        }
-        if !(1..=3600).contains(&self.max_backoff_secs) {
-            return bad("max_backoff_secs must be 1-3600".into());
-        }
+        let range = |field: &str, v: u64, r: std::ops::RangeInclusive<u64>| {
+            defaults::check_range(field, v, r).map_err(|m| BuildError::Invalid(format!("provider {}: {m}", self.name)))
+        };
+        range("poll_wait_secs", self.poll_wait_secs, 1..=300)?;
+        range("monitor_expires_secs", self.monitor_expires_secs, 30..=86_400)?;
+        // Refreshed before it expires.
+        range("monitor_refresh_secs", self.monitor_refresh_secs, 5..=self.monitor_expires_secs - 1)?;
+        range("request_timeout_secs", self.request_timeout_secs, 1..=120)?;
+        range("failures_before_down", self.failures_before_down.into(), 1..=100)?;
+        range("max_backoff_secs", self.max_backoff_secs, 1..=3600)?;
         for (kind, code) in &self.absence_reasons {
-            if wire::absence_kind(kind).is_none() {
+            if parse::absence_kind(kind).is_none() {
                 return bad(format!(
                     "absence_reasons: {kind:?} is not an absence type (1-32 letters, digits, _ - or spaces)"
                 ));
@@ -280,11 +244,7 @@ impl MbnConfig {
 /// The provider's task.
 pub fn task(config: &MbnConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     config.validate()?;
-    let rt = runtime::Runtime::new(ctx, config.clone());
-    Ok(Box::pin(async move {
-        rt.run().await;
-        Ok(())
-    }))
+    Ok(common::task(runtime::Runtime::new(ctx, config.clone()).run()))
 }
 
 #[cfg(test)]
@@ -309,6 +269,13 @@ mod tests {
     fn mbn_config_defaults_and_validation() {
         let c = parse(json!({})).unwrap();
         assert_eq!(c.token_url, "https://api.telenor.no/oauth/v2/token");
+        assert_eq!(
+            (c.poll_wait_secs, c.monitor_expires_secs, c.monitor_refresh_secs, c.request_timeout_secs),
+            (25, 600, 240, 10)
+        );
+        assert_eq!((c.failures_before_down, c.max_backoff_secs, c.scope.as_deref()), (3, 30, None));
+        let n = MbnConfig::new("mbn", "https://mbn.example/api", "c", "s", "u", "p");
+        assert_eq!(format!("{n:?}"), format!("{c:?}"), "new() is the file with only the required keys");
         assert_eq!(c.paths, MbnPaths::default());
         assert_eq!(c.url(&c.paths.user_info), "https://mbn.example/api/catalog/userInfo");
         assert!(!format!("{c:?}").contains("\"p\""), "the password is not logged");

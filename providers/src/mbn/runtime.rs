@@ -5,23 +5,30 @@
 //! One tokio task owns all state and goes round one loop ([`Runtime::run`]):
 //!
 //! 1. **Login** (at start, when the session is near its expiry, after a `401`): the OAuth2
-//!    password grant, `catalog/userInfo`, `status/token`, `/csta/authentication/token`. The
-//!    monitor and its cursor survive a re-login, so no event is lost. A second `401` in a row
-//!    (a token that works for nothing) is a failure and backs off.
+//!    password grant with the partner's client id and secret as HTTP Basic (the toolkit's
+//!    [`oauth::request_token`]), `catalog/userInfo`, `status/token`,
+//!    `/csta/authentication/token`. The monitor and its cursor survive a re-login, so no event
+//!    is lost. A second `401` in a row (a token that works for nothing) is a failure and backs
+//!    off.
 //! 2. **Monitor**: started once, refreshed every `monitor_refresh_secs` (at the latest at half
 //!    its lifetime). A `404`/`410` on a refresh or a poll means the monitor or the cursor is
-//!    gone: events may have been missed, so the feed is marked down at once (its signals show
-//!    stale — never Offline), the old monitor is dropped, a new one started and everyone resynced.
+//!    gone ([`gone`]): events may have been missed, so the feed is marked down at once (its
+//!    signals show stale — never Offline), the old monitor is dropped, a new one started and
+//!    everyone resynced.
 //! 3. **Resync** (after each new monitor): the status list, page by page, replaces what is
 //!    known; events queued meanwhile that are older than a line's snapshot are superseded.
 //!    Then the feed is up.
 //! 4. **Poll**: one long poll at a time, no longer than the next monitor refresh or session
 //!    renewal; each event is applied and the person's signals sent when they change.
 //!
-//! Other failures (unreachable, `5xx`, `429`, unreadable answers) back off exponentially from
-//! 0.5 s to `max_backoff_secs`, honouring `Retry-After`; after `failures_before_down` in a row
-//! the feed is marked down until a poll or resync succeeds. Once a second (also while a poll
-//! waits) absences that start or end are re-evaluated and the health details refreshed.
+//! Every call goes through the toolkit ([`http::send`]): its answer is read in bounded chunks
+//! (at most [`parse::MAX_BODY`]) within a deadline — `request_timeout_secs`, and for a long
+//! poll its wait on top — and every failure is one [`CallError`]. Other failures than a lost
+//! monitor (unreachable, timed out, `5xx`, `429`, unreadable answers) back off with jitter
+//! ([`Backoff`], from 0.5 s doubling to `max_backoff_secs`), never less than a `Retry-After`;
+//! after `failures_before_down` in a row the feed is marked down until a poll or resync
+//! succeeds. Once a second (also while a poll waits) absences that start or end are
+//! re-evaluated and the health details refreshed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -29,15 +36,20 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::state::{self, Line, Outcome, Person, Phone, Reasons};
-use super::wire::{self, EventKind, Party, UserInfo};
+use super::map::{self, Line, Outcome, Person, Phone, Reasons};
+use super::parse::{self, EventKind, Party, UserInfo};
 use super::MbnConfig;
+use crate::common::backoff::Backoff;
+use crate::common::http::{self, CallError, Limits};
+use crate::common::oauth;
 use presence_actors::directory::UserIdx;
 use presence_actors::model::{now_ms, rfc3339, Signal, UnixMs};
 use presence_actors::provider::ProviderContext;
 
 /// First wait after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Wait assumed when MBN answers `429` without `Retry-After` (the back-off decides then).
+const DEFAULT_RETRY: Duration = Duration::ZERO;
 /// How often absences and health are re-evaluated.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Most status list pages read in one resync.
@@ -55,88 +67,55 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A renewal or refresh due within this long is done now (a poll waits whole seconds).
 const DUE_SLACK: Duration = Duration::from_secs(1);
 
-/// Why a call to MBN failed.
+/// True when a failed monitor refresh or poll says the monitor or its cursor is gone
+/// (`404`/`410`). Elsewhere (login, monitor start, status list) those are plain failures.
+fn gone(e: &CallError) -> bool {
+    matches!(e.status(), Some(404 | 410))
+}
+
+/// True when MBN refused the session's token (`401`, e.g. code 40106: expired).
+fn token_refused(e: &CallError) -> bool {
+    e.status() == Some(401)
+}
+
+/// Why a round ended early. The same `404` means "gone" on a monitor's refresh or poll and a
+/// wrong path elsewhere, so the calls that can lose the monitor say so where they fail.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CallError {
-    /// The token endpoint refused the credentials (`400`/`401`/`403`).
-    #[error("login refused: {0}")]
-    Login(String),
-    /// The API refused the token (`401`, e.g. code 40106: expired).
-    #[error("token refused (401): {0}")]
-    Unauthorized(String),
-    /// The monitor or the cursor is gone (`404`/`410` on a poll or a refresh).
-    #[error("monitor or cursor gone (HTTP {0})")]
-    Gone(u16),
-    /// Another error status.
-    #[error("HTTP {status}: {message}")]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// Code and message of the error body, if any.
-        message: String,
-        /// `Retry-After`, if given.
-        retry_after: Option<Duration>,
-    },
-    /// The answer could not be read.
-    #[error("bad answer: {0}")]
-    Parse(#[from] wire::ParseError),
-    /// The peer could not be reached, or did not answer in time.
-    #[error("unreachable: {0}")]
-    Http(String),
+enum Failure {
+    /// A call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The monitor or its cursor is gone ([`gone`]).
+    #[error("monitor or cursor gone: {0}")]
+    MonitorGone(CallError),
 }
 
-/// An HTTP answer, read (bounded).
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn error_text(&self) -> String {
-        match wire::parse_error(&self.body) {
-            Some(e) => match (e.code, e.message) {
-                (Some(c), Some(m)) => format!("{c}: {m}"),
-                (Some(x), None) | (None, Some(x)) => x,
-                (None, None) => String::new(),
-            },
-            None => String::new(),
+impl Failure {
+    /// A monitor call's failure: [`Failure::MonitorGone`] when [`gone`].
+    fn of_monitor(e: CallError) -> Failure {
+        if gone(&e) {
+            Failure::MonitorGone(e)
+        } else {
+            Failure::Call(e)
         }
     }
 }
 
-/// Sends a request and reads its answer, at most [`wire::MAX_BODY`] bytes. An owned future, so
-/// the task can do housekeeping while a long poll waits.
-async fn send(req: reqwest::RequestBuilder) -> Result<Answer, CallError> {
-    let describe = |e: reqwest::Error| CallError::Http(if e.is_timeout() { "timed out".into() } else { e.to_string() });
-    let mut res = req.send().await.map_err(describe)?;
-    let status = res.status().as_u16();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(wire::retry_after_secs)
-        .map(Duration::from_secs);
-    let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(describe)? {
-        if body.len() + chunk.len() > wire::MAX_BODY {
-            return Err(wire::ParseError::TooLarge { len: body.len() + chunk.len(), max: wire::MAX_BODY }.into());
-        }
-        body.extend_from_slice(&chunk);
+impl From<parse::ParseError> for Failure {
+    fn from(e: parse::ParseError) -> Self {
+        Failure::Call(e.into())
     }
-    Ok(Answer { status, retry_after, body })
 }
 
-/// The body of a 2xx answer, else the error it stands for. `gone` lets `404`/`410` mean "the
-/// monitor or cursor is gone".
-fn check(a: Answer, gone: bool) -> Result<Vec<u8>, CallError> {
-    match a.status {
-        200..=299 => Ok(a.body),
-        401 => Err(CallError::Unauthorized(a.error_text())),
-        404 | 410 if gone => Err(CallError::Gone(a.status)),
-        status => Err(CallError::Status { status, message: a.error_text(), retry_after: a.retry_after }),
-    }
+/// One call within `limits` (JSON accepted): the body of a 2xx answer, else the failure it
+/// stands for. An owned future, so the task can do housekeeping while a long poll waits.
+async fn call(req: reqwest::RequestBuilder, limits: Limits) -> Result<Vec<u8>, CallError> {
+    http::send(req.header("accept", "application/json"), limits).await?.into_body(DEFAULT_RETRY)
+}
+
+/// `req` with a JSON body.
+fn with_json(req: reqwest::RequestBuilder, body: String) -> reqwest::RequestBuilder {
+    req.header("content-type", "application/json").body(body)
 }
 
 /// Which interface's token a call carries besides the bearer token.
@@ -161,6 +140,8 @@ struct Monitor {
     id: String,
     refresh_at: Instant,
     expires_at: UnixMs,
+    /// A poll of it has succeeded.
+    polled: bool,
 }
 
 /// Counters for the health details.
@@ -190,7 +171,7 @@ pub struct Runtime {
     cfg: MbnConfig,
     reasons: Reasons,
     /// The slots' instances (the provider's name, `{name}-absence`).
-    instances: state::Instances,
+    instances: map::Instances,
     session: Option<Session>,
     /// `401`s since the last successful call: the first logs in again at once, more in a row
     /// are failures (backoff) — a token that works for nothing must not make a login loop.
@@ -205,7 +186,7 @@ pub struct Runtime {
     unresolved: HashSet<String>,
     logged_unknown: HashSet<String>,
     failures: u32,
-    backoff: Duration,
+    backoff: Backoff,
     last_housekeeping: Instant,
     stats: Stats,
 }
@@ -224,7 +205,7 @@ impl Runtime {
     /// Builds the task's state.
     pub fn new(ctx: ProviderContext, cfg: MbnConfig) -> Runtime {
         let reasons = Reasons::new(&cfg.absence_reasons, &ctx.sink.policy().absence_reasons);
-        let instances = state::Instances::of(&ctx.name);
+        let instances = map::Instances::of(&ctx.name);
         Runtime {
             instances,
             ctx,
@@ -241,7 +222,7 @@ impl Runtime {
             unresolved: HashSet::new(),
             logged_unknown: HashSet::new(),
             failures: 0,
-            backoff: FIRST_BACKOFF,
+            backoff: Backoff::new(FIRST_BACKOFF, Duration::from_secs(cfg.max_backoff_secs)),
             last_housekeeping: Instant::now(),
             stats: Stats::default(),
             cfg,
@@ -266,20 +247,21 @@ impl Runtime {
         self.stop().await;
     }
 
-    /// One round: whatever is due, then one poll; errors handled (with a backoff when needed).
+    /// One round: whatever is due, then one poll; errors handled (with a back-off when needed).
     async fn step(&mut self) {
         self.housekeeping();
         match self.advance().await {
             Ok(()) => {
                 self.failures = 0;
-                self.backoff = FIRST_BACKOFF;
+                self.backoff.reset();
             }
-            Err(e) => self.on_error(e).await,
+            Err(Failure::MonitorGone(e)) => self.monitor_lost(e).await,
+            Err(Failure::Call(e)) => self.on_error(e).await,
         }
         self.report();
     }
 
-    async fn advance(&mut self) -> Result<(), CallError> {
+    async fn advance(&mut self) -> Result<(), Failure> {
         let due = Instant::now() + DUE_SLACK;
         if self.session.as_ref().is_none_or(|s| s.renew_at <= due) {
             self.login().await?;
@@ -298,57 +280,58 @@ impl Runtime {
         Ok(())
     }
 
+    /// The monitor or its cursor is gone: events may have been missed, so the feed goes down
+    /// now, and the next round starts a new monitor and resyncs. A monitor lost before any poll
+    /// of it succeeded (an events path that is always `404`) waits its back-off first, so a
+    /// peer that never keeps a monitor gets no tight loop of starts and resyncs.
+    async fn monitor_lost(&mut self, e: CallError) {
+        self.stats.monitors_lost += 1;
+        let status = e.status().unwrap_or_default();
+        warn!(provider = %self.ctx.name, status, error = %e, "The MBN monitor or its cursor is gone; starting a new monitor and resyncing (stale meanwhile).");
+        self.ctx.feed.record_error(&format!("monitor lost (HTTP {status}); resyncing"));
+        let old = self.monitor.take();
+        self.cursor = None;
+        self.need_resync = true;
+        // Health first, so whoever sees the feed go down sees why.
+        self.report();
+        self.set_down("resyncing");
+        // A lost cursor can leave the monitor alive: stop it (best effort).
+        if let (410, Some(m)) = (status, &old) {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, self.delete_monitor(&m.id)).await;
+        }
+        if old.is_some_and(|m| !m.polled) {
+            let wait = self.backoff.next_delay();
+            self.idle(wait).await;
+        }
+    }
+
     async fn on_error(&mut self, e: CallError) {
-        match e {
-            CallError::Unauthorized(why) if self.rejections_in_a_row == 0 => {
+        if token_refused(&e) {
+            self.stats.token_rejections += 1;
+            self.rejections_in_a_row += 1;
+            if self.rejections_in_a_row == 1 {
                 // Expired or revoked: log in again now; the monitor and the cursor stay.
-                self.stats.token_rejections += 1;
-                self.rejections_in_a_row += 1;
-                info!(provider = %self.ctx.name, reason = %why, "MBN refused the token; logging in again.");
+                info!(provider = %self.ctx.name, error = %e, "MBN refused the token; logging in again.");
                 self.session = None;
-            }
-            CallError::Gone(status) => {
-                self.stats.monitors_lost += 1;
-                warn!(provider = %self.ctx.name, status, "The MBN monitor or its cursor is gone; starting a new monitor and resyncing (stale meanwhile).");
-                self.ctx.feed.record_error(&format!("monitor lost (HTTP {status}); resyncing"));
-                let old = self.monitor.take();
-                self.cursor = None;
-                self.need_resync = true;
-                // Health first, so whoever sees the feed go down sees why.
-                self.report();
-                self.set_down("resyncing");
-                // A lost cursor can leave the monitor alive: stop it (best effort).
-                if let (410, Some(m)) = (status, old) {
-                    let _ = tokio::time::timeout(STOP_TIMEOUT, self.delete_monitor(&m.id)).await;
-                }
-            }
-            e => {
-                self.failures += 1;
-                if let CallError::Unauthorized(_) = e {
-                    self.stats.token_rejections += 1;
-                    self.rejections_in_a_row += 1;
-                }
-                if matches!(e, CallError::Unauthorized(_) | CallError::Login(_)) {
-                    self.session = None;
-                }
-                self.ctx.feed.record_error(&e.to_string());
-                warn!(provider = %self.ctx.name, error = %e, failures = self.failures, retry_in = ?self.backoff, "MBN call failed.");
-                if self.failures >= self.cfg.failures_before_down {
-                    self.set_down("down");
-                } else if self.ctx.feed.is_up() {
-                    self.ctx.feed.set_state("retrying");
-                }
-                let hint = match &e {
-                    CallError::Status { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let max = Duration::from_secs(self.cfg.max_backoff_secs);
-                let wait = hint.map_or(self.backoff, |h| h.max(self.backoff)).min(max.max(hint.unwrap_or_default()));
-                self.backoff = (self.backoff * 2).min(max);
-                self.report();
-                self.idle(wait).await;
+                return;
             }
         }
+        self.failures += 1;
+        if token_refused(&e) || matches!(e, CallError::Token(_)) {
+            self.session = None;
+        }
+        // Never sooner than the peer asked, even past `max_backoff_secs`.
+        let delay = self.backoff.next_delay();
+        let wait = e.retry_after().map_or(delay, |h| h.max(delay));
+        self.ctx.feed.record_error(&e.to_string());
+        warn!(provider = %self.ctx.name, error = %e, failures = self.failures, retry_in = ?wait, "MBN call failed.");
+        if self.failures >= self.cfg.failures_before_down {
+            self.set_down("down");
+        } else if self.ctx.feed.is_up() {
+            self.ctx.feed.set_state("retrying");
+        }
+        self.report();
+        self.idle(wait).await;
     }
 
     fn set_live(&mut self) {
@@ -385,8 +368,9 @@ impl Runtime {
         }
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(self.cfg.request_timeout_secs)
+    /// The limits of a call that is not a long poll.
+    fn limits(&self) -> Limits {
+        Limits::new(parse::MAX_BODY, Duration::from_secs(self.cfg.request_timeout_secs))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -399,41 +383,23 @@ impl Runtime {
         self.session = None;
         let http = self.ctx.http.clone();
         let cfg = &self.cfg;
-        let form = wire::password_grant_form(&cfg.username, &cfg.password, cfg.scope.as_deref());
-        let req = http
-            .post(&cfg.token_url)
-            .basic_auth(&cfg.client_id, Some(&cfg.client_secret))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(form)
-            .timeout(self.timeout());
-        let a = send(req).await?;
-        if matches!(a.status, 400 | 401 | 403) {
-            let why = a.error_text();
-            return Err(CallError::Login(if why.is_empty() { format!("HTTP {}", a.status) } else { why }));
-        }
-        let token = wire::parse_token(&check(a, false)?)?;
-        let access = token.access_token;
+        let limits = self.limits();
+        let form = oauth::password_form(&cfg.username, &cfg.password, cfg.scope.as_deref());
+        let basic = Some((cfg.client_id.as_str(), cfg.client_secret.as_str()));
+        let token_limits = Limits::new(oauth::TOKEN_LIMITS.max_body, limits.timeout);
+        let token = oauth::request_token(&http, &cfg.token_url, form, basic, token_limits).await?;
+        let access = parse::header_token("access_token", &token.access_token)?;
 
-        let req = http.get(cfg.url(&cfg.paths.user_info)).bearer_auth(&access).timeout(self.timeout());
-        let info = wire::parse_user_info(&check(send(req).await?, false)?)?;
-        let req = http
-            .post(cfg.url(&cfg.paths.status_token))
-            .bearer_auth(&access)
-            .header("content-type", "application/json")
-            .body("{}")
-            .timeout(self.timeout());
-        let status = wire::parse_status_token(&check(send(req).await?, false)?)?;
-        let req = http
-            .post(cfg.url(&cfg.paths.csta_token))
-            .bearer_auth(&access)
-            .header("content-type", "application/json")
-            .body(wire::csta_login_body(&status.token))
-            .timeout(self.timeout());
-        let csta = wire::parse_csta_token(&check(send(req).await?, false)?)?;
+        let req = http.get(cfg.url(&cfg.paths.user_info)).bearer_auth(&access);
+        let info = parse::parse_user_info(&call(req, limits).await?)?;
+        let req = with_json(http.post(cfg.url(&cfg.paths.status_token)).bearer_auth(&access), "{}".into());
+        let status = parse::parse_status_token(&call(req, limits).await?)?;
+        let login = parse::csta_login_body(&status.token);
+        let req = with_json(http.post(cfg.url(&cfg.paths.csta_token)).bearer_auth(&access), login);
+        let csta = parse::parse_csta_token(&call(req, limits).await?)?;
 
         let life = [Some(token.expires_in), status.expires_in, csta.expires_in].into_iter().flatten().min();
-        let life = Duration::from_secs(life.unwrap_or(wire::DEFAULT_EXPIRES_IN).clamp(1, 30 * 86_400));
+        let life = Duration::from_secs(life.unwrap_or(oauth::DEFAULT_EXPIRES_IN).clamp(1, 30 * 86_400));
         // Renew at 90 % of the shortest lifetime.
         let renew = (life * 9 / 10).max(Duration::from_millis(900));
         self.stats.logins += 1;
@@ -453,25 +419,34 @@ impl Runtime {
         Ok(())
     }
 
-    /// An API call with the session's tokens.
+    /// A request to the API with the session's tokens: the bearer token and `iface`'s token.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        iface: Iface,
+    ) -> Result<reqwest::RequestBuilder, CallError> {
+        let s = self.session.as_ref().ok_or_else(|| CallError::Token("no session".into()))?;
+        let req = self.ctx.http.request(method, url).bearer_auth(&s.access);
+        Ok(match iface {
+            Iface::Status => req.header(parse::HEADER_STATUS_TOKEN, &s.status),
+            Iface::Csta => req.header(parse::HEADER_CSTA_TOKEN, &s.csta),
+        })
+    }
+
+    /// An API call with the session's tokens, within [`Runtime::limits`].
     async fn api(
         &mut self,
         method: reqwest::Method,
         url: String,
         iface: Iface,
         body: Option<String>,
-        gone: bool,
     ) -> Result<Vec<u8>, CallError> {
-        let s = self.session.as_ref().ok_or_else(|| CallError::Unauthorized("no session".into()))?;
-        let mut req = self.ctx.http.request(method, url).bearer_auth(&s.access).timeout(self.timeout());
-        req = match iface {
-            Iface::Status => req.header(wire::HEADER_STATUS_TOKEN, &s.status),
-            Iface::Csta => req.header(wire::HEADER_CSTA_TOKEN, &s.csta),
-        };
+        let mut req = self.request(method, url, iface)?;
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
+            req = with_json(req, b);
         }
-        let body = check(send(req).await?, gone)?;
+        let body = call(req, self.limits()).await?;
         self.rejections_in_a_row = 0;
         Ok(body)
     }
@@ -479,13 +454,14 @@ impl Runtime {
     // -----------------------------------------------------------------------------------------
     // The monitor
 
-    fn set_monitor(&mut self, id: String, expires_in: Option<u64>) {
+    fn set_monitor(&mut self, id: String, expires_in: Option<u64>, polled: bool) {
         let life = expires_in.unwrap_or(self.cfg.monitor_expires_secs).clamp(2, 30 * 86_400);
         let refresh = self.cfg.monitor_refresh_secs.min(life / 2).max(1);
         self.monitor = Some(Monitor {
             id,
             refresh_at: Instant::now() + Duration::from_secs(refresh),
             expires_at: now_ms() + life as i64 * 1000,
+            polled,
         });
     }
 
@@ -494,33 +470,33 @@ impl Runtime {
             self.ctx.feed.set_state("starting_monitor");
         }
         let company = self.session.as_ref().and_then(|s| s.info.company_id.clone());
-        let body = wire::monitor_start_body(company.as_deref(), self.cfg.monitor_expires_secs);
+        let body = parse::monitor_start_body(company.as_deref(), self.cfg.monitor_expires_secs);
         let url = self.cfg.url(&self.cfg.paths.monitor_start);
-        let bytes = self.api(reqwest::Method::POST, url, Iface::Csta, Some(body), false).await?;
-        let m = wire::parse_monitor(&bytes)?;
+        let bytes = self.api(reqwest::Method::POST, url, Iface::Csta, Some(body)).await?;
+        let m = parse::parse_monitor(&bytes)?;
         info!(provider = %self.ctx.name, monitor = %m.id, expires_in = ?m.expires_in, "MBN enterprise monitor started.");
-        self.set_monitor(m.id, m.expires_in);
+        self.set_monitor(m.id, m.expires_in, false);
         self.cursor = None;
         self.need_resync = true;
         self.stats.monitors_started += 1;
         Ok(())
     }
 
-    async fn refresh_monitor(&mut self) -> Result<(), CallError> {
-        let Some(id) = self.monitor.as_ref().map(|m| m.id.clone()) else { return Ok(()) };
-        let url = self.cfg.url(&wire::path_with_id(&self.cfg.paths.monitor, &id));
-        let body = wire::monitor_refresh_body(self.cfg.monitor_expires_secs);
-        let bytes = self.api(reqwest::Method::PUT, url, Iface::Csta, Some(body), true).await?;
-        let expires_in = wire::parse_monitor(&bytes).ok().and_then(|m| m.expires_in);
-        self.set_monitor(id, expires_in);
+    async fn refresh_monitor(&mut self) -> Result<(), Failure> {
+        let Some((id, polled)) = self.monitor.as_ref().map(|m| (m.id.clone(), m.polled)) else { return Ok(()) };
+        let url = self.cfg.url(&parse::path_with_id(&self.cfg.paths.monitor, &id));
+        let body = parse::monitor_refresh_body(self.cfg.monitor_expires_secs);
+        let bytes = self.api(reqwest::Method::PUT, url, Iface::Csta, Some(body)).await.map_err(Failure::of_monitor)?;
+        let expires_in = parse::parse_monitor(&bytes).ok().and_then(|m| m.expires_in);
+        self.set_monitor(id, expires_in, polled);
         self.stats.monitor_refreshes += 1;
         debug!(provider = %self.ctx.name, "MBN monitor refreshed.");
         Ok(())
     }
 
     async fn delete_monitor(&mut self, id: &str) {
-        let url = self.cfg.url(&wire::path_with_id(&self.cfg.paths.monitor, id));
-        if let Err(e) = self.api(reqwest::Method::DELETE, url, Iface::Csta, None, true).await {
+        let url = self.cfg.url(&parse::path_with_id(&self.cfg.paths.monitor, id));
+        if let Err(e) = self.api(reqwest::Method::DELETE, url, Iface::Csta, None).await {
             debug!(provider = %self.ctx.name, error = %e, "Deleting the MBN monitor failed.");
         }
     }
@@ -534,11 +510,11 @@ impl Runtime {
         let mut page: Option<String> = None;
         let mut users = 0usize;
         for _ in 0..MAX_STATUS_PAGES {
-            let q = wire::status_list_query(page.as_deref());
+            let q = parse::status_list_query(page.as_deref());
             let base = self.cfg.url(&self.cfg.paths.status_list);
             let url = if q.is_empty() { base } else { format!("{base}?{q}") };
-            let bytes = self.api(reqwest::Method::GET, url, Iface::Status, None, false).await?;
-            let p = wire::parse_status_list(&bytes)?;
+            let bytes = self.api(reqwest::Method::GET, url, Iface::Status, None).await?;
+            let p = parse::parse_status_list(&bytes)?;
             for u in p.users {
                 let u = match u {
                     Ok(u) => u,
@@ -556,7 +532,7 @@ impl Runtime {
                 self.remember_number(&u.party);
                 if let Some((idx, line)) = self.resolve(&u.party) {
                     let lines = snapshot.entry(idx).or_default();
-                    if lines.len() < state::MAX_LINES_PER_PERSON || lines.contains_key(&line) {
+                    if lines.len() < map::MAX_LINES_PER_PERSON || lines.contains_key(&line) {
                         lines.insert(line, Line::from_status(&u));
                     }
                 }
@@ -587,24 +563,21 @@ impl Runtime {
         Ok(())
     }
 
-    async fn poll(&mut self) -> Result<(), CallError> {
+    /// One long poll: it waits at most `poll_wait_secs` (and no longer than the next monitor
+    /// refresh or session renewal), so its deadline is that wait plus `request_timeout_secs`.
+    async fn poll(&mut self) -> Result<(), Failure> {
         // What led here (login, monitor, resync) shows in health before the poll waits.
         self.report();
         let (Some(m), Some(s)) = (&self.monitor, &self.session) else { return Ok(()) };
         let now = Instant::now();
         let until = m.refresh_at.min(s.renew_at).saturating_duration_since(now).as_secs();
         let wait = self.cfg.poll_wait_secs.min(until).max(1);
-        let path = wire::path_with_id(&self.cfg.paths.events, &m.id);
-        let url = format!("{}?{}", self.cfg.url(&path), wire::events_query(wait, self.cursor.as_deref()));
-        let req = self
-            .ctx
-            .http
-            .get(url)
-            .bearer_auth(&s.access)
-            .header(wire::HEADER_CSTA_TOKEN, &s.csta)
-            .header("accept", "application/json")
-            .timeout(Duration::from_secs(wait) + self.timeout());
-        let fut = send(req);
+        let path = parse::path_with_id(&self.cfg.paths.events, &m.id);
+        let url = format!("{}?{}", self.cfg.url(&path), parse::events_query(wait, self.cursor.as_deref()));
+        let req = self.request(reqwest::Method::GET, url, Iface::Csta)?;
+        let limits = self.limits();
+        // An owned future: the task keeps absences and health current while the poll waits.
+        let fut = call(req, Limits::new(limits.max_body, Duration::from_secs(wait) + limits.timeout));
         tokio::pin!(fut);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HOUSEKEEPING, HOUSEKEEPING);
         let answer = loop {
@@ -618,9 +591,12 @@ impl Runtime {
         };
         self.stats.polls += 1;
         self.stats.last_poll_at = Some(now_ms());
-        let body = check(answer?, true)?;
+        let body = answer.map_err(Failure::of_monitor)?;
         self.rejections_in_a_row = 0;
-        let batch = wire::parse_events(&body)?;
+        if let Some(m) = self.monitor.as_mut() {
+            m.polled = true;
+        }
+        let batch = parse::parse_events(&body)?;
         if batch.events.is_empty() {
             self.stats.empty_polls += 1;
         }
@@ -631,7 +607,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn apply_events(&mut self, events: Vec<Result<wire::Event, wire::ParseError>>) {
+    fn apply_events(&mut self, events: Vec<Result<parse::Event, parse::ParseError>>) {
         let mut malformed = 0u64;
         let mut first_error = None;
         for e in events {
@@ -648,7 +624,7 @@ impl Runtime {
             self.stats.last_event_at = Some(now);
             let unknown = match &ev.kind {
                 EventKind::Other(t) => Some(format!("event type {t}")),
-                EventKind::DeviceStatus(wire::DeviceStatus::Other(s)) => Some(format!("device status {s}")),
+                EventKind::DeviceStatus(parse::DeviceStatus::Other(s)) => Some(format!("device status {s}")),
                 _ => None,
             };
             if let Some(u) = unknown {
@@ -730,7 +706,7 @@ impl Runtime {
         }
         let absence = p.current_absence(now).cloned();
         if absence != p.sent_absence {
-            out.push(state::absence_signal(absence.as_ref(), &self.reasons, &self.instances, now));
+            out.push(map::absence_signal(absence.as_ref(), &self.reasons, &self.instances, now));
             p.sent_absence = absence;
         }
         if p.has_absences() {
@@ -815,6 +791,12 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::http::Answer;
+    use crate::common::test_peer::{Reply, Request, TestPeer};
+    use presence_actors::directory::{Directory, NumberPlan};
+    use presence_actors::hub::SinkEvent;
+    use presence_actors::provider::TestHarness;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn numbers_key_lines_by_digits() {
@@ -824,15 +806,126 @@ mod tests {
 
     #[test]
     fn answers_map_to_errors() {
-        let a = |status: u16, body: &str| Answer { status, retry_after: None, body: body.as_bytes().to_vec() };
-        assert!(matches!(check(a(204, ""), true), Ok(b) if b.is_empty()));
-        assert!(
-            matches!(check(a(401, r#"{"code":40106,"message":"Access token expired"}"#), true), Err(CallError::Unauthorized(m)) if m == "40106: Access token expired")
-        );
-        assert!(matches!(check(a(410, ""), true), Err(CallError::Gone(410))));
-        assert!(matches!(check(a(404, ""), false), Err(CallError::Status { status: 404, .. })));
-        let mut busy = a(503, "");
+        let fail = |status: u16, body: &str| Answer::new(status, body).into_body(DEFAULT_RETRY).unwrap_err();
+        assert_eq!(Answer::new(204, "").into_body(DEFAULT_RETRY), Ok(Vec::new()));
+        let expired = fail(401, r#"{"code":40106,"message":"Access token expired"}"#);
+        assert!(token_refused(&expired) && !gone(&expired));
+        assert_eq!(expired.to_string(), "HTTP 401: 40106: Access token expired");
+        assert!(!token_refused(&fail(403, "")), "only 401 says the token is spent");
+        for status in [404, 410] {
+            let f = Failure::of_monitor(fail(status, ""));
+            assert!(matches!(f, Failure::MonitorGone(e) if e.status() == Some(status)));
+        }
+        assert!(matches!(Failure::of_monitor(fail(503, "")), Failure::Call(_)));
+        assert!(matches!(Failure::of_monitor(CallError::TimedOut(Duration::from_secs(2))), Failure::Call(_)));
+        let mut busy = Answer::new(503, "");
         busy.retry_after = Some(Duration::from_secs(2));
-        assert!(matches!(check(busy, true), Err(CallError::Status { status: 503, retry_after: Some(_), .. })));
+        assert_eq!(busy.into_body(DEFAULT_RETRY).unwrap_err().retry_after(), Some(Duration::from_secs(2)));
+    }
+
+    /// A scripted MBN: logins and monitor starts succeed; `events` answers every poll. Every
+    /// request is also kept in the returned list.
+    async fn peer(events: fn() -> Reply) -> (TestPeer, Arc<Mutex<Vec<Request>>>) {
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let log = seen.clone();
+        let peer = TestPeer::start(move |r| {
+            log.lock().unwrap().push(r.clone());
+            match (r.method.as_str(), r.path.split('?').next().unwrap_or_default()) {
+                ("POST", "/oauth/v2/token") => Reply::Status(200, r#"{"access_token":"a1","expires_in":3600}"#.into()),
+                ("GET", "/catalog/userInfo") => Reply::Status(200, r#"{"companyId":"NO-1"}"#.into()),
+                ("POST", "/status/token") => Reply::Status(200, r#"{"token":"s1"}"#.into()),
+                ("POST", "/csta/authentication/token") => Reply::Status(200, r#"{"cstaToken":"c1"}"#.into()),
+                ("POST", "/csta/monitor/enterprise") => Reply::Status(201, r#"{"monitorId":"m1"}"#.into()),
+                ("GET", "/status/users") => Reply::Status(200, r#"{"users":[]}"#.into()),
+                ("GET", "/csta/monitor/m1/events") => events(),
+                _ => Reply::Status(204, String::new()),
+            }
+        })
+        .await;
+        (peer, seen)
+    }
+
+    fn runtime(peer: &TestPeer, edit: impl FnOnce(&mut MbnConfig)) -> (Runtime, TestHarness) {
+        let mut cfg = MbnConfig::new("mbn", &peer.url, "client", "secret", "api-user", "pw");
+        cfg.token_url = format!("{}/oauth/v2/token", peer.url);
+        edit(&mut cfg);
+        cfg.validate().expect("a valid config");
+        let dir = Directory::build(Vec::new(), &NumberPlan::sweden()).expect("a directory");
+        let (ctx, harness) = ProviderContext::for_test("mbn", dir, "http://127.0.0.1:9");
+        (Runtime::new(ctx, cfg), harness)
+    }
+
+    fn last_error(h: &TestHarness) -> Option<String> {
+        h.feed.report().last_error
+    }
+
+    #[tokio::test]
+    async fn the_login_chain_sends_basic_client_auth_and_the_session_tokens() {
+        let (peer, seen) = peer(|| Reply::Status(200, r#"{"cursor":"1-1","events":[]}"#.into())).await;
+        let (rt, harness) = runtime(&peer, |_| {});
+        let task = tokio::spawn(rt.run());
+        let t0 = std::time::Instant::now();
+        while peer.count("GET", "/csta/monitor/m1/events") < 2 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no polls");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        harness.trigger.trigger();
+        task.await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let token = seen.iter().find(|r| r.path == "/oauth/v2/token").expect("a token request");
+        assert_eq!(TestPeer::header(token, "authorization"), Some("Basic Y2xpZW50OnNlY3JldA=="));
+        assert_eq!(String::from_utf8_lossy(&token.body), "grant_type=password&username=api-user&password=pw");
+        let csta = seen.iter().find(|r| r.path == "/csta/authentication/token").expect("a CSTA login");
+        assert_eq!(TestPeer::header(csta, "authorization"), Some("Bearer a1"));
+        assert_eq!(csta.body, br#"{"statusToken":"s1"}"#);
+        let poll = seen.iter().find(|r| r.path.starts_with("/csta/monitor/m1/events")).expect("a poll");
+        assert_eq!(poll.path, "/csta/monitor/m1/events?timeout=25");
+        assert_eq!(TestPeer::header(poll, "authorization"), Some("Bearer a1"));
+        assert_eq!(TestPeer::header(poll, parse::HEADER_CSTA_TOKEN), Some("c1"));
+        let next = seen.iter().filter(|r| r.path.starts_with("/csta/monitor/m1/events")).nth(1).expect("a second poll");
+        assert_eq!(next.path, "/csta/monitor/m1/events?timeout=25&cursor=1-1", "from the cursor");
+        assert_eq!(peer.count("DELETE", "/csta/monitor/m1"), 1, "the monitor is deleted at shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_monitor_that_is_gone_at_once_is_not_restarted_in_a_tight_loop() {
+        let (peer, _) = peer(|| Reply::Status(404, r#"{"code":"404","message":"no such monitor"}"#.into())).await;
+        let (rt, mut harness) = runtime(&peer, |c| c.max_backoff_secs = 1);
+        let task = tokio::spawn(rt.run());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        harness.trigger.trigger();
+        task.await.unwrap();
+        let starts = peer.count("POST", "/csta/monitor/enterprise");
+        assert!((2..=8).contains(&starts), "{starts} monitor starts in 2 s");
+        assert_eq!(peer.count("POST", "/oauth/v2/token"), 1, "the session is kept");
+        let error = last_error(&harness);
+        assert!(error.as_deref().is_some_and(|e| e.contains("monitor lost (HTTP 404)")), "{error:?}");
+        let ups: Vec<bool> = harness
+            .drain()
+            .into_iter()
+            .filter_map(|e| if let SinkEvent::Feed(up) = e { Some(up) } else { None })
+            .collect();
+        assert_eq!(&ups[..2], [true, false], "up after the resync, down when the monitor is lost");
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_that_hangs_fails_at_its_wait_plus_the_request_timeout() {
+        let (peer, _) = peer(|| Reply::Hang).await;
+        let (rt, harness) = runtime(&peer, |c| {
+            c.poll_wait_secs = 1;
+            c.request_timeout_secs = 1;
+            c.failures_before_down = 1;
+        });
+        let task = tokio::spawn(rt.run());
+        let t0 = std::time::Instant::now();
+        while last_error(&harness).is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the poll never timed out");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(last_error(&harness).as_deref(), Some("no answer within 2 s"));
+        assert!(!harness.feed.is_up());
+        harness.trigger.trigger();
+        task.await.unwrap();
     }
 }

@@ -5,25 +5,16 @@
 //! of the edits keep the structure, so many mutants still parse and reach the field, value-map
 //! and timestamp code; the rest break it. Random paths are compiled too.
 
-use super::auth::{Algorithm, Encoding, Scheme, Verifier};
-use super::ingest::{Ingest, IngestConfig};
-use super::mapping::{JsonPath, XmlPath};
+use super::hook::{Algorithm, Encoding, Scheme, Verifier};
+use super::map::{Ingest, IngestConfig};
+use super::parse::{JsonPath, XmlPath};
+use super::tests::{example, samples};
 use crate::mutate::{Mutator, Xorshift};
 use presence_actors::model::AbsenceReason;
 
-/// Spliced into the mutants: JSON and XML punctuation, bad escapes, entities and numbers.
-const TOKENS: &[&[u8]] = &[
-    b"{",
-    b"}",
-    b"[",
-    b"]",
-    b"\"",
-    b",",
-    b":",
-    b"null",
-    b"1e999",
-    b"-1",
-    b"\\u0000",
+/// Spliced into the mutants besides JSON's ([`crate::mutate::JSON_TOKENS`]): XML punctuation,
+/// entities and character references, and numbers.
+const XML_TOKENS: &[&[u8]] = &[
     b"<",
     b">",
     b"</",
@@ -39,34 +30,21 @@ const TOKENS: &[&[u8]] = &[
     b"99999999999999999999",
 ];
 
-fn fixtures(op: &str) -> (super::OperatorConfig, Vec<Vec<u8>>) {
-    #[derive(serde::Deserialize)]
-    struct File {
-        providers: Vec<crate::ProviderConfig>,
-    }
-    let root = format!("{}/../fixtures/operators", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(format!("{root}/{op}.toml")).expect("example config");
-    let cfg = match toml::from_str::<File>(&text).expect("toml").providers.into_iter().next() {
-        Some(crate::ProviderConfig::Operator(c)) => *c,
-        _ => panic!("{op}.toml is not an operator provider"),
-    };
-    let mut bodies: Vec<Vec<u8>> = std::fs::read_dir(format!("{root}/{op}"))
-        .expect("samples")
-        .map(|e| std::fs::read(e.expect("entry").path()).expect("sample"))
-        .collect();
-    bodies.sort();
-    (cfg, bodies)
+/// Every token: JSON's and XML's.
+fn tokens() -> Vec<&'static [u8]> {
+    [crate::mutate::JSON_TOKENS, XML_TOKENS].concat()
 }
 
 #[test]
 fn mutated_payloads_never_panic_the_mapping_or_the_ingest() {
     let mut rng = Xorshift::default();
-    let mutator = Mutator::new(TOKENS, &[]);
+    let tokens = tokens();
+    let mutator = Mutator::new(&tokens, &[]);
     let now = 1_772_442_904_000;
     let mut parsed = 0usize;
     let mut events = 0usize;
     for op in ["tdc", "phonero", "a1"] {
-        let (cfg, bodies) = fixtures(op);
+        let cfg = example(op);
         let m = cfg.compile().expect("example compiles");
         let mut ing = Ingest::new(IngestConfig {
             instance: op.into(),
@@ -76,9 +54,9 @@ fn mutated_payloads_never_panic_the_mapping_or_the_ingest() {
             reasons: AbsenceReason::defaults(),
             max_skew_ms: 300_000,
         });
-        for body in &bodies {
+        for (_, body) in samples(op) {
             for _ in 0..1500 {
-                let b = mutator.mutate(body, &mut rng);
+                let b = mutator.mutate(&body, &mut rng);
                 if let Ok(evs) = m.parse(&b) {
                     parsed += 1;
                     events += evs.len();
@@ -98,7 +76,8 @@ fn mutated_payloads_never_panic_the_mapping_or_the_ingest() {
 #[test]
 fn random_paths_and_signature_headers_never_panic() {
     let mut rng = Xorshift::new(42);
-    let mutator = Mutator::new(TOKENS, &[]);
+    let tokens = tokens();
+    let mutator = Mutator::new(&tokens, &[]);
     let seeds: &[&[u8]] =
         &[b"$.events[*].a['b.c'][0]", b"/presence/subscriber", b"diversion/@target", b"t=1772442904,v1=abcdef0123"];
     let v = Verifier::hmac("x-sig", Algorithm::Sha256, b"k", Encoding::Hex, Scheme::Stripe, "", 300);

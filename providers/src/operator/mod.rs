@@ -7,23 +7,24 @@
 //! fields are:
 //!
 //! - **Intake**, either or both:
-//!   - `[providers.webhook]`: the operator POSTs to `{hub}/hooks/{name}/{path}` (default path
-//!     `events`), authenticated by an HMAC signature of the body (SHA-256 or SHA-1, hex or
-//!     base64, optionally Stripe-style `t=…,v1=…` with a tolerance window) or a shared token
-//!     header ([`auth`]). A wrong or missing signature is answered `401` with a JSON error; a
+//!   - `[providers.webhook]` ([`hook`]): the operator POSTs to `{hub}/hooks/{name}/{path}`
+//!     (default path `events`), authenticated by an HMAC signature of the body (SHA-256 or
+//!     SHA-1, hex or base64, optionally Stripe-style `t=…,v1=…` with a tolerance window) or a
+//!     shared token header. A wrong or missing signature is answered `401` with a JSON error; a
 //!     body that does not parse `400` with the reason; both are counted in health (`errors`,
 //!     `/metrics` `presence_provider_errors_total`) and in `details`. Bodies over
 //!     `[http] max_hook_bytes` are refused by the hub before they get here.
-//!   - `[providers.poll]`: the hub GETs a URL every `interval_secs` (Bearer or Basic auth,
-//!     extra headers, `ETag` / `If-None-Match`), backs off on errors (doubling, up to
+//!   - `[providers.poll]` ([`runtime`]): the hub GETs a URL every `interval_secs` (Bearer or
+//!     Basic auth, extra headers, `ETag` / `If-None-Match`) through the providers' toolkit
+//!     (bounded answer, deadline), backs off on errors (with jitter, doubling up to
 //!     `max_backoff_secs`, at least any `Retry-After`), and after `stale_after_failures`
-//!     failures in a row marks the feed down: its signals show stale, never Offline, until
-//!     a poll succeeds again.
-//! - **Mapping** `[providers.mapping]` ([`mapping`]): JSON (a JSONPath subset) or XML
-//!   (element paths) to the event list and to each field — number (required), call state,
-//!   diversion target / flag, absence type / text / end, timestamp, event id — and value maps
-//!   from the operator's words to call states and to the hub's absence reason codes.
-//! - **Signals** ([`ingest`]): `Source::Mobile`, instance = the provider name for calls and
+//!     failures in a row marks the feed down: its signals show stale, never Offline, until a
+//!     poll succeeds again.
+//! - **Mapping** `[providers.mapping]` ([`parse`]): JSON (a JSONPath subset) or XML (element
+//!   paths) to the event list and to each field — number (required), call state, diversion
+//!   target / flag, absence type / text / end, timestamp, event id — and value maps from the
+//!   operator's words to call states and to the hub's absence reason codes.
+//! - **Signals** ([`map`]): `Source::Mobile`, instance = the provider name for calls and
 //!   `{name}-absence` for absences; numbers resolve to people through the directory (E.164,
 //!   national forms, extensions); unresolved numbers are counted. Events are ordered per person
 //!   by their timestamp: older ones and duplicates are dropped and counted.
@@ -61,23 +62,24 @@
 //! forward_changed = "none"
 //! ```
 
-pub mod auth;
 #[cfg(test)]
 mod fuzz;
-pub mod ingest;
-pub mod mapping;
+pub mod hook;
+pub mod map;
+pub mod parse;
 pub mod runtime;
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::common::{self, defaults};
 use crate::{BuildError, ProviderTask};
 use presence_actors::model::{AbsenceReason, Availability};
 use presence_actors::provider::ProviderContext;
 
-pub use auth::{Algorithm, AuthKind, Encoding, Scheme, Verifier};
-pub use mapping::{CallState, CallStateTarget, Format, Mapping, MappingConfig, TimestampFormat};
+pub use hook::{Algorithm, AuthKind, Encoding, Scheme, Verifier};
+pub use parse::{CallState, CallStateTarget, Format, Mapping, MappingConfig, TimestampFormat};
 
 /// `[providers.webhook]`: the operator pushes events to the hub.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,7 +112,7 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub token: Option<String>,
     /// Allowed difference between the signed timestamp and the hub's clock (stripe scheme), s.
-    #[serde(default = "default_tolerance")]
+    #[serde(default = "defaults::u64_::<300>")]
     pub tolerance_secs: u64,
     /// Mark the feed down (stale) when no authenticated request came for this long; for
     /// operators that send heartbeats. Default: never.
@@ -125,10 +127,10 @@ pub struct PollConfig {
     /// The URL to GET.
     pub url: String,
     /// Seconds between polls.
-    #[serde(default = "default_interval")]
+    #[serde(default = "defaults::u64_::<10>")]
     pub interval_secs: u64,
     /// Timeout of one request, seconds.
-    #[serde(default = "default_timeout")]
+    #[serde(default = "defaults::u64_::<10>")]
     pub timeout_secs: u64,
     /// `Authorization: Bearer` token.
     #[serde(default)]
@@ -143,13 +145,13 @@ pub struct PollConfig {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Failures in a row before the feed shows stale.
-    #[serde(default = "default_stale_after")]
+    #[serde(default = "defaults::u32_::<3>")]
     pub stale_after_failures: u32,
     /// Longest wait between polls while failing, seconds.
-    #[serde(default = "default_max_backoff")]
+    #[serde(default = "defaults::u64_::<300>")]
     pub max_backoff_secs: u64,
     /// Largest answer read, bytes.
-    #[serde(default = "default_max_body")]
+    #[serde(default = "defaults::usize_::<{ 4 * 1024 * 1024 }>")]
     pub max_body_bytes: usize,
 }
 
@@ -181,54 +183,24 @@ pub struct OperatorConfig {
     #[serde(default)]
     pub absence_reasons: Vec<AbsenceReason>,
     /// Furthest an event's timestamp may be ahead of the hub's clock, seconds.
-    #[serde(default = "default_skew")]
+    #[serde(default = "defaults::u64_::<300>")]
     pub max_clock_skew_secs: u64,
 }
 
 impl PollConfig {
-    /// Polling `url` every `interval_secs`, every other setting at its default.
+    /// Polling `url` every `interval_secs`, every other setting at its default (what the config
+    /// file gives with only these two keys).
     pub fn new(url: &str, interval_secs: u64) -> PollConfig {
-        PollConfig {
-            url: url.into(),
-            interval_secs,
-            timeout_secs: default_timeout(),
-            bearer_token: None,
-            username: None,
-            password: None,
-            headers: BTreeMap::new(),
-            stale_after_failures: default_stale_after(),
-            max_backoff_secs: default_max_backoff(),
-            max_body_bytes: default_max_body(),
-        }
+        let required = serde_json::json!({ "url": url, "interval_secs": interval_secs });
+        serde_json::from_value(required).expect("a URL and a number make a poll config")
     }
 }
 
 fn default_path() -> String {
     "events".into()
 }
-fn default_tolerance() -> u64 {
-    300
-}
-fn default_interval() -> u64 {
-    10
-}
-fn default_timeout() -> u64 {
-    10
-}
-fn default_stale_after() -> u32 {
-    3
-}
-fn default_max_backoff() -> u64 {
-    300
-}
-fn default_max_body() -> usize {
-    4 * 1024 * 1024
-}
 fn default_forward_note() -> String {
     "Forwarded to {to}".into()
-}
-fn default_skew() -> u64 {
-    300
 }
 
 impl WebhookConfig {
@@ -283,6 +255,9 @@ impl OperatorConfig {
     pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
         let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        let range = |field: &str, v: u64, r: std::ops::RangeInclusive<u64>| {
+            defaults::check_range(field, v, r).map_err(|m| BuildError::Invalid(format!("provider {}: {m}", self.name)))
+        };
         if self.name.trim().is_empty() || self.name.len() > 64 || self.name.contains(['/', '?', '#', ' ']) {
             return bad("name must be 1-64 characters without / ? # or spaces (it is a URL path segment)".into());
         }
@@ -312,8 +287,8 @@ impl OperatorConfig {
                     if w.token.is_some() {
                         return bad("webhook.token is for auth = \"token\"; hmac uses secret".into());
                     }
-                    if w.scheme == Scheme::Stripe && !(1..=86_400).contains(&w.tolerance_secs) {
-                        return bad("webhook.tolerance_secs must be 1-86400".into());
+                    if w.scheme == Scheme::Stripe {
+                        range("webhook.tolerance_secs", w.tolerance_secs, 1..=86_400)?;
                     }
                     if w.prefix.len() > 32 {
                         return bad("webhook.prefix must be at most 32 bytes".into());
@@ -336,27 +311,21 @@ impl OperatorConfig {
                     }
                 }
             }
-            if w.stale_after_secs.is_some_and(|s| !(5..=86_400).contains(&s)) {
-                return bad("webhook.stale_after_secs must be 5-86400".into());
+            if let Some(s) = w.stale_after_secs {
+                range("webhook.stale_after_secs", s, 5..=86_400)?;
             }
         }
         if let Some(p) = &self.poll {
             if !(p.url.starts_with("https://") || p.url.starts_with("http://")) || p.url.len() > 2048 {
                 return bad("poll.url must be an http(s) URL".into());
             }
-            if !(1..=86_400).contains(&p.interval_secs) {
-                return bad("poll.interval_secs must be 1-86400".into());
-            }
-            if !(1..=120).contains(&p.timeout_secs) {
-                return bad("poll.timeout_secs must be 1-120".into());
-            }
-            if !(1..=100).contains(&p.stale_after_failures) {
-                return bad("poll.stale_after_failures must be 1-100".into());
-            }
+            range("poll.interval_secs", p.interval_secs, 1..=86_400)?;
+            range("poll.timeout_secs", p.timeout_secs, 1..=120)?;
+            range("poll.stale_after_failures", p.stale_after_failures.into(), 1..=100)?;
             if p.max_backoff_secs < p.interval_secs || p.max_backoff_secs > 86_400 {
                 return bad("poll.max_backoff_secs must be at least interval_secs and at most 86400".into());
             }
-            if !(1024..=64 * 1024 * 1024).contains(&p.max_body_bytes) {
+            if !(1024..=parse::MAX_BODY).contains(&p.max_body_bytes) {
                 return bad("poll.max_body_bytes must be 1 KiB-64 MiB".into());
             }
             if p.username.is_some() != p.password.is_some() || (p.username.is_some() && !set(&p.username)) {
@@ -376,9 +345,7 @@ impl OperatorConfig {
         if self.forward_note.len() > 200 {
             return bad("forward_note must be at most 200 bytes".into());
         }
-        if self.max_clock_skew_secs > 86_400 {
-            return bad("max_clock_skew_secs must be at most 86400".into());
-        }
+        range("max_clock_skew_secs", self.max_clock_skew_secs, 0..=86_400)?;
         let policy = presence_actors::model::Policy { absence_reasons: self.reasons(), ..Default::default() };
         if let Err(e) = policy.validate() {
             return bad(format!("absence_reasons: {e}"));
@@ -392,11 +359,7 @@ impl OperatorConfig {
 pub fn task(config: &OperatorConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     config.validate()?;
     let mapping = config.compile()?;
-    let rt = runtime::Runtime::new(ctx, config.clone(), mapping);
-    Ok(Box::pin(async move {
-        rt.run().await;
-        Ok(())
-    }))
+    Ok(common::task(runtime::Runtime::new(ctx, config.clone(), mapping).run()))
 }
 
 #[cfg(test)]
@@ -409,34 +372,32 @@ mod tests {
         providers: Vec<crate::ProviderConfig>,
     }
 
-    fn example(name: &str) -> OperatorConfig {
-        let path = format!("{}/../fixtures/operators/{name}.toml", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    /// The shipped example `fixtures/operators/{name}.toml` (they open with the caveat that
+    /// they are examples).
+    pub(super) fn example(name: &str) -> OperatorConfig {
+        let text = String::from_utf8(crate::mutate::fixture(&format!("operators/{name}.toml"))).expect("UTF-8");
         assert!(
             text.trim_start().starts_with('#') && text.contains("EXAMPLE"),
             "{name}.toml must open with the EXAMPLE caveat"
         );
-        let f: File = toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let f: File = toml::from_str(&text).unwrap_or_else(|e| panic!("{name}.toml: {e}"));
         match f.providers.into_iter().next() {
             Some(crate::ProviderConfig::Operator(c)) => *c,
-            _ => panic!("{path}: not an operator provider"),
+            _ => panic!("{name}.toml: not an operator provider"),
         }
     }
 
-    fn samples(name: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = format!("{}/../fixtures/operators/{name}", env!("CARGO_MANIFEST_DIR"));
-        let mut v: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{dir}: {e}"))
-            .map(|e| e.unwrap().path())
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-            .collect();
-        v.sort();
-        assert!(!v.is_empty(), "{dir} has no samples");
-        v
+    /// The sample payloads beside an example, in its format.
+    pub(super) fn samples(name: &str) -> Vec<(String, Vec<u8>)> {
+        let ext = match example(name).mapping.format {
+            Format::Json => "json",
+            Format::Xml => "xml",
+        };
+        crate::mutate::fixture_files(&format!("operators/{name}"), ext)
     }
 
     /// Parses every sample of an example with the example's mapping; every event maps.
-    fn parses(name: &str) -> Vec<mapping::OperatorEvent> {
+    fn parses(name: &str) -> Vec<parse::OperatorEvent> {
         let c = example(name);
         c.validate().unwrap_or_else(|e| panic!("{name}.toml: {e}"));
         let m = c.compile().unwrap();
@@ -453,7 +414,7 @@ mod tests {
         all
     }
 
-    fn states(evs: &[mapping::OperatorEvent]) -> Vec<Option<CallState>> {
+    fn states(evs: &[parse::OperatorEvent]) -> Vec<Option<CallState>> {
         evs.iter().map(|e| e.call).collect()
     }
 
@@ -561,14 +522,23 @@ mod tests {
         c.mapping.number = "/abs".into();
         assert!(c.validate().unwrap_err().to_string().contains("mapping.number"));
         // Unknown fields are refused.
-        let text =
-            std::fs::read_to_string(format!("{}/../fixtures/operators/tdc.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let text = String::from_utf8(crate::mutate::fixture("operators/tdc.toml")).unwrap();
         let typo = text.replacen("forward_note", "forwad_note", 1).replacen(
             "[providers.webhook]",
             "[providers.webhook]\nsecert = \"x\"",
             1,
         );
         assert!(toml::from_str::<File>(&typo).is_err());
+    }
+
+    #[test]
+    fn a_poll_config_from_two_keys_has_the_defaults() {
+        let p = PollConfig::new("https://operator.example/state", 60);
+        assert_eq!((p.url.as_str(), p.interval_secs, p.timeout_secs), ("https://operator.example/state", 60, 10));
+        assert_eq!((p.stale_after_failures, p.max_backoff_secs, p.max_body_bytes), (3, 300, 4 * 1024 * 1024));
+        assert!(p.bearer_token.is_none() && p.username.is_none() && p.headers.is_empty());
+        let w: WebhookConfig = serde_json::from_value(serde_json::json!({ "auth": "none" })).unwrap();
+        assert_eq!((w.path.as_str(), w.tolerance_secs, w.header_name()), ("events", 300, "x-signature".to_string()));
     }
 
     #[test]

@@ -1,59 +1,74 @@
-//! The operator provider's task and webhook.
+//! The operator provider's task, and the state it shares with the webhook.
 //!
 //! Both intakes feed one [`Shared`] state: the body is parsed by the compiled [`Mapping`],
 //! then, under one lock, the [`Ingest`] orders the events per person and the resulting
 //! signals are handed to the hub (`try_send`, never blocking) — under the lock, so two
-//! requests handled on two HTTP workers cannot reorder one person's signals.
+//! requests handled on two HTTP workers cannot reorder one person's signals. The webhook is
+//! [`super::hook`]'s.
 //!
-//! - The webhook ([`OperatorHook`]) runs on HTTP worker threads: it checks the method, path
-//!   and authentication (`401` + JSON error), parses (`400` + the reason), ingests, and answers
-//!   `200` with what it did (`{"accepted", "duplicates", "out_of_order", "unresolved",
-//!   "invalid"}`). Refusals are counted in the feed's `errors` and in `details`.
-//! - The task polls when `[providers.poll]` is set (ETag, backoff, stale after repeated
-//!   failures), watches webhook silence when `stale_after_secs` is set, decides whether the
-//!   feed is up, and refreshes `details` twice a second.
+//! The task polls when `[providers.poll]` is set, watches webhook silence when
+//! `stale_after_secs` is set, decides whether the feed is up, and refreshes `details` twice a
+//! second. A poll is one call through the providers' toolkit ([`http::send`]): its answer read
+//! in bounded chunks (at most `max_body_bytes`) within `timeout_secs`, `If-None-Match` with
+//! the last applied `ETag` (a `304` changes nothing), every failure one [`CallError`]. Failed
+//! polls back off with jitter ([`Backoff`], from `interval_secs` doubling to
+//! `max_backoff_secs`), never sooner than a `Retry-After` (capped at `max_backoff_secs`); after
+//! `stale_after_failures` in a row the feed is down until a poll succeeds.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::ingest::{Ingest, IngestConfig, Outcome};
-use super::mapping::{Format, Mapping, ParseError};
+use super::hook::{HookStats, OperatorHook};
+use super::map::{Ingest, IngestConfig, Outcome};
+use super::parse::{Format, Mapping, ParseError};
 use super::{OperatorConfig, PollConfig, Verifier};
+use crate::common::backoff::Backoff;
+use crate::common::http::{self, CallError, Limits};
+use presence_actors::feeds::FeedEntry;
 use presence_actors::model::{now_ms, rfc3339, UnixMs};
-use presence_actors::provider::{HookHandler, HookRequest, HookResponse, ProviderContext};
+use presence_actors::provider::ProviderContext;
 
 /// Most distinct unresolved numbers and unknown words logged (each once).
 const MAX_LOGGED: usize = 1000;
-
-/// Counters of the webhook.
-#[derive(Default)]
-pub struct HookStats {
-    /// Requests that passed authentication and parsed.
-    pub accepted: AtomicU64,
-    /// Requests refused for a wrong or missing signature or token.
-    pub rejected_auth: AtomicU64,
-    /// Bodies that did not parse, or whose every event was refused.
-    pub malformed: AtomicU64,
-    /// Requests to other paths or with other methods.
-    pub not_found: AtomicU64,
-    /// Time of the last accepted request (ms; 0 = never).
-    pub last_at: AtomicI64,
-}
+/// Wait assumed when the poll endpoint answers `429` without `Retry-After` (the back-off
+/// decides then).
+const DEFAULT_RETRY: Duration = Duration::ZERO;
+/// Longest `ETag` kept for the next poll.
+const MAX_ETAG_LEN: usize = 256;
 
 /// State shared by the webhook and the task.
 pub struct Shared {
     ctx: ProviderContext,
     mapping: Mapping,
     ingest: Mutex<Ingest>,
-    logged: Mutex<std::collections::HashSet<String>>,
+    logged: Mutex<HashSet<String>>,
     /// Webhook counters.
     pub hook: HookStats,
 }
 
 impl Shared {
+    /// The state of the provider `ctx` with `cfg`'s signal rules and the compiled `mapping`.
+    pub fn new(ctx: ProviderContext, cfg: &OperatorConfig, mapping: Mapping) -> Shared {
+        let ingest = Ingest::new(IngestConfig {
+            instance: ctx.name.clone(),
+            absence_instance: format!("{}-absence", ctx.name),
+            forward_note: cfg.forward_note.clone(),
+            forwarded_availability: cfg.forwarded_availability,
+            reasons: cfg.reasons(),
+            max_skew_ms: cfg.max_clock_skew_secs as i64 * 1000,
+        });
+        Shared { ctx, mapping, ingest: Mutex::new(ingest), logged: Default::default(), hook: HookStats::default() }
+    }
+
+    /// The provider's feed.
+    pub fn feed(&self) -> &FeedEntry {
+        &self.ctx.feed
+    }
+
     /// Parses a body and applies its events; `Err` when the body does not parse.
     pub fn ingest(&self, body: &[u8], via: &str) -> Result<Outcome, ParseError> {
         let events = self.mapping.parse(body)?;
@@ -89,73 +104,17 @@ impl Shared {
         }
         Ok(out)
     }
-}
 
-/// The webhook: `/hooks/{name}/{path}`.
-pub struct OperatorHook {
-    shared: Arc<Shared>,
-    path: String,
-    verifier: Verifier,
-}
-
-fn json(status: u16, v: serde_json::Value) -> HookResponse {
-    HookResponse { status, content_type: "application/json", body: v.to_string().into_bytes() }
-}
-
-impl HookHandler for OperatorHook {
-    fn handle(&self, req: HookRequest) -> HookResponse {
-        let feed = &self.shared.ctx.feed;
-        let stats = &self.shared.hook;
-        if req.tail.trim_matches('/') != self.path {
-            stats.not_found.fetch_add(1, Ordering::Relaxed);
-            return HookResponse::error(404, "not_found", &format!("this provider takes events at /{}", self.path));
-        }
-        if req.method != "POST" {
-            stats.not_found.fetch_add(1, Ordering::Relaxed);
-            return HookResponse::error(405, "method_not_allowed", "events are POSTed");
-        }
-        if let Err(e) = self.verifier.verify(|n| req.header(n), &req.body, now_ms()) {
-            stats.rejected_auth.fetch_add(1, Ordering::Relaxed);
-            feed.record_error(&format!("webhook refused: {e}"));
-            warn!(provider = %feed.name, error = %e, "Refused an operator webhook request.");
-            return HookResponse::error(401, "unauthorized", &e.to_string());
-        }
-        let out = match self.shared.ingest(&req.body, "webhook") {
-            Ok(o) => o,
-            Err(e) => {
-                stats.malformed.fetch_add(1, Ordering::Relaxed);
-                feed.record_error(&format!("malformed webhook body: {e}"));
-                return HookResponse::error(400, "bad_request", &e.to_string());
-            }
-        };
-        let c = out.counts;
-        let total = c.applied + c.duplicates + c.out_of_order + c.unresolved + c.invalid;
-        if c.invalid > 0 && c.invalid == total {
-            stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return HookResponse::error(
-                400,
-                "bad_request",
-                out.first_error.as_deref().unwrap_or("no event could be read"),
-            );
-        }
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
-        stats.last_at.store(now_ms(), Ordering::Relaxed);
-        json(
-            200,
-            serde_json::json!({
-                "accepted": c.applied,
-                "duplicates": c.duplicates,
-                "out_of_order": c.out_of_order,
-                "unresolved": c.unresolved,
-                "invalid": c.invalid,
-            }),
-        )
+    fn totals(&self) -> (super::map::Counts, usize) {
+        let g = self.ingest.lock().unwrap_or_else(|p| p.into_inner());
+        (g.totals(), g.people())
     }
 }
 
-/// Poller state.
-#[derive(Default)]
+/// The poller: its settings and state.
 struct Poll {
+    cfg: PollConfig,
+    backoff: Backoff,
     etag: Option<String>,
     failures: u32,
     polls: u64,
@@ -166,17 +125,102 @@ struct Poll {
     next_at: UnixMs,
 }
 
-/// Why one poll failed.
-#[derive(Debug, thiserror::Error)]
-enum PollError {
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    #[error("HTTP {status}")]
-    Status { status: u16, retry_after_ms: Option<i64> },
-    #[error("answer larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("{0}")]
-    Malformed(ParseError),
+impl Poll {
+    fn new(cfg: PollConfig) -> Poll {
+        let backoff = Backoff::new(Duration::from_secs(cfg.interval_secs), Duration::from_secs(cfg.max_backoff_secs));
+        Poll {
+            cfg,
+            backoff,
+            etag: None,
+            failures: 0,
+            polls: 0,
+            not_modified: 0,
+            errors: 0,
+            last_ok_at: None,
+            last_error: None,
+            next_at: 0,
+        }
+    }
+
+    /// Polls once and schedules the next poll: after `interval_secs`, or after the back-off.
+    async fn poll(&mut self, http: &reqwest::Client, shared: &Shared) {
+        let res = self.fetch(http, shared).await;
+        let now = now_ms();
+        self.polls += 1;
+        let name = &shared.ctx.name;
+        match res {
+            Ok(()) => {
+                if self.failures > 0 {
+                    info!(provider = %name, after = self.failures, "Operator poll works again.");
+                }
+                self.failures = 0;
+                self.backoff.reset();
+                self.last_ok_at = Some(now);
+                self.next_at = now + self.cfg.interval_secs as i64 * 1000;
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                self.errors += 1;
+                let msg = format!("poll: {e}");
+                shared.feed().record_error(&msg);
+                self.last_error = Some(msg);
+                // Never before Retry-After, but no later than the longest back-off.
+                let retry = e.retry_after().unwrap_or_default().min(Duration::from_secs(self.cfg.max_backoff_secs));
+                let wait = self.backoff.next_delay().max(retry);
+                warn!(provider = %name, error = %e, failures = self.failures, retry_in = ?wait, "Operator poll failed.");
+                self.next_at = now + wait.as_millis() as i64;
+            }
+        }
+    }
+
+    /// One GET of the poll URL, applied; a `304` (the `ETag` still holds) changes nothing.
+    async fn fetch(&mut self, http: &reqwest::Client, shared: &Shared) -> Result<(), CallError> {
+        let p = &self.cfg;
+        let accept = match shared.mapping.format() {
+            Format::Json => "application/json",
+            Format::Xml => "application/xml, text/xml",
+        };
+        let mut req = http.get(&p.url).header("accept", accept);
+        for (k, v) in &p.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(t) = &p.bearer_token {
+            req = req.bearer_auth(t);
+        } else if let (Some(u), Some(pw)) = (&p.username, &p.password) {
+            req = req.basic_auth(u, Some(pw));
+        }
+        if let Some(e) = &self.etag {
+            req = req.header("if-none-match", e.as_str());
+        }
+        let answer = http::send(req, Limits::new(p.max_body_bytes, Duration::from_secs(p.timeout_secs))).await?;
+        if answer.status == 304 {
+            self.not_modified += 1;
+            return Ok(());
+        }
+        let etag = answer.header("etag").map(str::to_string);
+        let body = answer.into_body(DEFAULT_RETRY)?;
+        shared.ingest(&body, "poll").map_err(|e| CallError::Parse(e.to_string()))?;
+        // Only a body that was applied may be skipped next time.
+        self.etag = etag.filter(|e| e.len() <= MAX_ETAG_LEN);
+        Ok(())
+    }
+
+    /// Health details.
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({
+            // Without the query string, which may carry a key.
+            "url": self.cfg.url.split('?').next().unwrap_or_default(),
+            "interval_secs": self.cfg.interval_secs,
+            "polls": self.polls,
+            "not_modified": self.not_modified,
+            "errors": self.errors,
+            "failures_in_a_row": self.failures,
+            "last_ok_at": self.last_ok_at.map(rfc3339),
+            "last_error": self.last_error,
+            "next_at": (self.next_at > 0).then(|| rfc3339(self.next_at)),
+            "etag": self.etag.is_some(),
+        })
+    }
 }
 
 /// The running provider.
@@ -184,37 +228,23 @@ pub struct Runtime {
     ctx: ProviderContext,
     cfg: OperatorConfig,
     shared: Arc<Shared>,
-    poll: Poll,
+    poll: Option<Poll>,
     started_at: UnixMs,
 }
 
 impl Runtime {
     /// Builds the state and registers the webhook.
     pub fn new(ctx: ProviderContext, cfg: OperatorConfig, mapping: Mapping) -> Runtime {
-        let ingest = Ingest::new(IngestConfig {
-            instance: ctx.name.clone(),
-            absence_instance: format!("{}-absence", ctx.name),
-            forward_note: cfg.forward_note.clone(),
-            forwarded_availability: cfg.forwarded_availability,
-            reasons: cfg.reasons(),
-            max_skew_ms: cfg.max_clock_skew_secs as i64 * 1000,
-        });
-        let shared = Arc::new(Shared {
-            ctx: ctx.clone(),
-            mapping,
-            ingest: Mutex::new(ingest),
-            logged: Default::default(),
-            hook: HookStats::default(),
-        });
+        let shared = Arc::new(Shared::new(ctx.clone(), &cfg, mapping));
         if let Some(w) = &cfg.webhook {
             let verifier = w.verifier();
             if matches!(verifier, Verifier::None) {
                 warn!(provider = %ctx.name, "Operator webhook without authentication (auth = \"none\"): only behind a proxy that authenticates.");
             }
-            let hook = OperatorHook { shared: shared.clone(), path: w.path.trim_matches('/').to_string(), verifier };
-            ctx.hooks.register(&ctx.name, Arc::new(hook));
+            ctx.hooks.register(&ctx.name, Arc::new(OperatorHook::new(shared.clone(), &w.path, verifier)));
         }
-        Runtime { ctx, cfg, shared, poll: Poll::default(), started_at: now_ms() }
+        let poll = cfg.poll.clone().map(Poll::new);
+        Runtime { ctx, cfg, shared, poll, started_at: now_ms() }
     }
 
     /// Runs until shutdown.
@@ -227,22 +257,19 @@ impl Runtime {
             poll = self.cfg.poll.as_ref().map(|p| p.url.as_str()),
             "Operator provider starting."
         );
-        if self.cfg.poll.is_some() {
+        if self.poll.is_some() {
             self.ctx.feed.set_state("connecting");
         } else {
             self.ctx.sink.set_up(true);
             self.ctx.feed.set_state("listening");
         }
         loop {
-            let now = now_ms();
-            if let Some(p) = self.cfg.poll.clone() {
-                if now >= self.poll.next_at {
-                    self.poll_once(&p).await;
-                }
+            if let Some(p) = self.poll.as_mut().filter(|p| now_ms() >= p.next_at) {
+                p.poll(&self.ctx.http, &self.shared).await;
             }
             self.health();
             self.report();
-            let next_poll = if self.cfg.poll.is_some() { self.poll.next_at } else { UnixMs::MAX };
+            let next_poll = self.poll.as_ref().map_or(UnixMs::MAX, |p| p.next_at);
             let sleep = next_poll.saturating_sub(now_ms()).clamp(10, 500) as u64;
             tokio::select! {
                 _ = shutdown.recv() => break,
@@ -253,101 +280,18 @@ impl Runtime {
         info!(provider = %self.ctx.name, "Operator provider stopped.");
     }
 
-    async fn poll_once(&mut self, p: &PollConfig) {
-        let res = self.fetch(p).await;
-        let now = now_ms();
-        self.poll.polls += 1;
-        let interval = p.interval_secs as i64 * 1000;
-        match res {
-            Ok(()) => {
-                if self.poll.failures > 0 {
-                    info!(provider = %self.ctx.name, after = self.poll.failures, "Operator poll works again.");
-                }
-                self.poll.failures = 0;
-                self.poll.last_ok_at = Some(now);
-                self.poll.next_at = now + interval;
-            }
-            Err(e) => {
-                self.poll.failures = self.poll.failures.saturating_add(1);
-                self.poll.errors += 1;
-                let msg = format!("poll: {e}");
-                self.ctx.feed.record_error(&msg);
-                self.poll.last_error = Some(msg);
-                warn!(provider = %self.ctx.name, error = %e, failures = self.poll.failures, "Operator poll failed.");
-                // Doubling from the interval, capped, and never before Retry-After.
-                let backoff = interval
-                    .saturating_mul(1i64 << (self.poll.failures - 1).min(20))
-                    .min(p.max_backoff_secs as i64 * 1000);
-                let retry = match e {
-                    PollError::Status { retry_after_ms: Some(r), .. } => r.min(p.max_backoff_secs as i64 * 1000),
-                    _ => 0,
-                };
-                self.poll.next_at = now + backoff.max(retry);
-            }
-        }
-    }
-
-    async fn fetch(&mut self, p: &PollConfig) -> Result<(), PollError> {
-        let accept = match self.shared.mapping.format() {
-            Format::Json => "application/json",
-            Format::Xml => "application/xml, text/xml",
-        };
-        let mut req = self.ctx.http.get(&p.url).timeout(Duration::from_secs(p.timeout_secs)).header("accept", accept);
-        for (k, v) in &p.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if let Some(t) = &p.bearer_token {
-            req = req.bearer_auth(t);
-        } else if let (Some(u), Some(pw)) = (&p.username, &p.password) {
-            req = req.basic_auth(u, Some(pw));
-        }
-        if let Some(e) = &self.poll.etag {
-            req = req.header("if-none-match", e.as_str());
-        }
-        let mut res = req.send().await.map_err(|e| PollError::Unreachable(e.without_url().to_string()))?;
-        let status = res.status().as_u16();
-        if status == 304 {
-            self.poll.not_modified += 1;
-            return Ok(());
-        }
-        if status != 200 {
-            let retry_after_ms = res
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .map(|s| s.clamp(0, 86_400) * 1000);
-            return Err(PollError::Status { status, retry_after_ms });
-        }
-        let etag = res.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
-        if res.content_length().is_some_and(|n| n as usize > p.max_body_bytes) {
-            return Err(PollError::TooLarge(p.max_body_bytes));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = res.chunk().await.map_err(|e| PollError::Unreachable(e.without_url().to_string()))? {
-            if body.len() + chunk.len() > p.max_body_bytes {
-                return Err(PollError::TooLarge(p.max_body_bytes));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        self.shared.ingest(&body, "poll").map_err(PollError::Malformed)?;
-        // Only a body that was applied may be skipped next time.
-        self.poll.etag = etag.filter(|e| e.len() <= 256);
-        Ok(())
-    }
-
     /// Up unless polling keeps failing or the webhook has been silent too long.
     fn health(&mut self) {
         let now = now_ms();
-        let poll_down = self.cfg.poll.as_ref().map(|p| self.poll.failures >= p.stale_after_failures);
-        let poll_up = poll_down.map(|d| !d && self.poll.last_ok_at.is_some());
+        let poll_down = self.poll.as_ref().map(|p| p.failures >= p.cfg.stale_after_failures);
+        let poll_up = self.poll.as_ref().map(|p| p.failures < p.cfg.stale_after_failures && p.last_ok_at.is_some());
         let silent = self.cfg.webhook.as_ref().and_then(|w| w.stale_after_secs).is_some_and(|s| {
             let last = self.shared.hook.last_at.load(Ordering::Relaxed);
             now - last.max(self.started_at) > s as i64 * 1000
         });
         let (up, state) = match (poll_down, poll_up, silent) {
             (Some(true), _, _) => (false, "down"),
-            (_, _, true) if self.cfg.poll.is_none() => (false, "silent"),
+            (None, _, true) => (false, "silent"),
             (Some(false), Some(false), _) => (self.ctx.feed.is_up(), "connecting"),
             _ => (true, "up"),
         };
@@ -363,73 +307,109 @@ impl Runtime {
     }
 
     fn report(&self) {
-        let totals = self.shared.ingest.lock().map(|g| (g.totals(), g.people())).unwrap_or_else(|p| {
-            let g = p.into_inner();
-            (g.totals(), g.people())
-        });
-        let h = &self.shared.hook;
-        let webhook = self.cfg.webhook.as_ref().map(|w| {
-            serde_json::json!({
-                "url": self.ctx.hook_url(&w.path),
-                "auth": w.verifier().describe(),
-                "accepted": h.accepted.load(Ordering::Relaxed),
-                "rejected_auth": h.rejected_auth.load(Ordering::Relaxed),
-                "malformed": h.malformed.load(Ordering::Relaxed),
-                "not_found": h.not_found.load(Ordering::Relaxed),
-                "last_at": Some(h.last_at.load(Ordering::Relaxed)).filter(|t| *t > 0).map(rfc3339),
-            })
-        });
-        let poll = self.cfg.poll.as_ref().map(|p| {
-            serde_json::json!({
-                // Without the query string, which may carry a key.
-                "url": p.url.split('?').next().unwrap_or_default(),
-                "interval_secs": p.interval_secs,
-                "polls": self.poll.polls,
-                "not_modified": self.poll.not_modified,
-                "errors": self.poll.errors,
-                "failures_in_a_row": self.poll.failures,
-                "last_ok_at": self.poll.last_ok_at.map(rfc3339),
-                "last_error": self.poll.last_error,
-                "next_at": (self.poll.next_at > 0).then(|| rfc3339(self.poll.next_at)),
-                "etag": self.poll.etag.is_some(),
-            })
-        });
+        let (events, people) = self.shared.totals();
+        let hook = &self.shared.hook;
+        let webhook = self.cfg.webhook.as_ref().map(|w| hook.details(&self.ctx.hook_url(&w.path), &w.verifier()));
         self.ctx.feed.set_details(serde_json::json!({
             "operator": self.cfg.operator,
             "format": self.shared.mapping.format(),
             "webhook": webhook,
-            "poll": poll,
-            "events": totals.0,
-            "people": totals.1,
+            "poll": self.poll.as_ref().map(Poll::details),
+            "events": events,
+            "people": people,
         }));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::operator::{AuthKind, WebhookConfig};
+    use super::*;
+    use crate::common::http::loopback::{answer, client, peer};
+    use crate::common::test_peer::{Reply, Request, TestPeer};
+    use presence_actors::directory::{Directory, NumberPlan, Person};
+    use presence_actors::hub::SinkEvent;
+    use presence_actors::provider::TestHarness;
 
-    #[test]
-    fn an_unauthenticated_request_never_reaches_the_parser() {
-        // The verifier runs before the body is looked at; a garbage body with a wrong token
-        // is a 401, not a 400.
-        let w = WebhookConfig {
-            path: "events".into(),
-            auth: AuthKind::Token,
-            header: Some("X-Api-Key".into()),
-            algorithm: Default::default(),
-            encoding: Default::default(),
-            scheme: Default::default(),
-            prefix: String::new(),
-            secret: None,
-            token: Some("k".into()),
-            tolerance_secs: 300,
-            stale_after_secs: None,
-        };
-        let v = w.verifier();
-        let headers = [("x-api-key".to_string(), "nope".to_string())];
-        let r = v.verify(|n| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()), b"\xff\xfe", 0);
-        assert!(r.is_err());
-        assert_eq!(v.describe(), "token (x-api-key)");
+    const RINGING: &[u8] = br#"{"events":[{"msisdn":"2624","state":"ringing"}]}"#;
+
+    /// The shared state of a JSON mapping, one person at extension 2624, and a poller of `url`.
+    fn poller(url: &str, edit: impl FnOnce(&mut PollConfig)) -> (Shared, Poll, TestHarness) {
+        let cfg: OperatorConfig = serde_json::from_value(serde_json::json!({
+            "name": "tdc",
+            "poll": { "url": url, "interval_secs": 2, "max_backoff_secs": 60, "max_body_bytes": 1024 },
+            "mapping": { "format": "json", "events": "$.events[*]", "number": "$.msisdn", "call_state": "$.state" },
+        }))
+        .expect("a config");
+        cfg.validate().expect("a valid config");
+        let mut p = Person::new("asa", "Åsa");
+        p.extension = Some("2624".into());
+        let dir = Directory::build(vec![p], &NumberPlan::sweden()).expect("a directory");
+        let (ctx, harness) = ProviderContext::for_test("tdc", dir, "http://127.0.0.1:9");
+        let mut poll = cfg.poll.clone().expect("polling");
+        edit(&mut poll);
+        (Shared::new(ctx, &cfg, cfg.compile().expect("a mapping")), Poll::new(poll), harness)
+    }
+
+    fn signals(h: &mut TestHarness) -> usize {
+        h.drain().into_iter().filter(|e| matches!(e, SinkEvent::Signal(..))).count()
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_applied_and_its_etag_kept_and_a_304_changes_nothing() {
+        let len = RINGING.len().to_string();
+        let fresh = peer(Some(answer("200 OK", &[("etag", "\"v1\""), ("content-length", &len)], RINGING)));
+        let (shared, mut poll, mut harness) = poller(&fresh, |_| {});
+        poll.fetch(&client(), &shared).await.expect("a poll");
+        assert_eq!((poll.etag.as_deref(), signals(&mut harness)), (Some("\"v1\""), 1));
+        let same = peer(Some(answer("304 Not Modified", &[("content-length", "0")], b"")));
+        poll.cfg.url = same;
+        poll.fetch(&client(), &shared).await.expect("a poll");
+        assert_eq!((poll.etag.as_deref(), poll.not_modified, signals(&mut harness)), (Some("\"v1\""), 1, 0));
+        // The next request asks with the ETag.
+        let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let log = seen.clone();
+        let asks = TestPeer::start(move |r| {
+            log.lock().unwrap().push(r.clone());
+            Reply::Status(304, String::new())
+        })
+        .await;
+        poll.cfg.url = asks.url.clone();
+        poll.fetch(&client(), &shared).await.expect("a poll");
+        assert_eq!(TestPeer::header(&seen.lock().unwrap()[0], "if-none-match"), Some("\"v1\""));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused_and_a_bad_body_keeps_no_etag() {
+        let huge = peer(Some(answer("200 OK", &[("content-length", "400000000")], b"")));
+        let (shared, mut poll, _harness) = poller(&huge, |_| {});
+        assert_eq!(poll.fetch(&client(), &shared).await, Err(CallError::TooLarge { max: 1024 }));
+        let bad = peer(Some(answer("200 OK", &[("etag", "\"v2\""), ("content-length", "1")], b"{")));
+        poll.cfg.url = bad;
+        assert!(matches!(poll.fetch(&client(), &shared).await, Err(CallError::Parse(_))));
+        assert_eq!(poll.etag, None, "only an applied body may be skipped next time");
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_never_sooner_than_retry_after_and_reset_on_success() {
+        let busy = peer(Some(answer("503 Service Unavailable", &[("retry-after", "7"), ("content-length", "0")], b"")));
+        let (shared, mut poll, _harness) = poller(&busy, |_| {});
+        let t0 = now_ms();
+        poll.poll(&client(), &shared).await;
+        assert_eq!((poll.failures, poll.errors), (1, 1));
+        assert!((7_000..9_000).contains(&(poll.next_at - t0)), "Retry-After 7 s: {}", poll.next_at - t0);
+        assert!(poll.last_error.as_deref().is_some_and(|e| e.starts_with("poll: HTTP 503")), "{:?}", poll.last_error);
+        let silent = peer(Some(answer("500 Internal Server Error", &[("content-length", "0")], b"")));
+        poll.cfg.url = silent;
+        for _ in 0..3 {
+            poll.poll(&client(), &shared).await;
+        }
+        // 2 s doubling: the fourth wait is drawn from the upper half of 16 s.
+        let wait = poll.next_at - now_ms();
+        assert!((7_000..=16_000).contains(&wait), "{wait}");
+        let len = RINGING.len().to_string();
+        poll.cfg.url = peer(Some(answer("200 OK", &[("content-length", &len)], RINGING)));
+        poll.poll(&client(), &shared).await;
+        assert_eq!((poll.failures, poll.backoff.attempts()), (0, 0));
+        assert!((1_000..=2_100).contains(&(poll.next_at - now_ms())), "the interval again");
     }
 }

@@ -1,15 +1,16 @@
-//! Per-person state of the MBN source, and the signals it implies — pure: no I/O, no clock
-//! (the time is passed in), never panics.
+//! From MBN's events and status list ([`super::parse`]) to the hub's signals: per-person state
+//! and the signals it implies — pure: no I/O, no clock (the time is passed in), never panics.
 //!
 //! A person has one [`Line`] per MBN number (device) that resolves to them. A line holds the
 //! device status, the calls in progress (from the CSTA call events) and the absences. Two
 //! signals come out per person:
 //!
-//! - instance `{name}` (the provider's name, [`Instances::phone`]), the phone: a call up → Busy/InACall, ringing →
-//!   Busy/Ringing, `BUSY` → Busy/InACall (MBN's "busy" is busy on the phone), `AVAILABLE` →
-//!   Available, `OFFLINE` → Offline (the device says so: switched off, no coverage). With several
-//!   lines the busiest wins, and Offline only when every known line is offline. Nothing known →
-//!   a retraction. A lost feed is never Offline: the runtime marks the feed down (stale).
+//! - instance `{name}` (the provider's name, [`Instances::phone`]), the phone: a call up →
+//!   Busy/InACall, ringing → Busy/Ringing, `BUSY` → Busy/InACall (MBN's "busy" is busy on the
+//!   phone), `AVAILABLE` → Available, `OFFLINE` → Offline (the device says so: switched off, no
+//!   coverage). With several lines the busiest wins, and Offline only when every known line is
+//!   offline. Nothing known → a retraction. A lost feed is never Offline: the runtime marks the
+//!   feed down (stale).
 //! - instance `{name}-absence` ([`Instances::absence`]): the current absence (the active one that
 //!   started last, else the next scheduled one) through the hub's absence reason list —
 //!   availability, activity and out-of-office from the reason, the note from the absence text,
@@ -22,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use presence_actors::model::{AbsenceReason, Activity, Availability, Signal, Source, UnixMs};
 
-use super::wire::{self, Absence, CallState, DeviceStatus, Event, EventKind, UserStatus};
+use super::parse::{self, Absence, CallState, DeviceStatus, Event, EventKind, UserStatus};
 
 /// The instances of a provider's two slots per person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +204,7 @@ impl Person {
                 Outcome::Applied
             }
             EventKind::Absence(a) => {
-                if l.absences.len() >= wire::MAX_ABSENCES {
+                if l.absences.len() >= parse::MAX_ABSENCES {
                     // Make room: the one that ends first goes.
                     if let Some(i) = (0..l.absences.len()).min_by_key(|&i| l.absences[i].to.unwrap_or(UnixMs::MAX)) {
                         l.absences.swap_remove(i);
@@ -252,13 +253,13 @@ pub struct Reasons {
 }
 
 impl Reasons {
-    /// [`wire::DEFAULT_ABSENCE_REASONS`] with `overrides` (MBN type → reason code) on top,
+    /// [`parse::DEFAULT_ABSENCE_REASONS`] with `overrides` (MBN type → reason code) on top,
     /// looked up in the hub's reason list `list` (falling back to the built-in defaults).
     pub fn new(overrides: &BTreeMap<String, String>, list: &[AbsenceReason]) -> Reasons {
         let mut map: HashMap<String, String> =
-            wire::DEFAULT_ABSENCE_REASONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            parse::DEFAULT_ABSENCE_REASONS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for (k, v) in overrides {
-            if let Some(k) = wire::absence_kind(k) {
+            if let Some(k) = parse::absence_kind(k) {
                 map.insert(k, v.trim().to_string());
             }
         }
@@ -328,7 +329,7 @@ mod tests {
     fn ev(kind: EventKind, at: Option<&str>) -> Event {
         Event {
             id: None,
-            party: wire::Party { user_id: None, msisdn: Some("+46700000001".into()) },
+            party: parse::Party { user_id: None, msisdn: Some("+46700000001".into()) },
             at: at.map(ms),
             kind,
         }
@@ -390,7 +391,7 @@ mod tests {
     #[test]
     fn events_older_than_the_snapshot_are_superseded() {
         let u = UserStatus {
-            party: wire::Party::default(),
+            party: parse::Party::default(),
             status: Some(DeviceStatus::Busy),
             updated: Some(ms("2026-03-02T10:00:00Z")),
             absences: vec![],

@@ -19,8 +19,9 @@
 //! delivery), the error body, and the MBN absence type spellings. The paths are configurable
 //! (`[providers.paths]`), the rest is code in this file. The shapes in short:
 //!
-//! - token: form `grant_type=password&username&password[&scope]` → `{access_token, token_type,
-//!   expires_in}` (RFC 6749 §4.3/§5.1);
+//! - token: the standard password grant (RFC 6749 §4.3/§5.1), built and read by the providers'
+//!   toolkit ([`crate::common::oauth::password_form`], [`crate::common::oauth::request_token`]);
+//!   here only the check that a token can travel in a header ([`header_token`]);
 //! - userInfo: `{userId, companyId, name, msisdn}`; status token: `{token, expiresIn}`;
 //!   CSTA login: body `{statusToken}` → `{cstaToken, expiresIn}`;
 //! - monitor: `POST {type: "ENTERPRISE", companyId, expiresIn}` → `{monitorId, expiresIn}`;
@@ -35,14 +36,21 @@
 //! - status list: `GET …/status/users?page=P` → `{users: [{userId, msisdn, name, status,
 //!   updated, absences: [...]}], nextPage}`;
 //! - errors: `{code, message}` with Telenor's documented gateway codes (`40106` = access token
-//!   expired);
+//!   expired), read by the toolkit ([`crate::common::http::error_text`]);
 //! - status calls carry `X-MBN-Status-Token`, CSTA calls `X-MBN-CSTA-Token`, all calls the
 //!   bearer token.
+//!
+//! Bodies are decoded through the toolkit ([`crate::common::json`]: a body over [`MAX_BODY`] is
+//! refused before it is parsed, and its [`ParseError`]); queries and path segments are encoded
+//! by [`crate::common::form`].
 
 use serde_json::{Map, Value};
 
+use crate::common::{form, json};
 use presence_actors::model::activity::truncate;
 use presence_actors::model::{parse_rfc3339, UnixMs};
+
+pub use crate::common::json::ParseError;
 
 /// The documented token endpoint (developer.telenor.no/oauth).
 pub const DEFAULT_TOKEN_URL: &str = "https://api.telenor.no/oauth/v2/token";
@@ -65,11 +73,6 @@ pub const PATH_STATUS_LIST: &str = "/status/users";
 pub const HEADER_STATUS_TOKEN: &str = "x-mbn-status-token";
 /// Header carrying the CSTA token on CSTA interface calls (assumed).
 pub const HEADER_CSTA_TOKEN: &str = "x-mbn-csta-token";
-
-/// Telenor gateway code: invalid access token (documented for Telenor APIs).
-pub const CODE_INVALID_TOKEN: &str = "40105";
-/// Telenor gateway code: access token expired (documented for Telenor APIs).
-pub const CODE_TOKEN_EXPIRED: &str = "40106";
 
 /// MBN absence types (our spellings, lowercased) → the hub's default absence reason codes.
 /// `illness` → `sick`, `holiday` → `vacation`… A config's `absence_reasons` entries override
@@ -94,7 +97,7 @@ pub const DEFAULT_ABSENCE_REASONS: &[(&str, &str)] = &[
     ("other", "other"),
 ];
 
-/// Largest body any parser here accepts, in bytes.
+/// Largest body any call reads and any parser here accepts, in bytes.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Most events in one long-poll answer.
 pub const MAX_EVENTS: usize = 10_000;
@@ -102,7 +105,7 @@ pub const MAX_EVENTS: usize = 10_000;
 pub const MAX_USERS: usize = 20_000;
 /// Most absences kept per user.
 pub const MAX_ABSENCES: usize = 64;
-/// Longest id (user, company, monitor, call, absence, cursor, token) accepted, in bytes.
+/// Longest id (user, company, monitor, call, absence, cursor) accepted, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8192;
@@ -112,91 +115,24 @@ pub const MAX_NUMBER_LEN: usize = 40;
 pub const MAX_TEXT: usize = 500;
 /// Longest absence type kept, in bytes.
 pub const MAX_KIND_LEN: usize = 32;
-/// Lifetime assumed when an answer gives none, in seconds.
-pub const DEFAULT_EXPIRES_IN: u64 = 3600;
-/// Longest `Retry-After` honoured, in seconds.
-pub const MAX_RETRY_AFTER_SECS: u64 = 300;
 
-/// Longest serde error message kept (they may quote the input).
-const MAX_ERROR_MESSAGE: usize = 200;
 /// Stands in for a missing list.
 static EMPTY: Vec<Value> = Vec::new();
 
-/// Why a body could not be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ParseError {
-    /// The body is larger than [`MAX_BODY`].
-    #[error("body too large: {len} > {max} bytes")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Not JSON at all (syntax error, truncated).
-    #[error("not JSON: {0}")]
-    NotJson(String),
-    /// JSON, but not the expected shape.
-    #[error("unexpected JSON shape: {0}")]
-    Shape(&'static str),
-    /// A required field is absent, null or empty.
-    #[error("missing field {0}")]
-    Missing(&'static str),
-    /// A field has an unusable value.
-    #[error("invalid {field}: {reason}")]
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// More items than allowed.
-    #[error("too many {what}: {n} > {max}")]
-    TooMany {
-        /// What was counted.
-        what: &'static str,
-        /// How many there were.
-        n: usize,
-        /// The limit.
-        max: usize,
-    },
-}
-
 // ---------------------------------------------------------------------------------------------
-// OAuth2 password grant and the three login steps
+// The login steps after the token
 
-/// A successful answer of the token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenResponse {
-    /// The bearer token.
-    pub access_token: String,
-    /// Lifetime in seconds ([`DEFAULT_EXPIRES_IN`] when absent: "the expiry time is set in the
-    /// response and may vary").
-    pub expires_in: u64,
-    /// `Bearer`.
-    pub token_type: Option<String>,
-}
-
-/// The form body of the password grant (RFC 6749 §4.3). The client id and secret go in the
-/// `Authorization: Basic` header, as Telenor documents it.
-pub fn password_grant_form(username: &str, password: &str, scope: Option<&str>) -> String {
-    let mut pairs = vec![("grant_type", "password"), ("username", username), ("password", password)];
-    if let Some(s) = scope.filter(|s| !s.is_empty()) {
-        pairs.push(("scope", s));
+/// A token as it will be sent in a header: trimmed, non-empty, at most [`MAX_TOKEN_LEN`] bytes
+/// of printable ASCII; `field` names it in the error.
+pub fn header_token(field: &'static str, token: &str) -> Result<String, ParseError> {
+    let t = token.trim();
+    if t.is_empty() {
+        return Err(ParseError::Missing(field));
     }
-    form(&pairs)
-}
-
-/// Parses a token endpoint answer; `access_token` is required.
-pub fn parse_token(body: &[u8]) -> Result<TokenResponse, ParseError> {
-    let v = json(body)?;
-    let o = object(&v)?;
-    Ok(TokenResponse {
-        access_token: token_field(o, "access_token")?,
-        expires_in: seconds_field(o, "expires_in")?.unwrap_or(DEFAULT_EXPIRES_IN),
-        token_type: short(o, "token_type", 32),
-    })
+    if t.len() > MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(field, "too long or not printable ASCII"));
+    }
+    Ok(t.to_string())
 }
 
 /// The answer of `catalog/userInfo`: who the API user is, and its company.
@@ -212,7 +148,7 @@ pub struct UserInfo {
 
 /// Parses `catalog/userInfo`.
 pub fn parse_user_info(body: &[u8]) -> Result<UserInfo, ParseError> {
-    let v = json(body)?;
+    let v = from_json(body)?;
     let o = object(&v)?;
     Ok(UserInfo { user_id: id(o, "userId"), company_id: id(o, "companyId"), name: short(o, "name", MAX_TEXT) })
 }
@@ -228,9 +164,7 @@ pub struct SessionToken {
 
 /// Parses the answer of `status/token` (`{token, expiresIn}`).
 pub fn parse_status_token(body: &[u8]) -> Result<SessionToken, ParseError> {
-    let v = json(body)?;
-    let o = object(&v)?;
-    Ok(SessionToken { token: token_field(o, "token")?, expires_in: seconds_field(o, "expiresIn")? })
+    session_token(body, "token")
 }
 
 /// The body of the CSTA login (`/csta/authentication/token`): the status token.
@@ -240,9 +174,15 @@ pub fn csta_login_body(status_token: &str) -> String {
 
 /// Parses the answer of the CSTA login (`{cstaToken, expiresIn}`).
 pub fn parse_csta_token(body: &[u8]) -> Result<SessionToken, ParseError> {
-    let v = json(body)?;
+    session_token(body, "cstaToken")
+}
+
+/// `{<field>, expiresIn}`: the token in `field` and its lifetime.
+fn session_token(body: &[u8], field: &'static str) -> Result<SessionToken, ParseError> {
+    let v = from_json(body)?;
     let o = object(&v)?;
-    Ok(SessionToken { token: token_field(o, "cstaToken")?, expires_in: seconds_field(o, "expiresIn")? })
+    let token = header_token(field, o.get(field).and_then(Value::as_str).unwrap_or_default())?;
+    Ok(SessionToken { token, expires_in: seconds(o, "expiresIn")? })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,17 +215,15 @@ pub struct Monitor {
 
 /// Parses a monitor start or refresh answer.
 pub fn parse_monitor(body: &[u8]) -> Result<Monitor, ParseError> {
-    let v = json(body)?;
+    let v = from_json(body)?;
     let o = object(&v)?;
     let id = id(o, "monitorId").ok_or(ParseError::Missing("monitorId"))?;
-    Ok(Monitor { id, expires_in: seconds_field(o, "expiresIn")? })
+    Ok(Monitor { id, expires_in: seconds(o, "expiresIn")? })
 }
 
 /// A path template with `{id}` replaced by the percent-encoded `id`.
 pub fn path_with_id(template: &str, id: &str) -> String {
-    let mut enc = String::with_capacity(id.len());
-    percent_encode(&mut enc, id, false);
-    template.replace("{id}", &enc)
+    template.replace("{id}", &form::encode_component(id))
 }
 
 /// The query string of an event poll: wait up to `wait_secs`, from `cursor` (none: from the
@@ -296,12 +234,12 @@ pub fn events_query(wait_secs: u64, cursor: Option<&str>) -> String {
     if let Some(c) = cursor {
         pairs.push(("cursor", c));
     }
-    form(&pairs)
+    form::encode(&pairs)
 }
 
 /// The query string of a status list page (none: the first page).
 pub fn status_list_query(page: Option<&str>) -> String {
-    page.map(|p| form(&[("page", p)])).unwrap_or_default()
+    page.map(|p| form::encode(&[("page", p)])).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -423,7 +361,7 @@ pub fn parse_events(body: &[u8]) -> Result<EventBatch, ParseError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(EventBatch { cursor: None, events: Vec::new() });
     }
-    let v = json(body)?;
+    let v = from_json(body)?;
     let (cursor, list) = match &v {
         Value::Array(a) => (None, a),
         Value::Object(o) => {
@@ -436,10 +374,10 @@ pub fn parse_events(body: &[u8]) -> Result<EventBatch, ParseError> {
             match o.get("events") {
                 None | Some(Value::Null) => (cursor, &EMPTY),
                 Some(Value::Array(a)) => (cursor, a),
-                Some(_) => return Err(ParseError::Shape("events is not an array")),
+                Some(_) => return Err(ParseError::Shape("events is not an array".into())),
             }
         }
-        _ => return Err(ParseError::Shape("expected an object or an array")),
+        _ => return Err(ParseError::Shape("expected an object or an array".into())),
     };
     if list.len() > MAX_EVENTS {
         return Err(ParseError::TooMany { what: "events", n: list.len(), max: MAX_EVENTS });
@@ -571,12 +509,12 @@ pub struct StatusPage {
 
 /// Parses a status list page (`{users: [...], nextPage}`).
 pub fn parse_status_list(body: &[u8]) -> Result<StatusPage, ParseError> {
-    let v = json(body)?;
+    let v = from_json(body)?;
     let o = object(&v)?;
     let users = match o.get("users") {
         Some(Value::Array(a)) => a,
         None | Some(Value::Null) => &EMPTY,
-        Some(_) => return Err(ParseError::Shape("users is not an array")),
+        Some(_) => return Err(ParseError::Shape("users is not an array".into())),
     };
     if users.len() > MAX_USERS {
         return Err(ParseError::TooMany { what: "users", n: users.len(), max: MAX_USERS });
@@ -608,70 +546,21 @@ fn user_status(v: &Value) -> Result<UserStatus, ParseError> {
                 }
             }
         }
-        Some(_) => return Err(ParseError::Shape("absences is not an array")),
+        Some(_) => return Err(ParseError::Shape("absences is not an array".into())),
     }
     Ok(UserStatus { party, status, updated, absences, bad_absences })
 }
 
 // ---------------------------------------------------------------------------------------------
-// Errors and Retry-After
-
-/// An error answer: `{code, message}` (Telenor's gateway codes; `error`/`error_description` of
-/// OAuth2 are read too).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ApiError {
-    /// The code (`40106`, `invalid_grant`…), bounded.
-    pub code: Option<String>,
-    /// The message, bounded.
-    pub message: Option<String>,
-}
-
-impl ApiError {
-    /// True when the code says the access token is expired or invalid.
-    pub fn token_rejected(&self) -> bool {
-        matches!(self.code.as_deref(), Some(CODE_TOKEN_EXPIRED | CODE_INVALID_TOKEN))
-    }
-}
-
-/// Parses an error body; `None` when it is not one.
-pub fn parse_error(body: &[u8]) -> Option<ApiError> {
-    let v = json(body).ok()?;
-    let o = v.as_object()?;
-    let text = |k: &str| match o.get(k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(truncate(s.trim(), 200).to_string()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let e = ApiError {
-        code: text("code").or_else(|| text("errorCode")).or_else(|| text("error")),
-        message: text("message").or_else(|| text("error_description")),
-    };
-    (e.code.is_some() || e.message.is_some()).then_some(e)
-}
-
-/// A `Retry-After` value in delta-seconds, capped at [`MAX_RETRY_AFTER_SECS`]; `None` for
-/// anything else (an HTTP-date falls back to the caller's backoff).
-pub fn retry_after_secs(value: &str) -> Option<u64> {
-    let v = value.trim();
-    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(v.parse::<u64>().unwrap_or(u64::MAX).min(MAX_RETRY_AFTER_SECS))
-}
-
-// ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn json(body: &[u8]) -> Result<Value, ParseError> {
-    if body.len() > MAX_BODY {
-        return Err(ParseError::TooLarge { len: body.len(), max: MAX_BODY });
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ParseError::NotJson(truncate(&e.to_string(), MAX_ERROR_MESSAGE).to_string()))
+/// Decodes a body of at most [`MAX_BODY`] bytes.
+fn from_json(body: &[u8]) -> Result<Value, ParseError> {
+    json::from_json_max(body, MAX_BODY)
 }
 
 fn object(v: &Value) -> Result<&Map<String, Value>, ParseError> {
-    v.as_object().ok_or(ParseError::Shape("expected an object"))
+    v.as_object().ok_or_else(|| ParseError::Shape("expected an object".into()))
 }
 
 fn invalid(field: &'static str, reason: &str) -> ParseError {
@@ -696,34 +585,16 @@ fn bounded_id(s: &str, field: &'static str) -> Result<String, ParseError> {
     Ok(s.to_string())
 }
 
-fn token_field(o: &Map<String, Value>, k: &'static str) -> Result<String, ParseError> {
-    match o.get(k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => {
-            let t = s.trim();
-            if t.len() > MAX_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid(k, "too long or not printable ASCII"));
-            }
-            Ok(t.to_string())
-        }
-        _ => Err(ParseError::Missing(k)),
-    }
-}
-
 fn short(o: &Map<String, Value>, k: &str, max: usize) -> Option<String> {
     o.get(k).and_then(Value::as_str).map(|s| truncate(s.trim(), max).to_string()).filter(|s| !s.is_empty())
 }
 
-/// Seconds as a non-negative number or a numeric string; absent or null is `None`.
-fn seconds_field(o: &Map<String, Value>, k: &'static str) -> Result<Option<u64>, ParseError> {
+/// Seconds as the toolkit reads them ([`json::seconds`]: a non-negative number or a numeric
+/// string); absent or null is `None`.
+fn seconds(o: &Map<String, Value>, k: &'static str) -> Result<Option<u64>, ParseError> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
-            .map(Some)
-            .ok_or_else(|| invalid(k, "negative")),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid(k, "not a number")),
-        Some(_) => Err(invalid(k, "not a number")),
+        Some(v) => json::seconds(v).map(Some).ok_or_else(|| invalid(k, "not a number of seconds")),
     }
 }
 
@@ -756,73 +627,16 @@ fn one_line(s: &str) -> String {
     out
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        percent_encode(&mut out, k, true);
-        out.push('=');
-        percent_encode(&mut out, v, true);
-    }
-    out
-}
-
-/// `application/x-www-form-urlencoded` bytes (`form`: space as `+`) or a path segment (space as
-/// `%20`): alphanumerics and `*-._` stay, everything else is `%XX`.
-fn percent_encode(out: &mut String, s: &str, form: bool) {
-    fn hex(n: u8) -> char {
-        let n = n & 0x0f;
-        char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
-    }
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(char::from(b)),
-            b' ' if form => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(hex(b >> 4));
-                out.push(hex(b));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::{http, oauth};
     use crate::mutate::{Mutator, Xorshift};
 
-    const TOKEN: &[u8] = include_bytes!("../../../fixtures/mbn/token.json");
-    const USER_INFO: &[u8] = include_bytes!("../../../fixtures/mbn/user_info.json");
-    const STATUS_TOKEN: &[u8] = include_bytes!("../../../fixtures/mbn/status_token.json");
-    const CSTA_TOKEN: &[u8] = include_bytes!("../../../fixtures/mbn/csta_token.json");
-    const MONITOR: &[u8] = include_bytes!("../../../fixtures/mbn/monitor.json");
-    const DEVICE_STATUS: &[u8] = include_bytes!("../../../fixtures/mbn/events_device_status.json");
-    const CALLS: &[u8] = include_bytes!("../../../fixtures/mbn/events_calls.json");
-    const ABSENCE: &[u8] = include_bytes!("../../../fixtures/mbn/events_absence.json");
-    const ABSENCE_REMOVED: &[u8] = include_bytes!("../../../fixtures/mbn/events_absence_removed.json");
-    const MALFORMED: &[u8] = include_bytes!("../../../fixtures/mbn/events_malformed.json");
-    const POLL_TIMEOUT: &[u8] = include_bytes!("../../../fixtures/mbn/events_poll_timeout.json");
-    const STATUS_LIST: &[u8] = include_bytes!("../../../fixtures/mbn/status_list.json");
-    const ERROR_40106: &[u8] = include_bytes!("../../../fixtures/mbn/error_40106.json");
-
-    const ALL_FIXTURES: [&[u8]; 13] = [
-        TOKEN,
-        USER_INFO,
-        STATUS_TOKEN,
-        CSTA_TOKEN,
-        MONITOR,
-        DEVICE_STATUS,
-        CALLS,
-        ABSENCE,
-        ABSENCE_REMOVED,
-        MALFORMED,
-        POLL_TIMEOUT,
-        STATUS_LIST,
-        ERROR_40106,
-    ];
+    /// A fixture of `fixtures/mbn/`.
+    fn fixture(name: &str) -> Vec<u8> {
+        crate::mutate::fixture(&format!("mbn/{name}"))
+    }
 
     fn ms(s: &str) -> UnixMs {
         parse_rfc3339(s).expect("test time")
@@ -835,36 +649,40 @@ mod tests {
 
     #[test]
     fn login_steps_parse() {
-        let t = parse_token(TOKEN).unwrap();
+        // The token answer is the standard one, read by the toolkit; the token must fit a header.
+        let t = oauth::parse_token_response(&fixture("token.json")).unwrap();
         assert_eq!((t.access_token.as_str(), t.expires_in), ("eyJraWQiOiJtYm4tc2ltIn0.c2ltLWFjY2Vzcy0x", 3599));
-        assert_eq!(t.token_type.as_deref(), Some("Bearer"));
-        assert_eq!(parse_token(br#"{"access_token":"x"}"#).unwrap().expires_in, DEFAULT_EXPIRES_IN);
-        assert_eq!(parse_token(br#"{"token_type":"Bearer"}"#), Err(ParseError::Missing("access_token")));
-        assert!(parse_token(br#"{"access_token":"a b"}"#).is_err(), "not a header-safe token");
-        let u = parse_user_info(USER_INFO).unwrap();
+        assert_eq!(header_token("access_token", &t.access_token).as_deref(), Ok(t.access_token.as_str()));
+        assert_eq!(header_token("access_token", " "), Err(ParseError::Missing("access_token")));
+        assert!(header_token("access_token", "a b").is_err(), "not a header-safe token");
+        assert!(header_token("access_token", &"x".repeat(MAX_TOKEN_LEN + 1)).is_err());
+        let u = parse_user_info(&fixture("user_info.json")).unwrap();
         assert_eq!(u.company_id.as_deref(), Some("NO-987654321"));
         assert_eq!(u.user_id.as_deref(), Some("api-user-1"));
         assert_eq!(parse_user_info(b"{}").unwrap(), UserInfo::default());
-        let s = parse_status_token(STATUS_TOKEN).unwrap();
+        let s = parse_status_token(&fixture("status_token.json")).unwrap();
         assert_eq!((s.token.as_str(), s.expires_in), ("st-6f1c2a", Some(3600)));
-        let c = parse_csta_token(CSTA_TOKEN).unwrap();
+        let c = parse_csta_token(&fixture("csta_token.json")).unwrap();
         assert_eq!((c.token.as_str(), c.expires_in), ("csta-91be04", Some(3600)), "a numeric string is read");
-        assert!(parse_csta_token(STATUS_TOKEN).is_err());
-        let m = parse_monitor(MONITOR).unwrap();
+        assert_eq!(parse_csta_token(&fixture("status_token.json")), Err(ParseError::Missing("cstaToken")));
+        assert!(parse_status_token(br#"{"token":"a\u0001b"}"#).is_err(), "not a header-safe token");
+        let m = parse_monitor(&fixture("monitor.json")).unwrap();
         assert_eq!((m.id.as_str(), m.expires_in), ("m-20260302-0001", Some(600)));
         assert_eq!(
             parse_monitor(br#"{"expiresIn":-1,"monitorId":"m"}"#).map(|m| m.id),
-            Err(invalid("expiresIn", "negative"))
+            Err(invalid("expiresIn", "not a number of seconds"))
         );
+        let m = parse_monitor(br#"{"expiresIn":"600","monitorId":7}"#).unwrap();
+        assert_eq!((m.id.as_str(), m.expires_in), ("7", Some(600)));
     }
 
     #[test]
     fn request_builders() {
+        // The password grant as Telenor documents it, built by the toolkit.
         assert_eq!(
-            password_grant_form("mbn api@firma.no", "på&=x", None),
+            oauth::password_form("mbn api@firma.no", "på&=x", None),
             "grant_type=password&username=mbn+api%40firma.no&password=p%C3%A5%26%3Dx"
         );
-        assert_eq!(password_grant_form("u", "p", Some("mbn")), "grant_type=password&username=u&password=p&scope=mbn");
         assert_eq!(csta_login_body("st-\"1"), r#"{"statusToken":"st-\"1"}"#);
         assert_eq!(
             monitor_start_body(Some("NO-1"), 600),
@@ -881,7 +699,7 @@ mod tests {
 
     #[test]
     fn device_status_events() {
-        let (cursor, ev) = ok_events(DEVICE_STATUS);
+        let (cursor, ev) = ok_events(&fixture("events_device_status.json"));
         assert_eq!(cursor.as_deref(), Some("1-17"));
         assert_eq!(ev.len(), 3);
         assert_eq!(ev[0].kind, EventKind::DeviceStatus(DeviceStatus::Busy));
@@ -894,7 +712,7 @@ mod tests {
 
     #[test]
     fn call_events() {
-        let (_, ev) = ok_events(CALLS);
+        let (_, ev) = ok_events(&fixture("events_calls.json"));
         let kinds: Vec<_> = ev.iter().map(|e| e.kind.clone()).collect();
         let call = |state| EventKind::Call { call_id: "call-7".into(), state };
         assert_eq!(
@@ -912,7 +730,7 @@ mod tests {
 
     #[test]
     fn absence_events() {
-        let (_, ev) = ok_events(ABSENCE);
+        let (_, ev) = ok_events(&fixture("events_absence.json"));
         let EventKind::Absence(a) = &ev[0].kind else { panic!("{:?}", ev[0]) };
         assert_eq!(a.id, "a-301");
         assert_eq!(a.kind, "illness");
@@ -923,7 +741,7 @@ mod tests {
         assert_eq!(m.text.as_deref(), Some("Styremøte"));
         let EventKind::Absence(p) = &ev[2].kind else { panic!() };
         assert_eq!((p.kind.as_str(), p.to, p.text.as_deref()), ("parental_leave", None, None), "until further notice");
-        let (_, ev) = ok_events(ABSENCE_REMOVED);
+        let (_, ev) = ok_events(&fixture("events_absence_removed.json"));
         assert_eq!(ev[0].kind, EventKind::AbsenceRemoved { absence_id: "a-301".into() });
         assert_eq!(absence_kind(" Home Office "), Some("home_office".into()));
         assert_eq!(absence_kind("x".repeat(33).as_str()), None);
@@ -932,7 +750,7 @@ mod tests {
 
     #[test]
     fn malformed_events_are_reported_one_by_one() {
-        let b = parse_events(MALFORMED).unwrap();
+        let b = parse_events(&fixture("events_malformed.json")).unwrap();
         let results: Vec<String> = b
             .events
             .iter()
@@ -964,11 +782,11 @@ mod tests {
     fn poll_envelopes() {
         assert_eq!(parse_events(b"").unwrap(), EventBatch { cursor: None, events: vec![] }, "204: nothing");
         assert_eq!(parse_events(b" \n").unwrap().events.len(), 0);
-        let t = parse_events(POLL_TIMEOUT).unwrap();
+        let t = parse_events(&fixture("events_poll_timeout.json")).unwrap();
         assert_eq!((t.cursor.as_deref(), t.events.len()), (Some("1-35"), 0));
         assert_eq!(parse_events(b"[]").unwrap().events.len(), 0, "a bare array");
         assert_eq!(parse_events(br#"{"cursor":42}"#).unwrap().cursor.as_deref(), Some("42"));
-        assert_eq!(parse_events(br#"{"events":{}}"#), Err(ParseError::Shape("events is not an array")));
+        assert_eq!(parse_events(br#"{"events":{}}"#), Err(ParseError::Shape("events is not an array".into())));
         assert!(matches!(parse_events(b"{\"events\":["), Err(ParseError::NotJson(_))));
         assert!(matches!(parse_events(b"\"x\""), Err(ParseError::Shape(_))));
         let many = format!("[{}]", vec!["{}"; MAX_EVENTS + 1].join(","));
@@ -981,7 +799,7 @@ mod tests {
 
     #[test]
     fn status_list_pages() {
-        let p = parse_status_list(STATUS_LIST).unwrap();
+        let p = parse_status_list(&fixture("status_list.json")).unwrap();
         assert_eq!(p.next_page.as_deref(), Some("2"));
         assert_eq!(p.users.len(), 5);
         let u1 = p.users[0].as_ref().unwrap();
@@ -998,25 +816,15 @@ mod tests {
         );
         assert_eq!(p.users[4], Err(ParseError::Missing("msisdn")));
         assert_eq!(parse_status_list(br#"{"users":[],"nextPage":""}"#).unwrap().next_page, None);
-        assert_eq!(parse_status_list(br#"{"users":{}}"#), Err(ParseError::Shape("users is not an array")));
+        assert_eq!(parse_status_list(br#"{"users":{}}"#), Err(ParseError::Shape("users is not an array".into())));
     }
 
     #[test]
-    fn errors_and_retry_after() {
-        let e = parse_error(ERROR_40106).unwrap();
-        assert_eq!((e.code.as_deref(), e.message.as_deref()), (Some("40106"), Some("Access token expired")));
-        assert!(e.token_rejected());
-        let o = parse_error(br#"{"error":"invalid_grant","error_description":"Bad user"}"#).unwrap();
-        assert_eq!(
-            (o.code.as_deref(), o.message.as_deref(), o.token_rejected()),
-            (Some("invalid_grant"), Some("Bad user"), false)
-        );
-        assert_eq!(parse_error(b"<html>"), None);
-        assert_eq!(parse_error(b"{}"), None);
-        assert_eq!(retry_after_secs(" 2 "), Some(2));
-        assert_eq!(retry_after_secs("99999999999999999999"), Some(MAX_RETRY_AFTER_SECS));
-        assert_eq!(retry_after_secs("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(retry_after_secs("-1"), None);
+    fn error_bodies_are_read_by_the_toolkit() {
+        assert_eq!(http::error_text(&fixture("error_40106.json")), "40106: Access token expired");
+        let oauth = br#"{"error":"invalid_grant","error_description":"Bad user"}"#;
+        assert_eq!(http::error_text(oauth), "invalid_grant: Bad user");
+        assert_eq!(http::error_text(b"<html>"), "");
     }
 
     /// Deterministic xorshift mutations of every fixture fed to every parser: nothing panics,
@@ -1024,18 +832,7 @@ mod tests {
     #[test]
     fn no_input_panics_any_parser() {
         let mut rng = Xorshift::default();
-        let fragments: [&[u8]; 20] = [
-            b"{",
-            b"}",
-            b"[",
-            b"]",
-            b",",
-            b"null",
-            b"\"",
-            b"\\u0000",
-            b"\\ud800",
-            b"1e999",
-            b"-1",
+        let fields: [&[u8]; 9] = [
             b"\"events\":[",
             b"\"eventType\":\"absence\"",
             b"\"absence\":{}",
@@ -1043,9 +840,10 @@ mod tests {
             b"\"from\":99999999999999999",
             b"\"status\":[]",
             b"\"cursor\":{}",
-            b"\xff\xfe",
             b"\"expiresIn\":1.5",
+            b"\"token\":\" \"",
         ];
+        let tokens = [crate::mutate::JSON_TOKENS, &fields].concat();
         let long = "9".repeat(300);
         let words: [&str; 16] = [
             "",
@@ -1065,30 +863,30 @@ mod tests {
             "åäö",
             &long,
         ];
-        let m = Mutator::new(&fragments, &words);
+        let m = Mutator::new(&tokens, &words);
+        let fixtures = crate::mutate::fixture_files("mbn", "json");
         let mut parsed_ok = 0usize;
         for round in 0..20_000usize {
-            let buf = m.mutate(ALL_FIXTURES[round % ALL_FIXTURES.len()], &mut rng);
+            let buf = m.mutate(&fixtures[round % fixtures.len()].1, &mut rng);
             if let Ok(b) = parse_events(&buf) {
                 parsed_ok += 1 + b.events.iter().filter(|e| e.is_ok()).count();
             }
             if let Ok(p) = parse_status_list(&buf) {
                 parsed_ok += 1 + p.users.iter().filter(|u| u.is_ok()).count();
             }
-            parsed_ok += usize::from(parse_token(&buf).is_ok());
+            parsed_ok += usize::from(oauth::parse_token_response(&buf).is_ok());
             parsed_ok += usize::from(parse_user_info(&buf).is_ok());
             parsed_ok += usize::from(parse_status_token(&buf).is_ok());
             parsed_ok += usize::from(parse_csta_token(&buf).is_ok());
             parsed_ok += usize::from(parse_monitor(&buf).is_ok());
-            parsed_ok += usize::from(parse_error(&buf).is_some());
+            parsed_ok += usize::from(!http::error_text(&buf).is_empty());
             let text = String::from_utf8_lossy(&buf);
             let short = truncate(&text, 200);
-            let _ = retry_after_secs(short);
+            let _ = header_token("token", short);
             let _ = absence_kind(short);
             let _ = DeviceStatus::parse(short);
             let _ = path_with_id(PATH_MONITOR, short);
             let _ = events_query(rng.next(), Some(short));
-            let _ = password_grant_form(short, short, Some(short));
         }
         assert!(parsed_ok > 5_000, "only {parsed_ok} parses succeeded");
     }

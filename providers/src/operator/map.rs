@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
-use super::mapping::{AbsenceStatement, CallState, EventError, OperatorEvent};
+use super::parse::{AbsenceStatement, CallState, EventError, OperatorEvent};
 use presence_actors::directory::UserIdx;
 use presence_actors::model::{AbsenceReason, Activity, Availability, Signal, Source, UnixMs};
 

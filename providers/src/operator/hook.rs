@@ -1,6 +1,13 @@
-//! Webhook authentication for the operator adapter — pure, no I/O.
+//! The operator webhook: the operator POSTs events to `/hooks/{name}/{path}`.
 //!
-//! Two kinds, as `[providers.webhook] auth` says:
+//! [`OperatorHook`] runs on HTTP worker threads: it checks the path and method (`404`, `405`),
+//! then the sender ([`Verifier`]: `401` with a JSON error), parses the body with the mapping
+//! (`400` with the reason), hands the events to the provider's shared state
+//! ([`Shared::ingest`]), and answers `200` with what it did (`{"accepted", "duplicates",
+//! "out_of_order", "unresolved", "invalid"}`). Refusals are counted in the feed's `errors` and
+//! in `details` ([`HookStats`]).
+//!
+//! The sender check is pure (no I/O). Two kinds, as `[providers.webhook] auth` says:
 //! - `hmac`: a header carries an HMAC of the body (SHA-256, or SHA-1 for legacy platforms),
 //!   hex or base64, optionally behind a prefix (`sha256=…`, GitHub style). With
 //!   `scheme = "stripe"` the header is `t=<unix seconds>,v1=<signature>[,v1=…]`, the MAC is
@@ -12,12 +19,119 @@
 //! Comparisons are constant-time (HMAC verification by aws-lc-rs; tokens by
 //! `verify_slices_are_equal`), so timing does not reveal how much of a guess was right.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use aws_lc_rs::{constant_time, hmac};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::runtime::Shared;
+use presence_actors::model::{now_ms, rfc3339};
+use presence_actors::provider::{HookHandler, HookRequest, HookResponse};
 
 /// Longest signature header read, in bytes.
 const MAX_HEADER_LEN: usize = 2048;
+
+/// Counters of the webhook.
+#[derive(Default)]
+pub struct HookStats {
+    /// Requests that passed authentication and parsed.
+    pub accepted: AtomicU64,
+    /// Requests refused for a wrong or missing signature or token.
+    pub rejected_auth: AtomicU64,
+    /// Bodies that did not parse, or whose every event was refused.
+    pub malformed: AtomicU64,
+    /// Requests to other paths or with other methods.
+    pub not_found: AtomicU64,
+    /// Time of the last accepted request (ms; 0 = never).
+    pub last_at: AtomicI64,
+}
+
+impl HookStats {
+    /// Health details of the webhook at `url`, checked by `verifier`.
+    pub fn details(&self, url: &str, verifier: &Verifier) -> serde_json::Value {
+        serde_json::json!({
+            "url": url,
+            "auth": verifier.describe(),
+            "accepted": self.accepted.load(Ordering::Relaxed),
+            "rejected_auth": self.rejected_auth.load(Ordering::Relaxed),
+            "malformed": self.malformed.load(Ordering::Relaxed),
+            "not_found": self.not_found.load(Ordering::Relaxed),
+            "last_at": Some(self.last_at.load(Ordering::Relaxed)).filter(|t| *t > 0).map(rfc3339),
+        })
+    }
+}
+
+/// The webhook: `/hooks/{name}/{path}`.
+pub struct OperatorHook {
+    shared: Arc<Shared>,
+    path: String,
+    verifier: Verifier,
+}
+
+impl OperatorHook {
+    /// A handler taking events at `/{path}`, checked by `verifier`, into `shared`.
+    pub fn new(shared: Arc<Shared>, path: &str, verifier: Verifier) -> OperatorHook {
+        OperatorHook { shared, path: path.trim_matches('/').to_string(), verifier }
+    }
+}
+
+fn json(status: u16, v: serde_json::Value) -> HookResponse {
+    HookResponse { status, content_type: "application/json", body: v.to_string().into_bytes() }
+}
+
+impl HookHandler for OperatorHook {
+    fn handle(&self, req: HookRequest) -> HookResponse {
+        let feed = self.shared.feed();
+        let stats = &self.shared.hook;
+        if req.tail.trim_matches('/') != self.path {
+            stats.not_found.fetch_add(1, Ordering::Relaxed);
+            return HookResponse::error(404, "not_found", &format!("this provider takes events at /{}", self.path));
+        }
+        if req.method != "POST" {
+            stats.not_found.fetch_add(1, Ordering::Relaxed);
+            return HookResponse::error(405, "method_not_allowed", "events are POSTed");
+        }
+        if let Err(e) = self.verifier.verify(|n| req.header(n), &req.body, now_ms()) {
+            stats.rejected_auth.fetch_add(1, Ordering::Relaxed);
+            feed.record_error(&format!("webhook refused: {e}"));
+            warn!(provider = %feed.name, error = %e, "Refused an operator webhook request.");
+            return HookResponse::error(401, "unauthorized", &e.to_string());
+        }
+        let out = match self.shared.ingest(&req.body, "webhook") {
+            Ok(o) => o,
+            Err(e) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                feed.record_error(&format!("malformed webhook body: {e}"));
+                return HookResponse::error(400, "bad_request", &e.to_string());
+            }
+        };
+        let c = out.counts;
+        let total = c.applied + c.duplicates + c.out_of_order + c.unresolved + c.invalid;
+        if c.invalid > 0 && c.invalid == total {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return HookResponse::error(
+                400,
+                "bad_request",
+                out.first_error.as_deref().unwrap_or("no event could be read"),
+            );
+        }
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.last_at.store(now_ms(), Ordering::Relaxed);
+        json(
+            200,
+            serde_json::json!({
+                "accepted": c.applied,
+                "duplicates": c.duplicates,
+                "out_of_order": c.out_of_order,
+                "unresolved": c.unresolved,
+                "invalid": c.invalid,
+            }),
+        )
+    }
+}
 
 /// How webhook requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -269,6 +383,10 @@ fn hex(c: u8) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::{AuthKind, OperatorConfig, WebhookConfig};
+    use presence_actors::directory::{Directory, NumberPlan, Person};
+    use presence_actors::hub::SinkEvent;
+    use presence_actors::provider::ProviderContext;
 
     // RFC 4231 test case 2 and its HMAC-SHA1 counterpart (RFC 2202 test case 2).
     const KEY: &[u8] = b"Jefe";
@@ -345,5 +463,86 @@ mod tests {
         let k = Verifier::token("x-api-key", "k");
         assert_eq!(k.verify(h(&[("x-api-key", "k")]), b"", 0), Ok(()));
         assert_eq!(Verifier::None.verify(h(&[]), b"", 0), Ok(()));
+    }
+
+    #[test]
+    fn an_unauthenticated_request_never_reaches_the_parser() {
+        // The verifier runs before the body is looked at; a garbage body with a wrong token
+        // is a 401, not a 400.
+        let w = WebhookConfig {
+            path: "events".into(),
+            auth: AuthKind::Token,
+            header: Some("X-Api-Key".into()),
+            algorithm: Default::default(),
+            encoding: Default::default(),
+            scheme: Default::default(),
+            prefix: String::new(),
+            secret: None,
+            token: Some("k".into()),
+            tolerance_secs: 300,
+            stale_after_secs: None,
+        };
+        let v = w.verifier();
+        let headers = [("x-api-key".to_string(), "nope".to_string())];
+        let r = v.verify(|n| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()), b"\xff\xfe", 0);
+        assert!(r.is_err());
+        assert_eq!(v.describe(), "token (x-api-key)");
+    }
+
+    /// A webhook with token auth in front of a JSON mapping, and one person at extension 2624.
+    fn hook() -> (OperatorHook, presence_actors::provider::TestHarness) {
+        let cfg: OperatorConfig = serde_json::from_value(serde_json::json!({
+            "name": "tdc",
+            "webhook": { "auth": "token", "header": "X-Api-Key", "token": "k" },
+            "mapping": { "format": "json", "events": "$.events[*]", "number": "$.msisdn", "call_state": "$.state" },
+        }))
+        .expect("a config");
+        cfg.validate().expect("a valid config");
+        let mut p = Person::new("asa", "Åsa");
+        p.extension = Some("2624".into());
+        let dir = Directory::build(vec![p], &NumberPlan::sweden()).unwrap();
+        let (ctx, harness) = ProviderContext::for_test("tdc", dir, "http://127.0.0.1:9");
+        let shared = Arc::new(Shared::new(ctx, &cfg, cfg.compile().unwrap()));
+        let w = cfg.webhook.as_ref().unwrap();
+        (OperatorHook::new(shared, &w.path, w.verifier()), harness)
+    }
+
+    fn request(method: &str, tail: &str, key: &str, body: &str) -> HookRequest {
+        HookRequest {
+            method: method.into(),
+            tail: tail.into(),
+            query: String::new(),
+            headers: vec![("x-api-key".into(), key.into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_hook_checks_path_method_and_sender_before_it_ingests() {
+        let (hook, mut harness) = hook();
+        let ringing = r#"{"events":[{"msisdn":"2624","state":"ringing"},{"msisdn":"999","state":"idle"}]}"#;
+        assert_eq!(hook.handle(request("POST", "other", "k", ringing)).status, 404);
+        assert_eq!(hook.handle(request("GET", "events", "k", ringing)).status, 405);
+        assert_eq!(hook.handle(request("POST", "events", "nope", ringing)).status, 401);
+        assert_eq!(hook.handle(request("POST", "/events/", "k", "{")).status, 400);
+        let unreadable = r#"{"events":[{"state":"idle"}]}"#;
+        assert_eq!(hook.handle(request("POST", "events", "k", unreadable)).status, 400, "no event could be read");
+        let ok = hook.handle(request("POST", "events", "k", ringing));
+        assert_eq!(ok.status, 200);
+        let answer: serde_json::Value = serde_json::from_slice(&ok.body).unwrap();
+        assert_eq!((answer["accepted"].as_u64(), answer["unresolved"].as_u64()), (Some(1), Some(1)));
+        let signals: Vec<_> = harness
+            .drain()
+            .into_iter()
+            .filter_map(|e| if let SinkEvent::Signal(i, s) = e { Some((i, s)) } else { None })
+            .collect();
+        assert_eq!(signals.len(), 1, "only the accepted request reached the hub");
+        assert_eq!(signals[0].1.activity, Some(presence_actors::model::Activity::Ringing));
+        let stats = &hook.shared.hook;
+        let counts = [&stats.accepted, &stats.rejected_auth, &stats.malformed, &stats.not_found];
+        assert_eq!(counts.map(|c| c.load(Ordering::Relaxed)), [1, 1, 2, 2]);
+        assert_eq!(hook.shared.feed().errors.load(Ordering::Relaxed), 3, "the refusal and both bad bodies");
+        let details = stats.details("http://hub/hooks/tdc/events", &hook.verifier);
+        assert_eq!((details["auth"].as_str(), details["accepted"].as_u64()), (Some("token (x-api-key)"), Some(1)));
     }
 }
