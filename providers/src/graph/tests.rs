@@ -69,6 +69,22 @@ fn graph(busy: Arc<AtomicBool>) -> impl Fn(&Request) -> Reply + Send + Sync + 's
     }
 }
 
+/// The provider with `extra` config against `peer`, running on the current `LocalSet`: its
+/// harness, Åsa's index and the task.
+fn start(peer: &TestPeer, extra: &str) -> (TestHarness, u32, tokio::task::JoinHandle<Result<(), crate::ProviderError>>) {
+    let dir = directory();
+    let asa = dir.by_id("asa.ostberg").expect("Åsa");
+    let (ctx, h) = ProviderContext::for_test("teams", dir, "http://127.0.0.1:9");
+    let run = tokio::task::spawn_local(super::task(&config(peer, extra), ctx).expect("task"));
+    (h, asa, run)
+}
+
+/// Shuts the provider down and waits for its graceful stop.
+async fn stop(h: &TestHarness, run: tokio::task::JoinHandle<Result<(), crate::ProviderError>>) {
+    h.trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops in time").expect("no panic").expect("ok");
+}
+
 /// Graph's notification that Åsa's presence changed.
 fn notify(h: &TestHarness) {
     let body = serde_json::json!({ "value": [{
@@ -108,11 +124,7 @@ async fn nothing_notified_is_lost_and_the_notified_are_read_before_the_feed_is_u
         .run_until(async {
             let busy = Arc::new(AtomicBool::new(false));
             let peer = TestPeer::start(graph(busy.clone())).await;
-            let dir = directory();
-            let asa = dir.by_id("asa.ostberg").expect("Åsa");
-            let (ctx, mut h) = ProviderContext::for_test("teams", dir, "http://127.0.0.1:9");
-            let task = super::task(&config(&peer, "notifications = false"), ctx).expect("task");
-            let run = tokio::task::spawn_local(task);
+            let (mut h, asa, run) = start(&peer, "notifications = false");
 
             // Start-up: everyone read, then the feed is up.
             let before = until_feed(&mut h, true, asa).await;
@@ -136,9 +148,7 @@ async fn nothing_notified_is_lost_and_the_notified_are_read_before_the_feed_is_u
             let after = until_feed(&mut h, true, asa).await;
             let s = after.first().expect("Åsa was read before the feed came up");
             assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(presence_actors::model::Activity::InACall)));
-
-            h.trigger.trigger();
-            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+            stop(&h, run).await;
         })
         .await;
 }
@@ -149,12 +159,8 @@ async fn nothing_notified_is_lost_and_the_notified_are_read_before_the_feed_is_u
 async fn a_hanging_read_fails_at_its_deadline_and_the_feed_goes_down() {
     tokio::task::LocalSet::new()
         .run_until(async {
-            let busy = Arc::new(AtomicBool::new(false));
-            let peer = TestPeer::start(graph(busy.clone())).await;
-            let dir = directory();
-            let asa = dir.by_id("asa.ostberg").expect("Åsa");
-            let (ctx, mut h) = ProviderContext::for_test("teams", dir, "http://127.0.0.1:9");
-            let run = tokio::task::spawn_local(super::task(&config(&peer, "notifications = false"), ctx).expect("task"));
+            let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
+            let (mut h, asa, run) = start(&peer, "notifications = false");
             until_feed(&mut h, true, asa).await;
             peer.set(|r: &Request| if r.path == "/token" { Reply::Status(200, r#"{"access_token":"at"}"#.into()) } else { Reply::Hang });
             let t0 = std::time::Instant::now();
@@ -166,8 +172,8 @@ async fn a_hanging_read_fails_at_its_deadline_and_the_feed_goes_down() {
             for _ in 0..3 {
                 notify(&h);
             }
-            h.trigger.trigger();
-            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops while a read hangs").expect("no panic").expect("ok");
+            // It stops while a read hangs.
+            stop(&h, run).await;
         })
         .await;
 }
@@ -178,9 +184,7 @@ async fn shutdown_deletes_the_subscription() {
     tokio::task::LocalSet::new()
         .run_until(async {
             let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
-            let (ctx, mut h) = ProviderContext::for_test("teams", directory(), "http://127.0.0.1:9");
-            let cfg = config(&peer, "[[service_accounts]]\nname = \"svc1\"\nrefresh_token = \"rt\"\n");
-            let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+            let (mut h, _, run) = start(&peer, "[[service_accounts]]\nname = \"svc1\"\nrefresh_token = \"rt\"\n");
             let t0 = std::time::Instant::now();
             while peer.count("POST", "/subscriptions") == 0 {
                 assert!(t0.elapsed() < Duration::from_secs(10), "no subscription created");
@@ -188,8 +192,7 @@ async fn shutdown_deletes_the_subscription() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(h.cursors.get("teams", "subscription:svc1").is_some_and(|v| v.starts_with("sub-1\n")));
-            h.trigger.trigger();
-            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+            stop(&h, run).await;
             assert_eq!(peer.count("DELETE", "/subscriptions/sub-1"), 1);
             assert_eq!(h.cursors.get("teams", "subscription:svc1").as_deref(), Some(""));
             assert!(h.hooks.get("teams").is_none(), "the webhook is unregistered");
