@@ -15,6 +15,8 @@
 pub mod map;
 pub mod runtime;
 pub mod sfb;
+#[cfg(test)]
+mod tests;
 
 use serde::Deserialize;
 
