@@ -31,11 +31,11 @@ fn sim() -> GraphSim {
     sim
 }
 
-fn config(sim: &GraphSim, tag: &str, extra: &str) -> Config {
-    let mut cfg = test_config(temp_dir(tag));
-    let text = format!(
-        r#"
-type = "graph_presence"
+/// The `graph_presence` provider block against `sim` (one service account); `extra` goes in
+/// before the service account.
+fn provider_block(sim: &GraphSim, extra: &str) -> String {
+    format!(
+        r#"type = "graph_presence"
 name = "teams"
 tenant_id = "sim-tenant"
 client_id = "sim-client"
@@ -51,8 +51,12 @@ refresh_token = "rt-svc1-0"
 "#,
         sim.token_url(),
         sim.graph_url()
-    );
-    cfg.providers = vec![toml::from_str(&text).unwrap()];
+    )
+}
+
+fn config(sim: &GraphSim, tag: &str, extra: &str) -> Config {
+    let mut cfg = test_config(temp_dir(tag));
+    cfg.providers = vec![toml::from_str(&provider_block(sim, extra)).unwrap()];
     cfg.validate().unwrap();
     cfg
 }
@@ -351,21 +355,10 @@ name = "admin"
 role = "admin"
 sha256 = "{}"
 [[providers]]
-type = "graph_presence"
-name = "teams"
-tenant_id = "sim-tenant"
-client_id = "sim-client"
-client_secret = "sim-secret"
-token_url = "{}"
-graph_url = "{}"
-[[providers.service_accounts]]
-name = "svc1@sim.example"
-refresh_token = "rt-svc1-0"
-"#,
+{}"#,
         dir.join("data").display(),
-        presence_hub::auth::hash_token(ADMIN),
-        sim.token_url(),
-        sim.graph_url()
+        presence_hub::tokens::hash_token(ADMIN),
+        provider_block(&sim, "").replace("[[service_accounts]]", "[[providers.service_accounts]]")
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, config).unwrap();
