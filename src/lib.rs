@@ -87,6 +87,30 @@ pub struct RunOptions {
     /// Tokens in clear, with their roles, that replace `[[tokens]]` and that the sign-in page
     /// offers: the demo's documented tokens.
     pub demo_tokens: Vec<(Role, String)>,
+    /// When `[sip] listen`'s port is taken, listen on one the OS picks instead of failing (the
+    /// demo: 5060 when it is free). A deployment fails, so a misconfiguration is seen.
+    pub sip_any_port_when_taken: bool,
+    /// Called once the hub serves, with the addresses it serves on (the demo prints its banner).
+    pub on_ready: Option<OnReady>,
+}
+
+/// Where the hub serves, once it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving {
+    /// The HTTP listener.
+    pub http: std::net::SocketAddr,
+    /// The SIP presence server (UDP and TCP), when `[sip]` is enabled.
+    pub sip: Option<std::net::SocketAddr>,
+}
+
+/// A callback for [`RunOptions::on_ready`].
+#[derive(Clone)]
+pub struct OnReady(pub Arc<dyn Fn(&Serving) + Send + Sync>);
+
+impl std::fmt::Debug for OnReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnReady(..)")
+    }
 }
 
 /// Cursors kept in the store.
@@ -245,9 +269,20 @@ pub async fn run(
     });
     let sip_server = if config.sip.enabled {
         let feed = hub.feeds().register("sip", "sip_publish");
-        let server = sip_server::server::SipServer::start(config.sip.clone(), hub.directory().clone(), hub.fanout().clone(), hub.sink(feed))
-            .map_err(|e| RunError::Provider { name: "sip".into(), message: format!("SIP server on {}: {e}", config.sip.listen) })?;
-        Some(server)
+        let start = |sip: sip_server::SipSection| sip_server::server::SipServer::start(sip, hub.directory().clone(), hub.fanout().clone(), hub.sink(feed.clone()));
+        let server = match start(config.sip.clone()) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && opts.sip_any_port_when_taken => {
+                let mut sip = config.sip.clone();
+                sip.listen.set_port(0);
+                let s = start(sip);
+                if let Ok(s) = &s {
+                    info!(taken = %config.sip.listen, listen = %s.local, "The SIP port is taken; the SIP presence server listens on a free one instead.");
+                }
+                s
+            }
+            s => s,
+        };
+        Some(server.map_err(|e| RunError::Provider { name: "sip".into(), message: format!("SIP server on {}: {e}", config.sip.listen) })?)
     } else {
         None
     };
@@ -274,6 +309,9 @@ pub async fn run(
         "presence-hub is ready."
     );
     let server_task = actix_web::rt::spawn(server);
+    if let (Some(on_ready), Some(http)) = (&opts.on_ready, addr) {
+        (on_ready.0)(&Serving { http, sip: sip_server.as_ref().map(|s| s.local) });
+    }
     shutdown.await;
     info!("Shutting down.");
     trigger.trigger();

@@ -182,8 +182,10 @@ fn real_main() -> Result<()> {
     let (cfg, opts, _peers) = if is_demo {
         let hub_url = cfg.http.base_url(addr);
         let (c, p) = demo::start(cfg, &hub_url).context("starting the demo's simulators")?;
-        demo::print_banner(&c, addr);
-        (c, demo::run_options(), Some(p))
+        let mut opts = demo::run_options();
+        let banner = c.clone();
+        opts.on_ready = Some(presence_hub::OnReady(std::sync::Arc::new(move |serving| demo::print_banner(&banner, serving))));
+        (c, opts, Some(p))
     } else {
         (cfg, RunOptions::default(), None)
     };

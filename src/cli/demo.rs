@@ -82,19 +82,6 @@ pub fn extensions() -> Vec<String> {
     column("extension")
 }
 
-/// Port 5060 when it is free for both UDP and TCP on loopback, else any free one.
-fn sip_port() -> u16 {
-    let free = |port: u16| {
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-        match (udp, tcp) {
-            (Ok(u), Ok(t)) => u.local_addr().ok().filter(|a| t.local_addr().is_ok_and(|b| b.port() == a.port())).map(|a| a.port()),
-            _ => None,
-        }
-    };
-    free(5060).or_else(|| (0..20).find_map(|_| free(0))).unwrap_or(5060)
-}
-
 /// One column of the demo company's CSV (which has no quoted cells).
 fn column(name: &str) -> Vec<String> {
     let mut lines = DEMO_CSV.lines();
@@ -131,7 +118,14 @@ pub fn mailboxes() -> Vec<String> {
 /// How the hub runs the demo: the demo company as the directory when the store has none, and
 /// the documented tokens ([`DEMO_TOKENS`]), which the sign-in page offers.
 pub fn run_options() -> RunOptions {
-    RunOptions { demo: true, demo_directory: Some(DEMO_CSV), demo_tokens: DEMO_TOKENS.iter().map(|(r, t)| (*r, t.to_string())).collect() }
+    RunOptions {
+        demo: true,
+        demo_directory: Some(DEMO_CSV),
+        demo_tokens: DEMO_TOKENS.iter().map(|(r, t)| (*r, t.to_string())).collect(),
+        // Several demos (or a demo beside a PBX) on one machine: 5060 when it is free.
+        sip_any_port_when_taken: true,
+        on_ready: None,
+    }
 }
 
 /// The demo configuration: starts the simulators on loopback, and sets up the providers that
@@ -271,7 +265,7 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
     // The hub's own SIP presence server, for SIP phones and consoles on this machine.
     base.sip = SipSection {
         enabled: true,
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], sip_port())),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 5060)),
         accounts: vec![SipAccount {
             user: DEMO_SIP_ACCOUNT.0.into(),
             password: Some(DEMO_SIP_ACCOUNT.1.into()),
@@ -284,8 +278,10 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
     Ok((base, DemoPeers { graph, calendar, pbx, sfb, o2g, mbn, operator }))
 }
 
-/// Prints where the demo runs and how to reach it (URLs, tokens, the SIP account) to stdout.
-pub fn print_banner(cfg: &Config, addr: std::net::SocketAddr) {
+/// Prints where the demo runs and how to reach it (URLs, tokens, the SIP account) to stdout,
+/// once it serves (`serving`: the addresses it got).
+pub fn print_banner(cfg: &Config, serving: &crate::Serving) {
+    let addr = serving.http;
     let h = cfg.http.scheme();
     let w = if h == "https" { "wss" } else { "ws" };
     println!("presence-hub demo running at {h}://{addr}/");
@@ -295,7 +291,7 @@ pub fn print_banner(cfg: &Config, addr: std::net::SocketAddr) {
     println!("  Tokens: {}", DEMO_TOKENS.iter().map(|(r, t)| format!("{t} ({})", r.as_str())).collect::<Vec<_>>().join(", "));
     println!(
         "  SIP:    sip:EXTENSION@{} (UDP/TCP; SUBSCRIBE presence or dialog, PUBLISH), digest {} / {}",
-        cfg.sip.listen, DEMO_SIP_ACCOUNT.0, DEMO_SIP_ACCOUNT.1
+        serving.sip.unwrap_or(cfg.sip.listen), DEMO_SIP_ACCOUNT.0, DEMO_SIP_ACCOUNT.1
     );
     println!("  Data:   {}", cfg.data_dir.display());
 }
