@@ -4,4 +4,4 @@
 # Needs Debian's chromium and chromium-driver (./test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCREENSHOT_DIR="$PWD/docs/screenshots" cargo test --locked --test browser screenshots -- --nocapture
+SCREENSHOT_DIR="$PWD/docs/screenshots" cargo test --locked --test integration browser::screenshots -- --nocapture

@@ -2,9 +2,7 @@
 //! search, detail, absences round trip, auth per role on every mutating endpoint, malformed
 //! input, pushed signals, metrics and health.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

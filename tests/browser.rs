@@ -10,7 +10,6 @@
 //! Swedish. `screenshots` takes the README's screenshots with the demo company (into
 //! `$SCREENSHOT_DIR`, default a temp directory).
 
-mod common;
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
@@ -41,7 +40,7 @@ struct Hub {
 impl Hub {
     /// A hub with the demo directory, three test tokens and a lamp group, no providers.
     fn configured(tag: &str) -> Hub {
-        let dir = common::temp_dir(tag);
+        let dir = crate::common::temp_dir(tag);
         let config = dir.join("hub.toml");
         let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/directory/demo.csv");
         let text = format!(
@@ -80,7 +79,7 @@ sha256 = "{}"
 
     /// The built-in demo (no config), as `cargo run --release` runs it.
     fn demo(tag: &str) -> Hub {
-        Hub { child: None, port: free_port(), dir: common::temp_dir(tag), config: None }
+        Hub { child: None, port: free_port(), dir: crate::common::temp_dir(tag), config: None }
     }
 
     fn base(&self) -> String {
@@ -723,7 +722,7 @@ async fn the_first_page_is_small_and_renders_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screenshots() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let out = std::env::var_os("SCREENSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| common::temp_dir("screenshots"));
+    let out = std::env::var_os("SCREENSHOT_DIR").map(PathBuf::from).unwrap_or_else(|| crate::common::temp_dir("screenshots"));
     std::fs::create_dir_all(&out).unwrap();
     let mut hub = Hub::demo("web-demo");
     hub.start().await;

@@ -3,11 +3,9 @@
 //! and ends on time; tentative only annotates; private meetings reveal nothing; throttling is
 //! honoured; an EWS endpoint blocked by the Exchange Online retirement says to use Graph.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use presence_hub::config::Config;
 use presence_simulators::calendar::{CalendarSim, CalendarSimConfig, Event, Misbehave, Status};

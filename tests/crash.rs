@@ -3,8 +3,6 @@
 //!
 //! Runs the real binary (the demo, on a free loopback port, with its own data directory).
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,10 +39,10 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_absence_survives_kill_9() {
-    let dir = common::temp_dir("crash");
+    let dir = crate::common::temp_dir("crash");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let c = common::client();
+    let c = crate::common::client();
     let mut child = spawn(port, &dir);
     wait_ready(&c, &base, &mut child).await;
 

@@ -6,8 +6,6 @@
 //!
 //! Runs the real binary on a free loopback port with its own data directory.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,7 +51,7 @@ fn sources(detail: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_demo_source_is_up_and_brings_changes_through_its_provider() {
-    let dir = common::temp_dir("demo");
+    let dir = crate::common::temp_dir("demo");
     let port = free_port();
     let log = std::fs::File::create(dir.join("hub.log")).unwrap();
     let mut demo = Demo(

@@ -3,11 +3,9 @@
 //! lapsed subscription is replaced and presence resynced by polling; throttling is honoured;
 //! a notification with a wrong `clientState` is refused and counted.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use presence_hub::config::Config;
 use presence_simulators::graph::{GraphSim, GraphSimConfig, Misbehave};

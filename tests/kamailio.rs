@@ -8,12 +8,10 @@
 //! Needs `apt-get install kamailio kamailio-presence-modules kamailio-sqlite-modules sip-tester
 //! sqlite3` (`./test.sh` installs them); without them the tests fail and say what to install.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::kamailio::{Kamailio, KamailioOptions, Sipp};
-use common::*;
+use crate::common::kamailio::{Kamailio, KamailioOptions, Sipp};
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -57,7 +55,7 @@ async fn delta_where(ws: &mut Ws, secs: u64, want: impl Fn(&Value) -> bool) -> V
 }
 
 /// Runs a sipp client to completion on a blocking thread.
-async fn sipp(s: Sipp, to: std::net::SocketAddr) -> common::kamailio::SippRun {
+async fn sipp(s: Sipp, to: std::net::SocketAddr) -> crate::common::kamailio::SippRun {
     tokio::task::spawn_blocking(move || s.run(to)).await.unwrap()
 }
 

@@ -7,11 +7,9 @@
 //! Needs `apt-get install kamailio kamailio-presence-modules kamailio-sqlite-modules sip-tester
 //! sqlite3` (`./test.sh` installs them); without them these tests fail and say what to install.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::kamailio::{Kamailio, SipMessage, Sipp, SippRun};
+use crate::common::kamailio::{Kamailio, SipMessage, Sipp, SippRun};
 
 /// The scenario's log line once the subscription is up and its first NOTIFY (no body: nothing
 /// published yet) has been answered.
@@ -176,7 +174,7 @@ fn kamailio_answers_options_and_stops_on_drop() {
     let addr = k.addr();
     drop(k);
     // Gone with all its children: nothing answers, and the UDP and TCP port are free again.
-    assert!(!common::kamailio::options_ok(addr, Duration::from_millis(300)));
+    assert!(!crate::common::kamailio::options_ok(addr, Duration::from_millis(300)));
     std::net::UdpSocket::bind(addr).expect("UDP port still taken");
     std::net::TcpListener::bind(addr).expect("TCP port still taken");
 }

@@ -7,13 +7,11 @@
 //! events are counted and skipped; a stalled peer makes the source stale after repeated
 //! timeouts, and live again (without a resync) when it answers.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use crate::common::*;
 use presence_hub::config::Config;
 use presence_hub::sip_server::{SipAccount, SipSection};
 use presence_simulators::mbn::{MbnSim, MbnSimConfig, Misbehave, Status};

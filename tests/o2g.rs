@@ -5,11 +5,9 @@
 //! expired session is logged into again and re-subscribed; DND and forwards show; webhook mode
 //! works and refuses unknown subscriptions; malformed events are counted without harm.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use presence_hub::config::Config;
 use presence_simulators::o2g::{O2gSim, O2gSimConfig};
 use serde_json::{json, Value};

@@ -6,11 +6,9 @@
 //! recovers; out-of-order and duplicate events are ignored; an absence maps to the hub's
 //! reason.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use presence_hub::config::Config;
 use presence_providers::operator::OperatorConfig;
 use presence_providers::ProviderConfig;

@@ -4,12 +4,10 @@
 //! after a reboot (subscriptions forgotten) the source re-subscribes and is live again.
 //! Kamailio as the notifier is in `tests/kamailio.rs`.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use presence_simulators::pbx::{Call, PbxSim, PbxSimConfig};
 use serde_json::{json, Value};

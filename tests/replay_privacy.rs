@@ -2,11 +2,9 @@
 //! locations are never sent unless the policy allows them for the caller's role, and private
 //! items never reveal them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use presence_actors::model::DetailPolicy;
 use presence_providers::replay::ReplayConfig;
 use presence_providers::ProviderConfig;

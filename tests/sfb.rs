@@ -6,11 +6,9 @@
 //! re-subscribed; a malformed categories part is counted and disturbs nobody else; the
 //! availability range boundaries map exactly.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use presence_actors::model::DetailPolicy;
 use presence_hub::config::Config;

@@ -3,13 +3,11 @@
 //! merged state when it changes, PUBLISH (RFC 3903) as a source, and the refusals (401, 403,
 //! 404, 412, 415, 423, 489, 400). sipp drives the same server in `tests/sipp.rs`.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use crate::common::*;
 use presence_hub::sip_server::{SipAccount, SipSection};
 use presence_sip::auth::answer_challenge;
 use presence_sip::body::{dialog_info, pidf};

@@ -5,12 +5,10 @@
 //!
 //! Needs `apt-get install sip-tester` (`./test.sh` installs it with the Kamailio packages).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::kamailio::Sipp;
-use common::*;
+use crate::common::kamailio::Sipp;
+use crate::common::*;
 use presence_hub::sip_server::{SipAccount, SipSection};
 use serde_json::Value;
 

@@ -1,11 +1,9 @@
 //! End-to-end tests of the live streams: WebSocket snapshot + delta + resume, heartbeats,
 //! filters, bad client messages, and SSE with Last-Event-ID.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

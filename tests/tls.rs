@@ -4,11 +4,9 @@
 //! wrong signature is still refused (`401`) and counted. The test certificate and its CA are
 //! in `fixtures/tls/`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use presence_providers::ProviderConfig;
 use presence_simulators::operator::{Example, Misbehave, OperatorSim, OperatorSimConfig};
 use serde_json::Value;

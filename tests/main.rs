@@ -1,0 +1,25 @@
+//! The integration tests: one binary (as ripgrep does), so the shared support in `common`
+//! and the hub, its simulators and their dependencies compile and link once instead of once
+//! per source file. Each module starts the real server on 127.0.0.1:0 (or the real binary)
+//! and drives it over its wire protocols; run one with `cargo test --test integration graph::`.
+
+mod common;
+
+mod api;
+mod browser;
+mod calendar;
+mod crash;
+mod demo;
+mod graph;
+mod kamailio;
+mod kamailio_peer;
+mod mbn;
+mod o2g;
+mod operator;
+mod pbx;
+mod replay_privacy;
+mod sfb;
+mod sip_server;
+mod sipp;
+mod stream;
+mod tls;
