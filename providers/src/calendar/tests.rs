@@ -102,3 +102,45 @@ async fn a_failing_backend_goes_down_and_every_batch_is_read_again_before_up() {
         })
         .await;
 }
+
+/// Every key the config file may hold, through the provider table as the hub reads it: the
+/// app's keys land in [`crate::common::microsoft::MicrosoftApp`], any other key is refused by
+/// name, and each backend names the credentials it needs.
+#[test]
+fn config_keys_parse_flat_unknown_ones_are_refused_and_each_backend_names_what_it_needs() {
+    let all = "type = \"calendar\"\nname = \"cal\"\nbackend = \"ews\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthority = \"https://login.example\"\ntoken_url = \"https://login.example/tok\"\ngraph_url = \"https://graph.example\"\news_url = \"https://mail.example/EWS/Exchange.asmx\"\nusername = \"u\"\npassword = \"p\"\ngoogle_url = \"https://google.example\"\nrefresh_token = \"rt\"\npoll_interval_secs = 120\nwindow_hours = 12\ninterval_minutes = 30\nkeep_details = true\nkeywords = [{ prefix = \"Lunch\", availability = \"Away\", activity = \"Lunch\" }]\nrequest_timeout_secs = 20\ndown_after_failures = 4\n";
+    let parsed: crate::ProviderConfig = toml::from_str(all).expect("every key parses");
+    parsed.validate().expect("valid");
+    let crate::ProviderConfig::Calendar(c) = parsed else { panic!("calendar") };
+    assert_eq!((c.app.tenant(), c.app.client_id(), c.app.client_secret()), (Some("t"), "c", "s"));
+    assert_eq!((c.app.authority.as_str(), c.app.graph_url.as_str()), ("https://login.example", "https://graph.example"));
+    assert_eq!(c.token_endpoint(), "https://login.example/tok");
+    assert_eq!((c.username.as_deref(), c.refresh_token.as_deref(), c.google_url.as_str()), (Some("u"), Some("rt"), "https://google.example"));
+    assert_eq!((c.poll_interval_secs, c.window_hours, c.interval_minutes, c.request_timeout_secs, c.down_after_failures), (120, 12, 30, 20, 4));
+    assert_eq!((c.keep_details, c.keywords.len()), (true, 1));
+
+    let graph = "type = \"calendar\"\nname = \"cal\"\nbackend = \"graph\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n";
+    let crate::ProviderConfig::Calendar(c) = toml::from_str(graph).expect("graph") else { panic!("calendar") };
+    assert_eq!(c.token_endpoint(), "https://login.microsoftonline.com/t/oauth2/v2.0/token");
+    assert_eq!((c.app.graph_url.as_str(), c.poll_interval_secs, c.request_timeout_secs, c.down_after_failures), ("https://graph.microsoft.com/v1.0", 300, 30, 2));
+    let google = "type = \"calendar\"\nname = \"cal\"\nbackend = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nrefresh_token = \"rt\"\n";
+    let crate::ProviderConfig::Calendar(c) = toml::from_str(google).expect("google") else { panic!("calendar") };
+    c.validate().expect("google needs no tenant");
+    assert_eq!(c.token_endpoint(), "https://oauth2.googleapis.com/token");
+
+    let e = toml::from_str::<crate::ProviderConfig>(&format!("{graph}ews = \"x\"\n")).expect_err("unknown key").to_string();
+    assert!(e.contains("unknown field `ews`"), "{e}");
+    for (text, want) in [
+        (graph.replace("client_secret = \"s\"\n", ""), "the graph backend needs tenant_id (or token_url), client_id and client_secret"),
+        (graph.replace("tenant_id = \"t\"\n", "token_url = \"https://login.example/tok\"\n"), ""),
+        (google.replace("refresh_token = \"rt\"\n", ""), "the google backend needs client_id, client_secret and refresh_token"),
+        (graph.replace("backend = \"graph\"", "backend = \"ews\""), "the ews backend needs ews_url"),
+        (format!("{graph}authority = \"login.example\"\n"), "authority must be an http(s) URL"),
+    ] {
+        let c: crate::ProviderConfig = toml::from_str(&text).expect("parses; validate says what is missing");
+        match c.validate() {
+            Ok(()) => assert_eq!(want, "", "{text}"),
+            Err(e) => assert_eq!(e.to_string(), format!("provider cal: {want}")),
+        }
+    }
+}

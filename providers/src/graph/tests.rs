@@ -200,3 +200,35 @@ async fn shutdown_deletes_the_subscription() {
         })
         .await;
 }
+
+/// Every key the config file may hold, through the provider table as the hub reads it: the
+/// app's keys land in [`super::MicrosoftApp`], any other key is refused by name, and a missing
+/// credential is named by `validate`.
+#[test]
+fn config_keys_parse_flat_unknown_ones_are_refused_and_missing_credentials_named() {
+    let all = "type = \"graph_presence\"\nname = \"teams\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthority = \"https://login.example/\"\ntoken_url = \"https://login.example/tok\"\ngraph_url = \"https://graph.example/v1.0\"\nnotifications = false\nsubscription_minutes = 50\nrenew_before_secs = 300\nconsistency_poll_secs = 600\nfallback_poll_secs = 30\nbatch_ms = 20\nread_timeout_secs = 5\ncall_timeout_secs = 6\ndown_after_failures = 3\nwatchdog_secs = 40\nclient_state = \"cs\"\ninclude_resource_data = false\nencryption_certificate_id = \"id\"\n[[service_accounts]]\nname = \"svc\"\nrefresh_token = \"rt\"\n";
+    let parsed: crate::ProviderConfig = toml::from_str(all).expect("every key parses");
+    parsed.validate().expect("valid");
+    let crate::ProviderConfig::GraphPresence(c) = parsed else { panic!("graph_presence") };
+    assert_eq!((c.app.tenant(), c.app.client_id(), c.app.client_secret()), (Some("t"), "c", "s"));
+    assert_eq!((c.app.authority.as_str(), c.app.graph_url.as_str()), ("https://login.example/", "https://graph.example/v1.0"));
+    assert_eq!(c.app.token_endpoint(), "https://login.example/tok");
+    assert_eq!((c.subscription_minutes, c.read_timeout_secs, c.call_timeout_secs, c.watchdog_secs), (50, 5, 6, 40));
+    assert_eq!((c.service_accounts.len(), c.client_state.as_deref(), c.notifications), (1, Some("cs"), false));
+
+    let minimal = "type = \"graph_presence\"\nname = \"teams\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nnotifications = false\n";
+    let crate::ProviderConfig::GraphPresence(c) = toml::from_str(minimal).expect("minimal") else { panic!("graph_presence") };
+    assert_eq!(c.app.token_endpoint(), "https://login.microsoftonline.com/t/oauth2/v2.0/token");
+    assert_eq!(c.app.graph_url, "https://graph.microsoft.com/v1.0");
+    assert_eq!((c.subscription_minutes, c.renew_before_secs, c.batch_ms, c.down_after_failures), (55, 600, 50, 2));
+
+    let e = toml::from_str::<crate::ProviderConfig>(&format!("{minimal}tenant = \"t\"\n")).expect_err("unknown key").to_string();
+    assert!(e.contains("unknown field `tenant`"), "{e}");
+    for (key, text) in [("tenant_id", minimal.replace("tenant_id = \"t\"\n", "")), ("client_secret", minimal.replace("client_secret = \"s\"\n", ""))] {
+        let c: crate::ProviderConfig = toml::from_str(&text).expect("parses; validate says what is missing");
+        let e = c.validate().expect_err("a credential is missing").to_string();
+        assert_eq!(e, format!("provider teams: {key} must be set"));
+    }
+    let c: crate::ProviderConfig = toml::from_str(&format!("{minimal}graph_url = \"graph.example\"\n")).expect("parses");
+    assert_eq!(c.validate().expect_err("not a URL").to_string(), "provider teams: graph_url must be an http(s) URL");
+}
