@@ -25,6 +25,25 @@ impl<'de> Deserialize<'de> for NoOtherKeys {
     }
 }
 
+/// A `[[providers]]` entry (TOML, with its `type`) read through the provider table as the hub
+/// reads it, and validated; the test fails with the error otherwise.
+#[cfg(test)]
+pub(crate) fn valid_provider(text: &str) -> crate::ProviderConfig {
+    let c: crate::ProviderConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    c.validate().unwrap_or_else(|e| panic!("{e}\n{text}"));
+    c
+}
+
+/// What the hub says of a `[[providers]]` entry: the parse error, else the `validate` error,
+/// else nothing (`""`).
+#[cfg(test)]
+pub(crate) fn provider_error(text: &str) -> String {
+    match toml::from_str::<crate::ProviderConfig>(text) {
+        Err(e) => e.to_string(),
+        Ok(c) => c.validate().err().map(|e| e.to_string()).unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,31 +14,28 @@ use super::defaults;
 /// The longest credential (`tenant_id`, `client_id`, `client_secret`) accepted, in bytes.
 pub const MAX_CREDENTIAL_LEN: usize = 1024;
 
-/// The app's settings, as the config file spells them.
+/// The app's settings, as the config file spells them; a key left out takes its value from
+/// [`MicrosoftApp::default`].
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct MicrosoftApp {
     /// Entra tenant id.
-    #[serde(default)]
     pub tenant_id: Option<String>,
     /// App (client) id.
-    #[serde(default)]
     pub client_id: Option<String>,
     /// Client secret.
-    #[serde(default)]
     pub client_secret: Option<String>,
     /// Identity provider base URL; the token endpoint is `{authority}/{tenant_id}/oauth2/v2.0/token`.
-    #[serde(default = "defaults::microsoft_authority")]
     pub authority: String,
     /// Full token endpoint, overriding `authority`.
-    #[serde(default)]
     pub token_url: Option<String>,
     /// Graph base URL.
-    #[serde(default = "defaults::graph_url")]
     pub graph_url: String,
 }
 
 impl Default for MicrosoftApp {
-    /// No credentials; the public endpoints.
+    /// No credentials; Microsoft's public endpoints ([`defaults::microsoft_authority`],
+    /// [`defaults::graph_url`]).
     fn default() -> MicrosoftApp {
         MicrosoftApp {
             tenant_id: None,
