@@ -662,6 +662,7 @@ fn scan(xml: &[u8]) -> Result<Scan, CalendarError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::tests::{DAY0, H, M};
     use crate::mutate::{no_input_panics, Mutator, Xorshift, XML_TOKENS};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::{Activity, Availability};
@@ -670,10 +671,6 @@ mod tests {
     const BUSY: &[u8] = include_bytes!("../../../fixtures/calendar/ews_server_busy.xml");
     const RETIRED: &[u8] = include_bytes!("../../../fixtures/calendar/ews_retired.xml");
     const MAILBOXES: [&str; 2] = ["alice@contoso.com", "ghost@contoso.com"];
-    // 2024-05-06T00:00:00Z
-    const DAY0: i64 = 1_714_953_600_000;
-    const H: i64 = 3_600_000;
-    const M: i64 = 60_000;
 
     #[test]
     fn builds_a_detailed_merged_request_in_utc() {

@@ -151,15 +151,12 @@ fn calendar(id: &str, cal: &Calendar) -> MailboxSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::tests::{DAY0, H, M};
     use crate::mutate::{no_input_panics, Mutator, Xorshift, JSON_TOKENS};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::{Activity, Availability};
 
     const FIXTURE: &[u8] = include_bytes!("../../../fixtures/calendar/google_freebusy.json");
-    // 2024-05-06T00:00:00Z
-    const DAY0: i64 = 1_714_953_600_000;
-    const H: i64 = 3_600_000;
-    const M: i64 = 60_000;
 
     #[test]
     fn builds_the_request_body() {

@@ -1,6 +1,7 @@
 //! Runtime tests of the calendar provider without a hub: [`ProviderContext::for_test`] records
 //! its signals and feed changes, and a scripted peer plays the token endpoint and Graph
-//! `getSchedule` — failing, then answering again.
+//! `getSchedule` — failing, then answering again. Also the times every calendar test counts
+//! from.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,6 +14,13 @@ use presence_actors::provider::ProviderContext;
 use super::CalendarConfig;
 use crate::common::config::{provider_error, valid_provider};
 use crate::common::test_peer::{local, Reply, Request, TestPeer};
+
+/// 2024-05-06T00:00:00Z, in ms: the day of the calendar fixtures.
+pub(super) const DAY0: i64 = 1_714_953_600_000;
+/// An hour, in ms.
+pub(super) const H: i64 = 3_600_000;
+/// A minute, in ms.
+pub(super) const M: i64 = 60_000;
 
 fn directory() -> Directory {
     let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/directory/demo.csv")).expect("demo directory");
