@@ -662,7 +662,7 @@ fn scan(xml: &[u8]) -> Result<Scan, CalendarError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::tests::{DAY0, H, M};
+    use crate::calendar::tests::{assert_mailbox, parsed, DAY0, H, M};
     use crate::mutate::{no_input_panics, Mutator, Xorshift, XML_TOKENS};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::{Activity, Availability};
@@ -719,34 +719,16 @@ mod tests {
     fn parses_the_detailed_merged_fixture() {
         let got = parse_response(DETAILED, &MAILBOXES).expect("parse");
         assert_eq!(got.len(), 2);
-        let alice = &got[0];
-        assert_eq!(alice.mailbox, "alice@contoso.com");
-        assert_eq!(alice.error, None);
-        assert_eq!(alice.merged.as_deref(), Some("3220"));
-        let want = [
-            (
-                DAY0 + 9 * H,
-                DAY0 + 10 * H,
-                BusyStatus::Busy,
-                Some("Budget review"),
-                Some("Room 4.12"),
-                false,
-                Some(true),
-            ),
-            (DAY0 + 10 * H, DAY0 + 11 * H, BusyStatus::Tentative, Some("Architecture sync"), None, false, Some(true)),
-            (DAY0 + 11 * H, DAY0 + 12 * H, BusyStatus::Busy, None, None, true, Some(false)),
-            (DAY0 + 12 * H, DAY0 + 13 * H, BusyStatus::Free, Some("Lunch"), None, false, Some(false)),
-            (DAY0 + 13 * H, DAY0 + 17 * H, BusyStatus::WorkingElsewhere, Some("Home office"), None, false, Some(false)),
-            (DAY0 + 8 * H, DAY0 + 9 * H, BusyStatus::Oof, Some("Dentist"), Some("Town"), false, Some(false)),
-            (DAY0 + 17 * H, DAY0 + 18 * H, BusyStatus::NoData, None, None, false, None),
+        let items = [
+            parsed(DAY0 + 9 * H, DAY0 + 10 * H, BusyStatus::Busy, Some("Budget review"), Some("Room 4.12"), false, Some(true)),
+            parsed(DAY0 + 10 * H, DAY0 + 11 * H, BusyStatus::Tentative, Some("Architecture sync"), None, false, Some(true)),
+            parsed(DAY0 + 11 * H, DAY0 + 12 * H, BusyStatus::Busy, None, None, true, Some(false)),
+            parsed(DAY0 + 12 * H, DAY0 + 13 * H, BusyStatus::Free, Some("Lunch"), None, false, Some(false)),
+            parsed(DAY0 + 13 * H, DAY0 + 17 * H, BusyStatus::WorkingElsewhere, Some("Home office"), None, false, Some(false)),
+            parsed(DAY0 + 8 * H, DAY0 + 9 * H, BusyStatus::Oof, Some("Dentist"), Some("Town"), false, Some(false)),
+            parsed(DAY0 + 17 * H, DAY0 + 18 * H, BusyStatus::NoData, None, None, false, None),
         ];
-        assert_eq!(alice.items.len(), want.len());
-        for (it, (s, e, st, subj, loc, private, meeting)) in alice.items.iter().zip(want) {
-            assert_eq!((it.start, it.end, it.status), (s, e, st), "{it:?}");
-            assert_eq!(it.subject.as_deref(), subj, "{it:?}");
-            assert_eq!(it.location.as_deref(), loc, "{it:?}");
-            assert_eq!((it.private, it.is_meeting), (private, meeting), "{it:?}");
-        }
+        assert_mailbox(&got[0], "alice@contoso.com", Some("3220"), &items);
         let ghost = &got[1];
         assert_eq!(ghost.mailbox, "ghost@contoso.com");
         assert!(ghost.items.is_empty());

@@ -151,7 +151,7 @@ fn schedule(info: Information) -> MailboxSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::tests::{DAY0, H, M};
+    use crate::calendar::tests::{assert_mailbox, parsed, DAY0, H, M};
     use crate::mutate::{no_input_panics, Mutator, Xorshift, JSON_TOKENS};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::Activity;
@@ -192,30 +192,15 @@ mod tests {
         assert_eq!(got.len(), 3);
 
         let alice = &got[0];
-        assert_eq!(alice.mailbox, "alice@contoso.com");
-        assert_eq!(alice.error, None);
-        assert_eq!(alice.merged.as_deref(), Some("0220013000"));
-        let want = [
-            (
-                DAY0 + 8 * H,
-                DAY0 + 12 * H,
-                BusyStatus::WorkingElsewhere,
-                Some("Client site"),
-                Some("Contoso Oslo"),
-                false,
-            ),
-            (DAY0 + 9 * H, DAY0 + 10 * H, BusyStatus::Busy, Some("Planning"), Some("Room 2"), false),
-            (DAY0 + 10 * H, DAY0 + 10 * H + 30 * M, BusyStatus::Busy, None, None, true),
-            (DAY0 + 13 * H, DAY0 + 14 * H, BusyStatus::Tentative, Some("Maybe: vendor demo"), None, false),
-            (DAY0 + 14 * H, DAY0 + 15 * H, BusyStatus::Oof, None, None, false),
-            (DAY0 + 15 * H, DAY0 + 16 * H, BusyStatus::NoData, None, None, false),
+        let items = [
+            parsed(DAY0 + 8 * H, DAY0 + 12 * H, BusyStatus::WorkingElsewhere, Some("Client site"), Some("Contoso Oslo"), false, None),
+            parsed(DAY0 + 9 * H, DAY0 + 10 * H, BusyStatus::Busy, Some("Planning"), Some("Room 2"), false, None),
+            parsed(DAY0 + 10 * H, DAY0 + 10 * H + 30 * M, BusyStatus::Busy, None, None, true, None),
+            parsed(DAY0 + 13 * H, DAY0 + 14 * H, BusyStatus::Tentative, Some("Maybe: vendor demo"), None, false, None),
+            parsed(DAY0 + 14 * H, DAY0 + 15 * H, BusyStatus::Oof, None, None, false, None),
+            parsed(DAY0 + 15 * H, DAY0 + 16 * H, BusyStatus::NoData, None, None, false, None),
         ];
-        assert_eq!(alice.items.len(), want.len());
-        for (it, (s, e, st, subj, loc, private)) in alice.items.iter().zip(want) {
-            assert_eq!((it.start, it.end, it.status, it.private), (s, e, st, private), "{it:?}");
-            assert_eq!((it.subject.as_deref(), it.location.as_deref()), (subj, loc), "{it:?}");
-            assert_eq!(it.is_meeting, None);
-        }
+        assert_mailbox(alice, "alice@contoso.com", Some("0220013000"), &items);
         // availabilityView shows 0 for the first hour, yet the item says workingElsewhere.
         assert_eq!(alice.merged.as_deref().and_then(|m| m.chars().next()), Some('0'));
         assert!(!format!("{got:?}").contains("Therapy"), "private subject leaked");

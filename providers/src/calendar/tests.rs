@@ -1,7 +1,7 @@
 //! Runtime tests of the calendar provider without a hub: [`ProviderContext::for_test`] records
 //! its signals and feed changes, and a scripted peer plays the token endpoint and Graph
-//! `getSchedule` — failing, then answering again. Also the times every calendar test counts
-//! from.
+//! `getSchedule` — failing, then answering again. Also what the parser tests share: the times
+//! they count from and the check of a parsed mailbox.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use presence_actors::hub::SinkEvent;
 use presence_actors::model::{Activity, Availability};
 use presence_actors::provider::ProviderContext;
 
-use super::CalendarConfig;
+use super::{BusyStatus, CalendarConfig, CalendarItem, MailboxSchedule};
 use crate::common::config::{provider_error, valid_provider};
 use crate::common::test_peer::{local, Reply, Request, TestPeer};
 
@@ -21,6 +21,23 @@ pub(super) const DAY0: i64 = 1_714_953_600_000;
 pub(super) const H: i64 = 3_600_000;
 /// A minute, in ms.
 pub(super) const M: i64 = 60_000;
+
+/// An item as a parser should give it.
+pub(super) fn parsed(start: i64, end: i64, status: BusyStatus, subject: Option<&str>, location: Option<&str>, private: bool, is_meeting: Option<bool>) -> CalendarItem {
+    CalendarItem { start, end, status, subject: subject.map(str::to_string), location: location.map(str::to_string), private, is_meeting }
+}
+
+/// Checks a parsed mailbox without an error: its address, its merged free/busy view and its
+/// items.
+pub(super) fn assert_mailbox(got: &MailboxSchedule, mailbox: &str, merged: Option<&str>, items: &[CalendarItem]) {
+    assert_eq!(got.mailbox, mailbox);
+    assert_eq!(got.error, None, "{mailbox}");
+    assert_eq!(got.merged.as_deref(), merged, "{mailbox}");
+    assert_eq!(got.items.len(), items.len(), "{mailbox}: {:?}", got.items);
+    for (it, want) in got.items.iter().zip(items) {
+        assert_eq!(it, want, "{mailbox}");
+    }
+}
 
 fn directory() -> Directory {
     let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/directory/demo.csv")).expect("demo directory");
