@@ -52,6 +52,32 @@ impl Default for Xorshift {
 pub(crate) const JSON_TOKENS: &[&[u8]] =
     &[b"{", b"}", b"[", b"]", b",", b":", b"null", b"\"", b"\\u0000", b"\\ud800", b"1e999", b"-1", b"\xff\xfe"];
 
+/// XML's punctuation, entities and character references, and bytes: the part of the vocabulary
+/// every XML parser's mutation test shares (each adds its own element snippets).
+pub(crate) const XML_TOKENS: &[&[u8]] =
+    &[b"<", b">", b"</", b"/>", b"&amp;", b"&#0;", b"&#x110000;", b"<![CDATA[", b"]]>", b"<!--", b"=\"", b"\xff\xfe"];
+
+/// The loop of every "no input panics" test: `rounds` mutants of `bases` (taken in turn) go to
+/// `check`, which runs the parsers on them (a panic fails the test) and says how many parses
+/// succeeded; fewer than `at_least` in all fails the test too, as the mutations were then so
+/// destructive that the deep paths went untested. `check` gets the generator for inputs of its
+/// own (a clock, a status code).
+pub(crate) fn no_input_panics(
+    m: &Mutator<'_>,
+    bases: &[&[u8]],
+    rounds: usize,
+    rng: &mut Xorshift,
+    at_least: usize,
+    mut check: impl FnMut(&[u8], &mut Xorshift) -> usize,
+) {
+    let mut parsed = 0usize;
+    for round in 0..rounds {
+        let v = m.mutate(bases[round % bases.len()], rng);
+        parsed += check(&v, rng);
+    }
+    assert!(parsed >= at_least, "only {parsed} parses of {rounds} mutants succeeded: the deep paths went untested");
+}
+
 /// The repository's fixture `path` (below `fixtures/`, e.g. `mbn/token.json`).
 pub(crate) fn fixture(path: &str) -> Vec<u8> {
     let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use presence_providers::calendar::{Backend, CalendarConfig};
+use presence_providers::common::config::NoOtherKeys;
+use presence_providers::common::microsoft::MicrosoftApp;
 use presence_providers::graph::{GraphPresenceConfig, ServiceAccount};
 use presence_providers::mbn::MbnConfig;
 use presence_providers::o2g::O2gConfig;
@@ -150,12 +152,14 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
     graph.drive_demo(ids, Duration::from_millis(1400), 12)?;
     let teams = GraphPresenceConfig {
         name: "teams".into(),
-        tenant_id: sim_cfg.tenant.clone(),
-        client_id: sim_cfg.client_id.clone(),
-        client_secret: sim_cfg.client_secret.clone(),
-        authority: graph.url(),
-        token_url: None,
-        graph_url: graph.graph_url(),
+        app: MicrosoftApp {
+            tenant_id: Some(sim_cfg.tenant.clone()),
+            client_id: Some(sim_cfg.client_id.clone()),
+            client_secret: Some(sim_cfg.client_secret.clone()),
+            authority: graph.url(),
+            token_url: None,
+            graph_url: graph.graph_url(),
+        },
         notifications: true,
         service_accounts: sim_cfg
             .accounts
@@ -176,6 +180,7 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
         encryption_certificate_file: None,
         encryption_key_file: None,
         encryption_certificate_id: None,
+        other: NoOtherKeys,
     };
     let cal_cfg = CalendarSimConfig::default();
     let calendar = Arc::new(CalendarSim::start(cal_cfg.clone())?);
@@ -185,12 +190,14 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
     let calendars = CalendarConfig {
         name: "calendar".into(),
         backend: Backend::Graph,
-        tenant_id: Some(cal_cfg.tenant.clone()),
-        client_id: Some(cal_cfg.client_id.clone()),
-        client_secret: Some(cal_cfg.client_secret.clone()),
-        authority: calendar.url(),
-        token_url: Some(calendar.token_url()),
-        graph_url: calendar.graph_url(),
+        app: MicrosoftApp {
+            tenant_id: Some(cal_cfg.tenant.clone()),
+            client_id: Some(cal_cfg.client_id.clone()),
+            client_secret: Some(cal_cfg.client_secret.clone()),
+            authority: calendar.url(),
+            token_url: Some(calendar.token_url()),
+            graph_url: calendar.graph_url(),
+        },
         ews_url: None,
         username: None,
         password: None,
@@ -203,6 +210,7 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
         keywords: Vec::new(),
         request_timeout_secs: 30,
         down_after_failures: 2,
+        other: NoOtherKeys,
     };
     let (oslo, stockholm): (Vec<String>, Vec<String>) = extensions().into_iter().partition(|e| e.starts_with(OSLO_PREFIX));
     let pbx = Arc::new(PbxSim::start(PbxSimConfig::default())?);

@@ -662,7 +662,8 @@ fn scan(xml: &[u8]) -> Result<Scan, CalendarError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mutate::{Mutator, Xorshift};
+    use crate::calendar::tests::{assert_mailbox, parsed, DAY0, H, M};
+    use crate::mutate::{no_input_panics, Mutator, Xorshift, XML_TOKENS};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::{Activity, Availability};
 
@@ -670,10 +671,6 @@ mod tests {
     const BUSY: &[u8] = include_bytes!("../../../fixtures/calendar/ews_server_busy.xml");
     const RETIRED: &[u8] = include_bytes!("../../../fixtures/calendar/ews_retired.xml");
     const MAILBOXES: [&str; 2] = ["alice@contoso.com", "ghost@contoso.com"];
-    // 2024-05-06T00:00:00Z
-    const DAY0: i64 = 1_714_953_600_000;
-    const H: i64 = 3_600_000;
-    const M: i64 = 60_000;
 
     #[test]
     fn builds_a_detailed_merged_request_in_utc() {
@@ -722,34 +719,16 @@ mod tests {
     fn parses_the_detailed_merged_fixture() {
         let got = parse_response(DETAILED, &MAILBOXES).expect("parse");
         assert_eq!(got.len(), 2);
-        let alice = &got[0];
-        assert_eq!(alice.mailbox, "alice@contoso.com");
-        assert_eq!(alice.error, None);
-        assert_eq!(alice.merged.as_deref(), Some("3220"));
-        let want = [
-            (
-                DAY0 + 9 * H,
-                DAY0 + 10 * H,
-                BusyStatus::Busy,
-                Some("Budget review"),
-                Some("Room 4.12"),
-                false,
-                Some(true),
-            ),
-            (DAY0 + 10 * H, DAY0 + 11 * H, BusyStatus::Tentative, Some("Architecture sync"), None, false, Some(true)),
-            (DAY0 + 11 * H, DAY0 + 12 * H, BusyStatus::Busy, None, None, true, Some(false)),
-            (DAY0 + 12 * H, DAY0 + 13 * H, BusyStatus::Free, Some("Lunch"), None, false, Some(false)),
-            (DAY0 + 13 * H, DAY0 + 17 * H, BusyStatus::WorkingElsewhere, Some("Home office"), None, false, Some(false)),
-            (DAY0 + 8 * H, DAY0 + 9 * H, BusyStatus::Oof, Some("Dentist"), Some("Town"), false, Some(false)),
-            (DAY0 + 17 * H, DAY0 + 18 * H, BusyStatus::NoData, None, None, false, None),
+        let items = [
+            parsed(DAY0 + 9 * H, DAY0 + 10 * H, BusyStatus::Busy, Some("Budget review"), Some("Room 4.12"), false, Some(true)),
+            parsed(DAY0 + 10 * H, DAY0 + 11 * H, BusyStatus::Tentative, Some("Architecture sync"), None, false, Some(true)),
+            parsed(DAY0 + 11 * H, DAY0 + 12 * H, BusyStatus::Busy, None, None, true, Some(false)),
+            parsed(DAY0 + 12 * H, DAY0 + 13 * H, BusyStatus::Free, Some("Lunch"), None, false, Some(false)),
+            parsed(DAY0 + 13 * H, DAY0 + 17 * H, BusyStatus::WorkingElsewhere, Some("Home office"), None, false, Some(false)),
+            parsed(DAY0 + 8 * H, DAY0 + 9 * H, BusyStatus::Oof, Some("Dentist"), Some("Town"), false, Some(false)),
+            parsed(DAY0 + 17 * H, DAY0 + 18 * H, BusyStatus::NoData, None, None, false, None),
         ];
-        assert_eq!(alice.items.len(), want.len());
-        for (it, (s, e, st, subj, loc, private, meeting)) in alice.items.iter().zip(want) {
-            assert_eq!((it.start, it.end, it.status), (s, e, st), "{it:?}");
-            assert_eq!(it.subject.as_deref(), subj, "{it:?}");
-            assert_eq!(it.location.as_deref(), loc, "{it:?}");
-            assert_eq!((it.private, it.is_meeting), (private, meeting), "{it:?}");
-        }
+        assert_mailbox(&got[0], "alice@contoso.com", Some("3220"), &items);
         let ghost = &got[1];
         assert_eq!(ghost.mailbox, "ghost@contoso.com");
         assert!(ghost.items.is_empty());
@@ -879,34 +858,14 @@ mod tests {
     /// parser, and enough mutants still parse to reach the deep paths.
     #[test]
     fn no_input_panics_the_parser() {
-        let mut rng = Xorshift::new(0x2545_F491_4F6C_DD1D);
-        let tokens: [&[u8]; 14] = [
-            b"<",
-            b">",
-            b"</",
-            b"/>",
-            b"&amp;",
-            b"&#x0;",
-            b"&#99999999;",
-            b"<![CDATA[",
-            b"]]>",
-            b"\"",
-            b"ResponseClass=\"Error\"",
-            b"<CalendarEvent>",
-            b"\xff\xfe",
-            b"<s:Fault>",
-        ];
+        let own: [&[u8]; 5] = [b"\"", b"ResponseClass=\"Error\"", b"<CalendarEvent>", b"&#99999999;", b"<s:Fault>"];
+        let tokens = [XML_TOKENS, &own].concat();
         let seeds = [DETAILED, BUSY, RETIRED];
-        let m = Mutator::new(&tokens, &[]);
-        let mut ok = 0usize;
-        for i in 0..12_000 {
-            let v = m.mutate(seeds[i % seeds.len()], &mut rng);
-            // Count the mutants that got past the XML layer (answers and classified faults).
-            if !matches!(parse_response(&v, &MAILBOXES), Err(CalendarError::Xml(_))) {
-                ok += 1;
-            }
-            let _ = classify_error((rng.next() % 600) as u16, &v);
-        }
-        assert!(ok > 1_000, "only {ok} mutants were well-formed: the deep paths went untested");
+        let mut rng = Xorshift::new(0x2545_F491_4F6C_DD1D);
+        // Counted: the mutants that got past the XML layer (answers and classified faults).
+        no_input_panics(&Mutator::new(&tokens, &[]), &seeds, 12_000, &mut rng, 1_000, |v, rng| {
+            let _ = classify_error((rng.next() % 600) as u16, v);
+            usize::from(!matches!(parse_response(v, &MAILBOXES), Err(CalendarError::Xml(_))))
+        });
     }
 }

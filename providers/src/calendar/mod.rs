@@ -33,7 +33,9 @@ pub use model::{
 use serde::Deserialize;
 
 use crate::BuildError;
+use crate::common::config::NoOtherKeys;
 use crate::common::defaults;
+use crate::common::microsoft::MicrosoftApp;
 
 /// Which protocol the provider speaks.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -49,30 +51,16 @@ pub enum Backend {
 
 /// `type = "calendar"` settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CalendarConfig {
     /// Provider name.
     pub name: String,
     /// `graph`, `ews` or `google`.
     pub backend: Backend,
-    /// Entra tenant (Graph, and EWS with OAuth).
-    #[serde(default)]
-    pub tenant_id: Option<String>,
-    /// OAuth client id (Graph, EWS with OAuth, Google).
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// OAuth client secret.
-    #[serde(default)]
-    pub client_secret: Option<String>,
-    /// Identity provider base URL (Entra): token at `{authority}/{tenant_id}/oauth2/v2.0/token`.
-    #[serde(default = "defaults::microsoft_authority")]
-    pub authority: String,
-    /// Full token URL, overriding the default of the backend.
-    #[serde(default)]
-    pub token_url: Option<String>,
-    /// Graph base URL.
-    #[serde(default = "defaults::graph_url")]
-    pub graph_url: String,
+    /// The OAuth app: `tenant_id` (Graph, and EWS with OAuth), `client_id` and `client_secret`
+    /// (Graph, EWS with OAuth, Google), `authority`, `token_url` (overriding the default of the
+    /// backend), `graph_url`.
+    #[serde(flatten)]
+    pub app: MicrosoftApp,
     /// EWS endpoint, e.g. `https://mail.example.com/EWS/Exchange.asmx`.
     #[serde(default)]
     pub ews_url: Option<String>,
@@ -111,6 +99,9 @@ pub struct CalendarConfig {
     /// The feed goes down after this many failed polls in a row (its meetings show stale).
     #[serde(default = "defaults::u32_::<2>")]
     pub down_after_failures: u32,
+    /// Refuses any other key (in place of `deny_unknown_fields`, which `app` rules out).
+    #[serde(flatten)]
+    pub other: NoOtherKeys,
 }
 
 fn default_google_url() -> String {
@@ -124,7 +115,7 @@ impl CalendarConfig {
         let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
         match self.backend {
             Backend::Graph => {
-                if !(set(&self.tenant_id) || set(&self.token_url)) || !set(&self.client_id) || !set(&self.client_secret) {
+                if !self.app.has_app_credentials() {
                     return bad("the graph backend needs tenant_id (or token_url), client_id and client_secret".into());
                 }
             }
@@ -133,16 +124,18 @@ impl CalendarConfig {
                     return bad("the ews backend needs ews_url".into());
                 }
                 let basic = set(&self.username) && set(&self.password);
-                let oauth = (set(&self.tenant_id) || set(&self.token_url)) && set(&self.client_id) && set(&self.client_secret);
-                if !basic && !oauth {
+                if !basic && !self.app.has_app_credentials() {
                     return bad("the ews backend needs username and password, or tenant_id, client_id and client_secret".into());
                 }
             }
             Backend::Google => {
-                if !set(&self.client_id) || !set(&self.client_secret) || !set(&self.refresh_token) {
+                if self.app.require(&["client_id", "client_secret"]).is_err() || !set(&self.refresh_token) {
                     return bad("the google backend needs client_id, client_secret and refresh_token".into());
                 }
             }
+        }
+        if let Err(m) = self.app.check() {
+            return bad(m);
         }
         if !(30..=86_400).contains(&self.poll_interval_secs) {
             return bad("poll_interval_secs must be 30-86400".into());
@@ -179,12 +172,9 @@ impl CalendarConfig {
     }
 
     pub(crate) fn token_endpoint(&self) -> String {
-        if let Some(u) = &self.token_url {
-            return u.clone();
-        }
-        match self.backend {
-            Backend::Google => "https://oauth2.googleapis.com/token".into(),
-            _ => format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id.as_deref().unwrap_or_default()),
+        match (self.backend, &self.app.token_url) {
+            (Backend::Google, None) => "https://oauth2.googleapis.com/token".into(),
+            _ => self.app.token_endpoint(),
         }
     }
 

@@ -576,11 +576,8 @@ pub(crate) fn merged_digits(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::tests::{DAY0, H, M};
 
-    const H: i64 = 3_600_000;
-    const M: i64 = 60_000;
-    // 2024-05-06T00:00:00Z
-    const DAY0: i64 = 1_714_953_600_000;
 
     fn item(start: i64, end: i64, status: BusyStatus, subject: Option<&str>) -> CalendarItem {
         CalendarItem {
@@ -592,6 +589,11 @@ mod tests {
             private: false,
             is_meeting: Some(true),
         }
+    }
+
+    /// Items whose subject starts with "Lunch": Away, at lunch.
+    fn lunch_rule() -> KeywordRule {
+        KeywordRule { prefix: "Lunch".into(), availability: Some(Availability::Away), activity: Activity::Lunch }
     }
 
     fn schedule(items: Vec<CalendarItem>) -> MailboxSchedule {
@@ -701,11 +703,7 @@ mod tests {
         let s = schedule(vec![it]);
         let p = SignalPolicy {
             keep_details: true,
-            keywords: vec![KeywordRule {
-                prefix: "Lunch".into(),
-                availability: Some(Availability::Away),
-                activity: Activity::Lunch,
-            }],
+            keywords: vec![lunch_rule()],
             ..SignalPolicy::default()
         };
         let sig = one(&s, DAY0 + 9 * H, &p);
@@ -720,11 +718,7 @@ mod tests {
         let s = schedule(vec![item(DAY0 + 12 * H, DAY0 + 13 * H, BusyStatus::Busy, Some("  lunch at Harry's"))]);
         let p = SignalPolicy {
             keep_details: false,
-            keywords: vec![KeywordRule {
-                prefix: "Lunch".into(),
-                availability: Some(Availability::Away),
-                activity: Activity::Lunch,
-            }],
+            keywords: vec![lunch_rule()],
             ..SignalPolicy::default()
         };
         let sig = one(&s, DAY0 + 12 * H, &p);
@@ -745,7 +739,7 @@ mod tests {
             serde_json::from_str(r#"{"prefix":" Lunch ","availability":"away","activity":"meal"}"#).expect("rule");
         assert_eq!(
             r,
-            KeywordRule { prefix: "Lunch".into(), availability: Some(Availability::Away), activity: Activity::Lunch }
+            lunch_rule()
         );
         let r: KeywordRule = serde_json::from_str(r#"{"prefix":"Focus","activity":"Focusing"}"#).expect("rule");
         assert_eq!(r.availability, None);

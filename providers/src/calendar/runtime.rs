@@ -135,13 +135,12 @@ impl Runtime {
         }
         let batches: Vec<Vec<(String, UserIdx)>> = mailboxes.chunks(cfg.batch_size()).map(<[_]>::to_vec).collect();
         let policy = SignalPolicy { keep_details: cfg.keep_details, keywords: cfg.keywords.clone(), instance: ctx.name.clone() };
-        let id = cfg.client_id.clone().unwrap_or_default();
-        let secret = cfg.client_secret.clone().unwrap_or_default();
+        let (id, secret) = (cfg.app.client_id(), cfg.app.client_secret());
         let basic = cfg.username.as_deref().is_some_and(|u| !u.is_empty()) && cfg.password.is_some();
         let token = match cfg.backend {
-            Backend::Google => Some(oauth::refresh_token_form(&id, Some(&secret), cfg.refresh_token.as_deref().unwrap_or_default(), cfg.scope())),
+            Backend::Google => Some(oauth::refresh_token_form(id, Some(secret), cfg.refresh_token.as_deref().unwrap_or_default(), cfg.scope())),
             Backend::Ews if basic => None,
-            _ => Some(oauth::client_credentials_form(&id, &secret, cfg.scope())),
+            _ => Some(oauth::client_credentials_form(id, secret, cfg.scope())),
         }
         .map(|form| TokenCache::new(cfg.token_endpoint(), form));
         let limits = Limits::new(MAX_ANSWER, Duration::from_secs(cfg.request_timeout_secs));
@@ -357,7 +356,7 @@ impl Fetcher {
         let (req, is_ews) = match self.cfg.backend {
             Backend::Graph => {
                 let body = schedule::request_body(&mailboxes, start, end, self.cfg.interval_minutes)?;
-                let url = format!("{}/users/{}/calendar/getSchedule", self.cfg.graph_url.trim_end_matches('/'), mailboxes[0]);
+                let url = format!("{}/users/{}/calendar/getSchedule", self.cfg.app.graph_url.trim_end_matches('/'), mailboxes[0]);
                 (http.post(url).bearer_auth(self.token().await?).header("content-type", "application/json").body(body), false)
             }
             Backend::Google => {

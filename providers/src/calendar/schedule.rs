@@ -151,15 +151,12 @@ fn schedule(info: Information) -> MailboxSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mutate::{Mutator, Xorshift};
+    use crate::calendar::tests::{assert_mailbox, parsed, DAY0, H, M};
+    use crate::mutate::{no_input_panics, Mutator, Xorshift, JSON_TOKENS};
     use crate::calendar::model::{to_signals, SignalPolicy};
     use presence_actors::model::Activity;
 
     const FIXTURE: &[u8] = include_bytes!("../../../fixtures/calendar/graph_getschedule.json");
-    // 2024-05-06T00:00:00Z
-    const DAY0: i64 = 1_714_953_600_000;
-    const H: i64 = 3_600_000;
-    const M: i64 = 60_000;
 
     #[test]
     fn builds_a_utc_request_body() {
@@ -195,30 +192,15 @@ mod tests {
         assert_eq!(got.len(), 3);
 
         let alice = &got[0];
-        assert_eq!(alice.mailbox, "alice@contoso.com");
-        assert_eq!(alice.error, None);
-        assert_eq!(alice.merged.as_deref(), Some("0220013000"));
-        let want = [
-            (
-                DAY0 + 8 * H,
-                DAY0 + 12 * H,
-                BusyStatus::WorkingElsewhere,
-                Some("Client site"),
-                Some("Contoso Oslo"),
-                false,
-            ),
-            (DAY0 + 9 * H, DAY0 + 10 * H, BusyStatus::Busy, Some("Planning"), Some("Room 2"), false),
-            (DAY0 + 10 * H, DAY0 + 10 * H + 30 * M, BusyStatus::Busy, None, None, true),
-            (DAY0 + 13 * H, DAY0 + 14 * H, BusyStatus::Tentative, Some("Maybe: vendor demo"), None, false),
-            (DAY0 + 14 * H, DAY0 + 15 * H, BusyStatus::Oof, None, None, false),
-            (DAY0 + 15 * H, DAY0 + 16 * H, BusyStatus::NoData, None, None, false),
+        let items = [
+            parsed(DAY0 + 8 * H, DAY0 + 12 * H, BusyStatus::WorkingElsewhere, Some("Client site"), Some("Contoso Oslo"), false, None),
+            parsed(DAY0 + 9 * H, DAY0 + 10 * H, BusyStatus::Busy, Some("Planning"), Some("Room 2"), false, None),
+            parsed(DAY0 + 10 * H, DAY0 + 10 * H + 30 * M, BusyStatus::Busy, None, None, true, None),
+            parsed(DAY0 + 13 * H, DAY0 + 14 * H, BusyStatus::Tentative, Some("Maybe: vendor demo"), None, false, None),
+            parsed(DAY0 + 14 * H, DAY0 + 15 * H, BusyStatus::Oof, None, None, false, None),
+            parsed(DAY0 + 15 * H, DAY0 + 16 * H, BusyStatus::NoData, None, None, false, None),
         ];
-        assert_eq!(alice.items.len(), want.len());
-        for (it, (s, e, st, subj, loc, private)) in alice.items.iter().zip(want) {
-            assert_eq!((it.start, it.end, it.status, it.private), (s, e, st, private), "{it:?}");
-            assert_eq!((it.subject.as_deref(), it.location.as_deref()), (subj, loc), "{it:?}");
-            assert_eq!(it.is_meeting, None);
-        }
+        assert_mailbox(alice, "alice@contoso.com", Some("0220013000"), &items);
         // availabilityView shows 0 for the first hour, yet the item says workingElsewhere.
         assert_eq!(alice.merged.as_deref().and_then(|m| m.chars().next()), Some('0'));
         assert!(!format!("{got:?}").contains("Therapy"), "private subject leaked");
@@ -276,29 +258,9 @@ mod tests {
     /// parser, and enough mutants still parse to reach the deep paths.
     #[test]
     fn no_input_panics_the_parser() {
+        let own: [&[u8]; 3] = [b"\"\\ud800\"", b"\"isPrivate\":true", b"-0"];
+        let tokens = [JSON_TOKENS, &own].concat();
         let mut rng = Xorshift::default();
-        let tokens: [&[u8]; 12] = [
-            b"{",
-            b"}",
-            b"[",
-            b"]",
-            b"\"",
-            b":",
-            b",",
-            b"null",
-            b"1e999",
-            b"\"\\ud800\"",
-            b"\"isPrivate\":true",
-            b"-0",
-        ];
-        let m = Mutator::new(&tokens, &[]);
-        let mut ok = 0usize;
-        for _ in 0..12_000 {
-            let v = m.mutate(FIXTURE, &mut rng);
-            if parse_response(&v).is_ok() {
-                ok += 1;
-            }
-        }
-        assert!(ok > 1_000, "only {ok} mutants parsed: the deep paths went untested");
+        no_input_panics(&Mutator::new(&tokens, &[]), &[FIXTURE], 12_000, &mut rng, 1_000, |v, _| usize::from(parse_response(v).is_ok()));
     }
 }

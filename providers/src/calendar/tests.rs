@@ -1,6 +1,7 @@
 //! Runtime tests of the calendar provider without a hub: [`ProviderContext::for_test`] records
 //! its signals and feed changes, and a scripted peer plays the token endpoint and Graph
-//! `getSchedule` — failing, then answering again.
+//! `getSchedule` — failing, then answering again. Also what the parser tests share: the times
+//! they count from and the check of a parsed mailbox.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -10,8 +11,33 @@ use presence_actors::hub::SinkEvent;
 use presence_actors::model::{Activity, Availability};
 use presence_actors::provider::ProviderContext;
 
-use super::CalendarConfig;
-use crate::common::test_peer::{Reply, Request, TestPeer};
+use super::{BusyStatus, CalendarConfig, CalendarItem, MailboxSchedule};
+use crate::common::config::{provider_error, valid_provider};
+use crate::common::test_peer::{local, Reply, Request, TestPeer};
+
+/// 2024-05-06T00:00:00Z, in ms: the day of the calendar fixtures.
+pub(super) const DAY0: i64 = 1_714_953_600_000;
+/// An hour, in ms.
+pub(super) const H: i64 = 3_600_000;
+/// A minute, in ms.
+pub(super) const M: i64 = 60_000;
+
+/// An item as a parser should give it.
+pub(super) fn parsed(start: i64, end: i64, status: BusyStatus, subject: Option<&str>, location: Option<&str>, private: bool, is_meeting: Option<bool>) -> CalendarItem {
+    CalendarItem { start, end, status, subject: subject.map(str::to_string), location: location.map(str::to_string), private, is_meeting }
+}
+
+/// Checks a parsed mailbox without an error: its address, its merged free/busy view and its
+/// items.
+pub(super) fn assert_mailbox(got: &MailboxSchedule, mailbox: &str, merged: Option<&str>, items: &[CalendarItem]) {
+    assert_eq!(got.mailbox, mailbox);
+    assert_eq!(got.error, None, "{mailbox}");
+    assert_eq!(got.merged.as_deref(), merged, "{mailbox}");
+    assert_eq!(got.items.len(), items.len(), "{mailbox}: {:?}", got.items);
+    for (it, want) in got.items.iter().zip(items) {
+        assert_eq!(it, want, "{mailbox}");
+    }
+}
 
 fn directory() -> Directory {
     let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/directory/demo.csv")).expect("demo directory");
@@ -50,55 +76,89 @@ fn schedule(r: &Request) -> Reply {
 /// before the feed comes up.
 #[tokio::test]
 async fn a_failing_backend_goes_down_and_every_batch_is_read_again_before_up() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let peer = TestPeer::start(|r: &Request| {
-                if r.path == "/token" {
-                    return Reply::Status(200, r#"{"access_token":"at","expires_in":3600}"#.into());
-                }
-                Reply::Status(500, r#"{"error":{"code":"InternalServerError","message":"boom"}}"#.into())
-            })
-            .await;
-            let dir = directory();
-            let asa = dir.by_id("asa.ostberg").expect("Åsa");
-            let (ctx, mut h) = ProviderContext::for_test("cal-cloud", dir, "http://127.0.0.1:9");
-            let text = format!(
-                "name = \"cal-cloud\"\nbackend = \"graph\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntoken_url = \"{0}/token\"\ngraph_url = \"{0}\"\npoll_interval_secs = 300\nrequest_timeout_secs = 2\n",
-                peer.url
-            );
-            let cfg: CalendarConfig = toml::from_str(&text).expect("config");
-            let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
-            let next = async |h: &mut presence_actors::provider::TestHarness| tokio::time::timeout(Duration::from_secs(10), h.events.recv()).await.expect("an event").expect("running");
-            // A feed starts down; two failed polls make it "down" rather than "connecting".
-            let t0 = std::time::Instant::now();
-            while h.feed.report().state != "down" {
-                assert!(t0.elapsed() < Duration::from_secs(10), "not down: {:?}", h.feed.report().state);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    local(async {
+        let peer = TestPeer::start(|r: &Request| {
+            if r.path == "/token" {
+                return Reply::Status(200, r#"{"access_token":"at","expires_in":3600}"#.into());
             }
-            assert!(peer.count("POST", "/users/") >= 2, "two failed polls before down");
-            assert!(!h.feed.report().up);
-            assert!(h.drain().iter().all(|e| matches!(e, SinkEvent::Feed(false))), "nothing delivered while failing");
-            peer.set(schedule);
-            let mut people = HashSet::new();
-            let mut asa_meeting = false;
-            loop {
-                match next(&mut h).await {
-                    SinkEvent::Signal(u, s) => {
-                        // The slot is named after the provider (two calendar providers coexist).
-                        assert_eq!(&*s.instance, "cal-cloud");
-                        if u == asa && s.availability == Some(Availability::Busy) && s.activity == Some(Activity::InAMeeting) {
-                            asa_meeting = true;
-                        }
-                        people.insert(u);
-                    }
-                    SinkEvent::Feed(true) => break,
-                    SinkEvent::Feed(false) => panic!("down twice"),
-                }
-            }
-            assert_eq!(people.len(), 320, "every mailbox was read again before the feed came up");
-            assert!(asa_meeting, "Åsa's meeting was delivered before up");
-            h.trigger.trigger();
-            tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+            Reply::Status(500, r#"{"error":{"code":"InternalServerError","message":"boom"}}"#.into())
         })
         .await;
+        let dir = directory();
+        let asa = dir.by_id("asa.ostberg").expect("Åsa");
+        let (ctx, mut h) = ProviderContext::for_test("cal-cloud", dir, "http://127.0.0.1:9");
+        let text = format!(
+            "name = \"cal-cloud\"\nbackend = \"graph\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntoken_url = \"{0}/token\"\ngraph_url = \"{0}\"\npoll_interval_secs = 300\nrequest_timeout_secs = 2\n",
+            peer.url
+        );
+        let cfg: CalendarConfig = toml::from_str(&text).expect("config");
+        let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+        let next = async |h: &mut presence_actors::provider::TestHarness| tokio::time::timeout(Duration::from_secs(10), h.events.recv()).await.expect("an event").expect("running");
+        // A feed starts down; two failed polls make it "down" rather than "connecting".
+        let t0 = std::time::Instant::now();
+        while h.feed.report().state != "down" {
+            assert!(t0.elapsed() < Duration::from_secs(10), "not down: {:?}", h.feed.report().state);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(peer.count("POST", "/users/") >= 2, "two failed polls before down");
+        assert!(!h.feed.report().up);
+        assert!(h.drain().iter().all(|e| matches!(e, SinkEvent::Feed(false))), "nothing delivered while failing");
+        peer.set(schedule);
+        let mut people = HashSet::new();
+        let mut asa_meeting = false;
+        loop {
+            match next(&mut h).await {
+                SinkEvent::Signal(u, s) => {
+                    // The slot is named after the provider (two calendar providers coexist).
+                    assert_eq!(&*s.instance, "cal-cloud");
+                    if u == asa && s.availability == Some(Availability::Busy) && s.activity == Some(Activity::InAMeeting) {
+                        asa_meeting = true;
+                    }
+                    people.insert(u);
+                }
+                SinkEvent::Feed(true) => break,
+                SinkEvent::Feed(false) => panic!("down twice"),
+            }
+        }
+        assert_eq!(people.len(), 320, "every mailbox was read again before the feed came up");
+        assert!(asa_meeting, "Åsa's meeting was delivered before up");
+        h.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+    })
+    .await;
+}
+
+/// Every key the config file may hold, through the provider table as the hub reads it: the
+/// app's keys land in [`crate::common::microsoft::MicrosoftApp`], any other key is refused by
+/// name, and each backend names the credentials it needs.
+#[test]
+fn config_keys_parse_flat_unknown_ones_are_refused_and_each_backend_names_what_it_needs() {
+    let all = "type = \"calendar\"\nname = \"cal\"\nbackend = \"ews\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthority = \"https://login.example\"\ntoken_url = \"https://login.example/tok\"\ngraph_url = \"https://graph.example\"\news_url = \"https://mail.example/EWS/Exchange.asmx\"\nusername = \"u\"\npassword = \"p\"\ngoogle_url = \"https://google.example\"\nrefresh_token = \"rt\"\npoll_interval_secs = 120\nwindow_hours = 12\ninterval_minutes = 30\nkeep_details = true\nkeywords = [{ prefix = \"Lunch\", availability = \"Away\", activity = \"Lunch\" }]\nrequest_timeout_secs = 20\ndown_after_failures = 4\n";
+    let crate::ProviderConfig::Calendar(c) = valid_provider(all) else { panic!("calendar") };
+    assert_eq!((c.app.tenant(), c.app.client_id(), c.app.client_secret()), (Some("t"), "c", "s"));
+    assert_eq!((c.app.authority.as_str(), c.app.graph_url.as_str()), ("https://login.example", "https://graph.example"));
+    assert_eq!(c.token_endpoint(), "https://login.example/tok");
+    assert_eq!((c.username.as_deref(), c.refresh_token.as_deref(), c.google_url.as_str()), (Some("u"), Some("rt"), "https://google.example"));
+    assert_eq!((c.poll_interval_secs, c.window_hours, c.interval_minutes, c.request_timeout_secs, c.down_after_failures), (120, 12, 30, 20, 4));
+    assert_eq!((c.keep_details, c.keywords.len()), (true, 1));
+
+    let graph = "type = \"calendar\"\nname = \"cal\"\nbackend = \"graph\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n";
+    let crate::ProviderConfig::Calendar(c) = valid_provider(graph) else { panic!("calendar") };
+    assert_eq!(c.token_endpoint(), "https://login.microsoftonline.com/t/oauth2/v2.0/token");
+    assert_eq!((c.app.graph_url.as_str(), c.poll_interval_secs, c.request_timeout_secs, c.down_after_failures), ("https://graph.microsoft.com/v1.0", 300, 30, 2));
+    let google = "type = \"calendar\"\nname = \"cal\"\nbackend = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nrefresh_token = \"rt\"\n";
+    let crate::ProviderConfig::Calendar(c) = valid_provider(google) else { panic!("calendar") };
+    assert_eq!(c.token_endpoint(), "https://oauth2.googleapis.com/token");
+
+    for (text, want) in [
+        (format!("{graph}ews = \"x\"\n"), "unknown field `ews`"),
+        (graph.replace("client_secret = \"s\"\n", ""), "provider cal: the graph backend needs tenant_id (or token_url), client_id and client_secret"),
+        (graph.replace("tenant_id = \"t\"\n", "token_url = \"https://login.example/tok\"\n"), ""),
+        (google.replace("refresh_token = \"rt\"\n", ""), "provider cal: the google backend needs client_id, client_secret and refresh_token"),
+        (graph.replace("backend = \"graph\"", "backend = \"ews\""), "provider cal: the ews backend needs ews_url"),
+        (format!("{graph}authority = \"login.example\"\n"), "provider cal: authority must be an http(s) URL"),
+    ] {
+        let e = provider_error(&text);
+        assert!(if want.is_empty() { e.is_empty() } else { e.contains(want) }, "{want}: {e}");
+    }
 }

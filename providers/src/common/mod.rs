@@ -6,6 +6,8 @@
 //!   store, password grant), token caching.
 //! - [`backoff`]: exponential back-off with jitter.
 //! - [`defaults`]: defaults for config fields.
+//! - [`config`]: refusing unknown keys in configs made of shared pieces.
+//! - [`microsoft`]: a Microsoft identity platform app — credentials, authority, token and Graph URLs.
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
 //! - [`secret`]: random secrets from the operating system.
@@ -15,10 +17,12 @@
 //! mapping to signals (`map.rs`) and its state machine (`runtime.rs`).
 
 pub mod backoff;
+pub mod config;
 pub mod defaults;
 pub mod form;
 pub mod http;
 pub mod json;
+pub mod microsoft;
 pub mod oauth;
 pub mod secret;
 #[cfg(test)]

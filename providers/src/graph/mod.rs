@@ -24,7 +24,9 @@ mod tests;
 use serde::Deserialize;
 
 use crate::{BuildError, ProviderTask};
+use crate::common::config::NoOtherKeys;
 use crate::common::defaults;
+use crate::common::microsoft::MicrosoftApp;
 use presence_actors::provider::ProviderContext;
 
 /// One service account that holds a change-notification subscription (up to 650 people).
@@ -40,25 +42,13 @@ pub struct ServiceAccount {
 
 /// `type = "graph_presence"` settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GraphPresenceConfig {
     /// Provider name.
     pub name: String,
-    /// Entra tenant id.
-    pub tenant_id: String,
-    /// App (client) id.
-    pub client_id: String,
-    /// Client secret.
-    pub client_secret: String,
-    /// Identity provider base URL; the token endpoint is `{authority}/{tenant_id}/oauth2/v2.0/token`.
-    #[serde(default = "defaults::microsoft_authority")]
-    pub authority: String,
-    /// Full token endpoint, overriding `authority`.
-    #[serde(default)]
-    pub token_url: Option<String>,
-    /// Graph base URL.
-    #[serde(default = "defaults::graph_url")]
-    pub graph_url: String,
+    /// The Entra app: `tenant_id`, `client_id` and `client_secret` (all required), `authority`,
+    /// `token_url`, `graph_url`.
+    #[serde(flatten)]
+    pub app: MicrosoftApp,
     /// Use change notifications (needs `service_accounts`); otherwise poll only.
     #[serde(default = "defaults::yes")]
     pub notifications: bool,
@@ -109,15 +99,12 @@ pub struct GraphPresenceConfig {
     /// The certificate's id as sent to Graph (`encryptionCertificateId`).
     #[serde(default)]
     pub encryption_certificate_id: Option<String>,
+    /// Refuses any other key (in place of `deny_unknown_fields`, which `app` rules out).
+    #[serde(flatten)]
+    pub other: NoOtherKeys,
 }
 
-
 impl GraphPresenceConfig {
-    /// The token endpoint.
-    pub fn token_endpoint(&self) -> String {
-        self.token_url.clone().unwrap_or_else(|| format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), self.tenant_id))
-    }
-
     /// The key that decrypts notifications with resource data (`include_resource_data`).
     pub fn notification_key(&self) -> Result<Option<crypto::NotificationKey>, BuildError> {
         if !self.include_resource_data {
@@ -137,17 +124,8 @@ impl GraphPresenceConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
-        for (field, v) in [("tenant_id", &self.tenant_id), ("client_id", &self.client_id), ("client_secret", &self.client_secret)] {
-            if v.trim().is_empty() || v.len() > 1024 {
-                return bad(format!("{field} must be set"));
-            }
-        }
-        for (field, v) in [("authority", Some(&self.authority)), ("graph_url", Some(&self.graph_url)), ("token_url", self.token_url.as_ref())] {
-            if let Some(v) = v {
-                if !(v.starts_with("https://") || v.starts_with("http://")) {
-                    return bad(format!("{field} must be an http(s) URL"));
-                }
-            }
+        if let Err(m) = self.app.require(&["tenant_id", "client_id", "client_secret"]).and_then(|()| self.app.check()) {
+            return bad(m);
         }
         if let Some(c) = &self.client_state {
             if c.is_empty() || c.len() > parse::MAX_CLIENT_STATE {

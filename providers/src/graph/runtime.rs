@@ -115,7 +115,7 @@ impl Runtime {
     /// Builds the task's state and registers the webhook.
     pub fn new(ctx: ProviderContext, cfg: GraphPresenceConfig, key: Option<NotificationKey>) -> Runtime {
         let key = key.map(Arc::new);
-        let client = Arc::new(GraphClient::new(ctx.http.clone(), &cfg.graph_url, &cfg.token_endpoint(), &cfg.client_id, &cfg.client_secret));
+        let client = Arc::new(GraphClient::new(ctx.http.clone(), &cfg.app.graph_url, &cfg.app.token_endpoint(), cfg.app.client_id(), cfg.app.client_secret()));
         let mut people = HashMap::new();
         let mut ids = Vec::new();
         for (idx, p) in ctx.directory().people() {

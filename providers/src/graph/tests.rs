@@ -12,7 +12,8 @@ use presence_actors::model::Availability;
 use presence_actors::provider::{Cursors, HookRequest, ProviderContext, TestHarness};
 
 use super::GraphPresenceConfig;
-use crate::common::test_peer::{Reply, Request, TestPeer};
+use crate::common::config::{provider_error, valid_provider};
+use crate::common::test_peer::{local, Reply, Request, TestPeer};
 
 /// Åsa Östberg's Entra object id in fixtures/directory/demo.csv.
 const ASA: &str = "10a7755d-ff8d-5b50-bd78-633734ff90bf";
@@ -85,6 +86,19 @@ async fn stop(h: &TestHarness, run: tokio::task::JoinHandle<Result<(), crate::Pr
     tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops in time").expect("no panic").expect("ok");
 }
 
+/// Runs the provider with `extra` config against `peer` on a new `LocalSet`, hands `body` its
+/// harness and Åsa's index, then shuts it down and waits for its graceful stop; returns the
+/// harness for what is left to check.
+async fn run_provider(peer: &TestPeer, extra: &str, body: impl AsyncFnOnce(&mut TestHarness, u32)) -> TestHarness {
+    local(async {
+        let (mut h, asa, run) = start(peer, extra);
+        body(&mut h, asa).await;
+        stop(&h, run).await;
+        h
+    })
+    .await
+}
+
 /// Graph's notification that Åsa's presence changed.
 fn notify(h: &TestHarness) {
     let body = serde_json::json!({ "value": [{
@@ -120,83 +134,103 @@ async fn until_feed(h: &mut TestHarness, up: bool, asa: u32) -> Vec<presence_act
 /// delivered — before the feed comes back up.
 #[tokio::test]
 async fn nothing_notified_is_lost_and_the_notified_are_read_before_the_feed_is_up() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let busy = Arc::new(AtomicBool::new(false));
-            let peer = TestPeer::start(graph(busy.clone())).await;
-            let (mut h, asa, run) = start(&peer, "notifications = false");
+    let busy = Arc::new(AtomicBool::new(false));
+    let peer = TestPeer::start(graph(busy.clone())).await;
+    run_provider(&peer, "notifications = false", async |h, asa| {
+        // Start-up: everyone read, then the feed is up.
+        let before = until_feed(h, true, asa).await;
+        assert_eq!(before.last().and_then(|s| s.availability), Some(Availability::Available));
 
-            // Start-up: everyone read, then the feed is up.
-            let before = until_feed(&mut h, true, asa).await;
-            assert_eq!(before.last().and_then(|s| s.availability), Some(Availability::Available));
+        // Graph breaks: every read gets an answer that never ends.
+        peer.set(|r: &Request| {
+            if r.path == "/token" {
+                return Reply::Status(200, r#"{"access_token":"at","expires_in":3600}"#.into());
+            }
+            Reply::Endless(vec![b' '; 64 * 1024])
+        });
+        busy.store(true, Ordering::Relaxed);
+        notify(h);
+        let during = until_feed(h, false, asa).await;
+        assert!(during.is_empty(), "nothing read during the outage: {during:?}");
+        assert!(h.feed.report().last_error.is_some_and(|e| e.contains("larger than")), "{:?}", h.feed.report().last_error);
 
-            // Graph breaks: every read gets an answer that never ends.
-            peer.set(|r: &Request| {
-                if r.path == "/token" {
-                    return Reply::Status(200, r#"{"access_token":"at","expires_in":3600}"#.into());
-                }
-                Reply::Endless(vec![b' '; 64 * 1024])
-            });
-            busy.store(true, Ordering::Relaxed);
-            notify(&h);
-            let during = until_feed(&mut h, false, asa).await;
-            assert!(during.is_empty(), "nothing read during the outage: {during:?}");
-            assert!(h.feed.report().last_error.is_some_and(|e| e.contains("larger than")), "{:?}", h.feed.report().last_error);
-
-            // Graph answers again: Åsa (notified during the outage) first, then up.
-            peer.set(graph(busy.clone()));
-            let after = until_feed(&mut h, true, asa).await;
-            let s = after.first().expect("Åsa was read before the feed came up");
-            assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(presence_actors::model::Activity::InACall)));
-            stop(&h, run).await;
-        })
-        .await;
+        // Graph answers again: Åsa (notified during the outage) first, then up.
+        peer.set(graph(busy.clone()));
+        let after = until_feed(h, true, asa).await;
+        let s = after.first().expect("Åsa was read before the feed came up");
+        assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(presence_actors::model::Activity::InACall)));
+    })
+    .await;
 }
 
 /// A hanging Graph: the read's deadline (1 s) fails it; the feed goes down within two
 /// deadlines plus a retry, while notifications keep being taken.
 #[tokio::test]
 async fn a_hanging_read_fails_at_its_deadline_and_the_feed_goes_down() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
-            let (mut h, asa, run) = start(&peer, "notifications = false");
-            until_feed(&mut h, true, asa).await;
-            peer.set(|r: &Request| if r.path == "/token" { Reply::Status(200, r#"{"access_token":"at"}"#.into()) } else { Reply::Hang });
-            let t0 = std::time::Instant::now();
-            notify(&h);
-            until_feed(&mut h, false, asa).await;
-            let took = t0.elapsed();
-            assert!(took < Duration::from_secs(4), "down after {took:?}");
-            // Notifications are still taken while reads hang.
-            for _ in 0..3 {
-                notify(&h);
-            }
-            // It stops while a read hangs.
-            stop(&h, run).await;
-        })
-        .await;
+    let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
+    run_provider(&peer, "notifications = false", async |h, asa| {
+        until_feed(h, true, asa).await;
+        peer.set(|r: &Request| if r.path == "/token" { Reply::Status(200, r#"{"access_token":"at"}"#.into()) } else { Reply::Hang });
+        let t0 = std::time::Instant::now();
+        notify(h);
+        until_feed(h, false, asa).await;
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(4), "down after {took:?}");
+        // Notifications are still taken while reads hang.
+        for _ in 0..3 {
+            notify(h);
+        }
+        // It stops while a read hangs.
+    })
+    .await;
 }
 
 /// At shutdown the provider deletes the subscription it holds, and forgets it.
 #[tokio::test]
 async fn shutdown_deletes_the_subscription() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
-            let (mut h, _, run) = start(&peer, "[[service_accounts]]\nname = \"svc1\"\nrefresh_token = \"rt\"\n");
-            let t0 = std::time::Instant::now();
-            while peer.count("POST", "/subscriptions") == 0 {
-                assert!(t0.elapsed() < Duration::from_secs(10), "no subscription created");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(h.cursors.get("teams", "subscription:svc1").is_some_and(|v| v.starts_with("sub-1\n")));
-            stop(&h, run).await;
-            assert_eq!(peer.count("DELETE", "/subscriptions/sub-1"), 1);
-            assert_eq!(h.cursors.get("teams", "subscription:svc1").as_deref(), Some(""));
-            assert!(h.hooks.get("teams").is_none(), "the webhook is unregistered");
-            let _ = h.drain();
-        })
-        .await;
+    let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
+    let mut h = run_provider(&peer, "[[service_accounts]]\nname = \"svc1\"\nrefresh_token = \"rt\"\n", async |h, _| {
+        let t0 = std::time::Instant::now();
+        while peer.count("POST", "/subscriptions") == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no subscription created");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(h.cursors.get("teams", "subscription:svc1").is_some_and(|v| v.starts_with("sub-1\n")));
+    })
+    .await;
+    assert_eq!(peer.count("DELETE", "/subscriptions/sub-1"), 1);
+    assert_eq!(h.cursors.get("teams", "subscription:svc1").as_deref(), Some(""));
+    assert!(h.hooks.get("teams").is_none(), "the webhook is unregistered");
+    let _ = h.drain();
+}
+
+/// Every key the config file may hold, through the provider table as the hub reads it: the
+/// app's keys land in [`super::MicrosoftApp`], any other key is refused by name, and a missing
+/// credential is named by `validate`.
+#[test]
+fn config_keys_parse_flat_unknown_ones_are_refused_and_missing_credentials_named() {
+    let all = "type = \"graph_presence\"\nname = \"teams\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthority = \"https://login.example/\"\ntoken_url = \"https://login.example/tok\"\ngraph_url = \"https://graph.example/v1.0\"\nnotifications = false\nsubscription_minutes = 50\nrenew_before_secs = 300\nconsistency_poll_secs = 600\nfallback_poll_secs = 30\nbatch_ms = 20\nread_timeout_secs = 5\ncall_timeout_secs = 6\ndown_after_failures = 3\nwatchdog_secs = 40\nclient_state = \"cs\"\ninclude_resource_data = false\nencryption_certificate_id = \"id\"\n[[service_accounts]]\nname = \"svc\"\nrefresh_token = \"rt\"\n";
+    let crate::ProviderConfig::GraphPresence(c) = valid_provider(all) else { panic!("graph_presence") };
+    assert_eq!((c.app.tenant(), c.app.client_id(), c.app.client_secret()), (Some("t"), "c", "s"));
+    assert_eq!((c.app.authority.as_str(), c.app.graph_url.as_str()), ("https://login.example/", "https://graph.example/v1.0"));
+    assert_eq!(c.app.token_endpoint(), "https://login.example/tok");
+    assert_eq!((c.subscription_minutes, c.read_timeout_secs, c.call_timeout_secs, c.watchdog_secs), (50, 5, 6, 40));
+    assert_eq!((c.service_accounts.len(), c.client_state.as_deref(), c.notifications), (1, Some("cs"), false));
+
+    let minimal = "type = \"graph_presence\"\nname = \"teams\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nnotifications = false\n";
+    let crate::ProviderConfig::GraphPresence(c) = valid_provider(minimal) else { panic!("graph_presence") };
+    assert_eq!(c.app.token_endpoint(), "https://login.microsoftonline.com/t/oauth2/v2.0/token");
+    assert_eq!(c.app.graph_url, "https://graph.microsoft.com/v1.0");
+    assert_eq!((c.subscription_minutes, c.renew_before_secs, c.batch_ms, c.down_after_failures), (55, 600, 50, 2));
+
+    for (text, want) in [
+        (format!("{minimal}tenant = \"t\"\n"), "unknown field `tenant`"),
+        (minimal.replace("tenant_id = \"t\"\n", ""), "provider teams: tenant_id must be set"),
+        (minimal.replace("client_secret = \"s\"\n", ""), "provider teams: client_secret must be set"),
+        (format!("{minimal}graph_url = \"graph.example\"\n"), "provider teams: graph_url must be an http(s) URL"),
+    ] {
+        let e = provider_error(&text);
+        assert!(e.contains(want), "{want}: {e}");
+    }
 }

@@ -12,27 +12,9 @@ use super::tests::{example, samples};
 use crate::mutate::{Mutator, Xorshift};
 use presence_actors::model::AbsenceReason;
 
-/// Spliced into the mutants besides JSON's ([`crate::mutate::JSON_TOKENS`]): XML punctuation,
-/// entities and character references, and numbers.
-const XML_TOKENS: &[&[u8]] = &[
-    b"<",
-    b">",
-    b"</",
-    b"/>",
-    b"&amp;",
-    b"&#0;",
-    b"&#x110000;",
-    b"<![CDATA[",
-    b"]]>",
-    b"<!--",
-    b"=\"",
-    b"\xff",
-    b"99999999999999999999",
-];
-
-/// Every token: JSON's and XML's.
+/// Every token: JSON's and XML's ([`crate::mutate`]), and a number too long for any integer.
 fn tokens() -> Vec<&'static [u8]> {
-    [crate::mutate::JSON_TOKENS, XML_TOKENS].concat()
+    [crate::mutate::JSON_TOKENS, crate::mutate::XML_TOKENS, &[b"99999999999999999999"]].concat()
 }
 
 #[test]
