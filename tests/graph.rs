@@ -283,7 +283,7 @@ async fn an_outage_is_seen_on_the_stream(fault: Fault, tag: &str) {
     subscribed(&s).await;
     let log = StreamLog::watch(&s, &["asa.ostberg"]).await;
     let t_start = Instant::now();
-    log.first_after(t_start, "asa.ostberg", "the snapshot, live", Duration::from_secs(5), |p| p["freshness"] == "live" && p["availability"] == "Available").await;
+    log.first_after(t_start, "asa.ostberg", "the snapshot, live", Duration::from_secs(20), |p| p["freshness"] == "live" && p["availability"] == "Available").await;
 
     sim.misbehave(match fault {
         Fault::Unavailable => Misbehave { fail_next: 1_000_000, ..Misbehave::default() },
@@ -309,13 +309,15 @@ async fn an_outage_is_seen_on_the_stream(fault: Fault, tag: &str) {
     assert_eq!((p["availability"].as_str(), p["activity"].as_str()), (Some("DoNotDisturb"), Some("Presenting")), "the first live view is the change notified during the outage: {p}");
     assert!(log.all("asa.ostberg").iter().all(|p| p["availability"] != "Offline"), "never Offline: {:?}", log.all("asa.ostberg"));
     eprintln!("Graph {fault:?}: stale on the stream {} ms after the fault was detectable; live with the missed change {} ms after Graph answered again", detection.as_millis(), recovery.as_millis());
-    // Read deadline 2 s, two failed reads to go down, retries back off to at most 5 s.
+    // Read deadline 2 s, two failed reads to go down, retries back off to at most 5 s: well
+    // within these bounds (the code before the fix took ~90 s); they are loose for a loaded CI
+    // machine, the times themselves are what the line above prints.
     let limit = match fault {
-        Fault::Unavailable => Duration::from_secs(3),
-        Fault::Hanging => Duration::from_secs(8),
+        Fault::Unavailable => Duration::from_secs(6),
+        Fault::Hanging => Duration::from_secs(12),
     };
     assert!(detection < limit, "{fault:?}: stale after {detection:?}");
-    assert!(recovery < Duration::from_secs(8), "{fault:?}: live after {recovery:?}");
+    assert!(recovery < Duration::from_secs(12), "{fault:?}: live after {recovery:?}");
     // Health is refreshed four times a second.
     wait_for("health: up, nothing notified left unread", Duration::from_secs(3), async || {
         let p = providers(&s).await;
