@@ -29,7 +29,7 @@ use presence_providers::mbn::MbnConfig;
 use presence_providers::o2g::O2gConfig;
 use presence_providers::operator::{OperatorConfig, PollConfig};
 use presence_providers::replay::ReplayConfig;
-use presence_providers::sip::sfb::SfbConfig;
+use presence_providers::sfb::SfbConfig;
 use presence_providers::sip::SipSourceConfig;
 use presence_providers::ProviderConfig;
 use presence_simulators::calendar::{CalendarSim, CalendarSimConfig};

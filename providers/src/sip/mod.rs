@@ -1,20 +1,18 @@
-//! SIP sources: SIP/SIMPLE presence (`type = "sip_presence"`, RFC 3856 with PIDF/RPID bodies),
-//! PBX busy lamps (`type = "sip_dialog"`, the dialog event package of RFC 4235), and Skype for
-//! Business enhanced presence (`type = "sfb"`, batched category subscriptions, MS-PRES).
+//! SIP sources: SIP/SIMPLE presence (`type = "sip_presence"`, RFC 3856 with PIDF/RPID bodies)
+//! and PBX busy lamps (`type = "sip_dialog"`, the dialog event package of RFC 4235). Skype for
+//! Business (`type = "sfb"`) has its own folder, [`crate::sfb`], and uses the SIP pieces here.
 //!
 //! - [`runtime`]: the task shared by `sip_presence` and `sip_dialog` — one subscription per
 //!   person (rate-limited at start), refreshed before expiry and re-established with back-off;
 //!   an OPTIONS health check that marks the feed stale (never Offline) while the peer is down
 //!   and re-subscribes everyone when it comes back.
 //! - [`map`]: pure mapping of parsed bodies to the hub's signals.
-//! - [`sfb`]: the Skype for Business provider.
 //!
 //! The SIP layer itself (messages, transactions, subscriptions, bodies) is the `presence-sip`
 //! crate.
 
 pub mod map;
 pub mod runtime;
-pub mod sfb;
 #[cfg(test)]
 mod tests;
 

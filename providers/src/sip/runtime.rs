@@ -85,13 +85,13 @@ struct Target {
     tracker: DialogTracker,
 }
 
-pub(super) async fn resolve(server: &str) -> Result<SocketAddr, String> {
+pub(crate) async fn resolve(server: &str) -> Result<SocketAddr, String> {
     let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| format!("cannot resolve {server}: {e}"))?;
     addrs.next().ok_or_else(|| format!("cannot resolve {server}"))
 }
 
 /// Resolves the peer's address, retrying every 10 s (feed down meanwhile); `None` on shutdown.
-pub(super) async fn resolve_until_found(ctx: &ProviderContext, server: &str) -> Option<SocketAddr> {
+pub(crate) async fn resolve_until_found(ctx: &ProviderContext, server: &str) -> Option<SocketAddr> {
     let mut shutdown = ctx.shutdown.clone();
     ctx.feed.set_state("resolving");
     loop {
@@ -347,7 +347,7 @@ fn deliver(ctx: &ProviderContext, package: Package, idx: UserIdx, t: &mut Target
     }
 }
 
-pub(super) async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
+pub(crate) async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
     let (via, branch) = ep.via(peer.transport);
     let uri = format!("sip:{}", peer.addr);
     let req = Builder::request("OPTIONS", &uri)
@@ -363,7 +363,7 @@ pub(super) async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
     ep.request_timeout(peer, &branch, req, Duration::from_secs(3)).await.is_ok()
 }
 
-pub(super) async fn answer_stray(ep: &Endpoint, req: Incoming) {
+pub(crate) async fn answer_stray(ep: &Endpoint, req: Incoming) {
     let method = req.msg.method().map(|m| m.to_string()).unwrap_or_default();
     match method.as_str() {
         "OPTIONS" => ep.reply(&req, 200, "OK").await,

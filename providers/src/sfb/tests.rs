@@ -1,0 +1,316 @@
+//! Unit tests of the Skype for Business source: the configuration (defaults, checks, unknown
+//! keys), the reading of notification bodies and RLMI parts ([`super::parse`]), the category
+//! cache, and the mapping of categories to signals ([`super::map`]) against the SIP crate's
+//! msrtc fixtures. The task itself runs against the in-repo pool simulator in the hub's
+//! `tests/sfb.rs`.
+
+use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
+use presence_sip::body::msrtc::{self, Categories, Category, CategoryValue, NoteKind, StateKind};
+
+use super::map::{sfb_availability, sfb_signal};
+use super::parse::{SfbCategories, MAX_CACHED_CATEGORIES};
+use super::SfbConfig;
+use crate::sip::with_default_port;
+
+const NOW: UnixMs = 1_700_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration.
+
+fn cfg(extra: serde_json::Value) -> Result<SfbConfig, serde_json::Error> {
+    let mut v = serde_json::json!({ "name": "sfb", "server": "127.0.0.1:5061", "from": "sip:hub-svc@contoso.com" });
+    for (k, x) in extra.as_object().into_iter().flatten() {
+        v[k] = x.clone();
+    }
+    serde_json::from_value(v)
+}
+
+#[test]
+fn config_defaults_and_validation() {
+    use serde_json::json;
+    let c = cfg(json!({})).unwrap();
+    assert_eq!((c.transport.as_str(), c.batch_size, c.resubscribe_rate, c.expires_secs), ("tcp", 200, 25, 3600));
+    let n = SfbConfig::new("sfb", "127.0.0.1:5061", "sip:hub-svc@contoso.com");
+    assert_eq!(format!("{n:?}"), format!("{c:?}"), "new() gives the file's defaults");
+    assert!(c.validate().is_ok());
+    assert_eq!(c.domain(), "contoso.com");
+    for bad in [
+        json!({ "transport": "tls" }),
+        json!({ "transport": "sctp" }),
+        json!({ "batch_size": 0 }),
+        json!({ "batch_size": 1001 }),
+        json!({ "resubscribe_rate": 0 }),
+        json!({ "expires_secs": 10 }),
+        json!({ "username": "u" }),
+        json!({ "local": "nowhere" }),
+        json!({ "from": "hub-svc@contoso.com" }),
+    ] {
+        assert!(cfg(bad.clone()).unwrap().validate().is_err(), "{bad}");
+    }
+    assert!(cfg(json!({ "colour": "blue" })).is_err(), "unknown fields are refused");
+}
+
+#[test]
+fn pool_addresses_get_the_default_port() {
+    assert_eq!(with_default_port("127.0.0.1:5070", 5060), "127.0.0.1:5070");
+    assert_eq!(with_default_port("pool2.contoso.com", 5060), "pool2.contoso.com:5060");
+    assert_eq!(with_default_port("[::1]", 5060), "[::1]:5060");
+    assert_eq!(with_default_port("[::1]:5071", 5060), "[::1]:5071");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mapping.
+
+macro_rules! msrtc_fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../../fixtures/sip/msrtc/", $name))
+    };
+}
+
+fn aggregate_doc(n: Option<u32>, token: Option<&str>, custom: Option<&str>) -> Categories {
+    use presence_sip::body::msrtc::{CustomText, State};
+    let activity = (token.is_some() || custom.is_some()).then(|| msrtc::Activity {
+        token: token.map(str::to_string),
+        custom: custom.map(|t| vec![CustomText { lcid: Some(1033), text: t.into() }]).unwrap_or_default(),
+        ..msrtc::Activity::default()
+    });
+    let state = State { kind: StateKind::AggregateState, availability: n, activity, ..State::default() };
+    Categories {
+        uri: "sip:a@x".into(),
+        categories: vec![Category {
+            name: "state".into(),
+            instance: 1,
+            value: CategoryValue::State(state),
+            ..Category::default()
+        }],
+    }
+}
+
+fn sfb(n: Option<u32>, token: Option<&str>) -> Signal {
+    // Through the wire format, as the provider sees it.
+    let xml = msrtc::build_categories(&aggregate_doc(n, token, None));
+    sfb_signal(&msrtc::parse_categories(xml.as_bytes()).unwrap(), "sfb", false, NOW)
+}
+
+#[test]
+fn sfb_availability_range_boundaries() {
+    use Availability::*;
+    let cases: &[(u32, Option<Availability>)] = &[
+        (0, None),
+        (1, None),
+        (2999, None),
+        (3000, Some(Available)),
+        (3500, Some(Available)),
+        (4499, Some(Available)),
+        (4500, Some(AvailableIdle)),
+        (5000, Some(AvailableIdle)),
+        (5999, Some(AvailableIdle)),
+        (6000, Some(Busy)),
+        (6500, Some(Busy)),
+        (6900, Some(Busy)),
+        (7499, Some(Busy)),
+        (7500, Some(BusyIdle)),
+        (8999, Some(BusyIdle)),
+        (9000, Some(DoNotDisturb)),
+        (9500, Some(DoNotDisturb)),
+        (11999, Some(DoNotDisturb)),
+        (12000, Some(BeRightBack)),
+        (12500, Some(BeRightBack)),
+        (14999, Some(BeRightBack)),
+        (15000, Some(Away)),
+        (15500, Some(Away)),
+        (17999, Some(Away)),
+        (18000, Some(Offline)),
+        (18500, Some(Offline)),
+        (u32::MAX, Some(Offline)),
+    ];
+    for (n, want) in cases {
+        assert_eq!(sfb_availability(Some(*n)), *want, "{n}");
+        assert_eq!(sfb(Some(*n), None).availability, *want, "{n} through a document");
+    }
+    assert_eq!(sfb_availability(None), None);
+    // 6900 alone is the workgroup view of Do Not Disturb.
+    assert_eq!(sfb(Some(6900), None).activity, Some(Activity::UrgentInterruptionsOnly));
+    assert_eq!(sfb(Some(6901), None).activity, None);
+    // The boundary fixtures of the SIP crate agree.
+    let files: [(&[u8], Availability); 13] = [
+        (msrtc_fixture!("aggregate_4499.xml"), Available),
+        (msrtc_fixture!("aggregate_4500.xml"), AvailableIdle),
+        (msrtc_fixture!("aggregate_5999.xml"), AvailableIdle),
+        (msrtc_fixture!("aggregate_6000.xml"), Busy),
+        (msrtc_fixture!("aggregate_6900_urgent_interruptions_only.xml"), Busy),
+        (msrtc_fixture!("aggregate_8999.xml"), BusyIdle),
+        (msrtc_fixture!("aggregate_9000.xml"), DoNotDisturb),
+        (msrtc_fixture!("aggregate_11999.xml"), DoNotDisturb),
+        (msrtc_fixture!("aggregate_12000.xml"), BeRightBack),
+        (msrtc_fixture!("aggregate_14999.xml"), BeRightBack),
+        (msrtc_fixture!("aggregate_15000.xml"), Away),
+        (msrtc_fixture!("aggregate_17999.xml"), Away),
+        (msrtc_fixture!("aggregate_18000.xml"), Offline),
+    ];
+    for (body, want) in files {
+        let s = sfb_signal(&msrtc::parse_categories(body).unwrap(), "sfb", false, NOW);
+        assert_eq!(s.availability, Some(want));
+        assert_eq!(s.source, Source::Sfb);
+    }
+}
+
+#[test]
+fn sfb_activity_tokens() {
+    let cases: &[(u32, &str, Option<Activity>, bool)] = &[
+        (6500, "on-the-phone", Some(Activity::InACall), false),
+        (6500, "in-a-conference", Some(Activity::InAConferenceCall), false),
+        (6500, "in-a-meeting", Some(Activity::InAMeeting), false),
+        (9500, "in-presentation", Some(Activity::Presenting), false),
+        (9500, "presenting", Some(Activity::Presenting), false),
+        (6900, "urgent-interruptions-only", Some(Activity::UrgentInterruptionsOnly), false),
+        (15500, "out-of-office", Some(Activity::OutOfOffice), true),
+        (15500, "off-work", Some(Activity::OffWork), false),
+        (6500, "On-The-Phone", Some(Activity::InACall), false),
+        (12500, "out-to-lunch", Some(Activity::Lunch), false),
+        // SIPE's status ids restate the availability.
+        (6500, "busy", None, false),
+        (15500, "away", None, false),
+        (3500, "gardening", Some(Activity::Other("gardening".into())), false),
+    ];
+    for (n, token, want, ooo) in cases {
+        let s = sfb(Some(*n), Some(token));
+        assert_eq!(s.activity, *want, "{token}");
+        assert_eq!(s.ooo, *ooo, "{token}");
+    }
+    // Custom text: the activity when no well-known token names one, else a note.
+    let custom = |token: Option<&str>, text: &str| {
+        let xml = msrtc::build_categories(&aggregate_doc(Some(6500), token, Some(text)));
+        sfb_signal(&msrtc::parse_categories(xml.as_bytes()).unwrap(), "sfb", false, NOW)
+    };
+    let s = custom(None, "Working from home");
+    assert_eq!(s.activity, Some(Activity::Other("Working from home".into())));
+    assert_eq!(s.note, None);
+    let s = custom(Some("in-a-meeting"), "Styrelsemöte");
+    assert_eq!(s.activity, Some(Activity::InAMeeting));
+    assert_eq!(s.note.as_deref(), Some("Styrelsemöte"));
+    let long = "x".repeat(300);
+    match custom(None, &long).activity {
+        Some(Activity::Other(t)) => assert_eq!(t.len(), presence_actors::model::activity::MAX_OTHER_LEN),
+        other => panic!("{other:?}"),
+    }
+    // The fixture's 6900 + urgent-interruptions-only with its custom display text.
+    let s = sfb_signal(
+        &msrtc::parse_categories(msrtc_fixture!("aggregate_6900_urgent_interruptions_only.xml")).unwrap(),
+        "sfb",
+        false,
+        NOW,
+    );
+    assert_eq!((s.availability, s.activity), (Some(Availability::Busy), Some(Activity::UrgentInterruptionsOnly)));
+}
+
+#[test]
+fn sfb_notes_oof_and_the_aggregation_fallback() {
+    // §1.5's notification: aggregate 6500 on the phone and a personal note.
+    let doc = msrtc::parse_categories(msrtc_fixture!("notify_aggregate_note_freebusy.xml")).unwrap();
+    let later = 1_800_000_000_000;
+    let s = sfb_signal(&doc, "sfb", false, later);
+    assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(Activity::InACall)));
+    assert_eq!(s.note.as_deref(), Some("In the lab until 3pm"));
+    assert!(!s.ooo);
+    // observed_at is the aggregate's publishTime, never in the future.
+    assert_eq!(s.observed_at, "2024-05-06T09:14:02.117Z".parse::<jiff::Timestamp>().unwrap().as_millisecond());
+    assert_eq!(sfb_signal(&doc, "sfb", false, NOW).observed_at, NOW);
+
+    // No aggregateState: the raw states are aggregated (§1.4 worked examples).
+    let s = sfb_signal(
+        &msrtc::parse_categories(msrtc_fixture!("user_manual_then_phone.xml")).unwrap(),
+        "sfb",
+        false,
+        NOW,
+    );
+    assert_eq!((s.availability, s.activity), (Some(Availability::Busy), Some(Activity::InACall)));
+    let s = sfb_signal(
+        &msrtc::parse_categories(msrtc_fixture!("phone_then_user_manual.xml")).unwrap(),
+        "sfb",
+        false,
+        NOW,
+    );
+    assert_eq!((s.availability, s.activity), (Some(Availability::Available), None));
+
+    // OOF: calendar OOF without availability, machine away, OOF and personal notes. Inside
+    // the OOF window the OOF text is the note and the flag is set; after it, the personal
+    // note shows and the flag comes only from the activity.
+    let doc = msrtc::parse_categories(msrtc_fixture!("calendar_oof_machine_away.xml")).unwrap();
+    let during = "2024-05-07T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    let s = sfb_signal(&doc, "sfb", false, during);
+    assert_eq!(s.availability, Some(Availability::Away));
+    assert_eq!(s.activity, Some(Activity::OutOfOffice));
+    assert!(s.ooo);
+    assert_eq!(s.note.as_deref(), Some("On leave until Friday. Ask Frank."));
+    let after = "2024-05-11T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    let s = sfb_signal(&doc, "sfb", false, after);
+    assert_eq!(s.note.as_deref(), Some("Back on the 10th"));
+    assert!(s.ooo, "the out-of-office activity still says so");
+
+    // Long multi-line notes are collapsed and bounded.
+    use presence_sip::body::msrtc::NoteBody;
+    let mut doc = aggregate_doc(Some(3500), None, None);
+    let text = format!("Line one\r\n\r\n   line two {}", "å".repeat(2000));
+    doc.categories.push(Category {
+        name: "note".into(),
+        value: CategoryValue::Note(vec![NoteBody { kind: NoteKind::Oof, text, ..NoteBody::default() }]),
+        ..Category::default()
+    });
+    let s = sfb_signal(&doc, "sfb", false, NOW);
+    let n = s.note.as_deref().unwrap();
+    assert!(n.starts_with("Line one line two åå"), "{n}");
+    assert!(n.len() <= presence_actors::model::signal::MAX_NOTE_LEN);
+    assert!(s.ooo);
+
+    // Nothing at all: a retraction.
+    assert!(sfb_signal(&aggregate_doc(None, None, None), "sfb", false, NOW).is_retraction());
+    assert!(sfb_signal(&Categories::default(), "sfb", false, NOW).is_retraction());
+}
+
+#[test]
+fn sfb_meeting_details_only_when_kept() {
+    let doc = msrtc::parse_categories(msrtc_fixture!("calendar_meeting.xml")).unwrap();
+    let s = sfb_signal(&doc, "sfb", false, NOW);
+    assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(Activity::InAMeeting)));
+    assert_eq!(s.detail, None, "subject and location stay out unless kept");
+    assert_eq!(s.note, None, "and never leak into the note");
+    let s = sfb_signal(&doc, "sfb", true, NOW);
+    let d = s.detail.expect("detail");
+    assert_eq!(d.subject.as_deref(), Some("Budget review & Q3 plan"));
+    assert_eq!(d.location.as_deref(), Some("Room 4.12"));
+    assert!(!d.private);
+}
+
+#[test]
+fn sfb_category_cache_applies_deltas() {
+    let mut cache = SfbCategories::default();
+    let full = msrtc::parse_categories(msrtc_fixture!("notify_aggregate_note_freebusy.xml")).unwrap();
+    let n = full.categories.len();
+    cache.replace(full);
+    assert_eq!(cache.doc().categories.len(), n);
+    // A delta with a new aggregate only: the note stays.
+    cache.update(aggregate_doc(Some(15500), None, None));
+    let s = sfb_signal(&cache.doc(), "sfb", false, NOW);
+    assert_eq!(s.availability, Some(Availability::Away));
+    assert_eq!(s.note.as_deref(), Some("In the lab until 3pm"));
+    // An empty note instance deletes the note.
+    let del = r#"<categories xmlns="http://schemas.microsoft.com/2006/09/sip/categories" uri="sip:a@x"><category name="note" instance="0"/></categories>"#;
+    cache.update(msrtc::parse_categories(del.as_bytes()).unwrap());
+    assert_eq!(sfb_signal(&cache.doc(), "sfb", false, NOW).note, None);
+    assert_eq!(cache.doc().uri, "sip:a@x");
+    // A full document replaces everything.
+    cache.replace(aggregate_doc(Some(3500), None, None));
+    assert_eq!(cache.doc().categories.len(), 1);
+    cache.clear();
+    assert!(cache.is_empty());
+    // Bounded.
+    for i in 0..(MAX_CACHED_CATEGORIES as u64 + 10) {
+        let mut d = aggregate_doc(Some(3500), None, None);
+        d.categories[0].name = "contactCard".into();
+        d.categories[0].instance = i;
+        d.categories[0].value = CategoryValue::Other;
+        cache.update(d);
+    }
+    assert_eq!(cache.doc().categories.len(), MAX_CACHED_CATEGORIES);
+}
