@@ -24,8 +24,9 @@ use presence_sip::body::msrtc;
 use presence_sip::endpoint::Transport;
 use presence_sip::message::{uri_host_port, uri_user};
 use serde::Deserialize;
-use std::net::SocketAddr;
 
+use crate::sip::connect::ConnectionDefaults;
+use crate::sip::SipConnection;
 use crate::BuildError;
 
 /// What the SUBSCRIBEs accept (batched and single-resource alike).
@@ -33,29 +34,23 @@ pub const ACCEPT: &str = "application/msrtc-event-categories+xml, application/rl
 /// Port of a `poolFqdn` without one (5061 is TLS, which this source does not speak).
 pub const DEFAULT_POOL_PORT: u16 = 5060;
 
+/// The connection defaults of `sfb`: TCP, one-hour subscriptions.
+#[derive(Debug, Clone)]
+pub struct SfbDefaults;
+
+impl ConnectionDefaults for SfbDefaults {
+    const TRANSPORT: Transport = Transport::Tcp;
+    const EXPIRES_SECS: u32 = 3600;
+}
+
 /// Settings of a `type = "sfb"` provider.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SfbConfig {
     /// Provider name.
     pub name: String,
-    /// The front-end pool: `host:port` (port 5060 when left out).
-    pub server: String,
-    /// `tcp` (default) or `udp`.
-    #[serde(default = "default_transport")]
-    pub transport: String,
-    /// Local address to bind (port 0 picks a free one).
-    #[serde(default = "default_local")]
-    pub local: String,
     /// The service account's SIP URI (`sip:hub-svc@contoso.com`): From, To and Request-URI
     /// of the batched SUBSCRIBEs.
     pub from: String,
-    /// Digest user name for a challenging pool.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Digest password.
-    #[serde(default)]
-    pub password: Option<String>,
     /// Resource URIs per batched SUBSCRIBE.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -63,39 +58,25 @@ pub struct SfbConfig {
     /// the host of `from`). Default `{sip_uri}`; people without one are left out.
     #[serde(default)]
     pub resource: Option<String>,
-    /// Subscription lifetime asked for, in seconds.
-    #[serde(default = "default_expires")]
-    pub expires_secs: u32,
-    /// OPTIONS health check interval in seconds (0: off).
-    #[serde(default = "default_keepalive")]
-    pub keepalive_secs: u64,
     /// Single-resource (re-)subscriptions per second (SIPE spreads them at 25/s).
     #[serde(default = "default_resubscribe_rate")]
     pub resubscribe_rate: u32,
     /// Keep calendarState meeting subjects and locations in the signals' private detail.
     #[serde(default)]
     pub keep_details: bool,
+    /// The connection to the front-end pool: `server`, `transport` (default `tcp`), `local`,
+    /// `expires_secs` (default 3600), `keepalive_secs`, `username`, `password` — flat keys;
+    /// unknown keys are refused by [`Self::validate`].
+    #[serde(flatten)]
+    pub conn: SipConnection<SfbDefaults>,
 }
 
-fn default_transport() -> String {
-    "tcp".into()
-}
-fn default_local() -> String {
-    "127.0.0.1:0".into()
-}
 fn default_batch_size() -> usize {
     200
-}
-fn default_expires() -> u32 {
-    3600
-}
-fn default_keepalive() -> u64 {
-    10
 }
 fn default_resubscribe_rate() -> u32 {
     25
 }
-
 
 impl SfbConfig {
     /// A configuration with every optional setting at its default (what the config file gives
@@ -103,35 +84,20 @@ impl SfbConfig {
     pub fn new(name: &str, server: &str, from: &str) -> SfbConfig {
         SfbConfig {
             name: name.into(),
-            server: server.into(),
-            transport: default_transport(),
-            local: default_local(),
             from: from.into(),
-            username: None,
-            password: None,
             batch_size: default_batch_size(),
             resource: None,
-            expires_secs: default_expires(),
-            keepalive_secs: default_keepalive(),
             resubscribe_rate: default_resubscribe_rate(),
             keep_details: false,
+            conn: SipConnection::new(server),
         }
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |m: &str| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
-        if self.transport.eq_ignore_ascii_case("tls") {
-            return bad("transport tls is not supported; use tcp (or udp)");
-        }
-        if Transport::parse(&self.transport).is_none() {
-            return bad("transport must be tcp or udp");
-        }
-        if self.local.parse::<SocketAddr>().is_err() {
-            return bad("local must be an IP address and port, e.g. 0.0.0.0:5070");
-        }
-        if self.server.trim().is_empty() {
-            return bad("server is required (host:port)");
+        if let Err(m) = self.conn.check() {
+            return bad(&m);
         }
         if !(self.from.starts_with("sip:") && uri_user(&self.from).is_some_and(|u| !u.is_empty())) {
             return bad("from must be the service account's SIP URI, e.g. sip:hub-svc@contoso.com");
@@ -139,14 +105,8 @@ impl SfbConfig {
         if !(1..=msrtc::MAX_BATCH_RESOURCES).contains(&self.batch_size) {
             return bad("batch_size must be 1..=1000");
         }
-        if !(60..=86_400).contains(&self.expires_secs) {
-            return bad("expires_secs must be 60..=86400");
-        }
         if !(1..=1000).contains(&self.resubscribe_rate) {
             return bad("resubscribe_rate must be 1..=1000");
-        }
-        if self.username.is_some() != self.password.is_some() {
-            return bad("username and password go together");
         }
         Ok(())
     }

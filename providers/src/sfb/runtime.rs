@@ -37,7 +37,7 @@ use presence_actors::model::{now_ms, Availability, Signal, Source};
 use presence_actors::provider::ProviderContext;
 use presence_sip::body::msrtc::{self, BatchAction, BatchSub};
 use presence_sip::body::rlmi::RlmiNotify;
-use presence_sip::endpoint::{Endpoint, EndpointConfig, Peer, Transport};
+use presence_sip::endpoint::{Endpoint, Peer};
 use presence_sip::message::uri_user;
 use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription};
 use tokio::sync::mpsc;
@@ -46,24 +46,8 @@ use tracing::{debug, info, warn};
 use super::map;
 use super::parse::{self, uri_key, Notification, ParseError, PartEvent, SfbCategories};
 use super::{SfbConfig, ACCEPT, DEFAULT_POOL_PORT};
-use crate::sip::runtime::{answer_stray, ping, resolve, resolve_until_found};
-use crate::sip::with_default_port;
-
-/// Why the provider stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum SfbError {
-    /// `local` is not an address.
-    #[error("local {0:?} is not an IP address and port")]
-    Local(String),
-    /// The local sockets could not be bound.
-    #[error("bind {local}: {source}")]
-    Bind {
-        /// The address.
-        local: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
+use crate::sip::connect::{answer_stray, close, resolve, sip_stats, spawn_ping, with_default_port, ConnectError, Connected};
+use crate::sip::resource_uri;
 
 /// Which subscription an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,13 +138,9 @@ struct Runner {
 }
 
 /// Runs an `sfb` provider until shutdown (see [`super::task`]).
-pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
-    let transport = Transport::parse(&cfg.transport).unwrap_or(Transport::Tcp);
-    let local: SocketAddr = cfg.local.parse().map_err(|_| SfbError::Local(cfg.local.clone()))?;
-    let ep_cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
-    let (ep, mut requests) = Endpoint::bind(ep_cfg).await.map_err(|source| SfbError::Bind { local, source })?;
+pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), ConnectError> {
     let mut shutdown = ctx.shutdown.clone();
-    let Some(server) = resolve_until_found(&ctx, &with_default_port(&cfg.server, 5060)).await else { return Ok(()) };
+    let Some(Connected { ep, mut requests, peer: server }) = cfg.conn.open(&ctx).await? else { return Ok(()) };
 
     let domain = cfg.domain();
     let template = cfg.resource.clone().unwrap_or_else(|| "{sip_uri}".to_string());
@@ -168,8 +148,8 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbE
     let mut by_uri = HashMap::new();
     let mut order = Vec::new();
     for (idx, p) in ctx.directory().people() {
-        let Some(uri) = crate::sip::fill_template(&template, &p, &domain) else { continue };
-        if !(uri.starts_with("sip:") || uri.starts_with("sips:")) || by_uri.contains_key(&uri_key(&uri)) {
+        let Some(uri) = resource_uri(&template, &p, &domain) else { continue };
+        if by_uri.contains_key(&uri_key(&uri)) {
             continue;
         }
         by_uri.insert(uri_key(&uri), idx);
@@ -188,7 +168,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbE
             epoch: 0,
         })
         .collect();
-    info!(provider = %ctx.name, %server, local = %ep.local_addr(), people = people.len(), batches = batches.len(), "sfb provider starting");
+    info!(provider = %ctx.name, server = %server.addr, local = %ep.local_addr(), people = people.len(), batches = batches.len(), "sfb provider starting");
     ctx.feed.set_state("subscribing");
 
     let (etx, mut erx) = mpsc::channel::<(Key, SubEvent)>(4096);
@@ -196,7 +176,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbE
     let queue = (0..batches.len()).map(Pending::Batch).collect();
     let mut r = Runner {
         from: cfg.from.trim().to_string(),
-        server: Peer { transport, addr: server },
+        server,
         cfg,
         ctx,
         ep,
@@ -218,7 +198,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbE
 
     let step = Duration::from_secs(1) / r.cfg.resubscribe_rate.max(1);
     let mut spawn_tick = tokio::time::interval(step.max(Duration::from_millis(1)));
-    let mut ping_tick = tokio::time::interval(Duration::from_secs(r.cfg.keepalive_secs.max(1)));
+    let mut ping_tick = tokio::time::interval(Duration::from_secs(r.cfg.conn.keepalive_secs.max(1)));
     let (ptx, mut prx) = mpsc::channel::<bool>(8);
     let mut details_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -227,18 +207,11 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbE
                 // Dropping the subscriptions un-SUBSCRIBEs; give them a moment.
                 r.batches.clear();
                 r.people.clear();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                r.ep.shutdown();
+                close(&r.ep).await;
                 return Ok(());
             }
             _ = spawn_tick.tick(), if !r.queue.is_empty() => r.next_pending(),
-            _ = ping_tick.tick(), if r.cfg.keepalive_secs > 0 => {
-                let (ep, ptx, from, peer) = (r.ep.clone(), ptx.clone(), r.from.clone(), r.server);
-                tokio::spawn(async move {
-                    let ok = ping(&ep, peer, &from).await;
-                    let _ = ptx.send(ok).await;
-                });
-            }
+            _ = ping_tick.tick(), if r.cfg.conn.keepalive_secs > 0 => spawn_ping(&r.ep, r.server, &r.from, &ptx),
             Some(ok) = prx.recv() => r.on_ping(ok),
             Some((key, ev)) = erx.recv() => r.on_event(key, ev),
             Some((idx, gen, addr)) = rrx.recv() => r.on_resolved(idx, gen, addr),
@@ -274,10 +247,10 @@ impl Runner {
             contact_user: uri_user(&self.from).unwrap_or("presence-hub").to_string(),
             event: "presence".into(),
             accept: ACCEPT.into(),
-            expires: self.cfg.expires_secs,
+            expires: self.cfg.conn.expires_secs,
             headers,
             body: Some((msrtc::BATCH_SUB_CONTENT_TYPE.into(), Bytes::from(body))),
-            credentials: self.cfg.username.clone().zip(self.cfg.password.clone()),
+            credentials: self.cfg.conn.credentials(),
         }
     }
 
@@ -654,7 +627,6 @@ impl Runner {
                 })
             })
             .collect();
-        let stats = self.ep.stats();
         self.ctx.feed.set_details(serde_json::json!({
             "server": self.server.addr.to_string(),
             "transport": self.server.transport.to_string(),
@@ -674,13 +646,7 @@ impl Runner {
             "stale_versions": self.n.stale_versions,
             "noresource": self.n.noresource,
             "resubscribes": self.n.resubscribes,
-            "sip": {
-                "received": stats.received.load(Ordering::Relaxed),
-                "sent": stats.sent.load(Ordering::Relaxed),
-                "malformed": stats.malformed.load(Ordering::Relaxed),
-                "retransmissions": stats.retransmissions.load(Ordering::Relaxed),
-                "timeouts": stats.timeouts.load(Ordering::Relaxed),
-            },
+            "sip": sip_stats(&self.ep),
         }));
     }
 }

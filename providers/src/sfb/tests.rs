@@ -6,30 +6,30 @@
 
 use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
 use presence_sip::body::msrtc::{self, Categories, Category, CategoryValue, NoteKind, StateKind};
+use presence_sip::body::rlmi::{Instance, InstanceState, ResourcePart};
+use serde_json::json;
 
 use super::map::{sfb_availability, sfb_signal};
-use super::parse::{SfbCategories, MAX_CACHED_CATEGORIES};
+use super::parse::{read_notification, read_part, uri_key, Notification, ParseError, PartEvent, SfbCategories, MAX_CACHED_CATEGORIES};
 use super::SfbConfig;
-use crate::sip::with_default_port;
+use crate::common::json::with_keys;
 
 const NOW: UnixMs = 1_700_000_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration.
 
-fn cfg(extra: serde_json::Value) -> Result<SfbConfig, serde_json::Error> {
-    let mut v = serde_json::json!({ "name": "sfb", "server": "127.0.0.1:5061", "from": "sip:hub-svc@contoso.com" });
-    for (k, x) in extra.as_object().into_iter().flatten() {
-        v[k] = x.clone();
-    }
-    serde_json::from_value(v)
+fn cfg(extra: serde_json::Value) -> SfbConfig {
+    let base = json!({ "name": "sfb", "server": "127.0.0.1:5061", "from": "sip:hub-svc@contoso.com" });
+    serde_json::from_value(with_keys(base, extra)).expect("config")
 }
 
 #[test]
 fn config_defaults_and_validation() {
-    use serde_json::json;
-    let c = cfg(json!({})).unwrap();
-    assert_eq!((c.transport.as_str(), c.batch_size, c.resubscribe_rate, c.expires_secs), ("tcp", 200, 25, 3600));
+    let c = cfg(json!({}));
+    let conn = &c.conn;
+    assert_eq!((conn.transport.as_str(), c.batch_size, c.resubscribe_rate, conn.expires_secs), ("tcp", 200, 25, 3600));
+    assert_eq!((conn.local.as_str(), conn.keepalive_secs, c.resource.as_deref(), c.keep_details), ("127.0.0.1:0", 10, None, false));
     let n = SfbConfig::new("sfb", "127.0.0.1:5061", "sip:hub-svc@contoso.com");
     assert_eq!(format!("{n:?}"), format!("{c:?}"), "new() gives the file's defaults");
     assert!(c.validate().is_ok());
@@ -45,17 +45,88 @@ fn config_defaults_and_validation() {
         json!({ "local": "nowhere" }),
         json!({ "from": "hub-svc@contoso.com" }),
     ] {
-        assert!(cfg(bad.clone()).unwrap().validate().is_err(), "{bad}");
+        assert!(cfg(bad.clone()).validate().is_err(), "{bad}");
     }
-    assert!(cfg(json!({ "colour": "blue" })).is_err(), "unknown fields are refused");
+    let e = cfg(json!({ "colour": "blue" })).validate().unwrap_err().to_string();
+    assert_eq!(e, "provider sfb: unknown key `colour`", "unknown keys are refused");
+    assert!(serde_json::from_value::<SfbConfig>(json!({ "name": "sfb", "from": "sip:a@b" })).is_err(), "server is required");
+}
+
+/// Every key of an `sfb` block lands in its setting (the flat key names are a contract), read
+/// from TOML as the hub reads its config file.
+#[test]
+fn every_key_parses_from_toml() {
+    let text = r#"
+        name = "skype"
+        server = "pool01.contoso.com:5060"
+        transport = "udp"
+        local = "0.0.0.0:5070"
+        from = "sip:hub-svc@contoso.com"
+        username = "CONTOSO\\hub-svc"
+        password = "pw"
+        batch_size = 100
+        resource = "sip:{email}"
+        expires_secs = 1800
+        keepalive_secs = 5
+        resubscribe_rate = 10
+        keep_details = true
+    "#;
+    let c: SfbConfig = toml::from_str(text).expect("config");
+    c.validate().expect("valid");
+    let conn = &c.conn;
+    assert_eq!((c.name.as_str(), conn.server.as_str(), conn.transport.as_str(), conn.local.as_str()), ("skype", "pool01.contoso.com:5060", "udp", "0.0.0.0:5070"));
+    assert_eq!(conn.credentials(), Some(("CONTOSO\\hub-svc".to_string(), "pw".to_string())));
+    assert_eq!((c.from.as_str(), c.batch_size, c.resource.as_deref()), ("sip:hub-svc@contoso.com", 100, Some("sip:{email}")));
+    assert_eq!((conn.expires_secs, conn.keepalive_secs, c.resubscribe_rate, c.keep_details), (1800, 5, 10, true));
+    assert!(conn.unknown.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading notification bodies.
+
+const CATEGORIES: &str = r#"<categories xmlns="http://schemas.microsoft.com/2006/09/sip/categories" uri="sip:a@x"><category name="note" instance="0"/></categories>"#;
+
+#[test]
+fn notifications_are_told_apart_by_content_type() {
+    let ct = "Application/msrtc-event-categories+xml; charset=utf-8";
+    match read_notification(ct, CATEGORIES.as_bytes()) {
+        Ok(Notification::Categories(doc)) => assert_eq!(doc.uri, "sip:a@x"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(read_notification(msrtc::CONTENT_TYPE, b"<categories"), Err(ParseError::Categories(_))));
+    assert!(matches!(read_notification("application/rlmi+xml", b"<list"), Err(ParseError::Rlmi(_))));
+    assert!(matches!(read_notification("multipart/related; boundary=x", b"nothing"), Err(ParseError::Rlmi(_))));
+    let e = read_notification("text/plain; charset=utf-8", b"x").unwrap_err();
+    assert_eq!(e, ParseError::ContentType("text/plain".into()));
+    assert_eq!(e.to_string(), "unsupported content type \"text/plain\"");
 }
 
 #[test]
-fn pool_addresses_get_the_default_port() {
-    assert_eq!(with_default_port("127.0.0.1:5070", 5060), "127.0.0.1:5070");
-    assert_eq!(with_default_port("pool2.contoso.com", 5060), "pool2.contoso.com:5060");
-    assert_eq!(with_default_port("[::1]", 5060), "[::1]:5060");
-    assert_eq!(with_default_port("[::1]:5071", 5060), "[::1]:5071");
+fn rlmi_parts_say_what_to_do() {
+    let part = |state: InstanceState, reason: Option<&str>, pool: Option<&str>, body: Option<(&str, &str)>| ResourcePart {
+        uri: "sip:a@x".into(),
+        instance: Instance { state, reason: reason.map(str::to_string), pool_fqdn: pool.map(str::to_string), ..Instance::default() },
+        content_type: body.map(|(ct, _)| ct.to_string()),
+        body: body.map(|(_, b)| b.as_bytes().to_vec()),
+    };
+    let doc = Some((msrtc::CONTENT_TYPE, CATEGORIES));
+    assert!(matches!(read_part(part(InstanceState::Active, None, None, doc)), Ok(PartEvent::Categories(d)) if d.uri == "sip:a@x"));
+    assert_eq!(read_part(part(InstanceState::Active, None, None, None)), Ok(PartEvent::Nothing));
+    assert_eq!(read_part(part(InstanceState::Pending, None, None, None)), Ok(PartEvent::Nothing));
+    assert_eq!(read_part(part(InstanceState::Other("x".into()), None, None, None)), Ok(PartEvent::Nothing));
+    let e = read_part(part(InstanceState::Active, None, None, Some(("application/pidf+xml", "<presence/>")))).unwrap_err();
+    assert_eq!(e, ParseError::PartType("application/pidf+xml".into()));
+    assert!(matches!(read_part(part(InstanceState::Active, None, None, Some((msrtc::CONTENT_TYPE, "<x")))), Err(ParseError::Categories(_))));
+    let pool = Some("pool2.contoso.com");
+    assert_eq!(read_part(part(InstanceState::Resubscribe, None, pool, None)), Ok(PartEvent::Resubscribe(pool.map(str::to_string))));
+    for reason in ["deactivated", "timeout", "probation"] {
+        assert_eq!(read_part(part(InstanceState::Terminated, Some(reason), None, None)), Ok(PartEvent::Resubscribe(None)), "{reason}");
+    }
+    for reason in [Some("noresource"), Some("rejected"), None] {
+        let want = PartEvent::Gone(reason.map(str::to_string));
+        assert_eq!(read_part(part(InstanceState::Terminated, reason, None, None)), Ok(want), "{reason:?}");
+    }
+    assert_eq!(uri_key("\"Ada\" <SIP:Ada@Contoso.com> "), "sip:ada@contoso.com");
 }
 
 // ---------------------------------------------------------------------------------------------
