@@ -52,26 +52,15 @@ fn config_defaults_and_validation() {
     assert!(serde_json::from_value::<SfbConfig>(json!({ "name": "sfb", "from": "sip:a@b" })).is_err(), "server is required");
 }
 
-/// Every key of an `sfb` block lands in its setting (the flat key names are a contract), read
-/// from TOML as the hub reads its config file.
+/// Every key of an `sfb` block lands in its setting (the flat key names are a contract; TOML,
+/// as the hub reads it, goes the same way in `sip::connect`'s tests).
 #[test]
-fn every_key_parses_from_toml() {
-    let text = r#"
-        name = "skype"
-        server = "pool01.contoso.com:5060"
-        transport = "udp"
-        local = "0.0.0.0:5070"
-        from = "sip:hub-svc@contoso.com"
-        username = "CONTOSO\\hub-svc"
-        password = "pw"
-        batch_size = 100
-        resource = "sip:{email}"
-        expires_secs = 1800
-        keepalive_secs = 5
-        resubscribe_rate = 10
-        keep_details = true
-    "#;
-    let c: SfbConfig = toml::from_str(text).expect("config");
+fn every_key_parses() {
+    let c = cfg(json!({
+        "name": "skype", "server": "pool01.contoso.com:5060", "transport": "udp", "local": "0.0.0.0:5070",
+        "from": "sip:hub-svc@contoso.com", "username": "CONTOSO\\hub-svc", "password": "pw", "batch_size": 100,
+        "resource": "sip:{email}", "expires_secs": 1800, "keepalive_secs": 5, "resubscribe_rate": 10, "keep_details": true,
+    }));
     c.validate().expect("valid");
     let conn = &c.conn;
     assert_eq!((c.name.as_str(), conn.server.as_str(), conn.transport.as_str(), conn.local.as_str()), ("skype", "pool01.contoso.com:5060", "udp", "0.0.0.0:5070"));
@@ -132,10 +121,9 @@ fn rlmi_parts_say_what_to_do() {
 // ---------------------------------------------------------------------------------------------
 // Mapping.
 
-macro_rules! msrtc_fixture {
-    ($name:literal) => {
-        include_bytes!(concat!("../../../fixtures/sip/msrtc/", $name))
-    };
+/// A categories fixture of the SIP crate (`fixtures/sip/msrtc/`), parsed.
+fn fixture_doc(name: &str) -> Categories {
+    msrtc::parse_categories(&crate::mutate::fixture(&format!("sip/msrtc/{name}"))).expect(name)
 }
 
 fn aggregate_doc(n: Option<u32>, token: Option<&str>, custom: Option<&str>) -> Categories {
@@ -157,73 +145,54 @@ fn aggregate_doc(n: Option<u32>, token: Option<&str>, custom: Option<&str>) -> C
     }
 }
 
-fn sfb(n: Option<u32>, token: Option<&str>) -> Signal {
-    // Through the wire format, as the provider sees it.
-    let xml = msrtc::build_categories(&aggregate_doc(n, token, None));
+/// The signal of `doc` sent through the wire format, as the provider sees it.
+fn through_wire(doc: &Categories) -> Signal {
+    let xml = msrtc::build_categories(doc);
     sfb_signal(&msrtc::parse_categories(xml.as_bytes()).unwrap(), "sfb", false, NOW)
+}
+
+fn sfb(n: Option<u32>, token: Option<&str>) -> Signal {
+    through_wire(&aggregate_doc(n, token, None))
 }
 
 #[test]
 fn sfb_availability_range_boundaries() {
     use Availability::*;
-    let cases: &[(u32, Option<Availability>)] = &[
-        (0, None),
-        (1, None),
-        (2999, None),
-        (3000, Some(Available)),
-        (3500, Some(Available)),
-        (4499, Some(Available)),
-        (4500, Some(AvailableIdle)),
-        (5000, Some(AvailableIdle)),
-        (5999, Some(AvailableIdle)),
-        (6000, Some(Busy)),
-        (6500, Some(Busy)),
-        (6900, Some(Busy)),
-        (7499, Some(Busy)),
-        (7500, Some(BusyIdle)),
-        (8999, Some(BusyIdle)),
-        (9000, Some(DoNotDisturb)),
-        (9500, Some(DoNotDisturb)),
-        (11999, Some(DoNotDisturb)),
-        (12000, Some(BeRightBack)),
-        (12500, Some(BeRightBack)),
-        (14999, Some(BeRightBack)),
-        (15000, Some(Away)),
-        (15500, Some(Away)),
-        (17999, Some(Away)),
-        (18000, Some(Offline)),
-        (18500, Some(Offline)),
-        (u32::MAX, Some(Offline)),
+    // Each range: its first number, one inside (SfB's canonical value where it has one), its
+    // last, and what they map to.
+    let ranges: &[(u32, u32, u32, Option<Availability>)] = &[
+        (0, 1, 2999, None),
+        (3000, 3500, 4499, Some(Available)),
+        (4500, 5000, 5999, Some(AvailableIdle)),
+        (6000, 6500, 7499, Some(Busy)),
+        (7500, 7500, 8999, Some(BusyIdle)),
+        (9000, 9500, 11999, Some(DoNotDisturb)),
+        (12000, 12500, 14999, Some(BeRightBack)),
+        (15000, 15500, 17999, Some(Away)),
+        (18000, 18500, u32::MAX, Some(Offline)),
     ];
-    for (n, want) in cases {
-        assert_eq!(sfb_availability(Some(*n)), *want, "{n}");
-        assert_eq!(sfb(Some(*n), None).availability, *want, "{n} through a document");
+    for &(first, inside, last, want) in ranges {
+        for n in [first, inside, last] {
+            assert_eq!(sfb_availability(Some(n)), want, "{n}");
+            assert_eq!(sfb(Some(n), None).availability, want, "{n} through a document");
+        }
     }
     assert_eq!(sfb_availability(None), None);
     // 6900 alone is the workgroup view of Do Not Disturb.
-    assert_eq!(sfb(Some(6900), None).activity, Some(Activity::UrgentInterruptionsOnly));
+    let s = sfb(Some(6900), None);
+    assert_eq!((s.availability, s.activity), (Some(Busy), Some(Activity::UrgentInterruptionsOnly)));
     assert_eq!(sfb(Some(6901), None).activity, None);
-    // The boundary fixtures of the SIP crate agree.
-    let files: [(&[u8], Availability); 13] = [
-        (msrtc_fixture!("aggregate_4499.xml"), Available),
-        (msrtc_fixture!("aggregate_4500.xml"), AvailableIdle),
-        (msrtc_fixture!("aggregate_5999.xml"), AvailableIdle),
-        (msrtc_fixture!("aggregate_6000.xml"), Busy),
-        (msrtc_fixture!("aggregate_6900_urgent_interruptions_only.xml"), Busy),
-        (msrtc_fixture!("aggregate_8999.xml"), BusyIdle),
-        (msrtc_fixture!("aggregate_9000.xml"), DoNotDisturb),
-        (msrtc_fixture!("aggregate_11999.xml"), DoNotDisturb),
-        (msrtc_fixture!("aggregate_12000.xml"), BeRightBack),
-        (msrtc_fixture!("aggregate_14999.xml"), BeRightBack),
-        (msrtc_fixture!("aggregate_15000.xml"), Away),
-        (msrtc_fixture!("aggregate_17999.xml"), Away),
-        (msrtc_fixture!("aggregate_18000.xml"), Offline),
-    ];
-    for (body, want) in files {
+    // Every boundary fixture of the SIP crate (`aggregate_<number>…xml`) agrees with the table.
+    let fixtures = crate::mutate::fixture_files("sip/msrtc", "xml");
+    let mut seen = 0;
+    for (name, body) in fixtures.iter().filter(|(n, _)| n.starts_with("aggregate_")) {
+        let n: u32 = name["aggregate_".len()..].split(['_', '.']).next().and_then(|n| n.parse().ok()).expect(name);
+        let want = ranges.iter().find(|r| (r.0..=r.2).contains(&n)).map(|r| r.3).expect(name);
         let s = sfb_signal(&msrtc::parse_categories(body).unwrap(), "sfb", false, NOW);
-        assert_eq!(s.availability, Some(want));
-        assert_eq!(s.source, Source::Sfb);
+        assert_eq!((s.availability, s.source), (want, Source::Sfb), "{name}");
+        seen += 1;
     }
+    assert_eq!(seen, 13, "the SIP crate's boundary fixtures");
 }
 
 #[test]
@@ -250,10 +219,7 @@ fn sfb_activity_tokens() {
         assert_eq!(s.ooo, *ooo, "{token}");
     }
     // Custom text: the activity when no well-known token names one, else a note.
-    let custom = |token: Option<&str>, text: &str| {
-        let xml = msrtc::build_categories(&aggregate_doc(Some(6500), token, Some(text)));
-        sfb_signal(&msrtc::parse_categories(xml.as_bytes()).unwrap(), "sfb", false, NOW)
-    };
+    let custom = |token: Option<&str>, text: &str| through_wire(&aggregate_doc(Some(6500), token, Some(text)));
     let s = custom(None, "Working from home");
     assert_eq!(s.activity, Some(Activity::Other("Working from home".into())));
     assert_eq!(s.note, None);
@@ -266,19 +232,14 @@ fn sfb_activity_tokens() {
         other => panic!("{other:?}"),
     }
     // The fixture's 6900 + urgent-interruptions-only with its custom display text.
-    let s = sfb_signal(
-        &msrtc::parse_categories(msrtc_fixture!("aggregate_6900_urgent_interruptions_only.xml")).unwrap(),
-        "sfb",
-        false,
-        NOW,
-    );
+    let s = sfb_signal(&fixture_doc("aggregate_6900_urgent_interruptions_only.xml"), "sfb", false, NOW);
     assert_eq!((s.availability, s.activity), (Some(Availability::Busy), Some(Activity::UrgentInterruptionsOnly)));
 }
 
 #[test]
 fn sfb_notes_oof_and_the_aggregation_fallback() {
     // §1.5's notification: aggregate 6500 on the phone and a personal note.
-    let doc = msrtc::parse_categories(msrtc_fixture!("notify_aggregate_note_freebusy.xml")).unwrap();
+    let doc = fixture_doc("notify_aggregate_note_freebusy.xml");
     let later = 1_800_000_000_000;
     let s = sfb_signal(&doc, "sfb", false, later);
     assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(Activity::InACall)));
@@ -289,25 +250,15 @@ fn sfb_notes_oof_and_the_aggregation_fallback() {
     assert_eq!(sfb_signal(&doc, "sfb", false, NOW).observed_at, NOW);
 
     // No aggregateState: the raw states are aggregated (§1.4 worked examples).
-    let s = sfb_signal(
-        &msrtc::parse_categories(msrtc_fixture!("user_manual_then_phone.xml")).unwrap(),
-        "sfb",
-        false,
-        NOW,
-    );
+    let s = sfb_signal(&fixture_doc("user_manual_then_phone.xml"), "sfb", false, NOW);
     assert_eq!((s.availability, s.activity), (Some(Availability::Busy), Some(Activity::InACall)));
-    let s = sfb_signal(
-        &msrtc::parse_categories(msrtc_fixture!("phone_then_user_manual.xml")).unwrap(),
-        "sfb",
-        false,
-        NOW,
-    );
+    let s = sfb_signal(&fixture_doc("phone_then_user_manual.xml"), "sfb", false, NOW);
     assert_eq!((s.availability, s.activity), (Some(Availability::Available), None));
 
     // OOF: calendar OOF without availability, machine away, OOF and personal notes. Inside
     // the OOF window the OOF text is the note and the flag is set; after it, the personal
     // note shows and the flag comes only from the activity.
-    let doc = msrtc::parse_categories(msrtc_fixture!("calendar_oof_machine_away.xml")).unwrap();
+    let doc = fixture_doc("calendar_oof_machine_away.xml");
     let during = "2024-05-07T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
     let s = sfb_signal(&doc, "sfb", false, during);
     assert_eq!(s.availability, Some(Availability::Away));
@@ -341,7 +292,7 @@ fn sfb_notes_oof_and_the_aggregation_fallback() {
 
 #[test]
 fn sfb_meeting_details_only_when_kept() {
-    let doc = msrtc::parse_categories(msrtc_fixture!("calendar_meeting.xml")).unwrap();
+    let doc = fixture_doc("calendar_meeting.xml");
     let s = sfb_signal(&doc, "sfb", false, NOW);
     assert_eq!((s.availability, s.activity.clone()), (Some(Availability::Busy), Some(Activity::InAMeeting)));
     assert_eq!(s.detail, None, "subject and location stay out unless kept");
@@ -356,7 +307,7 @@ fn sfb_meeting_details_only_when_kept() {
 #[test]
 fn sfb_category_cache_applies_deltas() {
     let mut cache = SfbCategories::default();
-    let full = msrtc::parse_categories(msrtc_fixture!("notify_aggregate_note_freebusy.xml")).unwrap();
+    let full = fixture_doc("notify_aggregate_note_freebusy.xml");
     let n = full.categories.len();
     cache.replace(full);
     assert_eq!(cache.doc().categories.len(), n);
