@@ -1,8 +1,8 @@
 //! Unit tests of the Skype for Business source: the configuration (defaults, checks, unknown
-//! keys), the reading of notification bodies and RLMI parts ([`super::parse`]), the category
-//! cache, and the mapping of categories to signals ([`super::map`]) against the SIP crate's
-//! msrtc fixtures. The task itself runs against the in-repo pool simulator in the hub's
-//! `tests/sfb.rs`.
+//! keys), the reading of notification bodies and RLMI parts ([`super::parse`], with its "no
+//! input panics" test over mutated fixtures), the category cache, and the mapping of
+//! categories to signals ([`super::map`]) against the SIP crate's msrtc fixtures. The task
+//! itself runs against the in-repo pool simulator in the hub's `tests/sfb.rs`.
 
 use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
 use presence_sip::body::msrtc::{self, Categories, Category, CategoryValue, NoteKind, StateKind};
@@ -116,6 +116,38 @@ fn rlmi_parts_say_what_to_do() {
         assert_eq!(read_part(part(InstanceState::Terminated, reason, None, None)), Ok(want), "{reason:?}");
     }
     assert_eq!(uri_key("\"Ada\" <SIP:Ada@Contoso.com> "), "sip:ada@contoso.com");
+}
+
+/// No input panics: mutants of the SfB fixtures — the SIP crate's categories documents and its
+/// BENOTIFY's `multipart/related` RLMI — go through [`read_notification`], and every RLMI part
+/// through [`read_part`].
+#[test]
+fn no_input_panics() {
+    use crate::mutate::{fixture, fixture_files, Mutator, Xorshift};
+    let mut bases: Vec<(String, Vec<u8>)> =
+        fixture_files("sip/msrtc", "xml").into_iter().map(|(_, b)| (msrtc::CONTENT_TYPE.to_string(), b)).collect();
+    // The BENOTIFY fixture is a MIME entity: headers, an empty line, the body.
+    let raw = String::from_utf8(fixture("sip/rlmi/benotify_sfb_resubscribe.mime")).expect("utf-8");
+    let (head, body) = raw.split_once("\r\n\r\n").or_else(|| raw.split_once("\n\n")).expect("headers and body");
+    let ct = head.lines().find_map(|l| l.strip_prefix("Content-Type:")).expect("Content-Type").trim();
+    bases.push((ct.to_string(), body.as_bytes().to_vec()));
+    let tokens: &[&[u8]] = &[b"<", b">", b"/>", b"\"", b"&", b"]]>", b"\r\n\r\n", b"--Boundary_9c3e1f7a", b"state=\"resubscribe\"", b"\xff\xfe"];
+    let m = Mutator::new(tokens, &[]);
+    let mut rng = Xorshift::new(Xorshift::SEED);
+    let (mut bodies, mut parts) = (0usize, 0usize);
+    for round in 0..6_000usize {
+        let (ct, base) = &bases[round % bases.len()];
+        let buf = m.mutate(base, &mut rng);
+        match read_notification(ct, &buf) {
+            Ok(Notification::Rlmi(n)) => {
+                bodies += 1;
+                parts += n.resources.into_iter().filter_map(|p| read_part(p).ok()).count();
+            }
+            Ok(Notification::Categories(_)) => bodies += 1,
+            Err(_) => {}
+        }
+    }
+    assert!(bodies > 500 && parts > 50, "the mutants reach the deep code: {bodies} bodies, {parts} parts");
 }
 
 // ---------------------------------------------------------------------------------------------
