@@ -15,7 +15,9 @@
 //! - [`replay`]: plays a scenario file of timed signals (JSON Lines); drives the demo and tests.
 //! - [`graph`]: Microsoft Teams presence through Microsoft Graph (polling + change notifications).
 //! - [`calendar`]: calendars — Graph getSchedule, Exchange EWS GetUserAvailability, Google freeBusy.
-//! - [`sip`]: SIP/SIMPLE presence, PBX busy lamps (dialog event package), Skype for Business.
+//! - [`sip`]: SIP/SIMPLE presence and PBX busy lamps (dialog event package); the SIP connection
+//!   settings and code the SIP sources share.
+//! - [`sfb`]: Skype for Business enhanced presence (batched category subscriptions; `sip` feature).
 //! - [`mbn`]: Telenor Norway Mobilt Bedriftsnett — mobile device status and absences.
 //! - [`operator`]: mobile operators without a public API (TDC, Phonero, A1) — a webhook
 //!   receiver and polling client whose JSON/XML field mapping is configuration.
@@ -41,6 +43,8 @@ pub mod operator;
 pub mod o2g;
 #[cfg(feature = "replay")]
 pub mod replay;
+#[cfg(feature = "sip")]
+pub mod sfb;
 #[cfg(feature = "sip")]
 pub mod sip;
 pub mod supervisor;
@@ -95,7 +99,7 @@ providers! {
     /// PBX busy lamps: SUBSCRIBE to the dialog event package.
     #[cfg(feature = "sip")] SipDialog(sip::SipSourceConfig) = "sip_dialog" => |c, ctx| sip::runtime::task(c, sip::runtime::Package::Dialog, ctx);
     /// Skype for Business enhanced presence: batched category subscriptions to a pool.
-    #[cfg(feature = "sip")] Sfb(sip::sfb::SfbConfig) = "sfb" => |c, ctx| sip::sfb::task(c, ctx);
+    #[cfg(feature = "sip")] Sfb(sfb::SfbConfig) = "sfb" => |c, ctx| sfb::task(c, ctx);
     /// Telenor Norway Mobilt Bedriftsnett: mobile device status and absences.
     #[cfg(feature = "mbn")] TelenorMbn(mbn::MbnConfig) = "telenor_mbn" => |c, ctx| mbn::task(c, ctx);
     /// Mobile operator call state, absences and diversions through a configurable mapping.

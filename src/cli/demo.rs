@@ -31,7 +31,7 @@ use presence_providers::mbn::MbnConfig;
 use presence_providers::o2g::O2gConfig;
 use presence_providers::operator::{OperatorConfig, PollConfig};
 use presence_providers::replay::ReplayConfig;
-use presence_providers::sip::sfb::SfbConfig;
+use presence_providers::sfb::SfbConfig;
 use presence_providers::sip::SipSourceConfig;
 use presence_providers::ProviderConfig;
 use presence_simulators::calendar::{CalendarSim, CalendarSimConfig};
@@ -215,21 +215,11 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
     let (oslo, stockholm): (Vec<String>, Vec<String>) = extensions().into_iter().partition(|e| e.starts_with(OSLO_PREFIX));
     let pbx = Arc::new(PbxSim::start(PbxSimConfig::default())?);
     pbx.drive_demo(stockholm, Duration::from_millis(1500), 31)?;
-    let lamps = SipSourceConfig {
-        name: "pbx".into(),
-        server: pbx.addr().to_string(),
-        transport: "udp".into(),
-        local: "127.0.0.1:0".into(),
-        domain: Some("pbx.nordvik.se".into()),
-        from: None,
-        resource: None,
-        expires_secs: 600,
-        subscribe_rate: 500,
-        keepalive_secs: 10,
-        username: None,
-        password: None,
-        extension_prefixes: (1..=9).map(|d| d.to_string()).filter(|d| d != OSLO_PREFIX).collect(),
-    };
+    let mut lamps = SipSourceConfig::new("pbx", &pbx.addr().to_string());
+    lamps.conn.transport = "udp".into();
+    lamps.domain = Some("pbx.nordvik.se".into());
+    lamps.subscribe_rate = 500;
+    lamps.extension_prefixes = (1..=9).map(|d| d.to_string()).filter(|d| d != OSLO_PREFIX).collect();
     let sfb = Arc::new(SfbSim::start(SfbSimConfig::default())?);
     let uris = column("sip_uri");
     sfb.seed_demo(&uris, 41);

@@ -156,6 +156,16 @@ impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N>
     }
 }
 
+/// `base` with the keys of `extra` set on it (both JSON objects): a config block with a few
+/// settings changed, as the providers' config tests build them.
+#[cfg(test)]
+pub(crate) fn with_keys(mut base: Value, extra: Value) -> Value {
+    for (k, x) in extra.as_object().into_iter().flatten() {
+        base[k] = x.clone();
+    }
+    base
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

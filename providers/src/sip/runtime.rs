@@ -14,7 +14,6 @@
 //!   no longer knows `481` (so the peer drops it), anything else `405`.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -22,12 +21,11 @@ use presence_actors::directory::UserIdx;
 use presence_actors::model::{now_ms, Availability, Signal, Source};
 use presence_actors::provider::ProviderContext;
 use presence_sip::body::dialog_info::DialogTracker;
-use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer, Transport};
-use presence_sip::message::Builder;
 use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::connect::{answer_stray, close, sip_stats, spawn_ping, Connected};
 use super::map;
 use super::SipSourceConfig;
 use crate::BuildError;
@@ -85,38 +83,10 @@ struct Target {
     tracker: DialogTracker,
 }
 
-pub(super) async fn resolve(server: &str) -> Result<SocketAddr, String> {
-    let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| format!("cannot resolve {server}: {e}"))?;
-    addrs.next().ok_or_else(|| format!("cannot resolve {server}"))
-}
-
-/// Resolves the peer's address, retrying every 10 s (feed down meanwhile); `None` on shutdown.
-pub(super) async fn resolve_until_found(ctx: &ProviderContext, server: &str) -> Option<SocketAddr> {
-    let mut shutdown = ctx.shutdown.clone();
-    ctx.feed.set_state("resolving");
-    loop {
-        match resolve(server).await {
-            Ok(a) => return Some(a),
-            Err(e) => {
-                ctx.feed.record_error(&e);
-                ctx.sink.set_up(false);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                    _ = shutdown.recv() => return None,
-                }
-            }
-        }
-    }
-}
-
 async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Result<(), String> {
-    let transport = Transport::parse(&cfg.transport).unwrap_or(Transport::Udp);
-    let local: SocketAddr = cfg.local.parse().map_err(|e| format!("local: {e}"))?;
-    let ep_cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
-    let (ep, mut requests) = Endpoint::bind(ep_cfg).await.map_err(|e| format!("bind {local}: {e}"))?;
     let mut shutdown = ctx.shutdown.clone();
-    let Some(server) = resolve_until_found(&ctx, &cfg.server_with_port()).await else { return Ok(()) };
-    let peer = Peer { transport, addr: server };
+    let Some(Connected { ep, mut requests, peer }) = cfg.conn.open(&ctx).await.map_err(|e| e.to_string())? else { return Ok(()) };
+    let (server, transport) = (peer.addr, peer.transport);
     let domain = cfg.domain();
     let from = cfg.from.clone().unwrap_or_else(|| format!("sip:presence-hub@{domain}"));
     let template = cfg.resource.clone().unwrap_or_else(|| package.default_resource().to_string());
@@ -126,10 +96,8 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
         if !crate::extension_in_scope(&cfg.extension_prefixes, &p) {
             continue;
         }
-        if let Some(uri) = super::fill_template(&template, &p, &domain) {
-            if uri.starts_with("sip:") || uri.starts_with("sips:") {
-                targets.insert(idx, Target { uri, sub: None, active: false, sent: false, tracker: DialogTracker::default() });
-            }
+        if let Some(uri) = super::resource_uri(&template, &p, &domain) {
+            targets.insert(idx, Target { uri, sub: None, active: false, sent: false, tracker: DialogTracker::default() });
         }
     }
     info!(provider = %ctx.name, server = %server, local = %ep.local_addr(), people = targets.len(), package = package.event(), "sip provider starting");
@@ -143,15 +111,15 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
         contact_user: "presence-hub".into(),
         event: package.event().into(),
         accept: package.accept().into(),
-        expires: cfg.expires_secs,
+        expires: cfg.conn.expires_secs,
         headers: vec![],
         body: None,
-        credentials: cfg.username.clone().zip(cfg.password.clone()),
+        credentials: cfg.conn.credentials(),
     };
     let mut pending: VecDeque<UserIdx> = targets.keys().copied().collect();
     let step = Duration::from_secs(1) / cfg.subscribe_rate.max(1);
     let mut spawn_tick = tokio::time::interval(step.max(Duration::from_micros(100)));
-    let mut ping_tick = tokio::time::interval(Duration::from_secs(cfg.keepalive_secs.max(1)));
+    let mut ping_tick = tokio::time::interval(Duration::from_secs(cfg.conn.keepalive_secs.max(1)));
     let (ptx, mut prx) = mpsc::channel::<bool>(4);
     let mut misses = 0u32;
     // Down until the peer answers (a ping or a subscription).
@@ -171,8 +139,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
             _ = shutdown.recv() => {
                 // Dropping the subscriptions un-SUBSCRIBEs; give them a moment.
                 targets.clear();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                ep.shutdown();
+                close(&ep).await;
                 return Ok(());
             }
             _ = spawn_tick.tick(), if !pending.is_empty() => {
@@ -185,15 +152,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                     ctx.feed.set_state(if down { "down" } else { "up" });
                 }
             }
-            _ = ping_tick.tick(), if cfg.keepalive_secs > 0 => {
-                let ep = ep.clone();
-                let ptx = ptx.clone();
-                let from = from.clone();
-                tokio::spawn(async move {
-                    let ok = ping(&ep, peer, &from).await;
-                    let _ = ptx.send(ok).await;
-                });
-            }
+            _ = ping_tick.tick(), if cfg.conn.keepalive_secs > 0 => spawn_ping(&ep, peer, &from, &ptx),
             Some(ok) = prx.recv() => {
                 if ok {
                     misses = 0;
@@ -312,13 +271,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                     "subscriptions_pending": pending.len(),
                     "notifies": notifies,
                     "bad_bodies": bad_bodies,
-                    "sip": {
-                        "received": ep.stats().received.load(Ordering::Relaxed),
-                        "sent": ep.stats().sent.load(Ordering::Relaxed),
-                        "malformed": ep.stats().malformed.load(Ordering::Relaxed),
-                        "retransmissions": ep.stats().retransmissions.load(Ordering::Relaxed),
-                        "timeouts": ep.stats().timeouts.load(Ordering::Relaxed),
-                    },
+                    "sip": sip_stats(&ep),
                 }));
             }
         }
@@ -344,31 +297,5 @@ fn deliver(ctx: &ProviderContext, package: Package, idx: UserIdx, t: &mut Target
             ctx.feed.record_error(&format!("{}: {e}", t.uri));
             warn!(provider = %ctx.name, uri = %t.uri, error = %e, "sip: body not understood; ignored");
         }
-    }
-}
-
-pub(super) async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
-    let (via, branch) = ep.via(peer.transport);
-    let uri = format!("sip:{}", peer.addr);
-    let req = Builder::request("OPTIONS", &uri)
-        .header("Via", &via)
-        .header("Max-Forwards", "70")
-        .header("From", &format!("<{from}>;tag={}", ep.token()))
-        .header("To", &format!("<{uri}>"))
-        .header("Call-ID", &format!("{}@presence-hub", ep.token()))
-        .header("CSeq", "1 OPTIONS")
-        .header("User-Agent", ep.user_agent())
-        .build();
-    // Any response means the peer is alive (some answer OPTIONS with 404/405/483).
-    ep.request_timeout(peer, &branch, req, Duration::from_secs(3)).await.is_ok()
-}
-
-pub(super) async fn answer_stray(ep: &Endpoint, req: Incoming) {
-    let method = req.msg.method().map(|m| m.to_string()).unwrap_or_default();
-    match method.as_str() {
-        "OPTIONS" => ep.reply(&req, 200, "OK").await,
-        "NOTIFY" => ep.reply(&req, 481, "Subscription Does Not Exist").await,
-        "BENOTIFY" => {}
-        _ => ep.respond(&req, Builder::response_to(&req.msg, 405, "Method Not Allowed", Some(&ep.token())).header("Allow", "OPTIONS, NOTIFY")).await,
     }
 }

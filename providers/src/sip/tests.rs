@@ -189,6 +189,20 @@ fn start(pbx: &Pbx, keepalive_secs: u64) -> (TestHarness, u32, Run) {
     (h, ada, run)
 }
 
+/// Runs a test on a `LocalSet` (the PBX and the provider are spawned on it).
+async fn local(test: impl std::future::Future<Output = ()>) {
+    tokio::task::LocalSet::new().run_until(test).await
+}
+
+/// The PBX in `mode` (Ada's extension `busy` or not), a `sip_dialog` provider against it
+/// ([`start`]), and the first SUBSCRIBE the PBX received.
+async fn begin(mode: Mode, busy: bool, keepalive_secs: u64) -> (Pbx, TestHarness, u32, Run, Seen) {
+    let mut pbx = Pbx::start(mode, busy).await;
+    let (h, ada, run) = start(&pbx, keepalive_secs);
+    let first = pbx.next_subscribe().await;
+    (pbx, h, ada, run, first)
+}
+
 async fn next_event(h: &mut TestHarness) -> SinkEvent {
     tokio::time::timeout(Duration::from_secs(8), h.events.recv()).await.expect("an event within 8 s").expect("the provider is running")
 }
@@ -236,37 +250,34 @@ async fn stop(h: &TestHarness, pbx: &mut Pbx, call_id: &str, run: Run) {
 /// and the un-SUBSCRIBE at shutdown.
 #[tokio::test]
 async fn a_busy_lamp_a_refused_refresh_and_the_unsubscribe_at_shutdown() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let mut pbx = Pbx::start(Mode::Answer { grant: 1, refuse_refresh: true }, true).await;
-            let (mut h, ada, run) = start(&pbx, 0);
+    local(async {
+        let (mut pbx, mut h, ada, run, first) = begin(Mode::Answer { grant: 1, refuse_refresh: true }, true, 0).await;
 
-            // Only Ada (in range) is subscribed, to the dialog package of her extension.
-            let first = pbx.next_subscribe().await;
-            assert_eq!((first.user.as_str(), first.event.as_str(), first.expires, first.in_dialog), ("2001", "dialog", Some(60), false), "{first:?}");
-            assert!(until_feed(&mut h, true, ada).await.is_empty(), "the feed is up on the 200");
-            let s = next_signal(&mut h, ada).await;
-            assert_eq!(lamp(&s), (Source::Pbx, Some(Availability::Busy), Some(Activity::InACall)), "{s:?}");
+        // Only Ada (in range) is subscribed, to the dialog package of her extension.
+        assert_eq!((first.user.as_str(), first.event.as_str(), first.expires, first.in_dialog), ("2001", "dialog", Some(60), false), "{first:?}");
+        assert!(until_feed(&mut h, true, ada).await.is_empty(), "the feed is up on the 200");
+        let s = next_signal(&mut h, ada).await;
+        assert_eq!(lamp(&s), (Source::Pbx, Some(Availability::Busy), Some(Activity::InACall)), "{s:?}");
 
-            // The refresh (granted 1 s) is refused: Ada's lamp is retracted, the feed stays up.
-            let refresh = pbx.next_subscribe().await;
-            assert_eq!((refresh.call_id.as_str(), refresh.in_dialog), (first.call_id.as_str(), true), "{refresh:?}");
-            let s = next_signal(&mut h, ada).await;
-            assert_eq!((s.source, s.availability), (Source::Pbx, Some(Availability::Unknown)), "{s:?}");
-            pbx.mode.set(Mode::Answer { grant: 60, refuse_refresh: false });
-            pbx.busy.set(false);
+        // The refresh (granted 1 s) is refused: Ada's lamp is retracted, the feed stays up.
+        let refresh = pbx.next_subscribe().await;
+        assert_eq!((refresh.call_id.as_str(), refresh.in_dialog), (first.call_id.as_str(), true), "{refresh:?}");
+        let s = next_signal(&mut h, ada).await;
+        assert_eq!((s.source, s.availability), (Source::Pbx, Some(Availability::Unknown)), "{s:?}");
+        pbx.mode.set(Mode::Answer { grant: 60, refuse_refresh: false });
+        pbx.busy.set(false);
 
-            // It comes back in a new dialog; the call has ended meanwhile.
-            let again = pbx.next_subscribe().await;
-            assert!(!again.in_dialog && again.call_id != first.call_id, "{again:?}");
-            let s = next_signal(&mut h, ada).await;
-            assert_eq!(lamp(&s), (Source::Pbx, Some(Availability::Available), None), "{s:?}");
+        // It comes back in a new dialog; the call has ended meanwhile.
+        let again = pbx.next_subscribe().await;
+        assert!(!again.in_dialog && again.call_id != first.call_id, "{again:?}");
+        let s = next_signal(&mut h, ada).await;
+        assert_eq!(lamp(&s), (Source::Pbx, Some(Availability::Available), None), "{s:?}");
 
-            stop(&h, &mut pbx, &again.call_id, run).await;
-            let rest = h.drain();
-            assert!(rest.iter().all(|e| !matches!(e, SinkEvent::Feed(false))), "the feed never went down: {rest:?}");
-        })
-        .await;
+        stop(&h, &mut pbx, &again.call_id, run).await;
+        let rest = h.drain();
+        assert!(rest.iter().all(|e| !matches!(e, SinkEvent::Feed(false))), "the feed never went down: {rest:?}");
+    })
+    .await;
 }
 
 /// A PBX that stops answering (OPTIONS every second, two misses): the feed goes down without
@@ -274,33 +285,30 @@ async fn a_busy_lamp_a_refused_refresh_and_the_unsubscribe_at_shutdown() {
 /// before the feed is up again.
 #[tokio::test]
 async fn a_silent_pbx_takes_the_feed_down_and_is_resubscribed_when_back() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let mut pbx = Pbx::start(Mode::Answer { grant: 60, refuse_refresh: false }, true).await;
-            let (mut h, ada, run) = start(&pbx, 1);
-            let first = pbx.next_subscribe().await;
-            let before = until_feed(&mut h, true, ada).await;
-            let s = match before.last() {
-                Some(s) => s.clone(),
-                None => next_signal(&mut h, ada).await,
-            };
-            assert_eq!(lamp(&s), (Source::Pbx, Some(Availability::Busy), Some(Activity::InACall)), "{s:?}");
+    local(async {
+        let (mut pbx, mut h, ada, run, first) = begin(Mode::Answer { grant: 60, refuse_refresh: false }, true, 1).await;
+        let before = until_feed(&mut h, true, ada).await;
+        let s = match before.last() {
+            Some(s) => s.clone(),
+            None => next_signal(&mut h, ada).await,
+        };
+        assert_eq!(lamp(&s), (Source::Pbx, Some(Availability::Busy), Some(Activity::InACall)), "{s:?}");
 
-            pbx.mode.set(Mode::Silent);
-            let t0 = std::time::Instant::now();
-            let during = until_feed(&mut h, false, ada).await;
-            assert!(during.is_empty(), "nothing retracted while the PBX is silent: {during:?}");
-            assert!(t0.elapsed() < Duration::from_secs(7), "down after {:?}", t0.elapsed());
+        pbx.mode.set(Mode::Silent);
+        let t0 = std::time::Instant::now();
+        let during = until_feed(&mut h, false, ada).await;
+        assert!(during.is_empty(), "nothing retracted while the PBX is silent: {during:?}");
+        assert!(t0.elapsed() < Duration::from_secs(7), "down after {:?}", t0.elapsed());
 
-            pbx.mode.set(Mode::Answer { grant: 60, refuse_refresh: false });
-            let again = pbx.next_subscribe().await;
-            assert!(!again.in_dialog && again.call_id != first.call_id, "a new subscription: {again:?}");
-            let after = until_feed(&mut h, true, ada).await;
-            let s = after.last().expect("Ada's state is read before the feed is up");
-            assert_eq!(lamp(s), (Source::Pbx, Some(Availability::Busy), Some(Activity::InACall)), "{s:?}");
-            assert!(after.iter().all(|s| s.availability != Some(Availability::Unknown)), "{after:?}");
+        pbx.mode.set(Mode::Answer { grant: 60, refuse_refresh: false });
+        let again = pbx.next_subscribe().await;
+        assert!(!again.in_dialog && again.call_id != first.call_id, "a new subscription: {again:?}");
+        let after = until_feed(&mut h, true, ada).await;
+        let s = after.last().expect("Ada's state is read before the feed is up");
+        assert_eq!(lamp(s), (Source::Pbx, Some(Availability::Busy), Some(Activity::InACall)), "{s:?}");
+        assert!(after.iter().all(|s| s.availability != Some(Availability::Unknown)), "{after:?}");
 
-            stop(&h, &mut pbx, &again.call_id, run).await;
-        })
-        .await;
+        stop(&h, &mut pbx, &again.call_id, run).await;
+    })
+    .await;
 }

@@ -1,6 +1,6 @@
-//! The Skype for Business source (`type = "sfb"`): enhanced presence of every person with a
-//! SIP URI, through batched category subscriptions to the front-end pool ([MS-PRES]
-//! §2.2.2.4.1, §3.4.5; [MS-SIP] §3.3.5.1).
+//! The task of the Skype for Business source (`type = "sfb"`): batched category subscriptions
+//! to the front-end pool for every person with a SIP URI ([MS-PRES] §2.2.2.4.1, §3.4.5; [MS-SIP]
+//! §3.3.5.1), their notifications turned into `sfb` signals.
 //!
 //! - People are split into batches of `batch_size`; each batch is one SUBSCRIBE to the service
 //!   account's own URI with `Require: adhoclist, categoryList`, `Supported: eventlist,
@@ -11,7 +11,7 @@
 //!   `NOTIFY`) are `multipart/related` RLMI with one categories part per resource; a
 //!   single-resource notification may be the categories document itself. RLMI versions not
 //!   newer than the last one of the subscription are dropped (a new dialog starts again).
-//!   Each person's category instances are kept ([`map::SfbCategories`]) so deltas apply on top,
+//!   Each person's category instances are kept ([`SfbCategories`]) so deltas apply on top,
 //!   and mapped to one `sfb` signal ([`map::sfb_signal`]).
 //! - Instance states: `resubscribe` → a single-resource subscription to the named `poolFqdn`
 //!   (an `ip:port` literal or a host resolved, port 5060 with the configured transport; TLS's
@@ -36,171 +36,18 @@ use presence_actors::directory::UserIdx;
 use presence_actors::model::{now_ms, Availability, Signal, Source};
 use presence_actors::provider::ProviderContext;
 use presence_sip::body::msrtc::{self, BatchAction, BatchSub};
-use presence_sip::body::rlmi::{self, InstanceState, RlmiNotify};
-use presence_sip::endpoint::{Endpoint, EndpointConfig, Peer, Transport};
-use presence_sip::message::{uri_host_port, uri_user};
+use presence_sip::body::rlmi::RlmiNotify;
+use presence_sip::endpoint::{Endpoint, Peer};
+use presence_sip::message::uri_user;
 use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::map::{self, SfbCategories};
-use super::runtime::{answer_stray, ping, resolve, resolve_until_found};
-use super::with_default_port;
-use crate::BuildError;
-
-/// What the SUBSCRIBEs accept (batched and single-resource alike).
-pub const ACCEPT: &str = "application/msrtc-event-categories+xml, application/rlmi+xml, multipart/related";
-/// Port of a `poolFqdn` without one (5061 is TLS, which this source does not speak).
-pub const DEFAULT_POOL_PORT: u16 = 5060;
-
-/// Settings of a `type = "sfb"` provider.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SfbConfig {
-    /// Provider name.
-    pub name: String,
-    /// The front-end pool: `host:port` (port 5060 when left out).
-    pub server: String,
-    /// `tcp` (default) or `udp`.
-    #[serde(default = "default_transport")]
-    pub transport: String,
-    /// Local address to bind (port 0 picks a free one).
-    #[serde(default = "default_local")]
-    pub local: String,
-    /// The service account's SIP URI (`sip:hub-svc@contoso.com`): From, To and Request-URI
-    /// of the batched SUBSCRIBEs.
-    pub from: String,
-    /// Digest user name for a challenging pool.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Digest password.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Resource URIs per batched SUBSCRIBE.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// Which URI to watch for each person (placeholders as for `sip_presence`; `{domain}` is
-    /// the host of `from`). Default `{sip_uri}`; people without one are left out.
-    #[serde(default)]
-    pub resource: Option<String>,
-    /// Subscription lifetime asked for, in seconds.
-    #[serde(default = "default_expires")]
-    pub expires_secs: u32,
-    /// OPTIONS health check interval in seconds (0: off).
-    #[serde(default = "default_keepalive")]
-    pub keepalive_secs: u64,
-    /// Single-resource (re-)subscriptions per second (SIPE spreads them at 25/s).
-    #[serde(default = "default_resubscribe_rate")]
-    pub resubscribe_rate: u32,
-    /// Keep calendarState meeting subjects and locations in the signals' private detail.
-    #[serde(default)]
-    pub keep_details: bool,
-}
-
-fn default_transport() -> String {
-    "tcp".into()
-}
-fn default_local() -> String {
-    "127.0.0.1:0".into()
-}
-fn default_batch_size() -> usize {
-    200
-}
-fn default_expires() -> u32 {
-    3600
-}
-fn default_keepalive() -> u64 {
-    10
-}
-fn default_resubscribe_rate() -> u32 {
-    25
-}
-
-
-impl SfbConfig {
-    /// A configuration with every optional setting at its default (what the config file gives
-    /// when only `name`, `server` and `from` are written).
-    pub fn new(name: &str, server: &str, from: &str) -> SfbConfig {
-        SfbConfig {
-            name: name.into(),
-            server: server.into(),
-            transport: default_transport(),
-            local: default_local(),
-            from: from.into(),
-            username: None,
-            password: None,
-            batch_size: default_batch_size(),
-            resource: None,
-            expires_secs: default_expires(),
-            keepalive_secs: default_keepalive(),
-            resubscribe_rate: default_resubscribe_rate(),
-            keep_details: false,
-        }
-    }
-
-    /// Checks the settings.
-    pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: &str| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
-        if self.transport.eq_ignore_ascii_case("tls") {
-            return bad("transport tls is not supported; use tcp (or udp)");
-        }
-        if Transport::parse(&self.transport).is_none() {
-            return bad("transport must be tcp or udp");
-        }
-        if self.local.parse::<SocketAddr>().is_err() {
-            return bad("local must be an IP address and port, e.g. 0.0.0.0:5070");
-        }
-        if self.server.trim().is_empty() {
-            return bad("server is required (host:port)");
-        }
-        if !(self.from.starts_with("sip:") && uri_user(&self.from).is_some_and(|u| !u.is_empty())) {
-            return bad("from must be the service account's SIP URI, e.g. sip:hub-svc@contoso.com");
-        }
-        if !(1..=msrtc::MAX_BATCH_RESOURCES).contains(&self.batch_size) {
-            return bad("batch_size must be 1..=1000");
-        }
-        if !(60..=86_400).contains(&self.expires_secs) {
-            return bad("expires_secs must be 60..=86400");
-        }
-        if !(1..=1000).contains(&self.resubscribe_rate) {
-            return bad("resubscribe_rate must be 1..=1000");
-        }
-        if self.username.is_some() != self.password.is_some() {
-            return bad("username and password go together");
-        }
-        Ok(())
-    }
-
-    /// The service account's domain (`{domain}` in the resource template).
-    pub fn domain(&self) -> String {
-        let hp = uri_host_port(&self.from).unwrap_or("");
-        hp.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(hp, |(h, _)| h).to_string()
-    }
-}
-
-/// Why the provider stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum SfbError {
-    /// `local` is not an address.
-    #[error("local {0:?} is not an IP address and port")]
-    Local(String),
-    /// The local sockets could not be bound.
-    #[error("bind {local}: {source}")]
-    Bind {
-        /// The address.
-        local: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-/// The task of an `sfb` provider.
-pub fn task(config: &SfbConfig, ctx: ProviderContext) -> Result<crate::ProviderTask, BuildError> {
-    config.validate()?;
-    let cfg = config.clone();
-    Ok(Box::pin(async move { run(cfg, ctx).await.map_err(|e| crate::ProviderError::Failed(e.to_string())) }))
-}
+use super::map;
+use super::parse::{self, uri_key, Notification, ParseError, PartEvent, SfbCategories};
+use super::{SfbConfig, ACCEPT, DEFAULT_POOL_PORT};
+use crate::sip::connect::{answer_stray, close, resolve, sip_stats, spawn_ping, with_default_port, ConnectError, Connected};
+use crate::sip::resource_uri;
 
 /// Which subscription an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -290,17 +137,10 @@ struct Runner {
     misses: u32,
 }
 
-fn uri_key(uri: &str) -> String {
-    presence_sip::message::name_addr_uri(uri).trim().to_ascii_lowercase()
-}
-
-async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
-    let transport = Transport::parse(&cfg.transport).unwrap_or(Transport::Tcp);
-    let local: SocketAddr = cfg.local.parse().map_err(|_| SfbError::Local(cfg.local.clone()))?;
-    let ep_cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
-    let (ep, mut requests) = Endpoint::bind(ep_cfg).await.map_err(|source| SfbError::Bind { local, source })?;
+/// Runs an `sfb` provider until shutdown (see [`super::task`]).
+pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), ConnectError> {
     let mut shutdown = ctx.shutdown.clone();
-    let Some(server) = resolve_until_found(&ctx, &with_default_port(&cfg.server, 5060)).await else { return Ok(()) };
+    let Some(Connected { ep, mut requests, peer: server }) = cfg.conn.open(&ctx).await? else { return Ok(()) };
 
     let domain = cfg.domain();
     let template = cfg.resource.clone().unwrap_or_else(|| "{sip_uri}".to_string());
@@ -308,8 +148,8 @@ async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
     let mut by_uri = HashMap::new();
     let mut order = Vec::new();
     for (idx, p) in ctx.directory().people() {
-        let Some(uri) = super::fill_template(&template, &p, &domain) else { continue };
-        if !(uri.starts_with("sip:") || uri.starts_with("sips:")) || by_uri.contains_key(&uri_key(&uri)) {
+        let Some(uri) = resource_uri(&template, &p, &domain) else { continue };
+        if by_uri.contains_key(&uri_key(&uri)) {
             continue;
         }
         by_uri.insert(uri_key(&uri), idx);
@@ -328,7 +168,7 @@ async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
             epoch: 0,
         })
         .collect();
-    info!(provider = %ctx.name, %server, local = %ep.local_addr(), people = people.len(), batches = batches.len(), "sfb provider starting");
+    info!(provider = %ctx.name, server = %server.addr, local = %ep.local_addr(), people = people.len(), batches = batches.len(), "sfb provider starting");
     ctx.feed.set_state("subscribing");
 
     let (etx, mut erx) = mpsc::channel::<(Key, SubEvent)>(4096);
@@ -336,7 +176,7 @@ async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
     let queue = (0..batches.len()).map(Pending::Batch).collect();
     let mut r = Runner {
         from: cfg.from.trim().to_string(),
-        server: Peer { transport, addr: server },
+        server,
         cfg,
         ctx,
         ep,
@@ -358,7 +198,7 @@ async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
 
     let step = Duration::from_secs(1) / r.cfg.resubscribe_rate.max(1);
     let mut spawn_tick = tokio::time::interval(step.max(Duration::from_millis(1)));
-    let mut ping_tick = tokio::time::interval(Duration::from_secs(r.cfg.keepalive_secs.max(1)));
+    let mut ping_tick = tokio::time::interval(Duration::from_secs(r.cfg.conn.keepalive_secs.max(1)));
     let (ptx, mut prx) = mpsc::channel::<bool>(8);
     let mut details_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -367,18 +207,11 @@ async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), SfbError> {
                 // Dropping the subscriptions un-SUBSCRIBEs; give them a moment.
                 r.batches.clear();
                 r.people.clear();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                r.ep.shutdown();
+                close(&r.ep).await;
                 return Ok(());
             }
             _ = spawn_tick.tick(), if !r.queue.is_empty() => r.next_pending(),
-            _ = ping_tick.tick(), if r.cfg.keepalive_secs > 0 => {
-                let (ep, ptx, from, peer) = (r.ep.clone(), ptx.clone(), r.from.clone(), r.server);
-                tokio::spawn(async move {
-                    let ok = ping(&ep, peer, &from).await;
-                    let _ = ptx.send(ok).await;
-                });
-            }
+            _ = ping_tick.tick(), if r.cfg.conn.keepalive_secs > 0 => spawn_ping(&r.ep, r.server, &r.from, &ptx),
             Some(ok) = prx.recv() => r.on_ping(ok),
             Some((key, ev)) = erx.recv() => r.on_event(key, ev),
             Some((idx, gen, addr)) = rrx.recv() => r.on_resolved(idx, gen, addr),
@@ -414,10 +247,10 @@ impl Runner {
             contact_user: uri_user(&self.from).unwrap_or("presence-hub").to_string(),
             event: "presence".into(),
             accept: ACCEPT.into(),
-            expires: self.cfg.expires_secs,
+            expires: self.cfg.conn.expires_secs,
             headers,
             body: Some((msrtc::BATCH_SUB_CONTENT_TYPE.into(), Bytes::from(body))),
-            credentials: self.cfg.username.clone().zip(self.cfg.password.clone()),
+            credentials: self.cfg.conn.credentials(),
         }
     }
 
@@ -643,40 +476,31 @@ impl Runner {
 
     /// A notification body (piggy-backed when `first`).
     fn on_body(&mut self, key: Key, content_type: &str, body: &[u8], first: bool) {
-        let media = map::media_type(content_type).to_ascii_lowercase();
-        if media == msrtc::CONTENT_TYPE {
+        match parse::read_notification(content_type, body) {
             // A single-resource notification: the categories document itself.
-            match msrtc::parse_categories(body) {
-                Ok(doc) => {
-                    let idx = match key {
-                        Key::Single(idx, _) => Some(idx),
-                        Key::Batch(_) => self.by_uri.get(&uri_key(&doc.uri)).copied(),
-                    };
-                    match idx {
-                        Some(idx) => {
-                            let full = self.first_in_dialog(key, idx) || first;
-                            self.apply(idx, doc, full);
-                        }
-                        None => debug!(provider = %self.ctx.name, uri = %doc.uri, "sfb: categories of nobody watched"),
+            Ok(Notification::Categories(doc)) => {
+                let idx = match key {
+                    Key::Single(idx, _) => Some(idx),
+                    Key::Batch(_) => self.by_uri.get(&uri_key(&doc.uri)).copied(),
+                };
+                match idx {
+                    Some(idx) => {
+                        let full = self.first_in_dialog(key, idx) || first;
+                        self.apply(idx, doc, full);
                     }
-                }
-                Err(e) => {
-                    let who = match key {
-                        Key::Single(idx, _) => self.people.get(&idx).map(|p| p.uri.clone()).unwrap_or_default(),
-                        Key::Batch(i) => format!("batch {i}"),
-                    };
-                    self.bad_body(&who, &e);
+                    None => debug!(provider = %self.ctx.name, uri = %doc.uri, "sfb: categories of nobody watched"),
                 }
             }
-            return;
-        }
-        if !(media.starts_with("multipart/") || media == rlmi::CONTENT_TYPE) {
-            self.bad_body("notification", &format!("unsupported content type {media:?}"));
-            return;
-        }
-        match rlmi::parse_rlmi_notify(content_type, body) {
-            Ok(n) => self.on_rlmi(key, n),
-            Err(e) => self.bad_body("RLMI notification", &e),
+            Ok(Notification::Rlmi(n)) => self.on_rlmi(key, n),
+            Err(e @ ParseError::Categories(_)) => {
+                let who = match key {
+                    Key::Single(idx, _) => self.people.get(&idx).map(|p| p.uri.clone()).unwrap_or_default(),
+                    Key::Batch(i) => format!("batch {i}"),
+                };
+                self.bad_body(&who, &e);
+            }
+            Err(e @ ParseError::Rlmi(_)) => self.bad_body("RLMI notification", &e),
+            Err(e) => self.bad_body("notification", &e),
         }
     }
 
@@ -700,43 +524,29 @@ impl Runner {
                 debug!(provider = %self.ctx.name, uri = %part.uri, "sfb: resource nobody watches");
                 continue;
             };
-            let from_batch = matches!(key, Key::Batch(_));
-            match part.instance.state {
-                InstanceState::Active => {
-                    let Some(body) = part.body else { continue };
-                    if let Some(ct) = part.content_type.as_deref() {
-                        if !map::media_type(ct).eq_ignore_ascii_case(msrtc::CONTENT_TYPE) {
-                            self.bad_body(&part.uri, &format!("unsupported part type {ct:?}"));
-                            continue;
-                        }
-                    }
-                    match msrtc::parse_categories(&body) {
-                        Ok(doc) => {
-                            if from_batch {
-                                // Homed here again: the batch serves the person.
-                                if let Some(p) = self.people.get_mut(&idx) {
-                                    p.single = None;
-                                }
-                            }
-                            let first = self.first_in_dialog(key, idx);
-                            self.apply(idx, doc, full || first);
-                        }
-                        Err(e) => self.bad_body(&part.uri, &e),
-                    }
-                }
-                InstanceState::Pending | InstanceState::Other(_) => {}
-                InstanceState::Resubscribe => self.resubscribe(idx, part.instance.pool_fqdn),
-                InstanceState::Terminated => match part.instance.reason.as_deref() {
-                    Some("deactivated" | "timeout" | "probation") => self.resubscribe(idx, None),
-                    reason => {
-                        self.n.noresource += 1;
-                        debug!(provider = %self.ctx.name, uri = %part.uri, ?reason, "sfb: resource terminated");
+            let uri = part.uri.clone();
+            match parse::read_part(part) {
+                Ok(PartEvent::Categories(doc)) => {
+                    if matches!(key, Key::Batch(_)) {
+                        // Homed here again: the batch serves the person.
                         if let Some(p) = self.people.get_mut(&idx) {
                             p.single = None;
                         }
-                        self.unknown(idx);
                     }
-                },
+                    let first = self.first_in_dialog(key, idx);
+                    self.apply(idx, doc, full || first);
+                }
+                Ok(PartEvent::Nothing) => {}
+                Ok(PartEvent::Resubscribe(pool)) => self.resubscribe(idx, pool),
+                Ok(PartEvent::Gone(reason)) => {
+                    self.n.noresource += 1;
+                    debug!(provider = %self.ctx.name, %uri, ?reason, "sfb: resource terminated");
+                    if let Some(p) = self.people.get_mut(&idx) {
+                        p.single = None;
+                    }
+                    self.unknown(idx);
+                }
+                Err(e) => self.bad_body(&uri, &e),
             }
         }
     }
@@ -817,7 +627,6 @@ impl Runner {
                 })
             })
             .collect();
-        let stats = self.ep.stats();
         self.ctx.feed.set_details(serde_json::json!({
             "server": self.server.addr.to_string(),
             "transport": self.server.transport.to_string(),
@@ -837,59 +646,7 @@ impl Runner {
             "stale_versions": self.n.stale_versions,
             "noresource": self.n.noresource,
             "resubscribes": self.n.resubscribes,
-            "sip": {
-                "received": stats.received.load(Ordering::Relaxed),
-                "sent": stats.sent.load(Ordering::Relaxed),
-                "malformed": stats.malformed.load(Ordering::Relaxed),
-                "retransmissions": stats.retransmissions.load(Ordering::Relaxed),
-                "timeouts": stats.timeouts.load(Ordering::Relaxed),
-            },
+            "sip": sip_stats(&self.ep),
         }));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(extra: serde_json::Value) -> Result<SfbConfig, serde_json::Error> {
-        let mut v = serde_json::json!({ "name": "sfb", "server": "127.0.0.1:5061", "from": "sip:hub-svc@contoso.com" });
-        for (k, x) in extra.as_object().into_iter().flatten() {
-            v[k] = x.clone();
-        }
-        serde_json::from_value(v)
-    }
-
-    #[test]
-    fn config_defaults_and_validation() {
-        use serde_json::json;
-        let c = cfg(json!({})).unwrap();
-        assert_eq!((c.transport.as_str(), c.batch_size, c.resubscribe_rate, c.expires_secs), ("tcp", 200, 25, 3600));
-        let n = SfbConfig::new("sfb", "127.0.0.1:5061", "sip:hub-svc@contoso.com");
-        assert_eq!(format!("{n:?}"), format!("{c:?}"), "new() gives the file's defaults");
-        assert!(c.validate().is_ok());
-        assert_eq!(c.domain(), "contoso.com");
-        for bad in [
-            json!({ "transport": "tls" }),
-            json!({ "transport": "sctp" }),
-            json!({ "batch_size": 0 }),
-            json!({ "batch_size": 1001 }),
-            json!({ "resubscribe_rate": 0 }),
-            json!({ "expires_secs": 10 }),
-            json!({ "username": "u" }),
-            json!({ "local": "nowhere" }),
-            json!({ "from": "hub-svc@contoso.com" }),
-        ] {
-            assert!(cfg(bad.clone()).unwrap().validate().is_err(), "{bad}");
-        }
-        assert!(cfg(json!({ "colour": "blue" })).is_err(), "unknown fields are refused");
-    }
-
-    #[test]
-    fn pool_addresses_get_the_default_port() {
-        assert_eq!(with_default_port("127.0.0.1:5070", 5060), "127.0.0.1:5070");
-        assert_eq!(with_default_port("pool2.contoso.com", 5060), "pool2.contoso.com:5060");
-        assert_eq!(with_default_port("[::1]", 5060), "[::1]:5060");
-        assert_eq!(with_default_port("[::1]:5071", 5060), "[::1]:5071");
     }
 }

@@ -1,0 +1,126 @@
+//! The Skype for Business source (`type = "sfb"`): enhanced presence of every person with a
+//! SIP URI, through batched category subscriptions to the front-end pool ([MS-PRES]
+//! §2.2.2.4.1, §3.4.5; [MS-SIP] §3.3.5.1).
+//!
+//! - [`parse`]: pure reading of notification bodies (categories or RLMI, what each RLMI part
+//!   asks for) and the category instances kept per person.
+//! - [`map`]: pure mapping of a person's categories to an `sfb` signal.
+//! - [`runtime`]: the task — batched subscriptions, single re-subscriptions at other pools, the
+//!   OPTIONS health check.
+//! - Here: the configuration ([`SfbConfig`]) and [`task`].
+//!
+//! It is built with the `sip` feature: it speaks SIP through the `presence-sip` crate, and
+//! shares the SIP connection settings and the code that uses them with `sip_presence` and
+//! `sip_dialog` (`crate::sip`).
+
+pub mod map;
+pub mod parse;
+pub mod runtime;
+#[cfg(test)]
+mod tests;
+
+use presence_actors::provider::ProviderContext;
+use presence_sip::body::msrtc;
+use presence_sip::endpoint::Transport;
+use presence_sip::message::{uri_host_port, uri_user};
+use serde::Deserialize;
+
+use crate::sip::connect::ConnectionDefaults;
+use crate::sip::SipConnection;
+use crate::BuildError;
+
+/// What the SUBSCRIBEs accept (batched and single-resource alike).
+pub const ACCEPT: &str = "application/msrtc-event-categories+xml, application/rlmi+xml, multipart/related";
+/// Port of a `poolFqdn` without one (5061 is TLS, which this source does not speak).
+pub const DEFAULT_POOL_PORT: u16 = 5060;
+
+/// The connection defaults of `sfb`: TCP, one-hour subscriptions.
+#[derive(Debug, Clone)]
+pub struct SfbDefaults;
+
+impl ConnectionDefaults for SfbDefaults {
+    const TRANSPORT: Transport = Transport::Tcp;
+    const EXPIRES_SECS: u32 = 3600;
+}
+
+/// Settings of a `type = "sfb"` provider.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SfbConfig {
+    /// Provider name.
+    pub name: String,
+    /// The service account's SIP URI (`sip:hub-svc@contoso.com`): From, To and Request-URI
+    /// of the batched SUBSCRIBEs.
+    pub from: String,
+    /// Resource URIs per batched SUBSCRIBE.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Which URI to watch for each person (placeholders as for `sip_presence`; `{domain}` is
+    /// the host of `from`). Default `{sip_uri}`; people without one are left out.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Single-resource (re-)subscriptions per second (SIPE spreads them at 25/s).
+    #[serde(default = "default_resubscribe_rate")]
+    pub resubscribe_rate: u32,
+    /// Keep calendarState meeting subjects and locations in the signals' private detail.
+    #[serde(default)]
+    pub keep_details: bool,
+    /// The connection to the front-end pool: `server`, `transport` (default `tcp`), `local`,
+    /// `expires_secs` (default 3600), `keepalive_secs`, `username`, `password` — flat keys;
+    /// unknown keys are refused by [`Self::validate`].
+    #[serde(flatten)]
+    pub conn: SipConnection<SfbDefaults>,
+}
+
+fn default_batch_size() -> usize {
+    200
+}
+fn default_resubscribe_rate() -> u32 {
+    25
+}
+
+impl SfbConfig {
+    /// A configuration with every optional setting at its default (what the config file gives
+    /// when only `name`, `server` and `from` are written).
+    pub fn new(name: &str, server: &str, from: &str) -> SfbConfig {
+        SfbConfig {
+            name: name.into(),
+            from: from.into(),
+            batch_size: default_batch_size(),
+            resource: None,
+            resubscribe_rate: default_resubscribe_rate(),
+            keep_details: false,
+            conn: SipConnection::new(server),
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let bad = |m: &str| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        if let Err(m) = self.conn.check() {
+            return bad(&m);
+        }
+        if !(self.from.starts_with("sip:") && uri_user(&self.from).is_some_and(|u| !u.is_empty())) {
+            return bad("from must be the service account's SIP URI, e.g. sip:hub-svc@contoso.com");
+        }
+        if !(1..=msrtc::MAX_BATCH_RESOURCES).contains(&self.batch_size) {
+            return bad("batch_size must be 1..=1000");
+        }
+        if !(1..=1000).contains(&self.resubscribe_rate) {
+            return bad("resubscribe_rate must be 1..=1000");
+        }
+        Ok(())
+    }
+
+    /// The service account's domain (`{domain}` in the resource template).
+    pub fn domain(&self) -> String {
+        let hp = uri_host_port(&self.from).unwrap_or("");
+        hp.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(hp, |(h, _)| h).to_string()
+    }
+}
+
+/// The task of an `sfb` provider.
+pub fn task(config: &SfbConfig, ctx: ProviderContext) -> Result<crate::ProviderTask, BuildError> {
+    config.validate()?;
+    let cfg = config.clone();
+    Ok(Box::pin(async move { runtime::run(cfg, ctx).await.map_err(|e| crate::ProviderError::Failed(e.to_string())) }))
+}

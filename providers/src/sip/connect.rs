@@ -1,0 +1,371 @@
+//! The SIP connection every SIP source uses (`sip_presence`, `sip_dialog` and `sfb`): one
+//! struct for the settings they all declare ([`SipConnection`]: server, transport, local
+//! address, subscription lifetime, OPTIONS keep-alive, digest credentials), their checks, and
+//! the code that uses them — binding the endpoint and finding the peer ([`SipConnection::open`]),
+//! the OPTIONS keep-alive ([`spawn_ping`]), answering requests outside any dialog
+//! ([`answer_stray`]), the endpoint's counters for the feed's details ([`sip_stats`]) and the
+//! graceful close ([`close`]).
+//!
+//! The settings keep their flat keys in the config file: each provider's config holds a
+//! [`SipConnection`] as `#[serde(flatten)]`, last. A flattened struct cannot go with
+//! `deny_unknown_fields`, so [`SipConnection`] itself collects every key no setting claimed and
+//! [`SipConnection::check`] refuses them ("unknown key `x`"). The two settings whose default
+//! differs between providers (`transport`, `expires_secs`) take it from the provider's
+//! [`ConnectionDefaults`].
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use presence_actors::provider::ProviderContext;
+use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer, Transport};
+use presence_sip::message::Builder;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+/// The defaults a provider gives the connection settings that differ between providers.
+pub trait ConnectionDefaults {
+    /// `transport` when the config leaves it out.
+    const TRANSPORT: Transport;
+    /// `expires_secs` when the config leaves it out.
+    const EXPIRES_SECS: u32;
+}
+
+/// The SIP connection settings of a provider, flattened into its config (module docs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(bound = "")]
+pub struct SipConnection<D: ConnectionDefaults> {
+    /// The peer — presence server, PBX or SfB front-end pool: `host:port` (port 5060 when left
+    /// out).
+    pub server: String,
+    /// `udp` or `tcp` (TLS is not spoken); the default is the provider's.
+    #[serde(default = "default_transport::<D>")]
+    pub transport: String,
+    /// Local address to bind (UDP and TCP on one port); port 0 picks a free one.
+    #[serde(default = "default_local")]
+    pub local: String,
+    /// Subscription lifetime asked for, in seconds; the default is the provider's.
+    #[serde(default = "default_expires::<D>")]
+    pub expires_secs: u32,
+    /// OPTIONS health check interval in seconds (0: off).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// Digest user name for a challenging peer.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Digest password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Every key of the provider's block that no setting claimed (refused by [`Self::check`]).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
+    #[serde(skip)]
+    defaults: PhantomData<D>,
+}
+
+fn default_transport<D: ConnectionDefaults>() -> String {
+    D::TRANSPORT.to_string()
+}
+fn default_local() -> String {
+    "127.0.0.1:0".into()
+}
+fn default_expires<D: ConnectionDefaults>() -> u32 {
+    D::EXPIRES_SECS
+}
+fn default_keepalive() -> u64 {
+    10
+}
+
+/// Why a SIP source could not start talking to its peer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `local` is not an address.
+    #[error("local {0:?} is not an IP address and port")]
+    Local(String),
+    /// The local sockets could not be bound.
+    #[error("bind {local}: {source}")]
+    Bind {
+        /// The address.
+        local: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A bound endpoint and the peer it talks to.
+pub struct Connected {
+    /// The endpoint (UDP and TCP on `local`).
+    pub ep: Endpoint,
+    /// Requests that arrived outside any of the endpoint's subscriptions.
+    pub requests: mpsc::Receiver<Incoming>,
+    /// The peer: the configured transport and the server's resolved address.
+    pub peer: Peer,
+}
+
+impl<D: ConnectionDefaults> SipConnection<D> {
+    /// The settings with every optional one at its default (what the config file gives when
+    /// only `server` is written).
+    pub fn new(server: &str) -> SipConnection<D> {
+        SipConnection {
+            server: server.into(),
+            transport: default_transport::<D>(),
+            local: default_local(),
+            expires_secs: default_expires::<D>(),
+            keepalive_secs: default_keepalive(),
+            username: None,
+            password: None,
+            unknown: BTreeMap::new(),
+            defaults: PhantomData,
+        }
+    }
+
+    /// Checks the settings, and that the provider's block has no key nobody claimed.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(k) = self.unknown.keys().next() {
+            return Err(format!("unknown key `{k}`"));
+        }
+        if self.transport.eq_ignore_ascii_case("tls") {
+            return Err("transport tls is not supported; use tcp or udp".into());
+        }
+        if Transport::parse(&self.transport).is_none() {
+            return Err("transport must be udp or tcp".into());
+        }
+        if self.local.parse::<SocketAddr>().is_err() {
+            return Err("local must be an IP address and port, e.g. 0.0.0.0:5070".into());
+        }
+        if self.server.trim().is_empty() {
+            return Err("server is required (host:port)".into());
+        }
+        if !(60..=86_400).contains(&self.expires_secs) {
+            return Err("expires_secs must be 60..=86400".into());
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err("username and password go together".into());
+        }
+        Ok(())
+    }
+
+    /// The transport (the provider's default when the setting does not parse).
+    pub fn transport(&self) -> Transport {
+        Transport::parse(&self.transport).unwrap_or(D::TRANSPORT)
+    }
+
+    /// The server's host (for a default domain).
+    pub fn server_host(&self) -> &str {
+        let s = self.server.trim();
+        if let Some(rest) = s.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest);
+        }
+        s.rsplit_once(':').map(|(h, _)| h).unwrap_or(s)
+    }
+
+    /// `host:port` of the server, with the default port 5060 added.
+    pub fn server_with_port(&self) -> String {
+        with_default_port(&self.server, 5060)
+    }
+
+    /// The digest credentials, when configured.
+    pub fn credentials(&self) -> Option<(String, String)> {
+        self.username.clone().zip(self.password.clone())
+    }
+
+    /// Binds the endpoint on `local` (TCP always, UDP with the UDP transport) and resolves the
+    /// server, retrying while it is not found ([`resolve_until_found`]); `Ok(None)` when shut
+    /// down meanwhile.
+    pub async fn open(&self, ctx: &ProviderContext) -> Result<Option<Connected>, ConnectError> {
+        let transport = self.transport();
+        let local: SocketAddr = self.local.parse().map_err(|_| ConnectError::Local(self.local.clone()))?;
+        let cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, ..Default::default() };
+        let (ep, requests) = Endpoint::bind(cfg).await.map_err(|source| ConnectError::Bind { local, source })?;
+        let Some(addr) = resolve_until_found(ctx, &self.server_with_port()).await else { return Ok(None) };
+        Ok(Some(Connected { ep, requests, peer: Peer { transport, addr } }))
+    }
+}
+
+/// `host:port` with `port` added when absent (IPv6 literals in brackets).
+pub fn with_default_port(s: &str, port: u16) -> String {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        return if rest.contains("]:") { s.to_string() } else { format!("{s}:{port}") };
+    }
+    match s.rsplit_once(':') {
+        Some((_, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => s.to_string(),
+        _ => format!("{s}:{port}"),
+    }
+}
+
+/// The first address `server` (`host:port`) resolves to.
+pub async fn resolve(server: &str) -> Result<SocketAddr, String> {
+    let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| format!("cannot resolve {server}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("cannot resolve {server}"))
+}
+
+/// Resolves the peer's address, retrying every 10 s (feed down meanwhile); `None` on shutdown.
+pub async fn resolve_until_found(ctx: &ProviderContext, server: &str) -> Option<SocketAddr> {
+    let mut shutdown = ctx.shutdown.clone();
+    ctx.feed.set_state("resolving");
+    loop {
+        match resolve(server).await {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                ctx.feed.record_error(&e);
+                ctx.sink.set_up(false);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    _ = shutdown.recv() => return None,
+                }
+            }
+        }
+    }
+}
+
+/// One OPTIONS request to `peer`: true when anything answers within 3 s.
+pub async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
+    let (via, branch) = ep.via(peer.transport);
+    let uri = format!("sip:{}", peer.addr);
+    let req = Builder::request("OPTIONS", &uri)
+        .header("Via", &via)
+        .header("Max-Forwards", "70")
+        .header("From", &format!("<{from}>;tag={}", ep.token()))
+        .header("To", &format!("<{uri}>"))
+        .header("Call-ID", &format!("{}@presence-hub", ep.token()))
+        .header("CSeq", "1 OPTIONS")
+        .header("User-Agent", ep.user_agent())
+        .build();
+    // Any response means the peer is alive (some answer OPTIONS with 404/405/483).
+    ep.request_timeout(peer, &branch, req, Duration::from_secs(3)).await.is_ok()
+}
+
+/// The keep-alive's tick: pings `peer` in the background and sends whether it answered to `tx`.
+pub fn spawn_ping(ep: &Endpoint, peer: Peer, from: &str, tx: &mpsc::Sender<bool>) {
+    let (ep, tx, from) = (ep.clone(), tx.clone(), from.to_string());
+    tokio::spawn(async move {
+        let ok = ping(&ep, peer, &from).await;
+        let _ = tx.send(ok).await;
+    });
+}
+
+/// Answers a request outside any dialog: OPTIONS `200`, a NOTIFY of a dialog no longer known
+/// `481` (so the peer drops it), BENOTIFY nothing (it is never answered), anything else `405`.
+pub async fn answer_stray(ep: &Endpoint, req: Incoming) {
+    let method = req.msg.method().map(|m| m.to_string()).unwrap_or_default();
+    match method.as_str() {
+        "OPTIONS" => ep.reply(&req, 200, "OK").await,
+        "NOTIFY" => ep.reply(&req, 481, "Subscription Does Not Exist").await,
+        "BENOTIFY" => {}
+        _ => ep.respond(&req, Builder::response_to(&req.msg, 405, "Method Not Allowed", Some(&ep.token())).header("Allow", "OPTIONS, NOTIFY")).await,
+    }
+}
+
+/// The endpoint's counters, as the `sip` object of a feed's details.
+pub fn sip_stats(ep: &Endpoint) -> serde_json::Value {
+    let stats = ep.stats();
+    serde_json::json!({
+        "received": stats.received.load(Ordering::Relaxed),
+        "sent": stats.sent.load(Ordering::Relaxed),
+        "malformed": stats.malformed.load(Ordering::Relaxed),
+        "retransmissions": stats.retransmissions.load(Ordering::Relaxed),
+        "timeouts": stats.timeouts.load(Ordering::Relaxed),
+    })
+}
+
+/// The graceful close, once the subscriptions were dropped (which un-SUBSCRIBEs them): gives
+/// the un-SUBSCRIBEs a moment, then shuts the endpoint down.
+pub async fn close(ep: &Endpoint) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ep.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Udp;
+    impl ConnectionDefaults for Udp {
+        const TRANSPORT: Transport = Transport::Udp;
+        const EXPIRES_SECS: u32 = 600;
+    }
+
+    #[test]
+    fn peer_addresses_get_the_default_port() {
+        assert_eq!(with_default_port("127.0.0.1:5070", 5060), "127.0.0.1:5070");
+        assert_eq!(with_default_port("pool2.contoso.com", 5060), "pool2.contoso.com:5060");
+        assert_eq!(with_default_port("[::1]", 5060), "[::1]:5060");
+        assert_eq!(with_default_port("[::1]:5071", 5060), "[::1]:5071");
+        assert_eq!(SipConnection::<Udp>::new("[::1]:5071").server_host(), "::1");
+        assert_eq!(SipConnection::<Udp>::new(" pbx.example.com ").server_with_port(), "pbx.example.com:5060");
+    }
+
+    #[test]
+    fn settings_are_checked_and_unknown_keys_refused() {
+        let parse = |extra: serde_json::Value| -> SipConnection<Udp> {
+            serde_json::from_value(crate::common::json::with_keys(serde_json::json!({ "server": "pbx:5060" }), extra)).unwrap()
+        };
+        let c = parse(serde_json::json!({}));
+        assert_eq!(format!("{c:?}"), format!("{:?}", SipConnection::<Udp>::new("pbx:5060")), "new() gives the file's defaults");
+        assert_eq!((c.transport(), c.expires_secs, c.keepalive_secs, c.credentials()), (Transport::Udp, 600, 10, None));
+        assert!(c.check().is_ok());
+        for (bad, why) in [
+            (serde_json::json!({ "transport": "tls" }), "tls is not supported"),
+            (serde_json::json!({ "transport": "sctp" }), "udp or tcp"),
+            (serde_json::json!({ "local": "nowhere" }), "local"),
+            (serde_json::json!({ "server": " " }), "server"),
+            (serde_json::json!({ "expires_secs": 59 }), "expires_secs"),
+            (serde_json::json!({ "password": "p" }), "go together"),
+            (serde_json::json!({ "colour": "blue" }), "unknown key `colour`"),
+        ] {
+            let e = parse(bad.clone()).check().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    /// Every key of a `sip_presence`/`sip_dialog` block lands in its setting (the flat key names
+    /// are a contract), read from TOML as the hub reads its config file.
+    #[test]
+    fn every_sip_key_parses_from_toml() {
+        let text = r#"
+            name = "kamailio"
+            server = "presence.example.com:5060"
+            transport = "tcp"
+            local = "0.0.0.0:5070"
+            domain = "example.com"
+            from = "sip:presence-hub@example.com"
+            resource = "sip:{extension}@{domain}"
+            expires_secs = 900
+            subscribe_rate = 20
+            keepalive_secs = 0
+            username = "presence-hub"
+            password = "pw"
+            extension_prefixes = ["2", "3"]
+        "#;
+        let c: crate::sip::SipSourceConfig = toml::from_str(text).expect("config");
+        c.validate().expect("valid");
+        let conn = &c.conn;
+        assert_eq!((c.name.as_str(), conn.server.as_str(), conn.transport(), conn.local.as_str()), ("kamailio", "presence.example.com:5060", Transport::Tcp, "0.0.0.0:5070"));
+        assert_eq!((c.domain(), c.from.as_deref(), c.resource.as_deref()), ("example.com".into(), Some("sip:presence-hub@example.com"), Some("sip:{extension}@{domain}")));
+        assert_eq!((conn.expires_secs, c.subscribe_rate, conn.keepalive_secs), (900, 20, 0));
+        assert_eq!((conn.credentials(), c.extension_prefixes.clone()), (Some(("presence-hub".into(), "pw".into())), vec!["2".to_string(), "3".to_string()]));
+        let d: crate::sip::SipSourceConfig = toml::from_str("name = \"pbx\"\nserver = \"pbx.example.com\"").expect("config");
+        assert_eq!(format!("{d:?}"), format!("{:?}", crate::sip::SipSourceConfig::new("pbx", "pbx.example.com")), "new() gives the file's defaults");
+        assert_eq!((d.conn.transport.as_str(), d.conn.expires_secs, d.subscribe_rate, d.domain()), ("udp", 600, 50, "pbx.example.com".into()));
+    }
+
+    /// Through the providers' table as the hub reads it (`type` selects the config): `type` is
+    /// not an unknown key, every other unclaimed key is, for each SIP source.
+    #[test]
+    fn unknown_keys_are_refused_through_the_table() {
+        let block = |kind: &str, extra: &str| format!("type = \"{kind}\"\nname = \"p\"\nserver = \"127.0.0.1\"\nfrom = \"sip:hub@x\"\n{extra}");
+        for kind in ["sip_presence", "sip_dialog", "sfb"] {
+            let ok: crate::ProviderConfig = toml::from_str(&block(kind, "")).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(ok.kind(), kind);
+            ok.validate().unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let bad: crate::ProviderConfig = toml::from_str(&block(kind, "expire_secs = 60\nkeepalive = 5")).expect("parses");
+            let e = bad.validate().unwrap_err().to_string();
+            assert_eq!(e, "provider p: unknown key `expire_secs`", "{kind}");
+        }
+    }
+}
