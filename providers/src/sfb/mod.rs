@@ -25,6 +25,7 @@ use presence_sip::endpoint::Transport;
 use presence_sip::message::{uri_host_port, uri_user};
 use serde::Deserialize;
 
+use crate::common::config::NoOtherKeys;
 use crate::sip::connect::ConnectionDefaults;
 use crate::sip::SipConnection;
 use crate::BuildError;
@@ -65,10 +66,12 @@ pub struct SfbConfig {
     #[serde(default)]
     pub keep_details: bool,
     /// The connection to the front-end pool: `server`, `transport` (default `tcp`), `local`,
-    /// `expires_secs` (default 3600), `keepalive_secs`, `username`, `password` — flat keys;
-    /// unknown keys are refused by [`Self::validate`].
+    /// `expires_secs` (default 3600), `keepalive_secs`, `username`, `password` — flat keys.
     #[serde(flatten)]
     pub conn: SipConnection<SfbDefaults>,
+    /// Refuses any other key (in place of `deny_unknown_fields`, which `conn` rules out).
+    #[serde(flatten)]
+    pub other: NoOtherKeys,
 }
 
 fn default_batch_size() -> usize {
@@ -90,6 +93,7 @@ impl SfbConfig {
             resubscribe_rate: default_resubscribe_rate(),
             keep_details: false,
             conn: SipConnection::new(server),
+            other: NoOtherKeys,
         }
     }
 

@@ -24,6 +24,7 @@ mod tests;
 use presence_sip::endpoint::Transport;
 use serde::Deserialize;
 
+use crate::common::config::NoOtherKeys;
 use crate::BuildError;
 pub use connect::SipConnection;
 
@@ -61,10 +62,12 @@ pub struct SipSourceConfig {
     #[serde(default)]
     pub extension_prefixes: Vec<String>,
     /// The connection: `server`, `transport` (default `udp`), `local`, `expires_secs` (default
-    /// 600), `keepalive_secs`, `username`, `password` — flat keys; unknown keys are refused by
-    /// [`Self::validate`].
+    /// 600), `keepalive_secs`, `username`, `password` — flat keys.
     #[serde(flatten)]
     pub conn: SipConnection<SipDefaults>,
+    /// Refuses any other key (in place of `deny_unknown_fields`, which `conn` rules out).
+    #[serde(flatten)]
+    pub other: NoOtherKeys,
 }
 
 fn default_rate() -> u32 {
@@ -83,6 +86,7 @@ impl SipSourceConfig {
             subscribe_rate: default_rate(),
             extension_prefixes: Vec::new(),
             conn: SipConnection::new(server),
+            other: NoOtherKeys,
         }
     }
 
