@@ -4,9 +4,10 @@
 //! Adding a provider: add a folder module (`mod.rs` with the config and `task`, `parse.rs`
 //! pure, `map.rs` to signals, `runtime.rs` the task, optionally `hook.rs` — the shape the
 //! providers are being brought to; docs/ARCHITECTURE.md lists where each one stands) built on
-//! the toolkit in [`common`]; add a feature in `Cargo.toml`; add one line to the table below
-//! (`providers!`). Nothing else lists providers: the config enum, `check-config`, the
-//! supervisor and the HTTP webhooks all follow from that line.
+//! the toolkit in [`common`]; add a feature in `Cargo.toml`; add the module to the table below
+//! (`providers!`, its `modules` list) and one line for each `type` it serves. Nothing else
+//! lists providers: the config enum, `check-config`, the supervisor and the HTTP webhooks all
+//! follow from that table.
 //!
 //! [`supervisor`] runs every provider's task, restarts it with back-off when it fails and
 //! stops it gracefully at shutdown.
@@ -28,31 +29,20 @@ use serde::Deserialize;
 
 pub use presence_actors::provider::ProviderContext;
 
-#[cfg(feature = "calendar")]
-pub mod calendar;
 pub mod common;
-#[cfg(feature = "graph")]
-pub mod graph;
-#[cfg(feature = "mbn")]
-pub mod mbn;
 #[cfg(test)]
 pub(crate) mod mutate;
-#[cfg(feature = "operator")]
-pub mod operator;
-#[cfg(feature = "o2g")]
-pub mod o2g;
-#[cfg(feature = "replay")]
-pub mod replay;
-#[cfg(feature = "sip")]
-pub mod sfb;
-#[cfg(feature = "sip")]
-pub mod sip;
 pub mod supervisor;
 
-/// Generates, from the one table below, the [`ProviderConfig`] enum (selected by `type`), its
-/// `name`/`kind`/`validate`, and [`build`].
+/// Generates, from the one table below, the provider modules, the [`ProviderConfig`] enum
+/// (selected by `type`), its `name`/`kind`/`validate`, and [`build`].
 macro_rules! providers {
-    ($( #[doc = $doc:literal] #[cfg($cfg:meta)] $variant:ident($ty:ty) = $kind:literal => |$c:ident, $ctx:ident| $task:expr; )*) => {
+    (
+        modules { $( #[cfg($mcfg:meta)] $module:ident, )* }
+        $( #[doc = $doc:literal] #[cfg($cfg:meta)] $variant:ident($ty:ty) = $kind:literal => |$c:ident, $ctx:ident| $task:expr; )*
+    ) => {
+        $( #[cfg($mcfg)] pub mod $module; )*
+
         /// One `[[providers]]` entry of the config file, selected by its `type`.
         #[derive(Debug, Clone, Deserialize)]
         #[serde(tag = "type")]
@@ -86,8 +76,19 @@ macro_rules! providers {
     };
 }
 
-// The table: one line per provider — its `type`, its config, its task.
+// The table: the provider modules (each behind its feature), then one line per provider — its
+// `type`, its config, its task.
 providers! {
+    modules {
+        #[cfg(feature = "replay")] replay,
+        #[cfg(feature = "graph")] graph,
+        #[cfg(feature = "calendar")] calendar,
+        #[cfg(feature = "sip")] sip,
+        #[cfg(feature = "sip")] sfb,
+        #[cfg(feature = "mbn")] mbn,
+        #[cfg(feature = "operator")] operator,
+        #[cfg(feature = "o2g")] o2g,
+    }
     /// Replays a scenario file.
     #[cfg(feature = "replay")] Replay(replay::ReplayConfig) = "replay" => |c, ctx| replay::task(c, ctx);
     /// Microsoft Teams presence through Microsoft Graph.
