@@ -121,7 +121,8 @@ pub enum BuildError {
         /// The error.
         source: std::io::Error,
     },
-    /// The configuration is invalid.
+    /// The configuration is invalid: what is wrong (without the provider's name, which the
+    /// caller adds once).
     #[error("{0}")]
     Invalid(String),
 }

@@ -111,7 +111,7 @@ fn default_google_url() -> String {
 impl CalendarConfig {
     /// Checks the settings for the chosen backend.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        let bad = |m: String| Err(BuildError::Invalid(m));
         let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
         match self.backend {
             Backend::Graph => {

@@ -152,11 +152,11 @@ fn config_keys_parse_flat_unknown_ones_are_refused_and_each_backend_names_what_i
 
     for (text, want) in [
         (format!("{graph}ews = \"x\"\n"), "unknown field `ews`"),
-        (graph.replace("client_secret = \"s\"\n", ""), "provider cal: the graph backend needs tenant_id (or token_url), client_id and client_secret"),
+        (graph.replace("client_secret = \"s\"\n", ""), "the graph backend needs tenant_id (or token_url), client_id and client_secret"),
         (graph.replace("tenant_id = \"t\"\n", "token_url = \"https://login.example/tok\"\n"), ""),
-        (google.replace("refresh_token = \"rt\"\n", ""), "provider cal: the google backend needs client_id, client_secret and refresh_token"),
-        (graph.replace("backend = \"graph\"", "backend = \"ews\""), "provider cal: the ews backend needs ews_url"),
-        (format!("{graph}authority = \"login.example\"\n"), "provider cal: authority must be an http(s) URL"),
+        (google.replace("refresh_token = \"rt\"\n", ""), "the google backend needs client_id, client_secret and refresh_token"),
+        (graph.replace("backend = \"graph\"", "backend = \"ews\""), "the ews backend needs ews_url"),
+        (format!("{graph}authority = \"login.example\"\n"), "authority must be an http(s) URL"),
     ] {
         let e = provider_error(&text);
         assert!(if want.is_empty() { e.is_empty() } else { e.contains(want) }, "{want}: {e}");

@@ -111,19 +111,16 @@ impl GraphPresenceConfig {
             return Ok(None);
         }
         let (Some(cert), Some(key), Some(id)) = (&self.encryption_certificate_file, &self.encryption_key_file, &self.encryption_certificate_id) else {
-            return Err(BuildError::Invalid(format!(
-                "provider {}: include_resource_data needs encryption_certificate_file, encryption_key_file and encryption_certificate_id",
-                self.name
-            )));
+            return Err(BuildError::Invalid("include_resource_data needs encryption_certificate_file, encryption_key_file and encryption_certificate_id".into()));
         };
         let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| BuildError::Io { path: p.display().to_string(), source: e });
-        let k = crypto::NotificationKey::from_pem(&read(key)?, &read(cert)?, id).map_err(|e| BuildError::Invalid(format!("provider {}: {e}", self.name)))?;
+        let k = crypto::NotificationKey::from_pem(&read(key)?, &read(cert)?, id).map_err(|e| BuildError::Invalid(e.to_string()))?;
         Ok(Some(k))
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        let bad = |m: String| Err(BuildError::Invalid(m));
         if let Err(m) = self.app.require(&["tenant_id", "client_id", "client_secret"]).and_then(|()| self.app.check()) {
             return bad(m);
         }

@@ -226,9 +226,9 @@ fn config_keys_parse_flat_unknown_ones_are_refused_and_missing_credentials_named
 
     for (text, want) in [
         (format!("{minimal}tenant = \"t\"\n"), "unknown field `tenant`"),
-        (minimal.replace("tenant_id = \"t\"\n", ""), "provider teams: tenant_id must be set"),
-        (minimal.replace("client_secret = \"s\"\n", ""), "provider teams: client_secret must be set"),
-        (format!("{minimal}graph_url = \"graph.example\"\n"), "provider teams: graph_url must be an http(s) URL"),
+        (minimal.replace("tenant_id = \"t\"\n", ""), "tenant_id must be set"),
+        (minimal.replace("client_secret = \"s\"\n", ""), "client_secret must be set"),
+        (format!("{minimal}graph_url = \"graph.example\"\n"), "graph_url must be an http(s) URL"),
     ] {
         let e = provider_error(&text);
         assert!(e.contains(want), "{want}: {e}");

@@ -169,7 +169,7 @@ impl MbnConfig {
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        let bad = |m: String| Err(BuildError::Invalid(m));
         for (field, v) in [
             ("client_id", &self.client_id),
             ("client_secret", &self.client_secret),
@@ -190,7 +190,7 @@ impl MbnConfig {
             return bad("scope is longer than 1024 bytes".into());
         }
         let range = |field: &str, v: u64, r: std::ops::RangeInclusive<u64>| {
-            defaults::check_range(field, v, r).map_err(|m| BuildError::Invalid(format!("provider {}: {m}", self.name)))
+            defaults::check_range(field, v, r).map_err(|m| BuildError::Invalid(m.to_string()))
         };
         range("poll_wait_secs", self.poll_wait_secs, 1..=300)?;
         range("monitor_expires_secs", self.monitor_expires_secs, 30..=86_400)?;

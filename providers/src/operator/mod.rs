@@ -247,16 +247,16 @@ impl OperatorConfig {
     /// Compiles the mapping.
     pub fn compile(&self) -> Result<Mapping, BuildError> {
         Mapping::compile(&self.mapping, &self.reasons())
-            .map_err(|e| BuildError::Invalid(format!("provider {}: {e}", self.name)))
+            .map_err(|e| BuildError::Invalid(e.to_string()))
     }
 
     /// Checks the settings: intake present, paths compile, secrets set when auth is on,
     /// intervals sane.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: String| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        let bad = |m: String| Err(BuildError::Invalid(m));
         let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
         let range = |field: &str, v: u64, r: std::ops::RangeInclusive<u64>| {
-            defaults::check_range(field, v, r).map_err(|m| BuildError::Invalid(format!("provider {}: {m}", self.name)))
+            defaults::check_range(field, v, r).map_err(|m| BuildError::Invalid(m.to_string()))
         };
         if self.name.trim().is_empty() || self.name.len() > 64 || self.name.contains(['/', '?', '#', ' ']) {
             return bad("name must be 1-64 characters without / ? # or spaces (it is a URL path segment)".into());

@@ -44,14 +44,14 @@ impl ReplayConfig {
     /// Checks the settings and that the file parses.
     pub fn validate(&self) -> Result<(), BuildError> {
         if !(self.speed.is_finite() && self.speed > 0.0 && self.speed <= 1000.0) {
-            return Err(BuildError::Invalid(format!("provider {}: speed must be in (0, 1000]", self.name)));
+            return Err(BuildError::Invalid("speed must be in (0, 1000]".into()));
         }
         let (events, issues) = self.load()?;
         if let Some(i) = issues.first() {
-            return Err(BuildError::Invalid(format!("provider {}: {}: {}", self.name, self.file.display(), i)));
+            return Err(BuildError::Invalid(format!("{}: {}", self.file.display(), i)));
         }
         if events.is_empty() {
-            return Err(BuildError::Invalid(format!("provider {}: {} has no events", self.name, self.file.display())));
+            return Err(BuildError::Invalid(format!("{} has no events", self.file.display())));
         }
         Ok(())
     }

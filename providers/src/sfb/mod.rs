@@ -99,10 +99,8 @@ impl SfbConfig {
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: &str| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
-        if let Err(m) = self.conn.check() {
-            return bad(&m);
-        }
+        let bad = |m: &str| Err(BuildError::Invalid(m.to_string()));
+        self.conn.check()?;
         if !(self.from.starts_with("sip:") && uri_user(&self.from).is_some_and(|u| !u.is_empty())) {
             return bad("from must be the service account's SIP URI, e.g. sip:hub-svc@contoso.com");
         }

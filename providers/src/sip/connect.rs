@@ -117,24 +117,25 @@ impl<D: ConnectionDefaults> SipConnection<D> {
     }
 
     /// Checks the settings.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), crate::BuildError> {
+        let bad = |m: &str| Err(crate::BuildError::Invalid(m.into()));
         if self.transport.eq_ignore_ascii_case("tls") {
-            return Err("transport tls is not supported; use tcp or udp".into());
+            return bad("transport tls is not supported; use tcp or udp");
         }
         if Transport::parse(&self.transport).is_none() {
-            return Err("transport must be udp or tcp".into());
+            return bad("transport must be udp or tcp");
         }
         if self.local.parse::<SocketAddr>().is_err() {
-            return Err("local must be an IP address and port, e.g. 0.0.0.0:5070".into());
+            return bad("local must be an IP address and port, e.g. 0.0.0.0:5070");
         }
         if self.server.trim().is_empty() {
-            return Err("server is required (host:port)".into());
+            return bad("server is required (host:port)");
         }
         if !(60..=86_400).contains(&self.expires_secs) {
-            return Err("expires_secs must be 60..=86400".into());
+            return bad("expires_secs must be 60..=86400");
         }
         if self.username.is_some() != self.password.is_some() {
-            return Err("username and password go together".into());
+            return bad("username and password go together");
         }
         Ok(())
     }
@@ -308,7 +309,7 @@ mod tests {
             (serde_json::json!({ "expires_secs": 59 }), "expires_secs"),
             (serde_json::json!({ "password": "p" }), "go together"),
         ] {
-            let e = parse(bad.clone()).check().unwrap_err();
+            let e = parse(bad.clone()).check().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -92,10 +92,8 @@ impl SipSourceConfig {
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: &str| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
-        if let Err(m) = self.conn.check() {
-            return bad(&m);
-        }
+        let bad = |m: &str| Err(BuildError::Invalid(m.to_string()));
+        self.conn.check()?;
         if let Err(m) = crate::check_extension_prefixes(&self.extension_prefixes) {
             return bad(&m);
         }
