@@ -200,227 +200,248 @@ fn directory() -> Directory {
     Directory::build(people.to_vec(), &NumberPlan::sweden()).expect("directory")
 }
 
-type Run = tokio::task::JoinHandle<Result<(), crate::ProviderError>>;
-
-/// The provider (named `o2g`) against the server, running on the current `LocalSet`, with
-/// `tune` applied to its settings: the harness, Åsa's and Märta's indices, and the task.
-fn start(o2g: &O2g, tune: impl FnOnce(&mut O2gConfig)) -> (TestHarness, [UserIdx; 2], Run) {
-    let dir = directory();
-    let people = [dir.by_id("asa.ostberg").expect("Åsa"), dir.by_id("marta.lind").expect("Märta")];
-    let mut cfg = O2gConfig::new("o2g", &o2g.url, LOGIN, PASSWORD);
-    tune(&mut cfg);
-    let (mut ctx, h) = ProviderContext::for_test("o2g", dir, "http://127.0.0.1:9");
-    // Under the paused clock a chunked answer on a connection taken from the client's pool
-    // never delivers its body (a real clock does): every request gets a connection of its own.
-    ctx.http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().expect("client");
-    let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
-    (h, people, run)
+/// The provider (named `o2g`) against its server, running on the current `LocalSet`.
+struct Running {
+    _peer: TestPeer,
+    o2g: Arc<O2g>,
+    h: TestHarness,
+    /// Åsa's and Märta's indices.
+    asa: UserIdx,
+    marta: UserIdx,
+    run: tokio::task::JoinHandle<Result<(), crate::ProviderError>>,
 }
 
-/// Shuts the provider down and waits for its graceful stop.
-async fn stop(h: &TestHarness, run: Run) {
-    h.trigger.trigger();
-    tokio::time::timeout(Duration::from_secs(10), run).await.expect("stops in time").expect("no panic").expect("ok");
-}
+impl Running {
+    /// Starts the server and the provider, with `tune` applied to its settings. The provider
+    /// runs from the caller's first wait on, so the server can be set up until then.
+    async fn launch(tune: impl FnOnce(&mut O2gConfig)) -> Running {
+        let (peer, o2g) = O2g::start().await;
+        let dir = directory();
+        let (asa, marta) = (dir.by_id("asa.ostberg").expect("Åsa"), dir.by_id("marta.lind").expect("Märta"));
+        let mut cfg = O2gConfig::new("o2g", &o2g.url, LOGIN, PASSWORD);
+        tune(&mut cfg);
+        let (mut ctx, h) = ProviderContext::for_test("o2g", dir, "http://127.0.0.1:9");
+        // Under the paused clock a chunked answer on a connection taken from the client's pool
+        // never delivers its body (a real clock does): every request gets a connection of its own.
+        ctx.http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().expect("client");
+        let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+        Running { _peer: peer, o2g, h, asa, marta, run }
+    }
 
-/// Events until the feed goes `up` (or down) within `within`; returns the signals seen before.
-async fn until_feed(h: &mut TestHarness, up: bool, within: Duration) -> Vec<(UserIdx, Signal)> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = tokio::time::timeout(within, h.events.recv()).await.unwrap_or_else(|_| panic!("feed not {up} within {within:?}; saw {seen:?}; feed {:?}", h.feed.report()));
-        match ev.expect("the provider is running") {
-            SinkEvent::Feed(u) if u == up => return seen,
-            SinkEvent::Feed(u) => panic!("feed went {u} while waiting for {up}"),
-            SinkEvent::Signal(i, s) => seen.push((i, s)),
+    /// [`Running::launch`] with the defaults, until the feed is up.
+    async fn up() -> Running {
+        let mut r = Running::launch(|_| {}).await;
+        r.until_feed(true, Duration::from_secs(10)).await;
+        r
+    }
+
+    /// Shuts the provider down and waits for its graceful stop.
+    async fn stop(self) -> Arc<O2g> {
+        self.h.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.run).await.expect("stops in time").expect("no panic").expect("ok");
+        self.o2g
+    }
+
+    /// Events until the feed goes `up` (or down) within `within`; the signals seen before.
+    async fn until_feed(&mut self, up: bool, within: Duration) -> Vec<(UserIdx, Signal)> {
+        let mut seen = Vec::new();
+        loop {
+            let Ok(ev) = tokio::time::timeout(within, self.h.events.recv()).await else {
+                panic!("feed not {up} within {within:?}; saw {seen:?}; feed {:?}", self.h.feed.report());
+            };
+            match ev.expect("the provider is running") {
+                SinkEvent::Feed(u) if u == up => return seen,
+                SinkEvent::Feed(u) => panic!("feed went {u} while waiting for {up}"),
+                SinkEvent::Signal(i, s) => seen.push((i, s)),
+            }
         }
     }
-}
 
-async fn next_signal(h: &mut TestHarness) -> (UserIdx, Signal) {
-    match tokio::time::timeout(Duration::from_secs(10), h.events.recv()).await.expect("a signal within 10 s").expect("running") {
-        SinkEvent::Signal(i, s) => (i, s),
-        other => panic!("expected a signal, got {other:?}"),
+    /// The next event, a signal: who, and what it says.
+    async fn next_signal(&mut self) -> (UserIdx, View) {
+        match tokio::time::timeout(Duration::from_secs(10), self.h.events.recv()).await.expect("a signal within 10 s").expect("running") {
+            SinkEvent::Signal(i, s) => (i, view(&s)),
+            other => panic!("expected a signal, got {other:?}"),
+        }
+    }
+
+    /// True when no feed change (`up`, or any with `None`) is among the events so far.
+    fn no_feed_change(&mut self, up: Option<bool>) -> bool {
+        self.h.drain().iter().all(|e| !matches!(e, SinkEvent::Feed(u) if up.is_none_or(|up| *u == up)))
     }
 }
 
-/// What a signal says: instance, availability, activity, note.
-fn view(s: &Signal) -> (String, Option<Availability>, Option<Activity>, Option<String>) {
+/// Runs a test on a `LocalSet` (the provider's task is not `Send`).
+async fn local(test: impl std::future::Future<Output = ()>) {
+    tokio::task::LocalSet::new().run_until(test).await
+}
+
+/// What a `pbx` signal says: instance, availability, activity, note.
+type View = (String, Option<Availability>, Option<Activity>, Option<String>);
+
+fn view(s: &Signal) -> View {
     assert_eq!(s.source, Source::Pbx);
     (s.instance.to_string(), s.availability, s.activity.clone(), s.note.as_deref().map(str::to_string))
 }
 
+fn telephony(a: Availability, activity: Option<Activity>) -> View {
+    ("o2g".into(), Some(a), activity, None)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_call_and_a_routing_change_become_the_persons_signals_once_the_feed_is_up() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let (_peer, o2g) = O2g::start().await;
-            o2g.routing.lock().unwrap().insert("2787".into(), serde_json::json!({ "forwardRoutes": [{ "destinations": [{ "type": "VOICEMAIL" }] }] }));
-            let (mut h, [asa, marta], run) = start(&o2g, |_| {});
+    local(async {
+        let mut r = Running::launch(|_| {}).await;
+        let (o2g, asa, marta) = (r.o2g.clone(), r.asa, r.marta);
+        o2g.routing.lock().unwrap().insert("2787".into(), serde_json::json!({ "forwardRoutes": [{ "destinations": [{ "type": "VOICEMAIL" }] }] }));
 
-            // Login, subscription, channel, snapshots: each person's state is in before the feed is up.
-            let before = until_feed(&mut h, true, Duration::from_secs(10)).await;
-            let last = |who: UserIdx, instance: &str| before.iter().rev().find(|(i, s)| *i == who && &*s.instance == instance).map(|(_, s)| view(s));
-            assert_eq!(last(asa, "o2g"), Some(("o2g".into(), Some(Availability::Available), None, None)));
-            assert_eq!(last(marta, "o2g"), Some(("o2g".into(), Some(Availability::Available), None, None)));
-            assert_eq!(last(marta, "o2g-routing"), Some(("o2g-routing".into(), None, None, Some("Forwarded to voicemail".into()))));
-            assert!(last(asa, "o2g-routing").is_some_and(|(_, a, _, n)| a.is_none() && n.is_none()), "nothing set retracts the slot");
+        // Login, subscription, channel, snapshots: each person's state is in before the feed is up.
+        let before = r.until_feed(true, Duration::from_secs(10)).await;
+        let last = |who: UserIdx, instance: &str| before.iter().rev().find(|(i, s)| *i == who && &*s.instance == instance).map(|(_, s)| view(s));
+        assert_eq!(last(asa, "o2g"), Some(telephony(Availability::Available, None)));
+        assert_eq!(last(marta, "o2g"), Some(telephony(Availability::Available, None)));
+        assert_eq!(last(marta, "o2g-routing"), Some(("o2g-routing".into(), None, None, Some("Forwarded to voicemail".into()))));
+        assert!(last(asa, "o2g-routing").is_some_and(|(_, a, _, n)| a.is_none() && n.is_none()), "nothing set retracts the slot");
 
-            // The session: HTTP Basic (the server refuses anything else), then the cookie.
-            assert_eq!(o2g.requests("GET /api/rest/authenticate").len(), 1);
-            let subscribe = o2g.requests("POST /api/rest/1.0/subscriptions");
-            assert_eq!(subscribe.len(), 1);
-            assert_eq!(subscribe[0].cookie.as_deref(), Some("AlcUserId=cred-1"));
-            let body: serde_json::Value = serde_json::from_str(&subscribe[0].body).expect("JSON");
-            assert_eq!(body["filter"]["selectors"][0], serde_json::json!({ "ids": ["2624", "2787"], "names": ["telephony"] }));
-            assert_eq!(body["filter"]["selectors"][1]["names"], serde_json::json!(["routingManagement"]));
-            assert_eq!(body["timeout"], 60);
-            let snapshots: Vec<String> = o2g.requests("POST /api/rest/1.0/telephony/state/snapshot").into_iter().map(|s| s.query).collect();
-            assert_eq!(snapshots.len(), 2, "{snapshots:?}");
-            assert!(snapshots.contains(&"loginName=2624".to_string()) && snapshots.contains(&"loginName=2787".to_string()));
+        // The session: HTTP Basic (the server refuses anything else), then the cookie.
+        assert_eq!(o2g.requests("GET /api/rest/authenticate").len(), 1);
+        let subscribe = o2g.requests("POST /api/rest/1.0/subscriptions");
+        assert_eq!(subscribe.len(), 1);
+        assert_eq!(subscribe[0].cookie.as_deref(), Some("AlcUserId=cred-1"));
+        let body: serde_json::Value = serde_json::from_str(&subscribe[0].body).expect("JSON");
+        assert_eq!(body["filter"]["selectors"][0], serde_json::json!({ "ids": ["2624", "2787"], "names": ["telephony"] }));
+        assert_eq!(body["filter"]["selectors"][1]["names"], serde_json::json!(["routingManagement"]));
+        assert_eq!(body["timeout"], 60);
+        let snapshots: Vec<String> = o2g.requests("POST /api/rest/1.0/telephony/state/snapshot").into_iter().map(|s| s.query).collect();
+        assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+        assert!(snapshots.contains(&"loginName=2624".to_string()) && snapshots.contains(&"loginName=2787".to_string()));
 
-            // A call rings at Åsa's desk phone.
-            o2g.push(serde_json::json!({
-                "eventName": "OnCallCreated", "loginName": "2624", "callRef": "c1",
-                "legs": [{ "deviceId": "2624", "state": "RINGING_INCOMING" }],
-            }));
-            let (who, s) = next_signal(&mut h).await;
-            assert_eq!((who, view(&s)), (asa, ("o2g".into(), Some(Availability::Busy), Some(Activity::Ringing), None)));
-            // She answers.
-            o2g.push(serde_json::json!({ "eventName": "OnCallModified", "loginName": "2624", "callRef": "c1", "modifiedLegs": [{ "deviceId": "2624", "state": "ACTIVE" }] }));
-            let (who, s) = next_signal(&mut h).await;
-            assert_eq!((who, view(&s)), (asa, ("o2g".into(), Some(Availability::Busy), Some(Activity::InACall), None)));
+        // A call rings at Åsa's desk phone; she answers.
+        o2g.push(serde_json::json!({ "eventName": "OnCallCreated", "loginName": "2624", "callRef": "c1", "legs": [{ "deviceId": "2624", "state": "RINGING_INCOMING" }] }));
+        assert_eq!(r.next_signal().await, (asa, telephony(Availability::Busy, Some(Activity::Ringing))));
+        o2g.push(serde_json::json!({ "eventName": "OnCallModified", "loginName": "2624", "callRef": "c1", "modifiedLegs": [{ "deviceId": "2624", "state": "ACTIVE" }] }));
+        assert_eq!(r.next_signal().await, (asa, telephony(Availability::Busy, Some(Activity::InACall))));
 
-            // Märta turns DND on, keeping her forward.
-            o2g.push(serde_json::json!({
-                "eventName": "OnRoutingStateChanged", "loginName": "2787",
-                "routingState": { "dndState": { "activate": true }, "forwardRoutes": [{ "destinations": [{ "type": "VOICEMAIL" }] }] },
-            }));
-            let (who, s) = next_signal(&mut h).await;
-            assert_eq!((who, view(&s)), (marta, ("o2g-routing".into(), Some(Availability::DoNotDisturb), None, Some("Forwarded to voicemail".into()))));
+        // Märta turns DND on, keeping her forward.
+        o2g.push(serde_json::json!({
+            "eventName": "OnRoutingStateChanged", "loginName": "2787",
+            "routingState": { "dndState": { "activate": true }, "forwardRoutes": [{ "destinations": [{ "type": "VOICEMAIL" }] }] },
+        }));
+        assert_eq!(r.next_signal().await, (marta, ("o2g-routing".into(), Some(Availability::DoNotDisturb), None, Some("Forwarded to voicemail".into()))));
 
-            // Someone the directory does not know: counted, no signal.
-            o2g.push(serde_json::json!({ "eventName": "OnUserStateModified", "loginName": "9999", "state": "BUSY" }));
-            o2g.push(serde_json::json!({ "eventName": "OnCallRemoved", "loginName": "2624", "callRef": "c1" }));
-            let (who, s) = next_signal(&mut h).await;
-            assert_eq!((who, view(&s)), (asa, ("o2g".into(), Some(Availability::Available), None, None)));
-            assert_eq!(h.feed.unresolved.load(Ordering::Relaxed), 1);
-            stop(&h, run).await;
-        })
-        .await;
+        // Someone the directory does not know: counted, no signal. Then Åsa's call ends.
+        o2g.push(serde_json::json!({ "eventName": "OnUserStateModified", "loginName": "9999", "state": "BUSY" }));
+        o2g.push(serde_json::json!({ "eventName": "OnCallRemoved", "loginName": "2624", "callRef": "c1" }));
+        assert_eq!(r.next_signal().await, (asa, telephony(Availability::Available, None)));
+        assert_eq!(r.h.feed.unresolved.load(Ordering::Relaxed), 1);
+        r.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_that_never_comes_holds_the_feed_down_until_the_resync_deadline() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let (_peer, o2g) = O2g::start().await;
-            o2g.answer_routing.store(false, Ordering::SeqCst);
-            let t0 = Instant::now();
-            let (mut h, _, run) = start(&o2g, |_| {});
-            let before = until_feed(&mut h, true, Duration::from_secs(60)).await;
-            let took = t0.elapsed();
-            assert!((RESYNC_DEADLINE..RESYNC_DEADLINE + Duration::from_secs(1)).contains(&took), "up after {took:?}");
-            assert!(before.iter().all(|(_, s)| &*s.instance == "o2g"), "no routing signal without its snapshot: {before:?}");
-            stop(&h, run).await;
-        })
-        .await;
+    local(async {
+        let mut r = Running::launch(|_| {}).await;
+        r.o2g.answer_routing.store(false, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let before = r.until_feed(true, Duration::from_secs(60)).await;
+        let took = t0.elapsed();
+        assert!((RESYNC_DEADLINE..RESYNC_DEADLINE + Duration::from_secs(1)).contains(&took), "up after {took:?}");
+        assert!(before.iter().all(|(_, s)| &*s.instance == "o2g"), "no routing signal without its snapshot: {before:?}");
+        r.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_server_takes_the_feed_down_and_the_provider_logs_in_again_with_back_off() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let (_peer, o2g) = O2g::start().await;
-            let (mut h, _, run) = start(&o2g, |_| {});
-            until_feed(&mut h, true, Duration::from_secs(10)).await;
+    local(async {
+        let mut r = Running::up().await;
+        let o2g = r.o2g.clone();
 
-            // The server fails: the channel ends, its re-opening is refused.
-            o2g.set_health(Health::Unavailable);
-            o2g.end_channels();
-            until_feed(&mut h, false, Duration::from_secs(5)).await;
-            let down_at = Instant::now();
-            let error = h.feed.report().last_error.unwrap_or_default();
-            assert!(error.contains("503"), "{error}");
+        // The server fails: the channel ends, its re-opening is refused.
+        o2g.set_health(Health::Unavailable);
+        o2g.end_channels();
+        r.until_feed(false, Duration::from_secs(5)).await;
+        let down_at = Instant::now();
+        let error = r.h.feed.report().last_error.unwrap_or_default();
+        assert!(error.contains("503"), "{error}");
 
-            // Back-off between the login attempts: each wait in the upper half of 2, 4, 8, 16 s.
-            tokio::time::sleep(Duration::from_secs(40)).await;
-            let mut at = vec![down_at];
-            at.extend(o2g.requests("GET /api/rest/authenticate").iter().skip(1).map(|s| s.at));
-            let waits: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
-            assert!(waits.len() >= 4, "{waits:?}");
-            for (wait, nominal) in waits.iter().zip([2, 4, 8, 16]) {
-                let nominal = Duration::from_secs(nominal);
-                assert!(*wait >= nominal / 2 && *wait <= nominal + Duration::from_millis(100), "waits {waits:?}");
-            }
-            assert!(h.drain().iter().all(|e| !matches!(e, SinkEvent::Feed(true))), "the feed stays down while the server fails");
+        // Back-off between the login attempts: each wait in the upper half of 2, 4, 8, 16 s.
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let mut at = vec![down_at];
+        at.extend(o2g.requests("GET /api/rest/authenticate").iter().skip(1).map(|s| s.at));
+        let waits: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(waits.len() >= 4, "{waits:?}");
+        for (wait, nominal) in waits.iter().zip([2, 4, 8, 16]) {
+            let nominal = Duration::from_secs(nominal);
+            assert!(*wait >= nominal / 2 && *wait <= nominal + Duration::from_millis(100), "waits {waits:?}");
+        }
+        assert!(r.no_feed_change(Some(true)), "the feed stays down while the server fails");
 
-            // The server is back: a new session, a new subscription, the feed up again.
-            o2g.set_health(Health::Well);
-            until_feed(&mut h, true, Duration::from_secs(40)).await;
-            assert_eq!(o2g.credentials.load(Ordering::SeqCst), 2, "logged in again");
-            let subscribed = o2g.requests("POST /api/rest/1.0/subscriptions");
-            assert_eq!(subscribed.last().and_then(|s| s.cookie.clone()), Some("AlcUserId=cred-2".into()));
-            assert_eq!(o2g.subscriptions.load(Ordering::SeqCst), 2);
-            stop(&h, run).await;
-        })
-        .await;
+        // The server is back: a new session, a new subscription, the feed up again.
+        o2g.set_health(Health::Well);
+        r.until_feed(true, Duration::from_secs(40)).await;
+        assert_eq!(o2g.credentials.load(Ordering::SeqCst), 2, "logged in again");
+        let subscribed = o2g.requests("POST /api/rest/1.0/subscriptions");
+        assert_eq!(subscribed.last().and_then(|s| s.cookie.clone()), Some("AlcUserId=cred-2".into()));
+        assert_eq!(o2g.subscriptions.load(Ordering::SeqCst), 2);
+        r.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_channel_is_reopened_and_a_hanging_one_is_lost_at_its_deadline() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let (_peer, o2g) = O2g::start().await;
-            let (mut h, [asa, _], run) = start(&o2g, |c| {
-                c.stream_idle_secs = 30;
-                c.call_timeout_secs = 5;
-            });
-            until_feed(&mut h, true, Duration::from_secs(10)).await;
-            assert_eq!(o2g.requests("POST /OTEvents").len(), 1);
-
-            // 30 s of silence: the channel is re-opened; the feed stays up and events flow again.
-            tokio::time::sleep(Duration::from_millis(30_500)).await;
-            assert_eq!(o2g.requests("POST /OTEvents").len(), 2, "re-opened after stream_idle_secs");
-            assert!(h.drain().iter().all(|e| !matches!(e, SinkEvent::Feed(_))), "the feed stays up");
-            o2g.push(serde_json::json!({ "eventName": "OnUserStateModified", "loginName": "2624", "state": "BUSY" }));
-            let (who, s) = next_signal(&mut h).await;
-            assert_eq!((who, s.availability), (asa, Some(Availability::Busy)));
-
-            // The server hangs: the channel ends and its re-opening gets no answer. The feed
-            // goes down at the opening's deadline (5 s), not before.
-            o2g.set_health(Health::Hanging);
-            o2g.end_channels();
-            let t0 = Instant::now();
-            until_feed(&mut h, false, Duration::from_secs(30)).await;
-            let took = t0.elapsed();
-            assert!((Duration::from_secs(5)..Duration::from_secs(7)).contains(&took), "down after {took:?}");
-            assert!(h.feed.report().last_error.is_some_and(|e| e.contains("event channel")));
-
-            o2g.set_health(Health::Well);
-            until_feed(&mut h, true, Duration::from_secs(60)).await;
-            stop(&h, run).await;
+    local(async {
+        let mut r = Running::launch(|c| {
+            c.stream_idle_secs = 30;
+            c.call_timeout_secs = 5;
         })
         .await;
+        r.until_feed(true, Duration::from_secs(10)).await;
+        let o2g = r.o2g.clone();
+        assert_eq!(o2g.requests("POST /OTEvents").len(), 1);
+
+        // 30 s of silence: the channel is re-opened; the feed stays up and events flow again.
+        tokio::time::sleep(Duration::from_millis(30_500)).await;
+        assert_eq!(o2g.requests("POST /OTEvents").len(), 2, "re-opened after stream_idle_secs");
+        assert!(r.no_feed_change(None), "the feed stays up");
+        o2g.push(serde_json::json!({ "eventName": "OnUserStateModified", "loginName": "2624", "state": "BUSY" }));
+        assert_eq!(r.next_signal().await, (r.asa, telephony(Availability::Busy, None)));
+
+        // The server hangs: the channel ends and its re-opening gets no answer. The feed goes
+        // down at the opening's deadline (5 s), not before.
+        o2g.set_health(Health::Hanging);
+        o2g.end_channels();
+        let t0 = Instant::now();
+        r.until_feed(false, Duration::from_secs(30)).await;
+        let took = t0.elapsed();
+        assert!((Duration::from_secs(5)..Duration::from_secs(7)).contains(&took), "down after {took:?}");
+        assert!(r.h.feed.report().last_error.is_some_and(|e| e.contains("event channel")));
+
+        o2g.set_health(Health::Well);
+        r.until_feed(true, Duration::from_secs(60)).await;
+        r.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_deletes_the_subscription_then_ends_the_session() {
-    tokio::task::LocalSet::new()
-        .run_until(async {
-            let (_peer, o2g) = O2g::start().await;
-            let (mut h, _, run) = start(&o2g, |_| {});
-            until_feed(&mut h, true, Duration::from_secs(10)).await;
-            assert!(o2g.requests("DELETE /api/rest/1.0/sessions").is_empty());
-            stop(&h, run).await;
+    local(async {
+        let r = Running::up().await;
+        assert!(r.o2g.requests("DELETE /api/rest/1.0/sessions").is_empty());
+        let o2g = r.stop().await;
 
-            // Both calls were made, with the session's cookie, before the task returned.
-            let calls: Vec<String> = o2g.seen.lock().unwrap().iter().map(|s| s.call.clone()).collect();
-            let delete_sub = calls.iter().position(|c| c == "DELETE /api/rest/1.0/subscriptions/sub-1").expect("subscription deleted");
-            let logout = calls.iter().position(|c| c == "DELETE /api/rest/1.0/sessions").expect("session ended");
-            assert!(delete_sub < logout, "{calls:?}");
-            assert_eq!(logout, calls.len() - 1, "nothing after the logout: {calls:?}");
-            assert_eq!(o2g.requests("DELETE /api/rest/1.0/sessions")[0].cookie.as_deref(), Some("AlcUserId=cred-1"));
-        })
-        .await;
+        // Both calls were made, with the session's cookie, before the task returned.
+        let calls: Vec<String> = o2g.seen.lock().unwrap().iter().map(|s| s.call.clone()).collect();
+        let delete_sub = calls.iter().position(|c| c == "DELETE /api/rest/1.0/subscriptions/sub-1").expect("subscription deleted");
+        let logout = calls.iter().position(|c| c == "DELETE /api/rest/1.0/sessions").expect("session ended");
+        assert!(delete_sub < logout, "{calls:?}");
+        assert_eq!(logout, calls.len() - 1, "nothing after the logout: {calls:?}");
+        assert_eq!(o2g.requests("DELETE /api/rest/1.0/sessions")[0].cookie.as_deref(), Some("AlcUserId=cred-1"));
+    })
+    .await;
 }
-
