@@ -155,3 +155,9 @@ async fn serve(mut sock: TcpStream, requests: Arc<Mutex<Vec<Request>>>, script: 
         }
     }
 }
+
+/// Runs `f` on a new `LocalSet`, so it can `spawn_local` a provider's task (which is not
+/// `Send`): the body of every provider runtime test.
+pub async fn local<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::LocalSet::new().run_until(f).await
+}

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 
 use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
 
-use super::parse::{Call, CallData, Event, Leg, MediaState, OperationalState, RoutingState, UserState};
+use super::parse::{Call, CallData, Event, Leg, MediaState, OperationalState, Route, RoutingState, UserState};
 
 /// The instances of a provider's two slots per person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,25 +291,25 @@ pub fn routing(rs: &RoutingState) -> Routing {
     let dnd = rs.dnd_state.as_ref().is_some_and(|d| d.activate);
     let mut notes = Vec::new();
     let mut forward = None;
-    if let Some(f) = rs.forward_routes.first() {
-        if let Some(dest) = destination(&f.destinations) {
-            let cond = condition(f.forward_type.as_deref());
-            if cond.is_empty() {
-                forward = Some(dest.clone());
-            }
-            notes.push(format!("Forwarded to {dest}{cond}"));
+    if let Some((dest, cond)) = first_route(&rs.forward_routes) {
+        if cond.is_empty() {
+            forward = Some(dest.clone());
         }
+        notes.push(format!("Forwarded to {dest}{cond}"));
     }
-    if let Some(o) = rs.overflow_routes.first() {
-        if let Some(dest) = destination(&o.destinations) {
-            let cond = match condition(o.overflow_type.as_deref()) {
-                "" => " on no answer",
-                c => c,
-            };
-            notes.push(format!("Overflow to {dest}{cond}"));
-        }
+    if let Some((dest, cond)) = first_route(&rs.overflow_routes) {
+        // An overflow is never immediate: without a condition it is on no answer.
+        let cond = if cond.is_empty() { condition(Some("NO_ANSWER")) } else { cond };
+        notes.push(format!("Overflow to {dest}{cond}"));
     }
     Routing { dnd, forward, note: (!notes.is_empty()).then(|| notes.join("; ")) }
+}
+
+/// Where the first of `routes` goes and when (as in the SDK only route `[0]` counts); `None`
+/// when it goes nowhere.
+fn first_route(routes: &[Route]) -> Option<(String, &'static str)> {
+    let r = routes.first()?;
+    Some((destination(&r.destinations)?, condition(r.condition.as_deref())))
 }
 
 /// The routing signal (instance [`Instances::routing`]); an empty one retracts the slot.

@@ -30,7 +30,7 @@ use presence_actors::provider::{ProviderContext, TestHarness};
 
 use super::runtime::RESYNC_DEADLINE;
 use super::O2gConfig;
-use crate::common::test_peer::{Reply, Request, TestPeer};
+use crate::common::test_peer::{local, Reply, Request, TestPeer};
 
 const LOGIN: &str = "admin";
 const PASSWORD: &str = "secret";
@@ -269,11 +269,6 @@ impl Running {
     fn no_feed_change(&mut self, up: Option<bool>) -> bool {
         self.h.drain().iter().all(|e| !matches!(e, SinkEvent::Feed(u) if up.is_none_or(|up| *u == up)))
     }
-}
-
-/// Runs a test on a `LocalSet` (the provider's task is not `Send`).
-async fn local(test: impl std::future::Future<Output = ()>) {
-    tokio::task::LocalSet::new().run_until(test).await
 }
 
 /// What a `pbx` signal says: instance, availability, activity, note.

@@ -318,58 +318,41 @@ pub struct TelephonyState {
 }
 
 /// `Destination` of a route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Destination {
     /// `type`: `VOICEMAIL`, `NUMBER`, `ASSOCIATE`, `MOBILE`; anything else means none.
     #[serde(default, rename = "type")]
     pub kind: String,
     /// `deviceId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub device_id: Option<String>,
     /// `number`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub number: Option<String>,
     /// `selected` (presentation routes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub selected: Option<bool>,
 }
 
-/// A presentation route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PresentationRoute {
-    /// `destinations`.
-    #[serde(default)]
-    pub destinations: Vec<Destination>,
-}
-
-/// A forward route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ForwardRoute {
-    /// `forwardType`: absent = immediate; `BUSY`, `NO_ANSWER`, `BUSY_NO_ANSWER`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_type: Option<String>,
-    /// `destinations`: exactly one means a forward.
-    #[serde(default)]
-    pub destinations: Vec<Destination>,
-}
-
-/// An overflow route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OverflowRoute {
-    /// `overflowType`: `BUSY`, `NO_ANSWER`, `BUSY_NO_ANSWER`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overflow_type: Option<String>,
-    /// `destinations`.
+/// A route of a [`RoutingState`]: presentation (`presentationRoutes[]`), forward
+/// (`forwardRoutes[]`) or overflow (`overflowRoutes[]`). The three differ only in the field that
+/// says when a route applies, which a presentation route lacks and the others name after their
+/// kind: `forwardType` (absent = immediate), `overflowType` — both read into
+/// [`Route::condition`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Route {
+    /// `forwardType` or `overflowType`: `BUSY`, `NO_ANSWER`, `BUSY_NO_ANSWER` (a forward's
+    /// absent or `IMMEDIATE`: immediate).
+    #[serde(default, rename = "forwardType", alias = "overflowType")]
+    pub condition: Option<String>,
+    /// `destinations`: exactly one means the route is set.
     #[serde(default)]
     pub destinations: Vec<Destination>,
 }
 
 /// `dndState`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct DndState {
     /// `activate`.
     #[serde(default)]
@@ -377,20 +360,20 @@ pub struct DndState {
 }
 
 /// `RoutingState`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutingState {
     /// `presentationRoutes`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub presentation_routes: Vec<PresentationRoute>,
+    #[serde(default)]
+    pub presentation_routes: Vec<Route>,
     /// `forwardRoutes` (only `[0]` counts).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub forward_routes: Vec<ForwardRoute>,
+    #[serde(default)]
+    pub forward_routes: Vec<Route>,
     /// `overflowRoutes` (only `[0]` counts).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub overflow_routes: Vec<OverflowRoute>,
+    #[serde(default)]
+    pub overflow_routes: Vec<Route>,
     /// `dndState` (absent = off).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub dnd_state: Option<DndState>,
 }
 
