@@ -336,6 +336,12 @@ mod tests {
         parse_event(&std::fs::read(&path).unwrap()).unwrap()
     }
 
+    /// What `t` says once `event` is applied.
+    fn after(t: &mut UserTelephony, event: Event) -> String {
+        t.apply(&event);
+        view(t)
+    }
+
     fn view(t: &UserTelephony) -> String {
         match t.signal(&Instances::of("o2g"), 0) {
             None => "-".into(),
@@ -352,19 +358,13 @@ mod tests {
     fn a_call_rings_is_answered_held_and_ends() {
         let mut t = UserTelephony::new();
         assert_eq!(view(&t), "-");
-        t.apply(&fixture("on_call_created.json"));
-        assert_eq!(view(&t), "Busy/Ringing");
-        t.apply(&fixture("on_user_state_modified.json"));
-        assert_eq!(view(&t), "Busy/Ringing");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"ACTIVE"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"HELD"}]}"#));
-        assert_eq!(view(&t), "Busy/OnHold");
+        assert_eq!(after(&mut t, fixture("on_call_created.json")), "Busy/Ringing");
+        assert_eq!(after(&mut t, fixture("on_user_state_modified.json")), "Busy/Ringing");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"ACTIVE"}]}"#)), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"HELD"}]}"#)), "Busy/OnHold");
         // Removed: the BUSY user state from before the removal does not keep the person busy.
-        t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"2624","callRef":"3b1f0a2c","cause":"CLEARED"}"#));
-        assert_eq!(view(&t), "Available/-");
-        t.apply(&ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallRemoved","loginName":"2624","callRef":"3b1f0a2c","cause":"CLEARED"}"#)), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#)), "Available/-");
         assert_eq!(t.calls(), 0);
     }
 
@@ -375,23 +375,16 @@ mod tests {
             r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"a","legs":[{"deviceId":"1","state":"HELD"}]}"#,
         ));
         assert_eq!(view(&t), "Busy/OnHold");
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"b","legs":[{"deviceId":"1","state":"DIALING"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"b","modifiedLegs":[{"deviceId":"1","state":"RINGING_OUTGOING"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"b","legs":[{"deviceId":"1","state":"DIALING"}]}"#)), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"b","modifiedLegs":[{"deviceId":"1","state":"RINGING_OUTGOING"}]}"#)), "Busy/InACall");
         // Call waiting: a ringing call wins over a held one and a talking one.
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"c","legs":[{"deviceId":"1","state":"RINGING_INCOMING"}]}"#));
-        assert_eq!(view(&t), "Busy/Ringing");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"c","legs":[{"deviceId":"1","state":"RINGING_INCOMING"}]}"#)), "Busy/Ringing");
         t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"c"}"#));
-        t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"b"}"#));
-        assert_eq!(view(&t), "Busy/OnHold");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"b"}"#)), "Busy/OnHold");
         // Legs going idle or releasing do not count; callData.state stands in without legs.
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"a","modifiedLegs":[{"deviceId":"1","state":"RELEASING"}]}"#));
-        assert_eq!(view(&t), "Available/-");
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"d","callData":{"state":"OFF_HOOK"}}"#));
-        assert_eq!(view(&t), "Busy/-");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"d","removedLegs":[],"addedLegs":[{"deviceId":"1","state":"UNKNOWN"}]}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"a","modifiedLegs":[{"deviceId":"1","state":"RELEASING"}]}"#)), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"d","callData":{"state":"OFF_HOOK"}}"#)), "Busy/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"d","removedLegs":[],"addedLegs":[{"deviceId":"1","state":"UNKNOWN"}]}"#)), "Available/-");
     }
 
     #[test]
@@ -409,25 +402,19 @@ mod tests {
         ));
         t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"x","replacedByCallRef":"y"}"#));
         assert_eq!((t.calls(), view(&t).as_str()), (1, "Busy/InACall"));
-        t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"y"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"y"}"#)), "Available/-");
         // A modification of a call never seen (its OnCallCreated was missed) is tracked.
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","modifiedLegs":[{"deviceId":"1","state":"ACTIVE"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","modifiedLegs":[{"deviceId":"1","state":"ACTIVE"}]}"#)), "Busy/InACall");
         // Removed legs, in the Node spelling too.
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","removedLeg":[{"deviceId":"1","state":"IDLE"}]}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","removedLeg":[{"deviceId":"1","state":"IDLE"}]}"#)), "Available/-");
     }
 
     #[test]
     fn user_state_is_the_fallback_without_call_information() {
         let mut t = UserTelephony::new();
-        t.apply(&fixture("on_user_state_modified.json"));
-        assert_eq!(view(&t), "Busy/-");
-        t.apply(&ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#));
-        assert_eq!(view(&t), "Available/-");
-        t.apply(&ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"UNKNOWN"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, fixture("on_user_state_modified.json")), "Busy/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#)), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"UNKNOWN"}"#)), "Available/-");
     }
 
     #[test]
@@ -439,22 +426,17 @@ mod tests {
         t.apply(&ev(r#"{"eventName":"OnTelephonyState","loginName":"2624","state":{"calls":[],"userState":"FREE"}}"#));
         assert_eq!((t.calls(), view(&t).as_str()), (0, "Available/-"));
         // No calls but BUSY (off hook on a device O2G does not report calls for): Busy.
-        t.apply(&ev(r#"{"eventName":"OnTelephonyState","loginName":"2624","state":{"userState":"BUSY"}}"#));
-        assert_eq!(view(&t), "Busy/-");
-        t.apply(&ev(r#"{"eventName":"OnTelephonyState","loginName":"2624"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnTelephonyState","loginName":"2624","state":{"userState":"BUSY"}}"#)), "Busy/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnTelephonyState","loginName":"2624"}"#)), "Available/-");
     }
 
     #[test]
     fn devices_out_of_service_annotate() {
         let mut t = UserTelephony::new();
-        t.apply(&fixture("on_device_state_modified.json"));
-        assert_eq!(view(&t), "None/- (Desk phone out of service)");
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"2624","callRef":"a","legs":[{"deviceId":"2624","state":"RINGING_INCOMING"}]}"#));
-        assert_eq!(view(&t), "Busy/Ringing");
+        assert_eq!(after(&mut t, fixture("on_device_state_modified.json")), "None/- (Desk phone out of service)");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"2624","callRef":"a","legs":[{"deviceId":"2624","state":"RINGING_INCOMING"}]}"#)), "Busy/Ringing");
         t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"2624","callRef":"a"}"#));
-        t.apply(&ev(r#"{"eventName":"OnDeviceStateModified","loginName":"2624","deviceStates":[{"deviceId":"2624","state":"IN_SERVICE"}]}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnDeviceStateModified","loginName":"2624","deviceStates":[{"deviceId":"2624","state":"IN_SERVICE"}]}"#)), "Available/-");
     }
 
     #[test]
