@@ -31,25 +31,20 @@
 
 use std::collections::BTreeMap;
 
+use crate::common::slots;
 use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
 
 use super::parse::{Call, CallData, Event, Leg, MediaState, OperationalState, Route, RoutingState, UserState};
 
-/// The instances of a provider's two slots per person.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instances {
-    /// Telephony: the provider's name.
-    pub telephony: String,
-    /// Routing (DND, forwards): `{name}-routing`.
-    pub routing: String,
-}
+slots::second_slot!(
+    /// The routing slot (DND, forwards), beside the telephony: instance `{name}-routing`.
+    RoutingSlot = "routing"
+);
 
-impl Instances {
-    /// The instances of the provider named `name`.
-    pub fn of(name: &str) -> Instances {
-        Instances { telephony: name.to_string(), routing: format!("{name}-routing") }
-    }
-}
+/// The instances of a provider's two slots per person: telephony ([`Instances::first`], the
+/// provider's name) and routing ([`Instances::second`], `{name}-routing`).
+pub type Instances = slots::Instances<RoutingSlot>;
+
 /// Most calls tracked per person (a peer cannot grow the state without bound).
 pub const MAX_CALLS: usize = 16;
 /// Most legs tracked per call.
@@ -227,7 +222,7 @@ impl UserTelephony {
         !self.devices.is_empty() && self.devices.values().all(|s| *s == OperationalState::OutOfService)
     }
 
-    /// The `pbx` signal (instance [`Instances::telephony`]), or `None` while nothing has been
+    /// The `pbx` signal (instance [`Instances::first`]), or `None` while nothing has been
     /// heard.
     pub fn signal(&self, instances: &Instances, now: UnixMs) -> Option<Signal> {
         if !self.known {
@@ -239,14 +234,14 @@ impl UserTelephony {
             CallState::Held => (Availability::Busy, Some(Activity::OnHold)),
             CallState::OffHook => (Availability::Busy, None),
             CallState::Idle if self.out_of_service() => {
-                return Some(Signal::new(Source::Pbx, &instances.telephony, None, now).note("Desk phone out of service"));
+                return Some(Signal::new(Source::Pbx, &instances.first, None, now).note("Desk phone out of service"));
             }
             CallState::Idle if self.user_state_newer && self.user_state == Some(UserState::Busy) => {
                 (Availability::Busy, None)
             }
             CallState::Idle => (Availability::Available, None),
         };
-        let mut s = Signal::new(Source::Pbx, &instances.telephony, Some(availability), now);
+        let mut s = Signal::new(Source::Pbx, &instances.first, Some(availability), now);
         s.activity = activity;
         Some(s)
     }
@@ -312,10 +307,10 @@ fn first_route(routes: &[Route]) -> Option<(String, &'static str)> {
     Some((destination(&r.destinations)?, condition(r.condition.as_deref())))
 }
 
-/// The routing signal (instance [`Instances::routing`]); an empty one retracts the slot.
+/// The routing signal (instance [`Instances::second`]); an empty one retracts the slot.
 pub fn routing_signal(rs: &RoutingState, instances: &Instances, now: UnixMs) -> Signal {
     let r = routing(rs);
-    let mut s = Signal::new(Source::Pbx, &instances.routing, r.dnd.then_some(Availability::DoNotDisturb), now);
+    let mut s = Signal::new(Source::Pbx, &instances.second, r.dnd.then_some(Availability::DoNotDisturb), now);
     if let Some(n) = &r.note {
         s = s.note(n);
     }
