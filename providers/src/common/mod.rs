@@ -11,6 +11,7 @@
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
 //! - [`secret`]: random secrets from the operating system.
+//! - [`slots`]: the instances of a provider's two signal slots per person.
 //! - [`task`]: a provider's task from its runtime's `run`.
 //!
 //! A provider uses these and keeps only what is its own: its wire formats (`parse.rs`), its
@@ -25,6 +26,7 @@ pub mod json;
 pub mod microsoft;
 pub mod oauth;
 pub mod secret;
+pub mod slots;
 #[cfg(test)]
 pub(crate) mod test_peer;
 

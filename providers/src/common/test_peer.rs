@@ -1,6 +1,6 @@
 //! A scripted HTTP peer on loopback for the providers' runtime tests: every request is
-//! recorded and answered by a closure, so a runtime can be driven through outages, hangs and
-//! oversized answers without a simulator or a hub. Test-only.
+//! recorded and answered by a closure, so a runtime can be driven through outages, hangs,
+//! oversized answers and event streams without a simulator or a hub. Test-only.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +30,10 @@ pub enum Reply {
     /// A `200` whose chunked body never ends (`chunk` repeated); records how much was sent
     /// before the client hung up.
     Endless(Vec<u8>),
+    /// A `200` whose chunked body is what the test sends on the channel, a chunk per message,
+    /// for as long as it likes: the body ends cleanly when every sender is dropped (an event
+    /// stream that the test feeds and closes).
+    Stream(tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>),
 }
 
 type Script = dyn Fn(&Request) -> Reply + Send + Sync;
@@ -138,6 +142,15 @@ async fn serve(mut sock: TcpStream, requests: Arc<Mutex<Vec<Request>>>, script: 
                 }
                 endless.lock().unwrap().push(sent);
                 return Ok(());
+            }
+            Reply::Stream(mut rx) => {
+                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n").await?;
+                while let Some(data) = rx.recv().await {
+                    if !data.is_empty() {
+                        sock.write_all(&[format!("{:x}\r\n", data.len()).into_bytes(), data, b"\r\n".to_vec()].concat()).await?;
+                    }
+                }
+                sock.write_all(b"0\r\n\r\n").await?;
             }
         }
     }

@@ -5,13 +5,13 @@
 //! device status, the calls in progress (from the CSTA call events) and the absences. Two
 //! signals come out per person:
 //!
-//! - instance `{name}` (the provider's name, [`Instances::phone`]), the phone: a call up →
+//! - instance `{name}` (the provider's name, [`Instances::first`]), the phone: a call up →
 //!   Busy/InACall, ringing → Busy/Ringing, `BUSY` → Busy/InACall (MBN's "busy" is busy on the
 //!   phone), `AVAILABLE` → Available, `OFFLINE` → Offline (the device says so: switched off, no
 //!   coverage). With several lines the busiest wins, and Offline only when every known line is
 //!   offline. Nothing known → a retraction. A lost feed is never Offline: the runtime marks the
 //!   feed down (stale).
-//! - instance `{name}-absence` ([`Instances::absence`]): the current absence (the active one that
+//! - instance `{name}-absence` ([`Instances::second`]): the current absence (the active one that
 //!   started last, else the next scheduled one) through the hub's absence reason list —
 //!   availability, activity and out-of-office from the reason, the note from the absence text,
 //!   `valid_from`/`valid_until` from its times. No absence → a retraction.
@@ -21,25 +21,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::common::slots;
 use presence_actors::model::{AbsenceReason, Activity, Availability, Signal, Source, UnixMs};
 
 use super::parse::{self, Absence, CallState, DeviceStatus, Event, EventKind, UserStatus};
 
-/// The instances of a provider's two slots per person.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instances {
-    /// The phone: the provider's name.
-    pub phone: String,
-    /// The absence: `{name}-absence`.
-    pub absence: String,
-}
+slots::second_slot!(
+    /// The absence slot, beside the phone: instance `{name}-absence`.
+    AbsenceSlot = "absence"
+);
 
-impl Instances {
-    /// The instances of the provider named `name`.
-    pub fn of(name: &str) -> Instances {
-        Instances { phone: name.to_string(), absence: format!("{name}-absence") }
-    }
-}
+/// The instances of a provider's two slots per person: the phone ([`Instances::first`], the
+/// provider's name) and the absence ([`Instances::second`], `{name}-absence`).
+pub type Instances = slots::Instances<AbsenceSlot>;
+
 /// Most calls tracked per line (more are ignored until some clear).
 pub const MAX_CALLS_PER_LINE: usize = 16;
 /// Most lines (numbers) kept per person.
@@ -63,7 +58,7 @@ pub enum Phone {
 }
 
 impl Phone {
-    /// The phone signal (instance [`Instances::phone`]); [`Phone::Unknown`] gives a retraction.
+    /// The phone signal (instance [`Instances::first`]); [`Phone::Unknown`] gives a retraction.
     pub fn signal(self, instances: &Instances, now: UnixMs) -> Signal {
         let (a, act) = match self {
             Phone::Unknown => (None, None),
@@ -72,7 +67,7 @@ impl Phone {
             Phone::Busy | Phone::InACall => (Some(Availability::Busy), Some(Activity::InACall)),
             Phone::Ringing => (Some(Availability::Busy), Some(Activity::Ringing)),
         };
-        let s = Signal::new(Source::Mobile, &instances.phone, a, now);
+        let s = Signal::new(Source::Mobile, &instances.first, a, now);
         match act {
             Some(act) => s.with_activity(act),
             None => s,
@@ -300,11 +295,11 @@ impl Reasons {
     }
 }
 
-/// The absence signal (instance [`Instances::absence`]) for `absence` (none: a retraction).
+/// The absence signal (instance [`Instances::second`]) for `absence` (none: a retraction).
 pub fn absence_signal(absence: Option<&Absence>, reasons: &Reasons, instances: &Instances, now: UnixMs) -> Signal {
-    let Some(a) = absence else { return Signal::new(Source::Mobile, &instances.absence, None, now) };
+    let Some(a) = absence else { return Signal::new(Source::Mobile, &instances.second, None, now) };
     let r = reasons.reason_for(&a.kind);
-    let mut s = Signal::new(Source::Mobile, &instances.absence, r.availability, now).valid(a.from, a.to);
+    let mut s = Signal::new(Source::Mobile, &instances.second, r.availability, now).valid(a.from, a.to);
     s.activity = r.activity;
     s.ooo = r.ooo;
     if let Some(t) = &a.text {

@@ -31,25 +31,20 @@
 
 use std::collections::BTreeMap;
 
+use crate::common::slots;
 use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
 
-use super::parse::{Call, CallData, Event, Leg, MediaState, OperationalState, RoutingState, UserState};
+use super::parse::{Call, CallData, Event, Leg, MediaState, OperationalState, Route, RoutingState, UserState};
 
-/// The instances of a provider's two slots per person.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instances {
-    /// Telephony: the provider's name.
-    pub telephony: String,
-    /// Routing (DND, forwards): `{name}-routing`.
-    pub routing: String,
-}
+slots::second_slot!(
+    /// The routing slot (DND, forwards), beside the telephony: instance `{name}-routing`.
+    RoutingSlot = "routing"
+);
 
-impl Instances {
-    /// The instances of the provider named `name`.
-    pub fn of(name: &str) -> Instances {
-        Instances { telephony: name.to_string(), routing: format!("{name}-routing") }
-    }
-}
+/// The instances of a provider's two slots per person: telephony ([`Instances::first`], the
+/// provider's name) and routing ([`Instances::second`], `{name}-routing`).
+pub type Instances = slots::Instances<RoutingSlot>;
+
 /// Most calls tracked per person (a peer cannot grow the state without bound).
 pub const MAX_CALLS: usize = 16;
 /// Most legs tracked per call.
@@ -227,7 +222,7 @@ impl UserTelephony {
         !self.devices.is_empty() && self.devices.values().all(|s| *s == OperationalState::OutOfService)
     }
 
-    /// The `pbx` signal (instance [`Instances::telephony`]), or `None` while nothing has been
+    /// The `pbx` signal (instance [`Instances::first`]), or `None` while nothing has been
     /// heard.
     pub fn signal(&self, instances: &Instances, now: UnixMs) -> Option<Signal> {
         if !self.known {
@@ -239,14 +234,14 @@ impl UserTelephony {
             CallState::Held => (Availability::Busy, Some(Activity::OnHold)),
             CallState::OffHook => (Availability::Busy, None),
             CallState::Idle if self.out_of_service() => {
-                return Some(Signal::new(Source::Pbx, &instances.telephony, None, now).note("Desk phone out of service"));
+                return Some(Signal::new(Source::Pbx, &instances.first, None, now).note("Desk phone out of service"));
             }
             CallState::Idle if self.user_state_newer && self.user_state == Some(UserState::Busy) => {
                 (Availability::Busy, None)
             }
             CallState::Idle => (Availability::Available, None),
         };
-        let mut s = Signal::new(Source::Pbx, &instances.telephony, Some(availability), now);
+        let mut s = Signal::new(Source::Pbx, &instances.first, Some(availability), now);
         s.activity = activity;
         Some(s)
     }
@@ -291,31 +286,31 @@ pub fn routing(rs: &RoutingState) -> Routing {
     let dnd = rs.dnd_state.as_ref().is_some_and(|d| d.activate);
     let mut notes = Vec::new();
     let mut forward = None;
-    if let Some(f) = rs.forward_routes.first() {
-        if let Some(dest) = destination(&f.destinations) {
-            let cond = condition(f.forward_type.as_deref());
-            if cond.is_empty() {
-                forward = Some(dest.clone());
-            }
-            notes.push(format!("Forwarded to {dest}{cond}"));
+    if let Some((dest, cond)) = first_route(&rs.forward_routes) {
+        if cond.is_empty() {
+            forward = Some(dest.clone());
         }
+        notes.push(format!("Forwarded to {dest}{cond}"));
     }
-    if let Some(o) = rs.overflow_routes.first() {
-        if let Some(dest) = destination(&o.destinations) {
-            let cond = match condition(o.overflow_type.as_deref()) {
-                "" => " on no answer",
-                c => c,
-            };
-            notes.push(format!("Overflow to {dest}{cond}"));
-        }
+    if let Some((dest, cond)) = first_route(&rs.overflow_routes) {
+        // An overflow is never immediate: without a condition it is on no answer.
+        let cond = if cond.is_empty() { condition(Some("NO_ANSWER")) } else { cond };
+        notes.push(format!("Overflow to {dest}{cond}"));
     }
     Routing { dnd, forward, note: (!notes.is_empty()).then(|| notes.join("; ")) }
 }
 
-/// The routing signal (instance [`Instances::routing`]); an empty one retracts the slot.
+/// Where the first of `routes` goes and when (as in the SDK only route `[0]` counts); `None`
+/// when it goes nowhere.
+fn first_route(routes: &[Route]) -> Option<(String, &'static str)> {
+    let r = routes.first()?;
+    Some((destination(&r.destinations)?, condition(r.condition.as_deref())))
+}
+
+/// The routing signal (instance [`Instances::second`]); an empty one retracts the slot.
 pub fn routing_signal(rs: &RoutingState, instances: &Instances, now: UnixMs) -> Signal {
     let r = routing(rs);
-    let mut s = Signal::new(Source::Pbx, &instances.routing, r.dnd.then_some(Availability::DoNotDisturb), now);
+    let mut s = Signal::new(Source::Pbx, &instances.second, r.dnd.then_some(Availability::DoNotDisturb), now);
     if let Some(n) = &r.note {
         s = s.note(n);
     }
@@ -336,6 +331,12 @@ mod tests {
         parse_event(&std::fs::read(&path).unwrap()).unwrap()
     }
 
+    /// What `t` says once `event` is applied.
+    fn after(t: &mut UserTelephony, event: Event) -> String {
+        t.apply(&event);
+        view(t)
+    }
+
     fn view(t: &UserTelephony) -> String {
         match t.signal(&Instances::of("o2g"), 0) {
             None => "-".into(),
@@ -352,19 +353,13 @@ mod tests {
     fn a_call_rings_is_answered_held_and_ends() {
         let mut t = UserTelephony::new();
         assert_eq!(view(&t), "-");
-        t.apply(&fixture("on_call_created.json"));
-        assert_eq!(view(&t), "Busy/Ringing");
-        t.apply(&fixture("on_user_state_modified.json"));
-        assert_eq!(view(&t), "Busy/Ringing");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"ACTIVE"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"HELD"}]}"#));
-        assert_eq!(view(&t), "Busy/OnHold");
+        assert_eq!(after(&mut t, fixture("on_call_created.json")), "Busy/Ringing");
+        assert_eq!(after(&mut t, fixture("on_user_state_modified.json")), "Busy/Ringing");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"ACTIVE"}]}"#)), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"2624","callRef":"3b1f0a2c","modifiedLegs":[{"deviceId":"2624","state":"HELD"}]}"#)), "Busy/OnHold");
         // Removed: the BUSY user state from before the removal does not keep the person busy.
-        t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"2624","callRef":"3b1f0a2c","cause":"CLEARED"}"#));
-        assert_eq!(view(&t), "Available/-");
-        t.apply(&ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallRemoved","loginName":"2624","callRef":"3b1f0a2c","cause":"CLEARED"}"#)), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#)), "Available/-");
         assert_eq!(t.calls(), 0);
     }
 
@@ -375,23 +370,16 @@ mod tests {
             r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"a","legs":[{"deviceId":"1","state":"HELD"}]}"#,
         ));
         assert_eq!(view(&t), "Busy/OnHold");
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"b","legs":[{"deviceId":"1","state":"DIALING"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"b","modifiedLegs":[{"deviceId":"1","state":"RINGING_OUTGOING"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"b","legs":[{"deviceId":"1","state":"DIALING"}]}"#)), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"b","modifiedLegs":[{"deviceId":"1","state":"RINGING_OUTGOING"}]}"#)), "Busy/InACall");
         // Call waiting: a ringing call wins over a held one and a talking one.
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"c","legs":[{"deviceId":"1","state":"RINGING_INCOMING"}]}"#));
-        assert_eq!(view(&t), "Busy/Ringing");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"c","legs":[{"deviceId":"1","state":"RINGING_INCOMING"}]}"#)), "Busy/Ringing");
         t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"c"}"#));
-        t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"b"}"#));
-        assert_eq!(view(&t), "Busy/OnHold");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"b"}"#)), "Busy/OnHold");
         // Legs going idle or releasing do not count; callData.state stands in without legs.
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"a","modifiedLegs":[{"deviceId":"1","state":"RELEASING"}]}"#));
-        assert_eq!(view(&t), "Available/-");
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"d","callData":{"state":"OFF_HOOK"}}"#));
-        assert_eq!(view(&t), "Busy/-");
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"d","removedLegs":[],"addedLegs":[{"deviceId":"1","state":"UNKNOWN"}]}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"a","modifiedLegs":[{"deviceId":"1","state":"RELEASING"}]}"#)), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"1","callRef":"d","callData":{"state":"OFF_HOOK"}}"#)), "Busy/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"d","removedLegs":[],"addedLegs":[{"deviceId":"1","state":"UNKNOWN"}]}"#)), "Available/-");
     }
 
     #[test]
@@ -409,25 +397,19 @@ mod tests {
         ));
         t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"x","replacedByCallRef":"y"}"#));
         assert_eq!((t.calls(), view(&t).as_str()), (1, "Busy/InACall"));
-        t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"y"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallRemoved","loginName":"1","callRef":"y"}"#)), "Available/-");
         // A modification of a call never seen (its OnCallCreated was missed) is tracked.
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","modifiedLegs":[{"deviceId":"1","state":"ACTIVE"}]}"#));
-        assert_eq!(view(&t), "Busy/InACall");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","modifiedLegs":[{"deviceId":"1","state":"ACTIVE"}]}"#)), "Busy/InACall");
         // Removed legs, in the Node spelling too.
-        t.apply(&ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","removedLeg":[{"deviceId":"1","state":"IDLE"}]}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallModified","loginName":"1","callRef":"z","removedLeg":[{"deviceId":"1","state":"IDLE"}]}"#)), "Available/-");
     }
 
     #[test]
     fn user_state_is_the_fallback_without_call_information() {
         let mut t = UserTelephony::new();
-        t.apply(&fixture("on_user_state_modified.json"));
-        assert_eq!(view(&t), "Busy/-");
-        t.apply(&ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#));
-        assert_eq!(view(&t), "Available/-");
-        t.apply(&ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"UNKNOWN"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, fixture("on_user_state_modified.json")), "Busy/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"FREE"}"#)), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnUserStateModified","loginName":"2624","state":"UNKNOWN"}"#)), "Available/-");
     }
 
     #[test]
@@ -439,22 +421,17 @@ mod tests {
         t.apply(&ev(r#"{"eventName":"OnTelephonyState","loginName":"2624","state":{"calls":[],"userState":"FREE"}}"#));
         assert_eq!((t.calls(), view(&t).as_str()), (0, "Available/-"));
         // No calls but BUSY (off hook on a device O2G does not report calls for): Busy.
-        t.apply(&ev(r#"{"eventName":"OnTelephonyState","loginName":"2624","state":{"userState":"BUSY"}}"#));
-        assert_eq!(view(&t), "Busy/-");
-        t.apply(&ev(r#"{"eventName":"OnTelephonyState","loginName":"2624"}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnTelephonyState","loginName":"2624","state":{"userState":"BUSY"}}"#)), "Busy/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnTelephonyState","loginName":"2624"}"#)), "Available/-");
     }
 
     #[test]
     fn devices_out_of_service_annotate() {
         let mut t = UserTelephony::new();
-        t.apply(&fixture("on_device_state_modified.json"));
-        assert_eq!(view(&t), "None/- (Desk phone out of service)");
-        t.apply(&ev(r#"{"eventName":"OnCallCreated","loginName":"2624","callRef":"a","legs":[{"deviceId":"2624","state":"RINGING_INCOMING"}]}"#));
-        assert_eq!(view(&t), "Busy/Ringing");
+        assert_eq!(after(&mut t, fixture("on_device_state_modified.json")), "None/- (Desk phone out of service)");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnCallCreated","loginName":"2624","callRef":"a","legs":[{"deviceId":"2624","state":"RINGING_INCOMING"}]}"#)), "Busy/Ringing");
         t.apply(&ev(r#"{"eventName":"OnCallRemoved","loginName":"2624","callRef":"a"}"#));
-        t.apply(&ev(r#"{"eventName":"OnDeviceStateModified","loginName":"2624","deviceStates":[{"deviceId":"2624","state":"IN_SERVICE"}]}"#));
-        assert_eq!(view(&t), "Available/-");
+        assert_eq!(after(&mut t, ev(r#"{"eventName":"OnDeviceStateModified","loginName":"2624","deviceStates":[{"deviceId":"2624","state":"IN_SERVICE"}]}"#)), "Available/-");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub mod parse;
 pub mod reader;
 pub mod runtime;
 pub mod session;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -266,7 +268,7 @@ pub fn task(config: &O2gConfig, ctx: ProviderContext) -> Result<ProviderTask, Bu
 }
 
 #[cfg(test)]
-mod tests {
+mod config_tests {
     use super::*;
 
     fn parse(extra: &str) -> Result<O2gConfig, String> {

@@ -19,11 +19,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::hook::{Counters, O2gHook};
@@ -439,7 +440,7 @@ impl Runtime {
             let ttl = s.as_ref().map_or(parse::DEFAULT_TTL_SECS, |s| s.info.ttl_secs());
             Duration::from_millis(((ttl as f64 * 1000.0 * f) as u64).max(500))
         };
-        let mut keepalive_at = tokio::time::Instant::now() + interval(&self.session, self.cfg.keepalive_fraction);
+        let mut keepalive_at = Instant::now() + interval(&self.session, self.cfg.keepalive_fraction);
         let mut keepalive_failures = 0u32;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -453,7 +454,7 @@ impl Runtime {
                     match session.keepalive().await {
                         Ok(()) => {
                             keepalive_failures = 0;
-                            keepalive_at = tokio::time::Instant::now() + interval(&self.session, self.cfg.keepalive_fraction);
+                            keepalive_at = Instant::now() + interval(&self.session, self.cfg.keepalive_fraction);
                         }
                         Err(e) if e.unauthorized() || e.status() == Some(404) => {
                             return Outcome::Lost(Lost::new(format!("keep-alive: {e} (session expired)"), true));
@@ -464,7 +465,7 @@ impl Runtime {
                             if keepalive_failures >= 2 {
                                 return Outcome::Lost(Lost::new(format!("keep-alive: {e}"), false));
                             }
-                            keepalive_at = tokio::time::Instant::now() + interval(&self.session, 0.1).min(Duration::from_secs(5));
+                            keepalive_at = Instant::now() + interval(&self.session, 0.1).min(Duration::from_secs(5));
                         }
                     }
                 }

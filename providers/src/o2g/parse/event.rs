@@ -1,7 +1,7 @@
 //! The events: one flat JSON object with `eventName` at top level per stream line or webhook
 //! POST. The payloads are the SDKs' types, with the fields presence uses.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{bounded, ParseError, HEARTBEAT_TEXT, MAX_EVENT_BYTES};
@@ -14,8 +14,8 @@ use presence_actors::model::activity::truncate;
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
-        #[serde(from = "String", into = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+        #[serde(from = "String")]
         pub enum $name {
             $($(#[$vm])* $v,)+
             /// A value this parser does not know (kept, bounded).
@@ -27,11 +27,6 @@ macro_rules! wire_enum {
                     $($s => $name::$v,)+
                     _ => $name::Other(truncate(&s, 64).to_string()),
                 }
-            }
-        }
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.as_str().to_string()
             }
         }
         impl $name {
@@ -98,55 +93,45 @@ wire_enum!(
 // Event payloads.
 
 /// `PartyInfo.id`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct PartyId {
     /// `loginName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_name: Option<String>,
     /// `phoneNumber`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
 }
 
 /// `PartyInfo` (initial called, participants' identity).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct PartyInfo {
     /// `id`.
-    #[serde(default)]
     pub id: Option<PartyId>,
     /// `firstName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
     /// `lastName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
     /// `displayName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
 }
 
 /// `CallData` (the fields presence uses).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct CallData {
     /// `initialCalled`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_called: Option<PartyInfo>,
     /// `deviceCall`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_call: Option<bool>,
     /// `anonymous`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<bool>,
     /// `state`: the call's media state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<MediaState>,
 }
 
 /// `Leg`: one of the user's devices in a call.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Leg {
     /// `deviceId`: the device's number.
@@ -159,21 +144,21 @@ pub struct Leg {
 }
 
 /// `Participant`: another party of a call.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Participant {
     /// `participantId`.
     pub participant_id: String,
     /// `identity`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub identity: Option<PartyInfo>,
     /// `state`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub state: Option<MediaState>,
 }
 
 /// `Call` (in `OnTelephonyState.state.calls`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Call {
     /// `callRef`.
@@ -296,13 +281,11 @@ pub struct DeviceStateModified {
 
 /// `TelephonicState`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct TelephonicState {
     /// `calls`: the user's calls now.
-    #[serde(default)]
     pub calls: Vec<Call>,
     /// `userState`.
-    #[serde(default)]
     pub user_state: Option<UserState>,
 }
 
@@ -318,79 +301,55 @@ pub struct TelephonyState {
 }
 
 /// `Destination` of a route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Destination {
     /// `type`: `VOICEMAIL`, `NUMBER`, `ASSOCIATE`, `MOBILE`; anything else means none.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// `deviceId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// `number`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<String>,
     /// `selected` (presentation routes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
 }
 
-/// A presentation route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PresentationRoute {
-    /// `destinations`.
-    #[serde(default)]
-    pub destinations: Vec<Destination>,
-}
-
-/// A forward route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ForwardRoute {
-    /// `forwardType`: absent = immediate; `BUSY`, `NO_ANSWER`, `BUSY_NO_ANSWER`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_type: Option<String>,
-    /// `destinations`: exactly one means a forward.
-    #[serde(default)]
-    pub destinations: Vec<Destination>,
-}
-
-/// An overflow route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OverflowRoute {
-    /// `overflowType`: `BUSY`, `NO_ANSWER`, `BUSY_NO_ANSWER`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overflow_type: Option<String>,
-    /// `destinations`.
-    #[serde(default)]
+/// A route of a [`RoutingState`]: presentation (`presentationRoutes[]`), forward
+/// (`forwardRoutes[]`) or overflow (`overflowRoutes[]`). The three differ only in the field that
+/// says when a route applies, which a presentation route lacks and the others name after their
+/// kind: `forwardType` (absent = immediate), `overflowType` — both read into
+/// [`Route::condition`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Route {
+    /// `forwardType` or `overflowType`: `BUSY`, `NO_ANSWER`, `BUSY_NO_ANSWER` (a forward's
+    /// absent or `IMMEDIATE`: immediate).
+    #[serde(rename = "forwardType", alias = "overflowType")]
+    pub condition: Option<String>,
+    /// `destinations`: exactly one means the route is set.
     pub destinations: Vec<Destination>,
 }
 
 /// `dndState`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct DndState {
     /// `activate`.
-    #[serde(default)]
     pub activate: bool,
 }
 
 /// `RoutingState`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct RoutingState {
     /// `presentationRoutes`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub presentation_routes: Vec<PresentationRoute>,
+    pub presentation_routes: Vec<Route>,
     /// `forwardRoutes` (only `[0]` counts).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub forward_routes: Vec<ForwardRoute>,
+    pub forward_routes: Vec<Route>,
     /// `overflowRoutes` (only `[0]` counts).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub overflow_routes: Vec<OverflowRoute>,
+    pub overflow_routes: Vec<Route>,
     /// `dndState` (absent = off).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dnd_state: Option<DndState>,
 }
 
@@ -406,16 +365,13 @@ pub struct RoutingStateChanged {
 
 /// `eventSummary` counters (absent = unknown).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct EventSummary {
     /// `missedCallsNb`.
-    #[serde(default)]
     pub missed_calls_nb: Option<u32>,
     /// `voiceMessagesNb`.
-    #[serde(default)]
     pub voice_messages_nb: Option<u32>,
     /// `callBackRequestsNb`.
-    #[serde(default)]
     pub call_back_requests_nb: Option<u32>,
 }
 

@@ -168,8 +168,15 @@ fn every_event_kind_parses_from_its_fixture() {
     let Event::RoutingStateChanged(rs) = parse_event(&fixture("on_routing_state_changed.json")).unwrap() else {
         panic!()
     };
-    assert_eq!(rs.routing_state.forward_routes[0].forward_type.as_deref(), Some("BUSY_NO_ANSWER"));
+    assert_eq!(rs.routing_state.forward_routes[0].condition.as_deref(), Some("BUSY_NO_ANSWER"));
     assert_eq!(rs.routing_state.overflow_routes[0].destinations[0].kind, "VOICEMAIL");
+    // Each kind's condition field is read into the one `condition`; no other key is.
+    assert_eq!(rs.routing_state.overflow_routes[0].condition.as_deref(), Some("NO_ANSWER"));
+    assert_eq!(rs.routing_state.presentation_routes[0].condition, None);
+    let Event::RoutingStateChanged(other) = parse_event(br#"{"eventName":"OnRoutingStateChanged","loginName":"1","routingState":{"forwardRoutes":[{"condition":"BUSY","destinations":[]}]}}"#).unwrap() else {
+        panic!()
+    };
+    assert_eq!(other.routing_state.forward_routes[0].condition, None);
     assert_eq!(rs.routing_state.dnd_state, Some(DndState { activate: false }));
     assert_eq!(rs.routing_state.presentation_routes[0].destinations[0].kind, "MOBILE");
 
