@@ -174,7 +174,7 @@ impl O2gConfig {
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let bad = |m: &str| Err(BuildError::Invalid(format!("provider {}: {m}", self.name)));
+        let bad = |m: &str| Err(BuildError::Invalid(m.to_string()));
         if self.name.trim().is_empty() {
             return Err(BuildError::Invalid("an o2g provider needs a name".into()));
         }
