@@ -9,6 +9,7 @@
 //! - [`config`]: refusing unknown keys in configs made of shared pieces.
 //! - [`microsoft`]: a Microsoft identity platform app — credentials, authority, token and Graph URLs.
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
+//! - [`hook`]: what every webhook answers alike (POST only, a malformed body).
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
 //! - [`secret`]: random secrets from the operating system.
 //! - [`slots`]: the instances of a provider's two signal slots per person.
@@ -21,6 +22,7 @@ pub mod backoff;
 pub mod config;
 pub mod defaults;
 pub mod form;
+pub mod hook;
 pub mod http;
 pub mod json;
 pub mod microsoft;

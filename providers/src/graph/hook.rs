@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::crypto::NotificationKey;
+use crate::common::hook;
 use super::parse::{self, LifecycleEvent};
 use presence_actors::feeds::FeedEntry;
 use presence_actors::provider::{HookHandler, HookRequest, HookResponse};
@@ -93,16 +94,12 @@ impl HookHandler for GraphHook {
             self.stats.validations.fetch_add(1, Ordering::Relaxed);
             return HookResponse::text(200, token);
         }
-        if req.method != "POST" {
-            return HookResponse::error(405, "method_not_allowed", "notifications are POSTed");
+        if let Err(r) = hook::post_only(&req, "notifications are POSTed") {
+            return r;
         }
         let batch = match parse::parse_notifications(&req.body) {
             Ok(b) => b,
-            Err(e) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                self.feed.record_error(&format!("malformed notification: {e}"));
-                return HookResponse::error(400, "bad_request", &e.to_string());
-            }
+            Err(e) => return hook::malformed(&self.stats.malformed, &self.feed, "notification", e),
         };
         if !batch.invalid.is_empty() {
             self.stats.malformed.fetch_add(batch.invalid.len() as u64, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use super::parse;
+use crate::common::hook;
 use super::runtime::Input;
 use presence_actors::feeds::FeedEntry;
 use presence_actors::provider::{HookHandler, HookRequest, HookResponse};
@@ -63,16 +64,12 @@ impl HookHandler for O2gHook {
             self.counters.unknown_subscription.fetch_add(1, Ordering::Relaxed);
             return HookResponse::error(404, "not_found", "no active subscription");
         };
-        if req.method != "POST" {
-            return HookResponse::error(405, "method_not_allowed", "events are POSTed");
+        if let Err(r) = hook::post_only(&req, "events are POSTed") {
+            return r;
         }
         let event = match parse::parse_event(&req.body) {
             Ok(e) => e,
-            Err(e) => {
-                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                self.feed.record_error(&format!("malformed webhook event: {e}"));
-                return HookResponse::error(400, "bad_request", &e.to_string());
-            }
+            Err(e) => return hook::malformed(&self.counters.malformed, &self.feed, "webhook event", e),
         };
         self.counters.webhook_events.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(Input::Event { gen, sub, event: Box::new(event) }).is_err() {

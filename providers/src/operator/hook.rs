@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::runtime::Shared;
+use crate::common::hook;
 use presence_actors::model::{now_ms, rfc3339};
 use presence_actors::provider::{HookHandler, HookRequest, HookResponse};
 
@@ -90,9 +91,9 @@ impl HookHandler for OperatorHook {
             stats.not_found.fetch_add(1, Ordering::Relaxed);
             return HookResponse::error(404, "not_found", &format!("this provider takes events at /{}", self.path));
         }
-        if req.method != "POST" {
+        if let Err(r) = hook::post_only(&req, "events are POSTed") {
             stats.not_found.fetch_add(1, Ordering::Relaxed);
-            return HookResponse::error(405, "method_not_allowed", "events are POSTed");
+            return r;
         }
         if let Err(e) = self.verifier.verify(|n| req.header(n), &req.body, now_ms()) {
             stats.rejected_auth.fetch_add(1, Ordering::Relaxed);
@@ -102,11 +103,7 @@ impl HookHandler for OperatorHook {
         }
         let out = match self.shared.ingest(&req.body, "webhook") {
             Ok(o) => o,
-            Err(e) => {
-                stats.malformed.fetch_add(1, Ordering::Relaxed);
-                feed.record_error(&format!("malformed webhook body: {e}"));
-                return HookResponse::error(400, "bad_request", &e.to_string());
-            }
+            Err(e) => return hook::malformed(&stats.malformed, feed, "webhook body", e),
         };
         let c = out.counts;
         let total = c.applied + c.duplicates + c.out_of_order + c.unresolved + c.invalid;
