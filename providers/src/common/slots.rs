@@ -43,18 +43,19 @@ macro_rules! second_slot {
 }
 pub(crate) use second_slot;
 
+second_slot!(
+    /// The absence slot beside the phone (`{name}-absence`): the mobile sources' absences (MBN,
+    /// the operator adapter).
+    AbsenceSlot = "absence"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    second_slot!(
-        /// A test slot.
-        Absence = "absence"
-    );
-
     #[test]
     fn the_first_slot_is_the_name_the_second_is_suffixed() {
-        let i = Instances::<Absence>::of("mbn");
+        let i = Instances::<AbsenceSlot>::of("mbn");
         assert_eq!((i.first.as_str(), i.second.as_str()), ("mbn", "mbn-absence"));
     }
 }

@@ -26,14 +26,9 @@ use presence_actors::model::{AbsenceReason, Activity, Availability, Signal, Sour
 
 use super::parse::{self, Absence, CallState, DeviceStatus, Event, EventKind, UserStatus};
 
-slots::second_slot!(
-    /// The absence slot, beside the phone: instance `{name}-absence`.
-    AbsenceSlot = "absence"
-);
-
 /// The instances of a provider's two slots per person: the phone ([`Instances::first`], the
 /// provider's name) and the absence ([`Instances::second`], `{name}-absence`).
-pub type Instances = slots::Instances<AbsenceSlot>;
+pub type Instances = slots::Instances<slots::AbsenceSlot>;
 
 /// Most calls tracked per line (more are ignored until some clear).
 pub const MAX_CALLS_PER_LINE: usize = 16;

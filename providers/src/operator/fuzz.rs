@@ -7,6 +7,7 @@
 
 use super::hook::{Algorithm, Encoding, Scheme, Verifier};
 use super::map::{Ingest, IngestConfig};
+use crate::common::slots::Instances;
 use super::parse::{JsonPath, XmlPath};
 use super::tests::{example, samples};
 use crate::mutate::{Mutator, Xorshift};
@@ -29,8 +30,7 @@ fn mutated_payloads_never_panic_the_mapping_or_the_ingest() {
         let cfg = example(op);
         let m = cfg.compile().expect("example compiles");
         let mut ing = Ingest::new(IngestConfig {
-            instance: op.into(),
-            absence_instance: format!("{op}-absence"),
+            instances: Instances::of(op),
             forward_note: cfg.forward_note.clone(),
             forwarded_availability: None,
             reasons: AbsenceReason::defaults(),

@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use serde::Serialize;
 
 use super::parse::{AbsenceStatement, CallState, EventError, OperatorEvent};
+use crate::common::slots::{AbsenceSlot, Instances};
 use presence_actors::directory::UserIdx;
 use presence_actors::model::{AbsenceReason, Activity, Availability, Signal, Source, UnixMs};
 
@@ -33,10 +34,9 @@ pub const MAX_SEEN_IDS: usize = 20_000;
 /// Settings of an [`Ingest`].
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    /// Instance of call signals (the provider name).
-    pub instance: String,
-    /// Instance of absence signals (`{name}-absence`).
-    pub absence_instance: String,
+    /// The instances of call signals (the provider's name) and absence signals
+    /// (`{name}-absence`).
+    pub instances: Instances<AbsenceSlot>,
     /// Note for an active diversion; `{to}` is replaced by the target.
     pub forward_note: String,
     /// Availability while idle and diverted; `None` annotates only.
@@ -237,7 +237,7 @@ fn call_signal(cfg: &IngestConfig, p: &Person, at: UnixMs) -> Signal {
         // Nothing known about calls and no diversion: retract.
         None => (None, None),
     };
-    let mut s = Signal::new(Source::Mobile, &cfg.instance, availability, at);
+    let mut s = Signal::new(Source::Mobile, &cfg.instances.first, availability, at);
     s.activity = activity;
     if let Some(n) = note {
         s = s.note(&n);
@@ -247,11 +247,11 @@ fn call_signal(cfg: &IngestConfig, p: &Person, at: UnixMs) -> Signal {
 
 fn absence_signal(cfg: &IngestConfig, a: Option<&AbsenceStatement>, at: UnixMs) -> Signal {
     let Some(a) = a else {
-        return Signal::new(Source::Mobile, &cfg.absence_instance, None, at);
+        return Signal::new(Source::Mobile, &cfg.instances.second, None, at);
     };
     let r = cfg.reasons.iter().find(|r| r.code == a.code);
     let mut s =
-        Signal::new(Source::Mobile, &cfg.absence_instance, r.map_or(Some(Availability::Away), |r| r.availability), at);
+        Signal::new(Source::Mobile, &cfg.instances.second, r.map_or(Some(Availability::Away), |r| r.availability), at);
     s.activity = r.and_then(|r| r.activity.clone());
     s.ooo = r.is_some_and(|r| r.ooo);
     s.valid_until = a.until;
@@ -270,8 +270,7 @@ mod tests {
 
     fn cfg() -> IngestConfig {
         IngestConfig {
-            instance: "tdc".into(),
-            absence_instance: "tdc-absence".into(),
+            instances: Instances::of("tdc"),
             forward_note: "Forwarded to {to}".into(),
             forwarded_availability: None,
             reasons: AbsenceReason::defaults(),

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::hook::{HookStats, OperatorHook};
 use super::map::{Ingest, IngestConfig, Outcome};
+use crate::common::slots::Instances;
 use super::parse::{Format, Mapping, ParseError};
 use super::{OperatorConfig, PollConfig, Verifier};
 use crate::common::backoff::Backoff;
@@ -54,8 +55,7 @@ impl Shared {
     /// The state of the provider `ctx` with `cfg`'s signal rules and the compiled `mapping`.
     pub fn new(ctx: ProviderContext, cfg: &OperatorConfig, mapping: Mapping) -> Shared {
         let ingest = Ingest::new(IngestConfig {
-            instance: ctx.name.clone(),
-            absence_instance: format!("{}-absence", ctx.name),
+            instances: Instances::of(&ctx.name),
             forward_note: cfg.forward_note.clone(),
             forwarded_availability: cfg.forwarded_availability,
             reasons: cfg.reasons(),
