@@ -3,7 +3,7 @@
 # It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
 # tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test,
 # the web console in headless Chromium, SIP against Kamailio and sipp), then builds the production
-# binary (--no-default-features) and checks it has no simulators, and, when
+# configuration (--no-default-features) and checks it has no simulators, and, when
 # ../shared/checks/contract is present, runs the API contract check on a release build.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -33,8 +33,11 @@ fi
 
 cargo test --workspace --locked
 
-# The production build: without the `demo` feature, so without the simulators.
-cargo build --release --locked --no-default-features
+# The production configuration: without the `demo` feature, so without the simulators. Built
+# in the test profile, whose dependencies the tests just compiled (a cold release build of
+# every dependency would add minutes); `--release` changes no code. Deployments use
+# `cargo build --release --no-default-features`.
+cargo build --locked --no-default-features
 prod_deps=$(cargo tree --locked -e normal --no-default-features -p presence-hub)
 if grep -q presence-simulators <<<"$prod_deps"; then
   echo "test.sh: the production build (--no-default-features) links presence-simulators:" >&2
