@@ -34,6 +34,7 @@ use serde::Deserialize;
 
 use crate::BuildError;
 use crate::common::config::NoOtherKeys;
+use crate::common::login::Login;
 use crate::common::defaults;
 use crate::common::microsoft::MicrosoftApp;
 
@@ -64,12 +65,10 @@ pub struct CalendarConfig {
     /// EWS endpoint, e.g. `https://mail.example.com/EWS/Exchange.asmx`.
     #[serde(default)]
     pub ews_url: Option<String>,
-    /// EWS Basic user (on-premises); without it, EWS uses an OAuth app token.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// EWS Basic password.
-    #[serde(default)]
-    pub password: Option<String>,
+    /// EWS Basic `username` and `password` (on-premises); without them, EWS uses an OAuth
+    /// app token.
+    #[serde(flatten)]
+    pub login: Login,
     /// Google Calendar API base URL.
     #[serde(default = "default_google_url")]
     pub google_url: String,
@@ -123,8 +122,10 @@ impl CalendarConfig {
                 if !set(&self.ews_url) {
                     return bad("the ews backend needs ews_url".into());
                 }
-                let basic = set(&self.username) && set(&self.password);
-                if !basic && !self.app.has_app_credentials() {
+                if let Err(m) = self.login.check() {
+                    return bad(m);
+                }
+                if self.login.pair().is_none() && !self.app.has_app_credentials() {
                     return bad("the ews backend needs username and password, or tenant_id, client_id and client_secret".into());
                 }
             }

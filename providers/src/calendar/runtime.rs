@@ -136,7 +136,7 @@ impl Runtime {
         let batches: Vec<Vec<(String, UserIdx)>> = mailboxes.chunks(cfg.batch_size()).map(<[_]>::to_vec).collect();
         let policy = SignalPolicy { keep_details: cfg.keep_details, keywords: cfg.keywords.clone(), instance: ctx.name.clone() };
         let (id, secret) = (cfg.app.client_id(), cfg.app.client_secret());
-        let basic = cfg.username.as_deref().is_some_and(|u| !u.is_empty()) && cfg.password.is_some();
+        let basic = cfg.login.pair().is_some();
         let token = match cfg.backend {
             Backend::Google => Some(oauth::refresh_token_form(id, Some(secret), cfg.refresh_token.as_deref().unwrap_or_default(), cfg.scope())),
             Backend::Ews if basic => None,
@@ -372,9 +372,9 @@ impl Fetcher {
                     .header("content-type", "text/xml; charset=utf-8")
                     .header("soapaction", "http://schemas.microsoft.com/exchange/services/2006/messages/GetUserAvailability")
                     .body(body);
-                let r = match (&self.cfg.username, &self.cfg.password) {
-                    (Some(u), Some(p)) if !u.is_empty() => r.basic_auth(u, Some(p)),
-                    _ => r.bearer_auth(self.token().await?).header("x-anchormailbox", mailboxes[0]),
+                let r = match self.cfg.login.pair() {
+                    Some(_) => self.cfg.login.basic(r),
+                    None => r.bearer_auth(self.token().await?).header("x-anchormailbox", mailboxes[0]),
                 };
                 (r, true)
             }

@@ -138,7 +138,7 @@ fn config_keys_parse_flat_unknown_ones_are_refused_and_each_backend_names_what_i
     assert_eq!((c.app.tenant(), c.app.client_id(), c.app.client_secret()), (Some("t"), "c", "s"));
     assert_eq!((c.app.authority.as_str(), c.app.graph_url.as_str()), ("https://login.example", "https://graph.example"));
     assert_eq!(c.token_endpoint(), "https://login.example/tok");
-    assert_eq!((c.username.as_deref(), c.refresh_token.as_deref(), c.google_url.as_str()), (Some("u"), Some("rt"), "https://google.example"));
+    assert_eq!((c.login.username.as_deref(), c.refresh_token.as_deref(), c.google_url.as_str()), (Some("u"), Some("rt"), "https://google.example"));
     assert_eq!((c.poll_interval_secs, c.window_hours, c.interval_minutes, c.request_timeout_secs, c.down_after_failures), (120, 12, 30, 20, 4));
     assert_eq!((c.keep_details, c.keywords.len()), (true, 1));
 

@@ -8,6 +8,7 @@
 //! - [`defaults`]: defaults for config fields.
 //! - [`config`]: refusing unknown keys in configs made of shared pieces.
 //! - [`microsoft`]: a Microsoft identity platform app — credentials, authority, token and Graph URLs.
+//! - [`login`]: a user name and password for HTTP Basic (EWS, an operator's poll), checked once.
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
 //! - [`hook`]: what every webhook answers alike (POST only, a malformed body).
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
@@ -25,6 +26,7 @@ pub mod form;
 pub mod hook;
 pub mod http;
 pub mod json;
+pub mod login;
 pub mod microsoft;
 pub mod oauth;
 pub mod secret;

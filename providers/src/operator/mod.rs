@@ -73,6 +73,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::common::config::NoOtherKeys;
+use crate::common::login::Login;
 use crate::common::{self, defaults};
 use crate::{BuildError, ProviderTask};
 use presence_actors::model::{AbsenceReason, Availability};
@@ -122,7 +124,6 @@ pub struct WebhookConfig {
 
 /// `[providers.poll]`: the hub fetches the operator's current state.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PollConfig {
     /// The URL to GET.
     pub url: String,
@@ -135,12 +136,9 @@ pub struct PollConfig {
     /// `Authorization: Bearer` token.
     #[serde(default)]
     pub bearer_token: Option<String>,
-    /// Basic auth user.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Basic auth password.
-    #[serde(default)]
-    pub password: Option<String>,
+    /// Basic auth `username` and `password`.
+    #[serde(flatten)]
+    pub login: Login,
     /// Extra request headers (e.g. an API key).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -153,6 +151,9 @@ pub struct PollConfig {
     /// Largest answer read, bytes.
     #[serde(default = "defaults::usize_::<{ 4 * 1024 * 1024 }>")]
     pub max_body_bytes: usize,
+    /// Refuses any other key (in place of `deny_unknown_fields`, which `login` rules out).
+    #[serde(flatten)]
+    pub other: NoOtherKeys,
 }
 
 /// `type = "operator"` settings.
@@ -328,10 +329,10 @@ impl OperatorConfig {
             if !(1024..=parse::MAX_BODY).contains(&p.max_body_bytes) {
                 return bad("poll.max_body_bytes must be 1 KiB-64 MiB".into());
             }
-            if p.username.is_some() != p.password.is_some() || (p.username.is_some() && !set(&p.username)) {
-                return bad("poll Basic auth needs both username and password".into());
+            if let Err(m) = p.login.check() {
+                return bad(format!("poll Basic auth: {m}"));
             }
-            if p.bearer_token.is_some() && (p.username.is_some() || !set(&p.bearer_token)) {
+            if p.bearer_token.is_some() && (p.login.is_set() || !set(&p.bearer_token)) {
                 return bad("poll: use either bearer_token (non-empty) or username/password".into());
             }
             for (k, v) in &p.headers {
@@ -509,7 +510,7 @@ mod tests {
         assert!(poll(&|_| {}).is_ok());
         assert!(poll(&|p| p.interval_secs = 0).is_err());
         assert!(poll(&|p| p.url = "ftp://x".into()).is_err());
-        assert!(poll(&|p| p.password = None).is_err());
+        assert!(poll(&|p| p.login.password = None).is_err());
         assert!(poll(&|p| p.bearer_token = Some("t".into())).is_err());
         assert!(poll(&|p| p.max_backoff_secs = 0).is_err());
         assert!(poll(&|p| p.timeout_secs = 500).is_err());
@@ -536,7 +537,11 @@ mod tests {
         let p = PollConfig::new("https://operator.example/state", 60);
         assert_eq!((p.url.as_str(), p.interval_secs, p.timeout_secs), ("https://operator.example/state", 60, 10));
         assert_eq!((p.stale_after_failures, p.max_backoff_secs, p.max_body_bytes), (3, 300, 4 * 1024 * 1024));
-        assert!(p.bearer_token.is_none() && p.username.is_none() && p.headers.is_empty());
+        assert!(p.bearer_token.is_none() && p.login.username.is_none() && p.headers.is_empty());
+        let login: PollConfig = serde_json::from_value(serde_json::json!({ "url": "https://o.example/", "username": "u", "password": "p" })).unwrap();
+        assert_eq!(login.login.pair(), Some(("u", "p")), "username and password stay flat keys");
+        let e = serde_json::from_value::<PollConfig>(serde_json::json!({ "url": "https://o.example/", "usrname": "u" })).unwrap_err();
+        assert!(e.to_string().contains("unknown field `usrname`"), "{e}");
         let w: WebhookConfig = serde_json::from_value(serde_json::json!({ "auth": "none" })).unwrap();
         assert_eq!((w.path.as_str(), w.tolerance_secs, w.header_name()), ("events", 300, "x-signature".to_string()));
     }

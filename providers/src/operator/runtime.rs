@@ -186,8 +186,8 @@ impl Poll {
         }
         if let Some(t) = &p.bearer_token {
             req = req.bearer_auth(t);
-        } else if let (Some(u), Some(pw)) = (&p.username, &p.password) {
-            req = req.basic_auth(u, Some(pw));
+        } else {
+            req = p.login.basic(req);
         }
         if let Some(e) = &self.etag {
             req = req.header("if-none-match", e.as_str());
