@@ -1,18 +1,18 @@
-//! A user name and password for HTTP Basic authentication, as the configs that log in to their
-//! peer with one declare it: Exchange EWS on premises (`calendar`) and an operator's polled
-//! endpoint (`operator`'s `[poll]`). Taken flat (`#[serde(flatten)] login: Login`, so the keys
-//! stay `username` and `password`), checked once, used one way.
+//! A user name and password, as every config that logs in to its peer with one declares it:
+//! SIP digest (`sip_presence`, `sip_dialog`, `sfb`), Exchange EWS with Basic authentication
+//! (`calendar`), an operator's polled endpoint (`operator`'s `[poll]`). Taken flat
+//! (`#[serde(flatten)] login: Login`, so the keys stay `username` and `password`), checked
+//! once, used one way.
 //!
-//! The SIP sources' digest credentials sit in `sip::connect::SipConnection`, itself flattened
-//! into their configs: serde cannot flatten a struct that flattens another and still tell the
-//! outer config which keys it took, so they are declared there.
+//! It sits in the provider's config itself, not inside another flattened piece: serde cannot
+//! flatten a struct that flattens another and still tell the outer config which keys it took.
 
 use serde::Deserialize;
 
 /// `username` and `password`: both or neither.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct Login {
-    /// User name (for Exchange, `DOMAIN\user` or a UPN).
+    /// User name (the SIP digest user; for Exchange, `DOMAIN\user` or a UPN).
     #[serde(default)]
     pub username: Option<String>,
     /// Password.
@@ -37,6 +37,11 @@ impl Login {
             (Some(u), Some(p)) if !u.trim().is_empty() => Some((u, p)),
             _ => None,
         }
+    }
+
+    /// The pair, owned (SIP digest keeps it for the life of the subscriptions).
+    pub fn credentials(&self) -> Option<(String, String)> {
+        self.pair().map(|(u, p)| (u.to_string(), p.to_string()))
     }
 
     /// Whether any of the two is set (so another way of signing in must not be).

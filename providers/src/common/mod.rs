@@ -8,7 +8,7 @@
 //! - [`defaults`]: defaults for config fields.
 //! - [`config`]: refusing unknown keys in configs made of shared pieces.
 //! - [`microsoft`]: a Microsoft identity platform app — credentials, authority, token and Graph URLs.
-//! - [`login`]: a user name and password for HTTP Basic (EWS, an operator's poll), checked once.
+//! - [`login`]: a user name and password (SIP digest, EWS Basic, an operator's poll), checked once.
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
 //! - [`hook`]: what every webhook answers alike (POST only, a malformed body).
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).

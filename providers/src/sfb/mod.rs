@@ -26,6 +26,7 @@ use presence_sip::message::{uri_host_port, uri_user};
 use serde::Deserialize;
 
 use crate::common::config::NoOtherKeys;
+use crate::common::login::Login;
 use crate::sip::connect::ConnectionDefaults;
 use crate::sip::SipConnection;
 use crate::BuildError;
@@ -66,9 +67,12 @@ pub struct SfbConfig {
     #[serde(default)]
     pub keep_details: bool,
     /// The connection to the front-end pool: `server`, `transport` (default `tcp`), `local`,
-    /// `expires_secs` (default 3600), `keepalive_secs`, `username`, `password` — flat keys.
+    /// `expires_secs` (default 3600), `keepalive_secs` — flat keys.
     #[serde(flatten)]
     pub conn: SipConnection<SfbDefaults>,
+    /// Digest `username` and `password` for a challenging peer.
+    #[serde(flatten)]
+    pub login: Login,
     /// Refuses any other key (in place of `deny_unknown_fields`, which `conn` rules out).
     #[serde(flatten)]
     pub other: NoOtherKeys,
@@ -82,25 +86,17 @@ fn default_resubscribe_rate() -> u32 {
 }
 
 impl SfbConfig {
-    /// A configuration with every optional setting at its default (what the config file gives
-    /// when only `name`, `server` and `from` are written).
+    /// A configuration with every optional setting at its default: read as the config file
+    /// with only `name`, `server` and `from` is read, so the two cannot differ.
     pub fn new(name: &str, server: &str, from: &str) -> SfbConfig {
-        SfbConfig {
-            name: name.into(),
-            from: from.into(),
-            batch_size: default_batch_size(),
-            resource: None,
-            resubscribe_rate: default_resubscribe_rate(),
-            keep_details: false,
-            conn: SipConnection::new(server),
-            other: NoOtherKeys,
-        }
+        serde_json::from_value(serde_json::json!({ "name": name, "server": server, "from": from })).expect("a name, a server and a From make an sfb config")
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |m: &str| Err(BuildError::Invalid(m.to_string()));
         self.conn.check()?;
+        self.login.check().map_err(BuildError::Invalid)?;
         if !(self.from.starts_with("sip:") && uri_user(&self.from).is_some_and(|u| !u.is_empty())) {
             return bad("from must be the service account's SIP URI, e.g. sip:hub-svc@contoso.com");
         }

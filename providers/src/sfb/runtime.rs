@@ -250,7 +250,7 @@ impl Runner {
             expires: self.cfg.conn.expires_secs,
             headers,
             body: Some((msrtc::BATCH_SUB_CONTENT_TYPE.into(), Bytes::from(body))),
-            credentials: self.cfg.conn.credentials(),
+            credentials: self.cfg.login.credentials(),
         }
     }
 

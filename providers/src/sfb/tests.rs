@@ -65,7 +65,7 @@ fn every_key_parses() {
     c.validate().expect("valid");
     let conn = &c.conn;
     assert_eq!((c.name.as_str(), conn.server.as_str(), conn.transport.as_str(), conn.local.as_str()), ("skype", "pool01.contoso.com:5060", "udp", "0.0.0.0:5070"));
-    assert_eq!(conn.credentials(), Some(("CONTOSO\\hub-svc".to_string(), "pw".to_string())));
+    assert_eq!(c.login.credentials(), Some(("CONTOSO\\hub-svc".to_string(), "pw".to_string())));
     assert_eq!((c.from.as_str(), c.batch_size, c.resource.as_deref()), ("sip:hub-svc@contoso.com", 100, Some("sip:{email}")));
     assert_eq!((conn.expires_secs, conn.keepalive_secs, c.resubscribe_rate, c.keep_details), (1800, 5, 10, true));
 }

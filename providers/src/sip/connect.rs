@@ -1,6 +1,6 @@
 //! The SIP connection every SIP source uses (`sip_presence`, `sip_dialog` and `sfb`): one
 //! struct for the settings they all declare ([`SipConnection`]: server, transport, local
-//! address, subscription lifetime, OPTIONS keep-alive, digest credentials), their checks, and
+//! address, subscription lifetime, OPTIONS keep-alive), their checks, and
 //! the code that uses them — binding the endpoint and finding the peer ([`SipConnection::open`]),
 //! the OPTIONS keep-alive ([`spawn_ping`]), answering requests outside any dialog
 //! ([`answer_stray`]), the endpoint's counters for the feed's details ([`sip_stats`]) and the
@@ -11,7 +11,8 @@
 //! [`NoOtherKeys`](crate::common::config::NoOtherKeys), which refuses any key no setting claimed
 //! as `deny_unknown_fields` would (that cannot go with a flattened struct). The two settings whose default
 //! differs between providers (`transport`, `expires_secs`) take it from the provider's
-//! [`ConnectionDefaults`].
+//! [`ConnectionDefaults`]. The digest credentials (`username`, `password`) are the configs' own
+//! flattened [`Login`](crate::common::login::Login), beside this struct.
 
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -51,12 +52,6 @@ pub struct SipConnection<D: ConnectionDefaults> {
     /// OPTIONS health check interval in seconds (0: off).
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
-    /// Digest user name for a challenging peer.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Digest password.
-    #[serde(default)]
-    pub password: Option<String>,
     #[serde(skip)]
     defaults: PhantomData<D>,
 }
@@ -110,8 +105,6 @@ impl<D: ConnectionDefaults> SipConnection<D> {
             local: default_local(),
             expires_secs: default_expires::<D>(),
             keepalive_secs: default_keepalive(),
-            username: None,
-            password: None,
             defaults: PhantomData,
         }
     }
@@ -134,9 +127,6 @@ impl<D: ConnectionDefaults> SipConnection<D> {
         if !(60..=86_400).contains(&self.expires_secs) {
             return bad("expires_secs must be 60..=86400");
         }
-        if self.username.is_some() != self.password.is_some() {
-            return bad("username and password go together");
-        }
         Ok(())
     }
 
@@ -157,11 +147,6 @@ impl<D: ConnectionDefaults> SipConnection<D> {
     /// `host:port` of the server, with the default port 5060 added.
     pub fn server_with_port(&self) -> String {
         with_default_port(&self.server, 5060)
-    }
-
-    /// The digest credentials, when configured.
-    pub fn credentials(&self) -> Option<(String, String)> {
-        self.username.clone().zip(self.password.clone())
     }
 
     /// Binds the endpoint on `local` (TCP always, UDP with the UDP transport) and resolves the
@@ -299,7 +284,7 @@ mod tests {
         };
         let c = parse(serde_json::json!({}));
         assert_eq!(format!("{c:?}"), format!("{:?}", SipConnection::<Udp>::new("pbx:5060")), "new() gives the file's defaults");
-        assert_eq!((c.transport(), c.expires_secs, c.keepalive_secs, c.credentials()), (Transport::Udp, 600, 10, None));
+        assert_eq!((c.transport(), c.expires_secs, c.keepalive_secs), (Transport::Udp, 600, 10));
         assert!(c.check().is_ok());
         for (bad, why) in [
             (serde_json::json!({ "transport": "tls" }), "tls is not supported"),
@@ -307,7 +292,6 @@ mod tests {
             (serde_json::json!({ "local": "nowhere" }), "local"),
             (serde_json::json!({ "server": " " }), "server"),
             (serde_json::json!({ "expires_secs": 59 }), "expires_secs"),
-            (serde_json::json!({ "password": "p" }), "go together"),
         ] {
             let e = parse(bad.clone()).check().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
@@ -339,7 +323,7 @@ mod tests {
         assert_eq!((c.name.as_str(), conn.server.as_str(), conn.transport(), conn.local.as_str()), ("kamailio", "presence.example.com:5060", Transport::Tcp, "0.0.0.0:5070"));
         assert_eq!((c.domain(), c.from.as_deref(), c.resource.as_deref()), ("example.com".into(), Some("sip:presence-hub@example.com"), Some("sip:{extension}@{domain}")));
         assert_eq!((conn.expires_secs, c.subscribe_rate, conn.keepalive_secs), (900, 20, 0));
-        assert_eq!((conn.credentials(), c.extension_prefixes.clone()), (Some(("presence-hub".into(), "pw".into())), vec!["2".to_string(), "3".to_string()]));
+        assert_eq!((c.login.credentials(), c.extension_prefixes.clone()), (Some(("presence-hub".into(), "pw".into())), vec!["2".to_string(), "3".to_string()]));
         let d: crate::sip::SipSourceConfig = toml::from_str("name = \"pbx\"\nserver = \"pbx.example.com\"").expect("config");
         assert_eq!(format!("{d:?}"), format!("{:?}", crate::sip::SipSourceConfig::new("pbx", "pbx.example.com")), "new() gives the file's defaults");
         assert_eq!((d.conn.transport.as_str(), d.conn.expires_secs, d.subscribe_rate, d.domain()), ("udp", 600, 50, "pbx.example.com".into()));
@@ -355,6 +339,12 @@ mod tests {
             assert_eq!(ok.kind(), kind);
             let e = crate::common::config::provider_error(&block(kind, "expire_secs = 60"));
             assert!(e.contains("unknown field `expire_secs`"), "{kind}: {e}");
+            let e = crate::common::config::provider_error(&block(kind, "password = \"p\""));
+            assert_eq!(e, "username and password go together", "{kind}");
+            let (crate::ProviderConfig::SipPresence(c) | crate::ProviderConfig::SipDialog(c)) = crate::common::config::valid_provider(&block(kind, "username = \"u\"\npassword = \"p\"")) else {
+                continue;
+            };
+            assert_eq!(c.login.credentials(), Some(("u".into(), "p".into())), "{kind}");
         }
     }
 }

@@ -25,6 +25,7 @@ use presence_sip::endpoint::Transport;
 use serde::Deserialize;
 
 use crate::common::config::NoOtherKeys;
+use crate::common::login::Login;
 use crate::BuildError;
 pub use connect::SipConnection;
 
@@ -62,9 +63,12 @@ pub struct SipSourceConfig {
     #[serde(default)]
     pub extension_prefixes: Vec<String>,
     /// The connection: `server`, `transport` (default `udp`), `local`, `expires_secs` (default
-    /// 600), `keepalive_secs`, `username`, `password` — flat keys.
+    /// 600), `keepalive_secs` — flat keys.
     #[serde(flatten)]
     pub conn: SipConnection<SipDefaults>,
+    /// Digest `username` and `password` for a challenging peer.
+    #[serde(flatten)]
+    pub login: Login,
     /// Refuses any other key (in place of `deny_unknown_fields`, which `conn` rules out).
     #[serde(flatten)]
     pub other: NoOtherKeys,
@@ -75,25 +79,17 @@ fn default_rate() -> u32 {
 }
 
 impl SipSourceConfig {
-    /// A configuration with every optional setting at its default (what the config file gives
-    /// when only `name` and `server` are written).
+    /// A configuration with every optional setting at its default: read as the config file
+    /// with only `name` and `server` is read, so the two cannot differ.
     pub fn new(name: &str, server: &str) -> SipSourceConfig {
-        SipSourceConfig {
-            name: name.into(),
-            domain: None,
-            from: None,
-            resource: None,
-            subscribe_rate: default_rate(),
-            extension_prefixes: Vec::new(),
-            conn: SipConnection::new(server),
-            other: NoOtherKeys,
-        }
+        serde_json::from_value(serde_json::json!({ "name": name, "server": server })).expect("a name and a server make a SIP source config")
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |m: &str| Err(BuildError::Invalid(m.to_string()));
         self.conn.check()?;
+        self.login.check().map_err(BuildError::Invalid)?;
         if let Err(m) = crate::check_extension_prefixes(&self.extension_prefixes) {
             return bad(&m);
         }

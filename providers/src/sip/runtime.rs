@@ -114,7 +114,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
         expires: cfg.conn.expires_secs,
         headers: vec![],
         body: None,
-        credentials: cfg.conn.credentials(),
+        credentials: cfg.login.credentials(),
     };
     let mut pending: VecDeque<UserIdx> = targets.keys().copied().collect();
     let step = Duration::from_secs(1) / cfg.subscribe_rate.max(1);
