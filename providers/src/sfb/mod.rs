@@ -8,6 +8,8 @@
 //! - [`runtime`]: the task — batched subscriptions, single re-subscriptions at other pools, the
 //!   OPTIONS health check.
 //! - Here: the configuration ([`SfbConfig`]) and [`task`].
+//! - `tests.rs`: unit tests of the configuration, the parsing and the mapping;
+//!   `runtime_tests.rs`: the task against a front-end pool played on loopback (no hub).
 //!
 //! It is built with the `sip` feature: it speaks SIP through the `presence-sip` crate, and
 //! shares the SIP connection settings and the code that uses them with `sip_presence` and
@@ -16,6 +18,8 @@
 pub mod map;
 pub mod parse;
 pub mod runtime;
+#[cfg(test)]
+mod runtime_tests;
 #[cfg(test)]
 mod tests;
 

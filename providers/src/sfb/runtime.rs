@@ -18,8 +18,8 @@
 //!   5061 is not spoken) or, without a pool, to the same server, spread at `resubscribe_rate`
 //!   per second as SIPE does; `terminated` with `noresource`/`rejected` → the person's SfB
 //!   source Unknown; with `deactivated`/`timeout`/`probation` → re-subscribed singly.
-//! - Health: an OPTIONS request every `keepalive_secs`; two misses in a row, or a batch
-//!   subscription lost, mark the feed down, so SfB signals show stale — never Offline. When the
+//! - Health: an OPTIONS request every `keepalive_secs`; two misses in a row (of pings sent
+//!   since the pool last answered), or a batch subscription lost, mark the feed down, so SfB signals show stale — never Offline. When the
 //!   pool answers again, every subscription is renewed from scratch (a restarted front end has
 //!   forgotten them). A single subscription that fails on its own makes that person Unknown.
 //! - A body that cannot be read (RLMI or one person's categories part) is logged, counted in
@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 use super::map;
 use super::parse::{self, uri_key, Notification, ParseError, PartEvent, SfbCategories};
 use super::{SfbConfig, ACCEPT, DEFAULT_POOL_PORT};
-use crate::sip::connect::{answer_stray, close, resolve, sip_stats, spawn_ping, with_default_port, ConnectError, Connected};
+use crate::sip::connect::{answer_stray, close, ping, resolve, sip_stats, with_default_port, ConnectError, Connected};
 use crate::sip::resource_uri;
 
 /// Which subscription an event belongs to.
@@ -135,6 +135,10 @@ struct Runner {
     /// Generations of single subscriptions.
     next_gen: u32,
     misses: u32,
+    /// OPTIONS sent so far (each is numbered).
+    pings: u64,
+    /// A ping numbered below this one failing says nothing: the pool answered since it was sent.
+    answered_from: u64,
 }
 
 /// Runs an `sfb` provider until shutdown (see [`super::task`]).
@@ -193,13 +197,15 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
         epoch: 0,
         next_gen: 0,
         misses: 0,
+        pings: 0,
+        answered_from: 0,
     };
     r.update_up();
 
     let step = Duration::from_secs(1) / r.cfg.resubscribe_rate.max(1);
     let mut spawn_tick = tokio::time::interval(step.max(Duration::from_millis(1)));
     let mut ping_tick = tokio::time::interval(Duration::from_secs(r.cfg.conn.keepalive_secs.max(1)));
-    let (ptx, mut prx) = mpsc::channel::<bool>(8);
+    let (ptx, mut prx) = mpsc::channel::<(u64, bool)>(8);
     let mut details_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -211,8 +217,8 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
                 return Ok(());
             }
             _ = spawn_tick.tick(), if !r.queue.is_empty() => r.next_pending(),
-            _ = ping_tick.tick(), if r.cfg.conn.keepalive_secs > 0 => spawn_ping(&r.ep, r.server, &r.from, &ptx),
-            Some(ok) = prx.recv() => r.on_ping(ok),
+            _ = ping_tick.tick(), if r.cfg.conn.keepalive_secs > 0 => r.spawn_ping(&ptx),
+            Some((n, ok)) = prx.recv() => r.on_ping(n, ok),
             Some((key, ev)) = erx.recv() => r.on_event(key, ev),
             Some((idx, gen, addr)) = rrx.recv() => r.on_resolved(idx, gen, addr),
             Some(req) = requests.recv() => answer_stray(&r.ep, req).await,
@@ -313,8 +319,25 @@ impl Runner {
         }
     }
 
-    fn on_ping(&mut self, ok: bool) {
+    /// Pings the pool in the background; its number and whether it answered go to `tx`.
+    fn spawn_ping(&mut self, tx: &mpsc::Sender<(u64, bool)>) {
+        self.pings += 1;
+        let (ep, peer, from, tx, n) = (self.ep.clone(), self.server, self.from.clone(), tx.clone(), self.pings);
+        tokio::spawn(async move {
+            let ok = ping(&ep, peer, &from).await;
+            let _ = tx.send((n, ok)).await;
+        });
+    }
+
+    /// The answer (or not) of ping `n`. Pings sent before the pool answered again time out
+    /// after it is back (over TCP nothing retransmits them): those misses are not counted, or
+    /// they would take the feed down again and re-subscribe everyone a second time.
+    fn on_ping(&mut self, n: u64, ok: bool) {
+        if !ok && n < self.answered_from {
+            return;
+        }
         if ok {
+            self.answered_from = self.answered_from.max(n + 1);
             self.misses = 0;
             if !self.peer_ok {
                 self.peer_ok = true;
@@ -389,6 +412,7 @@ impl Runner {
                         // The pool answered a subscription: it is there.
                         self.peer_ok = true;
                         self.misses = 0;
+                        self.answered_from = self.pings + 1;
                         self.recovered();
                     }
                     Key::Single(idx, _) => {

@@ -2,7 +2,8 @@
 //! keys), the reading of notification bodies and RLMI parts ([`super::parse`], with its "no
 //! input panics" test over mutated fixtures), the category cache, and the mapping of
 //! categories to signals ([`super::map`]) against the SIP crate's msrtc fixtures. The task
-//! itself runs against the in-repo pool simulator in the hub's `tests/sfb.rs`.
+//! itself runs against a pool played on loopback in `runtime_tests.rs`, and against the in-repo
+//! pool simulator in the hub's `tests/sfb.rs`.
 
 use presence_actors::model::{Activity, Availability, Signal, Source, UnixMs};
 use presence_sip::body::msrtc::{self, Categories, Category, CategoryValue, NoteKind, StateKind};

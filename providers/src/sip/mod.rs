@@ -10,13 +10,17 @@
 //!   an OPTIONS health check that marks the feed stale (never Offline) while the peer is down
 //!   and re-subscribes everyone when it comes back.
 //! - [`map`]: pure mapping of parsed bodies to the hub's signals.
-//! - `tests.rs`: runtime tests of `sip_dialog` against a PBX played on loopback.
+//! - `tests.rs`: runtime tests of `sip_dialog` against a PBX played on loopback; `played.rs`:
+//!   what they share with the runtime tests of `sfb` (a SIP peer played on loopback, reading
+//!   the test harness).
 //!
 //! The SIP layer itself (messages, transactions, subscriptions, bodies) is the `presence-sip`
 //! crate.
 
 pub mod connect;
 pub mod map;
+#[cfg(test)]
+pub(crate) mod played;
 pub mod runtime;
 #[cfg(test)]
 mod tests;

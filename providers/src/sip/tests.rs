@@ -1,6 +1,6 @@
 //! Runtime tests of the `sip_dialog` provider without a hub: [`ProviderContext::for_test`]
 //! records its signals and feed changes, and a PBX played with the project's own SIP stack
-//! ([`Pbx`], UDP on loopback) answers SUBSCRIBEs and sends dialog-info NOTIFYs — or refuses a
+//! ([`Pbx`], UDP on loopback, played with [`super::played`]) answers SUBSCRIBEs and sends dialog-info NOTIFYs — or refuses a
 //! refresh, or falls silent.
 //!
 //! - A confirmed dialog in the first NOTIFY becomes a `pbx` InACall signal, and the feed is up.
@@ -21,10 +21,11 @@ use presence_actors::hub::SinkEvent;
 use presence_actors::model::{Activity, Availability, Signal, Source};
 use presence_actors::provider::{ProviderContext, TestHarness};
 use presence_sip::body::dialog_info::{build_dialog_info, Dialog, DialogInfo, DialogState, Direction, DocState, Participant};
-use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Transport};
+use presence_sip::endpoint::{Endpoint, Incoming, Transport};
 use presence_sip::message::Builder;
 use tokio::sync::mpsc;
 
+use super::played::{self, ends_ok, lamp, local, play, Play, Run};
 use super::runtime::Package;
 use super::SipSourceConfig;
 
@@ -65,24 +66,29 @@ struct Watch {
     version: u64,
 }
 
+/// The PBX's side of the wire: its behaviour and state, shared with the test's [`Pbx`].
+struct Played {
+    mode: Rc<Cell<Mode>>,
+    busy: Rc<Cell<bool>>,
+    watches: HashMap<String, Watch>,
+    seen: mpsc::UnboundedSender<Seen>,
+}
+
+impl Play for Played {
+    async fn serve(&mut self, ep: &Endpoint, req: Incoming) {
+        let Mode::Answer { grant, refuse_refresh } = self.mode.get() else { return };
+        serve(ep, req, grant, refuse_refresh, self.busy.get(), &mut self.watches, &self.seen).await;
+    }
+}
+
 impl Pbx {
     /// Binds on loopback and serves on the current `LocalSet`.
     async fn start(mode: Mode, busy: bool) -> Pbx {
-        let cfg = EndpointConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Default::default() };
-        let (ep, mut rx) = Endpoint::bind(cfg).await.expect("bind the PBX");
-        let addr = ep.local_addr();
         let mode = Rc::new(Cell::new(mode));
         let busy = Rc::new(Cell::new(busy));
         let (tx, seen) = mpsc::unbounded_channel();
-        let (m, b) = (mode.clone(), busy.clone());
-        tokio::task::spawn_local(async move {
-            let mut watches: HashMap<String, Watch> = HashMap::new();
-            while let Some(req) = rx.recv().await {
-                let Mode::Answer { grant, refuse_refresh } = m.get() else { continue };
-                serve(&ep, req, grant, refuse_refresh, b.get(), &mut watches, &tx).await;
-            }
-        });
-        Pbx { addr, mode, busy, seen }
+        let ep = play(Played { mode: mode.clone(), busy: busy.clone(), watches: HashMap::new(), seen: tx }).await;
+        Pbx { addr: ep.local_addr(), mode, busy, seen }
     }
 
     /// The next SUBSCRIBE received (within 5 s).
@@ -172,8 +178,6 @@ fn directory() -> Directory {
     Directory::build(vec![ada, bo], &NumberPlan::sweden()).expect("directory")
 }
 
-type Run = tokio::task::JoinHandle<Result<(), crate::ProviderError>>;
-
 /// A `sip_dialog` provider against `pbx` on the current `LocalSet`: its harness, Ada's index
 /// and the task.
 fn start(pbx: &Pbx, keepalive_secs: u64) -> (TestHarness, u32, Run) {
@@ -189,11 +193,6 @@ fn start(pbx: &Pbx, keepalive_secs: u64) -> (TestHarness, u32, Run) {
     (h, ada, run)
 }
 
-/// Runs a test on a `LocalSet` (the PBX and the provider are spawned on it).
-async fn local(test: impl std::future::Future<Output = ()>) {
-    tokio::task::LocalSet::new().run_until(test).await
-}
-
 /// The PBX in `mode` (Ada's extension `busy` or not), a `sip_dialog` provider against it
 /// ([`start`]), and the first SUBSCRIBE the PBX received.
 async fn begin(mode: Mode, busy: bool, keepalive_secs: u64) -> (Pbx, TestHarness, u32, Run, Seen) {
@@ -203,38 +202,14 @@ async fn begin(mode: Mode, busy: bool, keepalive_secs: u64) -> (Pbx, TestHarness
     (pbx, h, ada, run, first)
 }
 
-async fn next_event(h: &mut TestHarness) -> SinkEvent {
-    tokio::time::timeout(Duration::from_secs(8), h.events.recv()).await.expect("an event within 8 s").expect("the provider is running")
-}
-
-/// The next signal; every event is for Ada and no feed change comes first.
+/// The next signal; it is for Ada and no feed change comes first.
 async fn next_signal(h: &mut TestHarness, ada: u32) -> Signal {
-    match next_event(h).await {
-        SinkEvent::Signal(i, s) => {
-            assert_eq!(i, ada, "a signal for someone not subscribed: {s:?}");
-            s
-        }
-        SinkEvent::Feed(up) => panic!("feed went {up} while a signal was due"),
-    }
+    played::next_signal(h, &[ada]).await.1
 }
 
-/// Signals about Ada until the feed goes `up`.
+/// Signals (all about Ada) until the feed goes `up`.
 async fn until_feed(h: &mut TestHarness, up: bool, ada: u32) -> Vec<Signal> {
-    let mut seen = Vec::new();
-    loop {
-        match next_event(h).await {
-            SinkEvent::Feed(u) if u == up => return seen,
-            SinkEvent::Feed(u) => panic!("feed went {u} while waiting for {up}"),
-            SinkEvent::Signal(i, s) => {
-                assert_eq!(i, ada, "a signal for someone not subscribed: {s:?}");
-                seen.push(s);
-            }
-        }
-    }
-}
-
-fn lamp(s: &Signal) -> (Source, Option<Availability>, Option<Activity>) {
-    (s.source, s.availability, s.activity.clone())
+    played::until_feed(h, up, &[ada]).await.into_iter().map(|(_, s)| s).collect()
 }
 
 /// Asks the provider to stop; expects its un-SUBSCRIBE of `call_id` and a graceful end.
@@ -242,7 +217,7 @@ async fn stop(h: &TestHarness, pbx: &mut Pbx, call_id: &str, run: Run) {
     h.trigger.trigger();
     let bye = pbx.next_subscribe().await;
     assert_eq!((bye.call_id.as_str(), bye.in_dialog, bye.expires), (call_id, true, Some(0)), "{bye:?}");
-    tokio::time::timeout(Duration::from_secs(3), run).await.expect("stops in time").expect("no panic").expect("ok");
+    ends_ok(run).await;
 }
 
 /// A busy lamp: the subscription, the confirmed dialog as InACall, a refresh refused with
