@@ -281,8 +281,9 @@ async fn an_outage_is_seen_on_the_stream(fault: Fault, tag: &str) {
     let sim = sim();
     let s = start(config(&sim, tag, "read_timeout_secs = 2\nwatchdog_secs = 6"));
     subscribed(&s).await;
-    let log = StreamLog::watch(&s, &["asa.ostberg"]).await;
+    // Before the stream opens: its snapshot can arrive before `watch` returns.
     let t_start = Instant::now();
+    let log = StreamLog::watch(&s, &["asa.ostberg"]).await;
     log.first_after(t_start, "asa.ostberg", "the snapshot, live", Duration::from_secs(20), |p| p["freshness"] == "live" && p["availability"] == "Available").await;
 
     sim.misbehave(match fault {
