@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 use super::map;
 use super::parse::{self, uri_key, Notification, ParseError, PartEvent, SfbCategories};
 use super::{SfbConfig, ACCEPT, DEFAULT_POOL_PORT};
-use crate::sip::connect::{answer_stray, close, ping, resolve, sip_stats, with_default_port, ConnectError, Connected};
+use crate::sip::connect::{answer_stray, close, resolve, sip_stats, with_default_port, ConnectError, Connected, PingResult, Pings};
 use crate::sip::resource_uri;
 
 /// Which subscription an event belongs to.
@@ -134,11 +134,8 @@ struct Runner {
     epoch: u64,
     /// Generations of single subscriptions.
     next_gen: u32,
-    misses: u32,
-    /// OPTIONS sent so far (each is numbered).
-    pings: u64,
-    /// A ping numbered below this one failing says nothing: the pool answered since it was sent.
-    answered_from: u64,
+    /// The OPTIONS health check.
+    pings: Pings,
 }
 
 /// Runs an `sfb` provider until shutdown (see [`super::task`]).
@@ -196,9 +193,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
         lost: false,
         epoch: 0,
         next_gen: 0,
-        misses: 0,
-        pings: 0,
-        answered_from: 0,
+        pings: Pings::default(),
     };
     r.update_up();
 
@@ -217,7 +212,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
                 return Ok(());
             }
             _ = spawn_tick.tick(), if !r.queue.is_empty() => r.next_pending(),
-            _ = ping_tick.tick(), if r.cfg.conn.keepalive_secs > 0 => r.spawn_ping(&ptx),
+            _ = ping_tick.tick(), if r.cfg.conn.keepalive_secs > 0 => r.pings.spawn(&r.ep, r.server, &r.from, &ptx),
             Some((n, ok)) = prx.recv() => r.on_ping(n, ok),
             Some((key, ev)) = erx.recv() => r.on_event(key, ev),
             Some((idx, gen, addr)) = rrx.recv() => r.on_resolved(idx, gen, addr),
@@ -319,38 +314,24 @@ impl Runner {
         }
     }
 
-    /// Pings the pool in the background; its number and whether it answered go to `tx`.
-    fn spawn_ping(&mut self, tx: &mpsc::Sender<(u64, bool)>) {
-        self.pings += 1;
-        let (ep, peer, from, tx, n) = (self.ep.clone(), self.server, self.from.clone(), tx.clone(), self.pings);
-        tokio::spawn(async move {
-            let ok = ping(&ep, peer, &from).await;
-            let _ = tx.send((n, ok)).await;
-        });
-    }
-
-    /// The answer (or not) of ping `n`. Pings sent before the pool answered again time out
-    /// after it is back (over TCP nothing retransmits them): those misses are not counted, or
-    /// they would take the feed down again and re-subscribe everyone a second time.
+    /// The answer (or not) of ping `n` (see [`Pings`]).
     fn on_ping(&mut self, n: u64, ok: bool) {
-        if !ok && n < self.answered_from {
-            return;
-        }
-        if ok {
-            self.answered_from = self.answered_from.max(n + 1);
-            self.misses = 0;
-            if !self.peer_ok {
-                self.peer_ok = true;
-                self.recovered();
+        match self.pings.result(n, ok) {
+            PingResult::Old => return,
+            PingResult::Answered => {
+                if !self.peer_ok {
+                    self.peer_ok = true;
+                    self.recovered();
+                }
             }
-        } else {
-            self.misses += 1;
-            if self.misses >= 2 && self.peer_ok {
-                self.peer_ok = false;
-                self.lost = true;
-                self.epoch += 1;
-                warn!(provider = %self.ctx.name, server = %self.server.addr, "sfb pool does not answer; feed down (stale)");
-                self.ctx.feed.record_error("pool does not answer OPTIONS");
+            PingResult::Missed(misses) => {
+                if misses >= 2 && self.peer_ok {
+                    self.peer_ok = false;
+                    self.lost = true;
+                    self.epoch += 1;
+                    warn!(provider = %self.ctx.name, server = %self.server.addr, "sfb pool does not answer; feed down (stale)");
+                    self.ctx.feed.record_error("pool does not answer OPTIONS");
+                }
             }
         }
         self.update_up();
@@ -411,8 +392,7 @@ impl Runner {
                         }
                         // The pool answered a subscription: it is there.
                         self.peer_ok = true;
-                        self.misses = 0;
-                        self.answered_from = self.pings + 1;
+                        self.pings.answered();
                         self.recovered();
                     }
                     Key::Single(idx, _) => {

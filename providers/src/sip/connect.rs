@@ -2,7 +2,7 @@
 //! struct for the settings they all declare ([`SipConnection`]: server, transport, local
 //! address, subscription lifetime, OPTIONS keep-alive), their checks, and
 //! the code that uses them — binding the endpoint and finding the peer ([`SipConnection::open`]),
-//! the OPTIONS keep-alive ([`spawn_ping`]), answering requests outside any dialog
+//! the OPTIONS keep-alive ([`Pings`]), answering requests outside any dialog
 //! ([`answer_stray`]), the endpoint's counters for the feed's details ([`sip_stats`]) and the
 //! graceful close ([`close`]).
 //!
@@ -216,13 +216,58 @@ pub async fn ping(ep: &Endpoint, peer: Peer, from: &str) -> bool {
     ep.request_timeout(peer, &branch, req, Duration::from_secs(3)).await.is_ok()
 }
 
-/// The keep-alive's tick: pings `peer` in the background and sends whether it answered to `tx`.
-pub fn spawn_ping(ep: &Endpoint, peer: Peer, from: &str, tx: &mpsc::Sender<bool>) {
-    let (ep, tx, from) = (ep.clone(), tx.clone(), from.to_string());
-    tokio::spawn(async move {
-        let ok = ping(&ep, peer, &from).await;
-        let _ = tx.send(ok).await;
-    });
+/// The OPTIONS health check's count. Pings are numbered, and a miss counts only for a ping
+/// sent since the peer last answered (a ping or a subscription): over TCP nothing resends a
+/// ping lost while the peer was silent, so it times out after the peer is back, and must not
+/// take the feed down a second time.
+#[derive(Debug, Default)]
+pub struct Pings {
+    sent: u64,
+    answered_from: u64,
+    misses: u32,
+}
+
+/// What a ping's result means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingResult {
+    /// The peer answered.
+    Answered,
+    /// No answer: this many in a row.
+    Missed(u32),
+    /// No answer to a ping sent before the peer's latest answer: says nothing.
+    Old,
+}
+
+impl Pings {
+    /// Sends the next ping in the background; its number and whether it was answered go to `tx`.
+    pub fn spawn(&mut self, ep: &Endpoint, peer: Peer, from: &str, tx: &mpsc::Sender<(u64, bool)>) {
+        self.sent += 1;
+        let (ep, tx, from, n) = (ep.clone(), tx.clone(), from.to_string(), self.sent);
+        tokio::spawn(async move {
+            let ok = ping(&ep, peer, &from).await;
+            let _ = tx.send((n, ok)).await;
+        });
+    }
+
+    /// The peer answered something else (a subscription): pings sent so far say nothing more.
+    pub fn answered(&mut self) {
+        self.misses = 0;
+        self.answered_from = self.sent + 1;
+    }
+
+    /// Ping `n` was answered (`ok`) or not.
+    pub fn result(&mut self, n: u64, ok: bool) -> PingResult {
+        if ok {
+            self.misses = 0;
+            self.answered_from = self.answered_from.max(n + 1);
+            PingResult::Answered
+        } else if n < self.answered_from {
+            PingResult::Old
+        } else {
+            self.misses += 1;
+            PingResult::Missed(self.misses)
+        }
+    }
 }
 
 /// Answers a request outside any dialog: OPTIONS `200`, a NOTIFY of a dialog no longer known
@@ -275,6 +320,24 @@ mod tests {
         assert_eq!(with_default_port("[::1]:5071", 5060), "[::1]:5071");
         assert_eq!(SipConnection::<Udp>::new("[::1]:5071").server_host(), "::1");
         assert_eq!(SipConnection::<Udp>::new(" pbx.example.com ").server_with_port(), "pbx.example.com:5060");
+    }
+
+    /// Pings 1–3 go out while the peer is silent; it answers ping 5; 3 and 4 time out after
+    /// that and say nothing. A subscription answered counts as the peer answering too.
+    #[test]
+    fn a_miss_counts_only_for_pings_sent_since_the_peer_last_answered() {
+        let mut p = Pings { sent: 3, ..Pings::default() };
+        assert_eq!((p.result(1, false), p.result(2, false)), (PingResult::Missed(1), PingResult::Missed(2)));
+        p.sent = 5;
+        assert_eq!(p.result(5, true), PingResult::Answered);
+        assert_eq!((p.result(3, false), p.result(4, false)), (PingResult::Old, PingResult::Old));
+        p.sent = 6;
+        assert_eq!(p.result(6, false), PingResult::Missed(1), "a new ping's miss counts");
+        p.sent = 7;
+        p.answered();
+        assert_eq!(p.result(7, false), PingResult::Old, "sent before the subscription was answered");
+        p.sent = 8;
+        assert_eq!(p.result(8, false), PingResult::Missed(1), "the count starts again");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   peer; each then lives on its own (refresh, back-off, re-subscribe: `presence_sip::subscription`).
 //! - Dialog state is kept per extension with [`DialogTracker`]: non-increasing versions are
 //!   dropped, full and partial documents applied; a new subscription resets the version.
-//! - An OPTIONS request every `keepalive_secs` checks the peer. Two misses in a row mark the
+//! - An OPTIONS request every `keepalive_secs` checks the peer. Two misses in a row (of pings sent
+//!   since the peer last answered, `connect::Pings`) mark the
 //!   feed down, so its signals show stale (never Offline); when it answers again, every
 //!   subscription is renewed from scratch, since a restarted server has forgotten them.
 //! - A subscription that fails on its own (say `404` for one user) makes that person's SIP
@@ -25,7 +26,7 @@ use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::connect::{answer_stray, close, sip_stats, spawn_ping, Connected};
+use super::connect::{answer_stray, close, sip_stats, Connected, PingResult, Pings};
 use super::map;
 use super::SipSourceConfig;
 use crate::BuildError;
@@ -120,8 +121,8 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
     let step = Duration::from_secs(1) / cfg.subscribe_rate.max(1);
     let mut spawn_tick = tokio::time::interval(step.max(Duration::from_micros(100)));
     let mut ping_tick = tokio::time::interval(Duration::from_secs(cfg.conn.keepalive_secs.max(1)));
-    let (ptx, mut prx) = mpsc::channel::<bool>(4);
-    let mut misses = 0u32;
+    let (ptx, mut prx) = mpsc::channel::<(u64, bool)>(4);
+    let mut pings = Pings::default();
     // Down until the peer answers (a ping or a subscription).
     let mut down = true;
     let mut was_down_after_up = false;
@@ -152,10 +153,10 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                     ctx.feed.set_state(if down { "down" } else { "up" });
                 }
             }
-            _ = ping_tick.tick(), if cfg.conn.keepalive_secs > 0 => spawn_ping(&ep, peer, &from, &ptx),
-            Some(ok) = prx.recv() => {
-                if ok {
-                    misses = 0;
+            _ = ping_tick.tick(), if cfg.conn.keepalive_secs > 0 => pings.spawn(&ep, peer, &from, &ptx),
+            Some((n, ok)) = prx.recv() => match pings.result(n, ok) {
+                PingResult::Old => {}
+                PingResult::Answered => {
                     if down && was_down_after_up && !resubscribing {
                         // Back after an outage: it may have forgotten every subscription. Stay
                         // stale until the first new one is accepted (its NOTIFY brings state).
@@ -175,8 +176,8 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                         ctx.sink.set_up(true);
                         ctx.feed.set_state(if pending.is_empty() { "up" } else { "subscribing" });
                     }
-                } else {
-                    misses += 1;
+                }
+                PingResult::Missed(misses) => {
                     if misses >= 2 && !down {
                         down = true;
                         resubscribing = false;
@@ -187,7 +188,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                         ctx.sink.set_up(false);
                     }
                 }
-            }
+            },
             Some((idx, ev)) = erx.recv() => {
                 let Some(t) = targets.get_mut(&idx) else { continue };
                 match ev {
@@ -199,7 +200,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                         }
                         if down && !resubscribing {
                             down = false;
-                            misses = 0;
+                            pings.answered();
                             ctx.sink.set_up(true);
                             ctx.feed.set_state(if pending.is_empty() { "up" } else { "subscribing" });
                         }
@@ -218,7 +219,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                         if first && awaiting.remove(&idx) && awaiting.is_empty() && resubscribing {
                             resubscribing = false;
                             down = false;
-                            misses = 0;
+                            pings.answered();
                             resubscribe_deadline = None;
                             ctx.sink.set_up(true);
                             ctx.feed.set_state("up");
