@@ -12,7 +12,7 @@
 //!    off.
 //! 2. **Monitor**: started once, refreshed every `monitor_refresh_secs` (at the latest at half
 //!    its lifetime). A `404`/`410` on a refresh or a poll means the monitor or the cursor is
-//!    gone ([`gone`]): events may have been missed, so the feed is marked down at once (its
+//!    gone (`gone`): events may have been missed, so the feed is marked down at once (its
 //!    signals show stale — never Offline), the old monitor is dropped, a new one started and
 //!    everyone resynced.
 //! 3. **Resync** (after each new monitor): the status list, page by page, replaces what is

@@ -1,6 +1,6 @@
 //! The replay provider: plays a scenario of timed signals from a JSON Lines file.
 //!
-//! Each line is one event (see [`parse`] for the format). The provider emits each event at its
+//! Each line is one event (see `parse.rs` for the format). The provider emits each event at its
 //! offset from the start (scaled by `speed`), through the same [`ProviderContext`] sink every
 //! real provider uses, so the demo and the tests exercise the real path: identity resolution,
 //! shard routing, merge, fan-out. With `loop = true` it starts over at the end, shifting

@@ -4,13 +4,13 @@
 //! is no I/O, no clock and no actix. Token requests, `Retry-After` and error bodies are the
 //! providers' toolkit's ([`crate::common`]).
 //!
-//! - [`presence`]: one `presence` object (`GET /users/{id}/presence`, or the decrypted `data`
+//! - `presence`: one `presence` object (`GET /users/{id}/presence`, or the decrypted `data`
 //!   of a change notification) or the `{"value":[…]}` answer of
 //!   `POST /communications/getPresencesByUserId`. One bad item does not lose the others.
 //!   [`GraphPresence::to_signal`] maps it onto the model.
-//! - [`notification`]: change and lifecycle notifications ([`parse_notifications`]) and the
+//! - `notification`: change and lifecycle notifications ([`parse_notifications`]) and the
 //!   validation handshake ([`validation_token`]).
-//! - [`subscription`]: the read request ([`presences_request_body`]) and subscriptions
+//! - `subscription`: the read request ([`presences_request_body`]) and subscriptions
 //!   ([`parse_subscription`], [`subscription_request_body`], [`renewal_body`],
 //!   [`presence_filter_resource`]).
 //!
