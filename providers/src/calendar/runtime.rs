@@ -373,7 +373,7 @@ impl Fetcher {
                     .header("soapaction", "http://schemas.microsoft.com/exchange/services/2006/messages/GetUserAvailability")
                     .body(body);
                 let r = match self.cfg.login.pair() {
-                    Some(_) => self.cfg.login.basic(r),
+                    Some((u, p)) => r.basic_auth(u, Some(p)),
                     None => r.bearer_auth(self.token().await?).header("x-anchormailbox", mailboxes[0]),
                 };
                 (r, true)
