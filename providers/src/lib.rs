@@ -30,6 +30,7 @@ use serde::Deserialize;
 pub use presence_actors::provider::ProviderContext;
 
 pub mod common;
+pub mod directory;
 #[cfg(test)]
 pub(crate) mod mutate;
 pub mod supervisor;

@@ -393,6 +393,114 @@ fn assign_ids(cands: Vec<(Candidate, u64)>) -> Result<Vec<Person>, (String, u64,
     Ok(out)
 }
 
+// ------------------------------------------------------------- records ----
+
+/// The fields of one person as a directory source reads them (LDAP attributes, Microsoft
+/// Graph user properties), before validation: the input of [`Record::to_person`], which runs
+/// the same validation as the CSV and JSON importers. Empty strings mean "absent".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The hub id; derived from the e-mail or the name when absent.
+    pub id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Given name (used only when there is no display name).
+    pub first_name: Option<String>,
+    /// Surname (used only when there is no display name).
+    pub last_name: Option<String>,
+    /// Job title.
+    pub title: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Sign-in name, used as the e-mail when there is none.
+    pub upn: Option<String>,
+    /// Internal extension.
+    pub extension: Option<String>,
+    /// SIP address, with or without `sip:`.
+    pub sip_uri: Option<String>,
+    /// Entra object id.
+    pub entra_id: Option<String>,
+    /// Phone numbers with their kind.
+    pub phones: Vec<(PhoneKind, String)>,
+    /// Ids in other systems: (kind, value).
+    pub external_ids: Vec<(String, String)>,
+}
+
+/// Why a [`Record`] is not a valid person: the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct RecordError {
+    /// Field name (canonical, e.g. "email").
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl From<&Person> for Record {
+    /// The fields of an imported person, with its id and numbers as written.
+    fn from(p: &Person) -> Record {
+        let s = |v: &Option<Box<str>>| v.as_deref().map(str::to_owned);
+        Record {
+            id: Some(p.id.to_string()),
+            name: Some(p.name.to_string()),
+            title: s(&p.title),
+            department: s(&p.department),
+            email: s(&p.email),
+            extension: s(&p.extension),
+            sip_uri: s(&p.sip_uri),
+            entra_id: p.external_ids.iter().find(|x| &*x.kind == "entra").map(|x| x.value.to_string()),
+            phones: p.phones.iter().map(|ph| (ph.kind, ph.number.to_string())).collect(),
+            external_ids: p.external_ids.iter().filter(|x| &*x.kind != "entra").map(|x| (x.kind.to_string(), x.value.to_string())).collect(),
+            ..Record::default()
+        }
+    }
+}
+
+impl Record {
+    /// Validates and normalises the record (phone numbers with `plan`) into a [`Person`]. A
+    /// missing id is derived as the importers do (e-mail local part, else the folded name);
+    /// making derived ids unique is the caller's business.
+    pub fn to_person(&self, plan: &NumberPlan) -> Result<Person, RecordError> {
+        fn o(v: &Option<String>) -> Option<&str> {
+            v.as_deref().filter(|v| !v.trim().is_empty())
+        }
+        let field_of = |k: PhoneKind| match k {
+            PhoneKind::Mobile => "mobile",
+            PhoneKind::Work => "phone",
+            PhoneKind::Home => "home_phone",
+            _ => "phones",
+        };
+        if self.phones.len() > MAX_LIST_ITEMS {
+            return Err(RecordError { field: "phones", reason: format!("more than {MAX_LIST_ITEMS} phone numbers") });
+        }
+        if self.external_ids.len() > MAX_LIST_ITEMS {
+            return Err(RecordError { field: "external_ids", reason: format!("more than {MAX_LIST_ITEMS} external ids") });
+        }
+        let raw = RawRow {
+            id: o(&self.id),
+            name: o(&self.name),
+            first_name: o(&self.first_name),
+            last_name: o(&self.last_name),
+            title: o(&self.title),
+            department: o(&self.department),
+            email: o(&self.email),
+            upn: o(&self.upn),
+            extension: o(&self.extension),
+            sip_uri: o(&self.sip_uri),
+            entra_id: o(&self.entra_id),
+            phones: self.phones.iter().map(|(k, n)| (*k, n.as_str(), field_of(*k))).collect(),
+            external_ids: self.external_ids.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        };
+        let mut c = build_person(&raw, plan).map_err(|e| RecordError { field: e.field, reason: e.reason })?;
+        if !c.explicit_id {
+            c.person.id = derived_id_base(&c.person).into();
+        }
+        Ok(c.person)
+    }
+}
+
 // ---------------------------------------------------------------- CSV ----
 
 /// Column positions of the fields we read. Headers are matched after
@@ -1080,6 +1188,28 @@ mod tests {
         assert_eq!(people[0].title.as_deref(), Some("Chef Ekonomi"));
         assert_eq!(&*people[1].name, "Bo");
         assert_eq!(people[1].department, None);
+    }
+
+    #[test]
+    fn records_validate_like_rows() {
+        let mut r = Record {
+            name: Some("Åsa Östberg".into()),
+            upn: Some("Asa.Ostberg@Example.se".into()),
+            sip_uri: Some("asa@example.se".into()),
+            entra_id: Some("0b4e".into()),
+            phones: vec![(PhoneKind::Mobile, "070-123 45 67".into())],
+            ..Record::default()
+        };
+        let p = r.to_person(&plan()).unwrap();
+        assert_eq!(&*p.id, "asa.ostberg");
+        assert_eq!(p.email.as_deref(), Some("Asa.Ostberg@Example.se"));
+        assert_eq!(p.sip_uri.as_deref(), Some("sip:asa@example.se"));
+        assert_eq!(p.phones[0].e164.as_deref(), Some("+46701234567"));
+        assert_eq!(p.external_ids[0].kind.as_ref(), "entra");
+        r.email = Some("not an address".into());
+        assert_eq!(r.to_person(&plan()).unwrap_err().field, "email");
+        let nameless = Record { id: Some("x".into()), ..Record::default() };
+        assert_eq!(nameless.to_person(&plan()).unwrap_err().field, "name");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub mod synth;
 mod tests;
 
 pub use fold::{fold, fold_into};
-pub use import::{from_csv, from_json, ImportError};
+pub use import::{from_csv, from_json, ImportError, Record, RecordError};
 pub use people::{ExternalIdRef, ExternalIds, PersonRef, PhoneRef, Phones};
 pub use phone::{normalize_extension, normalize_extension_for, normalize_phone};
 pub use search::{SearchQuery, SearchResult};

@@ -1,0 +1,1 @@
+//! The `entra` directory source against the Graph simulator (`/users/delta`).

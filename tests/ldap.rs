@@ -1,0 +1,1 @@
+//! The `ldap` directory source against a real slapd (started by the test).
