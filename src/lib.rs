@@ -269,7 +269,7 @@ pub async fn run(
     });
     let sip_server = if config.sip.enabled {
         let feed = hub.feeds().register("sip", "sip_publish");
-        let start = |sip: sip_server::SipSection| sip_server::server::SipServer::start(sip, hub.directory().clone(), hub.fanout().clone(), hub.sink(feed.clone()));
+        let start = |sip: sip_server::SipSection| sip_server::server::SipServer::start(sip, hub.live_directory().clone(), hub.fanout().clone(), hub.sink(feed.clone()));
         let server = match start(config.sip.clone()) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && opts.sip_any_port_when_taken => {
                 let mut sip = config.sip.clone();
@@ -303,7 +303,7 @@ pub async fn run(
     state.ready.store(true, Ordering::Release);
     info!(
         listen = ?addr,
-        people = hub.directory().len(),
+        people = hub.directory().count(),
         shards = hub.shard_count(),
         startup_ms = t0.elapsed().as_millis() as u64,
         "presence-hub is ready."

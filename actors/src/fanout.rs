@@ -38,6 +38,8 @@ pub struct Change {
     pub json: Box<str>,
     /// When the signal that caused it entered the hub (latency measurement).
     pub ingest: Option<Instant>,
+    /// The person left the directory: `json` is `{"id":…}` and the frame is `removed`.
+    pub removed: bool,
 }
 
 /// A person's latest merged view, as the fan-out keeps it.
@@ -51,6 +53,8 @@ pub struct Latest {
     pub dept: Option<DeptIdx>,
     /// The merged view.
     pub view: MergedView,
+    /// Set when the person left the directory: their id (the directory no longer has it).
+    pub gone: Option<Arc<str>>,
 }
 
 /// What a subscriber wants to see.
@@ -264,16 +268,52 @@ impl FanOut {
             g.ring.pop_front();
         }
         g.ring.push_back((seq, user));
-        if let Some(slot) = g.latest.get_mut(user as usize) {
-            *slot = Some(Latest { seq, user, dept, view: view.clone() });
+        if g.latest.len() <= user as usize {
+            g.latest.resize(user as usize + 1, None);
         }
-        let g = &*g;
+        if let Some(slot) = g.latest.get_mut(user as usize) {
+            *slot = Some(Latest { seq, user, dept, view: view.clone(), gone: None });
+        }
+        self.deliver(&g, user, dept, ingest, false, json)
+    }
+
+    /// Publishes that a person left the directory: numbered like a change, so streams that
+    /// watch the person (or `dept`, their department before they left) get a `removed`
+    /// frame, and a client resuming after it gets one too.
+    pub fn publish_removed(&self, user: UserIdx, dept: Option<DeptIdx>, id: &str) -> u64 {
+        let mut g = self.lock();
+        g.seq += 1;
+        let seq = g.seq;
+        if g.ring.len() >= self.ring_capacity {
+            g.ring.pop_front();
+        }
+        g.ring.push_back((seq, user));
+        let gone: Arc<str> = id.into();
+        if let Some(slot) = g.latest.get_mut(user as usize) {
+            *slot = Some(Latest { seq, user, dept, view: MergedView::default(), gone: Some(gone) });
+        }
+        self.deliver(&g, user, dept, None, true, || crate::wire::removed_json(id))
+    }
+
+    /// Makes room for people up to index `len` (newcomers of a directory version), so a
+    /// snapshot taken before their first change lists them as unknown.
+    pub fn grow(&self, len: usize) {
+        let mut g = self.lock();
+        if g.latest.len() < len {
+            g.latest.resize(len, None);
+        }
+    }
+
+    /// Queues change `seq` of `user` to every matching subscriber (under the lock `publish`
+    /// took, so numbering and queueing stay in order).
+    fn deliver(&self, g: &Inner, user: UserIdx, dept: Option<DeptIdx>, ingest: Option<Instant>, removed: bool, json: impl FnOnce() -> String) -> u64 {
+        let seq = g.seq;
         let subscribed = !g.all.is_empty() || g.by_user.contains_key(&user) || dept.is_some_and(|d| g.by_dept.contains_key(&d));
         Metrics::inc(&self.metrics.changes_published);
         if !subscribed {
             return seq;
         }
-        let c = Arc::new(Change { seq, user, json: json().into_boxed_str(), ingest });
+        let c = Arc::new(Change { seq, user, json: json().into_boxed_str(), ingest, removed });
         let deliver = |id: &u64| {
             if let Some(s) = g.subs.get(id) {
                 s.outbox.push(&c, &self.metrics);
@@ -304,7 +344,7 @@ impl FanOut {
     pub fn restore(&self, user: UserIdx, dept: Option<DeptIdx>, view: &MergedView) {
         let mut g = self.lock();
         if let Some(slot) = g.latest.get_mut(user as usize) {
-            *slot = Some(Latest { seq: 0, user, dept, view: view.clone() });
+            *slot = Some(Latest { seq: 0, user, dept, view: view.clone(), gone: None });
         }
     }
 

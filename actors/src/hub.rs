@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::directory::{Directory, UserIdx};
+use crate::directory::{Directory, DirectoryDiff, UserIdx};
 use crate::fanout::FanOut;
 use crate::feeds::{FeedEntry, Feeds};
+use crate::live::LiveDirectory;
 use crate::metrics::Metrics;
 use crate::model::{Absence, FeedId, MergedView, Policy, Signal, Source};
 use crate::shard::{
-    AbsenceChange, AbsenceOp, AbsenceRejected, FeedChanged, GetDetail, GetStats, Restore, Shard, ShardConfig,
+    AbsenceChange, AbsenceOp, AbsenceRejected, ApplyDirectory, FeedChanged, GetDetail, GetStats, Restore, Shard, ShardConfig,
     ShardStats, SignalBatch, UserDetail, UserSignal,
 };
 
@@ -61,7 +62,7 @@ pub enum SinkError {
 type OverflowKey = (UserIdx, Source, crate::model::ShortStr);
 
 struct Inner {
-    directory: Arc<Directory>,
+    directory: Arc<LiveDirectory>,
     policy: Arc<Policy>,
     fanout: Arc<FanOut>,
     metrics: Arc<Metrics>,
@@ -82,17 +83,17 @@ pub struct Hub {
 impl Hub {
     /// Starts the shard arbiters. Must be called inside a running actix `System`.
     pub fn start(config: &HubConfig, directory: Directory, policy: Policy) -> Hub {
-        let directory = Arc::new(directory);
+        let directory = Arc::new(LiveDirectory::new(directory));
         let policy = Arc::new(policy);
         let metrics = Arc::new(Metrics::default());
         let feeds = Arc::new(Feeds::default());
         let seq0 = (crate::model::now_ms().max(0) as u64).saturating_mul(crate::fanout::SEQ_PER_MS);
-        let fanout = Arc::new(FanOut::new(directory.len(), config.replay_buffer, metrics.clone()).starting_after(seq0));
+        let fanout = Arc::new(FanOut::new(directory.current().len(), config.replay_buffer, metrics.clone()).starting_after(seq0));
         let mut shards = Vec::new();
         let mut arbiters = Vec::new();
         for _ in 0..config.shards.max(1) {
             let arb = Arbiter::new();
-            let (d, p, f, m, fe, c) = (directory.clone(), policy.clone(), fanout.clone(), metrics.clone(), feeds.clone(), config.shard);
+            let (d, p, f, m, fe, c) = (directory.current(), policy.clone(), fanout.clone(), metrics.clone(), feeds.clone(), config.shard);
             let addr = Shard::start_in_arbiter(&arb.handle(), move |_| Shard::new(d, p, f, m, fe, c));
             shards.push(addr);
             arbiters.push(arb.handle());
@@ -116,8 +117,14 @@ impl Hub {
         hub
     }
 
-    /// The directory.
-    pub fn directory(&self) -> &Arc<Directory> {
+    /// The current directory version (directory sync replaces it while the hub runs: hold it
+    /// for one request or one pass, not for ever).
+    pub fn directory(&self) -> Arc<Directory> {
+        self.inner.directory.current()
+    }
+
+    /// The live directory, to watch for new versions.
+    pub fn live_directory(&self) -> &Arc<LiveDirectory> {
         &self.inner.directory
     }
 
@@ -255,7 +262,7 @@ impl Hub {
         let n = self.inner.shards.len();
         let mut per: Vec<Restore> = (0..n).map(|_| Restore { views: vec![], absences: vec![] }).collect();
         for (u, v) in views {
-            let dept = self.inner.directory.department_of(u);
+            let dept = self.inner.directory.current().department_of(u);
             self.inner.fanout.restore(u, dept, &v);
             per[self.shard_of(u)].views.push((u, v));
         }
@@ -265,6 +272,48 @@ impl Hub {
         for (i, r) in per.into_iter().enumerate() {
             let _ = self.inner.shards[i].send(r).await;
         }
+    }
+
+    /// Makes `directory` (built by [`Directory::next`] from the current version, `diff` its
+    /// differences) the current version while everything keeps running: every shard takes
+    /// it first (leavers dropped with a `removed` change, newcomers published with what
+    /// `restore` holds of them, people who moved department published again), then the
+    /// live directory is replaced, which wakes providers and other watchers. Searches,
+    /// resolution and streams see the new version from then on.
+    pub async fn apply_directory(&self, directory: Directory, diff: &DirectoryDiff, restore: Restore) {
+        let previous = self.inner.directory.current();
+        let next = Arc::new(directory);
+        self.inner.fanout.grow(next.len());
+        let n = self.inner.shards.len();
+        let mut per: Vec<ApplyDirectory> = (0..n)
+            .map(|_| ApplyDirectory {
+                directory: next.clone(),
+                previous: previous.clone(),
+                removed: vec![],
+                added: vec![],
+                moved: vec![],
+                restore: Restore { views: vec![], absences: vec![] },
+            })
+            .collect();
+        for &u in &diff.removed {
+            per[self.shard_of(u)].removed.push(u);
+        }
+        for &u in &diff.added {
+            per[self.shard_of(u)].added.push(u);
+        }
+        for &u in diff.changed.iter().filter(|&&u| previous.department_of(u) != next.department_of(u)) {
+            per[self.shard_of(u)].moved.push(u);
+        }
+        for (u, v) in restore.views {
+            per[self.shard_of(u)].restore.views.push((u, v));
+        }
+        for (u, a) in restore.absences {
+            per[self.shard_of(u)].restore.absences.push((u, a));
+        }
+        for (i, m) in per.into_iter().enumerate() {
+            let _ = self.inner.shards[i].send(m).await;
+        }
+        self.inner.directory.replace(next);
     }
 
     /// Sums the shards' counts.
@@ -314,7 +363,7 @@ enum Target {
 }
 
 struct TestTarget {
-    directory: Arc<Directory>,
+    directory: Arc<LiveDirectory>,
     policy: Arc<Policy>,
     metrics: Metrics,
     tx: tokio::sync::mpsc::UnboundedSender<SinkEvent>,
@@ -331,7 +380,7 @@ pub enum SinkEvent {
 
 impl SignalSink {
     /// A sink that records into a channel instead of a hub (tests).
-    pub fn for_test(directory: Arc<Directory>, policy: Arc<Policy>, feed: Arc<FeedEntry>) -> (SignalSink, tokio::sync::mpsc::UnboundedReceiver<SinkEvent>) {
+    pub fn for_test(directory: Arc<LiveDirectory>, policy: Arc<Policy>, feed: Arc<FeedEntry>) -> (SignalSink, tokio::sync::mpsc::UnboundedReceiver<SinkEvent>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let target = Target::Test(Arc::new(TestTarget { directory, policy, metrics: Metrics::default(), tx }));
         (SignalSink { target, feed }, rx)
@@ -390,8 +439,13 @@ impl SignalSink {
         }
     }
 
-    /// The directory, for providers that map identities themselves.
-    pub fn directory(&self) -> &Arc<Directory> {
+    /// The current directory version, for providers that map identities themselves.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.live_directory().current()
+    }
+
+    /// The live directory, to follow new versions.
+    pub fn live_directory(&self) -> &Arc<LiveDirectory> {
         match &self.target {
             Target::Hub(h) => &h.inner.directory,
             Target::Test(t) => &t.directory,

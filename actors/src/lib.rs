@@ -5,6 +5,7 @@
 //! - [`model`]: availability, activity, signals, absences, the merge policy — plain Rust,
 //!   no actix types, unit-tested table-driven.
 //! - [`directory`]: people, identity resolution (email, SIP URI, E.164, extension…) and search.
+//! - [`live`]: the current directory version, replaced live by directory sync and watched.
 //! - [`wire`]: the JSON shape of a merged presence, encoded once per change.
 //! - [`fanout`]: hub-wide change sequence, replay ring, bounded coalescing outboxes.
 //! - [`shard`]: shard actors on a fixed pool of arbiters, and the user actors they own.
@@ -21,6 +22,7 @@ pub mod directory;
 pub mod fanout;
 pub mod feeds;
 pub mod hub;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod provider;

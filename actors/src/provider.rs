@@ -50,6 +50,8 @@ pub struct TestHarness {
     pub hooks: Hooks,
     /// Its feed's health and counters.
     pub feed: Arc<FeedEntry>,
+    /// The directory the provider sees: tests replace it to check that the provider follows.
+    pub directory: Arc<crate::live::LiveDirectory>,
 }
 
 impl TestHarness {
@@ -150,7 +152,8 @@ impl ProviderContext {
     pub fn for_test(name: &str, directory: Directory, hub_url: &str) -> (ProviderContext, TestHarness) {
         let feeds = Feeds::default();
         let feed = feeds.register(name, "test");
-        let (sink, events) = SignalSink::for_test(Arc::new(directory), Arc::new(Policy::default()), feed.clone());
+        let live = Arc::new(crate::live::LiveDirectory::new(directory));
+        let (sink, events) = SignalSink::for_test(live.clone(), Arc::new(Policy::default()), feed.clone());
         let (trigger, shutdown) = Shutdown::new();
         let cursors = Arc::new(MemoryCursors::default());
         let hooks = Hooks::default();
@@ -164,7 +167,7 @@ impl ProviderContext {
             hooks: hooks.clone(),
             hub_url: hub_url.to_string(),
         };
-        (ctx, TestHarness { events, trigger, cursors, hooks, feed })
+        (ctx, TestHarness { events, trigger, cursors, hooks, feed, directory: live })
     }
 
     /// The URL of this provider's webhook path `tail` (e.g. `notify`).
@@ -172,9 +175,19 @@ impl ProviderContext {
         format!("{}/hooks/{}/{}", self.hub_url.trim_end_matches('/'), self.name, tail.trim_start_matches('/'))
     }
 
-    /// The directory.
-    pub fn directory(&self) -> &Arc<Directory> {
+    /// The current directory version. Directory sync replaces it while the hub runs: a
+    /// provider that holds per-person state (subscriptions, polled lists) follows
+    /// [`ProviderContext::directory_changes`].
+    pub fn directory(&self) -> Arc<Directory> {
         self.sink.directory()
+    }
+
+    /// The provider contract's "directory changed" notification: `changed().await` returns
+    /// when a new directory version is current. Providers reconcile what they hold with the
+    /// newest version (subscribe the newcomers, drop the leavers); versions in between may
+    /// be skipped, so never rely on seeing each one.
+    pub fn directory_changes(&self) -> tokio::sync::watch::Receiver<Arc<Directory>> {
+        self.sink.live_directory().watch()
     }
 }
 

@@ -120,6 +120,27 @@ pub struct Restore {
     pub absences: Vec<(UserIdx, Absence)>,
 }
 
+/// A new directory version: the shard's people who left lose their state (and a `removed`
+/// change goes out), newcomers start with what the store kept of them (a re-hire's absences
+/// and last view) and are published, and people who moved department are published again
+/// so streams watching the new department see them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyDirectory {
+    /// The new version.
+    pub directory: Arc<Directory>,
+    /// The version before it (ids and departments of the leavers).
+    pub previous: Arc<Directory>,
+    /// This shard's leavers.
+    pub removed: Vec<UserIdx>,
+    /// This shard's newcomers.
+    pub added: Vec<UserIdx>,
+    /// This shard's people whose department changed.
+    pub moved: Vec<UserIdx>,
+    /// What the store kept of the newcomers.
+    pub restore: Restore,
+}
+
 /// Counts for `/api/stats`.
 #[derive(Message)]
 #[rtype(result = "ShardStats")]
@@ -155,8 +176,8 @@ struct Remerge;
 
 /// What a shard shares with its user actors (same thread, so `Rc`).
 pub struct ShardShared {
-    /// The directory.
-    pub directory: Arc<Directory>,
+    /// The directory version this shard works with (replaced by [`ApplyDirectory`]).
+    pub directory: RefCell<Arc<Directory>>,
     /// The merge policy.
     pub policy: Arc<Policy>,
     /// The fan-out.
@@ -214,8 +235,9 @@ fn settle(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Insta
     state.expire(now, &sh.policy);
     let feeds = &sh.feeds;
     if state.recompute(now, &sh.policy, &|f| feeds.is_up(f)) {
-        if let Some(p) = sh.directory.person(user) {
-            let dept = sh.directory.department_of(user);
+        let dir = sh.directory.borrow();
+        if let Some(p) = dir.person(user) {
+            let dept = dir.department_of(user);
             let view = state.view();
             sh.fanout.publish(user, dept, view, || presence_json(p.id(), view), ingest);
         }
@@ -350,7 +372,7 @@ impl Shard {
         config: ShardConfig,
     ) -> Shard {
         Shard {
-            shared: Rc::new(ShardShared { directory, policy, fanout, metrics, feeds, timers: RefCell::new(BinaryHeap::new()) }),
+            shared: Rc::new(ShardShared { directory: RefCell::new(directory), policy, fanout, metrics, feeds, timers: RefCell::new(BinaryHeap::new()) }),
             config,
             users: HashMap::new(),
             live: lru::LruCache::unbounded(),
@@ -401,6 +423,10 @@ impl Shard {
     }
 
     fn route(&mut self, msg: UserSignal, ctx: &mut Context<Self>) {
+        if !self.shared.directory.borrow().contains(msg.user) {
+            // Resolved just before the person left: nobody to apply it to.
+            return;
+        }
         let (addr, cell) = self.actor(msg.user);
         cell.inflight.set(cell.inflight.get() + 1);
         if let Err(SendError::Full(msg) | SendError::Closed(msg)) = addr.try_send(msg) {
@@ -544,18 +570,78 @@ impl Handler<FeedChanged> for Shard {
 impl Handler<Restore> for Shard {
     type Result = ();
     fn handle(&mut self, msg: Restore, _ctx: &mut Self::Context) {
-        let now = now_ms();
-        let mut by_user: HashMap<UserIdx, (Option<MergedView>, Vec<Absence>)> = HashMap::new();
-        for (u, v) in msg.views {
-            by_user.entry(u).or_default().0 = Some(v);
-        }
-        for (u, a) in msg.absences {
-            by_user.entry(u).or_default().1.push(a);
-        }
-        for (user, (view, absences)) in by_user {
+        for (user, state) in restored_states(msg) {
             if self.users.contains_key(&user) {
                 continue;
             }
+            // Restored people start parked; settling arms their timers (absence ends,
+            // restored-state expiry) and publishes what the absences change.
+            let cell = UserCell::new(state);
+            settle(&self.shared, user, &cell, None);
+            self.users.insert(user, cell);
+        }
+    }
+}
+
+impl Handler<ApplyDirectory> for Shard {
+    type Result = ();
+    fn handle(&mut self, msg: ApplyDirectory, _ctx: &mut Self::Context) {
+        *self.shared.directory.borrow_mut() = msg.directory.clone();
+        let sh = self.shared.clone();
+        for user in msg.removed {
+            self.users.remove(&user);
+            // Dropping the address stops a live actor; what it still settles publishes
+            // nothing, since the person is no longer in the directory.
+            self.live.pop(&user);
+            self.pending.retain(|k, _| k.0 != user);
+            if let Some(p) = msg.previous.person(user) {
+                sh.fanout.publish_removed(user, msg.previous.department_of(user), p.id());
+            }
+        }
+        let mut restored = restored_states(msg.restore);
+        for user in msg.added {
+            let state = restored.remove(&user).unwrap_or_else(UserPresence::new);
+            let cell = UserCell::new(state);
+            self.users.insert(user, cell.clone());
+            publish_now(&sh, user, &cell);
+            settle(&sh, user, &cell, None);
+        }
+        for user in msg.moved {
+            let cell = self.cell(user);
+            publish_now(&sh, user, &cell);
+        }
+    }
+}
+
+/// Publishes a person's current view whether or not it changed (a newcomer, a person who
+/// moved department): streams filtering by department learn of them.
+fn publish_now(sh: &ShardShared, user: UserIdx, cell: &UserCell) {
+    let now = now_ms();
+    let mut state = cell.state.borrow_mut();
+    state.expire(now, &sh.policy);
+    let feeds = &sh.feeds;
+    state.recompute(now, &sh.policy, &|f| feeds.is_up(f));
+    let dir = sh.directory.borrow();
+    if let Some(p) = dir.person(user) {
+        let view = state.view();
+        sh.fanout.publish(user, dir.department_of(user), view, || presence_json(p.id(), view), None);
+    }
+}
+
+/// The states of the people a [`Restore`] names: the view known before (as a stale slot)
+/// and the absences.
+fn restored_states(msg: Restore) -> HashMap<UserIdx, UserPresence> {
+    let now = now_ms();
+    let mut by_user: HashMap<UserIdx, (Option<MergedView>, Vec<Absence>)> = HashMap::new();
+    for (u, v) in msg.views {
+        by_user.entry(u).or_default().0 = Some(v);
+    }
+    for (u, a) in msg.absences {
+        by_user.entry(u).or_default().1.push(a);
+    }
+    by_user
+        .into_iter()
+        .map(|(user, (view, absences))| {
             let mut state = UserPresence::new();
             if let Some(v) = view {
                 if let Some(slot) = restored_slot(&v, now) {
@@ -566,13 +652,9 @@ impl Handler<Restore> for Shard {
             for a in absences {
                 let _ = state.upsert_absence(a);
             }
-            // Restored people start parked; settling arms their timers (absence ends,
-            // restored-state expiry) and publishes what the absences change.
-            let cell = UserCell::new(state);
-            settle(&self.shared, user, &cell, None);
-            self.users.insert(user, cell);
-        }
-    }
+            (user, state)
+        })
+        .collect()
 }
 
 /// A stale slot standing for a view known before a restart, until live signals replace it.

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 
-use crate::directory::{Directory, UserIdx};
+use crate::directory::UserIdx;
+use crate::live::LiveDirectory;
 use crate::fanout::{Batch, Change, FanOut, Filter, FilterError, Latest, Outbox, Start};
 use crate::metrics::Metrics;
 use crate::model::MergedView;
@@ -41,6 +42,8 @@ pub enum FrameKind {
     Resumed,
     /// One change.
     Delta,
+    /// A person left the directory.
+    Removed,
     /// Lag notice.
     Lagged,
     /// Idle heartbeat.
@@ -56,6 +59,7 @@ impl FrameKind {
             FrameKind::Snapshot => "snapshot",
             FrameKind::Resumed => "resumed",
             FrameKind::Delta => "delta",
+            FrameKind::Removed => "removed",
             FrameKind::Lagged => "lagged",
             FrameKind::Heartbeat => "heartbeat",
             FrameKind::Error => "error",
@@ -123,7 +127,7 @@ pub struct Close;
 /// One stream client.
 pub struct Subscriber<S: FrameSink> {
     fanout: Arc<FanOut>,
-    directory: Arc<Directory>,
+    directory: Arc<LiveDirectory>,
     metrics: Arc<Metrics>,
     sink: Option<S>,
     outbox: Arc<Outbox>,
@@ -136,7 +140,7 @@ impl<S: FrameSink> Subscriber<S> {
     /// Starts a subscriber on the current arbiter with an outbox of `capacity` changes.
     pub fn start(
         fanout: Arc<FanOut>,
-        directory: Arc<Directory>,
+        directory: Arc<LiveDirectory>,
         metrics: Arc<Metrics>,
         sink: S,
         capacity: usize,
@@ -170,7 +174,15 @@ impl<S: FrameSink> Subscriber<S> {
     }
 
     fn delta(c: &Change) -> Frame {
+        if c.removed {
+            return Self::removed(c.seq, &c.json);
+        }
         Self::delta_json(c.seq, &c.json, c.ingest)
+    }
+
+    /// `{"type":"removed","seq":…,"presence":{"id":…}}`: the person left the directory.
+    fn removed(seq: u64, json: &str) -> Frame {
+        Frame { kind: FrameKind::Removed, seq, data: format!("{{\"type\":\"removed\",\"seq\":{seq},\"presence\":{json}}}"), ingest: None }
     }
 
     fn delta_json(seq: u64, json: &str, ingest: Option<Instant>) -> Frame {
@@ -185,7 +197,11 @@ impl<S: FrameSink> Subscriber<S> {
 
     /// A delta encoded from a person's latest view (resume, coalesced catch-up).
     fn delta_latest(&self, l: &Latest) -> Option<Frame> {
-        let p = self.directory.person(l.user)?;
+        if let Some(id) = &l.gone {
+            return Some(Self::removed(l.seq, &crate::wire::removed_json(id)));
+        }
+        let dir = self.directory.current();
+        let p = dir.person(l.user)?;
         Some(Self::delta_json(l.seq, &presence_json(p.id(), &l.view), None))
     }
 
@@ -195,10 +211,12 @@ impl<S: FrameSink> Subscriber<S> {
 
     fn snapshot_frames(&self, seq: u64, changes: Vec<Latest>, unseen: Vec<UserIdx>) -> Vec<Frame> {
         let unknown = MergedView::default();
+        let directory = self.directory.current();
         // Encoded straight into the parts: a 100k-person snapshot never exists twice.
-        let known = changes.iter().filter_map(|c| Some(presence_json(self.directory.person(c.user)?.id(), &c.view)));
-        let fresh = unseen.iter().filter_map(|u| self.directory.person(*u)).map(|p| presence_json(p.id(), &unknown));
-        let total = changes.len() + unseen.len();
+        let known = changes.iter().filter(|c| c.gone.is_none()).filter_map(|c| Some(presence_json(directory.person(c.user)?.id(), &c.view)));
+        let fresh = unseen.iter().filter_map(|u| directory.person(*u)).map(|p| presence_json(p.id(), &unknown));
+        let total = changes.iter().filter(|c| c.gone.is_none() && directory.person(c.user).is_some()).count()
+            + unseen.iter().filter(|u| directory.person(**u).is_some()).count();
         let parts = total.div_ceil(SNAPSHOT_PART).max(1);
         let mut items = known.chain(fresh);
         let mut frames = Vec::with_capacity(parts);

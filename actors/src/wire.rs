@@ -39,6 +39,12 @@ pub fn presence_json(id: &str, v: &MergedView) -> String {
     serde_json::to_string(&out).unwrap_or_else(|_| String::from("{}"))
 }
 
+/// The identity of a person who left the directory (`{"id":…}`), as a `removed` frame
+/// carries it.
+pub fn removed_json(id: &str) -> String {
+    serde_json::json!({ "id": id }).to_string()
+}
+
 /// Owned form, for reading a snapshot back.
 #[derive(Deserialize, Debug)]
 pub struct PresenceIn {

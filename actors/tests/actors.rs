@@ -130,7 +130,7 @@ async fn a_slow_subscriber_never_slows_a_fast_one_and_stays_bounded() {
     let mk = |delay: Duration, capacity: usize| {
         let s = TestSink { seqs: Default::default(), kinds: Default::default(), delay, writes: Default::default() };
         let (seqs, kinds) = (s.seqs.clone(), s.kinds.clone());
-        let a = Subscriber::start(hub.fanout().clone(), hub.directory().clone(), hub.metrics().clone(), s, capacity, Duration::from_secs(30));
+        let a = Subscriber::start(hub.fanout().clone(), hub.live_directory().clone(), hub.metrics().clone(), s, capacity, Duration::from_secs(30));
         (a, seqs, kinds)
     };
     let (fast, fast_seqs, _) = mk(Duration::ZERO, 100_000);
@@ -190,7 +190,7 @@ async fn a_large_snapshot_comes_in_parts_with_everyone_once() {
     let f = hub.fanout().clone();
     eventually(|| (0..300).all(|u| f.latest(u).is_some())).await;
     let got = Arc::new(Mutex::new(Vec::new()));
-    let sub = Subscriber::start(hub.fanout().clone(), hub.directory().clone(), hub.metrics().clone(), CaptureSink(got.clone()), 64, Duration::from_secs(30));
+    let sub = Subscriber::start(hub.fanout().clone(), hub.live_directory().clone(), hub.metrics().clone(), CaptureSink(got.clone()), 64, Duration::from_secs(30));
     sub.send(SetFilter { filter: Filter { all: true, ..Filter::default() }, since: None }).await.unwrap().unwrap();
     eventually(|| got.lock().unwrap().len() >= 3).await;
     let frames: Vec<serde_json::Value> = got.lock().unwrap().iter().map(|t| serde_json::from_str(t).unwrap()).collect();
@@ -209,5 +209,71 @@ async fn a_large_snapshot_comes_in_parts_with_everyone_once() {
     }
     assert_eq!(ids.len(), 1200);
     assert_eq!(busy, 300);
+    hub.stop();
+}
+
+#[actix_rt::test]
+async fn a_directory_version_applies_live_to_streams_search_and_signals() {
+    use presence_actors::directory::Person;
+    use presence_actors::model::Absence;
+    use presence_actors::shard::Restore;
+    let hub = hub(30, 100);
+    let feed = hub.feeds().register("t", "test");
+    let sink = hub.sink(feed);
+    sink.set_up(true);
+    let dir0 = hub.directory();
+    let leaver = dir0.person(5).unwrap().to_person();
+    let dept = leaver.department.clone().expect("synth people have departments");
+    let dept_idx = dir0.department_idx(&dept).unwrap();
+    sink.send_to(5, Signal::new(Source::Teams, "t", Some(Availability::Busy), now_ms())).unwrap();
+    let f = hub.fanout().clone();
+    eventually(|| f.latest(5).is_some()).await;
+
+    // A stream watching the leaver's department.
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sub = Subscriber::start(hub.fanout().clone(), hub.live_directory().clone(), hub.metrics().clone(), CaptureSink(got.clone()), 64, Duration::from_secs(30));
+    sub.send(SetFilter { filter: Filter { departments: vec![dept_idx], ..Filter::default() }, since: None }).await.unwrap().unwrap();
+    eventually(|| !got.lock().unwrap().is_empty()).await;
+    let mut changes = hub.live_directory().watch();
+
+    // The next version: person 5 leaves, a newcomer joins the same department with an
+    // absence the store kept (a re-hire).
+    let mut people: Vec<Person> = dir0.people().filter(|(i, _)| *i != 5).map(|(_, p)| p.to_person()).collect();
+    let mut newcomer = Person::new("nils.ny", "Nils Nykvist");
+    newcomer.department = Some(dept.clone());
+    people.push(newcomer);
+    let (dir1, diff) = dir0.next(people).unwrap();
+    assert_eq!((diff.removed.clone(), diff.added.clone()), (vec![5], vec![30]));
+    let now = now_ms();
+    let lunch = Absence {
+        id: "a1".into(),
+        reason: "lunch".into(),
+        text: None,
+        start: now - 60_000,
+        end: Some(now + 3_600_000),
+        created_at: now - 60_000,
+        updated_at: now - 60_000,
+        created_by: None,
+    };
+    hub.apply_directory(dir1, &diff, Restore { views: vec![], absences: vec![(30, lunch)] }).await;
+
+    assert!(changes.has_changed().unwrap(), "watchers are told");
+    let dir = changes.borrow_and_update().clone();
+    assert_eq!(dir.by_id("nils.ny"), Some(30));
+    assert_eq!(hub.directory().search(&presence_actors::directory::SearchQuery { q: "nykvist", department: None, offset: 0, limit: 5 }).items, vec![30]);
+    assert!(sink.send(&leaver.id, Signal::new(Source::Teams, "t", Some(Availability::Away), now_ms())).is_err(), "the leaver no longer resolves");
+    eventually(|| {
+        let frames = got.lock().unwrap();
+        let has = |t: &str, id: &str| frames.iter().any(|fr| fr.contains(&format!("\"type\":\"{t}\"")) && fr.contains(&format!("\"id\":\"{id}\"")));
+        has("removed", &leaver.id) && has("delta", "nils.ny")
+    })
+    .await;
+    let frames = got.lock().unwrap().clone();
+    let newcomer_frame = frames.iter().find(|fr| fr.contains("nils.ny")).unwrap();
+    assert!(newcomer_frame.contains("\"absence_reason\":\"lunch\""), "the kept absence applies: {newcomer_frame}");
+    // Signals for the newcomer reach them; the other people kept their index.
+    sink.send("nils.ny", Signal::new(Source::Teams, "t", Some(Availability::Available), now_ms())).unwrap();
+    assert_eq!(hub.directory().by_id(dir0.person(6).unwrap().id()), Some(6));
+    assert_eq!(hub.directory().count(), 30);
     hub.stop();
 }

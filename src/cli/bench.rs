@@ -308,7 +308,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
                 .collect();
             Filter { users, ..Filter::default() }
         };
-        let (f, d, mm, cap) = (hub.fanout().clone(), hub.directory().clone(), m.clone(), args.outbox);
+        let (f, d, mm, cap) = (hub.fanout().clone(), hub.live_directory().clone(), m.clone(), args.outbox);
         sub_arbs[i % sub_arbs.len()].spawn(async move {
             let a = Subscriber::start(f, d, mm, sink, cap, Duration::from_secs(15));
             let _ = a.send(SetFilter { filter, since: None }).await;

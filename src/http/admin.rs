@@ -52,7 +52,7 @@ pub async fn metrics(state: Data, req: HttpRequest) -> Result<HttpResponse, AppE
     for (name, help, v) in m.gauges() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     }
-    let _ = writeln!(out, "# HELP presence_people People in the directory.\n# TYPE presence_people gauge\npresence_people {}", state.hub.directory().len());
+    let _ = writeln!(out, "# HELP presence_people People in the directory.\n# TYPE presence_people gauge\npresence_people {}", state.hub.directory().count());
     let _ = writeln!(out, "# HELP presence_sequence Current change sequence number.\n# TYPE presence_sequence counter\npresence_sequence {}", state.hub.fanout().seq());
     let feeds = state.hub.feeds().all();
     type Read = fn(&presence_actors::feeds::FeedEntry) -> u64;
@@ -101,7 +101,7 @@ pub async fn stats(state: Data, caller: Caller) -> Result<HttpResponse, AppError
     let subs = hub.fanout().subscriber_count();
     let outbox = state.config.stream.outbox_capacity * 8 + 512;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "people": hub.directory().len(),
+        "people": hub.directory().count(),
         "uptime_s": hub.uptime().as_secs(),
         "sequence": hub.fanout().seq(),
         "shards": hub.shard_count(),

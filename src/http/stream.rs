@@ -143,7 +143,7 @@ pub async fn websocket(state: Data, req: HttpRequest, body: web::Payload, q: web
     let hub = &state.hub;
     let sub = Subscriber::start(
         hub.fanout().clone(),
-        hub.directory().clone(),
+        hub.live_directory().clone(),
         hub.metrics().clone(),
         WsSink(session.clone()),
         state.config.stream.outbox_capacity,
@@ -257,7 +257,7 @@ pub async fn sse(state: Data, req: HttpRequest, q: web::Query<StreamParams>) -> 
     let hub = &state.hub;
     let sub = Subscriber::start(
         hub.fanout().clone(),
-        hub.directory().clone(),
+        hub.live_directory().clone(),
         hub.metrics().clone(),
         SseSink(tx),
         state.config.stream.outbox_capacity,

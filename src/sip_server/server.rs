@@ -37,7 +37,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use presence_actors::directory::{Directory, UserIdx};
+use presence_actors::directory::UserIdx;
+use presence_actors::live::LiveDirectory;
 use presence_actors::fanout::{Batch, FanOut, Filter, Outbox};
 use presence_actors::hub::SignalSink;
 use presence_actors::model::{now_ms, MergedView, Signal, Source};
@@ -77,7 +78,7 @@ pub struct SipServer {
 
 impl SipServer {
     /// Binds and starts the server on its own thread.
-    pub fn start(cfg: SipSection, directory: Arc<Directory>, fanout: Arc<FanOut>, sink: SignalSink) -> std::io::Result<SipServer> {
+    pub fn start(cfg: SipSection, directory: Arc<LiveDirectory>, fanout: Arc<FanOut>, sink: SignalSink) -> std::io::Result<SipServer> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let stats = Arc::new(SipStats::default());
@@ -170,7 +171,7 @@ struct NotifyDone {
 struct Server {
     cfg: SipSection,
     ep: Endpoint,
-    directory: Arc<Directory>,
+    directory: Arc<LiveDirectory>,
     fanout: Arc<FanOut>,
     sink: SignalSink,
     stats: Arc<SipStats>,
@@ -188,7 +189,7 @@ struct Server {
 }
 
 impl Server {
-    fn new(cfg: SipSection, ep: Endpoint, directory: Arc<Directory>, fanout: Arc<FanOut>, sink: SignalSink, stats: Arc<SipStats>) -> Server {
+    fn new(cfg: SipSection, ep: Endpoint, directory: Arc<LiveDirectory>, fanout: Arc<FanOut>, sink: SignalSink, stats: Arc<SipStats>) -> Server {
         let digest = DigestServer::with_algorithms(&cfg.realm, &cfg.digest);
         let accounts = cfg
             .accounts
@@ -303,7 +304,7 @@ impl Server {
     }
 
     fn resolve_aor(&self, uri: &str) -> Option<UserIdx> {
-        let d = &self.directory;
+        let d = self.directory.current();
         if let Some(i) = d.resolve(uri) {
             return Some(i);
         }
@@ -431,7 +432,8 @@ impl Server {
                 .unwrap_or(req.peer),
         };
         let to = req.msg.header(&ezk_sip_types::Name::TO).unwrap_or("").to_string();
-        let person = self.directory.person(user);
+        let dir = self.directory.current();
+        let person = dir.person(user);
         let entity = match (package, person.as_ref().and_then(|p| p.sip_uri())) {
             (Package::Presence, Some(s)) => s.to_string(),
             (Package::Presence, None) => format!("sip:{}@{}", person.as_ref().map(|p| p.id()).unwrap_or("unknown"), self.domain),
@@ -495,8 +497,11 @@ impl Server {
         };
         for u in users {
             let Some(keys) = self.by_user.get(&u).cloned() else { continue };
+            // A person who left the directory: their subscriptions end (RFC 6665 §4.2.2,
+            // `noresource`: the resource no longer exists).
+            let gone = self.fanout.latest(u).is_some_and(|l| l.gone.is_some());
             for k in keys {
-                self.send_notify(&k, None);
+                self.send_notify(&k, gone.then_some("terminated;reason=noresource"));
             }
         }
     }
@@ -518,7 +523,7 @@ impl Server {
         // Skip a NOTIFY that would say what the last one said (a refresh clears `last_body`).
         let (ct, body) = match sub.package {
             Package::Presence => {
-                let contact = self.directory.person(sub.user).and_then(|p| p.sip_uri().map(str::to_string)).unwrap_or_else(|| sub.entity.clone());
+                let contact = self.directory.current().person(sub.user).and_then(|p| p.sip_uri().map(str::to_string)).unwrap_or_else(|| sub.entity.clone());
                 let body = render::pidf(&sub.entity, &contact, view);
                 let h = hash(&body);
                 if terminate.is_none() && sub.last_body == Some(h) {

@@ -255,6 +255,31 @@ pub struct Directory {
     /// and the binary search of [`Directory::department_idx`].
     dept_order: Vec<DeptIdx>,
     index: SearchIndex,
+    /// Ids of the people who left while the hub ran, with the index they held: a person who
+    /// comes back gets their index again ([`Directory::next`]).
+    vacated: HashMap<Box<str>, UserIdx>,
+    /// People present (slots minus vacant ones).
+    count: usize,
+}
+
+/// What [`Directory::next`] changed, by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectoryDiff {
+    /// New people (at new indexes, or at the index they held before they left).
+    pub added: Vec<UserIdx>,
+    /// People whose fields changed.
+    pub changed: Vec<UserIdx>,
+    /// People who left: their indexes are vacant now.
+    pub removed: Vec<UserIdx>,
+    /// People exactly as before.
+    pub unchanged: usize,
+}
+
+impl DirectoryDiff {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -292,7 +317,88 @@ impl Directory {
         // compact form, and the many small blocks of the `Person`s are freed
         // before the indexes are allocated (which can then reuse them).
         let people = People::build(people).map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
-        Self::from_packed(people, capacity, first_empty, plan)
+        Self::from_packed(people, capacity, first_empty, plan, &[])
+    }
+
+    /// The next version of this directory with exactly `people` in it, and what changed.
+    ///
+    /// Everyone who stays keeps their index, so the presence state, subscriptions and streams
+    /// keyed by index stay valid; a person who left leaves a vacant index, which only they get
+    /// back if they return; newcomers get new indexes at the end. Departments keep their
+    /// indexes too (a department left empty stays known, with no members). People are matched
+    /// by id. Fails like [`Directory::build`] on an empty or duplicate id.
+    pub fn next(&self, people: Vec<Person>) -> Result<(Directory, DirectoryDiff), DirectoryError> {
+        let mut incoming: HashMap<Box<str>, Person> = HashMap::with_capacity(people.len());
+        let mut position: HashMap<Box<str>, usize> = HashMap::new();
+        for (i, p) in people.into_iter().enumerate() {
+            if p.id.trim().is_empty() {
+                return Err(DirectoryError::EmptyId { index: i });
+            }
+            if let Some(&first) = position.get(&p.id) {
+                return Err(DirectoryError::DuplicateId { id: p.id.to_string(), first, second: i });
+            }
+            position.insert(p.id.clone(), i);
+            incoming.insert(p.id.clone(), p);
+        }
+        drop(position);
+        let slots = self.people.len();
+        let mut diff = DirectoryDiff::default();
+        let mut vacated = self.vacated.clone();
+        // Slot contents of the next version: the person, or None for a vacant index.
+        let mut next: Vec<Option<Person>> = Vec::with_capacity(slots + incoming.len());
+        for i in 0..slots as UserIdx {
+            match self.people.get(i) {
+                None => next.push(None),
+                Some(old) => match incoming.remove(old.id()) {
+                    Some(p) => {
+                        if old.to_person() == p {
+                            diff.unchanged += 1;
+                        } else {
+                            diff.changed.push(i);
+                        }
+                        next.push(Some(p));
+                    }
+                    None => {
+                        vacated.insert(old.id().into(), i);
+                        diff.removed.push(i);
+                        next.push(None);
+                    }
+                },
+            }
+        }
+        // Newcomers in id order, so the same input gives the same indexes.
+        let mut newcomers: Vec<Person> = incoming.into_values().collect();
+        newcomers.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        for p in newcomers {
+            let back = vacated.remove(&p.id).filter(|&i| next.get(i as usize).is_some_and(Option::is_none));
+            let i = match back {
+                Some(i) => {
+                    next[i as usize] = Some(p);
+                    i
+                }
+                None => {
+                    next.push(Some(p));
+                    (next.len() - 1) as UserIdx
+                }
+            };
+            if next.len() >= UserIdx::MAX as usize {
+                return Err(DirectoryError::TooManyPeople { count: next.len() });
+            }
+            diff.added.push(i);
+        }
+        diff.added.sort_unstable();
+        let text: usize = next.iter().flatten().map(|p| p.name.len() + p.id.len() + 64).sum();
+        let mut b = PeopleBuilder::new(next.len(), text);
+        for p in next {
+            match p {
+                Some(p) => b.push(p).map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?,
+                None => b.push_vacant(),
+            }
+        }
+        let (people, capacity, first_empty) = b.finish().map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
+        let mut dir = Self::from_packed(people, capacity, first_empty, &self.plan, &self.departments)?;
+        dir.vacated = vacated;
+        Ok((dir, diff))
     }
 
     /// Like [`Directory::build`], but packs each person as it comes, so the people never
@@ -313,14 +419,17 @@ impl Directory {
             b.push(p).map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
         }
         let (people, capacity, first_empty) = b.finish().map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
-        Self::from_packed(people, capacity, first_empty, plan)
+        Self::from_packed(people, capacity, first_empty, plan, &[])
     }
 
+    /// Indexes packed people. `seed`: the departments of the previous version, which keep
+    /// their indexes.
     fn from_packed(
         people: People,
         capacity: usize,
         first_empty: Option<usize>,
         plan: &NumberPlan,
+        seed: &[Department],
     ) -> Result<Directory, DirectoryError> {
         let n = people.len();
         let mut keys = IdentityTable::with_capacity(capacity);
@@ -334,7 +443,7 @@ impl Directory {
             return Err(e);
         }
 
-        let (dept_of, mut departments) = departments_of(&people);
+        let (dept_of, mut departments) = departments_of(&people, seed);
         let mut dept_order: Vec<DeptIdx> = (0..departments.len() as DeptIdx).collect();
         dept_order.sort_unstable_by(|&a, &b| departments[a as usize].key.cmp(&departments[b as usize].key));
         departments.shrink_to_fit();
@@ -343,17 +452,29 @@ impl Directory {
         let index = SearchIndex::build(&people, &dept_of, &dept_keys, plan);
         drop(dept_keys);
 
-        Ok(Directory { people, plan: plan.clone(), keys, dept_of, departments, dept_order, index })
+        let count = (0..n as UserIdx).filter(|&i| people.get(i).is_some()).count();
+        Ok(Directory { people, plan: plan.clone(), keys, dept_of, departments, dept_order, index, vacated: HashMap::new(), count })
     }
 
-    /// Number of people.
+    /// Number of indexes: the people and the vacant indexes of people who left while the hub
+    /// ran. Every [`UserIdx`] is below it; tables indexed by person are this long.
     pub fn len(&self) -> usize {
         self.people.len()
     }
 
-    /// True if the directory has nobody in it.
+    /// True if the directory has no index at all.
     pub fn is_empty(&self) -> bool {
         self.people.len() == 0
+    }
+
+    /// True if `idx` is a person of this version (not vacant, not past the end).
+    pub fn contains(&self, idx: UserIdx) -> bool {
+        self.people.get(idx).is_some()
+    }
+
+    /// Number of people in the directory (without the vacant indexes).
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     /// The person at `idx`, as a view of the directory's compact storage
@@ -495,11 +616,13 @@ impl Directory {
         self.departments.get(d as usize).map(|d| &*d.name)
     }
 
-    /// All departments with their member counts, sorted by folded name.
+    /// All departments with their member counts, sorted by folded name (departments left
+    /// empty by people who left are not listed).
     pub fn departments(&self) -> Vec<(&str, usize)> {
         self.dept_order
             .iter()
             .filter_map(|&d| self.departments.get(d as usize))
+            .filter(|d| d.members > 0)
             .map(|d| (&*d.name, d.members))
             .collect()
     }
@@ -598,12 +721,14 @@ fn id_error(keys: &IdentityTable, people: &People, first_empty: Option<usize>) -
 /// Each person's department, and the departments in order of first
 /// appearance with their member counts. People whose department text folds
 /// to the same search text ("Ekonomi", "EKONOMI") share a department.
-fn departments_of(people: &People) -> (Vec<DeptIdx>, Vec<Department>) {
+fn departments_of(people: &People, seed: &[Department]) -> (Vec<DeptIdx>, Vec<Department>) {
     let mut dept_of = Vec::with_capacity(people.len());
-    let mut departments: Vec<Department> = Vec::new();
+    let mut departments: Vec<Department> =
+        seed.iter().map(|d| Department { name: d.name.clone(), key: d.key.clone(), members: 0 }).collect();
     // Folded key → department, and each spelling seen → department, so that
     // each distinct spelling is folded once rather than once per person.
-    let mut by_key: HashMap<Box<str>, DeptIdx> = HashMap::new();
+    let mut by_key: HashMap<Box<str>, DeptIdx> =
+        departments.iter().enumerate().map(|(i, d)| (d.key.clone(), i as DeptIdx)).collect();
     let mut by_spelling: HashMap<&str, DeptIdx> = HashMap::new();
     let mut buf = String::new();
     for raw in (0..people.len() as UserIdx).map(|i| people.get(i).and_then(|p| p.department())) {

@@ -41,6 +41,10 @@ const HAS_SIP: u8 = 1 << 4;
 /// Bit of a phone's kind byte: the phone has an E.164 form.
 const PHONE_HAS_E164: u8 = 1 << 2;
 
+/// The `at` entry of a vacant slot: a person who left, whose index stays reserved so that
+/// everyone else keeps theirs (see [`super::Directory::next`]).
+const VACANT: (u32, u32) = (u32::MAX, u32::MAX);
+
 /// The arenas would need offsets wider than `u32`.
 #[derive(Debug)]
 pub(super) struct TooLarge {
@@ -126,6 +130,11 @@ impl PeopleBuilder {
             out.push_text(&x.value);
         }
         Ok(())
+    }
+
+    /// Reserves the next index for nobody (a person who left).
+    pub(super) fn push_vacant(&mut self) {
+        self.out.at.push(VACANT);
     }
 
     /// The packed people, the identity-table capacity and the first empty id.
@@ -215,14 +224,14 @@ impl People {
         self.text.push_str(s);
     }
 
-    /// Number of people.
+    /// Number of slots: people and vacant indexes.
     pub(super) fn len(&self) -> usize {
         self.at.len()
     }
 
-    /// The person at `idx`.
+    /// The person at `idx`; `None` past the end and for a vacant index.
     pub(super) fn get(&self, idx: UserIdx) -> Option<PersonRef<'_>> {
-        let &(text_at, meta_at) = self.at.get(idx as usize)?;
+        let &(text_at, meta_at) = self.at.get(idx as usize).filter(|&&a| a != VACANT)?;
         let mut r = Reader { people: self, meta: meta_at as usize, text: text_at as usize };
         let flags = r.byte();
         let has = |bit: u8| flags & bit != 0;

@@ -619,7 +619,8 @@ impl SearchIndex {
             name_at.push(name_arena.len());
         }
         let name_of = |i: usize| &name_arena[name_at[i]..name_at[i + 1]];
-        let mut by_rank: Vec<UserIdx> = (0..n as UserIdx).collect();
+        // Vacant indexes (people who left) are not in the index at all.
+        let mut by_rank: Vec<UserIdx> = (0..n as UserIdx).filter(|&i| person(i).is_some()).collect();
         by_rank.sort_unstable_by(|&a, &b| {
             let (a, b) = (a as usize, b as usize);
             let id = |i: usize| person(i as UserIdx).map_or("", |p| p.id());

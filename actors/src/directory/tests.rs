@@ -491,3 +491,47 @@ fn streaming_build_matches_build() {
     assert_eq!(a.search(&q).items, b.search(&q).items);
     assert_eq!(a.departments(), b.departments());
 }
+
+#[test]
+fn next_keeps_indexes_and_departments_and_reuses_a_leavers_index() {
+    let plan = NumberPlan::sweden();
+    let mut a = Person::new("anna", "Anna Andersson");
+    a.department = Some("Växel".into());
+    a.extension = Some("1001".into());
+    let mut b = Person::new("bo", "Bo Berg");
+    b.department = Some("Ekonomi".into());
+    let mut c = Person::new("cia", "Cia Carlsson");
+    c.department = Some("Växel".into());
+    let d0 = Directory::build(vec![a.clone(), b.clone(), c.clone()], &plan).unwrap();
+    let (vaxel, ekonomi) = (d0.department_idx("vaxel").unwrap(), d0.department_idx("ekonomi").unwrap());
+
+    // Bo leaves, Cia changes title, Dan joins in a new department.
+    let mut c2 = c.clone();
+    c2.title = Some("Telefonist".into());
+    let mut d = Person::new("dan", "Dan Dahl");
+    d.department = Some("IT".into());
+    let (d1, diff) = d0.next(vec![d.clone(), c2.clone(), a.clone()]).unwrap();
+    assert_eq!(diff, DirectoryDiff { added: vec![3], changed: vec![2], removed: vec![1], unchanged: 1 });
+    assert_eq!((d1.len(), d1.count()), (4, 3));
+    assert_eq!(d1.by_id("anna"), Some(0));
+    assert_eq!(d1.by_id("cia"), Some(2));
+    assert_eq!(d1.by_id("dan"), Some(3));
+    assert!(d1.person(1).is_none(), "a leaver's index is vacant");
+    assert_eq!(d1.by_id("bo"), None);
+    assert_eq!(d1.resolve("1001"), Some(0));
+    assert_eq!(d1.department_idx("vaxel"), Some(vaxel));
+    assert_eq!(d1.department_idx("ekonomi"), Some(ekonomi), "an emptied department keeps its index");
+    assert!(d1.departments().iter().all(|(name, _)| *name != "Ekonomi"), "but is not listed");
+    assert_eq!(d1.people().map(|(i, _)| i).collect::<Vec<_>>(), vec![0, 2, 3]);
+    let all = d1.search(&SearchQuery { q: "", department: None, offset: 0, limit: 10 });
+    assert_eq!((all.total, all.items.len()), (3, 3), "vacant indexes are not searchable");
+    let found = d1.search(&SearchQuery { q: "dan", department: None, offset: 0, limit: 10 });
+    assert_eq!(found.items, vec![3]);
+
+    // Bo comes back: his old index.
+    let (d2, diff) = d1.next(vec![a, b, c2, d]).unwrap();
+    assert_eq!(diff.added, vec![1]);
+    assert_eq!(d2.by_id("bo"), Some(1));
+    assert_eq!(d2.department_of(1), Some(ekonomi));
+    assert!(d2.next(vec![Person::new("x", "X"), Person::new("x", "Y")]).is_err());
+}
