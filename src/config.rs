@@ -221,13 +221,105 @@ impl Default for SnapshotSection {
 }
 
 /// `[directory]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DirectorySection {
     /// A CSV or JSON file imported at start (replacing the stored directory when it changed).
+    /// Without `sources` it is also watched: a changed file is applied live. The shorthand
+    /// for one `type = "file"` source.
     pub import: Option<PathBuf>,
     /// How phone numbers are normalised to E.164.
     pub number_plan: NumberPlanConfig,
+    /// `[[directory.sources]]`: where people come from (LDAP/AD, Entra ID, files), synced
+    /// live. With sources, the directory is theirs: `import` must not be set too.
+    pub sources: Vec<presence_providers::directory::SourceConfig>,
+    /// How the sources' records of one person are matched, tried in order (`entra_id`,
+    /// `email`, `id`, `sip_uri`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub match_key: Vec<crate::sync::merge::MatchKey>,
+    /// `[directory.precedence]`: per hub field (or `default`), the source names whose value
+    /// wins, first first. Unnamed sources follow in configuration order.
+    pub precedence: std::collections::BTreeMap<String, Vec<String>>,
+    /// A pass that would remove more than this share of the people (percent) is held and
+    /// reported instead of applied.
+    pub max_removal_percent: f64,
+    /// How long a leaver's absences and last state are kept, so a re-hire or a mistaken
+    /// removal gets them back (days).
+    pub leaver_retention_days: u32,
+}
+
+impl Default for DirectorySection {
+    fn default() -> Self {
+        use crate::sync::merge::MatchKey;
+        DirectorySection {
+            import: None,
+            number_plan: NumberPlanConfig::default(),
+            sources: Vec::new(),
+            match_key: vec![MatchKey::EntraId, MatchKey::Email],
+            precedence: Default::default(),
+            max_removal_percent: 10.0,
+            leaver_retention_days: 30,
+        }
+    }
+}
+
+/// A value or a list of values.
+fn one_or_many<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl DirectorySection {
+    /// The sources to sync: the configured ones, else the `import` file as a file source.
+    pub fn effective_sources(&self) -> Vec<presence_providers::directory::SourceConfig> {
+        match (&self.import, self.sources.is_empty()) {
+            (Some(path), true) => vec![presence_providers::directory::SourceConfig::File(presence_providers::directory::file::FileConfig::new(path.clone()))],
+            _ => self.sources.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.import.is_some() && !self.sources.is_empty() {
+            return Err("directory.import and [[directory.sources]] do not go together: add the file as a source with type = \"file\"".into());
+        }
+        if self.match_key.is_empty() {
+            return Err("directory.match_key needs at least one key".into());
+        }
+        if !(0.0..=100.0).contains(&self.max_removal_percent) {
+            return Err("directory.max_removal_percent must be 0-100".into());
+        }
+        if !(1..=3650).contains(&self.leaver_retention_days) {
+            return Err("directory.leaver_retention_days must be 1-3650".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.sources {
+            let name = s.name();
+            if name.trim().is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(format!("directory source name {name:?}: 1-64 letters, digits, '-' or '_'"));
+            }
+            if !names.insert(name) {
+                return Err(format!("directory source name {name:?} is used twice"));
+            }
+            s.validate().map_err(|e| format!("directory source {name}: {e}"))?;
+        }
+        for (field, order) in &self.precedence {
+            if field != "default" && !crate::sync::merge::FIELDS.contains(&field.as_str()) {
+                return Err(format!("directory.precedence: unknown field {field:?} (fields: default, {})", crate::sync::merge::FIELDS.join(", ")));
+            }
+            if let Some(n) = order.iter().find(|n| !names.contains(n.as_str())) {
+                return Err(format!("directory.precedence.{field}: no source is named {n:?}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[directory.number_plan]`.
@@ -421,6 +513,7 @@ impl Config {
         if !(1..=3600).contains(&self.stream.heartbeat_secs) {
             return bad("stream.heartbeat_secs must be 1-3600".into());
         }
+        self.directory.validate().map_err(ConfigError::Invalid)?;
         let plan = &self.directory.number_plan;
         if plan.country_code.is_empty() || !plan.country_code.bytes().all(|b| b.is_ascii_digit()) || plan.country_code.len() > 3 {
             return bad("directory.number_plan.country_code must be 1-3 digits".into());

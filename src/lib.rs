@@ -21,6 +21,7 @@ pub mod config;
 pub mod http;
 pub mod sip_server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod tokens;
 
@@ -239,6 +240,14 @@ pub async fn run(
         providers.push(handle);
     }
 
+    // Directory sync: the sources' first passes start now; nothing is applied until each has
+    // completed one.
+    let sync = sync::DirectorySync::start(hub.clone(), store.clone(), &config.directory, stop.clone()).map_err(RunError::Directory)?;
+    let (sync, sync_tasks) = match sync {
+        Some((s, t)) => (Some(s), t),
+        None => (None, Vec::new()),
+    };
+
     let api_feed = hub.feeds().get(0).expect("feed 0 is registered by Feeds::default");
     let tokens = if !opts.demo_tokens.is_empty() {
         Tokens::in_clear(opts.demo_tokens.iter().map(|(r, t)| (*r, t.as_str())))
@@ -258,6 +267,7 @@ pub async fn run(
     let workers = config.http.workers.unwrap_or(2).clamp(1, 64);
     let state = web::Data::new(AppState {
         api_sink: hub.sink(api_feed),
+        sync,
         hub: hub.clone(),
         store: store.clone(),
         tokens,
@@ -322,6 +332,11 @@ pub async fn run(
         handle.stop(true).await;
         let _ = server_task.await;
     });
+    for t in sync_tasks {
+        // Each stops at the shutdown signal; a pass in flight is abandoned (nothing half
+        // applied: the store and the hub only ever take whole versions).
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     if let Some(s) = sip_server {
         actix_web::rt::task::spawn_blocking(move || s.stop()).await.ok();
     }

@@ -225,10 +225,10 @@ pub struct Migration {
 }
 
 /// All migration steps, in order. The schema version of this code is their count.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    description: "initial schema: people, absences, cursors, snapshot",
-    apply: migrate_v1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { description: "initial schema: people, absences, cursors, snapshot", apply: migrate_v1 },
+    Migration { description: "leavers: people removed by directory sync, kept for a while", apply: migrate_v2 },
+];
 
 /// Schema version written by this code (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -271,6 +271,20 @@ fn migrate_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             doc     TEXT NOT NULL,
             at      INTEGER NOT NULL
         ) STRICT;
+        "#,
+    )
+}
+
+fn migrate_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    // A leaver's absences and last view stay (keyed by id, as always) until the leaver row is
+    // purged, so a re-hire or a mistaken removal gets them back.
+    tx.execute_batch(
+        r#"
+        CREATE TABLE leavers (
+            id         TEXT PRIMARY KEY NOT NULL,
+            removed_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX leavers_removed_at ON leavers(removed_at);
         "#,
     )
 }
@@ -432,6 +446,68 @@ impl Store {
         match failed {
             Some(e) => Err(e.into()),
             None => Ok(r),
+        }
+    }
+
+    /// Applies what directory sync changed, in one transaction: `upserts` `(id, json)` are
+    /// written (newcomers after everyone else), `removed` ids leave the directory and are
+    /// noted as leavers at `at`; a person who comes back is no longer a leaver.
+    pub fn apply_directory_changes(&self, upserts: &[(String, String)], removed: &[String], at: UnixMs) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut next: i64 = tx.query_row("SELECT coalesce(max(ord), -1) + 1 FROM people", [], |r| r.get(0))?;
+            let mut update = tx.prepare_cached("UPDATE people SET doc = ?2 WHERE id = ?1")?;
+            let mut insert = tx.prepare_cached("INSERT INTO people (ord, id, doc) VALUES (?1, ?2, ?3)")?;
+            let mut back = tx.prepare_cached("DELETE FROM leavers WHERE id = ?1")?;
+            for (id, doc) in upserts {
+                if update.execute(params![id, doc])? == 0 {
+                    insert.execute(params![next, id, doc])?;
+                    next += 1;
+                }
+                back.execute(params![id])?;
+            }
+            let mut delete = tx.prepare_cached("DELETE FROM people WHERE id = ?1")?;
+            let mut leave = tx.prepare_cached(
+                "INSERT INTO leavers (id, removed_at) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET removed_at = excluded.removed_at",
+            )?;
+            for id in removed {
+                delete.execute(params![id])?;
+                leave.execute(params![id, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets the people who left before `before`: their absences, their last view and the
+    /// leaver row. Returns how many leavers were forgotten.
+    pub fn purge_leavers(&self, before: UnixMs) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM absences WHERE user_id IN (SELECT id FROM leavers WHERE removed_at < ?1)", params![before])?;
+        tx.execute("DELETE FROM snapshot WHERE user_id IN (SELECT id FROM leavers WHERE removed_at < ?1)", params![before])?;
+        let n = tx.execute("DELETE FROM leavers WHERE removed_at < ?1", params![before])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The ids of the people who left, with when.
+    pub fn leavers(&self) -> Result<Vec<(String, UnixMs)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, removed_at FROM leavers ORDER BY removed_at, id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The last stored view of one person, `(json, at)`.
+    pub fn snapshot_for(&self, user_id: &str) -> Result<Option<(String, UnixMs)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT doc, at FROM snapshot WHERE user_id = ?1")?;
+        let mut rows = stmt.query(params![user_id])?;
+        match rows.next()? {
+            Some(r) => Ok(Some((r.get(0)?, r.get(1)?))),
+            None => Ok(None),
         }
     }
 
@@ -767,6 +843,28 @@ mod tests {
                 (id, doc)
             })
             .collect()
+    }
+
+    #[test]
+    fn directory_changes_keep_leavers_until_purged() {
+        let store = Store::open_in_memory().unwrap();
+        store.replace_directory(&[("anna".into(), "{}".into()), ("bo".into(), "{}".into())]).unwrap();
+        store.insert_absence(&StoredAbsence { id: "a1".into(), user_id: "bo".into(), reason: "lunch".into(), text: None, start: 1, end: None, created_at: 1, updated_at: 1, created_by: None }).unwrap();
+        store.save_snapshot(&[("bo".into(), "{\"id\":\"bo\"}".into())], 5).unwrap();
+        store.apply_directory_changes(&[("anna".into(), "{\"v\":2}".into()), ("cia".into(), "{}".into())], &["bo".into()], 100).unwrap();
+        let ids: Vec<String> = store.load_directory().unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec!["anna", "cia"], "newcomers after everyone else");
+        assert_eq!(store.load_directory().unwrap()[0].1, "{\"v\":2}");
+        assert_eq!(store.leavers().unwrap(), vec![("bo".to_string(), 100)]);
+        assert_eq!(store.purge_leavers(100).unwrap(), 0, "not older than the cut-off");
+        assert_eq!(store.absences_for("bo").unwrap().len(), 1, "kept while a leaver");
+        // Bo comes back, leaves again, and is forgotten after the retention.
+        store.apply_directory_changes(&[("bo".into(), "{}".into())], &[], 200).unwrap();
+        assert!(store.leavers().unwrap().is_empty());
+        store.apply_directory_changes(&[], &["bo".into()], 300).unwrap();
+        assert_eq!(store.purge_leavers(301).unwrap(), 1);
+        assert!(store.absences_for("bo").unwrap().is_empty());
+        assert_eq!(store.snapshot_for("bo").unwrap(), None);
     }
 
     #[test]

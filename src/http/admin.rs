@@ -53,6 +53,9 @@ pub async fn metrics(state: Data, req: HttpRequest) -> Result<HttpResponse, AppE
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     }
     let _ = writeln!(out, "# HELP presence_people People in the directory.\n# TYPE presence_people gauge\npresence_people {}", state.hub.directory().count());
+    if let Some(sync) = &state.sync {
+        sync.metrics_text(&mut out);
+    }
     let _ = writeln!(out, "# HELP presence_sequence Current change sequence number.\n# TYPE presence_sequence counter\npresence_sequence {}", state.hub.fanout().seq());
     let feeds = state.hub.feeds().all();
     type Read = fn(&presence_actors::feeds::FeedEntry) -> u64;
@@ -83,6 +86,51 @@ pub async fn providers(state: Data, caller: Caller) -> Result<HttpResponse, AppE
     caller.require(Role::Admin)?;
     let list: Vec<_> = state.hub.feeds().all().iter().map(|f| f.report()).collect();
     Ok(HttpResponse::Ok().json(list))
+}
+
+/// `GET /api/directory/sources` (admin): every directory source's state, last pass
+/// (time, kind, duration, added / changed / removed / unchanged) and recent errors.
+pub async fn directory_sources(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let sources = state.sync.as_ref().map(|s| s.status()).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "people": state.hub.directory().count(), "sources": sources })))
+}
+
+/// The optional body of `POST /api/directory/sync`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncBody {
+    /// Only this source.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `full` (default) or `incremental`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Apply even if more than `max_removal_percent` of the people would be removed.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /api/directory/sync` (admin): starts passes now → 202 with the sources started. The
+/// role is checked before the body is read; the body is optional.
+pub async fn directory_sync(super::auth::Admin(caller): super::auth::Admin, state: Data, body: web::Bytes) -> Result<HttpResponse, AppError> {
+    let body: SyncBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("body: {e}")))?
+    };
+    let full = match body.kind.as_deref() {
+        None | Some("full") => true,
+        Some("incremental") => false,
+        Some(k) => return Err(AppError::Unprocessable(format!("kind must be \"full\" or \"incremental\", not {k:?}"))),
+    };
+    let Some(sync) = &state.sync else {
+        return Err(AppError::Conflict("no directory source is configured ([[directory.sources]] or [directory] import)".into()));
+    };
+    let req = crate::sync::SyncRequest { source: body.source, full, force: body.force };
+    let started = sync.request(&req).map_err(|e| AppError::NotFound(e.to_string()))?;
+    tracing::info!(by = %caller.name, sources = ?started, full, force = req.force, "Directory sync requested.");
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "started": started, "kind": if full { "full" } else { "incremental" }, "force": req.force })))
 }
 
 /// Estimated bytes of one idle actix 0.13 actor with its context and mailbox (measured when

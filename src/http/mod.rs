@@ -46,6 +46,8 @@ pub struct AppState {
     pub demo_tokens: Vec<(Role, String)>,
     /// Sink for signals pushed through the API (feed "api").
     pub api_sink: presence_actors::hub::SignalSink,
+    /// Directory sync, when `[[directory.sources]]` (or `[directory] import`) is configured.
+    pub sync: Option<crate::sync::DirectorySync>,
 }
 
 /// Registers every route.
@@ -81,6 +83,8 @@ pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfi
                     .route("/absence-reasons", aw::get().to(api::absence_reasons))
                     .route("/signals", aw::post().to(api::push_signals))
                     .route("/providers", aw::get().to(admin::providers))
+                    .route("/directory/sources", aw::get().to(admin::directory_sources))
+                    .route("/directory/sync", aw::post().to(admin::directory_sync))
                     .route("/stats", aw::get().to(admin::stats))
                     .route("/stream", aw::get().to(stream::websocket))
                     .route("/events", aw::get().to(stream::sse)),
