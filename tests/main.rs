@@ -10,6 +10,7 @@ mod browser;
 mod calendar;
 mod crash;
 mod demo;
+mod directory_sync;
 mod entra;
 mod graph;
 mod kamailio;

@@ -662,7 +662,9 @@ fn restored_slot(v: &MergedView, now: UnixMs) -> Option<Slot> {
     if !v.availability.is_known() {
         return None;
     }
-    let source = v.reasons.iter().next().unwrap_or(Source::Manual);
+    // Manual state comes back exactly, from the stored absences: a restored slot standing
+    // for it would compete with them (and hide their reason).
+    let source = v.reasons.iter().find(|s| *s != Source::Manual)?;
     Some(Slot {
         source,
         instance: "restored".into(),

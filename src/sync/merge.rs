@@ -33,6 +33,9 @@ pub struct SourcePeople<'a> {
     pub name: &'a str,
     /// Its records by key.
     pub entries: &'a HashMap<Box<str>, Record>,
+    /// Keep the source's key as an external id (kind = the source's name), so the person can
+    /// be found by it (an LDAP `objectGUID`); not for files, whose key is the id itself.
+    pub key_is_external_id: bool,
 }
 
 /// A record a source holds that could not become a person.
@@ -157,7 +160,8 @@ pub fn merge(sources: &[SourcePeople<'_>], keys: &[MatchKey], precedence: &BTree
         rec.phones.extend(phones(PhoneKind::Work, "phone"));
         let mut ext: Vec<(String, String)> = Vec::new();
         for (si, key, r) in group {
-            for x in r.external_ids.iter().chain(std::iter::once(&(sources[*si].name.to_string(), key.to_string()))) {
+            let own = sources[*si].key_is_external_id.then(|| (sources[*si].name.to_string(), key.to_string()));
+            for x in r.external_ids.iter().chain(own.as_ref()) {
                 if !ext.contains(x) {
                     ext.push(x.clone());
                 }
@@ -244,7 +248,7 @@ mod tests {
         entra_anna.title = Some("Telefonist".into());
         let ad = map(vec![("g1", ad_anna), ("g2", rec("Bo Berg", "bo@example.se"))]);
         let entra = map(vec![("0b4e0000-0000-0000-0000-000000000001", entra_anna), ("e2", rec("Cia C", "cia@example.se"))]);
-        let sources = [SourcePeople { name: "ad", entries: &ad }, SourcePeople { name: "entra", entries: &entra }];
+        let sources = [SourcePeople { name: "ad", entries: &ad, key_is_external_id: true }, SourcePeople { name: "entra", entries: &entra, key_is_external_id: true }];
         let mut prec = BTreeMap::new();
         prec.insert("mobile".to_string(), vec!["entra".to_string(), "ad".to_string()]);
         let m = merge(&sources, &[MatchKey::EntraId, MatchKey::Email], &prec, &NumberPlan::sweden(), &empty());
@@ -269,7 +273,7 @@ mod tests {
         held.external_ids.push(presence_actors::directory::ExternalId { kind: "ad".into(), value: "k2".into() });
         let current = Directory::build(vec![held], &plan).unwrap();
         let src = map(vec![("k1", rec("Anna Andersson", "anna@one.example")), ("k2", rec("Anna Berg", "anna@two.example")), ("k3", rec("", "x@example.se"))]);
-        let m = merge(&[SourcePeople { name: "ad", entries: &src }], &[MatchKey::Email], &BTreeMap::new(), &plan, &current);
+        let m = merge(&[SourcePeople { name: "ad", entries: &src, key_is_external_id: true }], &[MatchKey::Email], &BTreeMap::new(), &plan, &current);
         assert_eq!(m.rejected.len(), 1);
         assert_eq!(m.rejected[0].key, "k3");
         let by_id: HashMap<&str, &str> = m.people.iter().map(|p| (&*p.id, &*p.name)).collect();

@@ -309,7 +309,7 @@ impl Inner {
                 let note = format!("waiting for the first full pass of source {:?}", s.name);
                 return Applied { diff: DirectoryDiff::default(), rejected: 0, applied: false, note: Some(note), held: false };
             }
-            let sources: Vec<SourcePeople<'_>> = slots.iter().map(|s| SourcePeople { name: &s.name, entries: &s.entries }).collect();
+            let sources: Vec<SourcePeople<'_>> = slots.iter().map(|s| SourcePeople { name: &s.name, entries: &s.entries, key_is_external_id: s.kind != "file" }).collect();
             merge::merge(&sources, &self.keys, &self.precedence, &self.plan, &current)
         };
         for r in merged.rejected.iter().take(20) {

@@ -1,0 +1,147 @@
+//! Directory sync end to end with a `file` source: a hub that starts with nobody fills from
+//! the source, a changed file is applied live (a department stream gets the newcomer and a
+//! `removed` frame for the leaver, search sees the newcomer at once), the removal guard holds
+//! a pass that would empty the directory until an admin forces it, and a re-hire gets their
+//! absence back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+use crate::common::{client, start, temp_dir, test_config, wait_for, ADMIN, OPERATOR, VIEWER};
+use presence_providers::directory::file::FileConfig;
+use presence_providers::directory::SourceConfig;
+
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/directory/demo.csv");
+
+/// The demo directory's lines, header first.
+fn demo_lines() -> Vec<String> {
+    std::fs::read_to_string(DEMO).unwrap().lines().map(str::to_string).collect()
+}
+
+fn write(path: &Path, lines: &[String]) {
+    // Written aside and renamed, as an HR export job would: the source never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, lines.join("\n") + "\n").unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn get(path: &str, s: &crate::common::Server, token: &str) -> (u16, Value) {
+    let r = client().get(s.url(path)).bearer_auth(token).send().await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn people(s: &crate::common::Server) -> u64 {
+    get("/api/users?limit=1", s, VIEWER).await.1["total"].as_u64().unwrap_or(0)
+}
+
+async fn source(s: &crate::common::Server) -> Value {
+    get("/api/directory/sources", s, ADMIN).await.1["sources"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_source_is_applied_live_guarded_and_gives_a_rehire_their_absence_back() {
+    let dir = temp_dir("dirsync");
+    let csv = dir.join("people.csv");
+    let lines = demo_lines();
+    write(&csv, &lines);
+    let mut c = test_config(dir.join("data"));
+    c.directory.import = None;
+    c.directory.sources = vec![SourceConfig::File(FileConfig { name: "hr".into(), path: csv.clone(), interval_secs: 1 })];
+    let s = start(c);
+    let all = lines.len() as u64 - 1;
+    wait_for("the first pass fills the empty hub", Duration::from_secs(20), async || people(&s).await == all).await;
+    let st = source(&s).await;
+    assert_eq!(st["name"], "hr");
+    assert_eq!(st["type"], "file");
+    assert_eq!(st["state"], "ok", "{st}");
+    assert_eq!(st["last_pass"]["kind"], "full");
+    assert_eq!(st["last_pass"]["added"], all);
+
+    // Roles first: a viewer or operator may neither read the sources nor start a pass.
+    assert_eq!(get("/api/directory/sources", &s, OPERATOR).await.0, 403);
+    let r = client().post(s.url("/api/directory/sync")).bearer_auth(VIEWER).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    // The leaver (with an absence) and a colleague in the same department.
+    let leaver_line = lines.iter().find(|l| l.split(',').nth(3) == Some("Ekonomi")).unwrap().clone();
+    let leaver = leaver_line.split(',').next().unwrap().to_string();
+    let end = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
+    let r = client()
+        .post(s.url(&format!("/api/users/{leaver}/absences")))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"reason": "vacation", "text": "Semester", "end": end}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // A stream watching the department.
+    let url = format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(json!({"op": "subscribe", "departments": ["Ekonomi"]}).to_string())).await.unwrap();
+
+    // The next export: the leaver is gone, a newcomer joins Ekonomi, someone changes title.
+    let mut next: Vec<String> = lines.iter().filter(|l| **l != leaver_line).cloned().collect();
+    next.push("nils.nykvist,Nils Nykvist,Controller,Ekonomi,nils.nykvist@nordvik.se,070-555 12 34,,2999,,".into());
+    let changed = next[1].clone();
+    let mut cols: Vec<&str> = changed.split(',').collect();
+    cols[2] = "Ny titel";
+    next[1] = cols.join(",");
+    write(&csv, &next);
+
+    let (mut removed, mut newcomer) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(removed && newcomer) {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("removed and newcomer frames within 20 s").unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        removed |= f["type"] == "removed" && f["presence"]["id"] == leaver.as_str();
+        newcomer |= f["type"] == "delta" && f["presence"]["id"] == "nils.nykvist";
+    }
+    let (st, found) = get("/api/users?q=nykvist", &s, VIEWER).await;
+    assert_eq!(st, 200);
+    assert_eq!(found["items"][0]["id"], "nils.nykvist", "{found}");
+    assert_eq!(get(&format!("/api/users/{leaver}"), &s, VIEWER).await.0, 404, "the leaver is gone");
+    let src = source(&s).await;
+    assert_eq!((src["last_pass"]["added"].as_u64(), src["last_pass"]["removed"].as_u64(), src["last_pass"]["changed"].as_u64()), (Some(1), Some(1), Some(1)), "{src}");
+    let id1 = changed.split(',').next().unwrap();
+    assert_eq!(get(&format!("/api/users/{id1}"), &s, VIEWER).await.1["title"], "Ny titel");
+
+    // The guard: an export with a tenth of the people is held, not applied.
+    let stub: Vec<String> = next.iter().take(next.len() / 10).cloned().collect();
+    write(&csv, &stub);
+    wait_for("the pass is held", Duration::from_secs(20), async || source(&s).await["state"] == "held").await;
+    let src = source(&s).await;
+    assert!(src["detail"].as_str().unwrap().contains("max_removal_percent"), "{src}");
+    assert_eq!(people(&s).await, all, "nothing was removed");
+    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("presence_directory_source_people{source=\"hr\"}"), "sources in /metrics");
+
+    // The leaver comes back (with the full export): their absence is back too.
+    let mut back = next.clone();
+    back.push(leaver_line.clone());
+    write(&csv, &back);
+    wait_for("the re-hire is back", Duration::from_secs(20), async || get(&format!("/api/users/{leaver}"), &s, VIEWER).await.0 == 200).await;
+    let d = get(&format!("/api/users/{leaver}"), &s, VIEWER).await.1;
+    assert_eq!(d["presence"]["absence_reason"], "vacation", "{d}");
+
+    // Forcing: an admin applies a large removal on purpose.
+    write(&csv, &stub);
+    wait_for("held again", Duration::from_secs(20), async || source(&s).await["state"] == "held").await;
+    let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).json(&json!({"force": true})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["started"], json!(["hr"]));
+    wait_for("the forced pass applies", Duration::from_secs(20), async || people(&s).await == stub.len() as u64 - 1).await;
+    let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).json(&json!({"source": "nope"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].is_string(), "{v}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
