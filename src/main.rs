@@ -50,7 +50,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Loads and validates the configuration (and provider files) without starting anything.
-    CheckConfig,
+    CheckConfig {
+        /// Also connect each directory source (bind, token) and report what it has — how many
+        /// people, the first three names — without changing anything.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Imports people from a CSV or JSON file into the data directory's store.
     ImportDirectory {
         /// The file (.csv or .json).
@@ -133,11 +138,35 @@ fn real_main() -> Result<()> {
             println!("{}", tokens::hash_token(&token));
             return Ok(());
         }
-        Some(Command::CheckConfig) => {
+        Some(Command::CheckConfig { connect }) => {
             let Some(p) = &cli.config else { anyhow::bail!("check-config needs --config FILE") };
             if let Some(f) = &cfg.directory.import {
                 let n = presence_hub::read_directory_file(f, &cfg)?.len();
                 println!("directory {}: {n} people", f.display());
+            }
+            for s in &cfg.directory.sources {
+                println!("directory source {} ({}): settings OK", s.name(), s.kind());
+            }
+            if connect {
+                let plan = cfg.directory.number_plan.plan();
+                let sources = cfg.directory.effective_sources();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let mut failed = 0;
+                for s in &sources {
+                    match rt.block_on(presence_hub::sync::probe(s, &plan)) {
+                        Ok((n, names, invalid)) => {
+                            let more = if invalid > 0 { format!(" ({invalid} records could not become a person)") } else { String::new() };
+                            println!("directory source {} ({}): connected, {n} people{more}; first: {}", s.name(), s.kind(), names.join(", "));
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            println!("directory source {} ({}): FAILED: {e}", s.name(), s.kind());
+                        }
+                    }
+                }
+                if failed > 0 {
+                    anyhow::bail!("{failed} of {} directory sources could not be read", sources.len());
+                }
             }
             if let (Some(cert), Some(key)) = (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
                 presence_hub::tls::server_config(cert, key)?;

@@ -145,3 +145,31 @@ async fn a_file_source_is_applied_live_guarded_and_gives_a_rehire_their_absence_
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_config_connects_each_source_and_changes_nothing() {
+    let dir = temp_dir("dirsync-check");
+    let csv = dir.join("people.csv");
+    write(&csv, &demo_lines());
+    let config = dir.join("config.toml");
+    let data = dir.join("data");
+    let text = format!(
+        "data_dir = {data:?}\n[[directory.sources]]\ntype = \"file\"\nname = \"hr\"\npath = {csv:?}\n[[directory.sources]]\ntype = \"file\"\nname = \"missing\"\npath = {:?}\n",
+        dir.join("nope.csv")
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_presence-hub")).args(["--config", config.to_str().unwrap(), "check-config", "--connect"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a source that cannot be read fails the check:\n{stdout}");
+    let people = demo_lines().len() - 1;
+    assert!(stdout.contains(&format!("directory source hr (file): connected, {people} people; first: ")), "{stdout}");
+    assert!(stdout.contains("directory source missing (file): FAILED: connect:"), "{stdout}");
+    assert!(!data.join(presence_hub::store::DB_FILE_NAME).exists(), "nothing written");
+
+    // An unknown key in a source is refused with its name.
+    std::fs::write(&config, format!("[[directory.sources]]\ntype = \"file\"\npath = {csv:?}\nintervall_secs = 5\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_presence-hub")).args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("intervall_secs"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
