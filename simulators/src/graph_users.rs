@@ -421,3 +421,51 @@ async fn transitive_members(state: web::Data<Shared>, req: HttpRequest, id: web:
     }
     HttpResponse::Ok().json(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::GraphSimConfig;
+
+    async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+        let r = http.get(url).bearer_auth(token).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A delta round from a delta link carries only what changed: the changed property of a
+    /// changed user, a new user whole, `@removed` for a deleted one; an expired token is refused.
+    #[actix_rt::test]
+    async fn delta_rounds_carry_only_the_changes() {
+        let sim = GraphSim::start(GraphSimConfig::default()).unwrap();
+        sim.put_user(SimUser::new("a", "Anna", "anna@x"));
+        sim.put_user(SimUser::new("b", "Bo", "bo@x"));
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let form = "grant_type=client_credentials&client_id=sim-client&client_secret=sim-secret&scope=x";
+        let r = http.post(sim.token_url()).header("content-type", "application/x-www-form-urlencoded").body(form).send().await.unwrap();
+        let t: Value = r.json().await.unwrap();
+        let token = t["access_token"].as_str().unwrap().to_string();
+        let (status, full) = get(&http, &format!("{}/users/delta?$select=displayName,mail,jobTitle", sim.graph_url()), &token).await;
+        assert_eq!(status, 200);
+        assert_eq!(full["value"][0], json!({ "id": "a", "displayName": "Anna", "mail": "anna@x", "jobTitle": null }));
+        let delta = full["@odata.deltaLink"].as_str().unwrap().to_string();
+        sim.update_user("a", |u| u.job_title = Some("CEO".into()));
+        sim.delete_user("b", false);
+        sim.put_user(SimUser::new("c", "Cia", "cia@x"));
+        let (_, changes) = get(&http, &delta, &token).await;
+        assert_eq!(
+            changes["value"],
+            json!([
+                { "id": "a", "jobTitle": "CEO" },
+                { "id": "b", "@removed": { "reason": "changed" } },
+                { "id": "c", "displayName": "Cia", "mail": "cia@x", "jobTitle": null },
+            ])
+        );
+        let (_, none) = get(&http, changes["@odata.deltaLink"].as_str().unwrap(), &token).await;
+        assert_eq!(none["value"], json!([]));
+        let (status, _) = get(&http, &format!("{}/users/delta?$filter=accountEnabled eq true", sim.graph_url()), &token).await;
+        assert_eq!(status, 400, "$filter is refused, as Graph refuses it on delta");
+        sim.expire_delta_tokens(TokenRefusal::Gone);
+        let (status, body) = get(&http, &delta, &token).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (410, Some("resyncRequired")));
+    }
+}
