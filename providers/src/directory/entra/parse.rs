@@ -38,7 +38,7 @@ pub enum Removal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// A user created or changed, with the properties the page carries.
-    Patch(UserPatch),
+    Patch(Box<UserPatch>),
     /// A user gone (`@removed`).
     Removed {
         /// The object id.
@@ -219,7 +219,7 @@ fn item(v: Value) -> Result<Item, ParseError> {
         return Ok(Item::Removed { id, reason });
     }
     let proxy = list(&o, "proxyAddresses")?;
-    Ok(Item::Patch(UserPatch {
+    Ok(Item::Patch(Box::new(UserPatch {
         display_name: text(&o, "displayName")?,
         given_name: text(&o, "givenName")?,
         surname: text(&o, "surname")?,
@@ -237,7 +237,7 @@ fn item(v: Value) -> Result<Item, ParseError> {
             Some(_) => return Err(ParseError::Invalid { field: "accountEnabled", reason: "not a boolean".into() }),
         },
         id,
-    }))
+    })))
 }
 
 /// A text property: absent, `null` (or blank) or its trimmed value.
