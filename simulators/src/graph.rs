@@ -21,6 +21,9 @@
 //!   plaintext is the presence as Graph's documented decrypted example shows it (`@odata.id`,
 //!   `@odata.type`, `id`, `availability`, `activity`).
 //!
+//! - The directory for the `entra` source — `GET /v1.0/users/delta` and `GET
+//!   /v1.0/groups/{id}/transitiveMembers/microsoft.graph.user` — in [`crate::graph_users`].
+//!
 //! Tests and the demo drive it through [`GraphSim`]'s methods; [`Misbehave`] makes it throttle,
 //! fail, slow down, drop notifications, expire subscriptions, send malformed bodies or tamper
 //! with encrypted content.
@@ -160,7 +163,7 @@ enum TokenKind {
     Delegated(String),
 }
 
-struct State {
+pub(crate) struct State {
     cfg: GraphSimConfig,
     presences: HashMap<String, Presence>,
     seq: u64,
@@ -173,11 +176,13 @@ struct State {
     retry_until: Option<Instant>,
     misbehave: Misbehave,
     stats: SimStats,
+    /// The directory (users, groups) of `/users/delta` and `transitiveMembers`.
+    pub(crate) users: crate::graph_users::Directory,
 }
 
-type Shared = Arc<Mutex<State>>;
+pub(crate) type Shared = Arc<Mutex<State>>;
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+pub(crate) fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -197,7 +202,7 @@ pub(crate) fn graph_error(status: u16, code: &str, message: &str) -> HttpRespons
 /// The running simulator.
 pub struct GraphSim {
     server: Server,
-    state: Shared,
+    pub(crate) state: Shared,
     http: reqwest::Client,
 }
 
@@ -223,6 +228,7 @@ impl GraphSim {
             retry_until: None,
             misbehave: Misbehave::default(),
             stats: SimStats::default(),
+            users: Default::default(),
         }));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().map_err(std::io::Error::other)?;
         let st = state.clone();
@@ -237,7 +243,8 @@ impl GraphSim {
                 .route("/v1.0/subscriptions", web::post().to(create_subscription))
                 .route("/v1.0/subscriptions/{id}", web::patch().to(renew_subscription))
                 .route("/v1.0/subscriptions/{id}", web::delete().to(delete_subscription))
-                .route("/v1.0/subscriptions/{id}/reauthorize", web::post().to(reauthorize));
+                .route("/v1.0/subscriptions/{id}/reauthorize", web::post().to(reauthorize))
+                .configure(crate::graph_users::routes);
         })?;
         Ok(GraphSim { server, state, http })
     }
@@ -396,7 +403,7 @@ impl GraphSim {
 }
 
 #[allow(clippy::result_large_err)] // the error is the answer to send, built once per refusal
-fn bearer(req: &HttpRequest, st: &State) -> Result<Option<String>, HttpResponse> {
+pub(crate) fn bearer(req: &HttpRequest, st: &State) -> Result<Option<String>, HttpResponse> {
     let Some(t) = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
         return Err(graph_error(401, "InvalidAuthenticationToken", "Access token is empty."));
     };

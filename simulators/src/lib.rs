@@ -6,6 +6,8 @@
 //! Layout:
 //! - [`graph`]: Microsoft Graph presence (getPresencesByUserId, subscriptions, change and
 //!   lifecycle notifications with the validation handshake) and the OAuth2 token endpoint.
+//! - [`graph_users`]: the same simulator's directory — `/users/delta` (pages, delta links,
+//!   partial changes, `@removed`) and a group's transitive members — for the `entra` source.
 //! - [`calendar`]: calendar free/busy — Graph getSchedule, EWS GetUserAvailability (SOAP) and
 //!   Google freeBusy — with the Entra and Google token endpoints.
 //! - [`operator`]: a mobile operator's platform in the example formats of the generic operator
@@ -21,6 +23,7 @@
 
 pub mod calendar;
 pub mod graph;
+pub mod graph_users;
 pub mod mbn;
 pub mod operator;
 pub mod o2g;

@@ -6,17 +6,49 @@
 //! [`super::config::NoOtherKeys`] so unknown keys are still refused); which of them are required
 //! is the provider's to say in its `validate` ([`MicrosoftApp::require`]). The calendar
 //! provider's Google backend reads `client_id`, `client_secret` and `token_url` from here too.
+//!
+//! What every app-only Graph caller shares is here too: the app token ([`app_tokens`], client
+//! credentials for [`GRAPH_APP_SCOPE`]) and how long a Graph answer asks to be left alone
+//! ([`throttle_wait`]: `429` with `Retry-After` or [`GRAPH_DEFAULT_RETRY`], `503`/`504` with
+//! `Retry-After`). The Teams presence provider (`graph/client.rs`) and the `entra` directory
+//! source use them.
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::defaults;
+use super::oauth::{self, TokenCache};
+
+/// The scope of application (client-credentials) tokens for Microsoft Graph: the app's
+/// consented application permissions.
+pub const GRAPH_APP_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Wait assumed when Graph answers `429` without `Retry-After`.
+pub const GRAPH_DEFAULT_RETRY: Duration = Duration::from_secs(10);
+
+/// The app token of `client_id` and `client_secret` at `token_url` (client credentials for
+/// [`GRAPH_APP_SCOPE`]), cached until shortly before it expires.
+pub fn app_tokens(token_url: &str, client_id: &str, client_secret: &str) -> TokenCache {
+    TokenCache::new(token_url, oauth::client_credentials_form(client_id, client_secret, GRAPH_APP_SCOPE))
+}
+
+/// How long a Graph answer with `status` (and `retry_after`, its parsed `Retry-After`) asks
+/// the caller to hold back: `429` → `Retry-After`, else [`GRAPH_DEFAULT_RETRY`]; `503`/`504` →
+/// `Retry-After` if given (a plain outage without one is not throttling); anything else none.
+pub fn throttle_wait(status: u16, retry_after: Option<Duration>) -> Option<Duration> {
+    match status {
+        429 => Some(retry_after.unwrap_or(GRAPH_DEFAULT_RETRY)),
+        503 | 504 => retry_after,
+        _ => None,
+    }
+}
 
 /// The longest credential (`tenant_id`, `client_id`, `client_secret`) accepted, in bytes.
 pub const MAX_CREDENTIAL_LEN: usize = 1024;
 
 /// The app's settings, as the config file spells them; a key left out takes its value from
-/// [`MicrosoftApp::default`].
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// [`MicrosoftApp::default`]. `Debug` leaves the client secret out.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct MicrosoftApp {
     /// Entra tenant id.
@@ -48,6 +80,19 @@ impl Default for MicrosoftApp {
     }
 }
 
+impl std::fmt::Debug for MicrosoftApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MicrosoftApp")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field("authority", &self.authority)
+            .field("token_url", &self.token_url)
+            .field("graph_url", &self.graph_url)
+            .finish()
+    }
+}
+
 /// Whether an optional setting holds something other than white space.
 fn set(v: &Option<String>) -> bool {
     v.as_deref().is_some_and(|s| !s.trim().is_empty())
@@ -75,6 +120,11 @@ impl MicrosoftApp {
     /// The client secret, empty when not set.
     pub fn client_secret(&self) -> &str {
         self.client_secret.as_deref().unwrap_or_default()
+    }
+
+    /// The app token (client credentials for Graph) from [`MicrosoftApp::token_endpoint`].
+    pub fn app_tokens(&self) -> TokenCache {
+        app_tokens(&self.token_endpoint(), self.client_id(), self.client_secret())
     }
 
     /// Whether an app token can be asked for: a token endpoint (`tenant_id` or `token_url`),
@@ -150,5 +200,15 @@ mod tests {
         assert_eq!(app("graph_url = \"ftp://x\"").check(), Err("graph_url must be an http(s) URL".into()));
         let long = format!("client_secret = \"{}\"", "s".repeat(MAX_CREDENTIAL_LEN + 1));
         assert_eq!(app(&long).check(), Err("client_secret is longer than 1024 bytes".into()));
+    }
+
+    #[test]
+    fn debug_leaves_the_secret_out_and_graph_answers_say_how_long_to_wait() {
+        let text = format!("{:?}", app("client_id = \"c\"\nclient_secret = \"hunter2-very-secret\""));
+        assert!(!text.contains("hunter2") && text.contains("<redacted>") && text.contains("\"c\""), "{text}");
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(throttle_wait(429, s(3)), s(3));
+        assert_eq!(throttle_wait(429, None), Some(GRAPH_DEFAULT_RETRY));
+        assert_eq!((throttle_wait(503, s(2)), throttle_wait(504, None), throttle_wait(500, s(2)), throttle_wait(200, s(1))), (s(2), None, None, None));
     }
 }

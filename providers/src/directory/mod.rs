@@ -89,6 +89,7 @@ pub(crate) mod defaults {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type")]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // one per configured source, read once: size does not matter
 pub enum SourceConfig {
     /// Active Directory or another LDAP server.
     #[cfg(feature = "ldap")]
@@ -174,6 +175,7 @@ impl SourceConfig {
 
 /// A source ready to run passes.
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // one per configured source, built once: size does not matter
 pub enum Source {
     /// LDAP.
     #[cfg(feature = "ldap")]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::common::http::{self, CallError, Limits};
+use crate::common::microsoft;
 use crate::common::oauth::{self, TokenCache};
 use presence_actors::model::now_ms;
 use presence_actors::provider::Cursors;
@@ -101,11 +102,11 @@ pub struct GraphClient {
 }
 
 /// The scope for application (client credentials) tokens.
-pub const APP_SCOPE: &str = "https://graph.microsoft.com/.default";
+pub const APP_SCOPE: &str = microsoft::GRAPH_APP_SCOPE;
 /// The scope for delegated tokens of the subscription service accounts.
 pub const DELEGATED_SCOPE: &str = "https://graph.microsoft.com/Presence.Read.All offline_access";
 /// Wait assumed when Graph answers `429` without `Retry-After`.
-const DEFAULT_RETRY: Duration = Duration::from_secs(10);
+const DEFAULT_RETRY: Duration = microsoft::GRAPH_DEFAULT_RETRY;
 
 impl GraphClient {
     /// A client for `graph_url` (e.g. `https://graph.microsoft.com/v1.0`) with tokens from
@@ -117,7 +118,7 @@ impl GraphClient {
             token_url: token_url.to_string(),
             client_id: client_id.to_string(),
             client_secret: client_secret.to_string(),
-            app: TokenCache::new(token_url, oauth::client_credentials_form(client_id, client_secret, APP_SCOPE)),
+            app: microsoft::app_tokens(token_url, client_id, client_secret),
             budget: Budget::new(BUDGET_REQUESTS, BUDGET_WINDOW),
         }
     }
@@ -155,14 +156,8 @@ impl GraphClient {
             req = req.header("content-type", "application/json").body(b);
         }
         let a = http::send(req, limits).await?;
-        match a.status {
-            429 => self.budget.throttle(a.retry_after.unwrap_or(DEFAULT_RETRY)),
-            503 | 504 => {
-                if let Some(after) = a.retry_after {
-                    self.budget.throttle(after);
-                }
-            }
-            _ => {}
+        if let Some(after) = microsoft::throttle_wait(a.status, a.retry_after) {
+            self.budget.throttle(after);
         }
         a.into_body(DEFAULT_RETRY)
     }
