@@ -317,12 +317,10 @@ impl Inner {
         }
         let rejected = merged.rejected.len();
         let (next, diff) = match current.next(merged.people) {
-            Ok(v) => v,
+            Ok((Some(next), diff)) => (next, diff),
+            Ok((None, diff)) => return Applied { diff, rejected, applied: true, note: None, held: false },
             Err(e) => return Applied { diff: DirectoryDiff::default(), rejected, applied: false, note: Some(format!("the merged directory is invalid: {e}")), held: true },
         };
-        if diff.is_empty() {
-            return Applied { diff, rejected, applied: true, note: None, held: false };
-        }
         let count = current.count();
         let limit = (count as f64 * self.max_removal_percent / 100.0).floor() as usize;
         if count > 0 && diff.removed.len() > limit && !self.force.swap(false, Ordering::AcqRel) {
@@ -428,6 +426,8 @@ async fn run_source(inner: Arc<Inner>, i: usize, cfg: SourceConfig, mut source: 
         backoff.reset();
         let read = pass.entries.len();
         let kind = pass.kind;
+        // An incremental pass that found nothing (the usual case) costs no merge at all.
+        let touched = kind == PassKind::Full || read > 0 || !pass.removed.is_empty();
         {
             let mut slots = inner.lock();
             let s = &mut slots[i];
@@ -452,14 +452,20 @@ async fn run_source(inner: Arc<Inner>, i: usize, cfg: SourceConfig, mut source: 
                 warn!(source = %name, error = %e, "Could not save the directory source's cursor.");
             }
         }
-        let applied = inner.apply().await;
+        let applied = if touched {
+            inner.apply().await
+        } else {
+            Applied { diff: DirectoryDiff::default(), rejected: 0, applied: true, note: None, held: false }
+        };
         {
             let mut slots = inner.lock();
             let s = &mut slots[i];
             s.failures = 0;
             s.passes_ok += 1;
-            s.state = if applied.held { "held" } else { "ok" };
-            s.detail = applied.note.clone();
+            if touched || s.state != "held" {
+                s.state = if applied.held { "held" } else { "ok" };
+                s.detail = applied.note.clone();
+            }
             s.last_pass = Some(PassReport {
                 at: rfc3339(started),
                 kind,
