@@ -6,9 +6,11 @@
 //!   `--config`). Behind the `demo` feature, on by default; a production build
 //!   (`cargo build --release --no-default-features`) has neither it nor the simulators.
 //! - [`bench`]: `presence-hub bench`, the hub's benchmark.
+//! - [`bench_directory`]: `presence-hub bench-directory`, what directory sync costs the hub.
 //! - [`bench_sip`]: `presence-hub bench-sip`, a SIP presence workload against a presence server.
 
 pub mod bench;
+pub mod bench_directory;
 pub mod bench_sip;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -1,0 +1,105 @@
+//! `presence-hub bench-directory`: what directory sync costs the hub at a given size.
+//!
+//! Phases, each timed, with the process's resident memory after it:
+//! 1. `merge`: N records of one source merged into people (the sync engine's merge);
+//! 2. `build`: the first directory version of N people;
+//! 3. `unchanged`: the next version from the same people (compared, nothing built);
+//! 4. `churn`: the next version with 1 % changed, 0.5 % added, 0.5 % removed;
+//! 5. `apply`: that version handed to a running hub (shards, fan-out, live directory).
+//!
+//! The source side (an LDAP full pass against slapd) is measured by `scripts/bench-directory.sh`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::sync::merge::{self, MatchKey, SourcePeople};
+use presence_actors::directory::{synth, Directory, NumberPlan, Person, Record};
+use presence_actors::hub::{Hub, HubConfig};
+use presence_actors::model::Policy;
+use presence_actors::shard::Restore;
+
+/// Arguments of `presence-hub bench-directory`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchDirectoryArgs {
+    /// People in the synthetic source.
+    #[arg(long, default_value_t = 100_000)]
+    pub people: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn rss_mb() -> f64 {
+    crate::http::admin::rss_bytes().unwrap_or(0) as f64 / 1_048_576.0
+}
+
+/// Runs the benchmark.
+pub fn run(args: BenchDirectoryArgs) -> Result<()> {
+    let n = args.people.max(10);
+    let plan = NumberPlan::sweden();
+    let mut phases: Vec<(&str, Duration, f64)> = Vec::new();
+    let rss0 = rss_mb();
+
+    let people = synth::generate(n, 7);
+    let entries: HashMap<Box<str>, Record> = people.iter().map(|p| (p.id.clone(), Record::from(p))).collect();
+    drop(people);
+    let empty = Directory::build(Vec::new(), &plan)?;
+    let t = Instant::now();
+    let merged = merge::merge(&[SourcePeople { name: "src", entries: &entries, key_is_external_id: false }], &[MatchKey::Email], &BTreeMap::new(), &plan, &empty);
+    phases.push(("merge", t.elapsed(), rss_mb()));
+    anyhow::ensure!(merged.rejected.is_empty(), "synthetic records rejected: {:?}", merged.rejected.first());
+    let people: Vec<Person> = merged.people;
+
+    let t = Instant::now();
+    let dir = Directory::build(people.clone(), &plan)?;
+    phases.push(("build", t.elapsed(), rss_mb()));
+
+    let t = Instant::now();
+    let (none, same) = dir.next(people.clone())?;
+    phases.push(("unchanged", t.elapsed(), rss_mb()));
+    anyhow::ensure!(none.is_none() && same.is_empty(), "an unchanged pass changed something");
+
+    let mut churned = people;
+    let k = n / 200;
+    churned.truncate(churned.len() - k);
+    for p in churned.iter_mut().step_by(100) {
+        p.title = Some("Ny titel".into());
+    }
+    for i in 0..k {
+        let mut p = Person::new(&format!("ny.person.{i}"), &format!("Ny Person {i}"));
+        p.department = Some("Nyanställda".into());
+        churned.push(p);
+    }
+    let t = Instant::now();
+    let (next, diff) = dir.next(churned)?;
+    phases.push(("churn", t.elapsed(), rss_mb()));
+    let next = next.ok_or_else(|| anyhow::anyhow!("the churned version changed nothing"))?;
+
+    let sys = actix_rt::System::new();
+    let apply = sys.block_on(async {
+        let hub = Hub::start(&HubConfig::default(), dir, Policy::default());
+        let t = Instant::now();
+        hub.apply_directory(next, &diff, Restore { views: vec![], absences: vec![] }).await;
+        let took = t.elapsed();
+        hub.stop();
+        took
+    });
+    phases.push(("apply", apply, rss_mb()));
+
+    if args.json {
+        let obj: serde_json::Map<String, serde_json::Value> = phases
+            .iter()
+            .map(|(name, d, rss)| ((*name).to_string(), serde_json::json!({ "ms": d.as_secs_f64() * 1000.0, "rss_mb": rss })))
+            .collect();
+        println!("{}", serde_json::json!({ "people": n, "rss_start_mb": rss0, "added": diff.added.len(), "changed": diff.changed.len(), "removed": diff.removed.len(), "phases": obj }));
+    } else {
+        println!("bench-directory: {n} people (added {}, changed {}, removed {} in the churn)", diff.added.len(), diff.changed.len(), diff.removed.len());
+        println!("  rss at start       {rss0:>9.1} MB");
+        for (name, d, rss) in &phases {
+            println!("  {name:<10} {:>9.1} ms   rss {rss:>7.1} MB", d.as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(())
+}
