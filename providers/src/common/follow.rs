@@ -37,6 +37,18 @@ impl<V> Changes<V> {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
+
+    /// Every value held that is no longer wanted: the removed, and the changed with their old
+    /// value (what to un-subscribe, drop or stop polling).
+    pub fn dropped(&self) -> impl Iterator<Item = (UserIdx, &V)> {
+        self.removed.iter().map(|(i, v)| (*i, v)).chain(self.changed.iter().map(|(i, old, _)| (*i, old)))
+    }
+
+    /// Every value wanted that was not held: the added, and the changed with their new value
+    /// (what to subscribe or poll). Call after [`Changes::dropped`].
+    pub fn taken(self) -> impl Iterator<Item = (UserIdx, V)> {
+        self.added.into_iter().chain(self.changed.into_iter().map(|(i, _, new)| (i, new)))
+    }
 }
 
 /// A provider's per-person values, following the live directory.
@@ -140,6 +152,8 @@ mod tests {
         assert_eq!(c.added, vec![(di, "2004".to_string())]);
         assert_eq!(c.removed, vec![(bo, "2002".to_string())]);
         assert_eq!(c.changed, vec![(ada, "2001".to_string(), "2009".to_string())]);
+        assert_eq!(c.dropped().map(|(i, v)| (i, v.as_str())).collect::<Vec<_>>(), [(bo, "2002"), (ada, "2001")]);
+        assert_eq!(c.taken().collect::<Vec<_>>(), [(di, "2004".to_string()), (ada, "2009".to_string())]);
         assert!(f.update(ext).is_empty(), "nothing more");
         assert_eq!(f.held().values().map(String::as_str).collect::<Vec<_>>(), ["2009", "2004"]);
     }
