@@ -334,8 +334,11 @@ mail: person{i}@example.com
     )
 }
 
-/// The records of `ldif`: DN and attributes with their values.
-fn parse_ldif(ldif: &str) -> io::Result<Vec<(String, Vec<(Vec<u8>, HashSet<Vec<u8>>)>)>> {
+/// An LDIF record: the DN and the attributes with their values, as `ldap3`'s add takes them.
+type Record = (String, Vec<(Vec<u8>, HashSet<Vec<u8>>)>);
+
+/// The records of `ldif`.
+fn parse_ldif(ldif: &str) -> io::Result<Vec<Record>> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let mut out = Vec::new();
     for record in ldif.split("\n\n").map(str::trim).filter(|r| !r.is_empty()) {
