@@ -251,6 +251,10 @@ impl DirectorySync {
                     return Err(SyncError::UnknownSource(name.clone()));
                 }
             }
+            // Before the kicks: a source task (on another thread) may run its pass at once.
+            if req.force {
+                self.inner.force.store(true, Ordering::Release);
+            }
             for (i, s) in slots.iter_mut().enumerate() {
                 if req.source.as_ref().is_none_or(|n| *n == s.name) {
                     s.want_full |= req.full;
@@ -258,9 +262,6 @@ impl DirectorySync {
                     self.inner.kicks[i].notify_one();
                 }
             }
-        }
-        if req.force {
-            self.inner.force.store(true, Ordering::Release);
         }
         Ok(started)
     }
