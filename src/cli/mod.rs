@@ -1,5 +1,5 @@
 //! What only the `presence-hub` command line needs, kept out of the hub's library modules:
-//! the built-in demo and the two benchmark commands. Errors here are `anyhow` (they end at the
+//! the built-in demo, the two benchmark commands and `login`. Errors here are `anyhow` (they end at the
 //! command line); the library modules use their own `thiserror` types.
 //!
 //! - `demo`: the built-in demo company and its simulators (`presence-hub` with no
@@ -7,8 +7,11 @@
 //!   (`cargo build --release --no-default-features`) has neither it nor the simulators.
 //! - [`bench`]: `presence-hub bench`, the hub's benchmark.
 //! - [`bench_sip`]: `presence-hub bench-sip`, a SIP presence workload against a presence server.
+//! - [`login`]: `presence-hub login graph`, signing the Teams service accounts in (OAuth device
+//!   code) and checking their stored tokens.
 
 pub mod bench;
 pub mod bench_sip;
+pub mod login;
 #[cfg(feature = "demo")]
 pub mod demo;
