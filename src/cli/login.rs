@@ -6,8 +6,9 @@
 //!   provider's Entra tenant: it prints the sign-in page and code, the person signs in as the
 //!   service account anywhere (and consents to Presence.Read.All), and the refresh token is
 //!   stored under the cursor the provider reads (`refresh:{account}` of that provider). The
-//!   provider uses it from its next start: a hub that is running picks it up when the
-//!   supervisor retries the provider, which it does while an account has no token.
+//!   provider uses it from its next start or token refresh: a running hub whose provider is
+//!   down for want of a token picks it up when the supervisor retries the provider (with
+//!   back-off, at most a minute apart).
 //! - `--check` redeems every service account's refresh token (stored, else configured) once, as
 //!   the provider does — storing the new one when Entra rotates it — and prints one line per
 //!   account: `ok`, or `FAILED` with the endpoint's text. Any failure makes the exit status
@@ -106,7 +107,7 @@ pub fn graph(cfg: &Config, account: Option<&str>, provider: Option<&str>, check:
     }
     println!("  page: {}", code.verification_uri);
     println!("  code: {}", code.user_code);
-    println!("Waiting for the sign-in (the code expires in {}) …", minutes(code.expires_in));
+    println!("Waiting for the sign-in (the code expires {}) …", minutes(code.expires_in));
     let secret = Some(p.app.client_secret()).filter(|s| !s.is_empty());
     let t = rt.block_on(device_code::wait_for_token(&http, &p.app.token_endpoint(), client_id, secret, &code))?;
     let Some(refresh) = t.refresh_token.filter(|r| !r.is_empty()) else {
@@ -115,7 +116,7 @@ pub fn graph(cfg: &Config, account: Option<&str>, provider: Option<&str>, check:
     let key = refresh_cursor(account);
     store.set_cursor(&p.name, &key, &refresh).context("storing the refresh token")?;
     println!("Signed in. The refresh token of {account} is stored in {} (provider {:?}, {key}).", db_path(&cfg.data_dir), p.name);
-    println!("The provider uses it from its next start; check it with `presence-hub login graph --check`.");
+    println!("The provider uses it from its next token refresh or start (a hub whose provider is down for want of it retries within a minute); check it with `presence-hub login graph --check`.");
     Ok(())
 }
 
