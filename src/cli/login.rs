@@ -162,7 +162,7 @@ fn check_all(cfg: &Config, account: Option<&str>, provider: Option<&str>) -> Res
         let client = GraphClient::new(http.clone(), &p.app.graph_url, &p.app.token_endpoint(), p.app.client_id(), p.app.client_secret());
         let accounts: Vec<_> = p.service_accounts.iter().filter(|a| account.is_none_or(|n| a.name == n)).collect();
         if accounts.is_empty() && account.is_none() {
-            println!("{} : no service accounts", p.name);
+            println!("{}: no service accounts", p.name);
         }
         for a in accounts {
             checked += 1;
