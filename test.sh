@@ -2,9 +2,10 @@
 # Runs every test of presence-hub. This is the README's test command and what CI runs.
 # It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
 # tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test,
-# the web console in headless Chromium, SIP against Kamailio and sipp), then builds the production
-# configuration (--no-default-features) and checks it has no simulators, and, when
-# ../shared/checks/contract is present, runs the API contract check on a release build.
+# the web console in headless Chromium, SIP against Kamailio and sipp, the LDAP directory source
+# against slapd), then builds the production configuration (--no-default-features) and checks
+# it has no simulators, and, when ../shared/checks/contract is present, runs the API contract
+# check on a release build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,6 +24,10 @@ compgen -G '/usr/lib/*/kamailio/modules/presence_dialoginfo.so' >/dev/null || ne
 compgen -G '/usr/lib/*/kamailio/modules/db_sqlite.so' >/dev/null || need+=(kamailio-sqlite-modules)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)                # creates Kamailio's DB
+# The ldap directory source's peer (simulators/src/slapd.rs, tests/ldap.rs): the tests start their
+# own slapd on loopback ports with a generated config; the packaged server is not used.
+[ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

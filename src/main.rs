@@ -21,7 +21,7 @@ use presence_hub::config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "demo")]
 use presence_hub::cli::demo;
-use presence_hub::cli::{bench, bench_sip, login};
+use presence_hub::cli::{bench, bench_directory, bench_sip, login};
 use presence_hub::{run, store, tokens, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
@@ -71,6 +71,9 @@ enum Command {
     /// A SIP presence workload (PUBLISH in, NOTIFY out to watchers) against a presence server:
     /// the hub's own or Kamailio (see scripts/bench-sip.sh).
     BenchSip(bench_sip::BenchSipArgs),
+    /// What directory sync costs the hub: merge, build, an unchanged and a churned version,
+    /// applied to a running hub.
+    BenchDirectory(bench_directory::BenchDirectoryArgs),
     /// Signs a provider's service accounts in and keeps their tokens in the data directory's
     /// store (or checks the tokens kept there).
     Login {
@@ -218,6 +221,10 @@ fn real_main() -> Result<()> {
                 cfg.data_dir.join(store::DB_FILE_NAME).display()
             );
             return Ok(());
+        }
+        Some(Command::BenchDirectory(args)) => {
+            init_logging(cfg.log.format, "warn");
+            return bench_directory::run(args);
         }
         Some(Command::Bench(args)) => {
             init_logging(cfg.log.format, "warn");

@@ -135,7 +135,11 @@ async fn a_file_source_is_applied_live_guarded_and_gives_a_rehire_their_absence_
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["started"], json!(["hr"]));
-    wait_for("the forced pass applies", Duration::from_secs(20), async || people(&s).await == stub.len() as u64 - 1).await;
+    let t0 = std::time::Instant::now();
+    while people(&s).await != stub.len() as u64 - 1 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the forced pass did not apply: {}", get("/api/directory/sources", &s, ADMIN).await.1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).json(&json!({"source": "nope"})).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).body("{not json").send().await.unwrap();
@@ -172,4 +176,90 @@ fn check_config_connects_each_source_and_changes_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("intervall_secs"), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The SIP presence provider's health entry.
+async fn kamailio_provider(s: &crate::common::Server) -> Value {
+    let v = get("/api/providers", s, ADMIN).await.1;
+    v.as_array().unwrap().iter().find(|p| p["name"] == "kamailio").cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_added_in_ldap_is_searchable_streamed_and_subscribed_at_kamailio_then_leaves_cleanly() {
+    use crate::common::kamailio::{Kamailio, Sipp};
+    use presence_simulators::slapd::{self, ad_user, user_dn, Options, Slapd};
+    let ldap = Slapd::start_with(Options { ldif: Some((1..=12).map(|i| ad_user(i, 100 + u64::from(i), false)).collect::<Vec<_>>().join("\n")), ..Options::default() }).unwrap_or_else(|e| panic!("{e}"));
+    let k = Kamailio::start();
+    let mut c = test_config(temp_dir("dirsync-ldap"));
+    c.directory.import = None;
+    let ldap_source = format!(
+        "type = \"ldap\"\nname = \"ad\"\nurl = \"{}\"\nbind_dn = \"{}\"\npassword = \"{}\"\nbase_dn = \"{}\"\nfilter = \"(&(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))\"\ninterval_secs = 10\nfull_pass_secs = 3600\n",
+        ldap.ldap_url(),
+        slapd::SERVICE_DN,
+        slapd::SERVICE_PASSWORD,
+        slapd::STAFF
+    );
+    c.directory.sources = vec![toml::from_str(&ldap_source).unwrap()];
+    c.providers = vec![toml::from_str(&format!("type = \"sip_presence\"\nname = \"kamailio\"\nserver = \"{}\"\nsubscribe_rate = 2000\nkeepalive_secs = 1\n", k.addr())).unwrap()];
+    c.validate().unwrap();
+    let s = start(c);
+    wait_for("the directory from LDAP", Duration::from_secs(20), async || people(&s).await == 12).await;
+    wait_for("everyone subscribed at Kamailio", Duration::from_secs(20), async || kamailio_provider(&s).await["details"]["subscriptions_active"] == 12).await;
+
+    // A stream watching the department the newcomer joins.
+    let url = format!("{}?access_token={VIEWER}", s.ws_url("/api/stream"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(json!({"op": "subscribe", "departments": ["Support"]}).to_string())).await.unwrap();
+
+    // The newcomer is added in LDAP: within one interval they are searchable and streamed.
+    let t0 = std::time::Instant::now();
+    ldap.add_ldif(&ad_user(13, 500, false)).await.unwrap();
+    let mut seen = false;
+    // One interval (10 s, the least an LDAP source may be set to) and some slack.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(14);
+    while !seen {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("the newcomer on the department stream").unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        seen = f["type"] == "delta" && f["presence"]["id"] == "user13";
+    }
+    eprintln!("LDAP add → department stream: {:?}", t0.elapsed());
+    assert_eq!(get("/api/users?q=user%2013", &s, VIEWER).await.1["items"][0]["id"], "user13");
+
+    // The SIP provider subscribed them at Kamailio: a phone's PUBLISH reaches their stream.
+    wait_for("the newcomer subscribed", Duration::from_secs(10), async || kamailio_provider(&s).await["details"]["subscriptions_active"] == 13).await;
+    let run = tokio::task::spawn_blocking({
+        let to = k.addr();
+        move || Sipp::publish_pidf("user13", "example.com", "open", "on-the-phone", "Samtal", None).run(to)
+    })
+    .await
+    .unwrap();
+    run.assert_success();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("the newcomer's call from Kamailio").unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "delta" && f["presence"]["id"] == "user13" && f["presence"]["activity"] == "InACall" {
+            break;
+        }
+    }
+
+    // They leave: LDAP has no deletion feed, so the full pass (asked for now) finds it.
+    ldap.delete(&user_dn(13)).await.unwrap();
+    let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).json(&json!({"kind": "full"})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("a removed frame for the leaver").unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "removed" && f["presence"]["id"] == "user13" {
+            break;
+        }
+    }
+    wait_for("the leaver un-subscribed", Duration::from_secs(10), async || kamailio_provider(&s).await["details"]["subscriptions_active"] == 12).await;
+    assert_eq!(get("/api/users/user13", &s, VIEWER).await.0, 404);
+    let src = source(&s).await;
+    assert_eq!(src["state"], "ok", "{src}");
+    assert_eq!(src["last_pass"]["kind"], "full");
+    assert_eq!(src["last_pass"]["removed"], 1, "{src}");
+    drop(s);
 }

@@ -600,7 +600,7 @@ impl Handler<ApplyDirectory> for Shard {
         }
         let mut restored = restored_states(msg.restore);
         for user in msg.added {
-            let state = restored.remove(&user).unwrap_or_else(UserPresence::new);
+            let state = restored.remove(&user).unwrap_or_default();
             let cell = UserCell::new(state);
             self.users.insert(user, cell.clone());
             publish_now(&sh, user, &cell);

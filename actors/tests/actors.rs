@@ -243,6 +243,7 @@ async fn a_directory_version_applies_live_to_streams_search_and_signals() {
     newcomer.department = Some(dept.clone());
     people.push(newcomer);
     let (dir1, diff) = dir0.next(people).unwrap();
+    let dir1 = dir1.unwrap();
     assert_eq!((diff.removed.clone(), diff.added.clone()), (vec![5], vec![30]));
     let now = now_ms();
     let lunch = Absence {

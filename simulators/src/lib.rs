@@ -21,6 +21,8 @@
 //!   grant, enterprise monitor, long-polled events, status list) in the shapes we assumed.
 //! - [`o2g`]: an Alcatel-Lucent O2G REST API (sessions, subscriptions, the chunked event
 //!   stream and webhooks, telephony and routing snapshots).
+//! - [`slapd`]: not a simulator but the real OpenLDAP server, started privately on loopback
+//!   with an Active-Directory-shaped schema, for the `ldap` directory source.
 #![warn(missing_docs)]
 
 pub mod calendar;
@@ -32,6 +34,7 @@ pub mod operator;
 pub mod o2g;
 pub mod pbx;
 pub mod sfb;
+pub mod slapd;
 
 use std::net::SocketAddr;
 

@@ -6,11 +6,13 @@
 //!   `--config`). Behind the `demo` feature, on by default; a production build
 //!   (`cargo build --release --no-default-features`) has neither it nor the simulators.
 //! - [`bench`]: `presence-hub bench`, the hub's benchmark.
+//! - [`bench_directory`]: `presence-hub bench-directory`, what directory sync costs the hub.
 //! - [`bench_sip`]: `presence-hub bench-sip`, a SIP presence workload against a presence server.
 //! - [`login`]: `presence-hub login graph`, signing the Teams service accounts in (OAuth device
 //!   code) and checking their stored tokens.
 
 pub mod bench;
+pub mod bench_directory;
 pub mod bench_sip;
 pub mod login;
 #[cfg(feature = "demo")]

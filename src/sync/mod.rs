@@ -254,6 +254,10 @@ impl DirectorySync {
                     return Err(SyncError::UnknownSource(name.clone()));
                 }
             }
+            // Before the kicks: a source task (on another thread) may run its pass at once.
+            if req.force {
+                self.inner.force.store(true, Ordering::Release);
+            }
             for (i, s) in slots.iter_mut().enumerate() {
                 if req.source.as_ref().is_none_or(|n| *n == s.name) {
                     s.want_full |= req.full;
@@ -261,9 +265,6 @@ impl DirectorySync {
                     self.inner.kicks[i].notify_one();
                 }
             }
-        }
-        if req.force {
-            self.inner.force.store(true, Ordering::Release);
         }
         Ok(started)
     }
@@ -320,12 +321,10 @@ impl Inner {
         }
         let rejected = merged.rejected.len();
         let (next, diff) = match current.next(merged.people) {
-            Ok(v) => v,
+            Ok((Some(next), diff)) => (next, diff),
+            Ok((None, diff)) => return Applied { diff, rejected, applied: true, note: None, held: false },
             Err(e) => return Applied { diff: DirectoryDiff::default(), rejected, applied: false, note: Some(format!("the merged directory is invalid: {e}")), held: true },
         };
-        if diff.is_empty() {
-            return Applied { diff, rejected, applied: true, note: None, held: false };
-        }
         let count = current.count();
         let limit = (count as f64 * self.max_removal_percent / 100.0).floor() as usize;
         if count > 0 && diff.removed.len() > limit && !self.force.swap(false, Ordering::AcqRel) {
@@ -431,6 +430,8 @@ async fn run_source(inner: Arc<Inner>, i: usize, cfg: SourceConfig, mut source: 
         backoff.reset();
         let read = pass.entries.len();
         let kind = pass.kind;
+        // An incremental pass that found nothing (the usual case) costs no merge at all.
+        let touched = kind == PassKind::Full || read > 0 || !pass.removed.is_empty();
         {
             let mut slots = inner.lock();
             let s = &mut slots[i];
@@ -455,14 +456,20 @@ async fn run_source(inner: Arc<Inner>, i: usize, cfg: SourceConfig, mut source: 
                 warn!(source = %name, error = %e, "Could not save the directory source's cursor.");
             }
         }
-        let applied = inner.apply().await;
+        let applied = if touched {
+            inner.apply().await
+        } else {
+            Applied { diff: DirectoryDiff::default(), rejected: 0, applied: true, note: None, held: false }
+        };
         {
             let mut slots = inner.lock();
             let s = &mut slots[i];
             s.failures = 0;
             s.passes_ok += 1;
-            s.state = if applied.held { "held" } else { "ok" };
-            s.detail = applied.note.clone();
+            if touched || s.state != "held" {
+                s.state = if applied.held { "held" } else { "ok" };
+                s.detail = applied.note.clone();
+            }
             s.last_pass = Some(PassReport {
                 at: rfc3339(started),
                 kind,

@@ -326,8 +326,9 @@ impl Directory {
     /// keyed by index stay valid; a person who left leaves a vacant index, which only they get
     /// back if they return; newcomers get new indexes at the end. Departments keep their
     /// indexes too (a department left empty stays known, with no members). People are matched
-    /// by id. Fails like [`Directory::build`] on an empty or duplicate id.
-    pub fn next(&self, people: Vec<Person>) -> Result<(Directory, DirectoryDiff), DirectoryError> {
+    /// by id. Fails like [`Directory::build`] on an empty or duplicate id. When nothing
+    /// changed, no version is built (`None`): comparing costs a fraction of building.
+    pub fn next(&self, people: Vec<Person>) -> Result<(Option<Directory>, DirectoryDiff), DirectoryError> {
         let mut incoming: HashMap<Box<str>, Person> = HashMap::with_capacity(people.len());
         let mut position: HashMap<Box<str>, usize> = HashMap::new();
         for (i, p) in people.into_iter().enumerate() {
@@ -387,6 +388,9 @@ impl Directory {
             diff.added.push(i);
         }
         diff.added.sort_unstable();
+        if diff.is_empty() {
+            return Ok((None, diff));
+        }
         let text: usize = next.iter().flatten().map(|p| p.name.len() + p.id.len() + 64).sum();
         let mut b = PeopleBuilder::new(next.len(), text);
         for p in next {
@@ -398,7 +402,7 @@ impl Directory {
         let (people, capacity, first_empty) = b.finish().map_err(|e| DirectoryError::TooLarge { bytes: e.bytes })?;
         let mut dir = Self::from_packed(people, capacity, first_empty, &self.plan, &self.departments)?;
         dir.vacated = vacated;
-        Ok((dir, diff))
+        Ok((Some(dir), diff))
     }
 
     /// Like [`Directory::build`], but packs each person as it comes, so the people never

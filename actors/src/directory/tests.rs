@@ -511,6 +511,7 @@ fn next_keeps_indexes_and_departments_and_reuses_a_leavers_index() {
     let mut d = Person::new("dan", "Dan Dahl");
     d.department = Some("IT".into());
     let (d1, diff) = d0.next(vec![d.clone(), c2.clone(), a.clone()]).unwrap();
+    let d1 = d1.unwrap();
     assert_eq!(diff, DirectoryDiff { added: vec![3], changed: vec![2], removed: vec![1], unchanged: 1 });
     assert_eq!((d1.len(), d1.count()), (4, 3));
     assert_eq!(d1.by_id("anna"), Some(0));
@@ -529,9 +530,13 @@ fn next_keeps_indexes_and_departments_and_reuses_a_leavers_index() {
     assert_eq!(found.items, vec![3]);
 
     // Bo comes back: his old index.
-    let (d2, diff) = d1.next(vec![a, b, c2, d]).unwrap();
+    let (d2, diff) = d1.next(vec![a.clone(), b, c2.clone(), d.clone()]).unwrap();
+    let d2 = d2.unwrap();
     assert_eq!(diff.added, vec![1]);
     assert_eq!(d2.by_id("bo"), Some(1));
     assert_eq!(d2.department_of(1), Some(ekonomi));
     assert!(d2.next(vec![Person::new("x", "X"), Person::new("x", "Y")]).is_err());
+    let everyone: Vec<Person> = d2.people().map(|(_, p)| p.to_person()).collect();
+    let (none, same) = d2.next(everyone).unwrap();
+    assert!(none.is_none() && same.is_empty() && same.unchanged == 4, "nothing changed: nothing built");
 }

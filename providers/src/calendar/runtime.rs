@@ -18,6 +18,9 @@
 //!   with back-off and jitter (1 s doubling to 10 s). When the backend answers again, every
 //!   batch is polled afresh before the feed comes back up: no meeting read before the outage is
 //!   shown as live until it has been read again.
+//! - The mailboxes follow the live directory ([`Follow`]): a leaver's mailbox leaves its batch
+//!   (and their schedule is forgotten), a newcomer's joins a batch with room, which is polled at
+//!   once; a changed address is both.
 //! - EWS blocked or retired (Exchange Online, from October 2026) stops polling and says in
 //!   provider health that the Graph calendar provider should be used instead.
 
@@ -33,9 +36,10 @@ use super::ews::{self, EwsError};
 use super::model::{next_change, to_signals, CalendarError, MailboxSchedule, SignalPolicy};
 use super::{google, schedule, Backend, CalendarConfig};
 use crate::common::backoff::Backoff;
+use crate::common::follow::Follow;
 use crate::common::http::{self, CallError, Limits};
 use crate::common::oauth::{self, TokenCache};
-use presence_actors::directory::UserIdx;
+use presence_actors::directory::{PersonRef, UserIdx};
 use presence_actors::model::{now_ms, rfc3339, UnixMs};
 use presence_actors::provider::ProviderContext;
 
@@ -101,6 +105,8 @@ pub struct Runtime {
     cfg: CalendarConfig,
     policy: SignalPolicy,
     fetcher: Arc<Fetcher>,
+    /// The mailboxes polled, following the live directory.
+    follow: Follow<String>,
     /// (mailbox as sent, person), in batches.
     batches: Vec<Vec<(String, UserIdx)>>,
     due: Vec<UnixMs>,
@@ -127,12 +133,8 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the task's state: everyone in the directory with an e-mail address.
     pub fn new(ctx: ProviderContext, cfg: CalendarConfig) -> Runtime {
-        let mut mailboxes = Vec::new();
-        for (idx, p) in ctx.directory().people() {
-            if let Some(e) = p.email().filter(|e| e.contains('@')) {
-                mailboxes.push((e.to_string(), idx));
-            }
-        }
+        let mut follow = Follow::new(&ctx);
+        let mailboxes: Vec<(String, UserIdx)> = follow.update(mailbox).added.into_iter().map(|(idx, m)| (m, idx)).collect();
         let batches: Vec<Vec<(String, UserIdx)>> = mailboxes.chunks(cfg.batch_size()).map(<[_]>::to_vec).collect();
         let policy = SignalPolicy { keep_details: cfg.keep_details, keywords: cfg.keywords.clone(), instance: ctx.name.clone() };
         let (id, secret) = (cfg.app.client_id(), cfg.app.client_secret());
@@ -150,6 +152,7 @@ impl Runtime {
         Runtime {
             policy,
             fetcher,
+            follow,
             // Round 0 at once.
             due: vec![t0; batches.len()],
             batches,
@@ -201,6 +204,7 @@ impl Runtime {
             let sleep_ms = next_batch.min(next_wake).saturating_sub(now_ms()).clamp(10, 60_000) as u64;
             tokio::select! {
                 _ = shutdown.recv() => break,
+                _ = self.follow.changed() => self.on_directory(),
                 Some(done) = self.done_rx.recv() => self.on_poll(done),
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
             }
@@ -208,12 +212,48 @@ impl Runtime {
         info!(provider = %self.ctx.name, "Calendar provider stopped.");
     }
 
+    /// The directory changed: a leaver's mailbox (or a changed address's old one) leaves its
+    /// batch and their schedule is forgotten; newcomers (and new addresses) join a batch with
+    /// room that is not being polled — or a new one — and that batch is polled at once.
+    fn on_directory(&mut self) {
+        let changes = self.follow.update(mailbox);
+        if changes.is_empty() {
+            return;
+        }
+        info!(provider = %self.ctx.name, added = changes.added.len(), removed = changes.removed.len(), changed = changes.changed.len(), "Directory changed; the polled mailboxes follow.");
+        for (idx, _) in changes.dropped() {
+            for b in &mut self.batches {
+                b.retain(|(_, u)| *u != idx);
+            }
+            self.schedules.remove(&idx);
+        }
+        let now = now_ms();
+        let size = self.cfg.batch_size();
+        for (idx, m) in changes.taken() {
+            let room = (0..self.batches.len()).find(|&i| self.in_flight != Some(i) && self.batches[i].len() < size);
+            let i = room.unwrap_or_else(|| {
+                self.batches.push(Vec::new());
+                self.due.push(now);
+                self.batches.len() - 1
+            });
+            self.batches[i].push((m, idx));
+            self.due[i] = self.due[i].min(now);
+        }
+        // A batch left empty is not polled (it is filled again first).
+        for (i, b) in self.batches.iter().enumerate() {
+            if b.is_empty() {
+                self.due[i] = UnixMs::MAX;
+                self.unconfirmed.remove(&i);
+            }
+        }
+    }
+
     /// Starts the most overdue batch's poll, if none is under way and nothing holds back.
     fn dispatch(&mut self, now: UnixMs) {
         if self.in_flight.is_some() || self.retired.is_some() || now < self.hold_until {
             return;
         }
-        let Some((i, _)) = self.due.iter().enumerate().filter(|(_, d)| **d <= now).min_by_key(|(_, d)| **d) else { return };
+        let Some((i, _)) = self.due.iter().enumerate().filter(|(i, d)| **d <= now && !self.batches[*i].is_empty()).min_by_key(|(_, d)| **d) else { return };
         self.in_flight = Some(i);
         let names: Vec<String> = self.batches[i].iter().map(|(m, _)| m.clone()).collect();
         let (fetcher, tx) = (self.fetcher.clone(), self.done_tx.clone());
@@ -290,7 +330,7 @@ impl Runtime {
                     self.ctx.sink.set_up(false);
                     self.ctx.feed.set_state("down");
                     // Nothing read before the outage counts as live again until re-read.
-                    self.unconfirmed = (0..self.batches.len()).collect();
+                    self.unconfirmed = (0..self.batches.len()).filter(|&b| !self.batches[b].is_empty()).collect();
                 }
             }
         }
@@ -332,6 +372,11 @@ impl Runtime {
             "retired": self.retired,
         }));
     }
+}
+
+/// The mailbox polled for a person: their e-mail address.
+fn mailbox(_: UserIdx, p: &PersonRef<'_>) -> Option<String> {
+    p.email().filter(|e| e.contains('@')).map(str::to_string)
 }
 
 impl Fetcher {

@@ -162,3 +162,51 @@ fn config_keys_parse_flat_unknown_ones_are_refused_and_each_backend_names_what_i
         assert!(if want.is_empty() { e.is_empty() } else { e.contains(want) }, "{want}: {e}");
     }
 }
+
+/// The mailboxes asked for in a getSchedule request.
+fn asked(r: &Request) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let mut out: Vec<String> = v["schedules"].as_array().into_iter().flatten().filter_map(|m| m.as_str().map(str::to_string)).collect();
+    out.sort();
+    out
+}
+
+/// The directory changes while the provider runs (no restart, a 300 s interval): Åsa's address
+/// changes, Cy joins and Bo leaves — the new addresses are polled at once (Cy's calendar
+/// delivered) and Bo's and Åsa's old one no longer.
+#[tokio::test]
+async fn the_polled_mailboxes_follow_the_live_directory() {
+    use presence_actors::directory::Person;
+    local(async {
+        let peer = TestPeer::start(schedule).await;
+        let person = |id: &str, mail: &str| Person { email: Some(mail.into()), ..Person::new(id, id) };
+        let (asa, bo, cy) = (person("asa", "asa.ostberg@nordvik.se"), person("bo", "bo@nordvik.se"), person("cy", "cy@nordvik.se"));
+        let dir = Directory::build(vec![asa.clone(), bo, Person::new("di", "no mailbox")], &NumberPlan::sweden()).expect("directory");
+        let (ctx, mut h) = ProviderContext::for_test("cal", dir, "http://127.0.0.1:9");
+        let text = format!("name = \"cal\"\nbackend = \"graph\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\ntoken_url = \"{0}/token\"\ngraph_url = \"{0}\"\npoll_interval_secs = 300\n", peer.url);
+        let cfg: CalendarConfig = toml::from_str(&text).expect("config");
+        let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+        let feed = tokio::time::timeout(Duration::from_secs(10), h.next_feed_change()).await.expect("the first poll");
+        assert_eq!(feed, Some(true));
+        let polls = peer.requests("POST", "/users/");
+        assert_eq!(polls.iter().map(asked).collect::<Vec<_>>(), [vec!["asa.ostberg@nordvik.se".to_string(), "bo@nordvik.se".into()]]);
+
+        // Åsa's address changes, Cy joins, Bo leaves.
+        let asa_moved = Person { email: Some("asa@nordvik.se".into()), ..asa };
+        let (next, _) = h.directory.current().next(vec![asa_moved, cy]).expect("next version");
+        h.directory.replace(std::sync::Arc::new(next));
+        let cy = h.directory.current().by_id("cy").expect("Cy");
+        loop {
+            let (u, _) = tokio::time::timeout(Duration::from_secs(10), h.next_signal()).await.expect("Cy's calendar within 10 s").expect("running");
+            if u == cy {
+                break;
+            }
+        }
+        let polls = peer.requests("POST", "/users/");
+        assert_eq!(polls.len(), 2, "one more poll, at once");
+        assert_eq!(asked(&polls[1]), ["asa@nordvik.se", "cy@nordvik.se"], "the new mailboxes, and Bo's no longer");
+        h.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(5), run).await.expect("stops").expect("no panic").expect("ok");
+    })
+    .await;
+}

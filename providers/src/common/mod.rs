@@ -13,6 +13,8 @@
 //! - [`login`]: a user name and password (SIP digest, EWS Basic, an operator's poll), checked once.
 //! - [`json`]: bounded JSON decoding and the parse error the pure parsers share.
 //! - [`hook`]: what every webhook answers alike (POST only, a malformed body).
+//! - [`follow`]: following the live directory — what changed since the per-person values a
+//!   provider holds (subscriptions, polled lists), for its reconcile step.
 //! - [`form`]: form encoding (`application/x-www-form-urlencoded`).
 //! - [`secret`]: random secrets from the operating system.
 //! - [`slots`]: the instances of a provider's two signal slots per person.
@@ -25,6 +27,7 @@ pub mod backoff;
 pub mod config;
 pub mod defaults;
 pub mod device_code;
+pub mod follow;
 pub mod form;
 pub mod hook;
 pub mod http;

@@ -81,6 +81,11 @@ impl TestPeer {
         r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Every request received so far whose path starts with `prefix`, in order.
+    pub fn requests(&self, method: &str, prefix: &str) -> Vec<Request> {
+        self.requests.lock().unwrap().iter().filter(|r| r.method == method && r.path.starts_with(prefix)).cloned().collect()
+    }
+
     /// Requests whose path starts with `prefix`.
     pub fn count(&self, method: &str, prefix: &str) -> usize {
         self.requests.lock().unwrap().iter().filter(|r| r.method == method && r.path.starts_with(prefix)).count()

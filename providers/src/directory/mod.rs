@@ -94,7 +94,7 @@ pub enum SourceConfig {
     /// Active Directory or another LDAP server.
     #[cfg(feature = "ldap")]
     #[serde(rename = "ldap")]
-    Ldap(ldap::LdapConfig),
+    Ldap(Box<ldap::LdapConfig>),
     /// Entra ID through Microsoft Graph `/users/delta`.
     #[cfg(feature = "entra")]
     #[serde(rename = "entra")]

@@ -17,6 +17,9 @@
 //!   the first success the people notified during the outage are read first; only when none is
 //!   left does the feed come back up, and then everyone else is re-read.
 //!
+//! The people read follow the live directory ([`Follow`]): newcomers with an Entra id are read
+//! at once and join a subscription, leavers are no longer read and leave theirs.
+//!
 //! The subscriptions run in a task of their own ([`super::subscriptions`]); the webhook is
 //! [`super::hook`].
 
@@ -36,9 +39,10 @@ use super::parse::{self, GraphPresence, MAX_IDS_PER_REQUEST, MAX_IDS_PER_SUBSCRI
 use super::subscriptions::{SharedSubs, SubsCommand, SubsEvent, Subscriptions};
 use super::GraphPresenceConfig;
 use crate::common::backoff::Backoff;
+use crate::common::follow::Follow;
 use crate::common::http::{CallError, Limits};
 use crate::common::secret;
-use presence_actors::directory::UserIdx;
+use presence_actors::directory::{PersonRef, UserIdx};
 use presence_actors::model::{now_ms, rfc3339};
 use presence_actors::provider::ProviderContext;
 
@@ -72,6 +76,12 @@ pub struct Runtime {
     ctx: ProviderContext,
     cfg: GraphPresenceConfig,
     client: Arc<GraphClient>,
+    /// The people read, following the live directory: Entra id (lowercase) per person.
+    follow: Follow<String>,
+    /// The people per service account's subscription (index: account).
+    chunks: Vec<Vec<String>>,
+    /// `chunks` changed and the subscriptions task has not been told yet (its queue was full).
+    chunks_unsent: bool,
     /// Entra id (lowercase) → person.
     people: HashMap<String, UserIdx>,
     ids: Vec<String>,
@@ -116,15 +126,12 @@ impl Runtime {
     pub fn new(ctx: ProviderContext, cfg: GraphPresenceConfig, key: Option<NotificationKey>) -> Runtime {
         let key = key.map(Arc::new);
         let client = Arc::new(GraphClient::new(ctx.http.clone(), &cfg.app.graph_url, &cfg.app.token_endpoint(), cfg.app.client_id(), cfg.app.client_secret()));
+        let mut follow = Follow::new(&ctx);
         let mut people = HashMap::new();
         let mut ids = Vec::new();
-        for (idx, p) in ctx.directory().people() {
-            if let Some(e) = p.external_ids().find(|e| e.kind.eq_ignore_ascii_case("entra")) {
-                let key = e.value.to_ascii_lowercase();
-                if people.insert(key.clone(), idx).is_none() {
-                    ids.push(key);
-                }
-            }
+        for (idx, key) in follow.update(entra_ids()).added {
+            people.insert(key.clone(), idx);
+            ids.push(key);
         }
         // The secret survives restarts, so a subscription adopted after a restart still matches.
         let client_state = cfg.client_state.clone().or_else(|| ctx.cursors.get(&ctx.name, "client_state").filter(|c| !c.is_empty())).unwrap_or_else(|| {
@@ -138,18 +145,7 @@ impl Runtime {
         ctx.hooks.register(&ctx.name, Arc::new(hook));
         // Spread people over the service accounts, 650 per subscription; the rest are polled.
         let mut chunks = Vec::new();
-        let mut uncovered = Vec::new();
-        if cfg.notifications {
-            for (i, chunk) in ids.chunks(MAX_IDS_PER_SUBSCRIPTION).enumerate() {
-                if i < cfg.service_accounts.len() {
-                    chunks.push(chunk.to_vec());
-                } else {
-                    uncovered.extend_from_slice(chunk);
-                }
-            }
-        } else {
-            uncovered = ids.clone();
-        }
+        let uncovered = assign(&mut chunks, &ids, accounts(&cfg));
         if !uncovered.is_empty() && cfg.notifications {
             warn!(
                 provider = %ctx.name,
@@ -161,11 +157,14 @@ impl Runtime {
         }
         let (subs_tx, subs_cmd_rx) = mpsc::channel(256);
         let (subs_ev_tx, subs_rx) = mpsc::channel(256);
-        let (subs, subs_view) = Subscriptions::new(ctx.clone(), cfg.clone(), client.clone(), chunks, client_state, key.clone(), subs_cmd_rx, subs_ev_tx);
+        let (subs, subs_view) = Subscriptions::new(ctx.clone(), cfg.clone(), client.clone(), chunks.clone(), client_state, key.clone(), subs_cmd_rx, subs_ev_tx);
         let (done_tx, done_rx) = mpsc::channel(4);
         let now = Instant::now();
         Runtime {
             client,
+            follow,
+            chunks,
+            chunks_unsent: false,
             people,
             uncovered,
             key,
@@ -220,6 +219,7 @@ impl Runtime {
                     None => break,
                 },
                 Some(ev) = self.subs_rx.recv() => self.on_subs_event(ev),
+                _ = self.follow.changed() => self.on_directory(),
                 Some(done) = self.done_rx.recv() => self.on_read(done),
                 _ = sleep_until(wake) => {}
                 _ = tick.tick() => self.housekeeping(),
@@ -276,7 +276,43 @@ impl Runtime {
 
     fn on_subs_event(&mut self, ev: SubsEvent) {
         match ev {
-            SubsEvent::Resync(users) => self.resync.extend(users),
+            // Only people still followed (a subscription's list may be older than the directory).
+            SubsEvent::Resync(users) => self.resync.extend(users.into_iter().filter(|u| self.people.contains_key(u))),
+        }
+    }
+
+    /// The directory changed: leavers (and changed ids' old values) are no longer read and
+    /// leave their subscription; newcomers are read at once and join a subscription with room
+    /// (else one of an unused service account, else the polled ones). Subscriptions whose
+    /// people changed are made anew by the subscriptions task.
+    fn on_directory(&mut self) {
+        let changes = self.follow.update(entra_ids());
+        if changes.is_empty() {
+            return;
+        }
+        info!(provider = %self.ctx.name, added = changes.added.len(), removed = changes.removed.len(), changed = changes.changed.len(), "Directory changed; Graph presence follows it.");
+        for (_, id) in changes.dropped() {
+            self.people.remove(id);
+            self.notified.remove(id);
+            self.resync.remove(id);
+        }
+        for (idx, id) in changes.taken() {
+            self.people.insert(id.clone(), idx);
+            self.resync.insert(id);
+        }
+        self.ids = self.follow.held().values().cloned().collect();
+        let before = self.chunks.clone();
+        self.uncovered = assign(&mut self.chunks, &self.ids, accounts(&self.cfg));
+        if self.chunks != before {
+            self.chunks_unsent = true;
+        }
+        self.send_chunks();
+    }
+
+    /// Tells the subscriptions task the people per account, if it has not been told yet.
+    fn send_chunks(&mut self) {
+        if self.chunks_unsent && self.subs_tx.try_send(SubsCommand::Users(self.chunks.clone())).is_ok() {
+            self.chunks_unsent = false;
         }
     }
 
@@ -335,7 +371,8 @@ impl Runtime {
             }
             Err(e) => {
                 let back = if done.notified { &mut self.notified } else { &mut self.resync };
-                back.extend(done.ids);
+                // Back in the queue, but only people still followed.
+                back.extend(done.ids.into_iter().filter(|id| self.people.contains_key(id)));
                 match e {
                     CallError::Throttled(after) => {
                         self.throttled += 1;
@@ -397,6 +434,7 @@ impl Runtime {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        self.send_chunks();
         if self.stats.overflowed.swap(false, Ordering::AcqRel) {
             warn!(provider = %self.ctx.name, "Notification queue overflowed; re-reading everyone.");
             self.resync.extend(self.ids.iter().cloned());
@@ -481,6 +519,47 @@ impl Runtime {
     }
 }
 
+/// Each person's Entra object id (lowercase), the first person's only when several share one.
+fn entra_ids() -> impl FnMut(UserIdx, &PersonRef<'_>) -> Option<String> {
+    let mut seen = HashSet::new();
+    move |_, p| {
+        let key = p.external_ids().find(|e| e.kind.eq_ignore_ascii_case("entra"))?.value.to_ascii_lowercase();
+        seen.insert(key.clone()).then_some(key)
+    }
+}
+
+/// Service accounts that may hold a subscription (none without notifications).
+fn accounts(cfg: &GraphPresenceConfig) -> usize {
+    if cfg.notifications {
+        cfg.service_accounts.len()
+    } else {
+        0
+    }
+}
+
+/// Spreads `ids` over the subscriptions of up to `accounts` service accounts, 650 each, and
+/// returns the people left over (polled). Stable: people already in a subscription stay in it
+/// (and those no longer in `ids` leave it), so a change to the directory touches only the
+/// subscriptions it concerns; the others fill the room left, then new subscriptions.
+fn assign(chunks: &mut Vec<Vec<String>>, ids: &[String], accounts: usize) -> Vec<String> {
+    let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    for c in chunks.iter_mut() {
+        c.retain(|id| wanted.contains(id.as_str()));
+    }
+    let placed: HashSet<String> = chunks.iter().flatten().cloned().collect();
+    let mut rest = ids.iter().filter(|id| !placed.contains(*id)).cloned().peekable();
+    for c in chunks.iter_mut() {
+        while c.len() < MAX_IDS_PER_SUBSCRIPTION {
+            let Some(id) = rest.next() else { break };
+            c.push(id);
+        }
+    }
+    while chunks.len() < accounts && rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(MAX_IDS_PER_SUBSCRIPTION).collect());
+    }
+    rest.collect()
+}
+
 /// Up to `n` ids out of `set`.
 fn take(set: &mut HashSet<String>, n: usize) -> Vec<String> {
     if set.len() <= n {
@@ -508,4 +587,37 @@ async fn read(client: &GraphClient, ids: &[String], limits: Limits) -> Result<Ve
     let body = parse::presences_request_body(&ids)?;
     let bytes = client.call(reqwest::Method::POST, "/communications/getPresencesByUserId", &token, Some(body), true, limits).await?;
     Ok(parse::parse_presences(&bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(r: std::ops::Range<usize>) -> Vec<String> {
+        r.map(|i| format!("id{i}")).collect()
+    }
+
+    /// People stay in their subscription; leavers leave it; newcomers fill the room left, then
+    /// an unused account's, then are polled.
+    #[test]
+    fn assign_is_stable_and_fills_the_room_left_first() {
+        let mut chunks = Vec::new();
+        let all = ids(0..1400);
+        let polled = assign(&mut chunks, &all, 2);
+        assert_eq!((chunks.len(), chunks[0].len(), chunks[1].len(), polled.len()), (2, 650, 650, 100));
+        let before = chunks.clone();
+        // id0 and id700 leave, two newcomers come: the room left is filled, in order.
+        let mut next: Vec<String> = all.iter().filter(|i| *i != "id0" && *i != "id700").cloned().collect();
+        next.extend(["new1".to_string(), "new2".to_string()]);
+        let polled = assign(&mut chunks, &next, 2);
+        assert_eq!(chunks[0][..649], before[0][1..], "the others stay where they were");
+        assert_eq!(chunks[0][649], "id1300", "the first one polled takes the room");
+        assert_eq!(chunks[1][649], "id1301");
+        assert_eq!(polled.len(), 100, "{polled:?}");
+        assert!(polled.ends_with(&["new1".to_string(), "new2".to_string()]));
+        // Without accounts everyone is polled.
+        let mut none = Vec::new();
+        assert_eq!(assign(&mut none, &all, 0).len(), 1400);
+        assert!(none.is_empty());
+    }
 }

@@ -6,6 +6,10 @@
 //! this hub), renews them before they expire, answers lifecycle events (reauthorize; recreate
 //! after `subscriptionRemoved` or `missed`) and deletes them when the provider stops.
 //!
+//! The people per account follow the live directory ([`SubsCommand::Users`]): Graph cannot
+//! change the resource of a subscription, so one whose people changed is deleted and created
+//! anew (its people are polled in between).
+//!
 //! It runs beside the reads ([`super::runtime`]) rather than inside them so a slow or hanging
 //! subscription call never holds up a presence read or a notification; every call has its own
 //! deadline (`call_timeout_secs`) and failures back off with jitter. Whenever people may have
@@ -44,6 +48,11 @@ pub enum SubsCommand {
         /// What happened.
         event: LifecycleEvent,
     },
+    /// The people per service account now (the directory changed): index `i` is account `i`'s
+    /// list, empty when it covers nobody. A subscription whose list changed is deleted and
+    /// created anew (Graph cannot change a subscription's resource, and allows one presence
+    /// subscription per account and app).
+    Users(Vec<Vec<String>>),
 }
 
 /// What this task tells the reads task.
@@ -89,6 +98,21 @@ struct Sub {
     token: Option<(String, Instant)>,
 }
 
+impl Sub {
+    fn new(account: usize, users: Vec<String>) -> Sub {
+        Sub {
+            account,
+            state: if users.is_empty() { "unused".into() } else { "pending".into() },
+            users: Arc::new(users),
+            id: None,
+            expires_at: 0,
+            retry_at: Instant::now(),
+            backoff: Backoff::new(Duration::from_secs(5), Duration::from_secs(600)),
+            token: None,
+        }
+    }
+}
+
 /// The subscriptions task.
 pub struct Subscriptions {
     ctx: ProviderContext,
@@ -116,20 +140,7 @@ impl Subscriptions {
         commands: mpsc::Receiver<SubsCommand>,
         events: mpsc::Sender<SubsEvent>,
     ) -> (Subscriptions, SharedSubs) {
-        let subs: Vec<Sub> = chunks
-            .into_iter()
-            .enumerate()
-            .map(|(account, users)| Sub {
-                account,
-                users: Arc::new(users),
-                id: None,
-                expires_at: 0,
-                state: "pending".into(),
-                retry_at: Instant::now(),
-                backoff: Backoff::new(Duration::from_secs(5), Duration::from_secs(600)),
-                token: None,
-            })
-            .collect();
+        let subs: Vec<Sub> = chunks.into_iter().enumerate().map(|(account, users)| Sub::new(account, users)).collect();
         let shared: SharedSubs = Arc::new(Mutex::new(Vec::new()));
         let limits = Limits::new(MAX_ANSWER, Duration::from_secs(cfg.call_timeout_secs));
         let s = Subscriptions { ctx, cfg, client, subs, client_state, key, shared: shared.clone(), commands, events, limits };
@@ -147,6 +158,7 @@ impl Subscriptions {
                 _ = shutdown.recv() => break,
                 cmd = self.commands.recv() => match cmd {
                     Some(SubsCommand::Lifecycle { subscription, event }) => self.lifecycle(subscription, event).await,
+                    Some(SubsCommand::Users(chunks)) => self.reassign(chunks).await,
                     None => break,
                 },
                 _ = tick.tick() => self.housekeeping().await,
@@ -199,6 +211,35 @@ impl Subscriptions {
         self.resync(i);
     }
 
+    /// Follows the directory: each account's subscription covers `chunks[account]` from now
+    /// on. One whose people changed is deleted (best effort, so the account may hold the new
+    /// one) and created anew at the next tick; its people are polled meanwhile (fallback).
+    async fn reassign(&mut self, chunks: Vec<Vec<String>>) {
+        for (i, users) in chunks.into_iter().enumerate() {
+            if i >= self.subs.len() {
+                if i < self.cfg.service_accounts.len() {
+                    self.subs.push(Sub::new(i, users));
+                }
+                continue;
+            }
+            if *self.subs[i].users == users {
+                continue;
+            }
+            info!(provider = %self.ctx.name, account = i, before = self.subs[i].users.len(), after = users.len(), "The directory changed; the account's subscription is made anew.");
+            self.delete(i, self.limits.timeout).await;
+            // Never taken over again: it names the old people.
+            let key = self.sub_cursor(i);
+            self.ctx.cursors.set(&self.ctx.name, &key, "");
+            let s = &mut self.subs[i];
+            s.state = if users.is_empty() { "unused".into() } else { "pending".into() };
+            s.users = Arc::new(users);
+            s.id = None;
+            s.expires_at = 0;
+            s.retry_at = Instant::now();
+            s.backoff.reset();
+        }
+    }
+
     fn recreate_later(&mut self, i: usize, why: &str) {
         let s = &mut self.subs[i];
         s.id = None;
@@ -211,7 +252,7 @@ impl Subscriptions {
         let now = Instant::now();
         for i in 0..self.subs.len() {
             let s = &self.subs[i];
-            if s.retry_at > now {
+            if s.retry_at > now || s.users.is_empty() {
                 continue;
             }
             let renew_due = s.id.is_some() && s.expires_at - now_ms() < self.cfg.renew_before_secs as i64 * 1000;
@@ -358,23 +399,33 @@ impl Subscriptions {
 
     /// Deletes our subscriptions so Graph stops calling (each within [`DELETE_TIMEOUT`]).
     async fn stop(&mut self) {
-        let limits = Limits::new(MAX_ANSWER, DELETE_TIMEOUT);
         for i in 0..self.subs.len() {
-            let Some(id) = self.subs[i].id.clone() else { continue };
-            let token = match tokio::time::timeout(DELETE_TIMEOUT, self.account_token(i)).await {
-                Ok(Ok(t)) => t,
-                _ => continue,
-            };
-            let path = format!("/subscriptions/{id}");
-            match self.client.call(reqwest::Method::DELETE, &path, &token, None, false, limits).await {
-                Ok(_) => {
-                    info!(provider = %self.ctx.name, subscription = %id, "Graph subscription deleted.");
-                    self.subs[i].id = None;
-                    self.subs[i].state = "deleted".into();
-                    let key = self.sub_cursor(i);
-                    self.ctx.cursors.set(&self.ctx.name, &key, "");
-                }
-                Err(e) => warn!(provider = %self.ctx.name, subscription = %id, error = %e, "Deleting a Graph subscription failed; it expires by itself."),
+            if self.delete(i, DELETE_TIMEOUT).await {
+                self.subs[i].state = "deleted".into();
+            }
+        }
+    }
+
+    /// Deletes subscription `i`, if held, within `timeout` (token and call each), and forgets
+    /// it; true when it was deleted. A failure is logged: it expires by itself.
+    async fn delete(&mut self, i: usize, timeout: Duration) -> bool {
+        let Some(id) = self.subs[i].id.clone() else { return false };
+        let token = match tokio::time::timeout(timeout, self.account_token(i)).await {
+            Ok(Ok(t)) => t,
+            _ => return false,
+        };
+        let path = format!("/subscriptions/{id}");
+        match self.client.call(reqwest::Method::DELETE, &path, &token, None, false, Limits::new(MAX_ANSWER, timeout)).await {
+            Ok(_) => {
+                info!(provider = %self.ctx.name, subscription = %id, "Graph subscription deleted.");
+                self.subs[i].id = None;
+                let key = self.sub_cursor(i);
+                self.ctx.cursors.set(&self.ctx.name, &key, "");
+                true
+            }
+            Err(e) => {
+                warn!(provider = %self.ctx.name, subscription = %id, error = %e, "Deleting a Graph subscription failed; it expires by itself.");
+                false
             }
         }
     }

@@ -295,3 +295,58 @@ fn service_accounts_and_the_device_code_endpoint_in_the_config() {
         assert!(e.contains(want), "{want}: {e}");
     }
 }
+
+/// The directory changes while the provider runs (no restart), with one service account's
+/// subscription for Ada and Bo: Bo leaves and Cy joins — the subscription is deleted and made
+/// anew for Ada and Cy (Graph cannot change its resource), Cy is read at once, Bo no longer.
+#[tokio::test]
+async fn reads_and_the_subscription_follow_the_live_directory() {
+    use presence_actors::directory::{ExternalId, Person};
+    const ADA: &str = "0000000a-0000-4000-8000-00000000000a";
+    const BO: &str = "0000000b-0000-4000-8000-00000000000b";
+    const CY: &str = "0000000c-0000-4000-8000-00000000000c";
+    let person = |id: &str, entra: &str| Person { external_ids: vec![ExternalId { kind: "entra".into(), value: entra.into() }], ..Person::new(id, id) };
+    let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
+    let within = async |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{what} within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let bodies = |path: &str| peer.requests("POST", path).into_iter().map(|r| String::from_utf8_lossy(&r.body).to_string()).collect::<Vec<_>>();
+    local(async {
+        let dir = Directory::build(vec![person("ada", ADA), person("bo", BO), Person::new("di", "no entra id")], &NumberPlan::sweden()).expect("directory");
+        let (ctx, mut h) = ProviderContext::for_test("teams", dir, "http://127.0.0.1:9");
+        let cfg = config(&peer, "[[service_accounts]]\nname = \"svc1\"\nrefresh_token = \"rt\"\n");
+        let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+        within("the subscription", &|| peer.count("POST", "/subscriptions") == 1).await;
+        let first = bodies("/subscriptions").remove(0);
+        assert!(first.contains(ADA) && first.contains(BO), "{first}");
+
+        let (next, _) = h.directory.current().next(vec![person("ada", ADA), person("cy", CY)]).expect("next version");
+        h.directory.replace(Arc::new(next));
+        let cy = h.directory.current().by_id("cy").expect("Cy");
+        within("the new subscription", &|| peer.count("POST", "/subscriptions") == 2).await;
+        assert_eq!(peer.count("DELETE", "/subscriptions/sub-1"), 1, "the old one is deleted first");
+        let second = bodies("/subscriptions").remove(1);
+        assert!(second.contains(ADA) && second.contains(CY) && !second.contains(BO), "{second}");
+        assert_eq!(h.cursors.get("teams", "subscription:svc1").as_deref().map(|c| c.starts_with("sub-1\n")), Some(true), "the new one is remembered");
+        loop {
+            match next_event(&mut h).await {
+                SinkEvent::Signal(u, s) if u == cy => {
+                    assert_eq!(s.availability, Some(Availability::Available));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let reads = bodies("/communications/getPresencesByUserId");
+        let last = reads.last().expect("reads");
+        assert!(reads.iter().any(|b| b.contains(CY)), "Cy is read: {reads:?}");
+        assert!(!last.contains(BO), "Bo is no longer read: {last}");
+        stop(&h, run).await;
+        assert_eq!(peer.count("DELETE", "/subscriptions/sub-1"), 2, "the new one is deleted at shutdown");
+    })
+    .await;
+}

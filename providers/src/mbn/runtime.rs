@@ -21,6 +21,10 @@
 //! 4. **Poll**: one long poll at a time, no longer than the next monitor refresh or session
 //!    renewal; each event is applied and the person's signals sent when they change.
 //!
+//! The directory is live: the enterprise monitor covers the whole company (no per-person
+//! subscription), and numbers are resolved through the current version; the cache of resolved
+//! numbers is dropped when it changes, with the state of people who left.
+//!
 //! Every call goes through the toolkit ([`http::send`]): its answer is read in bounded chunks
 //! (at most [`parse::MAX_BODY`]) within a deadline — `request_timeout_secs`, and for a long
 //! poll its wait on top — and every failure is one [`CallError`]. Other failures than a lost
@@ -32,6 +36,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -42,7 +47,7 @@ use super::MbnConfig;
 use crate::common::backoff::Backoff;
 use crate::common::http::{self, CallError, Limits};
 use crate::common::oauth;
-use presence_actors::directory::UserIdx;
+use presence_actors::directory::{Directory, UserIdx};
 use presence_actors::model::{now_ms, rfc3339, Signal, UnixMs};
 use presence_actors::provider::ProviderContext;
 
@@ -184,6 +189,9 @@ pub struct Runtime {
     user_numbers: HashMap<String, String>,
     resolved: HashMap<String, Option<UserIdx>>,
     unresolved: HashSet<String>,
+    /// The live directory's versions: numbers are resolved through the current one, and the
+    /// cache of resolved numbers is dropped when it changes.
+    directory: tokio::sync::watch::Receiver<Arc<Directory>>,
     logged_unknown: HashSet<String>,
     failures: u32,
     backoff: Backoff,
@@ -206,6 +214,7 @@ impl Runtime {
     pub fn new(ctx: ProviderContext, cfg: MbnConfig) -> Runtime {
         let reasons = Reasons::new(&cfg.absence_reasons, &ctx.sink.policy().absence_reasons);
         let instances = map::Instances::of(&ctx.name);
+        let directory = ctx.directory_changes();
         Runtime {
             instances,
             ctx,
@@ -220,6 +229,7 @@ impl Runtime {
             user_numbers: HashMap::new(),
             resolved: HashMap::new(),
             unresolved: HashSet::new(),
+            directory,
             logged_unknown: HashSet::new(),
             failures: 0,
             backoff: Backoff::new(FIRST_BACKOFF, Duration::from_secs(cfg.max_backoff_secs)),
@@ -608,6 +618,7 @@ impl Runtime {
     }
 
     fn apply_events(&mut self, events: Vec<Result<parse::Event, parse::ParseError>>) {
+        self.follow_directory();
         let mut malformed = 0u64;
         let mut first_error = None;
         for e in events {
@@ -695,6 +706,22 @@ impl Runtime {
         }
     }
 
+    /// The directory changed (checked once a second, also while a poll waits): numbers are
+    /// resolved afresh — a newcomer's number finds them, a leaver's finds nobody — and the
+    /// state of people no longer in the directory is dropped. There is no per-person
+    /// subscription: the enterprise monitor covers every user of the company.
+    fn follow_directory(&mut self) {
+        if !self.directory.has_changed().unwrap_or(false) {
+            return;
+        }
+        let dir = self.directory.borrow_and_update().clone();
+        debug!(provider = %self.ctx.name, cached = self.resolved.len(), "Directory changed; MBN numbers are resolved afresh.");
+        self.resolved.clear();
+        self.unresolved.clear();
+        self.people.retain(|idx, _| dir.contains(*idx));
+        self.with_absences.retain(|idx| dir.contains(*idx));
+    }
+
     /// Sends the person's signals that changed since last sent.
     fn flush(&mut self, idx: UserIdx, now: UnixMs) {
         let Some(p) = self.people.get_mut(&idx) else { return };
@@ -724,6 +751,7 @@ impl Runtime {
 
     /// Absences that start or end: prune the ended ones, send what changed.
     fn housekeeping(&mut self) {
+        self.follow_directory();
         if self.last_housekeeping.elapsed() < HOUSEKEEPING / 2 {
             return;
         }
@@ -853,6 +881,33 @@ mod tests {
         let dir = Directory::build(Vec::new(), &NumberPlan::sweden()).expect("a directory");
         let (ctx, harness) = ProviderContext::for_test("mbn", dir, "http://127.0.0.1:9");
         (Runtime::new(ctx, cfg), harness)
+    }
+
+    /// The directory changes while the provider runs: a number cached as nobody's finds the
+    /// newcomer who has it now, the leaver's number finds nobody, and the leaver's state is
+    /// dropped — without a restart.
+    #[tokio::test]
+    async fn numbers_follow_the_live_directory() {
+        use presence_actors::directory::{Person, Phone as DirPhone, PhoneKind};
+        let (peer, _) = peer(|| Reply::Status(200, "{}".into())).await;
+        let (mut rt, h) = runtime(&peer, |_| {});
+        let with = |id: &str, n: &str| Person { phones: vec![DirPhone { kind: PhoneKind::Mobile, number: n.into(), e164: None }], ..Person::new(id, id) };
+        let party = |n: &str| Party { user_id: None, msisdn: Some(n.into()) };
+        let (dir, _) = h.directory.current().next(vec![with("ada", "+46701111111")]).expect("v1");
+        h.directory.replace(Arc::new(dir));
+        rt.housekeeping();
+        let ada = h.directory.current().by_id("ada").expect("Ada");
+        assert_eq!(rt.resolve(&party("+46701111111")), Some((ada, "+46701111111".into())));
+        assert_eq!(rt.resolve(&party("+46702222222")), None, "nobody's yet (and cached)");
+        rt.people.insert(ada, super::Person::default());
+
+        let (dir, _) = h.directory.current().next(vec![with("bo", "+46702222222")]).expect("v2");
+        h.directory.replace(Arc::new(dir));
+        rt.housekeeping();
+        let bo = h.directory.current().by_id("bo").expect("Bo");
+        assert_eq!(rt.resolve(&party("+46702222222")), Some((bo, "+46702222222".into())), "the newcomer is found");
+        assert_eq!(rt.resolve(&party("+46701111111")), None, "the leaver is not");
+        assert!(!rt.people.contains_key(&ada), "the leaver's state is dropped");
     }
 
     fn last_error(h: &TestHarness) -> Option<String> {

@@ -8,6 +8,11 @@
 //! handler ([`O2gHook`]) hands each event over the same way. The session and its requests are
 //! [`super::session`]'s.
 //!
+//! The people follow the live directory ([`Follow`]): a leaver leaves their subscription's
+//! filter, a newcomer joins one with room (or a new one); O2G cannot change a subscription's
+//! filter, so each one whose people changed is deleted and made anew within the session, and
+//! its people resynced — the feed stays up.
+//!
 //! Health: the feed is down (the people's PBX state shows stale, never Offline) from the moment
 //! a channel fails until the provider has re-subscribed and the snapshots it asked for are in
 //! (or [`RESYNC_DEADLINE`] has passed). A channel that ends cleanly is re-opened at once and
@@ -34,9 +39,10 @@ use super::reader::Reader;
 use super::session::{Kind, Session, Snapshots};
 use super::{Mode, O2gConfig};
 use crate::common::backoff::Backoff;
+use crate::common::follow::Follow;
 use crate::common::http::CallError;
 use crate::common::secret;
-use presence_actors::directory::UserIdx;
+use presence_actors::directory::{PersonRef, UserIdx};
 use presence_actors::model::activity::truncate;
 use presence_actors::model::{now_ms, rfc3339, Activity, Availability, Signal};
 use presence_actors::provider::ProviderContext;
@@ -115,6 +121,12 @@ pub enum Input {
 /// A subscription slot.
 struct Sub {
     logins: Vec<String>,
+    /// The generation of its subscription (0: none); inputs of another are ignored.
+    gen: u64,
+    /// The reader of its event channel (chunk mode).
+    reader: Option<JoinHandle<()>>,
+    /// Its webhook key (webhook mode).
+    key: Option<String>,
     id: Option<String>,
     polling_url: Option<String>,
     state: &'static str,
@@ -127,6 +139,27 @@ struct Sub {
     last_resync: Option<Instant>,
     /// A resync put off by [`MIN_RESYNC_INTERVAL`].
     resync_due: Option<Instant>,
+}
+
+impl Sub {
+    fn new(logins: Vec<String>) -> Sub {
+        Sub {
+            logins,
+            gen: 0,
+            reader: None,
+            key: None,
+            id: None,
+            polling_url: None,
+            state: "pending",
+            connected_at: None,
+            ready: false,
+            connects: 0,
+            events: 0,
+            last_event_at: None,
+            last_resync: None,
+            resync_due: None,
+        }
+    }
 }
 
 /// One person's O2G state.
@@ -187,6 +220,8 @@ pub struct Runtime {
     cfg: O2gConfig,
     /// The slots' instances (the provider's name, `{name}-routing`).
     instances: map::Instances,
+    /// The people subscribed, following the live directory: their login name.
+    follow: Follow<String>,
     /// Login name (lowercase) → person.
     people: HashMap<String, UserIdx>,
     persons: HashMap<UserIdx, Person>,
@@ -196,8 +231,9 @@ pub struct Runtime {
     tx: mpsc::Sender<Input>,
     rx: mpsc::Receiver<Input>,
     hook: Arc<O2gHook>,
+    /// The webhook keys of the subscriptions held: key → (generation, slot).
+    keys: HashMap<String, (u64, usize)>,
     counters: Arc<Counters>,
-    readers: Vec<JoinHandle<()>>,
     snapshots: Vec<JoinHandle<()>>,
     /// (login lowercase, kind) whose snapshot is still due.
     awaiting: HashSet<(String, Kind)>,
@@ -210,36 +246,15 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the task's state and registers the webhook (webhook mode).
     pub fn new(ctx: ProviderContext, cfg: O2gConfig) -> Runtime {
+        let mut follow = Follow::new(&ctx);
         let mut people = HashMap::new();
         let mut logins = Vec::new();
-        for (idx, p) in ctx.directory().people() {
-            if !crate::extension_in_scope(&cfg.extension_prefixes, &p) {
-                continue;
-            }
-            if let Some(login) = super::fill_login(&cfg.login_template, &p) {
-                if people.insert(login.to_lowercase(), idx).is_none() {
-                    logins.push(login);
-                }
-            }
+        for (idx, login) in follow.update(login_names(&cfg)).added {
+            people.insert(login.to_lowercase(), idx);
+            logins.push(login);
         }
         let per = cfg.max_ids_per_subscription.unwrap_or(usize::MAX).max(1);
-        let subs: Vec<Sub> = logins
-            .chunks(per.min(logins.len().max(1)))
-            .filter(|c| !c.is_empty())
-            .map(|c| Sub {
-                logins: c.to_vec(),
-                id: None,
-                polling_url: None,
-                state: "pending",
-                connected_at: None,
-                ready: false,
-                connects: 0,
-                events: 0,
-                last_event_at: None,
-                last_resync: None,
-                resync_due: None,
-            })
-            .collect();
+        let subs: Vec<Sub> = logins.chunks(per.min(logins.len().max(1))).filter(|c| !c.is_empty()).map(|c| Sub::new(c.to_vec())).collect();
         let (tx, rx) = mpsc::channel(8192);
         let counters = Arc::new(Counters::default());
         let hook = Arc::new(O2gHook::new(tx.clone(), counters.clone(), ctx.feed.clone()));
@@ -251,6 +266,7 @@ impl Runtime {
             backoff: cfg.backoff(),
             ctx,
             cfg,
+            follow,
             people,
             persons: HashMap::new(),
             session: None,
@@ -259,8 +275,8 @@ impl Runtime {
             tx,
             rx,
             hook,
+            keys: HashMap::new(),
             counters,
-            readers: Vec::new(),
             snapshots: Vec::new(),
             awaiting: HashSet::new(),
             resync_deadline: None,
@@ -332,23 +348,18 @@ impl Runtime {
             }
         };
         self.delete_subscriptions(&session).await;
+        // The directory as it is now (changes from here on come in the session loop); slots
+        // left empty by leavers go (nothing of theirs is running).
+        self.on_directory();
+        self.subs.retain(|s| !s.logins.is_empty());
         self.gen += 1;
-        let keys = self.subscribe(&session).await?;
+        self.keys.clear();
+        for i in 0..self.subs.len() {
+            self.subscribe_slot(&session, i).await?;
+        }
         self.resync_deadline = Some(Instant::now() + RESYNC_DEADLINE);
-        match self.cfg.mode {
-            Mode::Chunk => {
-                for i in 0..self.subs.len() {
-                    self.spawn_reader(i);
-                }
-            }
-            Mode::Webhook => {
-                self.hook.set_keys(keys);
-                for i in 0..self.subs.len() {
-                    self.subs[i].ready = true;
-                    self.subs[i].state = "active";
-                    self.resync(i);
-                }
-            }
+        for i in 0..self.subs.len() {
+            self.start_slot(i);
         }
         self.ctx.feed.set_state("resyncing");
         self.report();
@@ -365,41 +376,130 @@ impl Runtime {
         Ok(s)
     }
 
-    /// Subscribes every slot, each with a fresh key (its webhook URL in webhook mode); the keys
-    /// of the new generation.
-    async fn subscribe(&mut self, session: &Session) -> Result<HashMap<String, (u64, usize)>, Lost> {
-        let mut keys = HashMap::new();
-        for i in 0..self.subs.len() {
-            let key = secret::random_hex128();
-            let delivery = match self.cfg.mode {
-                Mode::Chunk => Delivery::Chunk { timeout_min: self.cfg.subscription_timeout_min },
-                Mode::Webhook => Delivery::Webhook { url: self.ctx.hook_url(&format!("events/{key}")) },
-            };
-            let answer = session.subscribe(&self.subs[i].logins, &delivery).await;
-            let sub = &mut self.subs[i];
-            let accepted = answer.and_then(|r| {
-                let polling = r.polling_url(self.cfg.public_access).map(str::to_string);
-                if self.cfg.mode == Mode::Chunk && polling.is_none() {
-                    return Err(parse::ParseError::Missing("publicPollingUrl/privatePollingUrl").into());
-                }
-                Ok((r.subscription_id, polling))
-            });
-            let (id, polling) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    sub.state = "failed";
-                    return Err(Lost::new(format!("subscribe: {e}"), e.unauthorized()));
-                }
-            };
-            info!(provider = %self.ctx.name, subscription = %short(&id), people = sub.logins.len(), "O2G subscription accepted.");
-            sub.id = Some(id);
-            sub.polling_url = polling;
-            sub.state = "subscribed";
-            sub.ready = false;
-            sub.connected_at = None;
-            keys.insert(key, (self.gen, i));
+    /// Subscribes slot `i` in the current generation, with a fresh key (its webhook URL in
+    /// webhook mode, kept in `keys`).
+    async fn subscribe_slot(&mut self, session: &Session, i: usize) -> Result<(), Lost> {
+        let key = secret::random_hex128();
+        let delivery = match self.cfg.mode {
+            Mode::Chunk => Delivery::Chunk { timeout_min: self.cfg.subscription_timeout_min },
+            Mode::Webhook => Delivery::Webhook { url: self.ctx.hook_url(&format!("events/{key}")) },
+        };
+        let answer = session.subscribe(&self.subs[i].logins, &delivery).await;
+        let sub = &mut self.subs[i];
+        let accepted = answer.and_then(|r| {
+            let polling = r.polling_url(self.cfg.public_access).map(str::to_string);
+            if self.cfg.mode == Mode::Chunk && polling.is_none() {
+                return Err(parse::ParseError::Missing("publicPollingUrl/privatePollingUrl").into());
+            }
+            Ok((r.subscription_id, polling))
+        });
+        let (id, polling) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                sub.state = "failed";
+                return Err(Lost::new(format!("subscribe: {e}"), e.unauthorized()));
+            }
+        };
+        info!(provider = %self.ctx.name, subscription = %short(&id), people = sub.logins.len(), "O2G subscription accepted.");
+        sub.id = Some(id);
+        sub.polling_url = polling;
+        sub.state = "subscribed";
+        sub.ready = false;
+        sub.connected_at = None;
+        sub.gen = self.gen;
+        sub.key = Some(key.clone());
+        self.keys.insert(key, (self.gen, i));
+        Ok(())
+    }
+
+    /// Starts taking slot `i`'s events: its channel (chunk mode; the resync follows once it is
+    /// established), or its webhook key and a resync at once (webhook mode).
+    fn start_slot(&mut self, i: usize) {
+        match self.cfg.mode {
+            Mode::Chunk => self.spawn_reader(i),
+            Mode::Webhook => {
+                self.hook.set_keys(self.keys.clone());
+                self.subs[i].ready = true;
+                self.subs[i].state = "active";
+                self.resync(i);
+            }
         }
-        Ok(keys)
+    }
+
+    /// The directory changed: leavers (and changed login names' old values) leave their slot
+    /// and their state is forgotten; newcomers join a slot with room, else a new one. Returns
+    /// the slots whose people changed (each is subscribed anew while a session runs).
+    fn on_directory(&mut self) -> Vec<usize> {
+        let changes = self.follow.update(login_names(&self.cfg));
+        if changes.is_empty() {
+            return Vec::new();
+        }
+        info!(provider = %self.ctx.name, added = changes.added.len(), removed = changes.removed.len(), changed = changes.changed.len(), "Directory changed; the O2G subscriptions follow it.");
+        let mut touched = Vec::new();
+        for (idx, login) in changes.dropped() {
+            let key = login.to_lowercase();
+            if self.people.get(&key) == Some(&idx) {
+                self.people.remove(&key);
+            }
+            self.persons.remove(&idx);
+            self.awaiting.remove(&(key.clone(), Kind::Telephony));
+            self.awaiting.remove(&(key.clone(), Kind::Routing));
+            for (i, s) in self.subs.iter_mut().enumerate() {
+                let before = s.logins.len();
+                s.logins.retain(|l| l.to_lowercase() != key);
+                if s.logins.len() != before {
+                    touched.push(i);
+                }
+            }
+        }
+        let per = self.cfg.max_ids_per_subscription.unwrap_or(usize::MAX).max(1);
+        for (idx, login) in changes.taken() {
+            self.people.insert(login.to_lowercase(), idx);
+            let i = match self.subs.iter().position(|s| s.logins.len() < per) {
+                Some(i) => i,
+                None => {
+                    self.subs.push(Sub::new(Vec::new()));
+                    self.subs.len() - 1
+                }
+            };
+            self.subs[i].logins.push(login);
+            touched.push(i);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        touched
+    }
+
+    /// Subscribes slot `i` anew for its people now, within the session: the old subscription's
+    /// channel (or key) is dropped and the subscription deleted, then the new one is made and
+    /// its people are resynced. The feed stays up.
+    async fn resubscribe_slot(&mut self, i: usize) -> Result<(), Lost> {
+        let Some(session) = self.session.clone() else { return Ok(()) };
+        let s = &mut self.subs[i];
+        if let Some(h) = s.reader.take() {
+            h.abort();
+        }
+        if let Some(k) = s.key.take() {
+            self.keys.remove(&k);
+        }
+        s.gen = 0;
+        s.polling_url = None;
+        s.ready = false;
+        s.connected_at = None;
+        s.last_resync = None;
+        s.resync_due = None;
+        if let Some(id) = s.id.take() {
+            delete_subscription(&session, &id, &self.ctx.name).await;
+        }
+        if self.subs[i].logins.is_empty() {
+            self.subs[i].state = "unused";
+            self.hook.set_keys(self.keys.clone());
+            return Ok(());
+        }
+        self.gen += 1;
+        self.subscribe_slot(&session, i).await?;
+        self.start_slot(i);
+        Ok(())
     }
 
     fn spawn_reader(&mut self, i: usize) {
@@ -411,11 +511,13 @@ impl Runtime {
             open_timeout: self.cfg.call_timeout(),
             idle: (self.cfg.stream_idle_secs > 0).then(|| Duration::from_secs(self.cfg.stream_idle_secs)),
             tx: self.tx.clone(),
-            gen: self.gen,
+            gen: self.subs[i].gen,
             sub: i,
         };
         self.subs[i].state = "connecting";
-        self.readers.push(tokio::spawn(reader.run()));
+        if let Some(old) = self.subs[i].reader.replace(tokio::spawn(reader.run())) {
+            old.abort();
+        }
     }
 
     /// Asks for the telephony and routing snapshots of a subscription's people.
@@ -430,7 +532,7 @@ impl Runtime {
             self.awaiting.insert((l.to_lowercase(), Kind::Routing));
         }
         self.stats.snapshot_requests += 2 * logins.len() as u64;
-        let task = snapshot_task(s.snapshots(), logins, self.tx.clone(), self.gen);
+        let task = snapshot_task(s.snapshots(), logins, self.tx.clone(), self.subs[i].gen);
         self.snapshots.push(tokio::spawn(task));
         self.snapshots.retain(|h| !h.is_finished());
     }
@@ -475,6 +577,13 @@ impl Runtime {
                         return Outcome::Lost(lost);
                     }
                 }
+                _ = self.follow.changed() => {
+                    for i in self.on_directory() {
+                        if let Err(lost) = self.resubscribe_slot(i).await {
+                            return Outcome::Lost(lost);
+                        }
+                    }
+                }
                 _ = tick.tick() => self.housekeeping(),
             }
         }
@@ -482,7 +591,7 @@ impl Runtime {
 
     fn on_input(&mut self, input: Input) -> Option<Lost> {
         match input {
-            Input::Connected { gen, sub } if gen == self.gen => {
+            Input::Connected { gen, sub } if self.live(gen, sub) => {
                 let s = &mut self.subs[sub];
                 s.connects += 1;
                 s.connected_at = Some(Instant::now());
@@ -490,7 +599,7 @@ impl Runtime {
                 s.state = "connected";
                 self.stats.stream_connects += 1;
             }
-            Input::Line { gen, sub, line } if gen == self.gen => match line {
+            Input::Line { gen, sub, line } if self.live(gen, sub) => match line {
                 Line::Event(bytes) => match parse::parse_event(&bytes) {
                     Ok(ev) => self.on_event(sub, ev),
                     Err(e) => {
@@ -504,7 +613,7 @@ impl Runtime {
                     self.ctx.feed.record_error(&format!("event line over {MAX_EVENT_BYTES} bytes dropped"));
                 }
             },
-            Input::Ended { gen, sub, idle } if gen == self.gen => {
+            Input::Ended { gen, sub, idle } if self.live(gen, sub) => {
                 self.stats.stream_ends += 1;
                 let s = &mut self.subs[sub];
                 s.ready = false;
@@ -512,21 +621,26 @@ impl Runtime {
                 s.state = "reconnecting";
                 debug!(provider = %self.ctx.name, sub, idle, "O2G event channel ended; re-opening it.");
             }
-            Input::Lost { gen, sub, error } if gen == self.gen => {
+            Input::Lost { gen, sub, error } if self.live(gen, sub) => {
                 self.subs[sub].state = "lost";
                 return Some(Lost::new(format!("event channel: {error}"), error.unauthorized()));
             }
-            Input::Event { gen, sub, event } if gen == self.gen => self.on_event(sub, *event),
-            Input::Snapshot { gen, login, kind, result: Err(e) } if gen == self.gen => {
+            Input::Event { gen, sub, event } if self.live(gen, sub) => self.on_event(sub, *event),
+            Input::Snapshot { gen, login, kind, result: Err(e) } if gen != 0 && self.subs.iter().any(|s| s.gen == gen) => {
                 self.stats.snapshot_errors += 1;
                 self.awaiting.remove(&(login.to_lowercase(), kind));
                 self.ctx.feed.record_error(&format!("snapshot of {login}: {e}"));
             }
-            // From a generation torn down since.
+            // From a subscription torn down or replaced since.
             _ => {}
         }
         self.check_up();
         None
+    }
+
+    /// True when `gen` is slot `sub`'s current subscription.
+    fn live(&self, gen: u64, sub: usize) -> bool {
+        gen != 0 && self.subs.get(sub).is_some_and(|s| s.gen == gen)
     }
 
     fn channel_ready(&mut self, sub: usize) {
@@ -628,7 +742,7 @@ impl Runtime {
 
     /// Up once every channel is established and the snapshots are in (or the deadline passed).
     fn check_up(&mut self) {
-        if self.up || self.subs.iter().any(|s| !s.ready) {
+        if self.up || self.subs.iter().any(|s| !s.ready && !s.logins.is_empty()) {
             return;
         }
         let late = self.resync_deadline.is_some_and(|d| Instant::now() >= d);
@@ -649,11 +763,17 @@ impl Runtime {
 
     /// Stops the channels and snapshot tasks of the current generation.
     fn teardown(&mut self) {
-        for h in self.readers.drain(..).chain(self.snapshots.drain(..)) {
+        for h in self.snapshots.drain(..) {
             h.abort();
         }
+        self.keys.clear();
         self.hook.set_keys(HashMap::new());
         for s in &mut self.subs {
+            if let Some(h) = s.reader.take() {
+                h.abort();
+            }
+            s.gen = 0;
+            s.key = None;
             s.ready = false;
             s.connected_at = None;
             s.last_resync = None;
@@ -752,6 +872,19 @@ impl Runtime {
             let _ = logout.await;
         }
         info!(provider = %self.ctx.name, "O2G provider stopped.");
+    }
+}
+
+/// Each person's O2G login name (in the provider's extension range), the first person's only
+/// when several share one.
+fn login_names(cfg: &O2gConfig) -> impl FnMut(UserIdx, &PersonRef<'_>) -> Option<String> + '_ {
+    let mut seen = HashSet::new();
+    move |_, p| {
+        if !crate::extension_in_scope(&cfg.extension_prefixes, p) {
+            return None;
+        }
+        let login = super::fill_login(&cfg.login_template, p)?;
+        seen.insert(login.to_lowercase()).then_some(login)
     }
 }
 

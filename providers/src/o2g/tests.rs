@@ -440,3 +440,40 @@ async fn shutdown_deletes_the_subscription_then_ends_the_session() {
     })
     .await;
 }
+
+/// The directory changes while the provider runs (no restart): Märta leaves and Cy (2700)
+/// joins — the subscription is deleted and made anew for 2624 and 2700 (O2G cannot change a
+/// filter), its channel opened, Cy's state read by snapshot, Märta's no longer asked for; the
+/// feed never goes down.
+#[tokio::test(start_paused = true)]
+async fn the_subscription_follows_the_live_directory() {
+    local(async {
+        let mut r = Running::up().await;
+        let o2g = r.o2g.clone();
+        let asa = Person { extension: Some("2624".into()), ..Person::new("asa.ostberg", "Åsa Östberg") };
+        let cy = Person { extension: Some("2700".into()), ..Person::new("cy", "Cy Carlsson") };
+        let (next, _) = r.h.directory.current().next(vec![asa, cy]).expect("next version");
+        r.h.directory.replace(Arc::new(next));
+        let cy = r.h.directory.current().by_id("cy").expect("Cy");
+        loop {
+            let (who, v) = r.next_signal().await;
+            assert_ne!(who, r.marta, "nothing more about Märta");
+            if who == cy && v == telephony(Availability::Available, None) {
+                break;
+            }
+        }
+        assert_eq!(o2g.requests("DELETE /api/rest/1.0/subscriptions/sub-1").len(), 1, "the old subscription is deleted");
+        let subscribe = o2g.requests("POST /api/rest/1.0/subscriptions");
+        assert_eq!(subscribe.len(), 2);
+        let body: serde_json::Value = serde_json::from_str(&subscribe[1].body).expect("JSON");
+        assert_eq!(body["filter"]["selectors"][0]["ids"], serde_json::json!(["2624", "2700"]));
+        assert_eq!(o2g.requests("POST /OTEvents").len(), 2, "the new subscription's channel");
+        let asked: Vec<String> = o2g.requests("POST /api/rest/1.0/telephony/state/snapshot").into_iter().skip(2).map(|s| s.query).collect();
+        assert!(asked.contains(&"loginName=2700".to_string()) && !asked.contains(&"loginName=2787".to_string()), "{asked:?}");
+        assert_eq!(o2g.requests("GET /api/rest/authenticate").len(), 1, "the same session");
+        assert!(r.no_feed_change(Some(false)), "the feed never went down");
+        let o2g = r.stop().await;
+        assert_eq!(o2g.requests("DELETE /api/rest/1.0/subscriptions/sub-2").len(), 1, "the new one is deleted at shutdown");
+    })
+    .await;
+}

@@ -22,6 +22,10 @@
 //!   since the pool last answered), or a batch subscription lost, mark the feed down, so SfB signals show stale — never Offline. When the
 //!   pool answers again, every subscription is renewed from scratch (a restarted front end has
 //!   forgotten them). A single subscription that fails on its own makes that person Unknown.
+//! - The people follow the live directory ([`Follow`]): a leaver leaves their batch, a newcomer
+//!   joins one with room (or a new one), and each batch whose people changed is subscribed
+//!   anew with its new batchSub (the old dialog un-SUBSCRIBEd); a single subscription of a
+//!   leaver is dropped. A batch made for newcomers does not hold the feed down.
 //! - A body that cannot be read (RLMI or one person's categories part) is logged, counted in
 //!   the feed's errors and in `details.bad_bodies`, and skipped; the other people of the same
 //!   notification are not disturbed.
@@ -32,7 +36,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use presence_actors::directory::UserIdx;
+use presence_actors::directory::{PersonRef, UserIdx};
 use presence_actors::model::{now_ms, Availability, Signal, Source};
 use presence_actors::provider::ProviderContext;
 use presence_sip::body::msrtc::{self, BatchAction, BatchSub};
@@ -47,12 +51,14 @@ use super::map;
 use super::parse::{self, uri_key, Notification, ParseError, PartEvent, SfbCategories};
 use super::{SfbConfig, ACCEPT, DEFAULT_POOL_PORT};
 use crate::sip::connect::{answer_stray, close, resolve, sip_stats, with_default_port, ConnectError, Connected, PingResult, Pings};
+use crate::common::follow::Follow;
 use crate::sip::resource_uri;
 
 /// Which subscription an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
-    Batch(usize),
+    /// A batch, and its generation (events of a replaced subscription are ignored).
+    Batch(usize, u32),
     /// A person's single subscription, and its generation (events of a replaced one are
     /// ignored).
     Single(UserIdx, u32),
@@ -61,7 +67,11 @@ enum Key {
 struct Batch {
     people: Vec<UserIdx>,
     sub: Option<Subscription>,
+    /// Generation of `sub`: it is replaced when the batch's people change.
+    gen: u32,
     active: bool,
+    /// Made for newcomers after start and not active yet: the feed does not wait for it.
+    joining: bool,
     last_version: Option<u64>,
     /// People whose state came in this dialog: their first part is their full state.
     seen: HashSet<UserIdx>,
@@ -92,6 +102,27 @@ struct Person {
     single: Option<Single>,
 }
 
+impl Batch {
+    fn new(people: Vec<UserIdx>, joining: bool) -> Batch {
+        Batch { people, sub: None, gen: 0, active: false, joining, last_version: None, seen: HashSet::new(), notifications: 0, epoch: 0 }
+    }
+}
+
+impl Person {
+    fn new(uri: String) -> Person {
+        Person { uri, cache: SfbCategories::default(), sent: false, single: None }
+    }
+}
+
+/// Each person's resource URI, the first person's only when several share one.
+fn sfb_uris<'a>(template: &'a str, domain: &'a str) -> impl FnMut(UserIdx, &PersonRef<'_>) -> Option<String> + 'a {
+    let mut seen = HashSet::new();
+    move |_, p| {
+        let uri = resource_uri(template, p, domain)?;
+        seen.insert(uri_key(&uri)).then_some(uri)
+    }
+}
+
 enum Pending {
     Batch(usize),
     Single(UserIdx),
@@ -112,6 +143,10 @@ struct Counters {
 type Resolved = (UserIdx, u32, Result<SocketAddr, String>);
 
 struct Runner {
+    /// The people subscribed, following the live directory: their resource URI.
+    follow: Follow<String>,
+    template: String,
+    domain: String,
     cfg: SfbConfig,
     ctx: ProviderContext,
     ep: Endpoint,
@@ -145,30 +180,16 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
 
     let domain = cfg.domain();
     let template = cfg.resource.clone().unwrap_or_else(|| "{sip_uri}".to_string());
+    let mut follow = Follow::new(&ctx);
     let mut people = HashMap::new();
     let mut by_uri = HashMap::new();
     let mut order = Vec::new();
-    for (idx, p) in ctx.directory().people() {
-        let Some(uri) = resource_uri(&template, &p, &domain) else { continue };
-        if by_uri.contains_key(&uri_key(&uri)) {
-            continue;
-        }
+    for (idx, uri) in follow.update(sfb_uris(&template, &domain)).added {
         by_uri.insert(uri_key(&uri), idx);
         order.push(idx);
-        people.insert(idx, Person { uri, cache: SfbCategories::default(), sent: false, single: None });
+        people.insert(idx, Person::new(uri));
     }
-    let batches: Vec<Batch> = order
-        .chunks(cfg.batch_size.max(1))
-        .map(|c| Batch {
-            people: c.to_vec(),
-            sub: None,
-            active: false,
-            last_version: None,
-            seen: HashSet::new(),
-            notifications: 0,
-            epoch: 0,
-        })
-        .collect();
+    let batches: Vec<Batch> = order.chunks(cfg.batch_size.max(1)).map(|c| Batch::new(c.to_vec(), false)).collect();
     info!(provider = %ctx.name, server = %server.addr, local = %ep.local_addr(), people = people.len(), batches = batches.len(), "sfb provider starting");
     ctx.feed.set_state("subscribing");
 
@@ -176,6 +197,9 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
     let (rtx, mut rrx) = mpsc::channel::<Resolved>(256);
     let queue = (0..batches.len()).map(Pending::Batch).collect();
     let mut r = Runner {
+        follow,
+        template,
+        domain,
         from: cfg.from.trim().to_string(),
         server,
         cfg,
@@ -216,6 +240,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
             Some((n, ok)) = prx.recv() => r.on_ping(n, ok),
             Some((key, ev)) = erx.recv() => r.on_event(key, ev),
             Some((idx, gen, addr)) = rrx.recv() => r.on_resolved(idx, gen, addr),
+            _ = r.follow.changed() => r.on_directory(),
             Some(req) = requests.recv() => answer_stray(&r.ep, req).await,
             _ = details_tick.tick() => r.details(),
         }
@@ -255,17 +280,81 @@ impl Runner {
         }
     }
 
+    /// The directory changed: a leaver (or the old URI of a changed one) leaves their batch
+    /// and their single subscription is dropped; a newcomer joins a batch with room, else a
+    /// new batch. Each batch whose people changed is subscribed anew (queued at
+    /// `resubscribe_rate`; its old subscription runs until then and is then un-SUBSCRIBEd):
+    /// the batchSub of a subscription names its people for as long as it lives.
+    fn on_directory(&mut self) {
+        let changes = self.follow.update(sfb_uris(&self.template, &self.domain));
+        if changes.is_empty() {
+            return;
+        }
+        info!(provider = %self.ctx.name, added = changes.added.len(), removed = changes.removed.len(), changed = changes.changed.len(), "directory changed; sfb follows it");
+        let mut touched = Vec::new();
+        for (idx, uri) in changes.dropped() {
+            if self.by_uri.get(&uri_key(uri)) == Some(&idx) {
+                self.by_uri.remove(&uri_key(uri));
+            }
+            // Dropping a single subscription un-SUBSCRIBEs it.
+            self.people.remove(&idx);
+            for (i, b) in self.batches.iter_mut().enumerate() {
+                if let Some(at) = b.people.iter().position(|p| *p == idx) {
+                    b.people.remove(at);
+                    b.seen.remove(&idx);
+                    touched.push(i);
+                }
+            }
+        }
+        let size = self.cfg.batch_size.max(1);
+        for (idx, uri) in changes.taken() {
+            self.by_uri.insert(uri_key(&uri), idx);
+            self.people.insert(idx, Person::new(uri));
+            let i = match self.batches.iter().position(|b| b.people.len() < size) {
+                Some(i) => i,
+                None => {
+                    self.batches.push(Batch::new(Vec::new(), true));
+                    self.batches.len() - 1
+                }
+            };
+            self.batches[i].people.push(idx);
+            touched.push(i);
+        }
+        self.queue.retain(|p| match p {
+            Pending::Single(idx) => self.people.contains_key(idx),
+            Pending::Batch(_) => true,
+        });
+        touched.sort_unstable();
+        touched.dedup();
+        for i in touched {
+            if !self.queue.iter().any(|p| matches!(p, Pending::Batch(b) if *b == i)) {
+                self.queue.push_back(Pending::Batch(i));
+            }
+        }
+        self.update_up();
+    }
+
     /// Starts the next queued subscription (one per tick of `resubscribe_rate`).
     fn next_pending(&mut self) {
         match self.queue.pop_front() {
             Some(Pending::Batch(i)) => {
-                let Some(b) = self.batches.get(i) else { return };
-                let uris: Vec<String> =
-                    b.people.iter().filter_map(|p| self.people.get(p)).map(|p| p.uri.clone()).collect();
-                let spec = self.spec(self.server, &self.from, uris, true);
-                let sub = Subscription::spawn(self.ep.clone(), spec, Key::Batch(i), self.events.clone());
-                if let Some(b) = self.batches.get_mut(i) {
-                    b.sub = Some(sub);
+                let Some(b) = self.batches.get_mut(i) else { return };
+                // A batch made anew (its people changed): the old subscription is dropped,
+                // which un-SUBSCRIBEs it, and its late events are ignored (generation).
+                b.gen = b.gen.wrapping_add(1);
+                b.last_version = None;
+                b.seen.clear();
+                if b.people.is_empty() {
+                    b.sub = None;
+                    b.active = false;
+                } else {
+                    let key = Key::Batch(i, b.gen);
+                    let uris: Vec<String> = b.people.iter().filter_map(|p| self.people.get(p)).map(|p| p.uri.clone()).collect();
+                    let spec = self.spec(self.server, &self.from, uris, true);
+                    let sub = Subscription::spawn(self.ep.clone(), spec, key, self.events.clone());
+                    if let Some(b) = self.batches.get_mut(i) {
+                        b.sub = Some(sub);
+                    }
                 }
             }
             Some(Pending::Single(idx)) => {
@@ -361,9 +450,10 @@ impl Runner {
         }
     }
 
-    /// Up while the pool answers and every batch is subscribed.
+    /// Up while the pool answers and every batch is subscribed (but the empty ones and those
+    /// made for newcomers that are not active yet).
     fn update_up(&mut self) {
-        let up = self.peer_ok && self.batches.iter().all(|b| b.active);
+        let up = self.peer_ok && self.batches.iter().filter(|b| !b.people.is_empty() && !b.joining).all(|b| b.active);
         if up != self.up {
             self.up = up;
             self.ctx.sink.set_up(up);
@@ -377,17 +467,25 @@ impl Runner {
     }
 
     fn on_event(&mut self, key: Key, ev: SubEvent) {
-        if let Key::Single(idx, gen) = key {
-            if self.people.get(&idx).and_then(|p| p.single.as_ref()).is_none_or(|s| s.gen != gen) {
-                return; // a replaced single subscription's last words
+        match key {
+            Key::Single(idx, gen) => {
+                if self.people.get(&idx).and_then(|p| p.single.as_ref()).is_none_or(|s| s.gen != gen) {
+                    return; // a replaced single subscription's last words
+                }
+            }
+            Key::Batch(i, gen) => {
+                if self.batches.get(i).is_none_or(|b| b.gen != gen) {
+                    return; // a replaced batch subscription's last words
+                }
             }
         }
         match ev {
             SubEvent::Active { body, .. } => {
                 match key {
-                    Key::Batch(i) => {
+                    Key::Batch(i, _) => {
                         if let Some(b) = self.batches.get_mut(i) {
                             b.active = true;
+                            b.joining = false;
                             b.epoch = self.epoch;
                         }
                         // The pool answered a subscription: it is there.
@@ -414,7 +512,7 @@ impl Runner {
                 } else {
                     self.n.notifies += 1;
                 }
-                if let Key::Batch(i) = key {
+                if let Key::Batch(i, _) = key {
                     if let Some(b) = self.batches.get_mut(i) {
                         b.notifications += 1;
                     }
@@ -432,7 +530,7 @@ impl Runner {
                 debug!(provider = %self.ctx.name, ?key, %reason, ?retry_in, "sfb subscription down");
                 self.ctx.feed.errors.fetch_add(1, Ordering::Relaxed);
                 let was_active = match key {
-                    Key::Batch(i) => self.batches.get(i).is_some_and(|b| b.active),
+                    Key::Batch(i, _) => self.batches.get(i).is_some_and(|b| b.active),
                     Key::Single(idx, _) => {
                         self.people.get(&idx).and_then(|p| p.single.as_ref()).is_some_and(|s| s.active)
                     }
@@ -455,7 +553,7 @@ impl Runner {
     /// A subscription's dialog ended: the next one starts versions again.
     fn sub_lost(&mut self, key: Key) {
         match key {
-            Key::Batch(i) => {
+            Key::Batch(i, _) => {
                 if let Some(b) = self.batches.get_mut(i) {
                     b.active = false;
                     b.last_version = None;
@@ -485,7 +583,7 @@ impl Runner {
             Ok(Notification::Categories(doc)) => {
                 let idx = match key {
                     Key::Single(idx, _) => Some(idx),
-                    Key::Batch(_) => self.by_uri.get(&uri_key(&doc.uri)).copied(),
+                    Key::Batch(..) => self.by_uri.get(&uri_key(&doc.uri)).copied(),
                 };
                 match idx {
                     Some(idx) => {
@@ -499,7 +597,7 @@ impl Runner {
             Err(e @ ParseError::Categories(_)) => {
                 let who = match key {
                     Key::Single(idx, _) => self.people.get(&idx).map(|p| p.uri.clone()).unwrap_or_default(),
-                    Key::Batch(i) => format!("batch {i}"),
+                    Key::Batch(i, _) => format!("batch {i}"),
                 };
                 self.bad_body(&who, &e);
             }
@@ -510,7 +608,7 @@ impl Runner {
 
     fn on_rlmi(&mut self, key: Key, n: RlmiNotify) {
         let last = match key {
-            Key::Batch(i) => self.batches.get_mut(i).map(|b| &mut b.last_version),
+            Key::Batch(i, _) => self.batches.get_mut(i).map(|b| &mut b.last_version),
             Key::Single(idx, _) => {
                 self.people.get_mut(&idx).and_then(|p| p.single.as_mut()).map(|s| &mut s.last_version)
             }
@@ -531,7 +629,7 @@ impl Runner {
             let uri = part.uri.clone();
             match parse::read_part(part) {
                 Ok(PartEvent::Categories(doc)) => {
-                    if matches!(key, Key::Batch(_)) {
+                    if matches!(key, Key::Batch(..)) {
                         // Homed here again: the batch serves the person.
                         if let Some(p) = self.people.get_mut(&idx) {
                             p.single = None;
@@ -559,7 +657,7 @@ impl Runner {
     /// state split over several notifications is not `fullState` in any one of them).
     fn first_in_dialog(&mut self, key: Key, idx: UserIdx) -> bool {
         match key {
-            Key::Batch(i) => self.batches.get_mut(i).is_some_and(|b| b.seen.insert(idx)),
+            Key::Batch(i, _) => self.batches.get_mut(i).is_some_and(|b| b.seen.insert(idx)),
             Key::Single(..) => self
                 .people
                 .get_mut(&idx)

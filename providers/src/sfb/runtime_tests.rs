@@ -395,3 +395,45 @@ async fn every_batch_is_unsubscribed_at_shutdown() {
     })
     .await;
 }
+
+/// The directory changes while the provider runs (no restart): Bo leaves and Cy joins — the
+/// batch is subscribed anew with a batchSub naming Ada and Cy, its old dialog is un-SUBSCRIBEd
+/// (`Expires: 0`), Cy's state comes with the new dialog's first notification, and the feed
+/// never goes down.
+#[tokio::test]
+async fn the_batch_follows_the_live_directory() {
+    const CY: &str = "sip:cy@contoso.com";
+    local(async {
+        let mut pool = Pool::start().await;
+        pool.set(CY, (6500, Some("on-the-phone")));
+        let (mut h, [ada, bo], run) = start(&pool, "keepalive_secs = 0\n");
+        let first = pool.next_subscribe().await;
+        assert_eq!(first.batch.as_ref().map(|b| b.resources.clone()), Some(vec![ADA.to_string(), BO.to_string()]), "{first:?}");
+        by_person(until_feed(&mut h, true, &[ada, bo]).await);
+
+        let ada_p = Person { sip_uri: Some(ADA.into()), ..Person::new("ada", "Ada Andersson") };
+        let cy_p = Person { sip_uri: Some(CY.into()), ..Person::new("cy", "Cy Carlsson") };
+        let (next, _) = h.directory.current().next(vec![ada_p, cy_p]).expect("next version");
+        h.directory.replace(std::sync::Arc::new(next));
+        let cy = h.directory.current().by_id("cy").expect("Cy");
+
+        let seen = [pool.next_subscribe().await, pool.next_subscribe().await];
+        let bye = seen.iter().find(|s| s.in_dialog).expect("the old dialog un-SUBSCRIBEd");
+        assert_eq!((bye.call_id.as_str(), bye.expires), (first.call_id.as_str(), Some(0)), "{seen:?}");
+        let again = seen.iter().find(|s| !s.in_dialog).expect("a new batch subscription");
+        assert_eq!(again.batch.as_ref().map(|b| b.resources.clone()), Some(vec![ADA.to_string(), CY.to_string()]), "{again:?}");
+
+        let mut got = HashMap::new();
+        while got.len() < 2 {
+            let (who, s) = next_signal(&mut h, &[ada, cy]).await;
+            got.insert(who, s);
+        }
+        assert_eq!(lamp(&got[&cy]), (Source::Sfb, Some(Availability::Busy), Some(Activity::InACall)), "{got:?}");
+        assert_eq!(lamp(&got[&ada]), (Source::Sfb, Some(Availability::Available), None), "{got:?}");
+
+        stop(&h, &mut pool, &[&again.call_id], run).await;
+        let rest = h.drain();
+        assert!(rest.iter().all(|e| !matches!(e, SinkEvent::Feed(false))), "the feed never went down: {rest:?}");
+    })
+    .await;
+}

@@ -11,6 +11,10 @@
 //!   subscription is renewed from scratch, since a restarted server has forgotten them.
 //! - A subscription that fails on its own (say `404` for one user) makes that person's SIP
 //!   source Unknown until it comes back.
+//! - The people follow the live directory ([`Follow`]): when it changes, newcomers are
+//!   subscribed (at `subscribe_rate`), a leaver's subscription is dropped — which
+//!   un-SUBSCRIBEs (`Expires: 0`) — and a person whose URI or extension changed is
+//!   un-SUBSCRIBEd at the old resource and subscribed at the new one.
 //! - Requests outside any dialog are answered: OPTIONS `200`, a NOTIFY of a dialog this task
 //!   no longer knows `481` (so the peer drops it), anything else `405`.
 
@@ -18,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use presence_actors::directory::UserIdx;
+use presence_actors::directory::{PersonRef, UserIdx};
 use presence_actors::model::{now_ms, Availability, Signal, Source};
 use presence_actors::provider::ProviderContext;
 use presence_sip::body::dialog_info::DialogTracker;
@@ -29,6 +33,7 @@ use tracing::{info, warn};
 use super::connect::{answer_stray, close, sip_stats, Connected, PingResult, Pings};
 use super::map;
 use super::SipSourceConfig;
+use crate::common::follow::Follow;
 use crate::BuildError;
 
 /// Which package a [`SipSourceConfig`] subscribes to.
@@ -84,6 +89,12 @@ struct Target {
     tracker: DialogTracker,
 }
 
+impl Target {
+    fn new(uri: String) -> Target {
+        Target { uri, sub: None, active: false, sent: false, tracker: DialogTracker::default() }
+    }
+}
+
 async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Result<(), String> {
     let mut shutdown = ctx.shutdown.clone();
     let Some(Connected { ep, mut requests, peer }) = cfg.conn.open(&ctx).await.map_err(|e| e.to_string())? else { return Ok(()) };
@@ -92,14 +103,12 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
     let from = cfg.from.clone().unwrap_or_else(|| format!("sip:presence-hub@{domain}"));
     let template = cfg.resource.clone().unwrap_or_else(|| package.default_resource().to_string());
 
+    // Who is subscribed follows the live directory: the resource URI per person in scope.
+    let mut follow: Follow<String> = Follow::new(&ctx);
+    let want = |_: UserIdx, p: &PersonRef<'_>| crate::extension_in_scope(&cfg.extension_prefixes, p).then(|| super::resource_uri(&template, p, &domain)).flatten();
     let mut targets: HashMap<UserIdx, Target> = HashMap::new();
-    for (idx, p) in ctx.directory().people() {
-        if !crate::extension_in_scope(&cfg.extension_prefixes, &p) {
-            continue;
-        }
-        if let Some(uri) = super::resource_uri(&template, &p, &domain) {
-            targets.insert(idx, Target { uri, sub: None, active: false, sent: false, tracker: DialogTracker::default() });
-        }
+    for (idx, uri) in follow.update(want).added {
+        targets.insert(idx, Target::new(uri));
     }
     info!(provider = %ctx.name, server = %server, local = %ep.local_addr(), people = targets.len(), package = package.event(), "sip provider starting");
     ctx.feed.set_state("subscribing");
@@ -142,6 +151,36 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                 targets.clear();
                 close(&ep).await;
                 return Ok(());
+            }
+            _ = follow.changed() => {
+                // The directory changed: newcomers are subscribed (at `subscribe_rate`), a
+                // leaver's target is dropped (which un-SUBSCRIBEs, `Expires: 0`), and a person
+                // whose URI changed is un-SUBSCRIBEd at the old one and subscribed at the new.
+                let changes = follow.update(want);
+                if changes.is_empty() {
+                    continue;
+                }
+                info!(provider = %ctx.name, added = changes.added.len(), removed = changes.removed.len(), changed = changes.changed.len(), "directory changed; following it");
+                let was_awaiting = !awaiting.is_empty();
+                for (idx, _) in changes.dropped() {
+                    targets.remove(&idx);
+                    awaiting.remove(&idx);
+                }
+                pending.retain(|i| targets.contains_key(i));
+                for (idx, uri) in changes.taken() {
+                    targets.insert(idx, Target::new(uri));
+                    pending.push_back(idx);
+                }
+                if resubscribing && was_awaiting && awaiting.is_empty() {
+                    // Only leavers were still awaited after an outage: everyone else is back.
+                    resubscribing = false;
+                    down = false;
+                    resubscribe_deadline = None;
+                    ctx.sink.set_up(true);
+                }
+                if !down {
+                    ctx.feed.set_state(if pending.is_empty() { "up" } else { "subscribing" });
+                }
             }
             _ = spawn_tick.tick(), if !pending.is_empty() => {
                 if let Some(idx) = pending.pop_front() {

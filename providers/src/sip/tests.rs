@@ -287,3 +287,54 @@ async fn a_silent_pbx_takes_the_feed_down_and_is_resubscribed_when_back() {
     })
     .await;
 }
+
+/// The directory changes while the provider runs (no restart): Ada's extension changes and Cy
+/// (in range) joins — Ada's old dialog is un-SUBSCRIBEd (`Expires: 0`), the new extension and
+/// Cy's are subscribed and their lamps come in; then Cy leaves and her dialog is ended. Bo
+/// (out of range) is never subscribed, and the feed never goes down.
+#[tokio::test]
+async fn the_subscriptions_follow_the_live_directory() {
+    local(async {
+        let (mut pbx, mut h, ada, run, first) = begin(Mode::Answer { grant: 60, refuse_refresh: false }, true, 0).await;
+        assert_eq!(first.user, "2001", "{first:?}");
+        until_feed(&mut h, true, ada).await;
+
+        let ada_moved = Person { extension: Some("2009".into()), ..Person::new("ada", "Ada Andersson") };
+        let bo = Person { extension: Some("3001".into()), ..Person::new("bo", "Bo Berg") };
+        let cy = Person { extension: Some("2002".into()), ..Person::new("cy", "Cy Carlsson") };
+        let (next, _) = h.directory.current().next(vec![ada_moved.clone(), bo.clone(), cy]).expect("next version");
+        h.directory.replace(std::sync::Arc::new(next));
+        let cy = h.directory.current().by_id("cy").expect("Cy");
+        assert_eq!(h.directory.current().by_id("ada"), Some(ada), "Ada keeps her index");
+
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(pbx.next_subscribe().await);
+        }
+        let bye = seen.iter().find(|s| s.in_dialog).expect("an un-SUBSCRIBE of Ada's old dialog");
+        assert_eq!((bye.call_id.as_str(), bye.user.as_str(), bye.expires), (first.call_id.as_str(), "2001", Some(0)), "{seen:?}");
+        let mut new: Vec<&Seen> = seen.iter().filter(|s| !s.in_dialog).collect();
+        new.sort_by(|a, b| a.user.cmp(&b.user));
+        assert_eq!(new.iter().map(|s| (s.user.as_str(), s.expires)).collect::<Vec<_>>(), [("2002", Some(60)), ("2009", Some(60))], "{seen:?}");
+        let (cy_call, ada_call) = (new[0].call_id.clone(), new[1].call_id.clone());
+
+        // Both lamps come in from the new subscriptions' NOTIFYs.
+        let mut lamps = HashMap::new();
+        while lamps.len() < 2 {
+            let (who, s) = played::next_signal(&mut h, &[ada, cy]).await;
+            lamps.insert(who, lamp(&s));
+        }
+        assert_eq!(lamps[&cy], (Source::Pbx, Some(Availability::Busy), Some(Activity::InACall)), "{lamps:?}");
+
+        // Cy leaves: her dialog is ended, nobody else is touched.
+        let (next, _) = h.directory.current().next(vec![ada_moved, bo]).expect("next version");
+        h.directory.replace(std::sync::Arc::new(next));
+        let bye = pbx.next_subscribe().await;
+        assert_eq!((bye.call_id.as_str(), bye.in_dialog, bye.expires), (cy_call.as_str(), true, Some(0)), "{bye:?}");
+
+        stop(&h, &mut pbx, &ada_call, run).await;
+        let rest = h.drain();
+        assert!(rest.iter().all(|e| !matches!(e, SinkEvent::Feed(false))), "the feed never went down: {rest:?}");
+    })
+    .await;
+}

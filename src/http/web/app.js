@@ -45,7 +45,7 @@ const T = {
     'fresh.live': 'current', 'fresh.stale': 'not current', 'fresh.unknown': 'unknown', 'fresh.pending': 'upcoming',
     'fresh.expired': 'ended',
     'age.s': '{n} s ago', 'age.m': '{n} min ago', 'age.h': '{h} h {m} min ago', 'age.d': '{n} d ago',
-    'until': '{state} until {t}', 'back': '{state} — back {t}', 'ooo': 'Out of office', 'stale': 'not current',
+    'until': '{state} until {t}', 'back': '{state} — back {t}', 'ooo': 'Out of office', 'stale': 'not current', 'removed': 'No longer in the directory',
     'abs.title': 'Set absence — {name}', 'abs.titleEdit': 'Change absence — {name}',
     'abs.reason': 'Reason', 'abs.text': 'Note', 'abs.text.ph': 'e.g. Back 13:00, call the mobile',
     'abs.until': 'Until', 'abs.date': 'Date', 'abs.time': 'Time', 'abs.q30': '30 min', 'abs.q60': '1 hour',
@@ -102,7 +102,7 @@ const T = {
     'fresh.live': 'aktuell', 'fresh.stale': 'inaktuell', 'fresh.unknown': 'okänd', 'fresh.pending': 'kommande',
     'fresh.expired': 'avslutad',
     'age.s': 'för {n} s sedan', 'age.m': 'för {n} min sedan', 'age.h': 'för {h} h {m} min sedan', 'age.d': 'för {n} d sedan',
-    'until': '{state} till {t}', 'back': '{state} — tillbaka {t}', 'ooo': 'Inte på kontoret', 'stale': 'inaktuell',
+    'until': '{state} till {t}', 'back': '{state} — tillbaka {t}', 'ooo': 'Inte på kontoret', 'stale': 'inaktuell', 'removed': 'Finns inte längre i katalogen',
     'abs.title': 'Lägg in frånvaro — {name}', 'abs.titleEdit': 'Ändra frånvaro — {name}',
     'abs.reason': 'Orsak', 'abs.text': 'Notering', 'abs.text.ph': 't.ex. Tillbaka 13:00, ring mobilen',
     'abs.until': 'Till', 'abs.date': 'Datum', 'abs.time': 'Tid', 'abs.q30': '30 min', 'abs.q60': '1 timme',
@@ -268,6 +268,7 @@ const avClass = (a) => ({ Available: 'ok', AvailableIdle: 'ok', Busy: 'busy', Bu
 function actWord(a) { return a ? (has('act.' + a) ? t('act.' + a) : a) : null; }
 /// {cls, icon, text, note, stale} describing a merged presence for people.
 function describe(p) {
+  if (p && p.removed) return { cls: 'unk', icon: 'unk', text: t('removed'), note: null, stale: false };
   if (!p || p.availability === 'Unknown' || p.freshness === 'unknown') {
     return { cls: 'unk', icon: 'unk', text: t('avail.Unknown'), note: p?.note || null, stale: false };
   }
@@ -401,6 +402,12 @@ const live = {
         break;
       case 'delta':
         S.presence.set(f.presence.id, f.presence);
+        this.seq = f.seq;
+        changed(f.presence.id);
+        break;
+      case 'removed':
+        // Directory sync took the person out: say so where they are shown (never call them).
+        S.presence.set(f.presence.id, { id: f.presence.id, removed: true });
         this.seq = f.seq;
         changed(f.presence.id);
         break;
