@@ -21,7 +21,7 @@ use presence_hub::config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "demo")]
 use presence_hub::cli::demo;
-use presence_hub::cli::{bench, bench_directory, bench_sip};
+use presence_hub::cli::{bench, bench_directory, bench_sip, login};
 use presence_hub::{run, store, tokens, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
@@ -74,6 +74,33 @@ enum Command {
     /// What directory sync costs the hub: merge, build, an unchanged and a churned version,
     /// applied to a running hub.
     BenchDirectory(bench_directory::BenchDirectoryArgs),
+    /// Signs a provider's service accounts in and keeps their tokens in the data directory's
+    /// store (or checks the tokens kept there).
+    Login {
+        #[command(subcommand)]
+        what: LoginWhat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LoginWhat {
+    /// The Teams (`graph_presence`) service accounts: `--account NAME` signs one in with the
+    /// OAuth device-code flow (a code to enter at Microsoft's sign-in page, from any browser)
+    /// and stores its refresh token where the provider reads it; `--check` tries every stored
+    /// (or configured) token once.
+    Graph {
+        /// The service account to sign in (its `name` in `[[providers.service_accounts]]`);
+        /// with `--check`, check only this one.
+        #[arg(long, required_unless_present = "check")]
+        account: Option<String>,
+        /// The `graph_presence` provider, when two have a service account of that name.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Check the tokens instead: one line per service account, ok or FAILED with
+        /// Microsoft's reason; the exit status is non-zero if any failed.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -150,6 +177,9 @@ fn real_main() -> Result<()> {
             for s in &cfg.directory.sources {
                 println!("directory source {} ({}): settings OK", s.name(), s.kind());
             }
+            for note in login::check_config_notes(&cfg) {
+                println!("{note}");
+            }
             if connect {
                 let plan = cfg.directory.number_plan.plan();
                 let sources = cfg.directory.effective_sources();
@@ -199,6 +229,13 @@ fn real_main() -> Result<()> {
         Some(Command::Bench(args)) => {
             init_logging(cfg.log.format, "warn");
             return bench::run(args);
+        }
+        Some(Command::Login { what: LoginWhat::Graph { account, provider, check } }) => {
+            if cli.config.is_none() {
+                anyhow::bail!("login needs --config FILE (the one the hub runs with: its graph_presence providers and data directory)");
+            }
+            init_logging(cfg.log.format, "warn");
+            return login::graph(&cfg, account.as_deref(), provider.as_deref(), check);
         }
         Some(Command::BenchSip(args)) => {
             init_logging(cfg.log.format, "warn");

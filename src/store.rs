@@ -323,12 +323,18 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) `<dir>/presence-hub.sqlite`; creates `dir` if missing.
+    ///
+    /// The store holds secrets (service accounts' refresh tokens among the provider cursors),
+    /// so on unix the directory is made `0700` and the database with its `-wal` and `-shm`
+    /// files `0600`, whatever the umask (SQLite gives the `-wal`/`-shm` files it creates later
+    /// the database file's mode).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         let path = dir.join(DB_FILE_NAME);
+        private(dir, &path);
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -339,6 +345,7 @@ impl Store {
             StoreError::Sqlite(source) => open_err(source),
             other => other,
         })?;
+        private(dir, &path);
         tracing::debug!(path = %path.display(), version = SCHEMA_VERSION, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
@@ -671,6 +678,37 @@ impl Store {
     }
 }
 
+/// Owner-only modes on unix: `dir` `0700`; the database file (created empty with `0600` if
+/// missing, so SQLite never writes it with the umask's mode) and its `-wal`/`-shm` files
+/// `0600`. Failures are logged, not fatal (a data directory on a file system without modes).
+fn private(dir: &Path, db: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let set = |p: &Path, mode: u32| {
+            if let Ok(m) = std::fs::metadata(p) {
+                if m.permissions().mode() & 0o777 != mode {
+                    if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+                        tracing::warn!(path = %p.display(), error = %e, "could not make a store file private");
+                    }
+                }
+            }
+        };
+        set(dir, 0o700);
+        if !db.exists() {
+            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(db);
+        }
+        set(db, 0o600);
+        for suffix in ["-wal", "-shm"] {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            set(Path::new(&p), 0o600);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, db);
+}
+
 /// Connection settings; must run outside any transaction.
 fn configure(conn: &Connection, on_disk: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -901,6 +939,37 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
         drop(conn);
         assert_eq!(Store::open_in_memory().unwrap().path(), None);
+    }
+
+    /// The store holds refresh tokens: owner-only modes whatever the umask, and they stay so
+    /// when an existing store with looser modes is opened again.
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let wal = |dir: &Path, suffix: &str| dir.join(format!("{DB_FILE_NAME}{suffix}"));
+        let tmp = TempDir::new("modes");
+        let dir = tmp.path().join("data");
+        let store = Store::open(&dir).unwrap();
+        store.set_cursor("teams", "refresh:svc1", "secret").unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for suffix in ["", "-wal", "-shm"] {
+            assert!(wal(&dir, suffix).exists(), "{suffix}");
+            assert_eq!(mode(&wal(&dir, suffix)), 0o600, "{DB_FILE_NAME}{suffix}");
+        }
+        drop(store);
+        // Loosened by hand (or made by an older version): tightened at the next open.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(wal(&dir, ""), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.cursor("teams", "refresh:svc1").unwrap().as_deref(), Some("secret"));
+        assert_eq!((mode(&dir), mode(&wal(&dir, ""))), (0o700, 0o600));
+        for suffix in ["-wal", "-shm"] {
+            if wal(&dir, suffix).exists() {
+                assert_eq!(mode(&wal(&dir, suffix)), 0o600, "{suffix}");
+            }
+        }
     }
 
     #[test]

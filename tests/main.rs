@@ -16,6 +16,7 @@ mod graph;
 mod kamailio;
 mod kamailio_peer;
 mod ldap;
+mod login;
 mod mbn;
 mod o2g;
 mod operator;

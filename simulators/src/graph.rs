@@ -2,7 +2,10 @@
 //! documented shapes (sources in docs/ARCHITECTURE.md, § Protocol references):
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token`: `client_credentials` (app tokens) and
-//!   `refresh_token` (delegated tokens of service accounts; each refresh rotates the token).
+//!   `refresh_token` (delegated tokens of service accounts; each refresh rotates the token;
+//!   counted per account, [`GraphSim::refresh_grants`]).
+//! - `POST /{tenant}/oauth2/v2.0/devicecode` and the token endpoint's device-code grant (a
+//!   service account signing in, `presence-hub login graph`) in [`crate::graph_device`].
 //! - `POST /v1.0/communications/getPresencesByUserId` (≤ 650 ids), `GET
 //!   /v1.0/communications/presences/{id}`, under a 1,500 requests / 30 s budget answered with
 //!   `429` + `Retry-After` beyond it.
@@ -56,6 +59,10 @@ pub struct GraphSimConfig {
     pub token_lifetime: Duration,
     /// Presence read budget per 30 s.
     pub budget: usize,
+    /// The device authorization grant's polling `interval`, in seconds.
+    pub device_interval_secs: u64,
+    /// The device codes' lifetime (`expires_in`), in seconds.
+    pub device_expires_in_secs: u64,
 }
 
 impl Default for GraphSimConfig {
@@ -67,6 +74,8 @@ impl Default for GraphSimConfig {
             accounts: vec![("svc1@sim.example".into(), "rt-svc1-0".into()), ("svc2@sim.example".into(), "rt-svc2-0".into())],
             token_lifetime: Duration::from_secs(3600),
             budget: 1500,
+            device_interval_secs: 1,
+            device_expires_in_secs: 900,
         }
     }
 }
@@ -164,7 +173,7 @@ enum TokenKind {
 }
 
 pub(crate) struct State {
-    cfg: GraphSimConfig,
+    pub(crate) cfg: GraphSimConfig,
     presences: HashMap<String, Presence>,
     seq: u64,
     subs: HashMap<String, Sub>,
@@ -172,6 +181,10 @@ pub(crate) struct State {
     tokens: HashMap<String, (TokenKind, Instant)>,
     next_token: u64,
     refresh: HashMap<String, String>,
+    /// Refresh grants answered, per account.
+    refresh_grants: HashMap<String, u64>,
+    /// The device authorization grant's codes.
+    pub(crate) device: crate::graph_device::Devices,
     window: VecDeque<Instant>,
     retry_until: Option<Instant>,
     misbehave: Misbehave,
@@ -224,6 +237,8 @@ impl GraphSim {
             tokens: HashMap::new(),
             next_token: 1,
             refresh,
+            refresh_grants: HashMap::new(),
+            device: Default::default(),
             window: VecDeque::new(),
             retry_until: None,
             misbehave: Misbehave::default(),
@@ -238,6 +253,7 @@ impl GraphSim {
                 .app_data(web::Data::new(cl.clone()))
                 .app_data(web::PayloadConfig::default().limit(8 * 1024 * 1024))
                 .route("/{tenant}/oauth2/v2.0/token", web::post().to(token))
+                .route("/{tenant}/oauth2/v2.0/devicecode", web::post().to(crate::graph_device::devicecode))
                 .route("/v1.0/communications/getPresencesByUserId", web::post().to(get_presences))
                 .route("/v1.0/communications/presences/{id}", web::get().to(get_presence))
                 .route("/v1.0/subscriptions", web::post().to(create_subscription))
@@ -393,6 +409,16 @@ impl GraphSim {
         lock(&self.state).stats.clone()
     }
 
+    /// Refresh grants answered for `account` so far.
+    pub fn refresh_grants(&self, account: &str) -> u64 {
+        lock(&self.state).refresh_grants.get(account).copied().unwrap_or(0)
+    }
+
+    /// The account a refresh token was issued to, if the simulator issued it.
+    pub fn account_of_refresh_token(&self, refresh_token: &str) -> Option<String> {
+        lock(&self.state).refresh.get(refresh_token).cloned()
+    }
+
     /// Live subscriptions: (id, account, people).
     pub fn subscriptions(&self) -> Vec<(String, String, usize)> {
         let now = now_ms();
@@ -437,17 +463,31 @@ async fn token(state: web::Data<Shared>, form: web::Form<HashMap<String, String>
         Some("refresh_token") => {
             let Some(rt) = f.get("refresh_token") else { return oauth("invalid_request", "AADSTS900144: refresh_token missing") };
             let Some(account) = g.refresh.get(rt).cloned() else { return oauth("invalid_grant", "AADSTS70008: The refresh token has expired or is invalid.") };
+            *g.refresh_grants.entry(account.clone()).or_default() += 1;
             // Rotate: a new refresh token; the old one keeps working (as Entra's do for a while).
-            let new_rt = format!("rt-{account}-{}", g.next_token);
-            g.refresh.insert(new_rt.clone(), account.clone());
-            g.tokens.insert(access.clone(), (TokenKind::Delegated(account), Instant::now() + life));
-            HttpResponse::Ok().json(json!({
-                "token_type": "Bearer", "scope": "https://graph.microsoft.com/Presence.Read.All",
-                "expires_in": life.as_secs(), "access_token": access, "refresh_token": new_rt,
-            }))
+            delegated(&mut g, account, access, true)
         }
+        Some(crate::graph_device::GRANT) => match crate::graph_device::poll(&mut g.device, &f) {
+            Ok((account, offline)) => delegated(&mut g, account, access, offline),
+            Err((code, desc)) => oauth(code, desc),
+        },
         _ => oauth("unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type."),
     }
+}
+
+/// The answer with a delegated token `access` of `account` (and a new refresh token, which the
+/// refresh grant accepts for that account, when `with_refresh`).
+fn delegated(g: &mut State, account: String, access: String, with_refresh: bool) -> HttpResponse {
+    let life = g.cfg.token_lifetime;
+    let new_rt = with_refresh.then(|| format!("rt-{account}-{}", g.next_token));
+    if let Some(rt) = &new_rt {
+        g.refresh.insert(rt.clone(), account.clone());
+    }
+    g.tokens.insert(access.clone(), (TokenKind::Delegated(account), Instant::now() + life));
+    HttpResponse::Ok().json(json!({
+        "token_type": "Bearer", "scope": "https://graph.microsoft.com/Presence.Read.All",
+        "expires_in": life.as_secs(), "access_token": access, "refresh_token": new_rt,
+    }))
 }
 
 fn presence_json(p: &Presence) -> Value {

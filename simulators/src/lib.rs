@@ -6,6 +6,8 @@
 //! Layout:
 //! - [`graph`]: Microsoft Graph presence (getPresencesByUserId, subscriptions, change and
 //!   lifecycle notifications with the validation handshake) and the OAuth2 token endpoint.
+//! - [`graph_device`]: the same simulator's device authorization grant (a service account
+//!   signing in with `presence-hub login graph`), approved or declined by the test.
 //! - [`graph_users`]: the same simulator's directory — `/users/delta` (pages, delta links,
 //!   partial changes, `@removed`) and a group's transitive members — for the `entra` source.
 //! - [`calendar`]: calendar free/busy — Graph getSchedule, EWS GetUserAvailability (SOAP) and
@@ -25,6 +27,7 @@
 
 pub mod calendar;
 pub mod graph;
+pub mod graph_device;
 pub mod graph_users;
 pub mod mbn;
 pub mod operator;

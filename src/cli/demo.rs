@@ -164,8 +164,9 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
         service_accounts: sim_cfg
             .accounts
             .iter()
-            .map(|(name, token)| ServiceAccount { name: name.clone(), refresh_token: token.clone() })
+            .map(|(name, token)| ServiceAccount { name: name.clone(), refresh_token: Some(token.clone()) })
             .collect(),
+        device_code_url: None,
         client_state: None,
         subscription_minutes: 55,
         renew_before_secs: 600,

@@ -1,5 +1,5 @@
 //! What only the `presence-hub` command line needs, kept out of the hub's library modules:
-//! the built-in demo and the two benchmark commands. Errors here are `anyhow` (they end at the
+//! the built-in demo, the two benchmark commands and `login`. Errors here are `anyhow` (they end at the
 //! command line); the library modules use their own `thiserror` types.
 //!
 //! - `demo`: the built-in demo company and its simulators (`presence-hub` with no
@@ -8,9 +8,12 @@
 //! - [`bench`]: `presence-hub bench`, the hub's benchmark.
 //! - [`bench_directory`]: `presence-hub bench-directory`, what directory sync costs the hub.
 //! - [`bench_sip`]: `presence-hub bench-sip`, a SIP presence workload against a presence server.
+//! - [`login`]: `presence-hub login graph`, signing the Teams service accounts in (OAuth device
+//!   code) and checking their stored tokens.
 
 pub mod bench;
 pub mod bench_directory;
 pub mod bench_sip;
+pub mod login;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -126,7 +126,9 @@ pub fn merge(sources: &[SourcePeople<'_>], keys: &[MatchKey], precedence: &BTree
     let orders: HashMap<&str, Vec<usize>> = FIELDS.iter().map(|f| (*f, order_for(f))).collect();
 
     let mut out = Merged::default();
-    let mut candidates: Vec<(Person, bool, Vec<(String, String)>)> = Vec::new();
+    // A merged person, whether its id was given explicitly, and its match keys.
+    type Candidate = (Person, bool, Vec<(String, String)>);
+    let mut candidates: Vec<Candidate> = Vec::new();
     for group in &groups {
         let pick = |field: &str, get: &dyn Fn(&Record) -> Option<String>| -> Option<String> {
             orders[field].iter().find_map(|si| group.iter().find(|(s, _, _)| s == si).and_then(|(_, _, r)| get(r)).filter(|v| !v.trim().is_empty()))

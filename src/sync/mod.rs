@@ -174,10 +174,13 @@ struct Applied {
     held: bool,
 }
 
+/// A started [`DirectorySync`] and its sources' tasks.
+pub type Started = (DirectorySync, Vec<tokio::task::JoinHandle<()>>);
+
 impl DirectorySync {
     /// Starts one task per source (on the current actix/tokio runtime). Returns `None` when
     /// no source is configured.
-    pub fn start(hub: Hub, store: Store, config: &DirectorySection, shutdown: Shutdown) -> Result<Option<(DirectorySync, Vec<tokio::task::JoinHandle<()>>)>, String> {
+    pub fn start(hub: Hub, store: Store, config: &DirectorySection, shutdown: Shutdown) -> Result<Option<Started>, String> {
         let sources = config.effective_sources();
         if sources.is_empty() {
             return Ok(None);

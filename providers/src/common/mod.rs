@@ -4,6 +4,8 @@
 //!   every failure, `Retry-After`, the peer's error text.
 //! - [`oauth`]: token requests (client credentials, refresh token with rotation kept in the
 //!   store, password grant), token caching.
+//! - [`device_code`]: the device authorization grant (RFC 8628) that `presence-hub login graph`
+//!   signs service accounts in with.
 //! - [`backoff`]: exponential back-off with jitter.
 //! - [`defaults`]: defaults for config fields.
 //! - [`config`]: refusing unknown keys in configs made of shared pieces.
@@ -24,6 +26,7 @@
 pub mod backoff;
 pub mod config;
 pub mod defaults;
+pub mod device_code;
 pub mod follow;
 pub mod form;
 pub mod hook;

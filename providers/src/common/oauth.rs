@@ -220,21 +220,26 @@ pub struct RotationStore<'a> {
 /// A refresh-token grant. The newest refresh token is read from `store` (falling back to
 /// `configured`); when the endpoint rotates it, the new one is stored. A stored token that is
 /// refused is tried once more as the configured one (an operator may have pasted a new one).
+/// With neither a stored nor a configured token nothing is sent: [`CallError::Token`]
+/// ([`NO_REFRESH_TOKEN`]).
 pub async fn refresh_grant(
     client: &reqwest::Client,
     url: &str,
     client_id: &str,
     client_secret: Option<&str>,
-    configured: &str,
+    configured: Option<&str>,
     scope: &str,
     store: RotationStore<'_>,
 ) -> Result<TokenResponse, CallError> {
+    let configured = configured.filter(|c| !c.trim().is_empty());
     let stored = store.cursors.get(store.provider, store.key).filter(|s| !s.is_empty());
-    let refresh = stored.as_deref().unwrap_or(configured);
+    let Some(refresh) = stored.as_deref().or(configured) else {
+        return Err(CallError::Token(NO_REFRESH_TOKEN.into()));
+    };
     let form = refresh_token_form(client_id, client_secret, refresh, scope);
     let t = match request_token(client, url, form, None, TOKEN_LIMITS).await {
-        Err(CallError::Token(_)) if stored.is_some() && configured != refresh => {
-            let form = refresh_token_form(client_id, client_secret, configured, scope);
+        Err(CallError::Token(_)) if stored.is_some() && configured.is_some_and(|c| c != refresh) => {
+            let form = refresh_token_form(client_id, client_secret, configured.unwrap_or_default(), scope);
             let t = request_token(client, url, form, None, TOKEN_LIMITS).await?;
             if t.refresh_token.is_none() {
                 store.cursors.set(store.provider, store.key, "");
@@ -248,6 +253,9 @@ pub async fn refresh_grant(
     }
     Ok(t)
 }
+
+/// Why [`refresh_grant`] had nothing to send.
+pub const NO_REFRESH_TOKEN: &str = "no refresh token (none stored, none configured)";
 
 #[cfg(test)]
 mod tests {

@@ -105,6 +105,11 @@ pub struct GraphClient {
 pub const APP_SCOPE: &str = microsoft::GRAPH_APP_SCOPE;
 /// The scope for delegated tokens of the subscription service accounts.
 pub const DELEGATED_SCOPE: &str = "https://graph.microsoft.com/Presence.Read.All offline_access";
+/// The cursor a service account's newest refresh token is kept under (in the provider's
+/// cursors): `refresh:{account}`.
+pub fn refresh_cursor(account: &str) -> String {
+    format!("refresh:{account}")
+}
 /// Wait assumed when Graph answers `429` without `Retry-After`.
 const DEFAULT_RETRY: Duration = microsoft::GRAPH_DEFAULT_RETRY;
 
@@ -135,9 +140,10 @@ impl GraphClient {
 
     /// A delegated token for a service account from its refresh token. Entra may rotate the
     /// refresh token: the new one is stored in `cursors` under `refresh:{account}` and is
-    /// preferred over the configured one from then on.
-    pub async fn delegated_token(&self, account: &str, configured_refresh: &str, cursors: &dyn Cursors, provider: &str) -> Result<(String, Duration), CallError> {
-        let key = format!("refresh:{account}");
+    /// preferred over the configured one from then on (`presence-hub login graph` stores it
+    /// there too).
+    pub async fn delegated_token(&self, account: &str, configured_refresh: Option<&str>, cursors: &dyn Cursors, provider: &str) -> Result<(String, Duration), CallError> {
+        let key = refresh_cursor(account);
         let store = oauth::RotationStore { cursors, provider, key: &key };
         let t = oauth::refresh_grant(&self.http, &self.token_url, &self.client_id, Some(&self.client_secret), configured_refresh, DELEGATED_SCOPE, store).await?;
         Ok((t.access_token, Duration::from_secs(t.expires_in.max(60))))

@@ -23,11 +23,12 @@ mod tests;
 
 use serde::Deserialize;
 
-use crate::{BuildError, ProviderTask};
+use crate::{BuildError, ProviderError, ProviderTask};
 use crate::common::config::NoOtherKeys;
 use crate::common::defaults;
+use crate::common::device_code;
 use crate::common::microsoft::MicrosoftApp;
-use presence_actors::provider::ProviderContext;
+use presence_actors::provider::{Cursors, ProviderContext};
 
 /// One service account that holds a change-notification subscription (up to 650 people).
 #[derive(Debug, Clone, Deserialize)]
@@ -36,8 +37,29 @@ pub struct ServiceAccount {
     /// A name for logs and health (e.g. the account's UPN).
     pub name: String,
     /// A refresh token of the account for this app (delegated Presence.Read.All,
-    /// offline_access). Rotated tokens are kept in the store.
-    pub refresh_token: String,
+    /// offline_access), pasted. Optional: `presence-hub login graph --account NAME` signs the
+    /// account in and stores its token; rotated tokens are kept in the store either way, and a
+    /// stored token is preferred.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+impl ServiceAccount {
+    /// The configured refresh token, unless blank.
+    pub fn configured_refresh_token(&self) -> Option<&str> {
+        self.refresh_token.as_deref().filter(|t| !t.trim().is_empty())
+    }
+
+    /// Whether the account has a refresh token: configured, or stored by the provider `provider`
+    /// in `cursors` (under [`client::refresh_cursor`]).
+    pub fn has_refresh_token(&self, cursors: &dyn Cursors, provider: &str) -> bool {
+        self.configured_refresh_token().is_some() || cursors.get(provider, &client::refresh_cursor(&self.name)).is_some_and(|t| !t.is_empty())
+    }
+}
+
+/// What an operator is told about a service account with no refresh token.
+pub fn needs_login(provider: &str, account: &str) -> String {
+    format!("service account {account:?} of provider {provider:?} has no refresh token (none configured, none stored): run `presence-hub login graph --account {account}`")
 }
 
 /// `type = "graph_presence"` settings.
@@ -55,6 +77,10 @@ pub struct GraphPresenceConfig {
     /// Service accounts holding the subscriptions, 650 people each.
     #[serde(default)]
     pub service_accounts: Vec<ServiceAccount>,
+    /// The device authorization endpoint `presence-hub login graph` uses; default: the token
+    /// endpoint's sibling (`…/oauth2/v2.0/token` → `…/oauth2/v2.0/devicecode`).
+    #[serde(default)]
+    pub device_code_url: Option<String>,
     /// The `clientState` secret (≤ 128 characters); default: a new random one per start.
     #[serde(default)]
     pub client_state: Option<String>,
@@ -105,6 +131,12 @@ pub struct GraphPresenceConfig {
 }
 
 impl GraphPresenceConfig {
+    /// The device authorization endpoint: `device_code_url`, else the sibling of the token
+    /// endpoint ([`device_code::device_code_url`]); `None` when neither gives one.
+    pub fn device_code_endpoint(&self) -> Option<String> {
+        self.device_code_url.clone().or_else(|| device_code::device_code_url(&self.app.token_endpoint()))
+    }
+
     /// The key that decrypts notifications with resource data (`include_resource_data`).
     pub fn notification_key(&self) -> Result<Option<crypto::NotificationKey>, BuildError> {
         if !self.include_resource_data {
@@ -153,6 +185,20 @@ impl GraphPresenceConfig {
         if self.include_resource_data {
             self.notification_key()?;
         }
+        let mut names = std::collections::HashSet::new();
+        for a in &self.service_accounts {
+            if a.name.trim().is_empty() || a.name.len() > 256 {
+                return bad("a service account's name must be 1-256 characters".into());
+            }
+            if !names.insert(a.name.as_str()) {
+                return bad(format!("service account {:?} is listed twice", a.name));
+            }
+        }
+        if let Some(u) = &self.device_code_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return bad("device_code_url must be an http(s) URL".into());
+            }
+        }
         if self.notifications && self.service_accounts.is_empty() {
             return bad("notifications need at least one [[providers.service_accounts]] (Graph allows presence subscriptions only with delegated permission); set notifications = false to poll only".into());
         }
@@ -160,9 +206,19 @@ impl GraphPresenceConfig {
     }
 }
 
-/// The provider's task (registers the webhook now; reads and subscribes once polled).
+/// The provider's task (registers the webhook now; reads and subscribes once polled). A
+/// service account with no refresh token (none configured, none stored by `presence-hub login
+/// graph`) fails the start: the feed is down, health says which account needs a login, and the
+/// supervisor tries again with back-off (so a login made meanwhile is picked up).
 pub fn task(config: &GraphPresenceConfig, ctx: ProviderContext) -> Result<ProviderTask, BuildError> {
     config.validate()?;
+    if config.notifications {
+        let missing: Vec<String> = config.service_accounts.iter().filter(|a| !a.has_refresh_token(ctx.cursors.as_ref(), &ctx.name)).map(|a| needs_login(&ctx.name, &a.name)).collect();
+        if !missing.is_empty() {
+            let why = missing.join("; ");
+            return Ok(Box::pin(async move { Err(ProviderError::Failed(why)) }));
+        }
+    }
     let key = config.notification_key()?;
     let rt = runtime::Runtime::new(ctx, config.clone(), key);
     Ok(Box::pin(async move {

@@ -284,7 +284,7 @@ impl Subscriptions {
             }
         }
         let acc = &self.cfg.service_accounts[s.account];
-        let (token, life) = self.client.delegated_token(&acc.name, &acc.refresh_token, self.ctx.cursors.as_ref(), &self.ctx.name).await?;
+        let (token, life) = self.client.delegated_token(&acc.name, acc.configured_refresh_token(), self.ctx.cursors.as_ref(), &self.ctx.name).await?;
         let until = Instant::now() + life.saturating_sub(Duration::from_secs(60));
         self.subs[i].token = Some((token.clone(), until));
         Ok(token)

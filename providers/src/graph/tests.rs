@@ -235,6 +235,67 @@ fn config_keys_parse_flat_unknown_ones_are_refused_and_missing_credentials_named
     }
 }
 
+/// A service account with neither a configured nor a stored refresh token: the task ends at
+/// once with an error that names the account and the login command (the supervisor marks the
+/// feed down and retries), and nothing is called. With a stored token (what `presence-hub
+/// login graph` leaves) it runs and uses that token for the subscription.
+#[tokio::test]
+async fn a_service_account_without_a_refresh_token_needs_a_login() {
+    let peer = TestPeer::start(graph(Arc::new(AtomicBool::new(false)))).await;
+    local(async {
+        let (ctx, h) = ProviderContext::for_test("teams", directory(), "http://127.0.0.1:9");
+        let cfg = config(&peer, "[[service_accounts]]\nname = \"svc1\"\n");
+        let run = super::task(&cfg, ctx.clone()).expect("a config without refresh_token is valid");
+        let e = tokio::time::timeout(Duration::from_secs(5), run).await.expect("ends at once").expect_err("fails");
+        let text = e.to_string();
+        assert!(text.contains("\"svc1\"") && text.contains("presence-hub login graph --account svc1"), "{text}");
+        assert_eq!(peer.count("POST", "/token"), 0, "nothing is asked for");
+        assert!(h.hooks.get("teams").is_none());
+        // `login graph` stored one: the provider starts and redeems it.
+        h.cursors.set("teams", "refresh:svc1", "rt-from-login");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let inner = graph(Arc::new(AtomicBool::new(false)));
+        peer.set(move |r| {
+            if r.path == "/token" {
+                s.lock().unwrap().push(String::from_utf8_lossy(&r.body).to_string());
+            }
+            inner(r)
+        });
+        let run = tokio::task::spawn_local(super::task(&cfg, ctx).expect("task"));
+        let t0 = std::time::Instant::now();
+        while peer.count("POST", "/subscriptions") == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no subscription created");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen.lock().unwrap().iter().any(|f| f.contains("grant_type=refresh_token") && f.contains("refresh_token=rt-from-login")));
+        stop(&h, run).await;
+    })
+    .await;
+}
+
+#[test]
+fn service_accounts_and_the_device_code_endpoint_in_the_config() {
+    let base = "type = \"graph_presence\"\nname = \"teams\"\ntenant_id = \"t1\"\nclient_id = \"c\"\nclient_secret = \"s\"\n";
+    let crate::ProviderConfig::GraphPresence(c) = valid_provider(&format!("{base}[[service_accounts]]\nname = \"svc\"\n")) else { panic!("graph_presence") };
+    assert_eq!(c.service_accounts[0].refresh_token, None);
+    assert_eq!(c.device_code_endpoint().as_deref(), Some("https://login.microsoftonline.com/t1/oauth2/v2.0/devicecode"));
+    let blank = super::ServiceAccount { name: "svc".into(), refresh_token: Some(" ".into()) };
+    assert_eq!(blank.configured_refresh_token(), None);
+    let crate::ProviderConfig::GraphPresence(c) = valid_provider(&format!("{base}device_code_url = \"https://idp.example/dc\"\ntoken_url = \"https://idp.example/tok\"\nnotifications = false\n")) else { panic!("graph_presence") };
+    assert_eq!(c.device_code_endpoint().as_deref(), Some("https://idp.example/dc"));
+    let crate::ProviderConfig::GraphPresence(c) = valid_provider(&format!("{base}token_url = \"https://idp.example/tok\"\nnotifications = false\n")) else { panic!("graph_presence") };
+    assert_eq!(c.device_code_endpoint(), None, "no /token to pair with");
+    for (text, want) in [
+        (format!("{base}[[service_accounts]]\nname = \"a\"\n[[service_accounts]]\nname = \"a\"\n"), "service account \"a\" is listed twice"),
+        (format!("{base}[[service_accounts]]\nname = \" \"\n"), "name must be 1-256 characters"),
+        (format!("{base}device_code_url = \"idp\"\nnotifications = false\n"), "device_code_url must be an http(s) URL"),
+    ] {
+        let e = provider_error(&text);
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
 /// The directory changes while the provider runs (no restart), with one service account's
 /// subscription for Ada and Bo: Bo leaves and Cy joins — the subscription is deleted and made
 /// anew for Ada and Cy (Graph cannot change its resource), Cy is read at once, Bo no longer.
