@@ -262,12 +262,7 @@ impl FanOut {
         ingest: Option<Instant>,
     ) -> u64 {
         let mut g = self.lock();
-        g.seq += 1;
-        let seq = g.seq;
-        if g.ring.len() >= self.ring_capacity {
-            g.ring.pop_front();
-        }
-        g.ring.push_back((seq, user));
+        let seq = self.number(&mut g, user);
         if g.latest.len() <= user as usize {
             g.latest.resize(user as usize + 1, None);
         }
@@ -282,17 +277,22 @@ impl FanOut {
     /// frame, and a client resuming after it gets one too.
     pub fn publish_removed(&self, user: UserIdx, dept: Option<DeptIdx>, id: &str) -> u64 {
         let mut g = self.lock();
-        g.seq += 1;
-        let seq = g.seq;
-        if g.ring.len() >= self.ring_capacity {
-            g.ring.pop_front();
-        }
-        g.ring.push_back((seq, user));
+        let seq = self.number(&mut g, user);
         let gone: Arc<str> = id.into();
         if let Some(slot) = g.latest.get_mut(user as usize) {
             *slot = Some(Latest { seq, user, dept, view: MergedView::default(), gone: Some(gone) });
         }
         self.deliver(&g, user, dept, None, true, || crate::wire::removed_json(id))
+    }
+
+    /// Gives the next change of `user` its number and notes it in the replay ring.
+    fn number(&self, g: &mut Inner, user: UserIdx) -> u64 {
+        g.seq += 1;
+        if g.ring.len() >= self.ring_capacity {
+            g.ring.pop_front();
+        }
+        g.ring.push_back((g.seq, user));
+        g.seq
     }
 
     /// Makes room for people up to index `len` (newcomers of a directory version), so a

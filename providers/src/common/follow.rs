@@ -145,6 +145,7 @@ mod tests {
         let (v1, _) = cur.next(vec![with_ext("ada", "2001"), with_ext("di", "2004")]).expect("v1");
         h.directory.replace(Arc::new(v1));
         let (v2, _) = h.directory.current().next(vec![with_ext("ada", "2009"), with_ext("di", "2004"), Person::new("cy", "cy")]).expect("v2");
+        let v2 = v2.expect("the version changes something");
         h.directory.replace(Arc::new(v2));
         assert!(f.has_changed());
         let c = f.update(ext);

@@ -894,6 +894,7 @@ mod tests {
         let with = |id: &str, n: &str| Person { phones: vec![DirPhone { kind: PhoneKind::Mobile, number: n.into(), e164: None }], ..Person::new(id, id) };
         let party = |n: &str| Party { user_id: None, msisdn: Some(n.into()) };
         let (dir, _) = h.directory.current().next(vec![with("ada", "+46701111111")]).expect("v1");
+        let dir = dir.expect("the version changes something");
         h.directory.replace(Arc::new(dir));
         rt.housekeeping();
         let ada = h.directory.current().by_id("ada").expect("Ada");
@@ -902,6 +903,8 @@ mod tests {
         rt.people.insert(ada, super::Person::default());
 
         let (dir, _) = h.directory.current().next(vec![with("bo", "+46702222222")]).expect("v2");
+
+        let dir = dir.expect("the version changes something");
         h.directory.replace(Arc::new(dir));
         rt.housekeeping();
         let bo = h.directory.current().by_id("bo").expect("Bo");

@@ -414,6 +414,7 @@ async fn the_batch_follows_the_live_directory() {
         let ada_p = Person { sip_uri: Some(ADA.into()), ..Person::new("ada", "Ada Andersson") };
         let cy_p = Person { sip_uri: Some(CY.into()), ..Person::new("cy", "Cy Carlsson") };
         let (next, _) = h.directory.current().next(vec![ada_p, cy_p]).expect("next version");
+        let next = next.expect("the version changes something");
         h.directory.replace(std::sync::Arc::new(next));
         let cy = h.directory.current().by_id("cy").expect("Cy");
 
