@@ -194,6 +194,7 @@ async fn the_polled_mailboxes_follow_the_live_directory() {
         // Åsa's address changes, Cy joins, Bo leaves.
         let asa_moved = Person { email: Some("asa@nordvik.se".into()), ..asa };
         let (next, _) = h.directory.current().next(vec![asa_moved, cy]).expect("next version");
+        let next = next.expect("the version changes something");
         h.directory.replace(std::sync::Arc::new(next));
         let cy = h.directory.current().by_id("cy").expect("Cy");
         loop {

@@ -143,6 +143,7 @@ mod tests {
         let (ada, bo) = (cur.by_id("ada").expect("ada"), cur.by_id("bo").expect("bo"));
         // Two versions, the first never seen: Bo leaves, Ada's extension changes, Di comes.
         let (v1, _) = cur.next(vec![with_ext("ada", "2001"), with_ext("di", "2004")]).expect("v1");
+        let v1 = v1.expect("the version changes something");
         h.directory.replace(Arc::new(v1));
         let (v2, _) = h.directory.current().next(vec![with_ext("ada", "2009"), with_ext("di", "2004"), Person::new("cy", "cy")]).expect("v2");
         let v2 = v2.expect("the version changes something");

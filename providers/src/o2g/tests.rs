@@ -453,6 +453,7 @@ async fn the_subscription_follows_the_live_directory() {
         let asa = Person { extension: Some("2624".into()), ..Person::new("asa.ostberg", "Åsa Östberg") };
         let cy = Person { extension: Some("2700".into()), ..Person::new("cy", "Cy Carlsson") };
         let (next, _) = r.h.directory.current().next(vec![asa, cy]).expect("next version");
+        let next = next.expect("the version changes something");
         r.h.directory.replace(Arc::new(next));
         let cy = r.h.directory.current().by_id("cy").expect("Cy");
         loop {
