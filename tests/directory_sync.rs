@@ -263,3 +263,35 @@ async fn a_person_added_in_ldap_is_searchable_streamed_and_subscribed_at_kamaili
     assert_eq!(src["last_pass"]["removed"], 1, "{src}");
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_failure_keeps_the_directory_and_reports_the_source() {
+    use presence_simulators::slapd::{self, ad_user, Options, Slapd};
+    let ldap = Slapd::start_with(Options { ldif: Some((1..=5).map(|i| ad_user(i, 100 + u64::from(i), false)).collect::<Vec<_>>().join("\n")), ..Options::default() }).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = test_config(temp_dir("dirsync-bind"));
+    c.directory.import = None;
+    let text = format!(
+        "type = \"ldap\"\nname = \"ad\"\nurl = \"{}\"\nbind_dn = \"{}\"\npassword = \"{}\"\nbase_dn = \"{}\"\nfilter = \"(objectClass=user)\"\n",
+        ldap.ldap_url(),
+        slapd::SERVICE_DN,
+        slapd::SERVICE_PASSWORD,
+        slapd::STAFF
+    );
+    c.directory.sources = vec![toml::from_str(&text).unwrap()];
+    let s = start(c);
+    wait_for("the directory from LDAP", Duration::from_secs(20), async || people(&s).await == 5).await;
+
+    // The service account's password is changed in the directory, not in the hub's config.
+    ldap.replace(slapd::SERVICE_DN, &[("userPassword", &[b"rotated-elsewhere"])]).await.unwrap();
+    let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    wait_for("the source in error", Duration::from_secs(20), async || source(&s).await["state"] == "error").await;
+    let src = source(&s).await;
+    assert!(src["detail"].as_str().unwrap().starts_with("authentication"), "{src}");
+    assert!(src["consecutive_failures"].as_u64().unwrap() >= 1, "{src}");
+    assert!(src["errors"][0]["message"].as_str().unwrap().starts_with("authentication"), "{src}");
+    assert_eq!(people(&s).await, 5, "the directory is kept as it was");
+    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("presence_directory_source_up{source=\"ad\"} 0"), "{metrics}");
+    assert!(!metrics.contains("presence_directory_passes_total{source=\"ad\",result=\"error\"} 0"), "{metrics}");
+}
