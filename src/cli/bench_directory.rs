@@ -1,6 +1,7 @@
 //! `presence-hub bench-directory`: what directory sync costs the hub at a given size.
 //!
 //! Phases, each timed, with the process's resident memory after it:
+//! 0. `held`: the source's people as the engine keeps them between passes (packed);
 //! 1. `merge`: N records of one source merged into people (the sync engine's merge);
 //! 2. `build`: the first directory version of N people;
 //! 3. `unchanged`: the next version from the same people (compared, nothing built);
@@ -50,7 +51,7 @@ fn peak_rss_mb() -> f64 {
 /// The people of a slapd loaded with `n` AD-shaped entries, read by the real LDAP source: the
 /// records, and the timed full and unchanged incremental passes.
 #[cfg(feature = "demo")]
-fn from_ldap(n: usize, phases: &mut Vec<(&'static str, Duration, f64)>) -> Result<HashMap<Box<str>, Record>> {
+fn from_ldap(n: usize, phases: &mut Vec<(&'static str, Duration, f64)>) -> Result<HashMap<Box<str>, Box<str>>> {
     use presence_providers::directory::{PassKind, SourceConfig};
     use presence_simulators::slapd::{self, ad_user, Options, Slapd};
     let t = Instant::now();
@@ -76,11 +77,11 @@ fn from_ldap(n: usize, phases: &mut Vec<(&'static str, Duration, f64)>) -> Resul
     phases.push(("ldap_incr", t.elapsed(), rss_mb()));
     anyhow::ensure!(quiet.kind == PassKind::Incremental && quiet.entries.is_empty(), "the unchanged incremental pass read {}", quiet.entries.len());
     drop(server);
-    Ok(full.entries.into_iter().map(|e| (e.key, e.record)).collect())
+    Ok(full.entries.into_iter().map(|e| (e.key, merge::pack(&e.record))).collect())
 }
 
 #[cfg(not(feature = "demo"))]
-fn from_ldap(_: usize, _: &mut Vec<(&'static str, Duration, f64)>) -> Result<HashMap<Box<str>, Record>> {
+fn from_ldap(_: usize, _: &mut Vec<(&'static str, Duration, f64)>) -> Result<HashMap<Box<str>, Box<str>>> {
     anyhow::bail!("--ldap needs a build with the demo feature (it starts a private slapd)")
 }
 
@@ -95,12 +96,13 @@ pub fn run(args: BenchDirectoryArgs) -> Result<()> {
     let mut phases: Vec<(&str, Duration, f64)> = Vec::new();
     let rss0 = rss_mb();
 
-    let entries: HashMap<Box<str>, Record> = if args.ldap {
+    let entries: HashMap<Box<str>, Box<str>> = if args.ldap {
         from_ldap(n, &mut phases)?
     } else {
         let people = synth::generate(n, 7);
-        people.iter().map(|p| (p.id.clone(), Record::from(p))).collect()
+        people.iter().map(|p| (p.id.clone(), merge::pack(&Record::from(p)))).collect()
     };
+    phases.push(("held", Duration::ZERO, rss_mb()));
     let empty = Directory::build(Vec::new(), &plan)?;
     let t = Instant::now();
     let merged = merge::merge(&[SourcePeople { name: "src", entries: &entries, key_is_external_id: args.ldap }], &[MatchKey::Email], &BTreeMap::new(), &plan, &empty);

@@ -31,8 +31,8 @@ pub const FIELDS: &[&str] = &["id", "name", "title", "department", "email", "mob
 pub struct SourcePeople<'a> {
     /// The source's name.
     pub name: &'a str,
-    /// Its records by key.
-    pub entries: &'a HashMap<Box<str>, Record>,
+    /// Its records by key, packed ([`pack`]).
+    pub entries: &'a HashMap<Box<str>, Box<str>>,
     /// Keep the source's key as an external id (kind = the source's name), so the person can
     /// be found by it (an LDAP `objectGUID`); not for files, whose key is the id itself.
     pub key_is_external_id: bool,
@@ -56,6 +56,100 @@ pub struct Merged {
     pub people: Vec<Person>,
     /// Records left out, with the reason.
     pub rejected: Vec<Rejected>,
+}
+
+// ---- Packed records ----------------------------------------------------------------------
+//
+// The engine keeps every source's current people between passes (a pass is merged with the
+// others' people). As `Record`s that is ~850 bytes a person (13 optional strings, two lists,
+// each string its own allocation); packed into one string it is the text plus a few
+// separators. Control characters never survive validation (they become spaces), so the
+// separators below cannot be confused with data.
+
+const FIELD: char = '\u{1f}';
+const ITEM: char = '\u{1e}';
+const PART: char = '\u{1d}';
+
+fn clean(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains([FIELD, ITEM, PART]) {
+        v.replace([FIELD, ITEM, PART], " ").into()
+    } else {
+        v.into()
+    }
+}
+
+/// A record as one string (see [`unpack`]). An empty field and a missing one are the same.
+pub fn pack(r: &Record) -> Box<str> {
+    let mut out = String::with_capacity(128);
+    for (i, f) in [&r.id, &r.name, &r.first_name, &r.last_name, &r.title, &r.department, &r.email, &r.upn, &r.extension, &r.sip_uri, &r.entra_id].into_iter().enumerate() {
+        if i > 0 {
+            out.push(FIELD);
+        }
+        out.push_str(&clean(f.as_deref().unwrap_or_default()));
+    }
+    out.push(FIELD);
+    for (i, (k, n)) in r.phones.iter().enumerate() {
+        if i > 0 {
+            out.push(ITEM);
+        }
+        out.push(match k {
+            PhoneKind::Mobile => 'm',
+            PhoneKind::Work => 'w',
+            PhoneKind::Home => 'h',
+            _ => 'o',
+        });
+        out.push_str(&clean(n));
+    }
+    out.push(FIELD);
+    for (i, (k, v)) in r.external_ids.iter().enumerate() {
+        if i > 0 {
+            out.push(ITEM);
+        }
+        out.push_str(&clean(k));
+        out.push(PART);
+        out.push_str(&clean(v));
+    }
+    out.into_boxed_str()
+}
+
+/// The record [`pack`] packed.
+pub fn unpack(s: &str) -> Record {
+    let mut f = s.split(FIELD);
+    let mut next = || f.next().filter(|v| !v.is_empty()).map(str::to_owned);
+    let mut r = Record {
+        id: next(),
+        name: next(),
+        first_name: next(),
+        last_name: next(),
+        title: next(),
+        department: next(),
+        email: next(),
+        upn: next(),
+        extension: next(),
+        sip_uri: next(),
+        entra_id: next(),
+        phones: Vec::new(),
+        external_ids: Vec::new(),
+    };
+    if let Some(phones) = next() {
+        for item in phones.split(ITEM) {
+            let mut c = item.chars();
+            let kind = match c.next() {
+                Some('m') => PhoneKind::Mobile,
+                Some('w') => PhoneKind::Work,
+                Some('h') => PhoneKind::Home,
+                _ => PhoneKind::Other,
+            };
+            r.phones.push((kind, c.as_str().to_owned()));
+        }
+    }
+    if let Some(ext) = next() {
+        for item in ext.split(ITEM) {
+            let (k, v) = item.split_once(PART).unwrap_or((item, ""));
+            r.external_ids.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    r
 }
 
 /// The value of `key` in `r`, normalised for matching.
@@ -83,32 +177,44 @@ pub fn entra_id(v: &str) -> String {
     v.to_lowercase()
 }
 
+/// One member of a group of records that stand for one person: (source index, key, packed).
+type Member<'a> = (usize, &'a str, &'a str);
+
 /// Merges the sources' records into people. `precedence` maps a field (see [`FIELDS`]) to
 /// source names, first wins; sources not named (and fields without an entry) follow in
-/// configuration order. Each source's key becomes an external id of kind = the source's
-/// name, so every person can be found by it. `current` decides who keeps an id when two
-/// people would get the same one: whoever holds it now.
+/// configuration order. A source's key becomes an external id of kind = the source's name
+/// where [`SourcePeople::key_is_external_id`] says so. `current` decides who keeps an id when
+/// two people would get the same one: whoever holds it now.
+///
+/// Memory: records are unpacked one group at a time, and with one source no grouping map is
+/// built at all.
 pub fn merge(sources: &[SourcePeople<'_>], keys: &[MatchKey], precedence: &BTreeMap<String, Vec<String>>, plan: &NumberPlan, current: &Directory) -> Merged {
-    // Group the records: entity → (source index, key, record).
-    let mut groups: Vec<Vec<(usize, &str, &Record)>> = Vec::new();
+    // Group the records: one group per person. Sorted by key, so the same input always groups
+    // and orders the same way.
+    let mut groups: Vec<Vec<Member<'_>>> = Vec::new();
     let mut by_value: HashMap<(MatchKey, String), usize> = HashMap::new();
     for (si, s) in sources.iter().enumerate() {
-        // Sorted by key: the same input always groups and orders the same way.
-        let mut entries: Vec<(&Box<str>, &Record)> = s.entries.iter().collect();
+        let mut entries: Vec<(&Box<str>, &Box<str>)> = s.entries.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (key, r) in entries {
-            let values: Vec<(MatchKey, String)> = keys.iter().filter_map(|&k| Some((k, match_value(k, r)?))).collect();
+        for (key, packed) in entries {
+            if sources.len() == 1 {
+                groups.push(vec![(si, key, packed)]);
+                continue;
+            }
+            let r = unpack(packed);
+            let values: Vec<(MatchKey, String)> = keys.iter().filter_map(|&k| Some((k, match_value(k, &r)?))).collect();
             let found = values.iter().find_map(|v| by_value.get(v).copied()).filter(|&g| groups[g].iter().all(|(gs, _, _)| *gs != si));
             let g = found.unwrap_or_else(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
             });
-            groups[g].push((si, key, r));
+            groups[g].push((si, key, packed));
             for v in values {
                 by_value.entry(v).or_insert(g);
             }
         }
     }
+    drop(by_value);
 
     let order_for = |field: &str| -> Vec<usize> {
         let mut order: Vec<usize> = precedence
@@ -126,19 +232,19 @@ pub fn merge(sources: &[SourcePeople<'_>], keys: &[MatchKey], precedence: &BTree
     let orders: HashMap<&str, Vec<usize>> = FIELDS.iter().map(|f| (*f, order_for(f))).collect();
 
     let mut out = Merged::default();
-    // A merged person, whether its id was given explicitly, and its match keys.
-    type Candidate = (Person, bool, Vec<(String, String)>);
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for group in &groups {
+    // A merged person and whether its id was given explicitly.
+    let mut candidates: Vec<(Person, bool)> = Vec::with_capacity(groups.len());
+    for group in groups {
+        let records: Vec<(usize, &str, Record)> = group.iter().map(|&(si, key, packed)| (si, key, unpack(packed))).collect();
+        let of = |si: usize| records.iter().find(|(s, _, _)| *s == si).map(|(_, _, r)| r);
         let pick = |field: &str, get: &dyn Fn(&Record) -> Option<String>| -> Option<String> {
-            orders[field].iter().find_map(|si| group.iter().find(|(s, _, _)| s == si).and_then(|(_, _, r)| get(r)).filter(|v| !v.trim().is_empty()))
+            orders[field].iter().find_map(|&si| of(si).and_then(get).filter(|v| !v.trim().is_empty()))
         };
         let phones = |kind: PhoneKind, field: &str| -> Vec<(PhoneKind, String)> {
             orders[field]
                 .iter()
-                .find_map(|si| {
-                    let (_, _, r) = group.iter().find(|(s, _, _)| s == si)?;
-                    let v: Vec<(PhoneKind, String)> = r.phones.iter().filter(|(k, _)| *k == kind).cloned().collect();
+                .find_map(|&si| {
+                    let v: Vec<(PhoneKind, String)> = of(si)?.phones.iter().filter(|(k, _)| *k == kind).cloned().collect();
                     (!v.is_empty()).then_some(v)
                 })
                 .unwrap_or_default()
@@ -160,12 +266,11 @@ pub fn merge(sources: &[SourcePeople<'_>], keys: &[MatchKey], precedence: &BTree
         };
         rec.phones.extend(phones(PhoneKind::Mobile, "mobile"));
         rec.phones.extend(phones(PhoneKind::Work, "phone"));
-        let mut ext: Vec<(String, String)> = Vec::new();
-        for (si, key, r) in group {
+        for (si, key, r) in &records {
             let own = sources[*si].key_is_external_id.then(|| (sources[*si].name.to_string(), key.to_string()));
             for x in r.external_ids.iter().chain(own.as_ref()) {
-                if !ext.contains(x) {
-                    ext.push(x.clone());
+                if !rec.external_ids.contains(x) {
+                    rec.external_ids.push(x.clone());
                 }
             }
             for (k, n) in &r.phones {
@@ -174,11 +279,10 @@ pub fn merge(sources: &[SourcePeople<'_>], keys: &[MatchKey], precedence: &BTree
                 }
             }
         }
-        ext.truncate(presence_actors::directory::import::MAX_LIST_ITEMS);
+        rec.external_ids.truncate(presence_actors::directory::import::MAX_LIST_ITEMS);
         rec.phones.truncate(presence_actors::directory::import::MAX_LIST_ITEMS);
-        rec.external_ids = ext.clone();
         match rec.to_person(plan) {
-            Ok(p) => candidates.push((p, rec.id.is_some(), ext)),
+            Ok(p) => candidates.push((p, rec.id.is_some())),
             Err(e) => {
                 let (si, key, _) = group[0];
                 out.rejected.push(Rejected { source: sources[si].name.to_string(), key: key.to_string(), reason: e.to_string() });
@@ -188,35 +292,35 @@ pub fn merge(sources: &[SourcePeople<'_>], keys: &[MatchKey], precedence: &BTree
 
     // Unique ids: an explicit id (from a source's id attribute) wins over a derived one; among
     // equals, whoever holds the id now keeps it; the rest get "-2", "-3"… in key order.
-    let holds_now = |p: &Person, ext: &[(String, String)]| -> bool {
-        current.by_id(&p.id).and_then(|i| current.person(i)).is_some_and(|cur| cur.external_ids().any(|x| ext.iter().any(|(k, v)| x.kind == k && x.value == v)))
+    let holds_now = |p: &Person| -> bool {
+        current.by_id(&p.id).and_then(|i| current.person(i)).is_some_and(|cur| cur.external_ids().any(|x| p.external_ids.iter().any(|y| x.kind == &*y.kind && x.value == &*y.value)))
     };
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by_key(|&i| {
-        let (p, explicit, ext) = &candidates[i];
-        (!*explicit, !holds_now(p, ext), i)
+    order.sort_by_cached_key(|&i| {
+        let (p, explicit) = &candidates[i];
+        (!*explicit, !holds_now(p), i)
     });
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut people: Vec<Option<Person>> = candidates.iter().map(|_| None).collect();
+    let mut taken: HashSet<Box<str>> = HashSet::with_capacity(candidates.len());
+    let mut people: Vec<Option<(Person, bool)>> = candidates.into_iter().map(Some).collect();
+    let mut out_people = Vec::with_capacity(people.len());
     for i in order {
-        let (p, explicit, _) = &candidates[i];
-        let mut p = p.clone();
-        if taken.contains(&*p.id) {
-            if *explicit {
+        let Some((mut p, explicit)) = people[i].take() else { continue };
+        if taken.contains(&p.id) {
+            if explicit {
                 out.rejected.push(Rejected { source: String::new(), key: p.id.to_string(), reason: format!("duplicate id {:?}", p.id) });
                 continue;
             }
             let base = p.id.to_string();
             let mut n = 2;
-            while taken.contains(&format!("{base}-{n}")) {
+            while taken.contains(format!("{base}-{n}").as_str()) {
                 n += 1;
             }
             p.id = format!("{base}-{n}").into();
         }
-        taken.insert(p.id.to_string());
-        people[i] = Some(p);
+        taken.insert(p.id.clone());
+        out_people.push(p);
     }
-    out.people = people.into_iter().flatten().collect();
+    out.people = out_people;
     out.people.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     out
 }
@@ -229,8 +333,26 @@ mod tests {
         Record { name: Some(name.into()), email: Some(email.into()), ..Record::default() }
     }
 
-    fn map(items: Vec<(&str, Record)>) -> HashMap<Box<str>, Record> {
-        items.into_iter().map(|(k, r)| (k.into(), r)).collect()
+    fn map(items: Vec<(&str, Record)>) -> HashMap<Box<str>, Box<str>> {
+        items.into_iter().map(|(k, r)| (k.into(), pack(&r))).collect()
+    }
+
+    #[test]
+    fn records_pack_and_unpack() {
+        let r = Record {
+            id: Some("anna".into()),
+            name: Some("Anna \u{1f}Andersson".into()),
+            email: Some("anna@example.se".into()),
+            phones: vec![(PhoneKind::Mobile, "070-111".into()), (PhoneKind::Home, "08-2".into())],
+            external_ids: vec![("ad".into(), "g1".into()), ("hr".into(), "".into())],
+            ..Record::default()
+        };
+        let back = unpack(&pack(&r));
+        assert_eq!(back.name.as_deref(), Some("Anna  Andersson"), "separators in data become spaces");
+        assert_eq!((back.id, back.email, back.title), (r.id.clone(), r.email.clone(), None));
+        assert_eq!(back.phones, r.phones);
+        assert_eq!(back.external_ids, r.external_ids);
+        assert_eq!(unpack(&pack(&Record::default())), Record::default());
     }
 
     fn empty() -> Directory {

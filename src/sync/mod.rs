@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use presence_actors::directory::{DirectoryDiff, NumberPlan, Record};
+use presence_actors::directory::{DirectoryDiff, NumberPlan};
 use presence_actors::hub::Hub;
 use presence_actors::model::{now_ms, rfc3339, UnixMs};
 use presence_actors::provider::Shutdown;
@@ -129,7 +129,8 @@ pub enum SyncError {
 struct Slot {
     name: String,
     kind: &'static str,
-    entries: HashMap<Box<str>, Record>,
+    /// The source's current people by key, packed (`merge::pack`: a fraction of a `Record`).
+    entries: HashMap<Box<str>, Box<str>>,
     loaded: bool,
     state: &'static str,
     detail: Option<String>,
@@ -436,12 +437,12 @@ async fn run_source(inner: Arc<Inner>, i: usize, cfg: SourceConfig, mut source: 
             let mut slots = inner.lock();
             let s = &mut slots[i];
             if kind == PassKind::Full {
-                s.entries = pass.entries.into_iter().map(|e| (e.key, e.record)).collect();
+                s.entries = pass.entries.into_iter().map(|e| (e.key, merge::pack(&e.record))).collect();
                 s.loaded = true;
                 s.last_full_pass_at = Some(started);
             } else {
                 for e in pass.entries {
-                    s.entries.insert(e.key, e.record);
+                    s.entries.insert(e.key, merge::pack(&e.record));
                 }
             }
             for k in &pass.removed {
