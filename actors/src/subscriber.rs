@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 
-use crate::directory::UserIdx;
+use crate::directory::{Directory, UserIdx};
 use crate::live::LiveDirectory;
 use crate::fanout::{Batch, Change, FanOut, Filter, FilterError, Latest, Outbox, Start};
 use crate::metrics::Metrics;
@@ -196,11 +196,10 @@ impl<S: FrameSink> Subscriber<S> {
     }
 
     /// A delta encoded from a person's latest view (resume, coalesced catch-up).
-    fn delta_latest(&self, l: &Latest) -> Option<Frame> {
+    fn delta_latest(dir: &Directory, l: &Latest) -> Option<Frame> {
         if let Some(id) = &l.gone {
             return Some(Self::removed(l.seq, &crate::wire::removed_json(id)));
         }
-        let dir = self.directory.current();
         let p = dir.person(l.user)?;
         Some(Self::delta_json(l.seq, &presence_json(p.id(), &l.view), None))
     }
@@ -254,7 +253,9 @@ impl<S: FrameSink> Subscriber<S> {
             Batch::Coalesced(cs, folded) => {
                 let seq = cs.last().map_or(0, |c| c.seq);
                 let mut f = vec![Self::notice(FrameKind::Lagged, seq, &format!(",\"coalesced\":{folded}"))];
-                f.extend(cs.iter().filter_map(|c| self.delta_latest(c)));
+                // One directory version for the whole batch (taking it costs a lock).
+                let dir = self.directory.current();
+                f.extend(cs.iter().filter_map(|c| Self::delta_latest(&dir, c)));
                 f
             }
         };
@@ -300,7 +301,8 @@ impl<S: FrameSink> Handler<SetFilter> for Subscriber<S> {
             Start::Resume { seq, changes } => {
                 let from = msg.since.unwrap_or(0);
                 let mut f = vec![Self::notice(FrameKind::Resumed, seq, &format!(",\"from\":{from}"))];
-                f.extend(changes.iter().filter_map(|c| self.delta_latest(c)));
+                let dir = self.directory.current();
+                f.extend(changes.iter().filter_map(|c| Self::delta_latest(&dir, c)));
                 f
             }
         };

@@ -103,6 +103,8 @@ pub fn run(args: BenchDirectoryArgs) -> Result<()> {
         people.iter().map(|p| (p.id.clone(), merge::pack(&Record::from(p)))).collect()
     };
     phases.push(("held", Duration::ZERO, rss_mb()));
+    // What the engine holds for the source between passes: the packed text and the map's slots.
+    let held_bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + entries.capacity() * (2 * std::mem::size_of::<Box<str>>() + 8);
     let empty = Directory::build(Vec::new(), &plan)?;
     let t = Instant::now();
     let merged = merge::merge(&[SourcePeople { name: "src", entries: &entries, key_is_external_id: args.ldap }], &[MatchKey::Email], &BTreeMap::new(), &plan, &empty);
@@ -151,10 +153,11 @@ pub fn run(args: BenchDirectoryArgs) -> Result<()> {
             .iter()
             .map(|(name, d, rss)| ((*name).to_string(), serde_json::json!({ "ms": d.as_secs_f64() * 1000.0, "rss_mb": rss })))
             .collect();
-        println!("{}", serde_json::json!({ "people": n, "source": if args.ldap { "ldap" } else { "synthetic" }, "rss_start_mb": rss0, "peak_rss_mb": peak_rss_mb(), "added": diff.added.len(), "changed": diff.changed.len(), "removed": diff.removed.len(), "phases": obj }));
+        println!("{}", serde_json::json!({ "people": n, "source": if args.ldap { "ldap" } else { "synthetic" }, "rss_start_mb": rss0, "peak_rss_mb": peak_rss_mb(), "held_bytes_per_person": held_bytes / n, "added": diff.added.len(), "changed": diff.changed.len(), "removed": diff.removed.len(), "phases": obj }));
     } else {
         println!("bench-directory: {n} people (added {}, changed {}, removed {} in the churn)", diff.added.len(), diff.changed.len(), diff.removed.len());
         println!("  rss at start       {rss0:>9.1} MB");
+        println!("  held per person    {:>9} B (packed records and map slots)", held_bytes / n);
         for (name, d, rss) in &phases {
             println!("  {name:<10} {:>9.1} ms   rss {rss:>7.1} MB", d.as_secs_f64() * 1000.0);
         }

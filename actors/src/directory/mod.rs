@@ -473,7 +473,7 @@ impl Directory {
 
     /// True if `idx` is a person of this version (not vacant, not past the end).
     pub fn contains(&self, idx: UserIdx) -> bool {
-        self.people.get(idx).is_some()
+        self.people.contains(idx)
     }
 
     /// Number of people in the directory (without the vacant indexes).

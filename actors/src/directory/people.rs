@@ -229,6 +229,11 @@ impl People {
         self.at.len()
     }
 
+    /// True if `idx` holds a person (not vacant, not past the end), without decoding them.
+    pub(super) fn contains(&self, idx: UserIdx) -> bool {
+        self.at.get(idx as usize).is_some_and(|&a| a != VACANT)
+    }
+
     /// The person at `idx`; `None` past the end and for a vacant index.
     pub(super) fn get(&self, idx: UserIdx) -> Option<PersonRef<'_>> {
         let &(text_at, meta_at) = self.at.get(idx as usize).filter(|&&a| a != VACANT)?;
