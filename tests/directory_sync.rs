@@ -295,3 +295,36 @@ async fn a_bind_failure_keeps_the_directory_and_reports_the_source() {
     assert!(metrics.contains("presence_directory_source_up{source=\"ad\"} 0"), "{metrics}");
     assert!(!metrics.contains("presence_directory_passes_total{source=\"ad\",result=\"error\"} 0"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_ldap_subtree_is_held_by_the_removal_guard() {
+    use presence_simulators::slapd::{self, ad_user, user_dn, Options, Slapd};
+    let ldap = Slapd::start_with(Options { ldif: Some((1..=12).map(|i| ad_user(i, 100 + u64::from(i), false)).collect::<Vec<_>>().join("\n")), ..Options::default() }).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = test_config(temp_dir("dirsync-guard"));
+    c.directory.import = None;
+    let text = format!(
+        "type = \"ldap\"\nname = \"ad\"\nurl = \"{}\"\nbind_dn = \"{}\"\npassword = \"{}\"\nbase_dn = \"{}\"\nfilter = \"(objectClass=user)\"\n",
+        ldap.ldap_url(),
+        slapd::SERVICE_DN,
+        slapd::SERVICE_PASSWORD,
+        slapd::STAFF
+    );
+    c.directory.sources = vec![toml::from_str(&text).unwrap()];
+    let s = start(c);
+    wait_for("the directory from LDAP", Duration::from_secs(20), async || people(&s).await == 12).await;
+
+    // One leaver (8 %) is applied; then three more at once (27 % of 11) are held.
+    ldap.delete(&user_dn(1)).await.unwrap();
+    client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).send().await.unwrap();
+    wait_for("one leaver applied", Duration::from_secs(20), async || people(&s).await == 11).await;
+    for i in 2..=4 {
+        ldap.delete(&user_dn(i)).await.unwrap();
+    }
+    client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).send().await.unwrap();
+    wait_for("the pass held", Duration::from_secs(20), async || source(&s).await["state"] == "held").await;
+    let src = source(&s).await;
+    assert!(src["detail"].as_str().unwrap().contains("would remove 3 of 11 people"), "{src}");
+    assert_eq!(src["last_pass"]["applied"], false, "{src}");
+    assert_eq!(people(&s).await, 11, "nobody removed");
+    assert_eq!(get("/api/users/user3", &s, VIEWER).await.0, 200);
+}
