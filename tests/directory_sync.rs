@@ -264,11 +264,11 @@ async fn a_person_added_in_ldap_is_searchable_streamed_and_subscribed_at_kamaili
     drop(s);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bind_failure_keeps_the_directory_and_reports_the_source() {
+/// A slapd with `n` AD-shaped people and a hub whose only directory source is it.
+async fn ldap_hub(tag: &str, n: u32) -> (presence_simulators::slapd::Slapd, crate::common::Server) {
     use presence_simulators::slapd::{self, ad_user, Options, Slapd};
-    let ldap = Slapd::start_with(Options { ldif: Some((1..=5).map(|i| ad_user(i, 100 + u64::from(i), false)).collect::<Vec<_>>().join("\n")), ..Options::default() }).unwrap_or_else(|e| panic!("{e}"));
-    let mut c = test_config(temp_dir("dirsync-bind"));
+    let ldap = Slapd::start_with(Options { ldif: Some((1..=n).map(|i| ad_user(i, 100 + u64::from(i), false)).collect::<Vec<_>>().join("\n")), ..Options::default() }).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = test_config(temp_dir(tag));
     c.directory.import = None;
     let text = format!(
         "type = \"ldap\"\nname = \"ad\"\nurl = \"{}\"\nbind_dn = \"{}\"\npassword = \"{}\"\nbase_dn = \"{}\"\nfilter = \"(objectClass=user)\"\n",
@@ -279,7 +279,14 @@ async fn a_bind_failure_keeps_the_directory_and_reports_the_source() {
     );
     c.directory.sources = vec![toml::from_str(&text).unwrap()];
     let s = start(c);
-    wait_for("the directory from LDAP", Duration::from_secs(20), async || people(&s).await == 5).await;
+    wait_for("the directory from LDAP", Duration::from_secs(20), async || people(&s).await == u64::from(n)).await;
+    (ldap, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_failure_keeps_the_directory_and_reports_the_source() {
+    use presence_simulators::slapd;
+    let (ldap, s) = ldap_hub("dirsync-bind", 5).await;
 
     // The service account's password is changed in the directory, not in the hub's config.
     ldap.replace(slapd::SERVICE_DN, &[("userPassword", &[b"rotated-elsewhere"])]).await.unwrap();
@@ -298,20 +305,8 @@ async fn a_bind_failure_keeps_the_directory_and_reports_the_source() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emptied_ldap_subtree_is_held_by_the_removal_guard() {
-    use presence_simulators::slapd::{self, ad_user, user_dn, Options, Slapd};
-    let ldap = Slapd::start_with(Options { ldif: Some((1..=12).map(|i| ad_user(i, 100 + u64::from(i), false)).collect::<Vec<_>>().join("\n")), ..Options::default() }).unwrap_or_else(|e| panic!("{e}"));
-    let mut c = test_config(temp_dir("dirsync-guard"));
-    c.directory.import = None;
-    let text = format!(
-        "type = \"ldap\"\nname = \"ad\"\nurl = \"{}\"\nbind_dn = \"{}\"\npassword = \"{}\"\nbase_dn = \"{}\"\nfilter = \"(objectClass=user)\"\n",
-        ldap.ldap_url(),
-        slapd::SERVICE_DN,
-        slapd::SERVICE_PASSWORD,
-        slapd::STAFF
-    );
-    c.directory.sources = vec![toml::from_str(&text).unwrap()];
-    let s = start(c);
-    wait_for("the directory from LDAP", Duration::from_secs(20), async || people(&s).await == 12).await;
+    use presence_simulators::slapd::user_dn;
+    let (ldap, s) = ldap_hub("dirsync-guard", 12).await;
 
     // One leaver (8 %) is applied; then three more at once (27 % of 11) are held.
     ldap.delete(&user_dn(1)).await.unwrap();
