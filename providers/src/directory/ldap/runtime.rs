@@ -238,6 +238,10 @@ async fn pass_on(config: &LdapConfig, ldap: &mut Ldap, url: String, want: PassKi
         (None, Some(c)) => Some(c.value.clone()),
         (None, None) => None,
     };
+    if value.is_none() && read.entries > 0 {
+        // Without a mark every later pass is a full one: say so once per pass, not silently.
+        tracing::warn!(source = %config.name, attribute = mode.attribute(), "ldap: no entry carries the incremental attribute and the server has no highestCommittedUSN, so every pass will be a full pass; set incremental = \"modify_timestamp\" (or \"auto\") for this server");
+    }
     let cursor = value.map(|value| Cursor { mode, value, server: server.id.clone() }.encode());
     if read.skipped_no_key + read.skipped_no_name + read.malformed > 0 {
         tracing::warn!(source = %config.name, without_key = read.skipped_no_key, without_name = read.skipped_no_name, malformed = read.malformed, duplicate_keys = read.duplicates, "ldap: entries left out");
