@@ -146,6 +146,12 @@ async fn a_file_source_is_applied_live_guarded_and_gives_a_rehire_their_absence_
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].is_string(), "{v}");
+    for (body, status) in [(json!({"kind": "partial"}), 422), (json!({"fulll": true}), 400)] {
+        let r = client().post(s.url("/api/directory/sync")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["detail"].is_string(), "{v}");
+    }
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

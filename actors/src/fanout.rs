@@ -263,9 +263,7 @@ impl FanOut {
     ) -> u64 {
         let mut g = self.lock();
         let seq = self.number(&mut g, user);
-        if g.latest.len() <= user as usize {
-            g.latest.resize(user as usize + 1, None);
-        }
+        // Newcomers' slots exist already: `Hub::apply_directory` grows the table first.
         if let Some(slot) = g.latest.get_mut(user as usize) {
             *slot = Some(Latest { seq, user, dept, view: view.clone(), gone: None });
         }

@@ -230,11 +230,17 @@ impl UserCell {
 
 /// Expires, re-merges and publishes if the view changed; re-arms the timer.
 fn settle(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Instant>) {
+    settle_and_publish(sh, user, cell, ingest, false);
+}
+
+/// [`settle`], publishing the view even when it did not change (`always`): a newcomer, a
+/// person who moved department — streams filtering by department learn of them.
+fn settle_and_publish(sh: &ShardShared, user: UserIdx, cell: &UserCell, ingest: Option<Instant>, always: bool) {
     let now = now_ms();
     let mut state = cell.state.borrow_mut();
     state.expire(now, &sh.policy);
     let feeds = &sh.feeds;
-    if state.recompute(now, &sh.policy, &|f| feeds.is_up(f)) {
+    if state.recompute(now, &sh.policy, &|f| feeds.is_up(f)) || always {
         let dir = sh.directory.borrow();
         if let Some(p) = dir.person(user) {
             let dept = dir.department_of(user);
@@ -603,28 +609,12 @@ impl Handler<ApplyDirectory> for Shard {
             let state = restored.remove(&user).unwrap_or_default();
             let cell = UserCell::new(state);
             self.users.insert(user, cell.clone());
-            publish_now(&sh, user, &cell);
-            settle(&sh, user, &cell, None);
+            settle_and_publish(&sh, user, &cell, None, true);
         }
         for user in msg.moved {
             let cell = self.cell(user);
-            publish_now(&sh, user, &cell);
+            settle_and_publish(&sh, user, &cell, None, true);
         }
-    }
-}
-
-/// Publishes a person's current view whether or not it changed (a newcomer, a person who
-/// moved department): streams filtering by department learn of them.
-fn publish_now(sh: &ShardShared, user: UserIdx, cell: &UserCell) {
-    let now = now_ms();
-    let mut state = cell.state.borrow_mut();
-    state.expire(now, &sh.policy);
-    let feeds = &sh.feeds;
-    state.recompute(now, &sh.policy, &|f| feeds.is_up(f));
-    let dir = sh.directory.borrow();
-    if let Some(p) = dir.person(user) {
-        let view = state.view();
-        sh.fanout.publish(user, dir.department_of(user), view, || presence_json(p.id(), view), None);
     }
 }
 

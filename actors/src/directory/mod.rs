@@ -329,19 +329,17 @@ impl Directory {
     /// by id. Fails like [`Directory::build`] on an empty or duplicate id. When nothing
     /// changed, no version is built (`None`): comparing costs a fraction of building.
     pub fn next(&self, people: Vec<Person>) -> Result<(Option<Directory>, DirectoryDiff), DirectoryError> {
-        let mut incoming: HashMap<Box<str>, Person> = HashMap::with_capacity(people.len());
-        let mut position: HashMap<Box<str>, usize> = HashMap::new();
+        // id → (position in `people`, for the duplicate error; the person).
+        let mut incoming: HashMap<Box<str>, (usize, Person)> = HashMap::with_capacity(people.len());
         for (i, p) in people.into_iter().enumerate() {
             if p.id.trim().is_empty() {
                 return Err(DirectoryError::EmptyId { index: i });
             }
-            if let Some(&first) = position.get(&p.id) {
+            if let Some(&(first, _)) = incoming.get(&p.id) {
                 return Err(DirectoryError::DuplicateId { id: p.id.to_string(), first, second: i });
             }
-            position.insert(p.id.clone(), i);
-            incoming.insert(p.id.clone(), p);
+            incoming.insert(p.id.clone(), (i, p));
         }
-        drop(position);
         let slots = self.people.len();
         let mut diff = DirectoryDiff::default();
         let mut vacated = self.vacated.clone();
@@ -351,7 +349,7 @@ impl Directory {
             match self.people.get(i) {
                 None => next.push(None),
                 Some(old) => match incoming.remove(old.id()) {
-                    Some(p) => {
+                    Some((_, p)) => {
                         if old.to_person() == p {
                             diff.unchanged += 1;
                         } else {
@@ -368,7 +366,7 @@ impl Directory {
             }
         }
         // Newcomers in id order, so the same input gives the same indexes.
-        let mut newcomers: Vec<Person> = incoming.into_values().collect();
+        let mut newcomers: Vec<Person> = incoming.into_values().map(|(_, p)| p).collect();
         newcomers.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         for p in newcomers {
             let back = vacated.remove(&p.id).filter(|&i| next.get(i as usize).is_some_and(Option::is_none));
