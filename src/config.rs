@@ -46,6 +46,10 @@ pub struct Config {
     pub web: WebSection,
     /// The SIP presence server.
     pub sip: crate::sip_server::SipSection,
+    /// Signing people in (`[auth.oidc]`).
+    pub auth: crate::signin::AuthSection,
+    /// The audit log.
+    pub audit: crate::audit::AuditSection,
 }
 
 impl Default for Config {
@@ -65,6 +69,8 @@ impl Default for Config {
             policy: Policy::default(),
             providers: Vec::new(),
             web: WebSection::default(),
+            auth: Default::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -522,6 +528,15 @@ impl Config {
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return bad(format!("token {:?}: sha256 must be 64 hex digits", t.name));
             }
+            if t.role == Role::SelfService {
+                return bad(format!("token {:?}: the self role is for people who sign in; a token has no person", t.name));
+            }
+        }
+        if let Some(o) = &self.auth.oidc {
+            o.validate(self.http.public_url.as_deref()).map_err(ConfigError::Invalid)?;
+        }
+        if !(1..=3650).contains(&self.audit.retention_days) {
+            return bad("audit.retention_days must be 1-3650".into());
         }
         if self.web.title.trim().is_empty() || self.web.title.len() > 100 {
             return bad("web.title must be 1-100 bytes".into());

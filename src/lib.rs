@@ -8,7 +8,9 @@
 //! Layout (this crate is wiring only; the model and actors live in `presence-actors`, the
 //! sources in `presence-providers`):
 //! - [`config`]: the TOML configuration and its validation.
-//! - [`tokens`]: bearer tokens with roles (the HTTP extractors are in [`http::auth`]).
+//! - [`tokens`]: roles, callers and bearer tokens (the HTTP extractors are in [`http::auth`]).
+//! - [`signin`]: OpenID Connect sign-in and the sessions that follow (`[auth.oidc]`).
+//! - [`audit`]: the audit log (every write and security event).
 //! - [`store`]: the embedded SQLite store (directory, absences, cursors, snapshot).
 //! - [`http`]: the JSON API, streams and operations endpoints ([`http::configure`]).
 //! - [`sip_server`]: the hub's SIP presence server (`[sip]`): PUBLISH in, NOTIFY out.
@@ -16,19 +18,16 @@
 //!   benchmark commands.
 //! - [`run`]: start-up, serving, graceful shutdown.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod signin;
 pub mod sip_server;
 pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod tokens;
-
-/// The old path of [`tokens`] (`presence_hub::auth::{hash_token, Role}`), for code written
-/// before the HTTP extractors moved to [`http::auth`].
-#[doc(hidden)]
-pub use tokens as auth;
 
 use std::future::Future;
 use std::path::Path;
@@ -60,6 +59,9 @@ pub enum RunError {
     /// The directory could not be imported or built.
     #[error("directory: {0}")]
     Directory(String),
+    /// `[auth.oidc]` cannot be used (its client secret file cannot be read…).
+    #[error("sign-in: {0}")]
+    SignIn(String),
     /// A provider could not start.
     #[error("provider {name}: {message}")]
     Provider {
@@ -264,8 +266,17 @@ pub async fn run(
     if tokens.is_empty() {
         warn!("No API tokens are configured: every API request will be refused.");
     }
+    let signin = match &config.auth.oidc {
+        Some(o) => Some(Arc::new(signin::SignIn::new(o.clone(), config.http.public_url.as_deref()).map_err(RunError::SignIn)?)),
+        None => None,
+    };
+    let idle_minutes = config.auth.oidc.as_ref().map_or(120, |o| o.idle_minutes);
+    let sessions = Arc::new(signin::sessions::Sessions::load(store.clone(), idle_minutes, now_ms())?);
     let workers = config.http.workers.unwrap_or(2).clamp(1, 64);
     let state = web::Data::new(AppState {
+        signin,
+        sessions,
+        audit: Arc::new(audit::Audit::new(store.clone())),
         api_sink: hub.sink(api_feed),
         sync,
         hub: hub.clone(),
@@ -296,7 +307,13 @@ pub async fn run(
     } else {
         None
     };
-    let persister = actix_web::rt::spawn(persist_loop(hub.clone(), store.clone(), Duration::from_millis(config.snapshot.interval_ms), stop.clone()));
+    let persister = actix_web::rt::spawn(persist_loop(
+        hub.clone(),
+        store.clone(),
+        Duration::from_millis(config.snapshot.interval_ms),
+        config.audit.retention_days,
+        stop.clone(),
+    ));
 
     let st = state.clone();
     let server = HttpServer::new(move || App::new().wrap(actix_web::middleware::Compress::default()).configure(http::configure(st.clone())))
@@ -390,8 +407,9 @@ pub(crate) async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
 const KEEP_ENDED_ABSENCES_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// Writes changed presence to the store every `every` until shutdown, and hourly purges
-/// absences that ended more than [`KEEP_ENDED_ABSENCES_MS`] ago.
-async fn persist_loop(hub: Hub, store: Store, every: Duration, mut stop: Shutdown) {
+/// absences that ended more than [`KEEP_ENDED_ABSENCES_MS`] ago and audit entries older than
+/// `audit_days`.
+async fn persist_loop(hub: Hub, store: Store, every: Duration, audit_days: u32, mut stop: Shutdown) {
     let mut tick = actix_web::rt::time::interval(every);
     let mut hourly = actix_web::rt::time::interval(Duration::from_secs(3600));
     loop {
@@ -399,7 +417,12 @@ async fn persist_loop(hub: Hub, store: Store, every: Duration, mut stop: Shutdow
             _ = tick.tick() => persist_once(&hub, &store).await,
             _ = hourly.tick() => {
                 let st = store.clone();
-                match web::block(move || st.purge_absences(now_ms() - KEEP_ENDED_ABSENCES_MS)).await {
+                match web::block(move || {
+                    audit::purge(&st, audit_days, now_ms());
+                    st.purge_absences(now_ms() - KEEP_ENDED_ABSENCES_MS)
+                })
+                .await
+                {
                     Ok(Ok(n)) if n > 0 => info!(purged = n, "Purged old absences."),
                     Ok(Err(e)) => warn!(error = %e, "Could not purge old absences."),
                     _ => {}

@@ -8,7 +8,10 @@
 //!   from the model's `Absence`);
 //! * **provider cursors**: a small key/value space per presence provider;
 //! * a debounced **snapshot** of each user's merged presence (one opaque JSON
-//!   document per user id), so that a restart shows the last known state at once.
+//!   document per user id), so that a restart shows the last known state at once;
+//! * the **audit log** ([`audit`]): every write and security event, append-only, each write's
+//!   entry committed in the write's own transaction;
+//! * **sign-in sessions** ([`sessions`]), so they survive a restart and can be revoked.
 //!
 //! # Durability
 //!
@@ -52,6 +55,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_actors::model::Absence;
 use rusqlite::{params, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
+
+pub mod audit;
+pub mod sessions;
+
+pub use audit::{AuditQuery, AuditRecord, AuditRow};
+pub use sessions::StoredSession;
 
 /// Milliseconds since the Unix epoch (UTC).
 pub type UnixMs = i64;
@@ -228,6 +237,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { description: "initial schema: people, absences, cursors, snapshot", apply: migrate_v1 },
     Migration { description: "leavers: people removed by directory sync, kept for a while", apply: migrate_v2 },
+    Migration { description: "audit log and sign-in sessions", apply: migrate_v3 },
 ];
 
 /// Schema version written by this code (`PRAGMA user_version`).
@@ -285,6 +295,51 @@ fn migrate_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             removed_at INTEGER NOT NULL
         ) STRICT;
         CREATE INDEX leavers_removed_at ON leavers(removed_at);
+        "#,
+    )
+}
+
+fn migrate_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    // AUTOINCREMENT: a sequence number is never reused, even after the retention purged the
+    // newest rows' predecessors, so a client paging with `before` never sees one twice.
+    tx.execute_batch(
+        r#"
+        CREATE TABLE audit (
+            seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+            at     INTEGER NOT NULL,
+            actor  TEXT NOT NULL,
+            role   TEXT,
+            via    TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            detail TEXT,
+            ip     TEXT
+        ) STRICT;
+        CREATE INDEX audit_at ON audit(at);
+        CREATE INDEX audit_actor ON audit(actor, seq);
+        CREATE INDEX audit_target ON audit(target, seq);
+        CREATE INDEX audit_action ON audit(action, seq);
+        CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+        BEGIN
+            SELECT RAISE(ABORT, 'the audit log is append-only');
+        END;
+
+        CREATE TABLE sessions (
+            id            TEXT PRIMARY KEY NOT NULL,
+            secret_sha256 BLOB NOT NULL UNIQUE,
+            csrf          TEXT NOT NULL,
+            person        TEXT,
+            name          TEXT NOT NULL,
+            subject       TEXT NOT NULL,
+            role          TEXT NOT NULL,
+            method        TEXT NOT NULL,
+            id_token      TEXT,
+            created_at    INTEGER NOT NULL,
+            last_seen     INTEGER NOT NULL,
+            expires_at    INTEGER NOT NULL,
+            ip            TEXT,
+            user_agent    TEXT
+        ) STRICT;
         "#,
     )
 }
@@ -380,6 +435,16 @@ impl Store {
             .conn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one write transaction (taken at once, so it cannot fail to upgrade) and
+    /// commits it; durable when this returns `Ok`, rolled back on any error.
+    fn write<R>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = f(&tx)?;
+        tx.commit()?;
+        Ok(r)
     }
 
     // ---------------------------------------------------------------- directory
@@ -525,43 +590,61 @@ impl Store {
 
     // ---------------------------------------------------------------- absences
 
-    /// Inserts a new absence; durable when this returns `Ok`.
-    /// An existing absence with the same id (for any user) is [`StoreError::Conflict`].
-    pub fn insert_absence(&self, a: &StoredAbsence) -> Result<(), StoreError> {
+    /// Inserts a new absence and the audit entry that records it, in one transaction; durable
+    /// when this returns `Ok`. An existing absence with the same id (for any user) is
+    /// [`StoreError::Conflict`].
+    pub fn insert_absence(&self, a: &StoredAbsence, audit: Option<&AuditRecord>) -> Result<(), StoreError> {
         a.validate()?;
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            r#"INSERT INTO absences (id, user_id, reason, "text", start, "end", created_at, updated_at, created_by)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
-        )?;
-        match stmt.execute(a.params()) {
-            Ok(_) => Ok(()),
-            Err(e) if is_constraint(&e) => Err(StoreError::Conflict(a.id.clone())),
-            Err(e) => Err(e.into()),
-        }
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                r#"INSERT INTO absences (id, user_id, reason, "text", start, "end", created_at, updated_at, created_by)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
+            )?;
+            match stmt.execute(a.params()) {
+                Ok(_) => {}
+                Err(e) if is_constraint(&e) => return Err(StoreError::Conflict(a.id.clone())),
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(r) = audit {
+                audit::append(tx, r)?;
+            }
+            Ok(())
+        })
     }
 
-    /// Overwrites every field of the absence `(a.user_id, a.id)` with `a`;
-    /// durable when this returns `Ok`. `Ok(false)` if there is no such absence.
-    pub fn update_absence(&self, a: &StoredAbsence) -> Result<bool, StoreError> {
+    /// Overwrites every field of the absence `(a.user_id, a.id)` with `a` and records the
+    /// change, in one transaction; durable when this returns `Ok`. `Ok(false)` if there is no
+    /// such absence (nothing is recorded).
+    pub fn update_absence(&self, a: &StoredAbsence, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
         a.validate()?;
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            r#"UPDATE absences SET reason = ?3, "text" = ?4, start = ?5, "end" = ?6,
-                   created_at = ?7, updated_at = ?8, created_by = ?9
-               WHERE id = ?1 AND user_id = ?2"#,
-        )?;
-        let n = stmt.execute(a.params())?;
-        Ok(n > 0)
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                r#"UPDATE absences SET reason = ?3, "text" = ?4, start = ?5, "end" = ?6,
+                       created_at = ?7, updated_at = ?8, created_by = ?9
+                   WHERE id = ?1 AND user_id = ?2"#,
+            )?;
+            let n = stmt.execute(a.params())?;
+            if n > 0 {
+                if let Some(r) = audit {
+                    audit::append(tx, r)?;
+                }
+            }
+            Ok(n > 0)
+        })
     }
 
-    /// Deletes the absence `(user_id, id)`; durable when this returns `Ok`.
-    /// `Ok(false)` if there was no such absence.
-    pub fn delete_absence(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("DELETE FROM absences WHERE id = ?1 AND user_id = ?2")?;
-        Ok(stmt.execute(params![id, user_id])? > 0)
+    /// Deletes the absence `(user_id, id)` and records it, in one transaction; durable when this
+    /// returns `Ok`. `Ok(false)` if there was no such absence (nothing is recorded).
+    pub fn delete_absence(&self, user_id: &str, id: &str, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx.prepare_cached("DELETE FROM absences WHERE id = ?1 AND user_id = ?2")?.execute(params![id, user_id])?;
+            if n > 0 {
+                if let Some(r) = audit {
+                    audit::append(tx, r)?;
+                }
+            }
+            Ok(n > 0)
+        })
     }
 
     /// The absence `(user_id, id)`, if any (an unreadable row counts as absent, with a warning).
@@ -887,7 +970,7 @@ mod tests {
     fn directory_changes_keep_leavers_until_purged() {
         let store = Store::open_in_memory().unwrap();
         store.replace_directory(&[("anna".into(), "{}".into()), ("bo".into(), "{}".into())]).unwrap();
-        store.insert_absence(&StoredAbsence { id: "a1".into(), user_id: "bo".into(), reason: "lunch".into(), text: None, start: 1, end: None, created_at: 1, updated_at: 1, created_by: None }).unwrap();
+        store.insert_absence(&StoredAbsence { id: "a1".into(), user_id: "bo".into(), reason: "lunch".into(), text: None, start: 1, end: None, created_at: 1, updated_at: 1, created_by: None }, None).unwrap();
         store.save_snapshot(&[("bo".into(), "{\"id\":\"bo\"}".into())], 5).unwrap();
         store.apply_directory_changes(&[("anna".into(), "{\"v\":2}".into()), ("cia".into(), "{}".into())], &["bo".into()], 100).unwrap();
         let ids: Vec<String> = store.load_directory().unwrap().into_iter().map(|(id, _)| id).collect();
@@ -1029,7 +1112,7 @@ mod tests {
     fn absence_round_trip() {
         let store = Store::open_in_memory().unwrap();
         let mut a = absence("a1", "u1", 100, Some(200));
-        store.insert_absence(&a).unwrap();
+        store.insert_absence(&a, None).unwrap();
         assert_eq!(store.absence("u1", "a1").unwrap(), Some(a.clone()));
         assert_eq!(
             store.absence("u2", "a1").unwrap(),
@@ -1044,7 +1127,7 @@ mod tests {
             created_by: None,
             ..absence("a0", "u1", 50, None)
         };
-        store.insert_absence(&bare).unwrap();
+        store.insert_absence(&bare, None).unwrap();
         assert_eq!(store.absence("u1", "a0").unwrap(), Some(bare.clone()));
         assert_eq!(
             store.absences_for("u1").unwrap(),
@@ -1057,12 +1140,12 @@ mod tests {
         a.text = None;
         a.end = None;
         a.updated_at = 2_000;
-        assert!(store.update_absence(&a).unwrap());
+        assert!(store.update_absence(&a, None).unwrap());
         assert_eq!(store.absence("u1", "a1").unwrap(), Some(a.clone()));
 
-        assert!(store.delete_absence("u1", "a1").unwrap());
+        assert!(store.delete_absence("u1", "a1", None).unwrap());
         assert_eq!(store.absence("u1", "a1").unwrap(), None);
-        assert!(!store.delete_absence("u1", "a1").unwrap());
+        assert!(!store.delete_absence("u1", "a1", None).unwrap());
         assert_eq!(store.absences_for("u1").unwrap(), vec![bare]);
     }
 
@@ -1070,14 +1153,14 @@ mod tests {
     fn duplicate_absence_id_conflicts() {
         let store = Store::open_in_memory().unwrap();
         let a = absence("dup", "u1", 1, None);
-        store.insert_absence(&a).unwrap();
-        match store.insert_absence(&a) {
+        store.insert_absence(&a, None).unwrap();
+        match store.insert_absence(&a, None) {
             Err(StoreError::Conflict(id)) => assert_eq!(id, "dup"),
             other => panic!("expected Conflict, got {other:?}"),
         }
         // Ids are unique across users too.
         assert!(matches!(
-            store.insert_absence(&absence("dup", "u2", 1, None)),
+            store.insert_absence(&absence("dup", "u2", 1, None), None),
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(store.absences_for("u1").unwrap(), vec![a]);
@@ -1086,12 +1169,12 @@ mod tests {
     #[test]
     fn update_and_delete_of_missing_return_false() {
         let store = Store::open_in_memory().unwrap();
-        assert!(!store.update_absence(&absence("x", "u1", 1, None)).unwrap());
-        assert!(!store.delete_absence("u1", "x").unwrap());
-        store.insert_absence(&absence("x", "u1", 1, None)).unwrap();
+        assert!(!store.update_absence(&absence("x", "u1", 1, None), None).unwrap());
+        assert!(!store.delete_absence("u1", "x", None).unwrap());
+        store.insert_absence(&absence("x", "u1", 1, None), None).unwrap();
         // Wrong user: not found, and nothing changed.
-        assert!(!store.update_absence(&absence("x", "u2", 5, None)).unwrap());
-        assert!(!store.delete_absence("u2", "x").unwrap());
+        assert!(!store.update_absence(&absence("x", "u2", 5, None), None).unwrap());
+        assert!(!store.delete_absence("u2", "x", None).unwrap());
         assert_eq!(store.absence("u1", "x").unwrap().map(|a| a.start), Some(1));
     }
 
@@ -1132,7 +1215,7 @@ mod tests {
         ];
         for c in &cases {
             assert!(
-                matches!(store.insert_absence(c), Err(StoreError::Invalid(_))),
+                matches!(store.insert_absence(c, None), Err(StoreError::Invalid(_))),
                 "{c:?}"
             );
         }
@@ -1142,13 +1225,13 @@ mod tests {
             reason: "r".repeat(MAX_ABSENCE_FIELD_BYTES),
             ..ok.clone()
         };
-        store.insert_absence(&edge).unwrap();
+        store.insert_absence(&edge, None).unwrap();
         let too_long = StoredAbsence {
             text: Some("t".repeat(MAX_ABSENCE_TEXT_BYTES + 1)),
             ..edge.clone()
         };
         assert!(matches!(
-            store.update_absence(&too_long),
+            store.update_absence(&too_long, None),
             Err(StoreError::Invalid(_))
         ));
         assert_eq!(store.absence("u", "a").unwrap(), Some(edge));
@@ -1162,7 +1245,7 @@ mod tests {
         let edge = absence("edge", "u1", 50, Some(500));
         let future = absence("future", "u1", 20, Some(1_000));
         for a in [&open, &past, &edge, &future] {
-            store.insert_absence(a).unwrap();
+            store.insert_absence(a, None).unwrap();
         }
         // end IS NULL OR end > 500; ordered by user, start.
         assert_eq!(
@@ -1251,7 +1334,7 @@ mod tests {
             let store = Store::open(tmp.path()).unwrap();
             let clone = store.clone();
             store.replace_directory(&dir_rows).unwrap();
-            clone.insert_absence(&a).unwrap();
+            clone.insert_absence(&a, None).unwrap();
             store.set_cursor("teams", "k", "v").unwrap();
             store
                 .save_snapshot(&[("u1".into(), "{}".into())], 7)
@@ -1272,7 +1355,7 @@ mod tests {
         let tmp = TempDir::new("migrate");
         Store::open(tmp.path())
             .unwrap()
-            .insert_absence(&absence("a", "u", 1, None))
+            .insert_absence(&absence("a", "u", 1, None), None)
             .unwrap();
         for _ in 0..2 {
             let store = Store::open(tmp.path()).unwrap();
@@ -1323,7 +1406,7 @@ mod tests {
     fn corrupt_rows_are_skipped_not_fatal() {
         let store = Store::open_in_memory().unwrap();
         let good = absence("good", "u1", 1, None);
-        store.insert_absence(&good).unwrap();
+        store.insert_absence(&good, None).unwrap();
         store
             .replace_directory(&[("p1".into(), "{}".into())])
             .unwrap();
@@ -1400,7 +1483,7 @@ mod tests {
                 }
                 let id = format!("crash-{i:07}");
                 store
-                    .insert_absence(&absence(&id, &format!("u{}", i % 13), i.into(), None))
+                    .insert_absence(&absence(&id, &format!("u{}", i % 13), i.into(), None), None)
                     .expect("writer: insert");
                 // Acknowledge only after insert_absence returned.
                 writeln!(out, "{ACK_PREFIX}{id}").expect("writer: stdout");
@@ -1555,7 +1638,7 @@ mod tests {
                         &format!("p{:06}", i),
                         i as i64,
                         None,
-                    ))
+                    ), None)
                     .unwrap();
             }
         });

@@ -113,7 +113,7 @@ pub struct SyncBody {
 
 /// `POST /api/directory/sync` (admin): starts passes now → 202 with the sources started. The
 /// role is checked before the body is read; the body is optional.
-pub async fn directory_sync(super::auth::Admin(caller): super::auth::Admin, state: Data, body: web::Bytes) -> Result<HttpResponse, AppError> {
+pub async fn directory_sync(super::auth::Admin(caller): super::auth::Admin, req: HttpRequest, state: Data, body: web::Bytes) -> Result<HttpResponse, AppError> {
     let body: SyncBody = if body.iter().all(u8::is_ascii_whitespace) {
         SyncBody::default()
     } else {
@@ -127,10 +127,14 @@ pub async fn directory_sync(super::auth::Admin(caller): super::auth::Admin, stat
     let Some(sync) = &state.sync else {
         return Err(AppError::Conflict("no directory source is configured ([[directory.sources]] or [directory] import)".into()));
     };
-    let req = crate::sync::SyncRequest { source: body.source, full, force: body.force };
-    let started = sync.request(&req).map_err(|e| AppError::NotFound(e.to_string()))?;
-    tracing::info!(by = %caller.name, sources = ?started, full, force = req.force, "Directory sync requested.");
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "started": started, "kind": if full { "full" } else { "incremental" }, "force": req.force })))
+    let sync_req = crate::sync::SyncRequest { source: body.source, full, force: body.force };
+    let started = sync.request(&sync_req).map_err(|e| AppError::NotFound(e.to_string()))?;
+    let detail = serde_json::json!({ "sources": started, "kind": if full { "full" } else { "incremental" }, "force": sync_req.force });
+    let entry = crate::audit::entry(&caller, crate::audit::Action::DirectorySync, None, detail, super::auth::client_ip(&req));
+    let store = state.store.clone();
+    web::block(move || store.append_audit(&entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    tracing::info!(by = %caller.actor(), sources = ?started, full, force = sync_req.force, "Directory sync requested.");
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "started": started, "kind": if full { "full" } else { "incremental" }, "force": sync_req.force })))
 }
 
 /// Estimated bytes of one idle actix 0.13 actor with its context and mailbox (measured when

@@ -6,13 +6,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::AppError;
 use super::AppState;
-use super::auth::{Admin, Caller, Operator, Role};
+use super::auth::{client_ip, AbsenceWriter, Admin, Caller, Role};
+use crate::audit::{self, Action};
 use crate::store::StoredAbsence;
 use presence_actors::directory::{SearchQuery, UserIdx};
 use presence_actors::model::absence::{MAX_ABSENCES_PER_USER, MAX_ABSENCE_TEXT};
@@ -150,7 +151,9 @@ pub async fn detail(state: Data, caller: Caller, id: web::Path<String>) -> Resul
     let d = state.hub.detail(idx).await;
     let now = now_ms();
     let feeds = state.hub.feeds().clone();
-    let show = details_allowed(state.hub.policy().calendar_details, caller.role);
+    // People see of themselves what the switchboard sees of them ("My status").
+    let own = caller.person.as_deref() == Some(p.id());
+    let show = details_allowed(state.hub.policy().calendar_details, if own { caller.role.max(Role::Operator) } else { caller.role });
     let sources: Vec<SourceOut> = d
         .slots
         .iter()
@@ -325,9 +328,21 @@ pub async fn get_absence(state: Data, caller: Caller, path: web::Path<(String, S
     Ok(HttpResponse::Ok().json(absence_out(&state, &id, &a.to_absence(), now_ms())))
 }
 
-/// `POST /api/users/{id}/absences` (operator): commit, then apply, then acknowledge.
+/// What the audit log keeps of an absence.
+fn absence_detail(a: &Absence) -> serde_json::Value {
+    serde_json::json!({
+        "reason": a.reason,
+        "text": a.text,
+        "start": rfc3339(a.start),
+        "end": a.end.map(rfc3339),
+    })
+}
+
+/// `POST /api/users/{id}/absences` (operator; or the person themselves, role `self`): commit
+/// with its audit entry, then apply, then acknowledge.
 pub async fn create_absence(
-    Operator(caller): Operator,
+    AbsenceWriter(caller): AbsenceWriter,
+    req: HttpRequest,
     state: Data,
     id: web::Path<String>,
     body: web::Json<AbsenceBody>,
@@ -346,6 +361,7 @@ pub async fn create_absence(
         created_by: Some(caller.name.as_str().into()),
     };
     let stored = StoredAbsence::from_absence(&id, &a);
+    let entry = audit::entry(&caller, Action::AbsenceCreated, Some(&id), serde_json::json!({ "absence": a.id, "new": absence_detail(&a) }), client_ip(&req));
     let store = state.store.clone();
     let uid = id.clone();
     blocking(move || {
@@ -353,14 +369,14 @@ pub async fn create_absence(
         if current >= MAX_ABSENCES_PER_USER {
             return Ok(false);
         }
-        store.insert_absence(&stored)?;
+        store.insert_absence(&stored, Some(&entry))?;
         Ok(true)
     })
     .await?
     .then_some(())
     .ok_or_else(|| AppError::Conflict(format!("the person already has {MAX_ABSENCES_PER_USER} absences")))?;
     let view = state.hub.upsert_absence(idx, a.clone()).await.map_err(|e| AppError::Unavailable(e.to_string()))?;
-    tracing::info!(user = %id, absence = %a.id, reason = %a.reason, by = %caller.name, "Absence set.");
+    tracing::info!(user = %id, absence = %a.id, reason = %a.reason, by = %caller.actor(), "Absence set.");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/users/{}/absences/{}", id, a.id)))
         .json(serde_json::json!({
@@ -369,9 +385,11 @@ pub async fn create_absence(
         })))
 }
 
-/// `PUT /api/users/{id}/absences/{absence_id}` (operator): replaces reason, text and times.
+/// `PUT /api/users/{id}/absences/{absence_id}` (operator, or the person themselves): replaces
+/// reason, text and times.
 pub async fn update_absence(
-    Operator(caller): Operator,
+    AbsenceWriter(caller): AbsenceWriter,
+    req: HttpRequest,
     state: Data,
     path: web::Path<(String, String)>,
     body: web::Json<AbsenceBody>,
@@ -395,29 +413,42 @@ pub async fn update_absence(
         created_by: old.created_by.as_deref().map(Into::into),
     };
     let stored = StoredAbsence::from_absence(&id, &a);
+    let detail = serde_json::json!({ "absence": a.id, "old": absence_detail(&old.to_absence()), "new": absence_detail(&a) });
+    let entry = audit::entry(&caller, Action::AbsenceChanged, Some(&id), detail, client_ip(&req));
     let store = state.store.clone();
-    if !blocking(move || store.update_absence(&stored)).await? {
+    if !blocking(move || store.update_absence(&stored, Some(&entry))).await? {
         return Err(AppError::NotFound("the absence was removed meanwhile".into()));
     }
     let view = state.hub.upsert_absence(idx, a.clone()).await.map_err(|e| AppError::Unavailable(e.to_string()))?;
-    tracing::info!(user = %id, absence = %a.id, by = %caller.name, "Absence changed.");
+    tracing::info!(user = %id, absence = %a.id, by = %caller.actor(), "Absence changed.");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "absence": absence_out(&state, &id, &a, now),
         "presence": RawValue::from_string(presence_json(&id, &view)).ok(),
     })))
 }
 
-/// `DELETE /api/users/{id}/absences/{absence_id}` (operator).
-pub async fn delete_absence(Operator(caller): Operator, state: Data, path: web::Path<(String, String)>) -> Result<HttpResponse, AppError> {
+/// `DELETE /api/users/{id}/absences/{absence_id}` (operator, or the person themselves).
+pub async fn delete_absence(
+    AbsenceWriter(caller): AbsenceWriter,
+    req: HttpRequest,
+    state: Data,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
     let (id, aid) = path.into_inner();
     let idx = user_idx(&state, &id)?;
     let store = state.store.clone();
     let (u, x) = (id.clone(), aid.clone());
-    if !blocking(move || store.delete_absence(&u, &x)).await? {
+    let old = blocking(move || store.absence(&u, &x)).await?;
+    let old = old.ok_or_else(|| AppError::NotFound(format!("no absence {:?} for {:?}", truncate(&aid, 40), truncate(&id, 80))))?;
+    let detail = serde_json::json!({ "absence": aid, "old": absence_detail(&old.to_absence()) });
+    let entry = audit::entry(&caller, Action::AbsenceCleared, Some(&id), detail, client_ip(&req));
+    let store = state.store.clone();
+    let (u, x) = (id.clone(), aid.clone());
+    if !blocking(move || store.delete_absence(&u, &x, Some(&entry))).await? {
         return Err(AppError::NotFound(format!("no absence {:?} for {:?}", truncate(&aid, 40), truncate(&id, 80))));
     }
     state.hub.remove_absence(idx, &aid).await.map_err(|e| AppError::Unavailable(e.to_string()))?;
-    tracing::info!(user = %id, absence = %aid, by = %caller.name, "Absence cleared.");
+    tracing::info!(user = %id, absence = %aid, by = %caller.actor(), "Absence cleared.");
     Ok(HttpResponse::NoContent().finish())
 }
 

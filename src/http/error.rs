@@ -18,6 +18,9 @@ pub enum AppError {
     /// Token lacks the role.
     #[error("{0}")]
     Forbidden(String),
+    /// A cookie-authenticated request without its CSRF token, or from another origin (403).
+    #[error("{0}")]
+    Csrf(String),
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
@@ -44,6 +47,7 @@ impl AppError {
             AppError::BadRequest(_) => "bad_request",
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
+            AppError::Csrf(_) => "csrf",
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
             AppError::TooLarge(_) => "payload_too_large",
@@ -59,7 +63,7 @@ impl ResponseError for AppError {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::Csrf(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,6 +78,7 @@ impl ResponseError for AppError {
         if matches!(self, AppError::Unauthorized(_)) {
             r.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        r.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
         r.json(serde_json::json!({ "error": self.code(), "detail": self.to_string() }))
     }
 }

@@ -5,13 +5,16 @@
 //!
 //! Layout: [`api`] (people, absences, signals), [`admin`] (providers, stats, metrics, health,
 //! OpenAPI), [`stream`] (WebSocket and SSE), [`web`] (the web directory and attendant console),
-//! [`error`] (the one error type), [`auth`] (the token extractors).
+//! [`error`] (the one error type), [`auth`] (tokens, session cookies, CSRF, the role
+//! extractors), [`signin`] (`/auth/*`, `/api/me`, `/api/sessions`), [`audit`] (`/api/audit`).
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod hooks;
+pub mod signin;
 pub mod stream;
 pub mod web;
 
@@ -48,6 +51,12 @@ pub struct AppState {
     pub api_sink: presence_actors::hub::SignalSink,
     /// Directory sync, when `[[directory.sources]]` (or `[directory] import`) is configured.
     pub sync: Option<crate::sync::DirectorySync>,
+    /// OpenID Connect sign-in, when `[auth.oidc]` is configured.
+    pub signin: Option<Arc<crate::signin::SignIn>>,
+    /// Sign-in sessions.
+    pub sessions: Arc<crate::signin::sessions::Sessions>,
+    /// The audit log's writer of refusals.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// Registers every route.
@@ -66,11 +75,18 @@ pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfi
             .route("/readyz", aw::get().to(admin::readyz))
             .route("/metrics", aw::get().to(admin::metrics))
             .route("/hooks/{provider}/{tail:.*}", aw::route().to(hooks::hook))
+            .route("/auth/login", aw::get().to(signin::login))
+            .route("/auth/callback", aw::get().to(signin::callback))
+            .route("/auth/logout", aw::post().to(signin::logout))
             .service(
                 aw::scope("/api")
                     .route("/openapi.json", aw::get().to(admin::openapi))
                     .route("/ui", aw::get().to(web::ui))
-                    .route("/me", aw::get().to(web::me))
+                    .route("/me", aw::get().to(signin::me))
+                    .route("/sessions", aw::get().to(signin::sessions))
+                    .route("/sessions/{id}", aw::delete().to(signin::revoke))
+                    .route("/audit", aw::get().to(audit::list))
+                    .route("/audit.csv", aw::get().to(audit::csv))
                     .route("/groups", aw::get().to(web::groups))
                     .route("/users", aw::get().to(api::search))
                     .route("/users/{id}", aw::get().to(api::detail))

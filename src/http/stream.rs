@@ -7,6 +7,7 @@
 //! SSE without a filter watches everyone; SSE resumes from `Last-Event-ID`.
 //! Frame format: see [`presence_actors::subscriber`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -136,8 +137,10 @@ impl FrameSink for WsSink {
 
 /// `GET /api/stream`: WebSocket stream.
 pub async fn websocket(state: Data, req: HttpRequest, body: web::Payload, q: web::Query<StreamParams>) -> Result<HttpResponse, AppError> {
-    authenticate(&req)?.require(Role::Viewer)?;
+    let caller = authenticate(&req)?;
+    caller.require(Role::Viewer)?;
     check_capacity(&state)?;
+    let signed_in = session_of(&state, &caller);
     let initial = query_filter(&state, &q)?;
     let (resp, session, stream) = actix_ws::handle(&req, body).map_err(|e| AppError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
     let hub = &state.hub;
@@ -154,8 +157,24 @@ pub async fn websocket(state: Data, req: HttpRequest, body: web::Payload, q: web
     }
     let max = state.config.stream.max_message_bytes;
     let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
-    actix_web::rt::spawn(ws_reader(state.clone(), sub, session, stream));
+    actix_web::rt::spawn(ws_reader(state.clone(), sub, session, stream, signed_in));
     Ok(resp)
+}
+
+/// The sign-in session a stream's caller came with, if any: the stream ends with it.
+fn session_of(state: &AppState, caller: &crate::tokens::Caller) -> Option<Arc<crate::signin::sessions::Session>> {
+    match &caller.via {
+        crate::tokens::Via::Session(id) => state.sessions.by_id(id),
+        crate::tokens::Via::Token => None,
+    }
+}
+
+/// False once the stream's session has ended (signed out, revoked, expired, the person left);
+/// an open stream counts as use of its session.
+fn session_live(state: &AppState, s: &Option<Arc<crate::signin::sessions::Session>>) -> bool {
+    let Some(s) = s else { return true };
+    let dir = state.hub.directory();
+    state.sessions.still(s, presence_actors::model::now_ms(), |p| dir.by_id(p).is_some()).is_ok()
 }
 
 /// Reads client messages; pings the client and closes if it stops answering.
@@ -164,6 +183,7 @@ async fn ws_reader(
     sub: Addr<Subscriber<WsSink>>,
     mut session: Session,
     mut stream: actix_ws::AggregatedMessageStream,
+    signed_in: Option<Arc<crate::signin::sessions::Session>>,
 ) {
     let hb = heartbeat(&state);
     let mut last_seen = Instant::now();
@@ -193,6 +213,11 @@ async fn ws_reader(
             _ = tick.tick() => {
                 if last_seen.elapsed() > hb * 3 {
                     tracing::info!("Closing a WebSocket client that stopped answering pings.");
+                    break;
+                }
+                if !session_live(&state, &signed_in) {
+                    tracing::info!("Closing a WebSocket client whose sign-in session ended.");
+                    let _ = session.clone().close(Some(actix_ws::CloseReason { code: actix_ws::CloseCode::Policy, description: Some("session ended".into()) })).await;
                     break;
                 }
                 if session.ping(b"hb").await.is_err() { break; }
@@ -244,8 +269,10 @@ impl FrameSink for SseSink {
 
 /// `GET /api/events`: SSE stream (everyone unless filtered; resumes from `Last-Event-ID`).
 pub async fn sse(state: Data, req: HttpRequest, q: web::Query<StreamParams>) -> Result<HttpResponse, AppError> {
-    authenticate(&req)?.require(Role::Viewer)?;
+    let caller = authenticate(&req)?;
+    caller.require(Role::Viewer)?;
     check_capacity(&state)?;
+    let signed_in = session_of(&state, &caller);
     let filter = query_filter(&state, &q)?.unwrap_or(Filter { all: true, ..Filter::default() });
     let last_id = req
         .headers()
@@ -264,8 +291,15 @@ pub async fn sse(state: Data, req: HttpRequest, q: web::Query<StreamParams>) -> 
         heartbeat(&state),
     );
     sub.do_send(SetFilter { filter, since });
-    let body = futures_util::stream::unfold((rx, sub), |(mut rx, sub)| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), (rx, sub)))
+    // Every frame, heartbeats included, first checks that the sign-in session (if any) lives.
+    let st = state.clone();
+    let body = futures_util::stream::unfold((rx, sub), move |(mut rx, sub)| {
+        let st = st.clone();
+        let signed_in = signed_in.clone();
+        async move {
+            let b = rx.recv().await?;
+            session_live(&st, &signed_in).then_some((Ok::<_, std::convert::Infallible>(b), (rx, sub)))
+        }
     });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

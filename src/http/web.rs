@@ -1,5 +1,5 @@
 //! The web directory and attendant console: static assets compiled into the binary, and the
-//! three small endpoints the page needs besides the API (`/api/ui`, `/api/me`, `/api/groups`).
+//! two small endpoints the page needs besides the API (`/api/ui`, `/api/groups`).
 //!
 //! The front end is plain HTML, CSS and JavaScript in `src/http/web/` — no build step, no
 //! CDN, no fonts or images from elsewhere — so it works offline and the README's two commands
@@ -94,16 +94,9 @@ pub async fn ui(state: Data) -> HttpResponse {
         "demo": state.demo,
         "demo_tokens": demo_tokens,
         "heartbeat_secs": c.stream.heartbeat_secs,
+        // "Sign in with {name}" on the sign-in page.
+        "oidc": state.signin.as_ref().map(|s| serde_json::json!({ "name": s.config.display_name(), "login": "/auth/login" })),
     }))
-}
-
-/// `GET /api/me` (viewer): the caller's token name and role, so a client can tell what it may do.
-pub async fn me(caller: Caller) -> Result<HttpResponse, AppError> {
-    caller.require(Role::Viewer)?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(serde_json::json!({
-        "name": caller.name,
-        "role": caller.role,
-    })))
 }
 
 /// `GET /api/groups` (viewer): the configured busy-lamp groups with their members resolved to
@@ -378,9 +371,9 @@ mod tests {
             let _ = |k: PhoneKind| match k {
                 PhoneKind::Mobile | PhoneKind::Work | PhoneKind::Home | PhoneKind::Other => (),
             };
-            let roles = [Role::Viewer, Role::Operator, Role::Admin];
+            let roles = [Role::Viewer, Role::SelfService, Role::Operator, Role::Admin];
             let _ = |r: Role| match r {
-                Role::Viewer | Role::Operator | Role::Admin => (),
+                Role::Viewer | Role::SelfService | Role::Operator | Role::Admin => (),
             };
 
             let mut want = BTreeSet::new();

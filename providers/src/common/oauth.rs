@@ -41,6 +41,8 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     /// `Bearer`.
     pub token_type: Option<String>,
+    /// The OpenID Connect ID token (authorization-code grants with the `openid` scope), unverified.
+    pub id_token: Option<String>,
 }
 
 /// Parses a token endpoint answer; `access_token` is required.
@@ -51,6 +53,7 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, ParseError> {
         expires_in: Option<Value>,
         refresh_token: Option<String>,
         token_type: Option<String>,
+        id_token: Option<String>,
     }
     let raw: Raw = from_json(body)?;
     let access_token = raw.access_token.filter(|t| !t.trim().is_empty()).ok_or(ParseError::Missing("access_token"))?;
@@ -66,6 +69,7 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, ParseError> {
         expires_in,
         refresh_token: raw.refresh_token.filter(|t| !t.trim().is_empty()),
         token_type: raw.token_type,
+        id_token: raw.id_token.filter(|t| !t.trim().is_empty()),
     })
 }
 
@@ -102,6 +106,18 @@ pub fn client_credentials_form(client_id: &str, client_secret: &str, scope: &str
         ("client_id", client_id),
         ("client_secret", client_secret),
         ("scope", scope),
+    ])
+}
+
+/// The form of an authorization-code token request (RFC 6749 §4.1.3) with its PKCE verifier
+/// (RFC 7636); the client authenticates separately (HTTP Basic).
+pub fn authorization_code_form(client_id: &str, code: &str, redirect_uri: &str, code_verifier: &str) -> String {
+    super::form::encode(&[
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", code_verifier),
+        ("client_id", client_id),
     ])
 }
 

@@ -15,7 +15,8 @@ pub fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn fill(b: &mut [u8]) {
+/// Fills `b` with random bytes (session cookies, PKCE verifiers, CSRF tokens).
+pub fn fill(b: &mut [u8]) {
     // The OS generator does not fail on the systems the hub runs on (Linux getrandom(2));
     // were it to, a secret must not be predictable, so stopping is the only safe answer.
     getrandom::getrandom(b).expect("the operating system's random generator is unavailable");
