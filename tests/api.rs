@@ -402,7 +402,10 @@ async fn the_web_page_and_its_endpoints() {
     assert_error_body(&v);
     let (st, v) = get(&c, &s, "/api/me", Some(OPERATOR)).await;
     assert_eq!(st, 200);
-    assert_eq!(v, json!({ "name": "operator", "role": "operator" }));
+    assert_eq!(
+        v,
+        json!({ "name": "operator", "role": "operator", "via": "token", "person": null, "in_directory": false, "csrf_token": null, "session": null })
+    );
 
     // Groups: members resolved by any identity, the same person once, unknown ones listed.
     let (st, _) = get(&c, &s, "/api/groups", None).await;
@@ -422,4 +425,89 @@ async fn the_web_page_can_be_switched_off() {
     assert_error_body(&v);
     let (st, _) = get(&client(), &s, "/api/users?q=asa", Some(VIEWER)).await;
     assert_eq!(st, 200);
+}
+
+/// Issue 14: every absence write is in the audit log once, with its writer and old → new; the
+/// log is for admins only, filtered, paged and exported as CSV; refused tokens are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_every_write_once_for_admins() {
+    let s = start(test_config(temp_dir("audit")));
+    let c = client();
+    let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/users/asa.ostberg/absences", Some(OPERATOR), Some(json!({"reason": "lunch"}))).await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["absence"]["id"].as_str().unwrap().to_string();
+    let (st, _) = send(&c, reqwest::Method::PUT, &s, &format!("/api/users/asa.ostberg/absences/{id}"), Some(OPERATOR), Some(json!({"reason": "meeting"}))).await;
+    assert_eq!(st, 200);
+    let (st, _) = send(&c, reqwest::Method::DELETE, &s, &format!("/api/users/asa.ostberg/absences/{id}"), Some(OPERATOR), None).await;
+    assert_eq!(st, 204);
+    // A refused write is not a write: nothing recorded for it (but the refused token is).
+    let (st, _) = send(&c, reqwest::Method::POST, &s, "/api/users/asa.ostberg/absences", Some(VIEWER), Some(json!({"reason": "lunch"}))).await;
+    assert_eq!(st, 403);
+    let (st, _) = get(&c, &s, "/api/users", Some("not-a-token")).await;
+    assert_eq!(st, 401);
+
+    for weaker in [VIEWER, OPERATOR] {
+        let (st, v) = get(&c, &s, "/api/audit", Some(weaker)).await;
+        assert_eq!(st, 403, "{v}");
+    }
+    let (st, v) = get(&c, &s, "/api/audit?target=asa.ostberg", Some(ADMIN)).await;
+    assert_eq!(st, 200, "{v}");
+    let entries = v["entries"].as_array().unwrap();
+    let actions: Vec<_> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["absence.cleared", "absence.changed", "absence.created"], "{v}");
+    for e in entries {
+        assert_eq!((e["actor"].as_str(), e["role"].as_str(), e["via"].as_str()), (Some("operator"), Some("operator"), Some("token")), "{e}");
+        assert_eq!(e["detail"]["absence"], id.as_str());
+        assert_eq!(e["ip"], "127.0.0.1");
+    }
+    assert_eq!((entries[1]["detail"]["old"]["reason"].as_str(), entries[1]["detail"]["new"]["reason"].as_str()), (Some("lunch"), Some("meeting")));
+    assert_eq!(entries[0]["detail"]["old"]["reason"], "meeting");
+
+    // The refused token is recorded (in the background: poll briefly).
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, v) = get(&c, &s, "/api/audit?action=token.refused", Some(ADMIN)).await;
+        if let Some(e) = v["entries"].as_array().and_then(|a| a.first()) {
+            assert_eq!((e["actor"].as_str(), e["detail"]["path"].as_str()), (Some("-"), Some("/api/users")), "{e}");
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "no token.refused entry: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Families, paging, and bad queries.
+    let (_, v) = get(&c, &s, "/api/audit?action=absence.*&limit=2", Some(ADMIN)).await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    let next = v["next_before"].as_i64().expect("a next page");
+    let (_, v) = get(&c, &s, &format!("/api/audit?action=absence.*&limit=2&before={next}"), Some(ADMIN)).await;
+    assert_eq!(v["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect::<Vec<_>>(), ["absence.created"]);
+    assert!(v["next_before"].is_null());
+    let (_, v) = get(&c, &s, "/api/audit?actor=operator&since=2999-01-01T00:00:00Z", Some(ADMIN)).await;
+    assert!(v["entries"].as_array().unwrap().is_empty());
+    for bad in ["/api/audit?limit=0", "/api/audit?limit=5000", "/api/audit?since=yesterday", "/api/audit?colour=red"] {
+        let (st, v) = get(&c, &s, bad, Some(ADMIN)).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert_error_body(&v);
+    }
+
+    // CSV: a header and the same rows.
+    let r = c.get(s.url("/api/audit.csv?target=asa.ostberg")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = r.text().await.unwrap();
+    let lines: Vec<_> = csv.lines().collect();
+    assert_eq!(lines[0], "seq,at,actor,role,via,action,target,ip,detail");
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[1].contains(",operator,operator,token,absence.cleared,asa.ostberg,127.0.0.1,"), "{csv}");
+    let (st, _) = get(&c, &s, "/api/audit.csv", Some(OPERATOR)).await;
+    assert_eq!(st, 403);
+}
+
+/// Issue 14: the `self` role belongs to people who sign in; a token cannot have it.
+#[test]
+fn a_token_cannot_have_the_self_role() {
+    let mut cfg = test_config(temp_dir("selftoken"));
+    cfg.tokens.push(presence_hub::config::TokenConfig { name: "me".into(), role: presence_hub::tokens::Role::SelfService, sha256: presence_hub::tokens::hash_token("x") });
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("self role"), "{e}");
 }

@@ -1,5 +1,5 @@
 //! Crash test: `kill -9` the server while absences are being written; after a restart every
-//! acknowledged absence is there.
+//! acknowledged absence is there, each with its one audit entry (the same transaction).
 //!
 //! Runs the real binary (the demo, on a free loopback port, with its own data directory).
 
@@ -111,7 +111,30 @@ async fn every_acknowledged_absence_survives_kill_9() {
             assert!(d["presence"]["absence_reason"].is_string(), "{who}: {d}");
         }
     }
+    // Every acknowledged absence has exactly one `absence.created` entry, naming the writer.
+    let mut audited: std::collections::HashMap<String, usize> = Default::default();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut url = format!("{base}/api/audit?action=absence.created&limit=1000");
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let page: Value = c.get(url).bearer_auth("demo-admin").send().await.unwrap().json().await.unwrap();
+        for e in page["entries"].as_array().unwrap() {
+            if e["actor"] == "demo-operator" {
+                *audited.entry(e["detail"]["absence"].as_str().unwrap().to_string()).or_default() += 1;
+            }
+        }
+        match page["next_before"].as_i64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert!(missing.is_empty(), "{} acknowledged absences lost: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    let unaudited: Vec<_> = acked.iter().filter(|(_, id)| audited.get(id) != Some(&1)).collect();
+    assert!(unaudited.is_empty(), "{} acknowledged absences without exactly one audit entry: {:?}", unaudited.len(), &unaudited[..unaudited.len().min(10)]);
+    // And no entry for an absence that was never written: every audited id is in the store.
+    assert!(audited.len() >= acked.len(), "{} entries for {} acknowledged writes", audited.len(), acked.len());
 }
