@@ -3,9 +3,9 @@
 # It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
 # tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test,
 # the web console in headless Chromium, SIP against Kamailio and sipp, the LDAP directory source
-# against slapd), then builds the production configuration (--no-default-features) and checks
-# it has no simulators, and, when ../shared/checks/contract is present, runs the API contract
-# check on a release build.
+# against slapd, the OpenID provider peer), then builds the production configuration
+# (--no-default-features) and checks it has no simulators, and, when ../shared/checks/contract is
+# present, runs the API contract check on a release build.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,12 +28,23 @@ command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)                # creates K
 # own slapd on loopback ports with a generated config; the packaged server is not used.
 [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
+# The OpenID provider peer (tests/common/oidc.rs, tests/oidc/provider.mjs): the npm package
+# oidc-provider on Node.js (20.12 or later), started by the tests on a loopback port.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
   else
     echo "test.sh: please install: ${need[*]} (apt-get install ${need[*]})" >&2; exit 1
   fi
+fi
+
+# The peer's packages, exactly as tests/oidc/package-lock.json pins them; again only when the
+# lockfile is newer than the last install (npm writes node_modules/.package-lock.json).
+if [ ! -f tests/oidc/node_modules/.package-lock.json ] \
+   || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules/.package-lock.json ]; then
+  npm ci --prefix tests/oidc --no-audit --no-fund
 fi
 
 cargo test --workspace --locked

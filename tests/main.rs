@@ -19,6 +19,7 @@ mod ldap;
 mod login;
 mod mbn;
 mod o2g;
+mod oidc_peer;
 mod operator;
 mod pbx;
 mod replay_privacy;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kamailio;
+pub mod oidc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
