@@ -24,6 +24,7 @@ mod operator;
 mod pbx;
 mod replay_privacy;
 mod sfb;
+mod signin;
 mod sip_server;
 mod sipp;
 mod stream;

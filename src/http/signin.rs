@@ -124,7 +124,10 @@ pub async fn callback(state: Data, req: HttpRequest, q: web::Query<CallbackQuery
         .await
     {
         Ok(x) => x,
-        Err(e @ OidcError::Refused(_)) => return failed("refused", e.to_string()).await,
+        // The provider refused the code (invalid_grant…) or the token did not verify.
+        Err(e @ (OidcError::Refused(_) | OidcError::Call(presence_providers::common::http::CallError::Token(_)))) => {
+            return failed("refused", e.to_string()).await
+        }
         Err(e @ (OidcError::Call(_) | OidcError::Discovery(_) | OidcError::Keys(_))) => return failed("unavailable", e.to_string()).await,
         Err(e) => return failed("refused", e.to_string()).await,
     };

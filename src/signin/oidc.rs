@@ -10,7 +10,7 @@
 //!   An unknown `kid` is [`VerifyError::UnknownKey`], on which the caller re-reads the JWKS once
 //!   (key rotation) and tries again.
 //! - [`Provider`] holds the discovered endpoints and the cached keys, and does the HTTP:
-//!   discovery, JWKS (re-read on an unknown `kid`, at most once a second), and the code exchange
+//!   discovery, JWKS (re-read on an unknown `kid`, once for many sign-ins), and the code exchange
 //!   at the token endpoint (client_secret_basic, PKCE verifier) through the providers' toolkit
 //!   (bounded reads, deadlines, one error type).
 //!
@@ -316,7 +316,6 @@ pub struct Provider {
 struct Loaded {
     discovery: Discovery,
     keys: std::sync::Arc<JwkSet>,
-    keys_at: std::time::Instant,
 }
 
 impl Provider {
@@ -346,7 +345,7 @@ impl Provider {
         let discovery = parse_discovery(&body, &self.issuer)?;
         let keys = self.fetch_keys(&discovery.jwks_uri).await?;
         tracing::info!(issuer = %self.issuer, keys = keys.keys.len(), "OpenID provider discovered.");
-        Ok(Loaded { discovery, keys: std::sync::Arc::new(keys), keys_at: std::time::Instant::now() })
+        Ok(Loaded { discovery, keys: std::sync::Arc::new(keys) })
     }
 
     async fn fetch_keys(&self, uri: &str) -> Result<JwkSet, OidcError> {
@@ -383,7 +382,7 @@ impl Provider {
         match verify_id_token(&id_token, &keys, &expect) {
             Err(VerifyError::UnknownKey(kid)) => {
                 tracing::info!(issuer = %self.issuer, kid = %kid, "The ID token names an unknown key; re-reading the provider's keys.");
-                let keys = self.refresh_keys().await?;
+                let keys = self.refresh_keys(&keys).await?;
                 Ok((verify_id_token(&id_token, &keys, &expect)?, id_token))
             }
             r => Ok((r?, id_token)),
@@ -395,7 +394,7 @@ impl Provider {
         let keys = self.keys().await?;
         match verify_id_token(id_token, &keys, expect) {
             Err(VerifyError::UnknownKey(_)) => {
-                let keys = self.refresh_keys().await?;
+                let keys = self.refresh_keys(&keys).await?;
                 Ok(verify_id_token(id_token, &keys, expect)?)
             }
             r => Ok(r?),
@@ -407,14 +406,16 @@ impl Provider {
         Ok(self.state.lock().await.as_ref().map(|l| l.keys.clone()).expect("loaded"))
     }
 
-    /// Re-reads the key set (at most once a second: a burst of unknown kids costs one fetch).
-    async fn refresh_keys(&self) -> Result<std::sync::Arc<JwkSet>, OidcError> {
+    /// Re-reads the key set that `seen` was read from. Sign-ins that meet the same unknown
+    /// `kid` at once cost one fetch: the first re-reads, the others find the set changed.
+    /// (ID tokens come only from the hub's own call to the token endpoint, so an unknown `kid`
+    /// is the provider's rotation, not something a client can send at will.)
+    async fn refresh_keys(&self, seen: &std::sync::Arc<JwkSet>) -> Result<std::sync::Arc<JwkSet>, OidcError> {
         let mut g = self.state.lock().await;
         let l = g.as_mut().ok_or_else(|| OidcError::Keys("not discovered".into()))?;
-        if l.keys_at.elapsed() >= Duration::from_secs(1) {
+        if std::sync::Arc::ptr_eq(&l.keys, seen) {
             let keys = self.fetch_keys(&l.discovery.jwks_uri).await?;
             l.keys = std::sync::Arc::new(keys);
-            l.keys_at = std::time::Instant::now();
         }
         Ok(l.keys.clone())
     }

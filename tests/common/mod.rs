@@ -83,7 +83,12 @@ pub fn test_config(data_dir: PathBuf) -> Config {
 
 /// Starts the real server with `config` and waits until it answers /readyz.
 pub fn start(config: Config) -> Server {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    start_on(config, std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// As [`start`], on a listener the test bound first (to know the hub's URL before it starts,
+/// e.g. to register its redirect URI at an OpenID provider).
+pub fn start_on(config: Config, listener: std::net::TcpListener) -> Server {
     let addr = listener.local_addr().unwrap();
     let data_dir = config.data_dir.clone();
     let tls = config.http.tls_cert_file.is_some();
