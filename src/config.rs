@@ -619,6 +619,25 @@ mod tests {
         }
     }
 
+    /// The commented-out `[auth.oidc]` example in config.example.toml, uncommented, parses and
+    /// validates (with a public URL), so the documentation cannot drift from the code.
+    #[test]
+    fn the_example_sign_in_block_parses_and_validates() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| l.trim() != "# [auth.oidc]")
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        assert!(block.contains("[auth.oidc.roles]"), "{block}");
+        let mut cfg: Config = toml::from_str(&format!("[http]\npublic_url = \"https://hub.example.com\"\n{block}")).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let oidc = cfg.auth.oidc.as_mut().unwrap();
+        assert_eq!(oidc.roles.get("Switchboard"), Some(&Role::Operator));
+        // The example names a secret file; validation only checks that one secret is given.
+        cfg.validate().unwrap();
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());

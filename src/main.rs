@@ -197,8 +197,24 @@ fn real_main() -> Result<()> {
                         }
                     }
                 }
+                if let Some(o) = &cfg.auth.oidc {
+                    let s = presence_hub::signin::SignIn::new(o.clone(), cfg.http.public_url.as_deref()).map_err(anyhow::Error::msg)?;
+                    match rt.block_on(async { Ok::<_, presence_hub::signin::oidc::OidcError>((s.provider.discovery().await?, s.provider.key_ids().await?)) }) {
+                        Ok((d, kids)) => println!(
+                            "sign-in ({}): discovered; {} signing keys; sign-out at the provider: {}; redirect URI {}",
+                            d.issuer,
+                            kids.len(),
+                            if d.end_session_endpoint.is_some() { "yes" } else { "no" },
+                            s.redirect_uri
+                        ),
+                        Err(e) => {
+                            failed += 1;
+                            println!("sign-in ({}): FAILED: {e}", o.issuer);
+                        }
+                    }
+                }
                 if failed > 0 {
-                    anyhow::bail!("{failed} of {} directory sources could not be read", sources.len());
+                    anyhow::bail!("{failed} connection checks failed");
                 }
             }
             if let (Some(cert), Some(key)) = (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {

@@ -369,3 +369,32 @@ async fn forged_id_tokens_are_refused_against_the_real_key_set() {
     let foreign = other.sign(&good);
     assert!(matches!(refused(provider.verify(&foreign, &expect).await), VerifyError::UnknownKey(_)));
 }
+
+/// `check-config --connect` fetches the provider's discovery document and keys, and fails
+/// clearly when the provider is not there or names another issuer.
+#[test]
+fn check_config_connect_discovers_the_provider() {
+    let peer = OidcPeer::start(OidcOptions { clients: vec![], accounts: vec![], port: None });
+    let dir = temp_dir("signin-check");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let run = |issuer: &str| {
+        let config = dir.join("hub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[http]\npublic_url = \"https://hub.example\"\n[auth.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = {:?}\n",
+                dir.join("data"),
+                secret
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_presence-hub")).args(["--config", config.to_str().unwrap(), "check-config", "--connect"]).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (ok, out) = run(peer.issuer());
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("sign-in ({}): discovered; 1 signing keys; sign-out at the provider: yes; redirect URI https://hub.example/auth/callback", peer.issuer())), "{out}");
+    let (ok, out) = run(&format!("{}/other", peer.issuer()));
+    assert!(!ok && out.contains("FAILED"), "{out}");
+}

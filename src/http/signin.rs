@@ -163,7 +163,14 @@ pub async fn callback(state: Data, req: HttpRequest, q: web::Query<CallbackQuery
         user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|u| u.chars().take(256).collect()),
     };
     let caller = Caller { name: stored.name.clone(), role, person: stored.person.clone(), via: Via::Session(stored.id.clone()) };
+    // Entra leaves `groups` out of a token for people in more than 200 groups ("overage"):
+    // they get the default role; app roles (`roles`) have no such limit.
+    let overage = claims.all.get("_claim_names").and_then(|n| n.get(&s.config.roles_claim)).is_some();
+    if overage {
+        tracing::warn!(subject = %claims.subject, claim = %s.config.roles_claim, "The ID token names too many groups to list them (overage); the default role applies. Map app roles (roles_claim = \"roles\") instead.");
+    }
     let detail = serde_json::json!({
+        "overage": overage,
         "subject": stored.subject,
         "in_directory": person.is_some(),
         "claim_roles": claims.strings(&s.config.roles_claim).into_iter().take(20).collect::<Vec<_>>(),

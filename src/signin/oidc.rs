@@ -401,6 +401,11 @@ impl Provider {
         }
     }
 
+    /// The `kid`s of the provider's current signing keys (fetching them if needed).
+    pub async fn key_ids(&self) -> Result<HashSet<String>, OidcError> {
+        Ok(kids(&*self.keys().await?))
+    }
+
     async fn keys(&self) -> Result<std::sync::Arc<JwkSet>, OidcError> {
         self.discovery().await?;
         Ok(self.state.lock().await.as_ref().map(|l| l.keys.clone()).expect("loaded"))
