@@ -57,11 +57,13 @@ pub enum Action {
     CsrfRefused,
     /// An admin started a directory sync pass.
     DirectorySync,
+    /// An admin restarted a provider.
+    ProviderRestarted,
 }
 
 impl Action {
     /// Every action, for the API's documentation and tests.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::AbsenceCreated,
         Action::AbsenceChanged,
         Action::AbsenceCleared,
@@ -72,6 +74,7 @@ impl Action {
         Action::TokenRefused,
         Action::CsrfRefused,
         Action::DirectorySync,
+        Action::ProviderRestarted,
     ];
 
     /// Wire name.
@@ -87,6 +90,7 @@ impl Action {
             Action::TokenRefused => "token.refused",
             Action::CsrfRefused => "csrf.refused",
             Action::DirectorySync => "directory.sync",
+            Action::ProviderRestarted => "provider.restarted",
         }
     }
 }

@@ -392,3 +392,31 @@ sha256 = "{}"
     assert!(sim.subscriptions().is_empty());
     eprintln!("SIGTERM to exit: {} ms, the subscription deleted", t0.elapsed().as_millis());
 }
+
+/// Issue 14: an admin restarts the Teams provider over the API; its Graph subscription is
+/// deleted (the graceful stop), a new one is created, notifications flow on it, and the restart
+/// is in the audit log. A weaker token may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_restarts_the_provider_which_resubscribes() {
+    let sim = sim();
+    let s = start(config(&sim, "graph-restart", ""));
+    subscribed(&s).await;
+    let first = sim.subscriptions();
+    let c = client();
+    let r = c.post(s.url("/api/providers/teams/restart")).bearer_auth(OPERATOR).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c.post(s.url("/api/providers/nope/restart")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.post(s.url("/api/providers/teams/restart")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    wait_for("the old subscription deleted and a new one", Duration::from_secs(15), async || {
+        sim.stats().deletions == 1 && sim.subscriptions().len() == 1 && sim.subscriptions()[0].0 != first[0].0
+    })
+    .await;
+    subscribed(&s).await;
+    sim.set_presence(ASA, "Busy", "InACall", None, false).await;
+    wait_for("the change on the new subscription", Duration::from_secs(10), async || presence_of(&s, "asa.ostberg").await["activity"] == "InACall").await;
+    let v: Value = c.get(s.url("/api/audit?action=provider.restarted")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let e = &v["entries"][0];
+    assert_eq!((e["actor"].as_str(), e["target"].as_str()), (Some("admin"), Some("teams")), "{v}");
+}

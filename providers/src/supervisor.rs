@@ -6,6 +6,11 @@
 //!   shutdown is a failure: the supervisor marks the feed down (its signals show stale, never
 //!   Offline), records the error in provider health, waits (1 s doubling to 60 s, with jitter;
 //!   back to 1 s after a run of 5 minutes) and builds the task afresh from its config.
+//! - [`ProviderHandle::restarter`] lets an admin restart a provider
+//!   (`POST /api/providers/{name}/restart`): the running task gets its own stop signal, has
+//!   [`RESTART_STOP`] to finish its graceful stop (delete its subscriptions, log out), and a new
+//!   one is built from the config at once. Each run has a stop signal of its own that follows the
+//!   hub's shutdown, so a restart stops one provider and nothing else.
 //! - [`stop_all`] is the shutdown: the hub has triggered the shared shutdown signal; this
 //!   waits for every provider to finish its graceful stop until a deadline, then aborts the
 //!   rest and names them in the log.
@@ -23,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::common::backoff::Backoff;
 use crate::{build, BuildError, ProviderConfig, ProviderContext};
+use presence_actors::provider::{Shutdown, ShutdownTrigger};
 
 /// First wait before a failed provider is restarted.
 const RESTART_FIRST: Duration = Duration::from_secs(1);
@@ -31,13 +37,34 @@ const RESTART_MAX: Duration = Duration::from_secs(60);
 /// A run this long counts as healthy: the next failure waits the first delay again.
 const HEALTHY_RUN: Duration = Duration::from_secs(300);
 
+/// How long a provider restarted by an admin gets to finish its graceful stop.
+pub const RESTART_STOP: Duration = Duration::from_secs(10);
+
 /// A running, supervised provider.
 pub struct ProviderHandle {
     name: String,
     join: JoinHandle<()>,
+    restart: Restarter,
+}
+
+/// Asks a supervised provider to restart (cheap to clone, `Send`).
+#[derive(Debug, Clone)]
+pub struct Restarter(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Restarter {
+    /// Asks for a restart; `false` when the provider is no longer supervised (shut down, or
+    /// finished).
+    pub fn restart(&self) -> bool {
+        self.0.send(()).is_ok()
+    }
 }
 
 impl ProviderHandle {
+    /// What restarts this provider.
+    pub fn restarter(&self) -> Restarter {
+        self.restart.clone()
+    }
+
     /// The provider's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -52,11 +79,24 @@ impl ProviderHandle {
 /// Builds the provider's task (which checks its config) and runs it under the supervisor on
 /// the current (actix or tokio `LocalSet`) runtime.
 pub fn start(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
-    let first = build(config, ctx.clone())?;
-    let name = ctx.name.clone();
     let config = config.clone();
-    let join = tokio::task::spawn_local(supervise(move |ctx| build(&config, ctx), ctx, first));
-    Ok(ProviderHandle { name, join })
+    spawn(move |ctx| build(&config, ctx), ctx)
+}
+
+/// Builds the first task with `rebuild` (failing as the build fails) and supervises it.
+fn spawn(rebuild: impl Fn(ProviderContext) -> Result<crate::ProviderTask, BuildError> + 'static, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
+    let (trigger, run_ctx) = for_one_run(&ctx);
+    let first = rebuild(run_ctx)?;
+    let name = ctx.name.clone();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let join = tokio::task::spawn_local(supervise(rebuild, ctx, (trigger, first), rx));
+    Ok(ProviderHandle { name, join, restart: Restarter(tx) })
+}
+
+/// A context for one run: the same, with a stop signal of its own (see the module docs).
+fn for_one_run(ctx: &ProviderContext) -> (ShutdownTrigger, ProviderContext) {
+    let (trigger, shutdown) = Shutdown::new();
+    (trigger, ProviderContext { shutdown, ..ctx.clone() })
 }
 
 /// Aborts a spawned task when dropped (the supervisor itself aborted at the deadline).
@@ -68,17 +108,46 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs `first`, and after a failure a new task from `rebuild`, until shutdown.
-async fn supervise(rebuild: impl Fn(ProviderContext) -> Result<crate::ProviderTask, BuildError>, ctx: ProviderContext, first: crate::ProviderTask) {
+/// Runs `first`, and after a failure (or an admin's restart) a new task from `rebuild`, until
+/// shutdown.
+async fn supervise(
+    rebuild: impl Fn(ProviderContext) -> Result<crate::ProviderTask, BuildError>,
+    ctx: ProviderContext,
+    first: (ShutdownTrigger, crate::ProviderTask),
+    mut restarts: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     let mut shutdown = ctx.shutdown.clone();
     let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX);
     let mut task = Some(first);
     loop {
-        if let Some(t) = task.take() {
+        if let Some((stop_run, t)) = task.take() {
             let started = tokio::time::Instant::now();
             // Its own task, so a panic ends only this run.
             let mut run = AbortOnDrop(tokio::task::spawn_local(t));
-            let outcome = (&mut run.0).await;
+            let outcome = tokio::select! {
+                o = &mut run.0 => o,
+                _ = shutdown.recv() => {
+                    // The hub's shutdown: this run stops gracefully; stop_all holds the deadline.
+                    stop_run.trigger();
+                    let _ = (&mut run.0).await;
+                    return;
+                }
+                Some(()) = restarts.recv() => {
+                    info!(provider = %ctx.name, "Restarting the provider, as an admin asked.");
+                    stop_run.trigger();
+                    if tokio::time::timeout(RESTART_STOP, &mut run.0).await.is_err() {
+                        warn!(provider = %ctx.name, "The provider did not finish its graceful stop in time; aborted.");
+                    }
+                    drop(run);
+                    ctx.feed.set_state("restarting");
+                    let (trigger, run_ctx) = for_one_run(&ctx);
+                    match rebuild(run_ctx) {
+                        Ok(t) => task = Some((trigger, t)),
+                        Err(e) => fail(&ctx, &format!("provider could not be rebuilt: {e}")),
+                    }
+                    continue;
+                }
+            };
             if ctx.shutdown.is_shutdown() {
                 return;
             }
@@ -101,9 +170,12 @@ async fn supervise(rebuild: impl Fn(ProviderContext) -> Result<crate::ProviderTa
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = tokio::time::sleep(wait) => {}
+            // An admin's restart skips the rest of the pause.
+            Some(()) = restarts.recv() => info!(provider = %ctx.name, "Restarting the provider now, as an admin asked."),
         }
-        match rebuild(ctx.clone()) {
-            Ok(t) => task = Some(t),
+        let (trigger, run_ctx) = for_one_run(&ctx);
+        match rebuild(run_ctx) {
+            Ok(t) => task = Some((trigger, t)),
             Err(e) => fail(&ctx, &format!("provider could not be rebuilt: {e}")),
         }
     }
@@ -126,7 +198,7 @@ pub async fn stop_all(providers: Vec<ProviderHandle>, deadline: Duration) -> Vec
     let until = tokio::time::Instant::now() + deadline;
     let mut aborted = Vec::new();
     for p in providers {
-        let ProviderHandle { name, mut join } = p;
+        let ProviderHandle { name, mut join, .. } = p;
         if tokio::time::timeout_at(until, &mut join).await.is_err() {
             join.abort();
             aborted.push(name);
@@ -181,8 +253,7 @@ mod tests {
                         }))
                     }
                 };
-                let first = make(ctx.clone()).expect("task");
-                let join = tokio::task::spawn_local(supervise(make, ctx.clone(), first));
+                let handle = spawn(make, ctx.clone()).expect("task");
                 // Run 4 brings the feed up.
                 loop {
                     match tokio::time::timeout(Duration::from_secs(600), h.events.recv()).await.expect("in time").expect("open") {
@@ -202,7 +273,6 @@ mod tests {
                 assert_eq!(report.errors, 3);
                 assert!(report.last_error.is_some_and(|e| e.contains("peer refused")));
                 h.trigger.trigger();
-                let handle = ProviderHandle { name: "flaky".into(), join };
                 assert_eq!(stop_all(vec![handle], Duration::from_secs(10)).await, Vec::<String>::new());
             })
             .await;
@@ -221,13 +291,55 @@ mod tests {
                         Ok(())
                     }))
                 };
-                let first = make(ctx.clone()).expect("task");
-                let join = tokio::task::spawn_local(supervise(make, ctx, first));
+                let handle = spawn(make, ctx).expect("task");
                 h.trigger.trigger();
                 let t0 = tokio::time::Instant::now();
-                let aborted = stop_all(vec![ProviderHandle { name: "stuck".into(), join }], Duration::from_secs(10)).await;
+                let aborted = stop_all(vec![handle], Duration::from_secs(10)).await;
                 assert_eq!(aborted, vec!["stuck".to_string()]);
                 assert_eq!(t0.elapsed(), Duration::from_secs(10));
+            })
+            .await;
+    }
+
+    /// An admin's restart stops the running task gracefully through its own stop signal (the
+    /// hub's shutdown is not touched), builds a new one at once, and the new one stops at the
+    /// hub's shutdown as usual.
+    #[tokio::test(start_paused = true)]
+    async fn an_admin_restart_stops_the_run_gracefully_and_starts_a_new_one() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let dir = Directory::build(vec![], &NumberPlan::sweden()).expect("empty directory");
+                let (ctx, h) = ProviderContext::for_test("graph", dir, "http://127.0.0.1:9");
+                let log: Rc<std::cell::RefCell<Vec<String>>> = Default::default();
+                let make = {
+                    let log = log.clone();
+                    move |ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
+                        let log = log.clone();
+                        Ok(Box::pin(async move {
+                            let n = log.borrow().iter().filter(|l| l.starts_with("start")).count() + 1;
+                            log.borrow_mut().push(format!("start {n}"));
+                            let mut s = ctx.shutdown.clone();
+                            s.recv().await;
+                            // The graceful stop (delete subscriptions…) takes a moment.
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            log.borrow_mut().push(format!("stopped {n}"));
+                            Ok(())
+                        }))
+                    }
+                };
+                let handle = spawn(make, ctx.clone()).expect("task");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let t0 = tokio::time::Instant::now();
+                assert!(handle.restarter().restart());
+                while log.borrow().len() < 3 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(*log.borrow(), ["start 1", "stopped 1", "start 2"]);
+                assert!(t0.elapsed() < Duration::from_secs(2), "no back-off pause after an admin's restart: {:?}", t0.elapsed());
+                assert!(!ctx.shutdown.is_shutdown(), "the hub's shutdown is not triggered by a restart");
+                h.trigger.trigger();
+                assert!(stop_all(vec![handle], Duration::from_secs(10)).await.is_empty());
+                assert_eq!(log.borrow().last().map(String::as_str), Some("stopped 2"));
             })
             .await;
     }

@@ -88,6 +88,21 @@ pub async fn providers(state: Data, caller: Caller) -> Result<HttpResponse, AppE
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// `POST /api/providers/{name}/restart` (admin): the provider stops gracefully (deleting its
+/// subscriptions, logging out) and starts again from its config → 202; audited.
+pub async fn restart_provider(super::auth::Admin(caller): super::auth::Admin, req: HttpRequest, state: Data, name: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let name = name.into_inner();
+    let r = state.restarters.get(&name).ok_or_else(|| AppError::NotFound(format!("no provider {:?}", name.chars().take(60).collect::<String>())))?;
+    if !r.restart() {
+        return Err(AppError::Conflict(format!("provider {name:?} is not running (the hub is stopping, or it finished)")));
+    }
+    let entry = crate::audit::entry(&caller, crate::audit::Action::ProviderRestarted, Some(&name), serde_json::Value::Null, super::auth::client_ip(&req));
+    let store = state.store.clone();
+    web::block(move || store.append_audit(&entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    tracing::info!(provider = %name, by = %caller.actor(), "Provider restart requested.");
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "provider": name, "restarting": true })))
+}
+
 /// `GET /api/directory/sources` (admin): every directory source's state, last pass
 /// (time, kind, duration, added / changed / removed / unchanged) and recent errors.
 pub async fn directory_sources(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {

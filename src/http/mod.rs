@@ -51,6 +51,8 @@ pub struct AppState {
     pub api_sink: presence_actors::hub::SignalSink,
     /// Directory sync, when `[[directory.sources]]` (or `[directory] import`) is configured.
     pub sync: Option<crate::sync::DirectorySync>,
+    /// What restarts each provider, by name (`POST /api/providers/{name}/restart`).
+    pub restarters: std::collections::HashMap<String, presence_providers::supervisor::Restarter>,
     /// OpenID Connect sign-in, when `[auth.oidc]` is configured.
     pub signin: Option<Arc<crate::signin::SignIn>>,
     /// Sign-in sessions.
@@ -99,6 +101,7 @@ pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfi
                     .route("/absence-reasons", aw::get().to(api::absence_reasons))
                     .route("/signals", aw::post().to(api::push_signals))
                     .route("/providers", aw::get().to(admin::providers))
+                    .route("/providers/{name}/restart", aw::post().to(admin::restart_provider))
                     .route("/directory/sources", aw::get().to(admin::directory_sources))
                     .route("/directory/sync", aw::post().to(admin::directory_sync))
                     .route("/stats", aw::get().to(admin::stats))
