@@ -120,7 +120,12 @@ pub async fn callback(state: Data, req: HttpRequest, q: web::Query<CallbackQuery
     };
     let (claims, id_token) = match s
         .provider
-        .exchange(&s.config.client_id, &s.secret, code, &s.redirect_uri, &pending.verifier, &pending.nonce, s.config.clock_skew_secs)
+        .exchange(
+            &s.config.client_id,
+            &s.secret,
+            &signin::oidc::CodeGrant { code, redirect_uri: &s.redirect_uri, verifier: &pending.verifier, nonce: &pending.nonce },
+            s.config.clock_skew_secs,
+        )
         .await
     {
         Ok(x) => x,

@@ -355,16 +355,8 @@ impl Provider {
 
     /// Exchanges `code` at the token endpoint and checks the ID token it answers with,
     /// re-reading the keys once when the token names a key the cached set does not have.
-    pub async fn exchange(
-        &self,
-        client_id: &str,
-        client_secret: &str,
-        code: &str,
-        redirect_uri: &str,
-        verifier: &str,
-        nonce: &str,
-        skew_secs: u64,
-    ) -> Result<(IdClaims, String), OidcError> {
+    pub async fn exchange(&self, client_id: &str, client_secret: &str, grant: &CodeGrant<'_>, skew_secs: u64) -> Result<(IdClaims, String), OidcError> {
+        let CodeGrant { code, redirect_uri, verifier, nonce } = *grant;
         let discovery = self.discovery().await?;
         let basic_user = form::encode_value(client_id);
         let basic_pass = form::encode_value(client_secret);
@@ -424,6 +416,19 @@ impl Provider {
         }
         Ok(l.keys.clone())
     }
+}
+
+/// What the callback brings to the code exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeGrant<'a> {
+    /// The authorization code.
+    pub code: &'a str,
+    /// The redirect URI the code was sent to.
+    pub redirect_uri: &'a str,
+    /// The PKCE verifier of the sign-in.
+    pub verifier: &'a str,
+    /// The nonce the ID token must carry.
+    pub nonce: &'a str,
 }
 
 /// The set of `kid`s in a key set (for logs and tests).

@@ -170,7 +170,7 @@ impl Sessions {
     /// Every live session, newest first.
     pub fn list(&self) -> Vec<Arc<Session>> {
         let mut v: Vec<_> = self.by_secret.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        v.sort_by(|a, b| b.stored.created_at.cmp(&a.stored.created_at));
+        v.sort_by_key(|s| std::cmp::Reverse(s.stored.created_at));
         v
     }
 
