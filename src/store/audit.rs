@@ -11,6 +11,8 @@
 
 use rusqlite::{params_from_iter, Row, Transaction};
 
+use presence_actors::model::activity::truncate as cut;
+
 use super::{skip_row, Store, StoreError, UnixMs};
 
 /// Longest text kept in one field of an entry; longer input is cut (entries record what
@@ -68,17 +70,6 @@ pub struct AuditQuery {
     pub before_seq: Option<i64>,
     /// At most this many.
     pub limit: usize,
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Appends `r` inside an open transaction; the sequence number it got.

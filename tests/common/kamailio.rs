@@ -304,21 +304,27 @@ impl Kamailio {
 
     /// Stops Kamailio (SIGTERM to its process group, SIGKILL after 3 s).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let pgid = child.id() as libc::pid_t;
-        // SAFETY: plain syscalls on the process group of the child we started.
-        unsafe { libc::killpg(pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(POLL);
+        if let Some(child) = self.child.take() {
+            stop_group(child);
         }
-        // Children that outlive the main process (or a main process that ignored SIGTERM).
-        unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        let _ = child.wait();
     }
+}
+
+/// Stops a peer started as the leader of its own process group: SIGTERM to the group, SIGKILL
+/// after 3 s (children that outlive the main process, or a main process that ignored SIGTERM).
+pub fn stop_group(mut child: Child) {
+    let pgid = child.id() as libc::pid_t;
+    // SAFETY: plain syscalls on the process group of a child the test started.
+    unsafe { libc::killpg(pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 impl Drop for Kamailio {

@@ -35,7 +35,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::kamailio::{file_tail, free_udp_tcp_port};
+use super::kamailio::{file_tail, free_udp_tcp_port, stop_group};
 
 pub const INSTALL_HINT: &str = "the OpenID provider peer needs Node.js (20.12 or later) and the \
      oidc-provider package: apt-get install nodejs npm && npm ci --prefix tests/oidc";
@@ -307,19 +307,9 @@ impl OidcPeer {
 
     /// Stops the provider (SIGTERM, SIGKILL after 3 s); nothing listens on the port then.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let pgid = child.id() as libc::pid_t;
-        // SAFETY: plain syscalls on the process group of the child we started.
-        unsafe { libc::killpg(pgid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(POLL);
+        if let Some(child) = self.child.take() {
+            stop_group(child);
         }
-        unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        let _ = child.wait();
     }
 
     /// Whether the provider process is running.
