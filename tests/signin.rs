@@ -398,3 +398,35 @@ fn check_config_connect_discovers_the_provider() {
     let (ok, out) = run(&format!("{}/other", peer.issuer()));
     assert!(!ok && out.contains("FAILED"), "{out}");
 }
+
+/// Over https the session cookie is `__Host-ph_session` with `Secure` (bound to this host,
+/// never sent over plain http), and the hub accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_cookie_is_secure_and_host_bound() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let peer = OidcPeer::start(OidcOptions { clients: vec![OidcClient::new(CLIENT_ID, SECRET, &format!("{base}/auth/callback"))], accounts: vec![asa()], port: None });
+    let mut cfg = with_test_tls(test_config(temp_dir("signin-tls")));
+    oidc_config(&mut cfg, peer.issuer(), &base);
+    let hub = start_on(cfg, listener);
+    let ca = reqwest::Certificate::from_pem(&test_ca_pem()).unwrap();
+    let tls = reqwest::Client::builder().tls_certs_only([ca]).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = tls.get(hub.url("/auth/login")).send().await.unwrap();
+    let login = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).find(|v| v.starts_with("ph_login=")).unwrap();
+    assert!(login.contains("Secure") && login.contains("HttpOnly"), "{login}");
+    let login_value = login.split(';').next().unwrap().to_string();
+    let back = oidc::sign_in(&oidc::http_client(), r.headers()["location"].to_str().unwrap(), "asa", &format!("{base}/auth/callback")).await;
+    let r = tls.get(&back).header("cookie", &login_value).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let raw = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).find(|v| v.starts_with("__Host-ph_session=")).expect("__Host- cookie");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(raw.contains(attr), "{attr} in {raw}");
+    }
+    assert!(!raw.contains("Domain"), "{raw}");
+    let value = raw.split(';').next().unwrap().to_string();
+    let me: Value = tls.get(hub.url("/api/me")).header("cookie", &value).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["person"]["id"], "asa.ostberg");
+    // The plain name is not accepted on a https hub.
+    let r = tls.get(hub.url("/api/me")).header("cookie", value.replacen("__Host-", "", 1)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
