@@ -7,6 +7,10 @@
 //!   refusal) on its own. Refusals come from outside and may come in floods, so at most
 //!   [`SECURITY_PER_MINUTE`] are written a minute; the rest are counted and the count is
 //!   written with the next entry that gets through (`detail.suppressed_before`).
+//! - Signals pushed through `POST /api/signals` are presence data an integration may send every
+//!   second, not a change of settings, and nothing of them is stored: each caller's pushes are
+//!   summed per minute into one `signals.pushed` entry ([`Audit::signals_pushed`],
+//!   [`Audit::flush_signals`]), so the log says who fed what, without a row per request.
 //! - `[audit] retention_days` (default 365): [`purge`] deletes older entries (hourly).
 
 use std::sync::Mutex;
@@ -59,11 +63,13 @@ pub enum Action {
     DirectorySync,
     /// An admin restarted a provider.
     ProviderRestarted,
+    /// An integration pushed signals (one entry per caller and minute, with the counts).
+    SignalsPushed,
 }
 
 impl Action {
     /// Every action, for the API's documentation and tests.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::AbsenceCreated,
         Action::AbsenceChanged,
         Action::AbsenceCleared,
@@ -75,6 +81,7 @@ impl Action {
         Action::CsrfRefused,
         Action::DirectorySync,
         Action::ProviderRestarted,
+        Action::SignalsPushed,
     ];
 
     /// Wire name.
@@ -91,6 +98,7 @@ impl Action {
             Action::CsrfRefused => "csrf.refused",
             Action::DirectorySync => "directory.sync",
             Action::ProviderRestarted => "provider.restarted",
+            Action::SignalsPushed => "signals.pushed",
         }
     }
 }
@@ -123,10 +131,19 @@ pub fn anonymous(action: Action, via: &str, detail: serde_json::Value, ip: Optio
     }
 }
 
-/// The audit log's writer of refusals (see the module docs).
+/// The audit log's writer of refusals and of pushed-signal summaries (see the module docs).
 pub struct Audit {
     store: Store,
     window: Mutex<Window>,
+    pushes: Mutex<std::collections::HashMap<String, Pushes>>,
+}
+
+/// One caller's pushes in the current minute.
+struct Pushes {
+    minute: i64,
+    first: AuditRecord,
+    requests: u64,
+    signals: u64,
 }
 
 #[derive(Default)]
@@ -139,7 +156,41 @@ struct Window {
 impl Audit {
     /// The writer over `store`.
     pub fn new(store: Store) -> Audit {
-        Audit { store, window: Mutex::new(Window::default()) }
+        Audit { store, window: Mutex::new(Window::default()), pushes: Mutex::default() }
+    }
+
+    /// Counts a push of `signals` signals by `caller`. The minute's sum is written by
+    /// [`Audit::flush_signals`] once the minute is over.
+    pub fn signals_pushed(&self, caller: &Caller, signals: usize, ip: Option<String>) {
+        let r = entry(caller, Action::SignalsPushed, None, serde_json::Value::Null, ip);
+        let minute = r.at / 60_000;
+        let key = r.actor.clone();
+        let mut m = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(&key).is_some_and(|p| p.minute != minute) {
+            // A new minute for this caller: the last one is due (flush writes it).
+            let done = m.remove(&key).expect("present");
+            m.insert(format!("{key}\u{0}{}", done.minute), done);
+        }
+        let p = m.entry(key).or_insert_with(|| Pushes { minute, first: r, requests: 0, signals: 0 });
+        p.requests += 1;
+        p.signals += signals as u64;
+    }
+
+    /// Writes the pushed-signal sums of minutes that are over at `now` (all of them with
+    /// `all`, at shutdown). Blocking: call off the async threads.
+    pub fn flush_signals(&self, now: UnixMs, all: bool) {
+        let due: Vec<Pushes> = {
+            let mut m = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<String> = m.iter().filter(|(_, p)| all || p.minute < now / 60_000).map(|(k, _)| k.clone()).collect();
+            keys.into_iter().filter_map(|k| m.remove(&k)).collect()
+        };
+        for p in due {
+            let mut r = p.first;
+            r.detail = Some(serde_json::json!({ "requests": p.requests, "signals": p.signals, "minute": crate::audit::minute_text(p.minute) }).to_string());
+            if let Err(e) = self.store.append_audit(&r) {
+                tracing::warn!(error = %e, "Could not write a pushed-signals audit entry.");
+            }
+        }
     }
 
     /// Records a refusal, within the per-minute budget, off the async threads. Returns once
@@ -173,6 +224,11 @@ impl Audit {
     }
 }
 
+/// The minute (since the epoch) as RFC 3339.
+fn minute_text(minute: i64) -> String {
+    jiff::Timestamp::from_millisecond(minute * 60_000).map(|t| t.to_string()).unwrap_or_default()
+}
+
 /// Deletes entries older than `retention_days` (blocking; the hub runs it hourly).
 pub fn purge(store: &Store, retention_days: u32, now: UnixMs) {
     match store.purge_audit(now - i64::from(retention_days) * 86_400_000) {
@@ -200,6 +256,17 @@ mod tests {
         let last = &store.audit(&AuditQuery { limit: 1, ..Default::default() }).unwrap()[0].record;
         let d: serde_json::Value = serde_json::from_str(last.detail.as_deref().unwrap()).unwrap();
         assert_eq!((d["suppressed_before"].as_u64(), d["why"].as_str()), (Some(30), Some("x")));
+        // Pushed signals: summed per caller and minute.
+        let integration = Caller::token("crm", crate::tokens::Role::Admin);
+        a.signals_pushed(&integration, 3, None);
+        a.signals_pushed(&integration, 2, None);
+        a.flush_signals(now_ms(), false);
+        assert!(store.audit(&AuditQuery { action: Some("signals.pushed".into()), limit: 10, ..Default::default() }).unwrap().is_empty(), "the minute is not over");
+        a.flush_signals(now_ms(), true);
+        let sums = store.audit(&AuditQuery { action: Some("signals.pushed".into()), limit: 10, ..Default::default() }).unwrap();
+        assert_eq!(sums.len(), 1);
+        let d: serde_json::Value = serde_json::from_str(sums[0].record.detail.as_deref().unwrap()).unwrap();
+        assert_eq!((d["requests"].as_u64(), d["signals"].as_u64(), sums[0].record.actor.as_str()), (Some(2), Some(5), "crm"));
         let names: std::collections::HashSet<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(names.len(), Action::ALL.len());
     }

@@ -312,6 +312,7 @@ pub async fn run(
     let persister = actix_web::rt::spawn(persist_loop(
         hub.clone(),
         store.clone(),
+        state.audit.clone(),
         Duration::from_millis(config.snapshot.interval_ms),
         config.audit.retention_days,
         stop.clone(),
@@ -411,12 +412,17 @@ const KEEP_ENDED_ABSENCES_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Writes changed presence to the store every `every` until shutdown, and hourly purges
 /// absences that ended more than [`KEEP_ENDED_ABSENCES_MS`] ago and audit entries older than
 /// `audit_days`.
-async fn persist_loop(hub: Hub, store: Store, every: Duration, audit_days: u32, mut stop: Shutdown) {
+async fn persist_loop(hub: Hub, store: Store, audit: Arc<audit::Audit>, every: Duration, audit_days: u32, mut stop: Shutdown) {
     let mut tick = actix_web::rt::time::interval(every);
     let mut hourly = actix_web::rt::time::interval(Duration::from_secs(3600));
+    let mut minutely = actix_web::rt::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = tick.tick() => persist_once(&hub, &store).await,
+            _ = minutely.tick() => {
+                let a = audit.clone();
+                let _ = web::block(move || a.flush_signals(now_ms(), false)).await;
+            }
             _ = hourly.tick() => {
                 let st = store.clone();
                 match web::block(move || {
@@ -430,7 +436,10 @@ async fn persist_loop(hub: Hub, store: Store, every: Duration, audit_days: u32, 
                     _ => {}
                 }
             }
-            _ = stop.recv() => break,
+            _ = stop.recv() => {
+                let _ = web::block(move || audit.flush_signals(now_ms(), true)).await;
+                break;
+            }
         }
     }
 }

@@ -501,6 +501,22 @@ async fn the_audit_log_records_every_write_once_for_admins() {
     assert!(lines[1].contains(",operator,operator,token,absence.cleared,asa.ostberg,127.0.0.1,"), "{csv}");
     let (st, _) = get(&c, &s, "/api/audit.csv", Some(OPERATOR)).await;
     assert_eq!(st, 403);
+
+    // Pushed signals: one summed entry per caller and minute, written when the minute is over
+    // or at shutdown.
+    for _ in 0..3 {
+        let (st, v) = send(&c, reqwest::Method::POST, &s, "/api/signals", Some(ADMIN),
+            Some(json!({ "signals": [{ "who": "asa.ostberg", "source": "pbx", "availability": "Busy" }, { "who": "2787", "source": "pbx", "availability": "Available" }] }))).await;
+        assert_eq!(st, 202, "{v}");
+    }
+    let dir = s.stop();
+    let s = start(test_config(dir));
+    let (_, v) = get(&c, &s, "/api/audit?action=signals.pushed", Some(ADMIN)).await;
+    // (Two entries if the pushes straddled a minute.)
+    let entries = v["entries"].as_array().unwrap();
+    assert!((1..=2).contains(&entries.len()) && entries.iter().all(|e| e["actor"] == "admin"), "{v}");
+    let sum = |k: &str| entries.iter().map(|e| e["detail"][k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("requests"), sum("signals")), (3, 6), "{v}");
 }
 
 /// Issue 14: the `self` role belongs to people who sign in; a token cannot have it.

@@ -481,7 +481,7 @@ pub struct SignalIn {
 
 /// `POST /api/signals` (admin): a batch of signals from an integration (`{"signals":[…]}`).
 /// The whole batch is validated before any of it is applied.
-pub async fn push_signals(Admin(caller): Admin, state: Data, body: web::Json<SignalsBody>) -> Result<HttpResponse, AppError> {
+pub async fn push_signals(Admin(caller): Admin, req: HttpRequest, state: Data, body: web::Json<SignalsBody>) -> Result<HttpResponse, AppError> {
     tracing::debug!(by = %caller.name, "Signals pushed.");
     if body.signals.len() > MAX_SIGNALS_PER_PUSH {
         return Err(AppError::TooLarge(format!("at most {MAX_SIGNALS_PER_PUSH} signals per request")));
@@ -509,6 +509,7 @@ pub async fn push_signals(Admin(caller): Admin, state: Data, body: web::Json<Sig
     for (idx, sig) in ready {
         state.api_sink.send_to(idx, sig).map_err(|e| AppError::Unavailable(e.to_string()))?;
     }
+    state.audit.signals_pushed(&caller, n, client_ip(&req));
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": n })))
 }
 
