@@ -7,7 +7,11 @@
 //! watch a lamp change when a signal arrives, set and clear an absence, be refused as a
 //! viewer, ride out a hub restart, switch language. Along the way, and through every state a
 //! source can be in, they check that no raw text key ("FRESH.PENDING") shows in English or
-//! Swedish. `screenshots` takes the README's screenshots with the demo company (into
+//! Swedish. People who sign in as themselves (issue 14): the sign-in view offers the identity
+//! provider only when the hub has one and puts a failed sign-in into words; a colleague with a
+//! sign-in session (stored as `/auth/callback` stores one) sets and clears their own status
+//! from "My status", and nobody else's; an admin reads, filters, pages and downloads the
+//! audit log. `screenshots` takes the README's screenshots with the demo company (into
 //! `$SCREENSHOT_DIR`, default a temp directory).
 
 #[path = "browser/webdriver.rs"]
@@ -40,9 +44,15 @@ struct Hub {
 impl Hub {
     /// A hub with the demo directory, three test tokens and a lamp group, no providers.
     fn configured(tag: &str) -> Hub {
+        Hub::configured_with(tag, |_| String::new())
+    }
+
+    /// [`Hub::configured`] with more configuration (given the hub's port) at the end.
+    fn configured_with(tag: &str, extra: impl FnOnce(u16) -> String) -> Hub {
         let dir = crate::common::temp_dir(tag);
         let config = dir.join("hub.toml");
         let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/directory/demo.csv");
+        let port = free_port();
         let text = format!(
             r#"time_zone = "Europe/Stockholm"
 [directory]
@@ -72,9 +82,61 @@ sha256 = "{}"
             hash_token(OPERATOR),
             hash_token(VIEWER),
             hash_token(ADMIN)
-        );
+        ) + &extra(port);
         std::fs::write(&config, text).unwrap();
-        Hub { child: None, port: free_port(), dir, config: Some(config) }
+        Hub { child: None, port, dir, config: Some(config) }
+    }
+
+    /// [`Hub::configured`] with sign-in through an identity provider that cannot be reached
+    /// (nothing listens on 127.0.0.1:9): the page offers it, and every attempt comes back as
+    /// `unavailable`; sessions stored beforehand ([`Hub::session`]) work as real ones.
+    fn with_sign_in(tag: &str) -> Hub {
+        Hub::configured_with(tag, |port| {
+            format!(
+                r#"
+[http]
+public_url = "http://127.0.0.1:{port}"
+[auth.oidc]
+issuer = "http://127.0.0.1:9"
+client_id = "presence-hub"
+client_secret = "browser-test-secret"
+name = "Nordvik ID"
+"#
+            )
+        })
+    }
+
+    /// Stores a sign-in session as `/auth/callback` does after a successful sign-in (before
+    /// the hub starts: it loads the stored sessions), and returns the cookie's value. `tag`
+    /// tells one session from another.
+    fn session(&self, tag: &str, person: Option<&str>, name: &str, role: &str) -> String {
+        use presence_hub::store::{Store, StoredSession};
+        let secret = format!("browser-session-{}", &hash_token(tag)[..32]);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let store = Store::open(&self.dir).unwrap();
+        let id: String = presence_hub::signin::sessions::digest(&secret).iter().take(16).map(|b| format!("{b:02x}")).collect();
+        store
+            .insert_session(
+                &StoredSession {
+                    id,
+                    secret_sha256: presence_hub::signin::sessions::digest(&secret),
+                    csrf: format!("csrf-{secret}"),
+                    person: person.map(str::to_string),
+                    name: name.to_string(),
+                    subject: format!("http://127.0.0.1:9#{name}"),
+                    role: role.to_string(),
+                    method: "oidc".into(),
+                    id_token: None,
+                    created_at: now,
+                    last_seen: now,
+                    expires_at: now + 8 * 3_600_000,
+                    ip: Some("127.0.0.1".into()),
+                    user_agent: None,
+                },
+                None,
+            )
+            .unwrap();
+        secret
     }
 
     /// The built-in demo (no config), as `cargo run --release` runs it.
@@ -211,7 +273,7 @@ async fn js(s: &Session, script: &str) -> Value {
 
 /// The namespaces of the page's text keys ("fresh.pending"): a word of one of them followed by
 /// a dot and a letter on screen is a key shown instead of its text.
-const KEY_SPACES: &str = "nav|help|login|search|lamps|conn|banner|role|d|phone|src|fresh|age|abs|err|lang|avail|act";
+const KEY_SPACES: &str = "nav|help|login|search|lamps|conn|banner|role|d|phone|src|fresh|age|abs|err|lang|avail|act|me|audit|sess|signin|signout";
 
 /// Asserts that the page shows no raw text key — in its visible text (tags are upper-cased
 /// by CSS, so any case), control names, placeholders, titles and options — and that it has
@@ -777,4 +839,452 @@ async fn screenshots() {
 fn save(path: &Path, png: &[u8]) {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a real screenshot");
     std::fs::write(path, png).unwrap();
+}
+
+/// Polls until `path` exists and is complete (Chromium writes a download under another name
+/// first), then reads it.
+async fn downloaded(path: &Path) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        assert!(t0.elapsed() < WAIT, "no download at {}", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sets a `<select>`'s value as a person choosing an option would.
+async fn choose(s: &Session, css: &str, value: &str) {
+    s.execute(
+        "const e = document.querySelector(arguments[0]); e.value = arguments[1]; e.dispatchEvent(new Event('change'));",
+        vec![json!(css), json!(value)],
+    )
+    .await
+    .unwrap();
+}
+
+/// The audit log (issue 14), in the built-in demo: an admin sees the absence the operator token
+/// just set and changed (who, what, old → new), filters by action, pages with "More", and
+/// downloads the filtered log as CSV through a blob: URL (a token cannot ride on a link). Not
+/// for an operator. In English and Swedish, with no raw text key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_filters_pages_and_downloads_the_audit_log() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::demo("web-audit");
+    hub.start().await;
+    let c = reqwest::Client::new();
+    // 105 refused tokens (more than a page), then an absence set and changed by the operator.
+    for i in 0..105 {
+        let r = c.get(format!("{}/api/me", hub.base())).bearer_auth(format!("not-a-token-{i}")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = c
+        .post(format!("{}/api/users/marta.lind/absences", hub.base()))
+        .bearer_auth("demo-operator")
+        .json(&json!({ "reason": "sick", "text": "Hemma med feber" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let aid = created["absence"]["id"].as_str().unwrap().to_string();
+    let r = c
+        .put(format!("{}/api/users/marta.lind/absences/{aid}", hub.base()))
+        .bearer_auth("demo-operator")
+        .json(&json!({ "reason": "course", "text": "Kurs i Göteborg" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Refusals are written in the background: wait for all of them.
+    let t0 = Instant::now();
+    loop {
+        let page: Value = c
+            .get(format!("{}/api/audit?action=token.refused&limit=1000", hub.base()))
+            .bearer_auth("demo-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["entries"].as_array().unwrap().len() == 105 {
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "the refusals were not all written: {}", page["entries"].as_array().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (_driver, s) = browser("en-US").await;
+    // The demo has no identity provider: the sign-in view offers tokens only.
+    s.goto(&format!("{}/", hub.base())).await.unwrap();
+    s.wait_for("#token", WAIT).await.unwrap();
+    assert_eq!(js(&s, "return document.querySelector('#signin-oidc-box').hidden").await, true, "no provider, no provider button");
+    sign_in(&s, &hub, "demo-admin").await;
+    assert_eq!(js(&s, "return [document.querySelector('#nav-audit').hidden, document.querySelector('#nav-me').hidden]").await, json!([false, true]));
+    click(&s, "#nav-audit").await;
+    s.wait_until("!document.querySelector('#view-audit').hidden && document.querySelectorAll('#audit-table tbody tr').length === 100", WAIT, "a page of entries")
+        .await
+        .unwrap();
+    assert_eq!(js(&s, "return location.hash").await, "#/audit");
+    assert_eq!(js(&s, "return document.querySelector('#audit-more').hidden").await, false, "more than a page: More");
+    // Newest first: the change, then the absence as set.
+    let first: Vec<String> = serde_json::from_value(js(&s, "return [...document.querySelectorAll('#audit-table tbody tr')].slice(0, 3).map(r => r.dataset.action)").await).unwrap();
+    assert_eq!(first, ["absence.changed", "absence.created", "token.refused"]);
+    let row = text(&s, "#audit-table tr[data-action='absence.created']").await;
+    assert!(row.contains("demo-operator") && row.contains("Absence set") && row.contains("marta.lind"), "{row}");
+    assert!(row.contains("Sick") && row.contains("Hemma med feber") && row.contains("until further notice"), "{row}");
+    let changed = text(&s, "#audit-table tr[data-action='absence.changed'] .detail").await;
+    assert_eq!(changed, "Sick · “Hemma med feber” · until further notice → Course · “Kurs i Göteborg” · until further notice");
+    let refused = text(&s, "#audit-table tr[data-action='token.refused']").await;
+    assert!(refused.contains("Token refused") && refused.contains("/api/me") && refused.contains("127.0.0.1"), "{refused}");
+    assert_eq!(unnamed_controls(&s).await, json!([]), "every control in the audit view has a name");
+    assert_no_raw_keys(&s, "the audit log").await;
+
+    // Filter by action: only what was asked for; the refusals page with More, filter kept.
+    choose(&s, "#audit-action", "absence.created").await;
+    s.wait_until(
+        "(() => { const rows = [...document.querySelectorAll('#audit-table tbody tr')]; return rows.length === 1 && rows[0].dataset.action === 'absence.created'; })()",
+        WAIT,
+        "only the absence set",
+    )
+    .await
+    .unwrap();
+    assert_eq!(js(&s, "return document.querySelector('#audit-more').hidden").await, true);
+    assert!(text(&s, "#audit-table tbody").await.contains("demo-operator"));
+    choose(&s, "#audit-action", "token.refused").await;
+    s.wait_until(
+        "(() => { const rows = [...document.querySelectorAll('#audit-table tbody tr')]; return rows.length === 100 && rows.every(r => r.dataset.action === 'token.refused') && !document.querySelector('#audit-more').hidden; })()",
+        WAIT,
+        "a page of refusals",
+    )
+    .await
+    .unwrap();
+    click(&s, "#audit-more").await;
+    s.wait_until(
+        "(() => { const rows = [...document.querySelectorAll('#audit-table tbody tr')]; return rows.length === 105 && rows.every(r => r.dataset.action === 'token.refused') && document.querySelector('#audit-more').hidden; })()",
+        WAIT,
+        "all 105 refusals, no more More",
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&s, "#audit-count").await, "105 entries shown");
+    // By actor (exact).
+    choose(&s, "#audit-action", "").await;
+    s.execute("const a = document.querySelector('#audit-actor'); a.value = 'demo-operator'; a.dispatchEvent(new Event('change'));", vec![]).await.unwrap();
+    s.wait_until("document.querySelectorAll('#audit-table tbody tr').length === 2", WAIT, "the operator's two entries").await.unwrap();
+
+    // The CSV of the same filters, fetched with the token and saved from a blob: URL; the
+    // page's Content-Security-Policy lets the download through.
+    choose(&s, "#audit-action", "absence.*").await;
+    s.wait_until("document.querySelector('#audit-csv').getAttribute('href') === '/api/audit.csv?action=absence.*&actor=demo-operator'", WAIT, "the link follows the filters")
+        .await
+        .unwrap();
+    s.execute("window.__csp = []; document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));", vec![])
+        .await
+        .unwrap();
+    click(&s, "#audit-csv").await;
+    let csv = downloaded(&s.downloads().join("audit.csv")).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "seq,at,actor,role,via,action,target,ip,detail", "{csv}");
+    assert_eq!(lines.len(), 3, "the header and the operator's two absence entries: {csv}");
+    assert!(lines[1].contains(",demo-operator,operator,token,absence.changed,marta.lind,"), "{csv}");
+    assert!(lines[2].contains(",demo-operator,operator,token,absence.created,marta.lind,"), "{csv}");
+    assert_eq!(js(&s, "return window.__csp").await, json!([]), "no Content-Security-Policy violation");
+    assert_eq!(js(&s, "return document.querySelector('#toast').hidden || !document.querySelector('#toast').textContent.includes('CSV')").await, true);
+
+    // In Swedish.
+    click(&s, "#lang").await;
+    s.wait_until("document.documentElement.lang === 'sv' && document.querySelector('#audit-h').textContent === 'Granskningslogg'", WAIT, "Swedish")
+        .await
+        .unwrap();
+    let row = text(&s, "#audit-table tr[data-action='absence.changed']").await;
+    assert!(row.contains("Frånvaro ändrad") && row.contains("Sjuk") && row.contains("Kurs") && row.contains("tills vidare"), "{row}");
+    assert_no_raw_keys(&s, "the audit log").await;
+
+    // An operator has no audit log: no nav entry, and the address leads back to search.
+    click(&s, "#signout").await;
+    s.wait_for("#token", WAIT).await.unwrap();
+    sign_in(&s, &hub, "demo-operator").await;
+    assert_eq!(js(&s, "return document.querySelector('#nav-audit').hidden").await, true);
+    s.goto(&format!("{}/#/audit", hub.base())).await.unwrap();
+    s.wait_until("!document.querySelector('#view-search').hidden && !document.querySelector('#toast').hidden", WAIT, "refused").await.unwrap();
+    assert!(text(&s, "#toast").await.contains("administratörer"), "{}", text(&s, "#toast").await);
+    assert_no_raw_keys(&s, "the audit log refused").await;
+}
+
+/// The sign-in view offers "Sign in with …" only when the hub has `[auth.oidc]`; it comes back
+/// to the page the person was on. A failed sign-in comes back as `/?signin_error=<code>`: the
+/// page says what happened, in English and Swedish, and takes the code out of the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_view_offers_the_identity_provider_and_explains_a_failed_sign_in() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::with_sign_in("web-signin");
+    hub.start().await;
+    let (_driver, s) = browser("en-US").await;
+    s.goto(&format!("{}/#/me", hub.base())).await.unwrap();
+    let button = s.wait_for("#signin-oidc", WAIT).await.unwrap();
+    assert_eq!(button.text().await.unwrap(), "Sign in with Nordvik ID");
+    assert_eq!(js(&s, "return document.activeElement.id").await, "signin-oidc", "the provider's button has focus");
+    let href = js(&s, "return document.querySelector('#signin-oidc').getAttribute('href')").await;
+    assert_eq!(href, "/auth/login?return_to=%2F%23%2Fme", "back to My status after signing in");
+    assert!(s.find("#token").await.unwrap().displayed().await.unwrap(), "the token form stays below");
+    assert_no_raw_keys(&s, "sign-in with a provider").await;
+
+    // The provider cannot be reached: the hub sends the browser back with `unavailable`.
+    click(&s, "#signin-oidc").await;
+    s.wait_until("!document.querySelector('#signin-error').hidden", WAIT, "the sign-in error").await.unwrap();
+    assert_eq!(text(&s, "#signin-error").await, "The identity provider cannot be reached right now. Try again in a moment.");
+    assert_eq!(js(&s, "return location.search").await, "", "the code is taken out of the address");
+    assert!(s.url().await.unwrap().starts_with(&format!("{}/", hub.base())));
+    assert_no_raw_keys(&s, "a sign-in that failed").await;
+    click(&s, "#lang").await;
+    s.wait_until("document.documentElement.lang === 'sv'", WAIT, "Swedish").await.unwrap();
+    assert_eq!(text(&s, "#signin-error").await, "Identitetsleverantören går inte att nå just nu. Försök igen om en stund.");
+    assert_eq!(text(&s, "#signin-oidc").await, "Logga in med Nordvik ID");
+    assert_no_raw_keys(&s, "a sign-in that failed").await;
+
+    // Every code the hub sends, and one it does not, in words.
+    for (code, sv) in [
+        ("denied", "Inloggningen avbröts"),
+        ("provider", "Identitetsleverantören rapporterade ett fel"),
+        ("refused", "Inloggningen kunde inte verifieras"),
+        ("expired", "Inloggningen tog för lång tid"),
+        ("something-new", "Inloggningen misslyckades."),
+    ] {
+        load(&s, &format!("{}/?signin_error={code}", hub.base())).await;
+        s.wait_until("!document.querySelector('#signin-error').hidden", WAIT, code).await.unwrap();
+        let msg = text(&s, "#signin-error").await;
+        assert!(msg.starts_with(sv), "{code}: {msg}");
+        assert_no_raw_keys(&s, code).await;
+    }
+    click(&s, "#lang").await;
+    s.wait_until("document.documentElement.lang === 'en'", WAIT, "English").await.unwrap();
+    assert_eq!(text(&s, "#signin-error").await, "The sign-in failed. Try again.");
+
+    // The token form still signs in, and the message goes.
+    let input = s.find("#token").await.unwrap();
+    input.send_keys(OPERATOR).await.unwrap();
+    input.send_keys(keys::ENTER).await.unwrap();
+    s.wait_until("!document.querySelector('#view-search').hidden && document.querySelector('#conn').dataset.state === 'live'", WAIT, "signed in")
+        .await
+        .unwrap();
+    click(&s, "#signout").await;
+    s.wait_for("#signin-oidc", WAIT).await.unwrap();
+    assert_eq!(js(&s, "return document.querySelector('#signin-error').hidden").await, true, "an old failure is not shown again");
+    sign_in(&s, &hub, OPERATOR).await;
+    assert_eq!(js(&s, "return document.querySelector('#nav-me').hidden").await, true, "a token is nobody: no My status");
+}
+
+/// A colleague signed in with the identity provider (a stored session, as `/auth/callback`
+/// makes it): the cookie authenticates the page and its stream (no token anywhere), they land
+/// on "My status", set lunch with two keys (1, Enter), see it live as the switchboard does,
+/// clear it, plan a vacation to a day, and may not set anyone else's. Sign-out ends the session.
+/// Someone the directory does not know may look, and is told why they cannot set a status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colleague_signed_in_sets_and_clears_their_own_status() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut hub = Hub::with_sign_in("web-me");
+    let asa = hub.session("asa", Some("asa.ostberg"), "Åsa Östberg", "self");
+    // Åsa again, signed in in another window later: a new cookie, and a new CSRF token.
+    let asa_again = hub.session("asa-again", Some("asa.ostberg"), "Åsa Östberg", "self");
+    let guest = hub.session("guest", None, "Gästen Gäst", "viewer");
+    let admin = hub.session("admin", Some("marta.lind"), "Märta Lind", "admin");
+    hub.start().await;
+    let c = reqwest::Client::new();
+    let (_driver, s) = browser("en-US").await;
+    s.goto(&format!("{}/", hub.base())).await.unwrap();
+    s.execute("document.cookie = 'ph_session=' + arguments[0] + '; path=/'", vec![json!(asa)]).await.unwrap();
+    load(&s, &format!("{}/", hub.base())).await;
+    s.wait_until("!document.querySelector('#view-me').hidden && document.querySelector('#conn').dataset.state === 'live'", WAIT, "My status, live")
+        .await
+        .unwrap();
+    assert_eq!(js(&s, "return location.hash").await, "#/me", "a colleague lands on their own status");
+    assert_eq!(text(&s, "#who").await, "Åsa Östberg (colleague)");
+    assert_eq!(js(&s, "return localStorage.getItem('ph.token')").await, Value::Null, "no token: the cookie signs the page in");
+    assert_eq!(
+        js(&s, "return ['#nav-me', '#nav-audit', '#nodir'].map(x => document.querySelector(x).hidden)").await,
+        json!([false, true, true])
+    );
+    assert_eq!(text(&s, "#me-name").await, "Åsa Östberg");
+    let reasons: Vec<String> = serde_json::from_value(js(&s, "return [...document.querySelectorAll('#me-reasons [data-reason]')].map(b => b.dataset.reason)").await).unwrap();
+    assert_eq!(reasons.len(), 12, "{reasons:?}");
+    assert_eq!(reasons[0], "lunch");
+    assert_eq!(unnamed_controls(&s).await, json!([]), "every control in My status has a name");
+    assert_no_raw_keys(&s, "My status").await;
+
+    // Lunch: 1 picks it with its default end, Enter sets it.
+    s.keys("1").await.unwrap();
+    s.wait_until("document.querySelector('#me-reasons [data-reason=lunch]').getAttribute('aria-pressed') === 'true'", WAIT, "lunch picked").await.unwrap();
+    assert_eq!(js(&s, "return document.activeElement.id").await, "me-save");
+    let until = js(&s, "return document.querySelector('#me-time').value").await;
+    assert!(until.as_str().is_some_and(|t| t.len() == 5 && [":00", ":15", ":30", ":45"].iter().any(|q| t.ends_with(q))), "on the quarter hour: {until}");
+    let label = text(&s, "#me-save").await;
+    assert!(label.starts_with("Set: Lunch until ") && label.ends_with(until.as_str().unwrap()), "{label}");
+    s.keys(keys::ENTER).await.unwrap();
+    s.wait_until("document.querySelectorAll('#me-absences .absence').length === 1", WAIT, "lunch set").await.unwrap();
+    s.wait_until("document.querySelector('#me-state .words')?.textContent.startsWith('Lunch')", WAIT, "the switchboard sees lunch").await.unwrap();
+    assert!(text(&s, "#toast").await.starts_with("Your status is set: Lunch until"), "{}", text(&s, "#toast").await);
+    let list: Value = c.get(format!("{}/api/users/asa.ostberg/absences", hub.base())).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    assert_eq!((list[0]["reason"].as_str(), list[0]["created_by"].as_str()), (Some("lunch"), Some("Åsa Östberg")), "{list}");
+    let end: jiff::Timestamp = list[0]["end"].as_str().unwrap().parse().unwrap();
+    let local = end.in_tz("Europe/Stockholm").unwrap();
+    assert_eq!(format!("{:02}:{:02}", local.hour(), local.minute()), until.as_str().unwrap(), "the end shown is the end set");
+    let lunch = list[0]["id"].as_str().unwrap().to_string();
+    let audit: Value = c.get(format!("{}/api/audit?action=absence.created", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let e = &audit["entries"][0];
+    assert_eq!((e["actor"].as_str(), e["role"].as_str(), e["via"].as_str(), e["target"].as_str()), (Some("asa.ostberg"), Some("self"), Some("oidc"), Some("asa.ostberg")));
+
+    // Live, as the switchboard sees it: an operator's absence and a source arrive by themselves.
+    let r = c
+        .post(format!("{}/api/users/asa.ostberg/absences", hub.base()))
+        .bearer_auth(OPERATOR)
+        .json(&json!({ "reason": "meeting", "text": "Styrelsemöte" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    s.wait_until("document.querySelectorAll('#me-absences .absence').length === 2", WAIT, "the operator's absence").await.unwrap();
+    assert!(text(&s, "#me-absences").await.contains("Styrelsemöte"));
+    hub.signal(ADMIN, json!([{ "who": "asa.ostberg", "source": "teams", "availability": "Busy", "activity": "InACall" }])).await;
+    s.wait_until("document.querySelector('#me-sources')?.textContent.includes('Teams: In a call')", WAIT, "the Teams source").await.unwrap();
+
+    // Clear lunch with its button, after signing in again elsewhere replaced the cookie: the
+    // page's CSRF token is the old session's, the hub refuses it, and the page fetches the new
+    // one and tries once more.
+    s.execute("document.cookie = 'ph_session=' + arguments[0] + '; path=/'", vec![json!(asa_again)]).await.unwrap();
+    click(&s, &format!("#me-absences [data-absence='{lunch}'] [data-act=clear]")).await;
+    s.wait_until(&format!("document.querySelectorAll('#me-absences .absence').length === 1 && !document.querySelector(\"#me-absences [data-absence='{lunch}']\")"), WAIT, "lunch cleared")
+        .await
+        .unwrap();
+    let audit: Value = c.get(format!("{}/api/audit?action=csrf.refused", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "one refusal, then the retry: {audit}");
+    assert_eq!(audit["entries"][0]["detail"]["reason"], "wrong CSRF token");
+    let audit: Value = c.get(format!("{}/api/audit?action=absence.cleared", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(audit["entries"][0]["actor"], "asa.ostberg");
+
+    // A vacation asks for a day: until 17:00 on it.
+    let vacation = reasons.iter().position(|r| r == "vacation").unwrap() + 1;
+    s.keys(&vacation.to_string()).await.unwrap();
+    s.wait_until("document.activeElement.id === 'me-date'", WAIT, "asks for the date").await.unwrap();
+    assert_eq!(js(&s, "return [document.querySelector('#me-date').value, document.querySelector('#me-time').value]").await, json!(["", "17:00"]));
+    assert!(!text(&s, "#me-hint").await.is_empty());
+    s.keys(keys::ENTER).await.unwrap();
+    s.wait_until("document.querySelector('#me-error').textContent.length > 0", WAIT, "a date is needed").await.unwrap();
+    assert_eq!(text(&s, "#me-error").await, "Choose a date, or tick “Until further notice”.");
+    s.execute(
+        "const d = document.querySelector('#me-date');
+         d.value = new Date(Date.now() + 7 * 86400000).toLocaleDateString('sv-SE', { timeZone: 'Europe/Stockholm' });
+         d.dispatchEvent(new Event('input'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&s, "#me-save").await;
+    s.wait_until("document.querySelectorAll('#me-absences .absence').length === 2", WAIT, "vacation set").await.unwrap();
+    let list: Value = c.get(format!("{}/api/users/asa.ostberg/absences", hub.base())).bearer_auth(VIEWER).send().await.unwrap().json().await.unwrap();
+    let vac = list.as_array().unwrap().iter().find(|a| a["reason"] == "vacation").expect("a vacation");
+    let end = vac["end"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap().in_tz("Europe/Stockholm").unwrap();
+    assert_eq!((end.hour(), end.minute()), (17, 0));
+    let days = (end.timestamp().as_second() - jiff::Timestamp::now().as_second()) / 86400;
+    assert!((6..=7).contains(&days), "{days} days ahead");
+
+    // Someone else's absences: not hers to set, and the hub agrees.
+    s.goto(&format!("{}/#/u/marta.lind", hub.base())).await.unwrap();
+    s.wait_until("document.querySelector('#d-name')?.textContent === 'Märta Lind'", WAIT, "a colleague's detail").await.unwrap();
+    assert_eq!(js(&s, "return document.querySelector('#d-absence').classList.contains('primary')").await, false);
+    s.keys("a").await.unwrap();
+    s.wait_until("!document.querySelector('#toast').hidden && document.querySelector('#toast').textContent.includes('only your own')", WAIT, "refused")
+        .await
+        .unwrap();
+    assert_eq!(js(&s, "return document.querySelector('#absence-dialog').open").await, false);
+    let forged = s
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const post = (csrf) => fetch('/api/users/marta.lind/absences', { method: 'POST', headers: Object.assign({ 'Content-Type': 'application/json' }, csrf ? { 'X-CSRF-Token': csrf } : {}), body: JSON.stringify({ reason: 'lunch' }) })
+               .then(r => r.json().then(b => [r.status, b.error]));
+             fetch('/api/me').then(r => r.json()).then(me => Promise.all([post(null), post(me.csrf_token)])).then(done);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged, json!([[403, "csrf"], [403, "forbidden"]]), "without the CSRF token; with it, for someone else");
+
+    // In Swedish.
+    click(&s, "#nav-me").await;
+    s.wait_until("!document.querySelector('#view-me').hidden && document.querySelectorAll('#me-absences .absence').length === 2", WAIT, "back to My status")
+        .await
+        .unwrap();
+    click(&s, "#lang").await;
+    s.wait_until("document.documentElement.lang === 'sv' && document.querySelector('#me-h').textContent === 'Min status'", WAIT, "Swedish").await.unwrap();
+    assert!(text(&s, "#me-reasons").await.contains("Gått för dagen"));
+    assert_no_raw_keys(&s, "My status").await;
+    s.keys("2").await.unwrap();
+    s.wait_until("document.querySelector('#me-save').textContent.startsWith('Sätt: Möte till ')", WAIT, "a meeting picked, in Swedish").await.unwrap();
+    s.keys(keys::ESCAPE).await.unwrap();
+    s.wait_until("document.querySelector('#me-save').disabled", WAIT, "the pick forgotten").await.unwrap();
+    assert_no_raw_keys(&s, "My status").await;
+
+    // Sign out: the hub ends the session (the provider cannot be reached for its own
+    // sign-out, so the page shows the sign-in view) and the cookie is gone.
+    click(&s, "#signout").await;
+    s.wait_for("#signin-oidc", WAIT).await.unwrap();
+    load(&s, &format!("{}/", hub.base())).await;
+    s.wait_for("#signin-oidc", WAIT).await.unwrap();
+    let audit: Value = c.get(format!("{}/api/audit?action=signout", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(audit["entries"][0]["actor"], "asa.ostberg", "{audit}");
+    let r = c.get(format!("{}/api/me", hub.base())).header("Cookie", format!("ph_session={asa_again}")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the session has ended");
+    let r = c.get(format!("{}/api/me", hub.base())).header("Cookie", format!("ph_session={asa}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the other window's session goes on");
+
+    // Signed in but not in the directory: may look, is told why there is no status to set.
+    s.execute("document.cookie = 'ph_session=' + arguments[0] + '; path=/'", vec![json!(guest)]).await.unwrap();
+    load(&s, &format!("{}/#/me", hub.base())).await;
+    s.wait_until("!document.querySelector('#view-search').hidden && !document.querySelector('#nodir').hidden", WAIT, "search, and why not My status")
+        .await
+        .unwrap();
+    assert_eq!(text(&s, "#nodir").await, "Du är inloggad men finns inte i katalogen, så du kan titta men inte sätta någon status.");
+    assert_eq!(js(&s, "return [document.querySelector('#nav-me').hidden, location.hash]").await, json!([true, "#/"]));
+    assert!(text(&s, "#who").await.starts_with("Gästen Gäst"));
+    assert_no_raw_keys(&s, "not in the directory").await;
+
+    // An admin signed in as themselves sees who is signed in and ends the guest's session; the
+    // CSV comes by a plain link (the cookie goes with it).
+    s.execute("document.cookie = 'ph_session=' + arguments[0] + '; path=/'", vec![json!(admin)]).await.unwrap();
+    load(&s, &format!("{}/#/audit", hub.base())).await;
+    s.wait_until(
+        "!document.querySelector('#view-audit').hidden && !document.querySelector('#sessions').hidden && document.querySelectorAll('#sessions-table tbody tr').length === 3",
+        WAIT,
+        "three sessions: Åsa's first, the guest's, the admin's",
+    )
+    .await
+    .unwrap();
+    let rows = text(&s, "#sessions-table tbody").await;
+    assert!(rows.contains("Åsa Östberg") && rows.contains("Gästen Gäst") && rows.contains("Märta Lind"), "{rows}");
+    assert_eq!(js(&s, "return [...document.querySelectorAll('#sessions-table .tag')].map(t => t.closest('tr').textContent.includes('Märta') && t.textContent)").await, json!(["du"]), "her own session is marked");
+    assert_eq!(unnamed_controls(&s).await, json!([]), "every control in the audit view has a name");
+    s.execute("[...document.querySelectorAll('#sessions-table tbody tr')].find(r => r.textContent.includes('Gästen')).querySelector('[data-revoke]').click()", vec![])
+        .await
+        .unwrap();
+    s.wait_until(
+        "document.querySelectorAll('#sessions-table tbody tr').length === 2 && document.querySelector('#audit-table tbody tr').dataset.action === 'session.revoked'",
+        WAIT,
+        "the guest's session ended, and logged",
+    )
+    .await
+    .unwrap();
+    assert!(text(&s, "#audit-table tbody tr").await.contains("Gästen Gäst"));
+    let r = c.get(format!("{}/api/me", hub.base())).header("Cookie", format!("ph_session={guest}")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the guest is signed out");
+    assert_no_raw_keys(&s, "the audit log and sessions").await;
+    choose(&s, "#audit-action", "session.revoked").await;
+    s.wait_until("document.querySelectorAll('#audit-table tbody tr').length === 1", WAIT, "the revocation").await.unwrap();
+    click(&s, "#audit-csv").await;
+    let csv = downloaded(&s.downloads().join("audit.csv")).await;
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().contains(",marta.lind,admin,oidc,session.revoked,"), "{csv}");
 }

@@ -422,6 +422,43 @@ mod tests {
             assert!(miss.is_empty(), "values the API sends with no text on the page: {miss:?}");
         }
 
+        /// The string literals of the array `const {name} = [...]` in app.js.
+        fn js_array(name: &str) -> Vec<String> {
+            let at = APP_JS.find(&format!("const {name} = [")).unwrap_or_else(|| panic!("app.js defines `const {name} = [`"));
+            let open = at + format!("const {name} = ").len();
+            let close = open + APP_JS[open..].find(']').expect("the array ends");
+            APP_JS[open + 1..close].split(',').map(|s| s.trim().trim_matches('\'').to_string()).filter(|s| !s.is_empty()).collect()
+        }
+
+        /// The audit view names every action the audit log records (its filter and its rows),
+        /// and the sign-in view every code a failed sign-in comes back with (`/?signin_error=`).
+        #[test]
+        fn every_audit_action_and_sign_in_error_has_a_text_in_both_languages() {
+            use crate::audit::Action;
+            let actions: BTreeSet<String> = Action::ALL.iter().map(|a| a.as_str().to_string()).collect();
+            assert_eq!(js_array("AUDIT_ACTIONS").into_iter().collect::<BTreeSet<_>>(), actions, "app.js AUDIT_ACTIONS");
+
+            // The codes /auth/login and /auth/callback send (literals, and the provider's own error).
+            const SIGNIN_RS: &str = include_str!("signin.rs");
+            let codes: BTreeSet<String> = ["denied", "provider", "refused", "expired", "unavailable"].map(String::from).into();
+            for pat in ["to_page(\"", "failed(\""] {
+                for part in SIGNIN_RS.split(pat).skip(1) {
+                    let code = part.split('"').next().unwrap();
+                    assert!(codes.contains(code), "signin.rs sends the page sign-in error {code:?}, which this list lacks");
+                }
+            }
+            assert!(SIGNIN_RS.contains("{ \"denied\" } else { \"provider\" }"), "the provider's own error maps to denied or provider");
+            assert_eq!(js_array("SIGNIN_ERRORS").into_iter().collect::<BTreeSet<_>>(), codes, "app.js SIGNIN_ERRORS");
+
+            let mut want = BTreeSet::new();
+            want.extend(actions.iter().map(|a| format!("audit.action.{a}")));
+            want.extend(codes.iter().flat_map(|c| [format!("signin.error.{c}"), format!("audit.failed.{c}")]));
+            want.extend(["full", "incremental"].map(|k| format!("audit.d.sync.{k}")));
+            want.extend(["token", "oidc"].map(|v| format!("audit.via.{v}")));
+            let miss = missing(&want);
+            assert!(miss.is_empty(), "audit actions and sign-in errors with no text on the page: {miss:?}");
+        }
+
         #[test]
         fn every_text_the_page_asks_for_exists_in_both_languages() {
             let mut want = BTreeSet::new();

@@ -232,7 +232,13 @@ impl Driver {
             "goog:chromeOptions": {
                 "binary": self.chromium,
                 "args": args,
-                "prefs": {"intl.accept_languages": opts.lang},
+                // Downloads go, without asking, to the profile's own directory
+                // (`Session::downloads`), never to the user's.
+                "prefs": {
+                    "intl.accept_languages": opts.lang,
+                    "download.default_directory": profile.join("downloads"),
+                    "download.prompt_for_download": false,
+                },
             },
         }}});
         let base = self.base();
@@ -525,6 +531,11 @@ impl Session {
         self.post("/window/rect", json!({"width": w, "height": h}))
             .await
             .map(drop)
+    }
+
+    /// Where this session's downloads land.
+    pub fn downloads(&self) -> PathBuf {
+        self.0.profile.join("downloads")
     }
 
     /// Ends the session (chromium quits) and removes its profile dir.
