@@ -1288,3 +1288,84 @@ async fn a_colleague_signed_in_sets_and_clears_their_own_status() {
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.lines().nth(1).unwrap().contains(",marta.lind,admin,oidc,session.revoked,"), "{csv}");
 }
+
+/// Issue 14, the whole way in a real browser against a real OpenID provider
+/// (`oidc-provider`, [`crate::common::oidc`]): Åsa clicks "Sign in with Nordvik ID", signs in on
+/// the provider's own page, lands on "My status", sets lunch with two keys; the operator's page,
+/// open in another window with a token, shows it live; she signs out, at the hub and at the
+/// provider (RP-initiated logout), and is back on the sign-in view with no session left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colleague_signs_in_with_the_identity_provider_sets_lunch_and_signs_out() {
+    use crate::common::oidc::{OidcClient, OidcOptions, OidcPeer};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut peer = None;
+    let mut hub = Hub::configured_with("web-oidc", |port| {
+        let base = format!("http://127.0.0.1:{port}");
+        let mut client = OidcClient::new("presence-hub", "browser-oidc-secret", &format!("{base}/auth/callback"));
+        client.post_logout_redirect_uris = vec![format!("{base}/")];
+        let account = json!({ "sub": "asa", "email": "asa.ostberg@nordvik.se", "name": "Åsa", "oid": "10a7755d-ff8d-5b50-bd78-633734ff90bf", "roles": [] });
+        let p = OidcPeer::start(OidcOptions { clients: vec![client], accounts: vec![account], port: None });
+        let issuer = p.issuer().to_string();
+        peer = Some(p);
+        format!(
+            "\n[http]\npublic_url = \"{base}\"\n[auth.oidc]\nissuer = \"{issuer}\"\nclient_id = \"presence-hub\"\nclient_secret = \"browser-oidc-secret\"\nname = \"Nordvik ID\"\n"
+        )
+    });
+    let peer = peer.expect("the provider started");
+    hub.start().await;
+    let (driver, s) = browser("en-US").await;
+
+    // The operator's console, in its own window, watching Åsa.
+    let op = driver.session(SessionOptions { lang: "en-US".into(), width: 1280, height: 860 }).await.expect("a second window");
+    sign_in(&op, &hub, OPERATOR).await;
+    op.goto(&format!("{}/#/u/asa.ostberg", hub.base())).await.unwrap();
+    op.wait_until("document.querySelector('#d-name')?.textContent === 'Åsa Östberg'", WAIT, "the operator sees Åsa").await.unwrap();
+    assert!(!text(&op, ".d-state .words").await.starts_with("Lunch"));
+
+    // Åsa: the sign-in view offers the provider; its page is the provider's own.
+    s.goto(&format!("{}/", hub.base())).await.unwrap();
+    s.wait_for("#signin-oidc", WAIT).await.unwrap();
+    assert_eq!(text(&s, "#signin-oidc").await, "Sign in with Nordvik ID");
+    click(&s, "#signin-oidc").await;
+    let login = s.wait_for("input[name=login]", WAIT).await.unwrap();
+    assert!(s.url().await.unwrap().starts_with(peer.issuer()), "on the provider's page");
+    login.send_keys("asa.ostberg@nordvik.se").await.unwrap();
+    s.find("input[name=password]").await.unwrap().send_keys("any password").await.unwrap();
+    click(&s, "button.login-submit").await;
+
+    // Back on the hub, signed in by cookie, on My status.
+    s.wait_until("!document.querySelector('#view-me')?.hidden && document.querySelector('#conn')?.dataset.state === 'live'", WAIT, "My status, live")
+        .await
+        .unwrap();
+    assert_eq!(text(&s, "#who").await, "Åsa Östberg (colleague)");
+    assert_eq!(js(&s, "return document.cookie").await, "", "the session cookie is HttpOnly: the page's script cannot read it");
+    assert_no_raw_keys(&s, "My status after sign-in").await;
+
+    // Lunch in two keys; the operator's window shows it live.
+    s.keys("1").await.unwrap();
+    s.wait_until("document.activeElement.id === 'me-save'", WAIT, "lunch picked").await.unwrap();
+    s.keys(keys::ENTER).await.unwrap();
+    s.wait_until("document.querySelector('#me-state .words')?.textContent.startsWith('Lunch')", WAIT, "Åsa sees lunch").await.unwrap();
+    op.wait_until("document.querySelector('.d-state .words')?.textContent.startsWith('Lunch')", WAIT, "the operator sees lunch live").await.unwrap();
+    let c = reqwest::Client::new();
+    let audit: Value = c.get(format!("{}/api/audit?target=asa.ostberg", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let e = &audit["entries"][0];
+    assert_eq!((e["action"].as_str(), e["actor"].as_str(), e["via"].as_str()), (Some("absence.created"), Some("asa.ostberg"), Some("oidc")), "{audit}");
+
+    // Sign out: the hub ends the session, the provider asks to confirm, and sends her back.
+    click(&s, "#signout").await;
+    let yes = s.wait_for("button[name=logout][value=yes]", WAIT).await.unwrap();
+    assert!(s.url().await.unwrap().starts_with(peer.issuer()), "at the provider's sign-out");
+    yes.click().await.unwrap();
+    s.wait_until("!document.querySelector('#view-login')?.hidden && document.querySelector('#signin-oidc')", WAIT, "the sign-in view again")
+        .await
+        .unwrap();
+    assert!(s.url().await.unwrap().starts_with(&hub.base()), "{}", s.url().await.unwrap());
+    let sessions: Value = c.get(format!("{}/api/sessions", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(sessions, json!([]), "no session is left");
+    let out: Value = c.get(format!("{}/api/audit?action=signout", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(out["entries"][0]["actor"], "asa.ostberg");
+    // Signing in again needs the provider's form again: its session ended too.
+    click(&s, "#signin-oidc").await;
+    s.wait_for("input[name=login]", WAIT).await.unwrap();
+}

@@ -103,6 +103,8 @@ const T = {
     'audit.action.signin.failed': 'Sign-in failed', 'audit.action.signout': 'Signed out',
     'audit.action.session.revoked': 'Session ended by an admin', 'audit.action.token.refused': 'Token refused',
     'audit.action.csrf.refused': 'Request refused (CSRF)', 'audit.action.directory.sync': 'Directory sync',
+    'audit.action.provider.restarted': 'Source restarted', 'audit.action.signals.pushed': 'Signals pushed',
+    'audit.d.pushed': '{requests} requests, {signals} signals in the minute from {t}',
     'audit.via.token': 'token', 'audit.via.oidc': 'signed in',
     'audit.d.until': 'until {t}', 'audit.d.from': 'from {t}', 'audit.d.notindir': 'not in the directory',
     'audit.d.claims': 'roles from the provider: {list}', 'audit.d.sync': '{kind} sync: {sources}',
@@ -206,6 +208,8 @@ const T = {
     'audit.action.signin.failed': 'Misslyckad inloggning', 'audit.action.signout': 'Utloggning',
     'audit.action.session.revoked': 'Session avslutad av en administratör', 'audit.action.token.refused': 'Token nekad',
     'audit.action.csrf.refused': 'Begäran nekad (CSRF)', 'audit.action.directory.sync': 'Katalogsynk',
+    'audit.action.provider.restarted': 'Källa omstartad', 'audit.action.signals.pushed': 'Signaler inskickade',
+    'audit.d.pushed': '{requests} anrop, {signals} signaler under minuten från {t}',
     'audit.via.token': 'token', 'audit.via.oidc': 'inloggad',
     'audit.d.until': 'till {t}', 'audit.d.from': 'från {t}', 'audit.d.notindir': 'finns inte i katalogen',
     'audit.d.claims': 'roller från leverantören: {list}', 'audit.d.sync': '{kind} synk: {sources}',
@@ -1238,7 +1242,7 @@ function moreOptions() {
 // Audit log (admins): newest first, filtered by action, actor, target and days, paged with
 // "More"; the same filters download as CSV.
 const AUDIT_ACTIONS = ['absence.created', 'absence.changed', 'absence.cleared', 'signin', 'signin.failed', 'signout',
-  'session.revoked', 'token.refused', 'csrf.refused', 'directory.sync'];
+  'session.revoked', 'token.refused', 'csrf.refused', 'directory.sync', 'provider.restarted', 'signals.pushed'];
 const AUDIT_PAGE = 100;
 const AU = { entries: [], next: null, gen: 0 };
 function fillAuditActions() {
@@ -1363,6 +1367,9 @@ function auditDetail(e) {
     case 'directory.sync':
       out.push(t('audit.d.sync', { kind: word('audit.d.sync.', d.kind), sources: (Array.isArray(d.sources) ? d.sources.join(', ') : '') || '—' }));
       if (d.force) out.push(t('audit.d.force'));
+      break;
+    case 'signals.pushed':
+      out.push(t('audit.d.pushed', { requests: d.requests, signals: d.signals, t: when(Date.parse(d.minute)) }));
       break;
     default: out.push(compact(d));
   }
