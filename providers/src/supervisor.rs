@@ -222,83 +222,84 @@ mod tests {
 
     use super::*;
 
+    /// Runs `test` on a `LocalSet` (providers are local tasks) with a test context named `name`.
+    async fn local<F: std::future::Future<Output = ()>>(name: &str, test: impl FnOnce(ProviderContext, presence_actors::provider::TestHarness) -> F) {
+        let dir = Directory::build(vec![], &NumberPlan::sweden()).expect("empty directory");
+        let (ctx, h) = ProviderContext::for_test(name, dir, "http://127.0.0.1:9");
+        tokio::task::LocalSet::new().run_until(test(ctx, h)).await;
+    }
+
     /// A provider that panics twice, then fails once with an error, then runs: the supervisor
     /// restarts it each time after a growing pause (paused time), marks the feed down and
     /// records why, and stops it at shutdown.
     #[tokio::test(start_paused = true)]
     async fn a_failing_provider_is_restarted_with_back_off() {
-        tokio::task::LocalSet::new()
-            .run_until(async {
-                let dir = Directory::build(vec![], &NumberPlan::sweden()).expect("empty directory");
-                let (ctx, mut h) = ProviderContext::for_test("flaky", dir, "http://127.0.0.1:9");
-                let runs = Rc::new(Cell::new(0u32));
-                let started: Rc<std::cell::RefCell<Vec<tokio::time::Instant>>> = Default::default();
-                let make = {
+        local("flaky", |ctx, mut h| async move {
+            let runs = Rc::new(Cell::new(0u32));
+            let started: Rc<std::cell::RefCell<Vec<tokio::time::Instant>>> = Default::default();
+            let make = {
+                let (runs, started) = (runs.clone(), started.clone());
+                move |ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
                     let (runs, started) = (runs.clone(), started.clone());
-                    move |ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
-                        let (runs, started) = (runs.clone(), started.clone());
-                        Ok(Box::pin(async move {
-                            runs.set(runs.get() + 1);
-                            started.borrow_mut().push(tokio::time::Instant::now());
-                            match runs.get() {
-                                1 | 2 => panic!("run {} broke", runs.get()),
-                                3 => Err(crate::ProviderError::Failed("peer refused".into())),
-                                _ => {
-                                    ctx.sink.set_up(true);
-                                    let mut s = ctx.shutdown.clone();
-                                    s.recv().await;
-                                    Ok(())
-                                }
+                    Ok(Box::pin(async move {
+                        runs.set(runs.get() + 1);
+                        started.borrow_mut().push(tokio::time::Instant::now());
+                        match runs.get() {
+                            1 | 2 => panic!("run {} broke", runs.get()),
+                            3 => Err(crate::ProviderError::Failed("peer refused".into())),
+                            _ => {
+                                ctx.sink.set_up(true);
+                                let mut s = ctx.shutdown.clone();
+                                s.recv().await;
+                                Ok(())
                             }
-                        }))
-                    }
-                };
-                let handle = spawn(make, ctx.clone()).expect("task");
-                // Run 4 brings the feed up.
-                loop {
-                    match tokio::time::timeout(Duration::from_secs(600), h.events.recv()).await.expect("in time").expect("open") {
-                        SinkEvent::Feed(true) => break,
-                        _ => continue,
-                    }
+                        }
+                    }))
                 }
-                assert_eq!(runs.get(), 4);
-                let t = started.borrow().clone();
-                let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
-                // 1 s, 2 s, 4 s nominal, each drawn from its upper half.
-                for (gap, nominal) in gaps.iter().zip([1u64, 2, 4]) {
-                    let n = Duration::from_secs(nominal);
-                    assert!(*gap >= n / 2 && *gap <= n + Duration::from_millis(50), "gap {gap:?} for {n:?}");
+            };
+            let handle = spawn(make, ctx.clone()).expect("task");
+            // Run 4 brings the feed up.
+            loop {
+                match tokio::time::timeout(Duration::from_secs(600), h.events.recv()).await.expect("in time").expect("open") {
+                    SinkEvent::Feed(true) => break,
+                    _ => continue,
                 }
-                let report = h.feed.report();
-                assert_eq!(report.errors, 3);
-                assert!(report.last_error.is_some_and(|e| e.contains("peer refused")));
-                h.trigger.trigger();
-                assert_eq!(stop_all(vec![handle], Duration::from_secs(10)).await, Vec::<String>::new());
-            })
-            .await;
+            }
+            assert_eq!(runs.get(), 4);
+            let t = started.borrow().clone();
+            let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
+            // 1 s, 2 s, 4 s nominal, each drawn from its upper half.
+            for (gap, nominal) in gaps.iter().zip([1u64, 2, 4]) {
+                let n = Duration::from_secs(nominal);
+                assert!(*gap >= n / 2 && *gap <= n + Duration::from_millis(50), "gap {gap:?} for {n:?}");
+            }
+            let report = h.feed.report();
+            assert_eq!(report.errors, 3);
+            assert!(report.last_error.is_some_and(|e| e.contains("peer refused")));
+            h.trigger.trigger();
+            assert_eq!(stop_all(vec![handle], Duration::from_secs(10)).await, Vec::<String>::new());
+        })
+        .await;
     }
 
     /// A provider that ignores shutdown is aborted at the deadline and named.
     #[tokio::test(start_paused = true)]
     async fn a_provider_that_does_not_stop_is_aborted_at_the_deadline() {
-        tokio::task::LocalSet::new()
-            .run_until(async {
-                let dir = Directory::build(vec![], &NumberPlan::sweden()).expect("empty directory");
-                let (ctx, h) = ProviderContext::for_test("stuck", dir, "http://127.0.0.1:9");
-                let make = |_ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
-                    Ok(Box::pin(async {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                        Ok(())
-                    }))
-                };
-                let handle = spawn(make, ctx).expect("task");
-                h.trigger.trigger();
-                let t0 = tokio::time::Instant::now();
-                let aborted = stop_all(vec![handle], Duration::from_secs(10)).await;
-                assert_eq!(aborted, vec!["stuck".to_string()]);
-                assert_eq!(t0.elapsed(), Duration::from_secs(10));
-            })
-            .await;
+        local("stuck", |ctx, h| async move {
+            let make = |_ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
+                Ok(Box::pin(async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(())
+                }))
+            };
+            let handle = spawn(make, ctx).expect("task");
+            h.trigger.trigger();
+            let t0 = tokio::time::Instant::now();
+            let aborted = stop_all(vec![handle], Duration::from_secs(10)).await;
+            assert_eq!(aborted, vec!["stuck".to_string()]);
+            assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        })
+        .await;
     }
 
     /// An admin's restart stops the running task gracefully through its own stop signal (the
@@ -306,41 +307,38 @@ mod tests {
     /// hub's shutdown as usual.
     #[tokio::test(start_paused = true)]
     async fn an_admin_restart_stops_the_run_gracefully_and_starts_a_new_one() {
-        tokio::task::LocalSet::new()
-            .run_until(async {
-                let dir = Directory::build(vec![], &NumberPlan::sweden()).expect("empty directory");
-                let (ctx, h) = ProviderContext::for_test("graph", dir, "http://127.0.0.1:9");
-                let log: Rc<std::cell::RefCell<Vec<String>>> = Default::default();
-                let make = {
+        local("graph", |ctx, h| async move {
+            let log: Rc<std::cell::RefCell<Vec<String>>> = Default::default();
+            let make = {
+                let log = log.clone();
+                move |ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
                     let log = log.clone();
-                    move |ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
-                        let log = log.clone();
-                        Ok(Box::pin(async move {
-                            let n = log.borrow().iter().filter(|l| l.starts_with("start")).count() + 1;
-                            log.borrow_mut().push(format!("start {n}"));
-                            let mut s = ctx.shutdown.clone();
-                            s.recv().await;
-                            // The graceful stop (delete subscriptions…) takes a moment.
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            log.borrow_mut().push(format!("stopped {n}"));
-                            Ok(())
-                        }))
-                    }
-                };
-                let handle = spawn(make, ctx.clone()).expect("task");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                let t0 = tokio::time::Instant::now();
-                assert!(handle.restarter().restart());
-                while log.borrow().len() < 3 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok(Box::pin(async move {
+                        let n = log.borrow().iter().filter(|l| l.starts_with("start")).count() + 1;
+                        log.borrow_mut().push(format!("start {n}"));
+                        let mut s = ctx.shutdown.clone();
+                        s.recv().await;
+                        // The graceful stop (delete subscriptions…) takes a moment.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        log.borrow_mut().push(format!("stopped {n}"));
+                        Ok(())
+                    }))
                 }
-                assert_eq!(*log.borrow(), ["start 1", "stopped 1", "start 2"]);
-                assert!(t0.elapsed() < Duration::from_secs(2), "no back-off pause after an admin's restart: {:?}", t0.elapsed());
-                assert!(!ctx.shutdown.is_shutdown(), "the hub's shutdown is not triggered by a restart");
-                h.trigger.trigger();
-                assert!(stop_all(vec![handle], Duration::from_secs(10)).await.is_empty());
-                assert_eq!(log.borrow().last().map(String::as_str), Some("stopped 2"));
-            })
-            .await;
+            };
+            let handle = spawn(make, ctx.clone()).expect("task");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let t0 = tokio::time::Instant::now();
+            assert!(handle.restarter().restart());
+            while log.borrow().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(*log.borrow(), ["start 1", "stopped 1", "start 2"]);
+            assert!(t0.elapsed() < Duration::from_secs(2), "no back-off pause after an admin's restart: {:?}", t0.elapsed());
+            assert!(!ctx.shutdown.is_shutdown(), "the hub's shutdown is not triggered by a restart");
+            h.trigger.trigger();
+            assert!(stop_all(vec![handle], Duration::from_secs(10)).await.is_empty());
+            assert_eq!(log.borrow().last().map(String::as_str), Some("stopped 2"));
+        })
+        .await;
     }
 }
