@@ -65,11 +65,13 @@ pub enum Action {
     ProviderRestarted,
     /// An integration pushed signals (one entry per caller and minute, with the counts).
     SignalsPushed,
+    /// The configuration file was reloaded (or a reload was refused: `detail.error`).
+    ConfigReloaded,
 }
 
 impl Action {
     /// Every action, for the API's documentation and tests.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::AbsenceCreated,
         Action::AbsenceChanged,
         Action::AbsenceCleared,
@@ -82,6 +84,7 @@ impl Action {
         Action::DirectorySync,
         Action::ProviderRestarted,
         Action::SignalsPushed,
+        Action::ConfigReloaded,
     ];
 
     /// Wire name.
@@ -99,6 +102,7 @@ impl Action {
             Action::DirectorySync => "directory.sync",
             Action::ProviderRestarted => "provider.restarted",
             Action::SignalsPushed => "signals.pushed",
+            Action::ConfigReloaded => "config.reloaded",
         }
     }
 }

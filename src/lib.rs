@@ -11,6 +11,7 @@
 //! - [`tokens`]: roles, callers and bearer tokens (the HTTP extractors are in [`http::auth`]).
 //! - [`signin`]: OpenID Connect sign-in and the sessions that follow (`[auth.oidc]`).
 //! - [`audit`]: the audit log (every write and security event).
+//! - [`reload`]: reloading the configuration file while running (SIGHUP, `POST /api/config/reload`).
 //! - [`store`]: the embedded SQLite store (directory, absences, cursors, snapshot).
 //! - [`http`]: the JSON API, streams and operations endpoints ([`http::configure`]).
 //! - [`sip_server`]: the hub's SIP presence server (`[sip]`): PUBLISH in, NOTIFY out.
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod reload;
 pub mod signin;
 pub mod sip_server;
 pub mod store;
@@ -95,6 +97,9 @@ pub struct RunOptions {
     pub sip_any_port_when_taken: bool,
     /// Called once the hub serves, with the addresses it serves on (the demo prints its banner).
     pub on_ready: Option<OnReady>,
+    /// The configuration file the hub was started with, for reloads (SIGHUP,
+    /// `POST /api/config/reload`); `None` in the demo.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// Where the hub serves, once it does.
@@ -274,7 +279,10 @@ pub async fn run(
     let sessions = Arc::new(signin::sessions::Sessions::load(store.clone(), idle_minutes, now_ms())?);
     let workers = config.http.workers.unwrap_or(2).clamp(1, 64);
     let restarters = providers.iter().map(|p: &presence_providers::supervisor::ProviderHandle| (p.name().to_string(), p.restarter())).collect();
+    // The text the running configuration came from, to tell what a reload changes.
+    let config_text = opts.config_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
     let state = web::Data::new(AppState {
+        config_file: opts.config_file.clone().map(|p| (p, std::sync::Mutex::new(config_text.unwrap_or_default()))),
         restarters,
         signin,
         sessions,
@@ -283,7 +291,7 @@ pub async fn run(
         sync,
         hub: hub.clone(),
         store: store.clone(),
-        tokens,
+        tokens: std::sync::RwLock::new(tokens),
         config: Arc::new(config.clone()),
         ready: Default::default(),
         demo: opts.demo,
@@ -339,10 +347,14 @@ pub async fn run(
         "presence-hub is ready."
     );
     let server_task = actix_web::rt::spawn(server);
+    #[cfg(unix)]
+    let reloader = actix_web::rt::spawn(reload_on_sighup(state.clone()));
     if let (Some(on_ready), Some(http)) = (&opts.on_ready, addr) {
         (on_ready.0)(&Serving { http, sip: sip_server.as_ref().map(|s| s.local) });
     }
     shutdown.await;
+    #[cfg(unix)]
+    reloader.abort();
     info!("Shutting down.");
     trigger.trigger();
     // Providers finish their graceful stop (each within the deadline) while the HTTP server
@@ -404,6 +416,19 @@ pub(crate) async fn restore(hub: &Hub, store: &Store) -> Result<(), RunError> {
     hub.restore(views, absences).await;
     release_free_memory();
     Ok(())
+}
+
+/// Reloads the configuration file at each SIGHUP (see [`reload`]), as `systemctl reload` does.
+#[cfg(unix)]
+async fn reload_on_sighup(state: web::Data<AppState>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("Cannot listen for SIGHUP; reload with POST /api/config/reload instead.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let system = tokens::Caller::token("system", Role::Admin);
+        let _ = http::admin::reload_config(&state, &system, None, "signal").await;
+    }
 }
 
 /// How long ended absences stay in the store (for "who was away yesterday" questions).

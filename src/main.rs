@@ -276,10 +276,10 @@ fn real_main() -> Result<()> {
         opts.on_ready = Some(presence_hub::OnReady(std::sync::Arc::new(move |serving| demo::print_banner(&banner, serving))));
         (c, opts, Some(p))
     } else {
-        (cfg, RunOptions::default(), None)
+        (cfg, RunOptions { config_file: cli.config.clone(), ..RunOptions::default() }, None)
     };
     #[cfg(not(feature = "demo"))]
-    let opts = RunOptions::default();
+    let opts = RunOptions { config_file: cli.config.clone(), ..RunOptions::default() };
     if !is_demo {
         let h = cfg.http.scheme();
         println!("presence-hub listening on {h}://{addr}/");

@@ -527,3 +527,78 @@ fn a_token_cannot_have_the_self_role() {
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("self role"), "{e}");
 }
+
+/// Issue 14: the configuration is reloaded at SIGHUP (as `systemctl reload` sends it) and by
+/// `POST /api/config/reload`: a new token works at once, an invalid file changes nothing and
+/// says why, sections that need a restart are named, and every reload is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_reloads_tokens_at_sighup_and_names_what_needs_a_restart() {
+    let dir = temp_dir("reload");
+    let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/directory/demo.csv");
+    let token = |name: &str, role: &str, t: &str| format!("[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n", presence_hub::tokens::hash_token(t));
+    let base_text = format!("data_dir = {:?}\n[directory]\nimport = {csv:?}\n[web]\ntitle = \"Växel\"\n{}", dir.join("data"), token("admin", "admin", ADMIN));
+    let config = dir.join("hub.toml");
+    std::fs::write(&config, &base_text).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_presence-hub"))
+        .args(["--config", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = client();
+    let t0 = std::time::Instant::now();
+    while !c.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the hub did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = |t: &'static str| {
+        let c = c.clone();
+        let url = format!("{base}/api/users?limit=1");
+        async move { c.get(url).bearer_auth(t).send().await.unwrap().status() }
+    };
+    assert_eq!(status(VIEWER).await, 401);
+
+    // A new token, then SIGHUP.
+    std::fs::write(&config, format!("{base_text}{}", token("crm", "viewer", VIEWER))).unwrap();
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let t0 = std::time::Instant::now();
+    while status(VIEWER).await != 200 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "the new token never worked");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // An invalid file: 422 with the reason; the running configuration stays.
+    std::fs::write(&config, format!("{base_text}[hub]\nshards = 0\n")).unwrap();
+    let r = c.post(format!("{base}/api/config/reload")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("hub.shards"), "{v}");
+    assert_eq!(status(VIEWER).await, 200);
+
+    // The crm token revoked and the title changed: the first now, the second at restart.
+    std::fs::write(&config, base_text.replace("Växel", "Reception")).unwrap();
+    let r = c.post(format!("{base}/api/config/reload")).bearer_auth(ADMIN).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({ "applied": ["tokens"], "restart_needed": ["web"] }));
+    assert_eq!(status(VIEWER).await, 401, "the revoked token is refused at once");
+    let r = c.post(format!("{base}/api/config/reload")).bearer_auth(VIEWER).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    let v: Value = c.get(format!("{base}/api/audit?action=config.reloaded")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let e = v["entries"].as_array().unwrap();
+    let seen: Vec<_> = e.iter().map(|e| (e["actor"].as_str().unwrap(), e["via"].as_str().unwrap(), e["detail"]["error"].is_string())).collect();
+    assert_eq!(seen, [("admin", "token", false), ("admin", "token", true), ("system", "signal", false)], "{v}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The demo has no configuration file to reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_a_config_file_has_nothing_to_reload() {
+    let s = start(test_config(temp_dir("reload-none")));
+    let (st, v) = send(&client(), reqwest::Method::POST, &s, "/api/config/reload", Some(ADMIN), None).await;
+    assert_eq!(st, 409, "{v}");
+    assert_error_body(&v);
+}

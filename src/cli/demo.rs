@@ -127,6 +127,7 @@ pub fn run_options() -> RunOptions {
         // Several demos (or a demo beside a PBX) on one machine: 5060 when it is free.
         sip_any_port_when_taken: true,
         on_ready: None,
+        config_file: None,
     }
 }
 

@@ -103,6 +103,48 @@ pub async fn restart_provider(super::auth::Admin(caller): super::auth::Admin, re
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "provider": name, "restarting": true })))
 }
 
+/// `POST /api/config/reload` (admin): re-reads the configuration file (see [`crate::reload`]):
+/// 200 with what was applied and what needs a restart; 422 for an invalid file (nothing
+/// changes); 409 in the demo. Audited either way.
+pub async fn reload(super::auth::Admin(caller): super::auth::Admin, req: HttpRequest, state: Data) -> Result<HttpResponse, AppError> {
+    let report = reload_config(&state, &caller, super::auth::client_ip(&req), caller.via_str()).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Reloads the configuration for `caller` (an admin, or the hub itself at SIGHUP) and records
+/// it in the audit log.
+pub async fn reload_config(state: &AppState, caller: &Caller, ip: Option<String>, via: &str) -> Result<crate::reload::ReloadReport, AppError> {
+    let Some((path, running)) = &state.config_file else {
+        return Err(AppError::Conflict(crate::reload::ReloadError::NoFile.to_string()));
+    };
+    let current = running.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (p, c) = (path.clone(), current);
+    let prepared = web::block(move || crate::reload::prepare(&p, &c)).await.map_err(|e| AppError::Internal(e.to_string()))?;
+    let mut entry = crate::audit::entry(caller, crate::audit::Action::ConfigReloaded, None, serde_json::Value::Null, ip);
+    entry.via = via.to_string();
+    let result = match prepared {
+        Ok((tokens, text, report)) => {
+            if let Some(t) = tokens {
+                if state.demo_tokens.is_empty() {
+                    *state.tokens.write().unwrap_or_else(|e| e.into_inner()) = t;
+                }
+            }
+            *running.lock().unwrap_or_else(|e| e.into_inner()) = text;
+            entry.detail = Some(serde_json::json!({ "applied": report.applied, "restart_needed": report.restart_needed }).to_string());
+            tracing::info!(applied = ?report.applied, restart_needed = ?report.restart_needed, by = %caller.actor(), "Configuration reloaded.");
+            Ok(report)
+        }
+        Err(e) => {
+            entry.detail = Some(serde_json::json!({ "error": e.to_string() }).to_string());
+            tracing::warn!(error = %e, by = %caller.actor(), "Configuration reload refused.");
+            Err(AppError::Unprocessable(e.to_string()))
+        }
+    };
+    let store = state.store.clone();
+    web::block(move || store.append_audit(&entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    result
+}
+
 /// `GET /api/directory/sources` (admin): every directory source's state, last pass
 /// (time, kind, duration, added / changed / removed / unchanged) and recent errors.
 pub async fn directory_sources(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {

@@ -123,7 +123,8 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, AppError> {
         AppError::Unauthorized(m.to_string())
     };
     if let Some(token) = token_of(req) {
-        return state.tokens.check(&token).cloned().ok_or_else(|| {
+        let found = state.tokens.read().unwrap_or_else(|e| e.into_inner()).check(&token).cloned();
+        return found.ok_or_else(|| {
             let detail = serde_json::json!({ "path": req.path(), "reason": "unknown token" });
             refuse(state, crate::audit::anonymous(crate::audit::Action::TokenRefused, "token", detail, client_ip(req)));
             fail("the token is not valid")

@@ -34,8 +34,11 @@ pub struct AppState {
     pub hub: Hub,
     /// The embedded store.
     pub store: Store,
-    /// API tokens.
-    pub tokens: Tokens,
+    /// API tokens (replaced when a reload changes `[[tokens]]`).
+    pub tokens: std::sync::RwLock<Tokens>,
+    /// The configuration file and the text the running configuration came from (`None` in the
+    /// demo), for reloads.
+    pub config_file: Option<(std::path::PathBuf, std::sync::Mutex<String>)>,
     /// The configuration in force.
     pub config: Arc<Config>,
     /// Set once start-up (restore, providers) is complete.
@@ -102,6 +105,7 @@ pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfi
                     .route("/signals", aw::post().to(api::push_signals))
                     .route("/providers", aw::get().to(admin::providers))
                     .route("/providers/{name}/restart", aw::post().to(admin::restart_provider))
+                    .route("/config/reload", aw::post().to(admin::reload))
                     .route("/directory/sources", aw::get().to(admin::directory_sources))
                     .route("/directory/sync", aw::post().to(admin::directory_sync))
                     .route("/stats", aw::get().to(admin::stats))

@@ -104,6 +104,8 @@ const T = {
     'audit.action.session.revoked': 'Session ended by an admin', 'audit.action.token.refused': 'Token refused',
     'audit.action.csrf.refused': 'Request refused (CSRF)', 'audit.action.directory.sync': 'Directory sync',
     'audit.action.provider.restarted': 'Source restarted', 'audit.action.signals.pushed': 'Signals pushed',
+    'audit.action.config.reloaded': 'Configuration reloaded', 'audit.d.applied': 'in force: {list}',
+    'audit.d.restart': 'after a restart: {list}', 'audit.d.refused': 'refused: {why}',
     'audit.d.pushed': '{requests} requests, {signals} signals in the minute from {t}',
     'audit.via.token': 'token', 'audit.via.oidc': 'signed in',
     'audit.d.until': 'until {t}', 'audit.d.from': 'from {t}', 'audit.d.notindir': 'not in the directory',
@@ -209,6 +211,8 @@ const T = {
     'audit.action.session.revoked': 'Session avslutad av en administratör', 'audit.action.token.refused': 'Token nekad',
     'audit.action.csrf.refused': 'Begäran nekad (CSRF)', 'audit.action.directory.sync': 'Katalogsynk',
     'audit.action.provider.restarted': 'Källa omstartad', 'audit.action.signals.pushed': 'Signaler inskickade',
+    'audit.action.config.reloaded': 'Konfiguration omläst', 'audit.d.applied': 'gäller nu: {list}',
+    'audit.d.restart': 'efter omstart: {list}', 'audit.d.refused': 'nekad: {why}',
     'audit.d.pushed': '{requests} anrop, {signals} signaler under minuten från {t}',
     'audit.via.token': 'token', 'audit.via.oidc': 'inloggad',
     'audit.d.until': 'till {t}', 'audit.d.from': 'från {t}', 'audit.d.notindir': 'finns inte i katalogen',
@@ -1242,7 +1246,7 @@ function moreOptions() {
 // Audit log (admins): newest first, filtered by action, actor, target and days, paged with
 // "More"; the same filters download as CSV.
 const AUDIT_ACTIONS = ['absence.created', 'absence.changed', 'absence.cleared', 'signin', 'signin.failed', 'signout',
-  'session.revoked', 'token.refused', 'csrf.refused', 'directory.sync', 'provider.restarted', 'signals.pushed'];
+  'session.revoked', 'token.refused', 'csrf.refused', 'directory.sync', 'provider.restarted', 'config.reloaded', 'signals.pushed'];
 const AUDIT_PAGE = 100;
 const AU = { entries: [], next: null, gen: 0 };
 function fillAuditActions() {
@@ -1367,6 +1371,11 @@ function auditDetail(e) {
     case 'directory.sync':
       out.push(t('audit.d.sync', { kind: word('audit.d.sync.', d.kind), sources: (Array.isArray(d.sources) ? d.sources.join(', ') : '') || '—' }));
       if (d.force) out.push(t('audit.d.force'));
+      break;
+    case 'config.reloaded':
+      if (d.error) out.push(t('audit.d.refused', { why: d.error }));
+      if (Array.isArray(d.applied) && d.applied.length) out.push(t('audit.d.applied', { list: d.applied.join(', ') }));
+      if (Array.isArray(d.restart_needed) && d.restart_needed.length) out.push(t('audit.d.restart', { list: d.restart_needed.join(', ') }));
       break;
     case 'signals.pushed':
       out.push(t('audit.d.pushed', { requests: d.requests, signals: d.signals, t: when(Date.parse(d.minute)) }));
