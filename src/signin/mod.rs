@@ -184,8 +184,21 @@ impl OidcConfig {
             return Ok(s.clone());
         }
         let path = self.client_secret_file.as_ref().ok_or("no client secret")?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(path) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{:o}", m.permissions().mode() & 0o777), "The OpenID client secret file can be read by others; make it 0600.");
+                }
+            }
+        }
         let s = std::fs::read_to_string(path).map_err(|e| format!("auth.oidc.client_secret_file {}: {e}", path.display()))?;
-        Ok(s.trim().to_string())
+        let s = s.trim().to_string();
+        if s.is_empty() {
+            return Err(format!("auth.oidc.client_secret_file {} is empty", path.display()));
+        }
+        Ok(s)
     }
 }
 
