@@ -252,13 +252,17 @@ pub struct PendingLogins {
 }
 
 impl PendingLogins {
-    /// Starts one: its `state`, or `None` when [`MAX_PENDING`] unexpired ones are waiting.
+    /// Starts one and returns its `state`. With [`MAX_PENDING`] unexpired ones waiting, the
+    /// oldest is dropped: a flood of `/auth/login` costs the flood's own oldest sign-ins, and
+    /// never blocks sign-in for everyone.
     pub fn start(&self, return_to: &str) -> Option<(String, Pending)> {
         let mut m = self.by_state.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= MAX_PENDING {
             m.retain(|_, p| p.started.elapsed() < PENDING_TTL);
             if m.len() >= MAX_PENDING {
-                return None;
+                if let Some(oldest) = m.iter().min_by_key(|(_, p)| p.started).map(|(k, _)| k.clone()) {
+                    m.remove(&oldest);
+                }
             }
         }
         let p = Pending { nonce: random_b64(16), verifier: random_b64(32), return_to: return_to.to_string(), started: Instant::now() };
@@ -387,6 +391,11 @@ mod tests {
             assert_eq!(safe_return_to(Some(bad)), "/", "{bad}");
         }
         let p = PendingLogins::default();
+        let (first, _) = p.start("/").unwrap();
+        for _ in 0..MAX_PENDING {
+            p.start("/").unwrap();
+        }
+        assert!(p.take(&first).is_none(), "the oldest gave way when the table was full");
         let (state, pending) = p.start("/").unwrap();
         assert_eq!(p.take(&state).unwrap().nonce, pending.nonce);
         assert!(p.take(&state).is_none(), "a state is used once");
