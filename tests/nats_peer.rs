@@ -58,12 +58,12 @@ fn three_nodes_form_one_jetstream_cluster_with_one_meta_leader() {
     let t0 = Instant::now();
     let mut c = NatsCluster::start(3);
     eprintln!("3-node NATS cluster ready in {:?}", t0.elapsed());
-    assert_eq!(c.urls().len(), 3);
     let urls = c.urls();
-    for i in 0..3 {
+    assert_eq!(urls.len(), 3);
+    for (i, url) in urls.iter().enumerate() {
         assert!(c.is_running(i));
-        assert_eq!(urls[i], c.url(i));
-        assert!(urls[i].starts_with("nats://127.0.0.1:"), "{}", urls[i]);
+        assert_eq!(*url, c.url(i));
+        assert!(url.starts_with("nats://127.0.0.1:"), "{url}");
         let (status, body) = c.monitor_get(i, "/healthz?js-enabled-only=true").expect("healthz answers");
         assert_eq!(status, 200, "{} healthz: {body}", c.name(i));
         let varz = c.varz(i).unwrap();
