@@ -3,7 +3,7 @@
 # It installs what the tests need on a fresh Debian machine, then runs the whole workspace's
 # tests (unit, table-driven policy, parser fuzz, HTTP/WebSocket/SSE end-to-end, crash test,
 # the web console in headless Chromium, SIP against Kamailio and sipp, the LDAP directory source
-# against slapd, the OpenID provider peer), then builds the production configuration
+# against slapd, the OpenID provider peer, the NATS JetStream cluster peer), then builds the production configuration
 # (--no-default-features) and checks it has no simulators, and, when ../shared/checks/contract is
 # present, runs the API contract check on a release build.
 set -euo pipefail
@@ -32,9 +32,18 @@ command -v ldapsearch >/dev/null 2>&1 || need+=(ldap-utils)
 # oidc-provider on Node.js (20.12 or later), started by the tests on a loopback port.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The NATS JetStream cluster peer (tests/common/nats.rs, tests/nats_peer.rs): Debian's nats-server
+# (2.9), three of them started by the tests on loopback ports with generated configs. The packaged
+# service (127.0.0.1:4222, no JetStream) is not used; when this script installs the package it
+# stops and disables that service again where systemd runs it.
+nats_new=false
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || { need+=(nats-server); nats_new=true; }
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    if $nats_new && [ -d /run/systemd/system ]; then
+      systemctl disable --now nats-server.service >/dev/null 2>&1 || true
+    fi
   else
     echo "test.sh: please install: ${need[*]} (apt-get install ${need[*]})" >&2; exit 1
   fi

@@ -18,6 +18,7 @@ mod kamailio_peer;
 mod ldap;
 mod login;
 mod mbn;
+mod nats_peer;
 mod o2g;
 mod oidc_peer;
 mod operator;

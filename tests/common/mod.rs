@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kamailio;
+pub mod nats;
 pub mod oidc;
 
 use std::net::SocketAddr;
