@@ -881,25 +881,8 @@ async fn an_admin_reads_filters_pages_and_downloads_the_audit_log() {
         let r = c.get(format!("{}/api/me", hub.base())).bearer_auth(format!("not-a-token-{i}")).send().await.unwrap();
         assert_eq!(r.status(), 401);
     }
-    let r = c
-        .post(format!("{}/api/users/marta.lind/absences", hub.base()))
-        .bearer_auth("demo-operator")
-        .json(&json!({ "reason": "sick", "text": "Hemma med feber" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let created: Value = r.json().await.unwrap();
-    let aid = created["absence"]["id"].as_str().unwrap().to_string();
-    let r = c
-        .put(format!("{}/api/users/marta.lind/absences/{aid}", hub.base()))
-        .bearer_auth("demo-operator")
-        .json(&json!({ "reason": "course", "text": "Kurs i Göteborg" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    // Refusals are written in the background: wait for all of them.
+    // Refusals are written in the background: wait for all of them, so the
+    // absence's entries come after them.
     let t0 = Instant::now();
     loop {
         let page: Value = c
@@ -918,6 +901,24 @@ async fn an_admin_reads_filters_pages_and_downloads_the_audit_log() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let r = c
+        .post(format!("{}/api/users/marta.lind/absences", hub.base()))
+        .bearer_auth("demo-operator")
+        .json(&json!({ "reason": "sick", "text": "Hemma med feber" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let aid = created["absence"]["id"].as_str().unwrap().to_string();
+    let r = c
+        .put(format!("{}/api/users/marta.lind/absences/{aid}", hub.base()))
+        .bearer_auth("demo-operator")
+        .json(&json!({ "reason": "course", "text": "Kurs i Göteborg" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let (_driver, s) = browser("en-US").await;
     // The demo has no identity provider: the sign-in view offers tokens only.
     s.goto(&format!("{}/", hub.base())).await.unwrap();
@@ -1160,7 +1161,15 @@ async fn a_colleague_signed_in_sets_and_clears_their_own_status() {
     s.wait_until(&format!("document.querySelectorAll('#me-absences .absence').length === 1 && !document.querySelector(\"#me-absences [data-absence='{lunch}']\")"), WAIT, "lunch cleared")
         .await
         .unwrap();
-    let audit: Value = c.get(format!("{}/api/audit?action=csrf.refused", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    // The refusal is written in the background.
+    let t0 = Instant::now();
+    let audit = loop {
+        let v: Value = c.get(format!("{}/api/audit?action=csrf.refused", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+        if !v["entries"].as_array().unwrap().is_empty() || t0.elapsed() > WAIT {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "one refusal, then the retry: {audit}");
     assert_eq!(audit["entries"][0]["detail"]["reason"], "wrong CSRF token");
     let audit: Value = c.get(format!("{}/api/audit?action=absence.cleared", hub.base())).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
