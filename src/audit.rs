@@ -190,7 +190,7 @@ impl Audit {
         };
         for p in due {
             let mut r = p.first;
-            r.detail = Some(serde_json::json!({ "requests": p.requests, "signals": p.signals, "minute": crate::audit::minute_text(p.minute) }).to_string());
+            r.detail = Some(serde_json::json!({ "requests": p.requests, "signals": p.signals, "minute": presence_actors::model::rfc3339(p.minute * 60_000) }).to_string());
             if let Err(e) = self.store.append_audit(&r) {
                 tracing::warn!(error = %e, "Could not write a pushed-signals audit entry.");
             }
@@ -226,11 +226,6 @@ impl Audit {
             tracing::error!(action = %action, "Could not write an audit entry.");
         }
     }
-}
-
-/// The minute (since the epoch) as RFC 3339.
-fn minute_text(minute: i64) -> String {
-    jiff::Timestamp::from_millisecond(minute * 60_000).map(|t| t.to_string()).unwrap_or_default()
 }
 
 /// Deletes entries older than `retention_days` (blocking; the hub runs it hourly).

@@ -876,12 +876,23 @@ fn collect_absences(
     stmt: &mut rusqlite::Statement<'_>,
     params: impl rusqlite::Params,
 ) -> Result<Vec<StoredAbsence>, StoreError> {
+    collect_rows(stmt, params, "absences", absence_from_row)
+}
+
+/// Every row of `stmt` read with `read`; an unreadable row (its column 0 is its rowid) is
+/// skipped with a warning naming `table`.
+fn collect_rows<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    table: &'static str,
+    read: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        match absence_from_row(row) {
+        match read(row) {
             Ok(a) => out.push(a),
-            Err(e) => skip_row("absences", row, &e),
+            Err(e) => skip_row(table, row, &e),
         }
     }
     Ok(out)

@@ -98,7 +98,7 @@ pub async fn restart_provider(super::auth::Admin(caller): super::auth::Admin, re
     }
     let entry = crate::audit::entry(&caller, crate::audit::Action::ProviderRestarted, Some(&name), serde_json::Value::Null, super::auth::client_ip(&req));
     let store = state.store.clone();
-    web::block(move || store.append_audit(&entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    super::blocking(move || store.append_audit(&entry)).await?;
     tracing::info!(provider = %name, by = %caller.actor(), "Provider restart requested.");
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "provider": name, "restarting": true })))
 }
@@ -141,7 +141,7 @@ pub async fn reload_config(state: &AppState, caller: &Caller, ip: Option<String>
         }
     };
     let store = state.store.clone();
-    web::block(move || store.append_audit(&entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    super::blocking(move || store.append_audit(&entry)).await?;
     result
 }
 
@@ -189,7 +189,7 @@ pub async fn directory_sync(super::auth::Admin(caller): super::auth::Admin, req:
     let detail = serde_json::json!({ "sources": started, "kind": if full { "full" } else { "incremental" }, "force": sync_req.force });
     let entry = crate::audit::entry(&caller, crate::audit::Action::DirectorySync, None, detail, super::auth::client_ip(&req));
     let store = state.store.clone();
-    web::block(move || store.append_audit(&entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    super::blocking(move || store.append_audit(&entry)).await?;
     tracing::info!(by = %caller.actor(), sources = ?started, full, force = sync_req.force, "Directory sync requested.");
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "started": started, "kind": if full { "full" } else { "incremental" }, "force": sync_req.force })))
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::AppError;
-use super::AppState;
+use super::{blocking, AppState};
 use super::auth::{client_ip, AbsenceWriter, Admin, Caller, Role};
 use crate::audit::{self, Action};
 use crate::store::StoredAbsence;
@@ -300,9 +300,6 @@ fn new_id() -> String {
     format!("{:016x}{:04x}", h.finish(), COUNTER.load(Ordering::Relaxed) & 0xffff)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static) -> Result<T, AppError> {
-    web::block(f).await.map_err(|e| AppError::Internal(format!("store task: {e}")))?.map_err(AppError::from)
-}
 
 /// `GET /api/users/{id}/absences`: current and scheduled absences.
 pub async fn list_absences(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, AppError> {

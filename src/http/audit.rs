@@ -8,6 +8,8 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use presence_actors::model::rfc3339;
+
 use super::auth::Admin;
 use super::error::AppError;
 use super::AppState;
@@ -68,14 +70,10 @@ fn query(p: &AuditParams, limit: usize) -> Result<AuditQuery, AppError> {
     })
 }
 
-fn rfc(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
-}
-
 fn row_json(r: &AuditRow) -> serde_json::Value {
     serde_json::json!({
         "seq": r.seq,
-        "at": rfc(r.record.at),
+        "at": rfc3339(r.record.at),
         "actor": r.record.actor,
         "role": r.record.role,
         "via": r.record.via,
@@ -94,7 +92,7 @@ pub async fn list(state: Data, _admin: Admin, p: web::Query<AuditParams>) -> Res
     }
     let q = query(&p, limit)?;
     let store = state.store.clone();
-    let rows = web::block(move || store.audit(&q)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    let rows = super::blocking(move || store.audit(&q)).await?;
     let next = (rows.len() == limit).then(|| rows.last().map(|r| r.seq)).flatten();
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(serde_json::json!({
         "entries": rows.iter().map(row_json).collect::<Vec<_>>(),
@@ -118,7 +116,7 @@ fn csv_line(r: &AuditRow) -> String {
     format!(
         "{},{},{},{},{},{},{},{},{}\r\n",
         r.seq,
-        rfc(r.record.at),
+        rfc3339(r.record.at),
         csv_field(&r.record.actor),
         f(&r.record.role),
         csv_field(&r.record.via),

@@ -64,6 +64,11 @@ pub struct AppState {
     pub audit: Arc<crate::audit::Audit>,
 }
 
+/// Runs a store call off the async threads; a failure is the store's (500) or the pool's.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static) -> Result<T, error::AppError> {
+    aw::block(f).await.map_err(|e| error::AppError::Internal(format!("store task: {e}")))?.map_err(error::AppError::from)
+}
+
 /// Registers every route.
 pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfig) {
     move |cfg: &mut aw::ServiceConfig| {

@@ -17,7 +17,7 @@
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use presence_actors::model::now_ms;
+use presence_actors::model::{now_ms, rfc3339};
 use serde::Deserialize;
 
 use super::auth::{client_ip, cookie, secure_cookies, session_cookie_name, Admin, Caller, Role};
@@ -183,7 +183,7 @@ pub async fn callback(state: Data, req: HttpRequest, q: web::Query<CallbackQuery
     let entry = audit::entry(&caller, Action::SignIn, Some(&stored.id), detail, ip);
     let sessions = state.sessions.clone();
     let session_id = stored.id.clone();
-    web::block(move || sessions.create(stored, role, &entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    super::blocking(move || sessions.create(stored, role, &entry)).await?;
     tracing::info!(session = %session_id, person = ?caller.person, role = role.as_str(), "Signed in.");
     let c = Cookie::build(session_cookie_name(&state), secret)
         .path("/")
@@ -215,7 +215,7 @@ pub async fn logout(state: Data, req: HttpRequest, caller: Caller) -> Result<Htt
     let session = state.sessions.by_id(id);
     let entry = audit::entry(&caller, Action::SignOut, Some(id), serde_json::Value::Null, client_ip(&req));
     let (sessions, sid) = (state.sessions.clone(), id.clone());
-    web::block(move || sessions.end(&sid, &entry)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+    super::blocking(move || sessions.end(&sid, &entry)).await?;
     // RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2), when offered.
     let mut end_session_url = None;
     if let (Some(s), Some(session)) = (&state.signin, session) {
@@ -247,7 +247,6 @@ pub async fn me(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {
         Via::Session(id) => state.sessions.by_id(id),
         Via::Token => None,
     };
-    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).ok();
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(serde_json::json!({
         "name": caller.name,
         "role": caller.role,
@@ -257,15 +256,14 @@ pub async fn me(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {
         "csrf_token": session.as_ref().map(|s| s.stored.csrf.clone()),
         "session": session.as_ref().map(|s| serde_json::json!({
             "id": s.stored.id,
-            "created_at": rfc(s.stored.created_at),
-            "expires_at": rfc(s.stored.expires_at),
+            "created_at": rfc3339(s.stored.created_at),
+            "expires_at": rfc3339(s.stored.expires_at),
         })),
     })))
 }
 
 /// `GET /api/sessions` (admin): the live sessions, newest first.
 pub async fn sessions(state: Data, _admin: Admin) -> Result<HttpResponse, AppError> {
-    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).ok();
     let out: Vec<_> = state
         .sessions
         .list()
@@ -277,9 +275,9 @@ pub async fn sessions(state: Data, _admin: Admin) -> Result<HttpResponse, AppErr
                 "person": s.stored.person,
                 "role": s.role,
                 "via": s.stored.method,
-                "created_at": rfc(s.stored.created_at),
-                "last_seen": rfc(s.last_seen()),
-                "expires_at": rfc(s.stored.expires_at),
+                "created_at": rfc3339(s.stored.created_at),
+                "last_seen": rfc3339(s.last_seen()),
+                "expires_at": rfc3339(s.stored.expires_at),
                 "ip": s.stored.ip,
                 "user_agent": s.stored.user_agent,
             })
@@ -297,7 +295,7 @@ pub async fn revoke(state: Data, req: HttpRequest, Admin(caller): Admin, id: web
     let entry = audit::entry(&caller, Action::SessionRevoked, Some(&id), detail, client_ip(&req));
     let sessions = state.sessions.clone();
     let sid = id.clone();
-    if !web::block(move || sessions.end(&sid, &entry)).await.map_err(|e| AppError::Internal(e.to_string()))?? {
+    if !super::blocking(move || sessions.end(&sid, &entry)).await? {
         return Err(AppError::NotFound("the session ended meanwhile".into()));
     }
     tracing::info!(session = %id, by = %caller.actor(), "Session revoked.");

@@ -13,7 +13,7 @@ use rusqlite::{params_from_iter, Row, Transaction};
 
 use presence_actors::model::activity::truncate as cut;
 
-use super::{skip_row, Store, StoreError, UnixMs};
+use super::{collect_rows, Store, StoreError, UnixMs};
 
 /// Longest text kept in one field of an entry; longer input is cut (entries record what
 /// callers sent, and a caller must not be able to make them large).
@@ -158,15 +158,7 @@ impl Store {
         arg(&mut sql, " ORDER BY seq DESC LIMIT ?", limit.into());
         let conn = self.conn();
         let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(args))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            match from_row(row) {
-                Ok(r) => out.push(r),
-                Err(e) => skip_row("audit", row, &e),
-            }
-        }
-        Ok(out)
+        collect_rows(&mut stmt, params_from_iter(args), "audit", from_row)
     }
 
     /// Deletes the entries recorded before `before` (the retention); how many.

@@ -9,7 +9,7 @@
 use rusqlite::{params, Row};
 
 use super::audit::{append, AuditRecord};
-use super::{skip_row, Store, StoreError, UnixMs};
+use super::{collect_rows, Store, StoreError, UnixMs};
 
 /// One session as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,15 +125,7 @@ impl Store {
             "SELECT rowid, id, secret_sha256, csrf, person, name, subject, role, method, id_token, created_at, last_seen, \
              expires_at, ip, user_agent FROM sessions WHERE expires_at > ?1 ORDER BY created_at",
         )?;
-        let mut rows = stmt.query([now])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            match from_row(row) {
-                Ok(s) => out.push(s),
-                Err(e) => skip_row("sessions", row, &e),
-            }
-        }
-        Ok(out)
+        collect_rows(&mut stmt, [now], "sessions", from_row)
     }
 
     /// Deletes the sessions that ended (absolute end before `now`, or idle since before
