@@ -307,10 +307,17 @@ async fn failed_sign_ins_are_refused_clearly_and_audited() {
     let state = oidc::query_param(r.headers()["location"].to_str().unwrap(), "state").unwrap();
     let r = c.get(format!("{}/auth/callback?code=made-up&state={state}", s.base)).header("cookie", format!("ph_login={login_cookie}")).send().await.unwrap();
     assert_eq!(r.headers()["location"], "/?signin_error=refused");
+    // A callback with neither code nor state (a hand-typed or truncated URL).
+    let r = c.get(format!("{}/auth/callback", s.base)).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/?signin_error=refused");
+    // Signing out with a token: there is no session to end.
+    let r = client().post(format!("{}/auth/logout", s.base)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 400);
     let failed = audit(&s, "action=signin.failed").await;
     let codes: Vec<_> = failed.iter().map(|e| e["detail"]["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["refused", "expired", "denied"], "{failed:?}");
-    assert!(failed[0]["detail"]["reason"].as_str().unwrap().contains("invalid_grant"), "{failed:?}");
+    assert_eq!(codes, ["refused", "refused", "expired", "denied"], "{failed:?}");
+    assert!(failed[0]["detail"]["reason"].as_str().unwrap().contains("no code"), "{failed:?}");
+    assert!(failed[1]["detail"]["reason"].as_str().unwrap().contains("invalid_grant"), "{failed:?}");
     assert!(audit(&s, "action=signin").await.is_empty());
 
     // No [auth.oidc]: the routes say so.
