@@ -50,6 +50,8 @@ pub struct Config {
     pub auth: crate::signin::AuthSection,
     /// The audit log.
     pub audit: crate::audit::AuditSection,
+    /// Running as one node of a cluster on NATS JetStream; absent: a single node.
+    pub cluster: Option<crate::cluster::ClusterSection>,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             web: WebSection::default(),
             auth: Default::default(),
             audit: Default::default(),
+            cluster: None,
         }
     }
 }
@@ -473,6 +476,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if let Err(m) = self.sip.validate() {
+            return bad(m);
+        }
+        if let Some(Err(m)) = self.cluster.as_ref().map(|c| c.validate()) {
             return bad(m);
         }
         if jiff::tz::TimeZone::get(&self.time_zone).is_err() {

@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod reload;
@@ -78,6 +79,9 @@ pub enum RunError {
     /// `[http] tls_cert_file` / `tls_key_file` cannot be used.
     #[error("https: {0}")]
     Tls(#[from] tls::TlsError),
+    /// `[cluster]`: NATS cannot be reached or its buckets cannot be used.
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// How to run. The default is a deployment: everything comes from the config. The built-in
@@ -206,6 +210,11 @@ pub async fn run(
         _ => None,
     };
     let store = Store::open(&config.data_dir)?;
+    // Joined before anything starts: a node that cannot reach NATS must not run feeds.
+    let cluster = match &config.cluster {
+        Some(c) => Some(cluster::Cluster::join(c).await?),
+        None => None,
+    };
     let directory = load_directory(&store, &config, &opts)?;
     release_free_memory();
     let shards = config.hub.shards.unwrap_or_else(|| HubConfig::default().shards);
@@ -231,6 +240,8 @@ pub async fn run(
     let hooks = presence_actors::provider::Hooks::default();
     let hub_url = config.http.base_url(listener.local_addr()?);
     let mut providers = Vec::new();
+    let mut keeper = cluster.as_ref().map(|c| cluster::lease::Keeper::new(c.clone()));
+    let mut gates = Vec::new();
     for p in &config.providers {
         let feed = hub.feeds().register(p.name(), p.kind());
         let ctx = ProviderContext {
@@ -243,8 +254,18 @@ pub async fn run(
             hooks: hooks.clone(),
             hub_url: hub_url.clone(),
         };
-        let handle = presence_providers::start(p, ctx).map_err(|e| RunError::Provider { name: p.name().into(), message: e.to_string() })?;
-        providers.push(handle);
+        let handle = match &mut keeper {
+            // In a cluster a provider runs only on the node holding its lease.
+            Some(k) => {
+                let (gate, rx) = presence_providers::supervisor::Gate::new();
+                ctx.feed.set_state("standby");
+                k.add(cluster::lease::LeaseKind::Provider, p.name(), gate.clone());
+                gates.push(gate);
+                presence_providers::supervisor::start_gated(p, ctx, rx)
+            }
+            None => presence_providers::start(p, ctx),
+        };
+        providers.push(handle.map_err(|e| RunError::Provider { name: p.name().into(), message: e.to_string() })?);
     }
 
     // Directory sync: the sources' first passes start now; nothing is applied until each has
@@ -281,7 +302,21 @@ pub async fn run(
     let restarters = providers.iter().map(|p: &presence_providers::supervisor::ProviderHandle| (p.name().to_string(), p.restarter())).collect();
     // The text the running configuration came from, to tell what a reload changes.
     let config_text = opts.config_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    let keeper = match (&cluster, keeper) {
+        (Some(c), Some(k)) => {
+            c.start_watchers(stop.clone());
+            let all_stopped = futures_util::future::join_all(gates.iter().map(|g| {
+                let g = g.clone();
+                async move { g.stopped().await }
+            }));
+            Some(actix_web::rt::spawn(k.run(stop.clone(), async move {
+                all_stopped.await;
+            })))
+        }
+        _ => None,
+    };
     let state = web::Data::new(AppState {
+        cluster: cluster.clone(),
         config_file: opts.config_file.clone().map(|p| (p, std::sync::Mutex::new(config_text.unwrap_or_default()))),
         restarters,
         signin,
@@ -364,6 +399,10 @@ pub async fn run(
         handle.stop(true).await;
         let _ = server_task.await;
     });
+    if let Some(k) = keeper {
+        // The providers have stopped: the leases are given back so others take over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), k).await;
+    }
     for t in sync_tasks {
         // Each stops at the shutdown signal; a pass in flight is abandoned (nothing half
         // applied: the store and the hub only ever take whole versions).

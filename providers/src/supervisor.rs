@@ -11,6 +11,10 @@
 //!   [`RESTART_STOP`] to finish its graceful stop (delete its subscriptions, log out), and a new
 //!   one is built from the config at once. Each run has a stop signal of its own that follows the
 //!   hub's shutdown, so a restart stops one provider and nothing else.
+//! - [`start_gated`] runs a provider only while a [`Gate`] permits it: in a cluster the node
+//!   must hold the provider's lease. When the permit is withdrawn the run gets its stop signal
+//!   and is aborted at the permit's deadline (the lease's fencing time), so a node that lost
+//!   its lease never keeps a subscription another node is about to take.
 //! - [`stop_all`] is the shutdown: the hub has triggered the shared shutdown signal; this
 //!   waits for every provider to finish its graceful stop until a deadline, then aborts the
 //!   rest and names them in the log.
@@ -21,6 +25,7 @@
 //! test. The user actors stay actors; the contract between the two is the
 //! [`ProviderContext`]'s sink.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -39,6 +44,75 @@ const HEALTHY_RUN: Duration = Duration::from_secs(300);
 
 /// How long a provider restarted by an admin gets to finish its graceful stop.
 pub const RESTART_STOP: Duration = Duration::from_secs(10);
+
+/// Whether a gated provider may run now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// It may run (the node holds its lease).
+    Run,
+    /// It must stop, gracefully if it can, and be gone by `by` at the latest.
+    Stop {
+        /// When the run is aborted if it has not finished its graceful stop.
+        by: tokio::time::Instant,
+    },
+}
+
+/// The controlling side of a gate ([`start_gated`]): held by whatever grants the permit (the
+/// cluster's lease keeper).
+#[derive(Debug, Clone)]
+pub struct Gate {
+    permit: Arc<tokio::sync::watch::Sender<Permit>>,
+    running: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The provider's side of a gate.
+#[derive(Debug)]
+pub struct GateRx {
+    permit: tokio::sync::watch::Receiver<Permit>,
+    running: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    /// A closed gate (nothing runs until [`Gate::open`]) and its provider side.
+    pub fn new() -> (Gate, GateRx) {
+        let (ptx, prx) = tokio::sync::watch::channel(Permit::Stop { by: tokio::time::Instant::now() });
+        let (rtx, rrx) = tokio::sync::watch::channel(false);
+        (Gate { permit: Arc::new(ptx), running: rrx }, GateRx { permit: prx, running: rtx })
+    }
+
+    /// Lets the provider run.
+    pub fn open(&self) {
+        self.permit.send_if_modified(|p| std::mem::replace(p, Permit::Run) != Permit::Run);
+    }
+
+    /// Withdraws the permit: the run stops gracefully and is aborted at `by`. A later
+    /// deadline never replaces an earlier one.
+    pub fn close(&self, by: tokio::time::Instant) {
+        self.permit.send_if_modified(|p| match *p {
+            Permit::Stop { by: old } if old <= by => false,
+            _ => {
+                *p = Permit::Stop { by };
+                true
+            }
+        });
+    }
+
+    /// True while the permit is granted.
+    pub fn is_open(&self) -> bool {
+        *self.permit.borrow() == Permit::Run
+    }
+
+    /// True while a run of the provider is alive (started and not yet stopped or aborted).
+    pub fn is_running(&self) -> bool {
+        *self.running.borrow()
+    }
+
+    /// Waits until no run of the provider is alive.
+    pub async fn stopped(&self) {
+        let mut r = self.running.clone();
+        let _ = r.wait_for(|running| !running).await;
+    }
+}
 
 /// A running, supervised provider.
 pub struct ProviderHandle {
@@ -81,6 +155,82 @@ impl ProviderHandle {
 pub fn start(config: &ProviderConfig, ctx: ProviderContext) -> Result<ProviderHandle, BuildError> {
     let config = config.clone();
     spawn(move |ctx| build(&config, ctx), ctx)
+}
+
+/// Checks the provider's config at once, and runs it under the supervisor only while `gate`
+/// permits (see [`Gate`]). Each permitted period is one supervised run with its own stop
+/// signal (restarts with back-off inside it, as [`start`]); when the permit is withdrawn the
+/// feed is marked down and the run is stopped, and aborted at the permit's deadline.
+pub fn start_gated(config: &ProviderConfig, ctx: ProviderContext, gate: GateRx) -> Result<ProviderHandle, BuildError> {
+    config.validate()?;
+    let config = config.clone();
+    Ok(spawn_gated(move |ctx| build(&config, ctx), ctx, gate))
+}
+
+fn spawn_gated(rebuild: impl Fn(ProviderContext) -> Result<crate::ProviderTask, BuildError> + Clone + 'static, ctx: ProviderContext, gate: GateRx) -> ProviderHandle {
+    let name = ctx.name.clone();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let join = tokio::task::spawn_local(gated(rebuild, ctx, gate, rx));
+    ProviderHandle { name, join, restart: Restarter(tx) }
+}
+
+/// The loop of [`start_gated`].
+async fn gated(
+    rebuild: impl Fn(ProviderContext) -> Result<crate::ProviderTask, BuildError> + Clone + 'static,
+    ctx: ProviderContext,
+    mut gate: GateRx,
+    mut restarts: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        // Wait for the permit.
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            r = gate.permit.wait_for(|p| *p == Permit::Run) => if r.is_err() { return },
+        }
+        let (stop_period, period_ctx) = for_one_run(&ctx);
+        let inner = match spawn(rebuild.clone(), period_ctx) {
+            Ok(h) => h,
+            Err(e) => {
+                // The config was checked at start; a build that fails now fails every time.
+                fail(&ctx, &format!("provider could not be built: {e}"));
+                return;
+            }
+        };
+        gate.running.send_replace(true);
+        info!(provider = %ctx.name, "Provider started: this node holds its lease.");
+        let ProviderHandle { mut join, restart, .. } = inner;
+        let by = loop {
+            tokio::select! {
+                _ = shutdown.recv() => {
+                    stop_period.trigger();
+                    let _ = (&mut join).await;
+                    gate.running.send_replace(false);
+                    return;
+                }
+                Some(()) = restarts.recv() => { restart.restart(); }
+                r = gate.permit.changed() => {
+                    if r.is_err() { break tokio::time::Instant::now(); }
+                    if let Permit::Stop { by } = *gate.permit.borrow_and_update() { break by; }
+                }
+                _ = &mut join => {
+                    // The provider finished by itself (Ok before shutdown): it is done.
+                    gate.running.send_replace(false);
+                    return;
+                }
+            }
+        };
+        stop_period.trigger();
+        if tokio::time::timeout_at(by, &mut join).await.is_err() {
+            join.abort();
+            let _ = (&mut join).await;
+            warn!(provider = %ctx.name, "The provider did not finish its graceful stop before the lease deadline; aborted.");
+        }
+        ctx.sink.set_up(false);
+        ctx.feed.set_state("standby");
+        gate.running.send_replace(false);
+        info!(provider = %ctx.name, "Provider stopped: this node no longer holds its lease.");
+    }
 }
 
 /// Builds the first task with `rebuild` (failing as the build fails) and supervises it.
@@ -278,6 +428,54 @@ mod tests {
             assert!(report.last_error.is_some_and(|e| e.contains("peer refused")));
             h.trigger.trigger();
             assert_eq!(stop_all(vec![handle], Duration::from_secs(10)).await, Vec::<String>::new());
+        })
+        .await;
+    }
+
+    /// A gated provider runs only while its permit is granted: nothing before `open`; when
+    /// the permit is withdrawn the run gets its stop signal, the feed goes down, and a run
+    /// that ignores the signal is aborted exactly at the permit's deadline (fencing); `open`
+    /// again starts a new run.
+    #[tokio::test(start_paused = true)]
+    async fn a_gated_provider_runs_only_while_permitted_and_is_fenced_at_the_deadline() {
+        local("pbx", |ctx, mut h| async move {
+            let runs = Rc::new(Cell::new(0u32));
+            let make = {
+                let runs = runs.clone();
+                move |ctx: ProviderContext| -> Result<crate::ProviderTask, BuildError> {
+                    let runs = runs.clone();
+                    Ok(Box::pin(async move {
+                        runs.set(runs.get() + 1);
+                        ctx.sink.set_up(true);
+                        // Ignores its stop signal: only the deadline ends it.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(())
+                    }))
+                }
+            };
+            let (gate, rx) = Gate::new();
+            let handle = spawn_gated(make, ctx.clone(), rx);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(runs.get(), 0, "no run before the permit");
+            assert!(!gate.is_running());
+            gate.open();
+            assert!(matches!(h.events.recv().await, Some(SinkEvent::Feed(true))));
+            assert_eq!(runs.get(), 1);
+            assert!(gate.is_running());
+            let t0 = tokio::time::Instant::now();
+            let by = t0 + Duration::from_millis(1500);
+            gate.close(by);
+            // A later deadline does not replace the earlier one.
+            gate.close(t0 + Duration::from_secs(60));
+            gate.stopped().await;
+            assert_eq!(tokio::time::Instant::now(), by, "aborted at the deadline, not later");
+            assert!(matches!(h.events.recv().await, Some(SinkEvent::Feed(false))));
+            assert_eq!(h.feed.report().state, "standby");
+            gate.open();
+            assert!(matches!(h.events.recv().await, Some(SinkEvent::Feed(true))));
+            assert_eq!(runs.get(), 2);
+            h.trigger.trigger();
+            assert_eq!(stop_all(vec![handle], Duration::from_secs(1)).await, vec!["pbx".to_string()]);
         })
         .await;
     }

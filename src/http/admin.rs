@@ -20,6 +20,10 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: start-up (restore, providers) is complete.
 pub async fn readyz(state: Data) -> HttpResponse {
+    if let Some(c) = state.cluster.as_ref().filter(|c| !c.ready()) {
+        let detail = if c.connected() { "catching up with the cluster's buckets" } else { "not connected to NATS: this node owns no feed" };
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({ "error": "cluster", "detail": detail }));
+    }
     if state.ready.load(Ordering::Acquire) {
         HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
     } else {
@@ -56,6 +60,9 @@ pub async fn metrics(state: Data, req: HttpRequest) -> Result<HttpResponse, AppE
     if let Some(sync) = &state.sync {
         sync.metrics_text(&mut out);
     }
+    if let Some(c) = &state.cluster {
+        crate::cluster::metrics_text(c, &mut out);
+    }
     let _ = writeln!(out, "# HELP presence_sequence Current change sequence number.\n# TYPE presence_sequence counter\npresence_sequence {}", state.hub.fanout().seq());
     let feeds = state.hub.feeds().all();
     type Read = fn(&presence_actors::feeds::FeedEntry) -> u64;
@@ -86,6 +93,14 @@ pub async fn providers(state: Data, caller: Caller) -> Result<HttpResponse, AppE
     caller.require(Role::Admin)?;
     let list: Vec<_> = state.hub.feeds().all().iter().map(|f| f.report()).collect();
     Ok(HttpResponse::Ok().json(list))
+}
+
+/// `GET /api/cluster` (admin): this node, the nodes alive, every lease and its owner, the
+/// NATS connection and replication. 404 on a single node.
+pub async fn cluster(state: Data, caller: Caller) -> Result<HttpResponse, AppError> {
+    caller.require(Role::Admin)?;
+    let c = state.cluster.as_ref().ok_or_else(|| AppError::NotFound("this hub is a single node: [cluster] is not configured".into()))?;
+    Ok(HttpResponse::Ok().json(c.report().await))
 }
 
 /// `POST /api/providers/{name}/restart` (admin): the provider stops gracefully (deleting its

@@ -62,6 +62,8 @@ pub struct AppState {
     pub sessions: Arc<crate::signin::sessions::Sessions>,
     /// The audit log's writer of refusals.
     pub audit: Arc<crate::audit::Audit>,
+    /// This node's membership of the cluster, when `[cluster]` is configured.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Runs a store call off the async threads; a failure is the store's (500) or the pool's.
@@ -114,6 +116,7 @@ pub fn configure(state: aw::Data<AppState>) -> impl FnOnce(&mut aw::ServiceConfi
                     .route("/directory/sources", aw::get().to(admin::directory_sources))
                     .route("/directory/sync", aw::post().to(admin::directory_sync))
                     .route("/stats", aw::get().to(admin::stats))
+                    .route("/cluster", aw::get().to(admin::cluster))
                     .route("/stream", aw::get().to(stream::websocket))
                     .route("/events", aw::get().to(stream::sse)),
             )

@@ -1,0 +1,826 @@
+//! The cluster (`[cluster]`): several hubs on NATS JetStream, so that no node is a single point
+//! of failure.
+//!
+//! The cluster is built on NATS, an existing distributed engine, not on a protocol of ours:
+//! - **Membership**: each node puts its key in the KV bucket `<prefix>_nodes` every third of
+//!   the lease; the bucket's `max_age` is the lease, so the key of a node that stops renewing
+//!   disappears. A node is alive while its key is renewed.
+//! - **Leases** ([`lease`]): every feed (each provider, and directory sync) is owned by one
+//!   node through a key in the KV bucket `<prefix>_leases`, taken with a create (fails if the
+//!   key exists), renewed with a revision-checked update, and gone `lease_ms` after the last
+//!   renewal (the bucket's `max_age`). The owner stops the feed before its lease can expire
+//!   (fencing): nobody else can take the key until then, so no subscription is ever held twice.
+//!
+//! The single-node default (no `[cluster]`) uses none of this: SQLite and nothing else.
+
+pub mod lease;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use presence_actors::model::{now_ms, rfc3339};
+
+/// `[cluster]`: the NATS servers and this node's place in the cluster.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`); the client fails over
+    /// between them.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster: 1-64 letters, digits, '-' or '_'.
+    pub node: String,
+    /// JetStream replicas of the hub's buckets and streams (1-5; 3 for a cluster of three
+    /// NATS servers).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long a lease (a feed's owner, a node's membership) lasts without renewal, in ms
+    /// (500-60000). Renewed every third of it; the same on every node.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Names the hub's buckets and streams (`<prefix>_leases`…), so several hubs can share
+    /// one NATS: 1-32 letters, digits or '_'.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// A NATS credentials file (`.creds`: user JWT and nkey seed).
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU…`), keep it 0600.
+    #[serde(default)]
+    pub nkey_file: Option<PathBuf>,
+    /// User name, with `password` or `password_file`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password of `user`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the password of `user`, keep it 0600.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the NATS servers' certificates; requires TLS.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS servers that verify clients, with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The key of `tls_cert_file` (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+fn default_replicas() -> usize {
+    3
+}
+fn default_lease_ms() -> u64 {
+    3000
+}
+fn default_prefix() -> String {
+    "ph".into()
+}
+
+impl ClusterSection {
+    /// Checks the section on its own.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nats.is_empty() {
+            return Err("cluster.nats needs at least one NATS server URL".into());
+        }
+        for u in &self.nats {
+            let ok = ["nats://", "tls://"].iter().any(|p| u.starts_with(p)) && u.len() > 7 && u.len() <= 512;
+            if !ok {
+                return Err(format!("cluster.nats: {u:?} is not a nats:// or tls:// URL"));
+            }
+        }
+        if self.node.is_empty() || self.node.len() > 64 || !self.node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(format!("cluster.node {:?}: 1-64 letters, digits, '-' or '_'", self.node));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err("cluster.replicas must be 1-5".into());
+        }
+        if !(500..=60_000).contains(&self.lease_ms) {
+            return Err("cluster.lease_ms must be 500-60000".into());
+        }
+        if self.prefix.is_empty() || self.prefix.len() > 32 || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("cluster.prefix {:?}: 1-32 letters, digits or '_'", self.prefix));
+        }
+        let auth = [self.creds_file.is_some(), self.nkey_file.is_some(), self.user.is_some()].iter().filter(|b| **b).count();
+        if auth > 1 {
+            return Err("cluster: creds_file, nkey_file and user exclude each other".into());
+        }
+        if self.user.is_some() && self.password.is_some() == self.password_file.is_some() {
+            return Err("cluster.user needs exactly one of password and password_file".into());
+        }
+        if self.user.is_none() && (self.password.is_some() || self.password_file.is_some()) {
+            return Err("cluster.password needs cluster.user".into());
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("cluster.tls_cert_file and cluster.tls_key_file go together".into());
+        }
+        Ok(())
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+/// Why the cluster could not be joined.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A credentials, key or password file could not be read.
+    #[error("{0}")]
+    Secret(String),
+    /// No NATS server could be reached.
+    #[error("cannot connect to NATS ({servers}): {message}")]
+    Connect {
+        /// The configured servers.
+        servers: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// JetStream refused to create or open a bucket or stream.
+    #[error("JetStream {what}: {message}")]
+    JetStream {
+        /// The bucket or stream.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The existing buckets were made with other settings (another `lease_ms`…).
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// Reads a secret file, warning when others may read it.
+fn read_secret(path: &PathBuf, what: &str) -> Result<String, ClusterError> {
+    #[cfg(unix)]
+    if let Ok(m) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if m.permissions().mode() & 0o077 != 0 {
+            warn!(path = %path.display(), mode = format!("{:o}", m.permissions().mode() & 0o777), "The NATS {what} file can be read by others; make it 0600.");
+        }
+    }
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| ClusterError::Secret(format!("cluster {what} file {}: {e}", path.display())))
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// Leases taken (a feed started on this node).
+    pub leases_acquired: AtomicU64,
+    /// Leases renewed.
+    pub lease_renewals: AtomicU64,
+    /// Renewals that failed (NATS unreachable, slow or refusing).
+    pub lease_renewal_failures: AtomicU64,
+    /// Leases lost: not renewed in time, or taken by another node.
+    pub leases_lost: AtomicU64,
+    /// Leases given back (shutdown).
+    pub leases_released: AtomicU64,
+}
+
+/// A node as this node sees it.
+#[derive(Debug, Clone)]
+struct Member {
+    seen: Instant,
+    started_at: i64,
+}
+
+/// A lease key as this node sees it.
+#[derive(Debug, Clone)]
+struct Owner {
+    node: String,
+    seen: Instant,
+    deleted: bool,
+}
+
+/// What this node knows of the cluster, kept current by the watchers.
+#[derive(Debug, Default)]
+struct View {
+    members: BTreeMap<String, Member>,
+    owners: HashMap<String, Owner>,
+    /// The watchers have read the buckets' current contents once.
+    leases_read: bool,
+    nodes_read: bool,
+    /// A watcher's last error, for `/api/cluster`.
+    last_error: Option<String>,
+}
+
+/// What a node's key in `<prefix>_nodes` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeRecord {
+    node: String,
+    started_at: i64,
+}
+
+/// What a lease key holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseRecord {
+    node: String,
+    /// What the lease is for (`provider`, `directory`).
+    kind: String,
+    /// The provider's or source's name.
+    name: String,
+}
+
+struct Inner {
+    config: ClusterSection,
+    client: async_nats::Client,
+    leases: kv::Store,
+    nodes: kv::Store,
+    view: Mutex<View>,
+    metrics: ClusterMetrics,
+    started_at: i64,
+    /// Names of the leases this node holds, with the wall-clock time each was last renewed.
+    held: Mutex<BTreeMap<String, i64>>,
+}
+
+/// This node's membership of the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.inner.config.node).finish()
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS and opens (or creates) the hub's buckets. Fails when no server
+    /// answers within the connection timeout, or when the buckets exist with other settings.
+    pub async fn join(config: &ClusterSection) -> Result<Cluster, ClusterError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(format!("presence-hub {}", config.node))
+            .connection_timeout(Duration::from_secs(5))
+            .ping_interval(Duration::from_millis(config.lease_ms.max(1000)))
+            .max_reconnects(None)
+            .event_callback(|e| async move {
+                match e {
+                    async_nats::Event::Connected => info!("Connected to NATS."),
+                    async_nats::Event::Disconnected => warn!("Disconnected from NATS; reconnecting."),
+                    other => info!(event = %other, "NATS client event."),
+                }
+            });
+        if let Some(p) = &config.creds_file {
+            opts = opts.credentials_file(p).await.map_err(|e| ClusterError::Secret(format!("cluster creds_file {}: {e}", p.display())))?;
+        }
+        if let Some(p) = &config.nkey_file {
+            opts = opts.nkey(read_secret(p, "nkey")?);
+        }
+        if let Some(user) = &config.user {
+            let pass = match (&config.password, &config.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(f)) => read_secret(f, "password")?,
+                (None, None) => String::new(),
+            };
+            opts = opts.user_and_password(user.clone(), pass);
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(c), Some(k)) = (&config.tls_cert_file, &config.tls_key_file) {
+            opts = opts.add_client_certificate(c.clone(), k.clone());
+        }
+        let servers: Vec<async_nats::ServerAddr> = config
+            .nats
+            .iter()
+            .map(|u| u.parse().map_err(|e| ClusterError::Connect { servers: u.clone(), message: format!("{e}") }))
+            .collect::<Result<_, _>>()?;
+        let client = opts.connect(servers).await.map_err(|e| ClusterError::Connect { servers: config.nats.join(", "), message: e.to_string() })?;
+        let js = jetstream::new(client.clone());
+        let lease = config.lease();
+        let leases = open_bucket(&js, &format!("{}_leases", config.prefix), lease, config.replicas).await?;
+        let nodes = open_bucket(&js, &format!("{}_nodes", config.prefix), lease, config.replicas).await?;
+        info!(node = %config.node, servers = %config.nats.join(", "), lease_ms = config.lease_ms, replicas = config.replicas, "Joined the cluster.");
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                client,
+                leases,
+                nodes,
+                view: Mutex::new(View::default()),
+                metrics: ClusterMetrics::default(),
+                started_at: now_ms(),
+                held: Mutex::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.config.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterSection {
+        &self.inner.config
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &ClusterMetrics {
+        &self.inner.metrics
+    }
+
+    /// True while the NATS connection is up.
+    pub fn connected(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.inner.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The nodes alive now (renewed their membership within the lease), sorted; this node
+    /// counts while it is connected.
+    pub fn alive_nodes(&self) -> Vec<String> {
+        let lease = self.inner.config.lease();
+        let now = Instant::now();
+        let v = self.view();
+        let mut alive: Vec<String> = v.members.iter().filter(|(_, m)| now.duration_since(m.seen) < lease).map(|(n, _)| n.clone()).collect();
+        if self.connected() && !alive.iter().any(|n| n == self.node()) {
+            alive.push(self.node().to_string());
+            alive.sort();
+        }
+        alive
+    }
+
+    /// Starts the watchers of membership and leases and this node's membership heartbeat;
+    /// they run until `stop`.
+    pub fn start_watchers(&self, stop: presence_actors::provider::Shutdown) {
+        let (c, s) = (self.clone(), stop.clone());
+        actix_web::rt::spawn(async move { c.watch_loop(true, s).await });
+        let (c, s) = (self.clone(), stop.clone());
+        actix_web::rt::spawn(async move { c.watch_loop(false, s).await });
+        let c = self.clone();
+        actix_web::rt::spawn(async move { c.heartbeat_loop(stop).await });
+    }
+
+    /// Puts this node's membership key every third of the lease.
+    async fn heartbeat_loop(self, mut stop: presence_actors::provider::Shutdown) {
+        let every = self.inner.config.lease() / 3;
+        let record = serde_json::to_vec(&NodeRecord { node: self.node().to_string(), started_at: self.inner.started_at }).unwrap_or_default();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.recv() => break,
+                _ = tick.tick() => {
+                    let put = self.inner.nodes.put(self.node(), record.clone().into());
+                    match tokio::time::timeout(every, put).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => self.note_error(format!("membership: {e}")),
+                        Err(_) => self.note_error("membership: NATS did not answer in time".into()),
+                    }
+                }
+            }
+        }
+        // Leaving: the others see it at once instead of after the lease.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.nodes.delete(self.node())).await;
+    }
+
+    fn note_error(&self, e: String) {
+        let mut v = self.view();
+        if v.last_error.as_deref() != Some(e.as_str()) {
+            warn!(error = %e, "Cluster: NATS call failed.");
+        }
+        v.last_error = Some(e);
+    }
+
+    /// Follows one bucket (leases or nodes) into the view; re-opens the watch after an error.
+    async fn watch_loop(self, leases: bool, mut stop: presence_actors::provider::Shutdown) {
+        let store = if leases { &self.inner.leases } else { &self.inner.nodes };
+        loop {
+            let mut watch = match store.watch_all().await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.note_error(format!("watch: {e}"));
+                    tokio::select! {
+                        _ = stop.recv() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            // An empty bucket sends nothing: it is read once the watch is open and pending 0.
+            self.mark_read(leases, false);
+            loop {
+                let next = tokio::select! {
+                    _ = stop.recv() => return,
+                    n = watch.next() => n,
+                    _ = tokio::time::sleep(Duration::from_millis(200)), if !self.is_read(leases) => {
+                        self.mark_read(leases, true);
+                        continue;
+                    }
+                };
+                let entry = match next {
+                    Some(Ok(e)) => e,
+                    Some(Err(e)) => {
+                        self.note_error(format!("watch: {e}"));
+                        break;
+                    }
+                    None => break,
+                };
+                let now = Instant::now();
+                let deleted = !matches!(entry.operation, kv::Operation::Put);
+                let mut v = self.view();
+                if leases {
+                    let node = serde_json::from_slice::<LeaseRecord>(&entry.value).map(|r| r.node).unwrap_or_default();
+                    let prev = v.owners.get(&entry.key).map(|o| o.node.clone());
+                    if !deleted && prev.as_deref() != Some(node.as_str()) {
+                        info!(lease = %entry.key, owner = %node, "Lease owner changed.");
+                    }
+                    let node = if deleted { prev.unwrap_or_default() } else { node };
+                    v.owners.insert(entry.key.clone(), Owner { node, seen: now, deleted });
+                    if entry.delta == 0 {
+                        v.leases_read = true;
+                    }
+                } else {
+                    if deleted {
+                        v.members.remove(&entry.key);
+                    } else {
+                        let started_at = serde_json::from_slice::<NodeRecord>(&entry.value).map(|r| r.started_at).unwrap_or(0);
+                        v.members.insert(entry.key.clone(), Member { seen: now, started_at });
+                    }
+                    if entry.delta == 0 {
+                        v.nodes_read = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.recv() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    fn is_read(&self, leases: bool) -> bool {
+        let v = self.view();
+        if leases {
+            v.leases_read
+        } else {
+            v.nodes_read
+        }
+    }
+
+    fn mark_read(&self, leases: bool, read: bool) {
+        let mut v = self.view();
+        if leases {
+            v.leases_read = read;
+        } else {
+            v.nodes_read = read;
+        }
+    }
+
+    /// What the watchers know of a lease key: its owner, when it was last seen renewed, and
+    /// whether it was given back.
+    fn owner(&self, key: &str) -> Option<Owner> {
+        self.view().owners.get(key).cloned()
+    }
+
+    /// True once both buckets have been read, so lease decisions see the others' keys.
+    pub fn caught_up(&self) -> bool {
+        let v = self.view();
+        v.leases_read && v.nodes_read
+    }
+
+    /// True when the node can serve: connected to NATS and caught up with the buckets.
+    pub fn ready(&self) -> bool {
+        self.connected() && self.caught_up()
+    }
+
+    pub(crate) fn set_held(&self, key: &str, renewed_ms: Option<i64>) {
+        let mut h = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        match renewed_ms {
+            Some(t) => {
+                h.insert(key.to_string(), t);
+            }
+            None => {
+                h.remove(key);
+            }
+        }
+    }
+
+    /// Leases held by this node now.
+    pub fn held_count(&self) -> usize {
+        self.inner.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// `GET /api/cluster`: this node, every node alive, every lease with its owner and expiry,
+    /// the NATS connection and the buckets' replication.
+    pub async fn report(&self) -> ClusterReport {
+        let lease = self.inner.config.lease();
+        let now = Instant::now();
+        let wall = now_ms();
+        let at = |seen: Instant| rfc3339(wall - now.duration_since(seen).as_millis() as i64 + lease.as_millis() as i64);
+        let (nodes, leases, last_error) = {
+            let v = self.view();
+            let mut count: HashMap<&str, usize> = HashMap::new();
+            let leases: Vec<LeaseReport> = v
+                .owners
+                .iter()
+                .filter(|(_, o)| !o.deleted && now.duration_since(o.seen) < lease)
+                .map(|(k, o)| {
+                    *count.entry(o.node.as_str()).or_default() += 1;
+                    let (kind, name) = lease::describe(k);
+                    LeaseReport { name, kind, key: k.clone(), owner: o.node.clone(), expires_at: at(o.seen) }
+                })
+                .collect();
+            let nodes: Vec<NodeReport> = v
+                .members
+                .iter()
+                .map(|(n, m)| NodeReport {
+                    node: n.clone(),
+                    alive: now.duration_since(m.seen) < lease,
+                    started_at: (m.started_at > 0).then(|| rfc3339(m.started_at)),
+                    last_seen_at: rfc3339(wall - now.duration_since(m.seen).as_millis() as i64),
+                    leases: count.get(n.as_str()).copied().unwrap_or(0),
+                    partitions: Vec::new(),
+                })
+                .collect();
+            (nodes, leases, v.last_error.clone())
+        };
+        let mut leases = leases;
+        leases.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut replication = Vec::new();
+        for store in [&self.inner.leases, &self.inner.nodes] {
+            let mut s = store.stream.clone();
+            if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), s.info()).await {
+                replication.push(replication_of(info));
+            }
+        }
+        let info = self.inner.client.server_info();
+        ClusterReport {
+            node: self.node().to_string(),
+            lease_ms: self.inner.config.lease_ms,
+            replicas: self.inner.config.replicas,
+            nats: NatsReport {
+                connected: self.connected(),
+                server: (!info.server_name.is_empty()).then(|| info.server_name.clone()),
+                url: self.connected().then(|| format!("{}:{}", info.host, info.port)),
+                last_error,
+            },
+            ready: self.ready(),
+            nodes,
+            leases,
+            replication,
+        }
+    }
+}
+
+/// Opens a lease bucket, creating it when missing; refuses one made with another lease or
+/// replica count (every node must agree on them).
+async fn open_bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store, ClusterError> {
+    let err = |e: &dyn std::fmt::Display| ClusterError::JetStream { what: format!("bucket {name}"), message: e.to_string() };
+    match js.get_key_value(name).await {
+        Ok(mut store) => {
+            let info = store.stream.info().await.map_err(|e| err(&e))?;
+            let c = &info.config;
+            if c.max_age != max_age {
+                return Err(ClusterError::Mismatch(format!(
+                    "bucket {name} keeps keys for {} ms but this node's cluster.lease_ms is {}: every node needs the same lease_ms (or delete the bucket with `nats kv del {name}` while the cluster is down)",
+                    c.max_age.as_millis(),
+                    max_age.as_millis()
+                )));
+            }
+            if c.num_replicas != replicas {
+                warn!(bucket = name, existing = c.num_replicas, configured = replicas, "The bucket exists with another replica count; keeping the existing one.");
+            }
+            Ok(store)
+        }
+        Err(_) => {
+            // The bucket's stream made directly, as the KV convention has it: `create_key_value`
+            // first asks for the account's API level, which Debian's nats-server 2.9 does not
+            // report.
+            let stream = jetstream::stream::Config {
+                name: format!("KV_{name}"),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: 1,
+                max_age,
+                discard: jetstream::stream::DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                duplicate_window: max_age.min(Duration::from_secs(120)),
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            };
+            js.get_or_create_stream(stream).await.map_err(|e| err(&e))?;
+            js.get_key_value(name).await.map_err(|e| err(&e))
+        }
+    }
+}
+
+fn replication_of(info: &jetstream::stream::Info) -> ReplicationReport {
+    let (leader, replicas) = match &info.cluster {
+        Some(c) => (
+            c.leader.clone(),
+            c.replicas.iter().map(|r| ReplicaReport { server: r.name.clone(), current: r.current, lag: r.lag, active_ms: r.active.as_millis() as u64 }).collect(),
+        ),
+        None => (None, Vec::new()),
+    };
+    ReplicationReport { stream: info.config.name.clone(), leader, messages: info.state.messages, replicas }
+}
+
+/// `GET /api/cluster`.
+#[derive(Debug, Serialize)]
+pub struct ClusterReport {
+    /// This node.
+    pub node: String,
+    /// The lease, ms.
+    pub lease_ms: u64,
+    /// Configured JetStream replicas.
+    pub replicas: usize,
+    /// The NATS connection.
+    pub nats: NatsReport,
+    /// Connected and caught up (`/readyz`).
+    pub ready: bool,
+    /// Every node seen, alive or not.
+    pub nodes: Vec<NodeReport>,
+    /// Every lease held, with its owner.
+    pub leases: Vec<LeaseReport>,
+    /// The hub's buckets and streams: leader and replicas with their lag.
+    pub replication: Vec<ReplicationReport>,
+}
+
+/// The NATS connection.
+#[derive(Debug, Serialize)]
+pub struct NatsReport {
+    /// Connected now.
+    pub connected: bool,
+    /// The server's name.
+    pub server: Option<String>,
+    /// Its address.
+    pub url: Option<String>,
+    /// The last failed NATS call.
+    pub last_error: Option<String>,
+}
+
+/// A node.
+#[derive(Debug, Serialize)]
+pub struct NodeReport {
+    /// Its name.
+    pub node: String,
+    /// Renewed its membership within the lease.
+    pub alive: bool,
+    /// When it started, RFC 3339.
+    pub started_at: Option<String>,
+    /// When its membership was last renewed, RFC 3339.
+    pub last_seen_at: String,
+    /// Leases it holds.
+    pub leases: usize,
+    /// Partitions of the people it owns.
+    pub partitions: Vec<u32>,
+}
+
+/// A lease.
+#[derive(Debug, Serialize)]
+pub struct LeaseReport {
+    /// The provider's or directory source's name.
+    pub name: String,
+    /// `provider` or `directory`.
+    pub kind: &'static str,
+    /// The KV key.
+    pub key: String,
+    /// The node holding it.
+    pub owner: String,
+    /// When it expires unless renewed, RFC 3339.
+    pub expires_at: String,
+}
+
+/// One bucket's or stream's replication.
+#[derive(Debug, Serialize)]
+pub struct ReplicationReport {
+    /// The JetStream stream.
+    pub stream: String,
+    /// The NATS server leading it.
+    pub leader: Option<String>,
+    /// Messages held.
+    pub messages: u64,
+    /// The followers.
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// One follower.
+#[derive(Debug, Serialize)]
+pub struct ReplicaReport {
+    /// The NATS server.
+    pub server: String,
+    /// Caught up with the leader.
+    pub current: bool,
+    /// Operations behind the leader.
+    pub lag: Option<u64>,
+    /// Since it was last heard from, ms.
+    pub active_ms: u64,
+}
+
+/// Rendezvous (highest random weight) hashing: the node that should own `key` among
+/// `nodes`. Every node computes the same answer from the same list, and when a node joins or
+/// leaves only the keys it wins or held move.
+pub fn preferred<'a>(key: &str, nodes: &'a [String]) -> Option<&'a str> {
+    nodes.iter().max_by_key(|n| weight(n, key)).map(String::as_str)
+}
+
+fn weight(node: &str, key: &str) -> u64 {
+    // FNV-1a over node, a separator and key, then a 64-bit finaliser (splitmix64).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain(std::iter::once(0xff)).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Counts for `/metrics`.
+pub fn metrics_text(c: &Cluster, out: &mut String) {
+    use std::fmt::Write as _;
+    let m = c.metrics();
+    let alive = c.alive_nodes().len();
+    let _ = write!(
+        out,
+        "# HELP presence_cluster_nats_connected 1 while this node is connected to NATS.\n# TYPE presence_cluster_nats_connected gauge\npresence_cluster_nats_connected {}\n\
+         # HELP presence_cluster_nodes_alive Nodes that renewed their membership within the lease.\n# TYPE presence_cluster_nodes_alive gauge\npresence_cluster_nodes_alive {alive}\n\
+         # HELP presence_cluster_leases_held Leases (feeds) this node holds.\n# TYPE presence_cluster_leases_held gauge\npresence_cluster_leases_held {}\n\
+         # HELP presence_cluster_leases_acquired_total Leases this node took.\n# TYPE presence_cluster_leases_acquired_total counter\npresence_cluster_leases_acquired_total {}\n\
+         # HELP presence_cluster_lease_renewals_total Lease renewals.\n# TYPE presence_cluster_lease_renewals_total counter\npresence_cluster_lease_renewals_total {}\n\
+         # HELP presence_cluster_lease_renewal_failures_total Lease renewals that failed.\n# TYPE presence_cluster_lease_renewal_failures_total counter\npresence_cluster_lease_renewal_failures_total {}\n\
+         # HELP presence_cluster_leases_lost_total Leases lost (not renewed in time, or taken by another node).\n# TYPE presence_cluster_leases_lost_total counter\npresence_cluster_leases_lost_total {}\n",
+        u8::from(c.connected()),
+        c.held_count(),
+        m.leases_acquired.load(Ordering::Relaxed),
+        m.lease_renewals.load(Ordering::Relaxed),
+        m.lease_renewal_failures.load(Ordering::Relaxed),
+        m.leases_lost.load(Ordering::Relaxed),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section() -> ClusterSection {
+        toml::from_str("nats = [\"nats://127.0.0.1:4222\"]\nnode = \"hub-a\"").expect("parses")
+    }
+
+    #[test]
+    fn the_section_has_sane_defaults_and_checks_what_it_can() {
+        let c = section();
+        assert_eq!((c.replicas, c.lease_ms, c.prefix.as_str()), (3, 3000, "ph"));
+        assert_eq!(c.validate(), Ok(()));
+        let bad = |f: &dyn Fn(&mut ClusterSection)| {
+            let mut c = section();
+            f(&mut c);
+            c.validate().expect_err("refused")
+        };
+        assert!(bad(&|c| c.nats.clear()).contains("at least one"));
+        assert!(bad(&|c| c.nats = vec!["http://x".into()]).contains("nats://"));
+        assert!(bad(&|c| c.node = "hub a".into()).contains("cluster.node"));
+        assert!(bad(&|c| c.replicas = 0).contains("replicas"));
+        assert!(bad(&|c| c.lease_ms = 100).contains("lease_ms"));
+        assert!(bad(&|c| c.prefix = "a.b".into()).contains("prefix"));
+        assert!(bad(&|c| {
+            c.user = Some("hub".into());
+        })
+        .contains("password"));
+        assert!(bad(&|c| {
+            c.user = Some("hub".into());
+            c.password = Some("x".into());
+            c.nkey_file = Some("k".into());
+        })
+        .contains("exclude"));
+        assert!(bad(&|c| c.tls_cert_file = Some("c.pem".into())).contains("go together"));
+        assert!(toml::from_str::<ClusterSection>("nats = []\nnode = \"a\"\nleases = 1").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn rendezvous_hashing_is_stable_spread_and_moves_only_what_it_must() {
+        let three: Vec<String> = ["hub-a", "hub-b", "hub-c"].map(String::from).to_vec();
+        let keys: Vec<String> = (0..300).map(|i| format!("part.{i}")).collect();
+        let before: Vec<&str> = keys.iter().map(|k| preferred(k, &three).expect("some")).collect();
+        for n in &three {
+            let c = before.iter().filter(|o| *o == n).count();
+            assert!((70..=130).contains(&c), "{n} wins {c} of 300");
+        }
+        let mut four = three.clone();
+        four.push("hub-d".into());
+        let after: Vec<&str> = keys.iter().map(|k| preferred(k, &four).expect("some")).collect();
+        for (b, a) in before.iter().zip(&after) {
+            assert!(a == b || *a == "hub-d", "a key moved from {b} to {a}, not to the newcomer");
+        }
+        let moved = after.iter().filter(|a| **a == "hub-d").count();
+        assert!((45..=105).contains(&moved), "{moved} of 300 moved to the newcomer");
+        assert_eq!(preferred("x", &[]), None);
+    }
+}
