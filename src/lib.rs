@@ -229,7 +229,9 @@ pub async fn run(
         replay_buffer: config.hub.replay_buffer,
     };
     let hub = Hub::start(&hub_config, directory, config.policy.clone());
-    restore(&hub, &store).await?;
+    if cluster.is_none() {
+        restore(&hub, &store).await?;
+    }
 
     let (trigger, stop) = Shutdown::new();
     let http_client = reqwest::Client::builder()
@@ -241,6 +243,10 @@ pub async fn run(
     let hub_url = config.http.base_url(listener.local_addr()?);
     let mut providers = Vec::new();
     let mut keeper = cluster.as_ref().map(|c| cluster::lease::Keeper::new(c.clone()));
+    if let (Some(c), Some(k)) = (&cluster, &mut keeper) {
+        // People are partitioned before any feed runs: a signal finds its owner from the start.
+        c.start_partitions(&hub, &store, k, stop.clone()).await?;
+    }
     let mut gates = Vec::new();
     for p in &config.providers {
         let feed = hub.feeds().register(p.name(), p.kind());

@@ -205,12 +205,18 @@ pub enum Start {
 /// below 2^53, so JavaScript clients hold it exactly, until the year 2242.
 pub const SEQ_PER_MS: u64 = 1024;
 
+/// Where a node of a cluster sends its own changes instead of numbering them: the person,
+/// the JSON, and whether they left the directory.
+pub type Relay = Box<dyn Fn(UserIdx, Box<str>, bool) + Send + Sync>;
+
 /// The hub-wide fan-out.
 pub struct FanOut {
     inner: Mutex<Inner>,
     ring_capacity: usize,
     metrics: Arc<Metrics>,
     persisted_seq: AtomicU64,
+    /// Set on a node of a cluster (see [`FanOut::set_relay`]).
+    relay: std::sync::OnceLock<Relay>,
 }
 
 impl FanOut {
@@ -230,7 +236,44 @@ impl FanOut {
             ring_capacity: ring_capacity.max(1),
             metrics,
             persisted_seq: AtomicU64::new(0),
+            relay: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes this the fan-out of a node of a cluster: [`FanOut::publish`] and
+    /// [`FanOut::publish_removed`] hand each change to `relay` (which sends it to every node)
+    /// instead of numbering it, and changes come in numbered by the cluster through
+    /// [`FanOut::publish_at`]. Set once, before the first change.
+    pub fn set_relay(&self, relay: Relay) {
+        // The cluster numbers from its stream's first message, not from this run's start.
+        self.lock().seq = 0;
+        self.persisted_seq.store(0, Ordering::Release);
+        let _ = self.relay.set(relay);
+    }
+
+    /// Publishes a change numbered by the cluster (`seq`, the same on every node): remembers
+    /// it and queues it to every matching subscriber. A number not above the current one (a
+    /// repeat) is ignored; returns whether it was taken.
+    pub fn publish_at(&self, c: crate::cluster::Incoming) -> bool {
+        let mut g = self.lock();
+        if c.seq <= g.seq {
+            return false;
+        }
+        g.seq = c.seq - 1;
+        let seq = self.number(&mut g, c.user);
+        let removed = c.view.is_none();
+        if let Some(slot) = g.latest.get_mut(c.user as usize) {
+            *slot = Some(match c.view {
+                Some(view) => Latest { seq, user: c.user, dept: c.dept, view, gone: None },
+                None => {
+                    let id = serde_json::from_str::<serde_json::Value>(&c.json).ok().and_then(|v| v["id"].as_str().map(Arc::<str>::from)).unwrap_or_else(|| "".into());
+                    Latest { seq, user: c.user, dept: c.dept, view: MergedView::default(), gone: Some(id) }
+                }
+            });
+        }
+        let json = c.json;
+        self.deliver(&g, c.user, c.dept, None, removed, move || json.into_string());
+        true
     }
 
     /// Starts numbering after `seq` instead of 0. The hub starts from its start time ×
@@ -261,6 +304,10 @@ impl FanOut {
         json: impl FnOnce() -> String,
         ingest: Option<Instant>,
     ) -> u64 {
+        if let Some(relay) = self.relay.get() {
+            relay(user, json().into_boxed_str(), false);
+            return 0;
+        }
         let mut g = self.lock();
         let seq = self.number(&mut g, user);
         // Newcomers' slots exist already: `Hub::apply_directory` grows the table first.
@@ -274,6 +321,10 @@ impl FanOut {
     /// watch the person (or `dept`, their department before they left) get a `removed`
     /// frame, and a client resuming after it gets one too.
     pub fn publish_removed(&self, user: UserIdx, dept: Option<DeptIdx>, id: &str) -> u64 {
+        if let Some(relay) = self.relay.get() {
+            relay(user, crate::wire::removed_json(id).into_boxed_str(), true);
+            return 0;
+        }
         let mut g = self.lock();
         let seq = self.number(&mut g, user);
         let gone: Arc<str> = id.into();

@@ -171,4 +171,9 @@ impl Feeds {
     pub fn get(&self, id: FeedId) -> Option<Arc<FeedEntry>> {
         self.entries.read().unwrap_or_else(|p| p.into_inner()).get(id as usize).cloned()
     }
+
+    /// The feed with this name (feeds travel by name between the nodes of a cluster).
+    pub fn by_name(&self, name: &str) -> Option<Arc<FeedEntry>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).iter().find(|f| f.name == name).cloned()
+    }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::cluster::{partition_of, Peers, SignalWire};
 use crate::directory::{Directory, DirectoryDiff, UserIdx};
 use crate::fanout::FanOut;
 use crate::feeds::{FeedEntry, Feeds};
@@ -72,6 +73,8 @@ struct Inner {
     overflow: Mutex<HashMap<OverflowKey, UserSignal>>,
     overflow_notify: tokio::sync::Notify,
     started_at: Instant,
+    /// The other nodes, on a node of a cluster ([`Hub::join_cluster`]).
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
 }
 
 /// The running hub.
@@ -110,6 +113,7 @@ impl Hub {
                 overflow: Mutex::new(HashMap::new()),
                 overflow_notify: tokio::sync::Notify::new(),
                 started_at: Instant::now(),
+                peers: std::sync::OnceLock::new(),
             }),
         };
         let h = hub.clone();
@@ -170,16 +174,103 @@ impl Hub {
         SignalSink { target: Target::Hub(self.clone()), feed }
     }
 
+    /// Makes this hub one node of a cluster (see [`crate::cluster`]): from now on it keeps
+    /// state only for the partitions `peers` says it owns, forwards other signals to their
+    /// owner, and publishes its people's changes through `peers` (the fan-out takes changes
+    /// numbered by the cluster, [`FanOut::publish_at`]). Call once, before providers start.
+    pub fn join_cluster(&self, peers: Arc<dyn Peers>) {
+        let p = peers.clone();
+        let directory = self.inner.directory.clone();
+        self.inner.fanout.set_relay(Box::new(move |user, json, removed| {
+            // A leaver is no longer in the current version: their id is in the JSON.
+            let id: Box<str> = match directory.current().person(user) {
+                Some(person) if !removed => person.id().into(),
+                _ => match serde_json::from_str::<serde_json::Value>(&json).ok().and_then(|v| v["id"].as_str().map(Box::<str>::from)) {
+                    Some(id) => id,
+                    None => return,
+                },
+            };
+            let partition = partition_of(&id);
+            // Shards only hold owned people; a change of anyone else (a newcomer or a
+            // department move on a node that does not own them) is the owner's to publish.
+            if p.owns(partition) {
+                p.publish(crate::cluster::Outgoing { partition, user, id, json: (!removed).then_some(json) });
+            }
+        }));
+        let _ = self.inner.peers.set(peers);
+    }
+
+    /// A signal forwarded by another node for a person this node owns. `false` when it
+    /// cannot be applied here: the person is unknown, or their partition is no longer ours
+    /// (it moved while the signal travelled; the feed's next signal reaches the new owner).
+    pub fn take_forwarded(&self, w: SignalWire) -> bool {
+        let dir = self.directory();
+        let Some(user) = dir.by_id(&w.id) else { return false };
+        if !self.inner.peers.get().is_none_or(|p| p.owns(partition_of(&w.id))) {
+            Metrics::inc(&self.inner.metrics.signals_dropped);
+            return false;
+        }
+        let feed = self.inner.feeds.by_name(&w.feed).map_or(0, |f| f.id);
+        self.submit_local(user, w.into_signal(feed), Instant::now()).is_ok()
+    }
+
+    /// Another node says the feed `name` went up or down: the people it covers re-merge here.
+    pub fn set_feed_up(&self, name: &str, up: bool) {
+        if let Some(f) = self.inner.feeds.by_name(name) {
+            if f.set_up(up) {
+                self.remerge_feed(f.id);
+            }
+        }
+    }
+
+    /// Drops the state of these people from this node (their partition moved to another
+    /// node): live actors stop, nothing is published.
+    pub async fn forget(&self, users: Vec<UserIdx>) {
+        let n = self.inner.shards.len();
+        let mut per: Vec<Vec<UserIdx>> = (0..n).map(|_| Vec::new()).collect();
+        for u in users {
+            per[self.shard_of(u)].push(u);
+        }
+        for (i, users) in per.into_iter().enumerate() {
+            if !users.is_empty() {
+                let _ = self.inner.shards[i].send(crate::shard::Forget(users)).await;
+            }
+        }
+    }
+
     /// Tells every shard that a feed went up or down: each re-merges its people and pushes the
     /// deltas. Delivered even to a full mailbox (`do_send`): it is rare, one message per shard,
-    /// and losing it would leave consoles showing a dead feed's state as live.
+    /// and losing it would leave consoles showing a dead feed's state as live. On a node of a
+    /// cluster every other node is told too.
     fn feed_changed(&self, feed: FeedId) {
+        self.remerge_feed(feed);
+        if let (Some(p), Some(f)) = (self.inner.peers.get(), self.inner.feeds.get(feed)) {
+            p.feed_changed(&f.name, f.is_up());
+        }
+    }
+
+    fn remerge_feed(&self, feed: FeedId) {
         for s in &self.inner.shards {
             s.do_send(FeedChanged(feed));
         }
     }
 
     fn submit(&self, user: UserIdx, signal: Signal, ingest: Instant) -> Result<(), SinkError> {
+        if let Some(p) = self.inner.peers.get() {
+            let dir = self.inner.directory.current();
+            if let Some(person) = dir.person(user) {
+                let partition = partition_of(person.id());
+                if !p.owns(partition) {
+                    Metrics::inc(&self.inner.metrics.signals_received);
+                    let feed = self.inner.feeds.get(signal.feed);
+                    return p.forward(partition, person.id(), &signal, feed.as_ref().map_or("", |f| f.name.as_str()));
+                }
+            }
+        }
+        self.submit_local(user, signal, ingest)
+    }
+
+    fn submit_local(&self, user: UserIdx, signal: Signal, ingest: Instant) -> Result<(), SinkError> {
         Metrics::inc(&self.inner.metrics.signals_received);
         let shard = &self.inner.shards[self.shard_of(user)];
         match shard.try_send(UserSignal { user, signal, ingest }) {
@@ -236,10 +327,35 @@ impl Hub {
         }
     }
 
-    /// Everything known about a person.
+    /// Everything known about a person; on a node of a cluster that does not own them, what
+    /// their owner holds.
     pub async fn detail(&self, user: UserIdx) -> UserDetail {
+        if let Some(p) = self.inner.peers.get() {
+            let dir = self.inner.directory.current();
+            if let Some(person) = dir.person(user) {
+                let partition = partition_of(person.id());
+                if !p.owns(partition) {
+                    let feeds = self.inner.feeds.clone();
+                    return match p.detail(partition, person.id()).await {
+                        Some(d) => d.into_detail(|name| feeds.by_name(name).map_or(0, |f| f.id)),
+                        // No answer: at least the view every node has.
+                        None => UserDetail { view: self.inner.fanout.latest(user).map(|l| l.view).unwrap_or_default(), ..Default::default() },
+                    };
+                }
+            }
+        }
+        self.detail_local(user).await
+    }
+
+    /// What this node holds about a person (an owner answering another node).
+    pub async fn detail_local(&self, user: UserIdx) -> UserDetail {
         let shard = &self.inner.shards[self.shard_of(user)];
         shard.send(GetDetail { user }).await.unwrap_or_default()
+    }
+
+    /// The name of one of this node's feeds.
+    pub fn feed_name(&self, feed: FeedId) -> String {
+        self.inner.feeds.get(feed).map(|f| f.name.clone()).unwrap_or_default()
     }
 
     /// Adds or replaces an absence in memory (the caller has committed it to the store).

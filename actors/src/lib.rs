@@ -14,10 +14,12 @@
 //! - [`feeds`]: provider feed health (up/down, counters) read by the merge and the API.
 //! - [`provider`]: the contract a provider is built against ([`provider::ProviderContext`]).
 //! - [`metrics`]: counters and gauges.
+//! - [`cluster`]: partitions of the people and the [`cluster::Peers`] a hub of several nodes reaches.
 //!
 //! Actor semantics (ordering, drops, parking, restarts): README.md, "Architecture".
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod directory;
 pub mod fanout;
 pub mod feeds;

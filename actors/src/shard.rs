@@ -110,6 +110,12 @@ pub struct UserDetail {
 #[rtype(result = "()")]
 pub struct FeedChanged(pub FeedId);
 
+/// Drop the state of these people: their partition now belongs to another node of the
+/// cluster. Nothing is published.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget(pub Vec<UserIdx>);
+
 /// Put back views known before a restart (marked stale) and absences from the store.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -569,6 +575,18 @@ impl Handler<FeedChanged> for Shard {
         let users: Vec<UserIdx> = self.users.keys().copied().collect();
         for u in users {
             self.poke(u, false);
+        }
+    }
+}
+
+impl Handler<Forget> for Shard {
+    type Result = ();
+    fn handle(&mut self, msg: Forget, _ctx: &mut Self::Context) {
+        for user in msg.0 {
+            // Dropping the address stops a live actor; its timers find no cell and lapse.
+            self.live.pop(&user);
+            self.users.remove(&user);
+            self.pending.retain(|k, _| k.0 != user);
         }
     }
 }

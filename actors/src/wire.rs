@@ -70,9 +70,26 @@ pub struct PresenceIn {
     /// Since (RFC 3339).
     #[serde(default)]
     pub since: Option<String>,
+    /// Reason code of the active absence.
+    #[serde(default)]
+    pub absence_reason: Option<String>,
+    /// Freshness as published (a snapshot is read back stale whatever it says).
+    #[serde(default)]
+    pub freshness: Option<crate::model::Freshness>,
 }
 
 impl PresenceIn {
+    /// Back to the view exactly as published, freshness and absence reason included (a
+    /// change from another node of a cluster).
+    pub fn into_exact_view(self) -> MergedView {
+        let freshness = self.freshness.unwrap_or(Freshness::Unknown);
+        let reason = self.absence_reason.clone();
+        let (_, mut v, _) = self.into_view();
+        v.freshness = freshness;
+        v.absence_reason = reason.map(String::into_boxed_str);
+        v
+    }
+
     /// Back to a view, marked stale (it is what we knew before a restart).
     pub fn into_view(self) -> (String, MergedView, UnixMs) {
         let mut reasons = SourceSet::default();

@@ -114,6 +114,30 @@ impl Gate {
     }
 }
 
+impl GateRx {
+    /// Waits for the permit; `false` when the controlling side is gone.
+    pub async fn permitted(&mut self) -> bool {
+        self.permit.wait_for(|p| *p == Permit::Run).await.is_ok()
+    }
+
+    /// Waits until the permit is withdrawn; returns its deadline (now, if the controlling
+    /// side is gone).
+    pub async fn withdrawn(&mut self) -> tokio::time::Instant {
+        match self.permit.wait_for(|p| *p != Permit::Run).await {
+            Ok(p) => match *p {
+                Permit::Stop { by } => by,
+                Permit::Run => tokio::time::Instant::now(),
+            },
+            Err(_) => tokio::time::Instant::now(),
+        }
+    }
+
+    /// Tells the controlling side whether something runs under the permit.
+    pub fn set_running(&self, running: bool) {
+        self.running.send_replace(running);
+    }
+}
+
 /// A running, supervised provider.
 pub struct ProviderHandle {
     name: String,

@@ -37,6 +37,8 @@ pub enum LeaseKind {
     Provider,
     /// Directory sync (all `[[directory.sources]]`, merged on one node).
     Directory,
+    /// A partition of the people (`presence_actors::cluster`).
+    Partition,
 }
 
 impl LeaseKind {
@@ -44,6 +46,7 @@ impl LeaseKind {
         match self {
             LeaseKind::Provider => "provider",
             LeaseKind::Directory => "directory",
+            LeaseKind::Partition => "partition",
         }
     }
 }
@@ -66,6 +69,7 @@ pub fn describe(key: &str) -> (&'static str, String) {
     let kind = match kind {
         "provider" => "provider",
         "directory" => "directory",
+        "partition" => "partition",
         _ => "other",
     };
     let name = match name.strip_prefix('x') {
@@ -123,6 +127,11 @@ struct Lease {
     held: Option<Held>,
     /// When this node first saw the key free, for the non-preferred wait.
     free_since: Option<Instant>,
+    /// Moves to the preferred node when one joins (partitions); feeds stay where they run.
+    balanced: bool,
+    /// Being given back to the preferred node: the gate is closed, the key is deleted once
+    /// whatever ran under it has stopped.
+    releasing: bool,
 }
 
 /// The lease loop of one node (see the module docs).
@@ -141,6 +150,8 @@ enum Outcome {
     Refused(String),
     /// NATS did not answer, or failed: try again at the next tick.
     Failed(String),
+    /// Deleted, for the preferred node to take.
+    GivenBack,
 }
 
 impl Keeper {
@@ -154,7 +165,16 @@ impl Keeper {
     pub fn add(&mut self, kind: LeaseKind, name: &str, gate: Gate) {
         let record = LeaseRecord { node: self.cluster.node().to_string(), kind: kind.prefix().to_string(), name: name.to_string() };
         let record = serde_json::to_vec(&record).unwrap_or_default().into();
-        self.leases.push(Lease { key: key(kind, name), record, gate, held: None, free_since: None });
+        self.leases.push(Lease { key: key(kind, name), record, gate, held: None, free_since: None, balanced: false, releasing: false });
+    }
+
+    /// Adds a lease that moves to the node rendezvous hashing prefers whenever that node is
+    /// alive (partitions of the people).
+    pub fn add_balanced(&mut self, kind: LeaseKind, name: &str, gate: Gate) {
+        self.add(kind, name, gate);
+        if let Some(l) = self.leases.last_mut() {
+            l.balanced = true;
+        }
     }
 
     /// Runs the loop until `stop`; then waits for every gated feed to stop and gives the
@@ -195,8 +215,20 @@ impl Keeper {
                         error!(lease = %l.key, "Lease not renewed in time: the feed is stopped and another node may take it.");
                         l.gate.close(now);
                         l.held = None;
+                        l.releasing = false;
                         self.cluster.set_held(&l.key, None);
                         self.cluster.metrics().leases_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    if l.balanced && !l.releasing && since < t.close_after() && self.cluster.caught_up() {
+                        if let Some(other) = preferred(&l.key, &alive).filter(|p| *p != me) {
+                            info!(lease = %l.key, to = other, "Giving the lease to the node preferred for it.");
+                            l.releasing = true;
+                            l.gate.close(now + t.lease);
+                        }
+                    }
+                    if l.releasing && !l.gate.is_running() {
+                        ops.push((i, true, h.revision, now + t.renew_after()));
                         continue;
                     }
                     if since >= t.close_after() && l.gate.is_open() {
@@ -235,12 +267,18 @@ impl Keeper {
         let store = self.cluster.inner.leases.clone();
         let calls = ops.iter().map(|&(i, renew, revision, until)| {
             let (key, record) = (self.leases[i].key.clone(), self.leases[i].record.clone());
+            let give_back = self.leases[i].releasing && !self.leases[i].gate.is_running();
             let store = store.clone();
             let budget = until.saturating_duration_since(Instant::now()).min(t.renew_after()).max(Duration::from_millis(10));
             async move {
                 let sent = Instant::now();
                 let call = async {
-                    if renew {
+                    if give_back {
+                        match store.delete_expect_revision(&key, Some(revision)).await {
+                            Ok(()) => Outcome::GivenBack,
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        }
+                    } else if renew {
                         match store.update(&key, record, revision).await {
                             Ok(r) => Outcome::Renewed(r),
                             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Outcome::Refused(e.to_string()),
@@ -272,13 +310,20 @@ impl Keeper {
                     l.gate.open();
                 }
                 Outcome::NotTaken => debug!(lease = %l.key, "Lease taken by another node."),
+                Outcome::GivenBack => {
+                    info!(lease = %l.key, "Gave the lease to the preferred node.");
+                    l.held = None;
+                    l.releasing = false;
+                    self.cluster.set_held(&l.key, None);
+                    m.leases_released.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Outcome::Renewed(revision) => {
                     // A renewal that raced the fence deadline does not count.
                     if l.held.is_some() {
                         l.held = Some(Held { revision, renewed: sent });
                         self.cluster.set_held(&l.key, Some(now_ms()));
                         m.lease_renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if !l.gate.is_open() {
+                        if !l.gate.is_open() && !l.releasing {
                             info!(lease = %l.key, "Renewed the lease again: starting the feed again.");
                             l.gate.open();
                         }
@@ -288,6 +333,7 @@ impl Keeper {
                     error!(lease = %l.key, error = %e, "Another node holds the lease now: the feed is stopped at once.");
                     l.gate.close(Instant::now());
                     l.held = None;
+                    l.releasing = false;
                     self.cluster.set_held(&l.key, None);
                     m.leases_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }

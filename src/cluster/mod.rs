@@ -14,6 +14,7 @@
 //! The single-node default (no `[cluster]`) uses none of this: SQLite and nothing else.
 
 pub mod lease;
+pub mod partitions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -240,6 +241,8 @@ struct Inner {
     started_at: i64,
     /// Names of the leases this node holds, with the wall-clock time each was last renewed.
     held: Mutex<BTreeMap<String, i64>>,
+    /// The partitions of the people (set once they start).
+    partitions: std::sync::OnceLock<Arc<partitions::Partitions>>,
 }
 
 /// This node's membership of the cluster. Cheap to clone.
@@ -311,8 +314,16 @@ impl Cluster {
                 metrics: ClusterMetrics::default(),
                 started_at: now_ms(),
                 held: Mutex::new(BTreeMap::new()),
+                partitions: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Starts the partitions of the people on this node (see [`partitions`]).
+    pub async fn start_partitions(&self, hub: &presence_actors::hub::Hub, store: &crate::store::Store, keeper: &mut lease::Keeper, stop: presence_actors::provider::Shutdown) -> Result<(), ClusterError> {
+        let p = partitions::Partitions::start(self, hub, store, keeper, stop).await?;
+        let _ = self.inner.partitions.set(p);
+        Ok(())
     }
 
     /// This node's name.
@@ -399,7 +410,7 @@ impl Cluster {
     async fn watch_loop(self, leases: bool, mut stop: presence_actors::provider::Shutdown) {
         let store = if leases { &self.inner.leases } else { &self.inner.nodes };
         loop {
-            let mut watch = match store.watch_all().await {
+            let mut watch = match store.watch_with_history(">").await {
                 Ok(w) => w,
                 Err(e) => {
                     self.note_error(format!("watch: {e}"));
@@ -523,10 +534,17 @@ impl Cluster {
         let (nodes, leases, last_error) = {
             let v = self.view();
             let mut count: HashMap<&str, usize> = HashMap::new();
+            let mut parts: HashMap<&str, Vec<u32>> = HashMap::new();
+            for (k, o) in v.owners.iter().filter(|(_, o)| !o.deleted && now.duration_since(o.seen) < lease) {
+                if let ("partition", n) = lease::describe(k) {
+                    parts.entry(o.node.as_str()).or_default().extend(n.parse::<u32>().ok());
+                }
+            }
             let leases: Vec<LeaseReport> = v
                 .owners
                 .iter()
                 .filter(|(_, o)| !o.deleted && now.duration_since(o.seen) < lease)
+                .filter(|(k, _)| lease::describe(k).0 != "partition")
                 .map(|(k, o)| {
                     *count.entry(o.node.as_str()).or_default() += 1;
                     let (kind, name) = lease::describe(k);
@@ -542,7 +560,11 @@ impl Cluster {
                     started_at: (m.started_at > 0).then(|| rfc3339(m.started_at)),
                     last_seen_at: rfc3339(wall - now.duration_since(m.seen).as_millis() as i64),
                     leases: count.get(n.as_str()).copied().unwrap_or(0),
-                    partitions: Vec::new(),
+                    partitions: {
+                        let mut p = parts.get(n.as_str()).cloned().unwrap_or_default();
+                        p.sort_unstable();
+                        p
+                    },
                 })
                 .collect();
             (nodes, leases, v.last_error.clone())
@@ -577,7 +599,7 @@ impl Cluster {
 
 /// Opens a lease bucket, creating it when missing; refuses one made with another lease or
 /// replica count (every node must agree on them).
-async fn open_bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store, ClusterError> {
+pub(crate) async fn open_bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store, ClusterError> {
     let err = |e: &dyn std::fmt::Display| ClusterError::JetStream { what: format!("bucket {name}"), message: e.to_string() };
     match js.get_key_value(name).await {
         Ok(mut store) => {

@@ -1,0 +1,478 @@
+//! People sharded across the nodes: partition ownership, signals to the owner, changes to
+//! every node, feed health everywhere.
+//!
+//! - **Ownership.** Each of the [`PARTITIONS`] partitions is a lease (`partition.<n>`) in the
+//!   same bucket as the feeds, balanced by rendezvous hashing: when a node joins, the nodes
+//!   that held the partitions it is preferred for give them back (their state goes with the
+//!   next owner's restore) and it takes them; when a node dies, its partitions lapse and the
+//!   survivors take them. The owner keeps the people's state (user actors); nobody else does.
+//! - **Signals** about someone this node does not own go to `<prefix>.signal.<partition>`
+//!   (core NATS), to which only the owner subscribes ([`Peers::forward`]).
+//! - **Changes.** The owner publishes each merged change to the JetStream stream
+//!   `<PREFIX>_PRESENCE`, subject `<prefix>.presence.<partition>.<person>` (one message kept
+//!   per person: the stream is also the last state of everyone). Every node consumes the
+//!   stream in order — the latest state of each person first, then every change — and puts
+//!   each change into its fan-out numbered with the stream's sequence, so every node numbers
+//!   every change the same: a client may resume on any node.
+//! - **Feeds.** A feed's health (up/down) is a key of the bucket `<prefix>_feeds`, put by the
+//!   node running it and watched by every node, whose merge needs it.
+//! - **Restore.** A node taking a partition starts its people from the last published views,
+//!   marked stale (as after a restart), and the stored absences; their feeds confirm them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use base64::Engine as _;
+use futures_util::StreamExt;
+use tracing::{info, warn};
+
+use presence_actors::cluster::{partition_of, DetailWire, Incoming, Outgoing, Peers, SignalWire, PARTITIONS};
+use presence_actors::directory::UserIdx;
+use presence_actors::hub::{Hub, SinkError};
+use presence_actors::model::{now_ms, Freshness, Signal};
+use presence_actors::provider::Shutdown;
+use presence_actors::wire::PresenceIn;
+use presence_providers::supervisor::{Gate, GateRx};
+
+use super::{Cluster, ClusterError};
+use crate::store::Store;
+
+/// Signals waiting to be forwarded before new ones are refused (`Overloaded`).
+const FORWARD_QUEUE: usize = 65_536;
+/// Change publications awaiting JetStream's acknowledgement at once.
+const MAX_IN_FLIGHT: usize = 4_096;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PartitionMetrics {
+    /// Signals forwarded to another node.
+    pub forwarded: AtomicU64,
+    /// Signals received from another node.
+    pub received: AtomicU64,
+    /// Changes published to the cluster.
+    pub published: AtomicU64,
+    /// Publications JetStream did not acknowledge.
+    pub publish_failures: AtomicU64,
+    /// Changes taken from the cluster into the fan-out.
+    pub consumed: AtomicU64,
+}
+
+/// Changes of this node's people waiting to be published: the newest per person, in the
+/// order people first changed.
+#[derive(Default)]
+struct Pending {
+    order: VecDeque<UserIdx>,
+    latest: HashMap<UserIdx, Outgoing>,
+}
+
+/// This node's side of the partitions; the hub's [`Peers`].
+pub struct Partitions {
+    cluster: Cluster,
+    owned: Vec<AtomicBool>,
+    pending: Mutex<Pending>,
+    wake: tokio::sync::Notify,
+    forward_tx: tokio::sync::mpsc::Sender<(String, bytes::Bytes)>,
+    feeds_tx: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
+    metrics: PartitionMetrics,
+}
+
+/// The stream and bucket names.
+fn names(prefix: &str) -> (String, String) {
+    (format!("{}_PRESENCE", prefix.to_ascii_uppercase()), format!("{prefix}_feeds"))
+}
+
+/// A person's id as one subject token.
+fn token(id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn from_token(t: &str) -> Option<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok().and_then(|b| String::from_utf8(b).ok())
+}
+
+impl Partitions {
+    /// Creates the stream and bucket if missing and starts the tasks: publisher, forwarder,
+    /// consumer of changes, watcher of feed health, and one keeper of each partition (their
+    /// gates go to `keeper`).
+    pub async fn start(cluster: &Cluster, hub: &Hub, store: &Store, keeper: &mut super::lease::Keeper, stop: Shutdown) -> Result<Arc<Partitions>, ClusterError> {
+        let c = cluster.config();
+        let js = jetstream::new(cluster.inner.client.clone());
+        let (stream_name, feeds_bucket) = names(&c.prefix);
+        let err = |what: &str, e: &dyn std::fmt::Display| ClusterError::JetStream { what: what.to_string(), message: e.to_string() };
+        let stream = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: stream_name.clone(),
+                subjects: vec![format!("{}.presence.>", c.prefix)],
+                max_messages_per_subject: 1,
+                num_replicas: c.replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&stream_name, &e))?;
+        let feeds = super::open_bucket(&js, &feeds_bucket, Duration::ZERO, c.replicas).await?;
+        let (forward_tx, forward_rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
+        let (feeds_tx, feeds_rx) = tokio::sync::mpsc::unbounded_channel();
+        let p = Arc::new(Partitions {
+            cluster: cluster.clone(),
+            owned: (0..PARTITIONS).map(|_| AtomicBool::new(false)).collect(),
+            pending: Mutex::new(Pending::default()),
+            wake: tokio::sync::Notify::new(),
+            forward_tx,
+            feeds_tx,
+            metrics: PartitionMetrics::default(),
+        });
+        hub.join_cluster(p.clone());
+        let client = cluster.inner.client.clone();
+        actix_web::rt::spawn(forwarder(client.clone(), forward_rx));
+        actix_web::rt::spawn(publisher(p.clone(), js.clone(), c.prefix.clone(), stop.clone()));
+        actix_web::rt::spawn(consumer(p.clone(), hub.clone(), stream, c.prefix.clone(), stop.clone()));
+        actix_web::rt::spawn(feed_health(cluster.clone(), hub.clone(), feeds, feeds_rx, stop.clone()));
+        for n in 0..PARTITIONS {
+            let (gate, rx) = Gate::new();
+            keeper.add_balanced(super::lease::LeaseKind::Partition, &n.to_string(), gate);
+            actix_web::rt::spawn(keep_partition(p.clone(), hub.clone(), store.clone(), client.clone(), c.prefix.clone(), n, rx, stop.clone()));
+        }
+        Ok(p)
+    }
+
+    /// The partitions this node owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        (0..PARTITIONS).filter(|&n| self.owns(n)).collect()
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &PartitionMetrics {
+        &self.metrics
+    }
+
+    fn take_pending(&self, max: usize) -> Vec<Outgoing> {
+        let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(max.min(g.order.len()));
+        while out.len() < max {
+            let Some(u) = g.order.pop_front() else { break };
+            if let Some(o) = g.latest.remove(&u) {
+                out.push(o);
+            }
+        }
+        if g.order.is_empty() && g.latest.capacity() > 4096 {
+            g.latest = HashMap::new();
+        }
+        out
+    }
+}
+
+impl Peers for Partitions {
+    fn owns(&self, partition: u32) -> bool {
+        self.owned.get(partition as usize).is_some_and(|o| o.load(Ordering::Acquire))
+    }
+
+    fn forward(&self, partition: u32, id: &str, signal: &Signal, feed: &str) -> Result<(), SinkError> {
+        let body = serde_json::to_vec(&SignalWire::new(id, feed, signal)).unwrap_or_default();
+        let subject = format!("{}.signal.{partition}", self.cluster.config().prefix);
+        match self.forward_tx.try_send((subject, body.into())) {
+            Ok(()) => {
+                self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => Err(SinkError::Overloaded),
+        }
+    }
+
+    fn publish(&self, change: Outgoing) {
+        {
+            let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let user = change.user;
+            if g.latest.insert(user, change).is_none() {
+                g.order.push_back(user);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn feed_changed(&self, name: &str, up: bool) {
+        let _ = self.feeds_tx.send((name.to_string(), up));
+    }
+
+    fn detail(&self, partition: u32, id: &str) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<DetailWire>> + Send>> {
+        let client = self.cluster.inner.client.clone();
+        let subject = format!("{}.detail.{partition}", self.cluster.config().prefix);
+        let body = bytes::Bytes::from(id.to_string());
+        Box::pin(async move {
+            let reply = tokio::time::timeout(DETAIL_TIMEOUT, client.request(subject, body)).await.ok()?.ok()?;
+            serde_json::from_slice(&reply.payload).ok()
+        })
+    }
+}
+
+/// How long a node waits for an owner's answer about a person.
+const DETAIL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends forwarded signals (core NATS: at most once; a signal lost while a partition moves is
+/// restated by its feed).
+async fn forwarder(client: async_nats::Client, mut rx: tokio::sync::mpsc::Receiver<(String, bytes::Bytes)>) {
+    while let Some((subject, body)) = rx.recv().await {
+        if let Err(e) = client.publish(subject, body).await {
+            warn!(error = %e, "Could not forward a signal to its owner.");
+        }
+    }
+}
+
+/// Publishes this node's changes to the stream, newest per person, with many acknowledgements
+/// awaited at once.
+async fn publisher(p: Arc<Partitions>, js: jetstream::Context, prefix: String, mut stop: Shutdown) {
+    let mut acks = futures_util::stream::FuturesUnordered::new();
+    loop {
+        let batch = p.take_pending(MAX_IN_FLIGHT.saturating_sub(acks.len()).max(1));
+        if batch.is_empty() {
+            tokio::select! {
+                _ = p.wake.notified() => continue,
+                Some(r) = acks.next(), if !acks.is_empty() => { note_ack(&p, r); continue; }
+                _ = stop.recv() => {
+                    // Whatever is acknowledged in the next second counts.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(r) = acks.next().await { note_ack(&p, r); } }).await;
+                    return;
+                }
+            }
+        }
+        for o in batch {
+            let subject = format!("{prefix}.presence.{}.{}", o.partition, token(&o.id));
+            let mut headers = async_nats::HeaderMap::new();
+            let body: bytes::Bytes = match o.json {
+                Some(j) => j.into_string().into(),
+                None => {
+                    headers.insert("Ph-Removed", "1");
+                    presence_actors::wire::removed_json(&o.id).into()
+                }
+            };
+            match js.publish_with_headers(subject, headers, body).await {
+                Ok(ack) => acks.push(std::future::IntoFuture::into_future(ack)),
+                Err(e) => {
+                    p.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "Could not publish a change to the cluster.");
+                }
+            }
+            while acks.len() >= MAX_IN_FLIGHT {
+                if let Some(r) = acks.next().await {
+                    note_ack(&p, r);
+                }
+            }
+        }
+    }
+}
+
+fn note_ack<E: std::fmt::Display>(p: &Partitions, r: Result<jetstream::publish::PublishAck, E>) {
+    match r {
+        Ok(_) => {
+            p.metrics.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            p.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "JetStream did not acknowledge a change.");
+        }
+    }
+}
+
+/// Takes every change from the stream into the fan-out, in stream order: first the latest
+/// state of everyone, then each change as it comes. Re-opens after an error.
+async fn consumer(p: Arc<Partitions>, hub: Hub, stream: jetstream::stream::Stream, prefix: String, mut stop: Shutdown) {
+    let mut last_seq = 0u64;
+    loop {
+        let deliver_policy = if last_seq == 0 {
+            jetstream::consumer::DeliverPolicy::LastPerSubject
+        } else {
+            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: last_seq + 1 }
+        };
+        let config = jetstream::consumer::pull::OrderedConfig { filter_subject: format!("{prefix}.presence.>"), deliver_policy, ..Default::default() };
+        let messages = match stream.create_consumer(config).await {
+            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "Cannot read the cluster's changes; retrying.");
+                tokio::select! {
+                    _ = stop.recv() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            let m = tokio::select! {
+                _ = stop.recv() => return,
+                m = messages.next() => m,
+            };
+            let m = match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    warn!(error = %e, "Reading the cluster's changes failed; re-opening.");
+                    break;
+                }
+                None => break,
+            };
+            let Ok(info) = m.info() else { continue };
+            let seq = info.stream_sequence;
+            last_seq = seq;
+            let Some(id) = m.subject.rsplit('.').next().and_then(from_token) else { continue };
+            let dir = hub.directory();
+            let Some(user) = dir.by_id(&id) else { continue };
+            let removed = m.headers.as_ref().and_then(|h| h.get("Ph-Removed")).is_some();
+            let Ok(json) = std::str::from_utf8(&m.payload) else { continue };
+            let view = if removed {
+                None
+            } else {
+                match serde_json::from_str::<PresenceIn>(json) {
+                    Ok(v) => Some(v.into_exact_view()),
+                    Err(e) => {
+                        warn!(error = %e, "Skipping an unreadable change from the cluster.");
+                        continue;
+                    }
+                }
+            };
+            if hub.fanout().publish_at(Incoming { seq, user, dept: dir.department_of(user), view, json: json.into() }) {
+                p.metrics.consumed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Puts this node's feed changes in the feeds bucket and applies everyone's.
+async fn feed_health(cluster: Cluster, hub: Hub, feeds: kv::Store, mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, bool)>, mut stop: Shutdown) {
+    let me = cluster.node().to_string();
+    let mut watch = None;
+    loop {
+        if watch.is_none() {
+            watch = feeds.watch_with_history(">").await.ok();
+        }
+        tokio::select! {
+            _ = stop.recv() => return,
+            Some((name, up)) = rx.recv() => {
+                let key = super::lease::key(super::lease::LeaseKind::Provider, &name);
+                let body = serde_json::json!({ "node": me, "up": up, "at": now_ms() }).to_string();
+                if let Err(e) = feeds.put(key, body.into()).await {
+                    warn!(feed = %name, error = %e, "Could not tell the cluster about a feed's health.");
+                }
+            }
+            e = async { match watch.as_mut() { Some(w) => w.next().await, None => { tokio::time::sleep(Duration::from_millis(500)).await; None } } } => {
+                match e {
+                    Some(Ok(e)) if matches!(e.operation, kv::Operation::Put) => {
+                        let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap_or_default();
+                        let (_, name) = super::lease::describe(&e.key);
+                        if v["node"].as_str() != Some(me.as_str()) {
+                            hub.set_feed_up(&name, v["up"].as_bool().unwrap_or(false));
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => watch = None,
+                }
+            }
+        }
+    }
+}
+
+/// Owns partition `n` while its gate is open: takes its people in, listens for their signals;
+/// when the gate closes, lets them go.
+#[allow(clippy::too_many_arguments)]
+async fn keep_partition(p: Arc<Partitions>, hub: Hub, store: Store, client: async_nats::Client, prefix: String, n: u32, mut gate: GateRx, mut stop: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            ok = gate.permitted() => if !ok { return },
+        }
+        let users = people_of(&hub, n);
+        p.owned[n as usize].store(true, Ordering::Release);
+        let sub = client.subscribe(format!("{prefix}.signal.{n}")).await;
+        let details = client.subscribe(format!("{prefix}.detail.{n}")).await.ok();
+        adopt(&p, &hub, &store, &users).await;
+        gate.set_running(true);
+        info!(partition = n, people = users.len(), "Owning a partition.");
+        let mut sub = match sub {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(partition = n, error = %e, "Cannot listen for the partition's signals.");
+                None
+            }
+        };
+        tokio::select! {
+            _ = stop.recv() => {}
+            _ = gate.withdrawn() => {}
+            _ = async {
+                while let Some(m) = match sub.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } {
+                    if let Ok(w) = serde_json::from_slice::<SignalWire>(&m.payload) {
+                        p.metrics.received.fetch_add(1, Ordering::Relaxed);
+                        hub.take_forwarded(w);
+                    }
+                }
+            } => {}
+            _ = answer_details(&hub, &client, details) => {}
+        }
+        p.owned[n as usize].store(false, Ordering::Release);
+        if let Some(mut s) = sub {
+            let _ = s.unsubscribe().await;
+        }
+        hub.forget(people_of(&hub, n)).await;
+        gate.set_running(false);
+        info!(partition = n, "Let a partition go.");
+        if stop.is_shutdown() {
+            return;
+        }
+    }
+}
+
+/// Answers other nodes' questions about this partition's people (the detail view).
+async fn answer_details(hub: &Hub, client: &async_nats::Client, sub: Option<async_nats::Subscriber>) {
+    let Some(mut sub) = sub else { return std::future::pending().await };
+    while let Some(m) = sub.next().await {
+        let Some(reply) = m.reply else { continue };
+        let id = String::from_utf8_lossy(&m.payload).into_owned();
+        let dir = hub.directory();
+        let body = match dir.by_id(&id) {
+            Some(u) => {
+                let d = hub.detail_local(u).await;
+                serde_json::to_vec(&DetailWire::new(&id, &d, |f| hub.feed_name(f))).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let _ = client.publish(reply, body.into()).await;
+    }
+}
+
+fn people_of(hub: &Hub, n: u32) -> Vec<UserIdx> {
+    let dir = hub.directory();
+    (0..dir.len() as UserIdx).filter(|&u| dir.person(u).is_some_and(|p| partition_of(p.id()) == n)).collect()
+}
+
+/// Starts a partition's people from the last views the cluster published (stale, as after a
+/// restart) and their stored absences, and publishes those views so every node shows them
+/// stale until their feeds confirm them.
+async fn adopt(p: &Partitions, hub: &Hub, store: &Store, users: &[UserIdx]) {
+    let dir = hub.directory();
+    let mut views = Vec::new();
+    for &u in users {
+        if let Some(latest) = hub.fanout().latest(u).filter(|l| l.gone.is_none()) {
+            let mut v = latest.view;
+            if v.availability.is_known() {
+                v.freshness = Freshness::Stale;
+            }
+            views.push((u, v));
+        }
+    }
+    let wanted: std::collections::HashSet<UserIdx> = users.iter().copied().collect();
+    let st = store.clone();
+    let stored = actix_web::web::block(move || st.load_absences(now_ms())).await.ok().and_then(Result::ok).unwrap_or_default();
+    let absences: Vec<_> = stored.iter().filter_map(|a| dir.by_id(&a.user_id).filter(|u| wanted.contains(u)).map(|u| (u, a.to_absence()))).collect();
+    for (u, v) in &views {
+        if let Some(person) = dir.person(*u) {
+            p.publish(Outgoing { partition: partition_of(person.id()), user: *u, id: person.id().into(), json: Some(presence_actors::wire::presence_json(person.id(), v).into()) });
+        }
+    }
+    hub.restore(views, absences).await;
+}
