@@ -644,6 +644,23 @@ mod tests {
         cfg.validate().unwrap();
     }
 
+    /// The commented-out `[cluster]` example in config.example.toml, uncommented, parses and
+    /// validates, so the documentation cannot drift from the code.
+    #[test]
+    fn the_example_cluster_block_parses_and_validates() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| l.trim() != "# [cluster]")
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let cfg: Config = toml::from_str(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let c = cfg.cluster.as_ref().expect("a [cluster] block");
+        assert_eq!((c.node.as_str(), c.nats.len(), c.replicas), ("hub-a", 3, 3));
+        cfg.validate().unwrap();
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());

@@ -326,6 +326,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// The node owning the person `id` when it is not this one (`"none"` while nobody does).
+    pub fn owner_elsewhere(&self, id: &str) -> Option<String> {
+        use presence_actors::cluster::Peers as _;
+        let p = self.inner.partitions.get()?;
+        let n = presence_actors::cluster::partition_of(id);
+        if p.owns(n) {
+            return None;
+        }
+        let key = lease::key(lease::LeaseKind::Partition, &n.to_string());
+        Some(self.owner(&key).filter(|o| !o.deleted).map_or_else(|| "none".to_string(), |o| o.node))
+    }
+
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.inner.config.node

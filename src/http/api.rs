@@ -335,6 +335,15 @@ fn absence_detail(a: &Absence) -> serde_json::Value {
     })
 }
 
+/// On a node of a cluster, absences are taken only by the node owning the person, until they
+/// are written through JetStream (issue 15): a write elsewhere would live in one node's store.
+fn owned_here(state: &Data, id: &str) -> Result<(), AppError> {
+    match state.cluster.as_ref().and_then(|c| c.owner_elsewhere(id)) {
+        Some(owner) => Err(AppError::Conflict(format!("in a cluster, this person's absences are set on the node that owns them: {owner}"))),
+        None => Ok(()),
+    }
+}
+
 /// `POST /api/users/{id}/absences` (operator; or the person themselves, role `self`): commit
 /// with its audit entry, then apply, then acknowledge.
 pub async fn create_absence(
@@ -345,6 +354,7 @@ pub async fn create_absence(
     body: web::Json<AbsenceBody>,
 ) -> Result<HttpResponse, AppError> {
     let idx = user_idx(&state, &id)?;
+    owned_here(&state, &id)?;
     let now = now_ms();
     let (start, end) = validate_absence(&state, &body, now)?;
     let a = Absence {
@@ -393,6 +403,7 @@ pub async fn update_absence(
 ) -> Result<HttpResponse, AppError> {
     let (id, aid) = path.into_inner();
     let idx = user_idx(&state, &id)?;
+    owned_here(&state, &id)?;
     let now = now_ms();
     let store = state.store.clone();
     let (u, x) = (id.clone(), aid.clone());
@@ -433,6 +444,7 @@ pub async fn delete_absence(
 ) -> Result<HttpResponse, AppError> {
     let (id, aid) = path.into_inner();
     let idx = user_idx(&state, &id)?;
+    owned_here(&state, &id)?;
     let store = state.store.clone();
     let (u, x) = (id.clone(), aid.clone());
     let old = blocking(move || store.absence(&u, &x)).await?;
