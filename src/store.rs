@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_actors::model::Absence;
-use rusqlite::{params, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 pub mod audit;
 pub mod sessions;
@@ -645,6 +645,53 @@ impl Store {
             }
             Ok(n > 0)
         })
+    }
+
+    /// Applies an absence written through the cluster (created or changed: `Some`; cleared:
+    /// `None` for the absence `(user_id, id)`) with its audit entry, and notes `seq` as
+    /// applied, in one transaction: exactly once, whatever crashes. `Ok(false)` when `seq` was
+    /// applied before.
+    pub fn apply_replicated_absence(&self, seq: u64, user_id: &str, id: &str, absence: Option<&StoredAbsence>, audit: Option<&AuditRecord>) -> Result<bool, StoreError> {
+        if let Some(a) = absence {
+            a.validate()?;
+        }
+        self.write(|tx| {
+            let done: Option<String> = tx
+                .prepare_cached(r#"SELECT "value" FROM cursors WHERE provider = 'cluster' AND "key" = 'absences_seq'"#)?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            if done.and_then(|d| d.parse::<u64>().ok()).is_some_and(|d| d >= seq) {
+                return Ok(false);
+            }
+            match absence {
+                Some(a) => {
+                    tx.prepare_cached(
+                        r#"INSERT INTO absences (id, user_id, reason, "text", start, "end", created_at, updated_at, created_by)
+                           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                           ON CONFLICT (id) DO UPDATE SET reason = excluded.reason, "text" = excluded."text", start = excluded.start,
+                               "end" = excluded."end", created_at = excluded.created_at, updated_at = excluded.updated_at, created_by = excluded.created_by"#,
+                    )?
+                    .execute(a.params())?;
+                }
+                None => {
+                    tx.prepare_cached("DELETE FROM absences WHERE id = ?1 AND user_id = ?2")?.execute(params![id, user_id])?;
+                }
+            }
+            if let Some(r) = audit {
+                audit::append(tx, r)?;
+            }
+            tx.prepare_cached(
+                r#"INSERT INTO cursors (provider, "key", "value", updated_at) VALUES ('cluster', 'absences_seq', ?1, ?2)
+                   ON CONFLICT (provider, "key") DO UPDATE SET "value" = excluded."value", updated_at = excluded.updated_at"#,
+            )?
+            .execute(params![seq.to_string(), now_ms()])?;
+            Ok(true)
+        })
+    }
+
+    /// The last absence write of the cluster applied to this store (0: none).
+    pub fn replicated_absences_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.cursor("cluster", "absences_seq")?.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
     /// The absence `(user_id, id)`, if any (an unreadable row counts as absent, with a warning).

@@ -15,6 +15,7 @@
 
 pub mod lease;
 pub mod partitions;
+pub mod writes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -243,6 +244,8 @@ struct Inner {
     held: Mutex<BTreeMap<String, i64>>,
     /// The partitions of the people (set once they start).
     partitions: std::sync::OnceLock<Arc<partitions::Partitions>>,
+    /// Absences written through JetStream (set with the partitions).
+    writes: std::sync::OnceLock<Arc<writes::Writes>>,
 }
 
 /// This node's membership of the cluster. Cheap to clone.
@@ -315,27 +318,28 @@ impl Cluster {
                 started_at: now_ms(),
                 held: Mutex::new(BTreeMap::new()),
                 partitions: std::sync::OnceLock::new(),
+                writes: std::sync::OnceLock::new(),
             }),
         })
     }
 
     /// Starts the partitions of the people on this node (see [`partitions`]).
     pub async fn start_partitions(&self, hub: &presence_actors::hub::Hub, store: &crate::store::Store, keeper: &mut lease::Keeper, stop: presence_actors::provider::Shutdown) -> Result<(), ClusterError> {
-        let p = partitions::Partitions::start(self, hub, store, keeper, stop).await?;
+        let p = partitions::Partitions::start(self, hub, store, keeper, stop.clone()).await?;
+        let w = writes::Writes::start(self, p.clone(), hub, store, stop).await?;
         let _ = self.inner.partitions.set(p);
+        let _ = self.inner.writes.set(w);
         Ok(())
     }
 
-    /// The node owning the person `id` when it is not this one (`"none"` while nobody does).
-    pub fn owner_elsewhere(&self, id: &str) -> Option<String> {
-        use presence_actors::cluster::Peers as _;
-        let p = self.inner.partitions.get()?;
-        let n = presence_actors::cluster::partition_of(id);
-        if p.owns(n) {
-            return None;
-        }
-        let key = lease::key(lease::LeaseKind::Partition, &n.to_string());
-        Some(self.owner(&key).filter(|o| !o.deleted).map_or_else(|| "none".to_string(), |o| o.node))
+    /// The partitions of the people, once started.
+    pub fn partitions(&self) -> Option<&Arc<partitions::Partitions>> {
+        self.inner.partitions.get()
+    }
+
+    /// Absences written through JetStream, once started.
+    pub fn writes(&self) -> Option<&Arc<writes::Writes>> {
+        self.inner.writes.get()
     }
 
     /// This node's name.

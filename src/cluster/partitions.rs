@@ -85,7 +85,7 @@ fn names(prefix: &str) -> (String, String) {
 }
 
 /// A person's id as one subject token.
-fn token(id: &str) -> String {
+pub(crate) fn token(id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
@@ -391,6 +391,7 @@ async fn keep_partition(p: Arc<Partitions>, hub: Hub, store: Store, client: asyn
         p.owned[n as usize].store(true, Ordering::Release);
         let sub = client.subscribe(format!("{prefix}.signal.{n}")).await;
         let details = client.subscribe(format!("{prefix}.detail.{n}")).await.ok();
+        let views = client.subscribe(format!("{prefix}.view.{n}")).await.ok();
         adopt(&p, &hub, &store, &users).await;
         gate.set_running(true);
         info!(partition = n, people = users.len(), "Owning a partition.");
@@ -413,6 +414,7 @@ async fn keep_partition(p: Arc<Partitions>, hub: Hub, store: Store, client: asyn
                 }
             } => {}
             _ = answer_details(&hub, &client, details) => {}
+            _ = super::writes::answer_views(&p.cluster, &hub, views) => {}
         }
         p.owned[n as usize].store(false, Ordering::Release);
         if let Some(mut s) = sub {

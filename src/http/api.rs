@@ -335,13 +335,18 @@ fn absence_detail(a: &Absence) -> serde_json::Value {
     })
 }
 
-/// On a node of a cluster, absences are taken only by the node owning the person, until they
-/// are written through JetStream (issue 15): a write elsewhere would live in one node's store.
-fn owned_here(state: &Data, id: &str) -> Result<(), AppError> {
-    match state.cluster.as_ref().and_then(|c| c.owner_elsewhere(id)) {
-        Some(owner) => Err(AppError::Conflict(format!("in a cluster, this person's absences are set on the node that owns them: {owner}"))),
-        None => Ok(()),
-    }
+/// On a node of a cluster: stores an absence's new state (`None`: cleared) with its audit entry
+/// in JetStream (acknowledged on the replicas), waits until this node has applied it, and
+/// returns the person's merged view from their owner (`None`: the owner did not answer in
+/// time; the change is stored all the same).
+async fn cluster_write(state: &Data, c: &crate::cluster::Cluster, user_id: &str, aid: &str, absence: Option<StoredAbsence>, entry: crate::store::audit::AuditRecord) -> Result<Option<MergedView>, AppError> {
+    let w = c.writes().ok_or_else(|| AppError::Unavailable("this node is still joining the cluster".into()))?;
+    let seq = w.write(user_id, aid, absence, Some(entry)).await.map_err(|e| AppError::Unavailable(e.to_string()))?;
+    Ok(crate::cluster::writes::view_after(c, &state.hub, user_id, seq).await)
+}
+
+fn presence_value(id: &str, view: Option<&MergedView>) -> Option<Box<RawValue>> {
+    view.and_then(|v| RawValue::from_string(presence_json(id, v)).ok())
 }
 
 /// `POST /api/users/{id}/absences` (operator; or the person themselves, role `self`): commit
@@ -354,7 +359,6 @@ pub async fn create_absence(
     body: web::Json<AbsenceBody>,
 ) -> Result<HttpResponse, AppError> {
     let idx = user_idx(&state, &id)?;
-    owned_here(&state, &id)?;
     let now = now_ms();
     let (start, end) = validate_absence(&state, &body, now)?;
     let a = Absence {
@@ -369,6 +373,18 @@ pub async fn create_absence(
     };
     let stored = StoredAbsence::from_absence(&id, &a);
     let entry = audit::entry(&caller, Action::AbsenceCreated, Some(&id), serde_json::json!({ "absence": a.id, "new": absence_detail(&a) }), client_ip(&req));
+    if let Some(c) = &state.cluster {
+        let (store, uid) = (state.store.clone(), id.clone());
+        let current = blocking(move || Ok(store.absences_for(&uid)?.into_iter().filter(|x| x.end.is_none_or(|e| e > now)).count())).await?;
+        if current >= MAX_ABSENCES_PER_USER {
+            return Err(AppError::Conflict(format!("the person already has {MAX_ABSENCES_PER_USER} absences")));
+        }
+        let view = cluster_write(&state, c, &id, &a.id, Some(stored), entry).await?;
+        tracing::info!(user = %id, absence = %a.id, reason = %a.reason, by = %caller.actor(), "Absence set (cluster).");
+        return Ok(HttpResponse::Created()
+            .insert_header(("Location", format!("/api/users/{}/absences/{}", id, a.id)))
+            .json(serde_json::json!({ "absence": absence_out(&state, &id, &a, now), "presence": presence_value(&id, view.as_ref()) })));
+    }
     let store = state.store.clone();
     let uid = id.clone();
     blocking(move || {
@@ -403,7 +419,6 @@ pub async fn update_absence(
 ) -> Result<HttpResponse, AppError> {
     let (id, aid) = path.into_inner();
     let idx = user_idx(&state, &id)?;
-    owned_here(&state, &id)?;
     let now = now_ms();
     let store = state.store.clone();
     let (u, x) = (id.clone(), aid.clone());
@@ -423,6 +438,11 @@ pub async fn update_absence(
     let stored = StoredAbsence::from_absence(&id, &a);
     let detail = serde_json::json!({ "absence": a.id, "old": absence_detail(&old.to_absence()), "new": absence_detail(&a) });
     let entry = audit::entry(&caller, Action::AbsenceChanged, Some(&id), detail, client_ip(&req));
+    if let Some(c) = &state.cluster {
+        let view = cluster_write(&state, c, &id, &a.id, Some(stored), entry).await?;
+        tracing::info!(user = %id, absence = %a.id, by = %caller.actor(), "Absence changed (cluster).");
+        return Ok(HttpResponse::Ok().json(serde_json::json!({ "absence": absence_out(&state, &id, &a, now), "presence": presence_value(&id, view.as_ref()) })));
+    }
     let store = state.store.clone();
     if !blocking(move || store.update_absence(&stored, Some(&entry))).await? {
         return Err(AppError::NotFound("the absence was removed meanwhile".into()));
@@ -444,13 +464,17 @@ pub async fn delete_absence(
 ) -> Result<HttpResponse, AppError> {
     let (id, aid) = path.into_inner();
     let idx = user_idx(&state, &id)?;
-    owned_here(&state, &id)?;
     let store = state.store.clone();
     let (u, x) = (id.clone(), aid.clone());
     let old = blocking(move || store.absence(&u, &x)).await?;
     let old = old.ok_or_else(|| AppError::NotFound(format!("no absence {:?} for {:?}", truncate(&aid, 40), truncate(&id, 80))))?;
     let detail = serde_json::json!({ "absence": aid, "old": absence_detail(&old.to_absence()) });
     let entry = audit::entry(&caller, Action::AbsenceCleared, Some(&id), detail, client_ip(&req));
+    if let Some(c) = &state.cluster {
+        cluster_write(&state, c, &id, &aid, None, entry).await?;
+        tracing::info!(user = %id, absence = %aid, by = %caller.actor(), "Absence cleared (cluster).");
+        return Ok(HttpResponse::NoContent().finish());
+    }
     let store = state.store.clone();
     let (u, x) = (id.clone(), aid.clone());
     if !blocking(move || store.delete_absence(&u, &x, Some(&entry))).await? {

@@ -22,7 +22,7 @@ pub const MAX_AUDIT_FIELD_BYTES: usize = 512;
 pub const MAX_AUDIT_DETAIL_BYTES: usize = 8 * 1024;
 
 /// One event to record.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
     /// When it happened (ms since the epoch).
     pub at: UnixMs,
