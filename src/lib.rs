@@ -311,6 +311,7 @@ pub async fn run(
     let keeper = match (&cluster, keeper) {
         (Some(c), Some(k)) => {
             c.start_watchers(stop.clone());
+            cluster::hooks::serve(c, hooks.clone(), config.providers.iter().map(|p| p.name().to_string()).collect(), stop.clone());
             let all_stopped = futures_util::future::join_all(gates.iter().map(|g| {
                 let g = g.clone();
                 async move { g.stopped().await }

@@ -13,6 +13,7 @@
 //!
 //! The single-node default (no `[cluster]`) uses none of this: SQLite and nothing else.
 
+pub mod hooks;
 pub mod lease;
 pub mod partitions;
 pub mod writes;

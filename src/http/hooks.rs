@@ -25,10 +25,13 @@ pub async fn hook(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
     let (provider, tail) = path.into_inner();
-    let handler = state
-        .hooks
-        .get(&provider)
-        .ok_or_else(|| AppError::NotFound(format!("no provider {:?} takes webhooks", presence_actors::model::activity::truncate(&provider, 60))))?;
+    let handler = state.hooks.get(&provider);
+    // On a node of a cluster, a configured provider running on another node gets the request
+    // over NATS.
+    let remote = handler.is_none() && state.cluster.is_some() && state.config.providers.iter().any(|p| p.name() == provider);
+    if handler.is_none() && !remote {
+        return Err(AppError::NotFound(format!("no provider {:?} takes webhooks", presence_actors::model::activity::truncate(&provider, 60))));
+    }
     let limit = state.config.http.max_hook_bytes;
     if req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
         return Err(AppError::TooLarge(format!("webhook bodies are at most {limit} bytes")));
@@ -48,8 +51,14 @@ pub async fn hook(
         .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
         .collect();
     let request = HookRequest { method: req.method().to_string(), tail, query: req.query_string().to_string(), headers, body };
-    // Handlers only check, parse and enqueue; run them off the async worker all the same.
-    let res = web::block(move || handler.handle(request)).await.map_err(|e| AppError::Internal(format!("webhook handler: {e}")))?;
+    let res = match (handler, &state.cluster) {
+        // Handlers only check, parse and enqueue; run them off the async worker all the same.
+        (Some(handler), _) => web::block(move || handler.handle(request)).await.map_err(|e| AppError::Internal(format!("webhook handler: {e}")))?,
+        (None, Some(c)) => crate::cluster::hooks::forward(c, &provider, request)
+            .await
+            .ok_or_else(|| AppError::Unavailable(format!("the node running provider {provider:?} did not answer; try again")))?,
+        (None, None) => return Err(AppError::NotFound("no such provider".into())),
+    };
     let status = StatusCode::from_u16(res.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Ok(HttpResponse::build(status).content_type(res.content_type).body(res.body))
 }
