@@ -276,7 +276,13 @@ pub async fn run(
 
     // Directory sync: the sources' first passes start now; nothing is applied until each has
     // completed one.
-    let sync = sync::DirectorySync::start(hub.clone(), store.clone(), &config.directory, stop.clone()).map_err(RunError::Directory)?;
+    // In a cluster the sources are read on the node holding directory sync's lease, and every
+    // node applies the versions it publishes.
+    let link = match (&cluster, &mut keeper) {
+        (Some(c), Some(k)) if !config.directory.effective_sources().is_empty() => Some(cluster::directory::start(c, &hub, &store, k, stop.clone()).await?),
+        _ => None,
+    };
+    let sync = sync::DirectorySync::start(hub.clone(), store.clone(), &config.directory, stop.clone(), link).map_err(RunError::Directory)?;
     let (sync, sync_tasks) = match sync {
         Some((s, t)) => (Some(s), t),
         None => (None, Vec::new()),

@@ -77,6 +77,9 @@ pub struct Partitions {
     forward_tx: tokio::sync::mpsc::Sender<(String, bytes::Bytes)>,
     feeds_tx: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
     metrics: PartitionMetrics,
+    /// Set once the consumer has read the stream up to where it stood at start: only then do
+    /// the fan-out's views (what a taken partition starts from) hold everyone's last state.
+    caught_up: tokio::sync::watch::Sender<bool>,
 }
 
 /// The stream and bucket names.
@@ -89,7 +92,7 @@ pub(crate) fn token(id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
-fn from_token(t: &str) -> Option<String> {
+pub(crate) fn from_token(t: &str) -> Option<String> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok().and_then(|b| String::from_utf8(b).ok())
 }
 
@@ -124,6 +127,7 @@ impl Partitions {
             forward_tx,
             feeds_tx,
             metrics: PartitionMetrics::default(),
+            caught_up: tokio::sync::watch::channel(false).0,
         });
         hub.join_cluster(p.clone());
         let client = cluster.inner.client.clone();
@@ -278,8 +282,24 @@ fn note_ack<E: std::fmt::Display>(p: &Partitions, r: Result<jetstream::publish::
 
 /// Takes every change from the stream into the fan-out, in stream order: first the latest
 /// state of everyone, then each change as it comes. Re-opens after an error.
-async fn consumer(p: Arc<Partitions>, hub: Hub, stream: jetstream::stream::Stream, prefix: String, mut stop: Shutdown) {
+async fn consumer(p: Arc<Partitions>, hub: Hub, mut stream: jetstream::stream::Stream, prefix: String, mut stop: Shutdown) {
     let mut last_seq = 0u64;
+    // Where the stream stood at start: caught up once read that far.
+    let target = loop {
+        match stream.info().await {
+            Ok(i) => break i.state.last_sequence,
+            Err(e) => {
+                warn!(error = %e, "Cannot read the cluster's change stream; retrying.");
+                tokio::select! {
+                    _ = stop.recv() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    if target == 0 {
+        p.caught_up.send_replace(true);
+    }
     loop {
         let deliver_policy = if last_seq == 0 {
             jetstream::consumer::DeliverPolicy::LastPerSubject
@@ -317,6 +337,11 @@ async fn consumer(p: Arc<Partitions>, hub: Hub, stream: jetstream::stream::Strea
             let Ok(info) = m.info() else { continue };
             let seq = info.stream_sequence;
             last_seq = seq;
+            // The last-per-person replay ends with the newest message at start, or below it
+            // when that one was replaced since: caught up when the pending count reaches 0.
+            if seq >= target || info.pending == 0 {
+                p.caught_up.send_replace(true);
+            }
             let Some(id) = m.subject.rsplit('.').next().and_then(from_token) else { continue };
             let dir = hub.directory();
             let Some(user) = dir.by_id(&id) else { continue };
@@ -386,6 +411,12 @@ async fn keep_partition(p: Arc<Partitions>, hub: Hub, store: Store, client: asyn
         tokio::select! {
             _ = stop.recv() => return,
             ok = gate.permitted() => if !ok { return },
+        }
+        // Start from everyone's last published state, not from whatever arrived so far.
+        let mut ready = p.caught_up.subscribe();
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = ready.wait_for(|r| *r) => {}
         }
         let users = people_of(&hub, n);
         p.owned[n as usize].store(true, Ordering::Release);

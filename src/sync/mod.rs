@@ -157,6 +157,37 @@ struct Inner {
     /// Serialises applies: two sources finishing together apply one after the other.
     apply: tokio::sync::Mutex<()>,
     force: AtomicBool,
+    /// On a node of a cluster: true while this node holds directory sync's lease (sources
+    /// read and versions apply only then). `None`: a single node, always.
+    active: Option<tokio::sync::watch::Receiver<bool>>,
+    /// On a node of a cluster: where each applied version's changes go, for the other nodes.
+    out: Option<tokio::sync::mpsc::UnboundedSender<Published>>,
+    /// This node has published a whole version since it took the lease.
+    published: AtomicBool,
+}
+
+/// An applied version's changes, for the other nodes of a cluster: people added or changed
+/// (id, JSON) and the ids of those removed, then the number of people in the version.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// People added or changed: id and JSON.
+    pub upserts: Vec<(String, String)>,
+    /// Ids of people removed.
+    pub removed: Vec<String>,
+    /// Everyone in the new version: id and JSON (the first version a node publishes, so
+    /// the others get the whole directory).
+    pub all: Option<Vec<(String, String)>>,
+    /// People in the version.
+    pub count: usize,
+}
+
+/// On a node of a cluster: directory sync runs only while `active` is true, and publishes each
+/// applied version's changes to `out`.
+pub struct ClusterLink {
+    /// True while this node holds directory sync's lease.
+    pub active: tokio::sync::watch::Receiver<bool>,
+    /// Where applied versions go.
+    pub out: tokio::sync::mpsc::UnboundedSender<Published>,
 }
 
 /// The running directory sync (cheap to clone).
@@ -181,7 +212,7 @@ pub type Started = (DirectorySync, Vec<tokio::task::JoinHandle<()>>);
 impl DirectorySync {
     /// Starts one task per source (on the current actix/tokio runtime). Returns `None` when
     /// no source is configured.
-    pub fn start(hub: Hub, store: Store, config: &DirectorySection, shutdown: Shutdown) -> Result<Option<Started>, String> {
+    pub fn start(hub: Hub, store: Store, config: &DirectorySection, shutdown: Shutdown, cluster: Option<ClusterLink>) -> Result<Option<Started>, String> {
         let sources = config.effective_sources();
         if sources.is_empty() {
             return Ok(None);
@@ -216,6 +247,9 @@ impl DirectorySync {
             kicks: sources.iter().map(|_| Notify::new()).collect(),
             apply: tokio::sync::Mutex::new(()),
             force: AtomicBool::new(false),
+            active: cluster.as_ref().map(|c| c.active.clone()),
+            out: cluster.map(|c| c.out),
+            published: AtomicBool::new(false),
         });
         let mut tasks = Vec::new();
         for (i, cfg) in sources.into_iter().enumerate() {
@@ -305,8 +339,16 @@ impl Inner {
     }
 
     /// Merges every source and applies the result to the store and the hub.
+    fn is_active(&self) -> bool {
+        self.active.as_ref().is_none_or(|a| *a.borrow())
+    }
+
     async fn apply(&self) -> Applied {
         let _serial = self.apply.lock().await;
+        if !self.is_active() {
+            let note = "this node no longer runs directory sync (another node of the cluster does)".to_string();
+            return Applied { diff: DirectoryDiff::default(), rejected: 0, applied: false, note: Some(note), held: false };
+        }
         let current = self.hub.directory();
         let merged = {
             let slots = self.lock();
@@ -323,7 +365,10 @@ impl Inner {
         let rejected = merged.rejected.len();
         let (next, diff) = match current.next(merged.people) {
             Ok((Some(next), diff)) => (next, diff),
-            Ok((None, diff)) => return Applied { diff, rejected, applied: true, note: None, held: false },
+            Ok((None, diff)) => {
+                self.publish(&current, &current, &diff);
+                return Applied { diff, rejected, applied: true, note: None, held: false };
+            }
             Err(e) => return Applied { diff: DirectoryDiff::default(), rejected, applied: false, note: Some(format!("the merged directory is invalid: {e}")), held: true },
         };
         let count = current.count();
@@ -338,32 +383,57 @@ impl Inner {
             warn!(removed = diff.removed.len(), people = count, "{note}");
             return Applied { diff, rejected, applied: false, note: Some(note), held: true };
         }
-        // The store first: an applied change survives a crash.
-        let upserts: Vec<(String, String)> = diff
-            .added
-            .iter()
-            .chain(&diff.changed)
-            .filter_map(|&i| next.person(i))
-            .map(|p| (p.id().to_string(), serde_json::to_string(&p).unwrap_or_default()))
-            .collect();
-        let removed: Vec<String> = diff.removed.iter().filter_map(|&i| current.person(i)).map(|p| p.id().to_string()).collect();
-        let added_ids: Vec<(u32, String)> = diff.added.iter().filter_map(|&i| Some((i, next.person(i)?.id().to_string()))).collect();
-        let store = self.store.clone();
-        let now = now_ms();
-        let saved = actix_web::web::block(move || -> Result<Restore, crate::store::StoreError> {
-            store.apply_directory_changes(&upserts, &removed, now)?;
-            restore_of(&store, &added_ids, now)
-        })
-        .await;
-        let restore = match saved {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Applied { diff, rejected, applied: false, note: Some(format!("the store refused the changes: {e}")), held: true },
-            Err(e) => return Applied { diff, rejected, applied: false, note: Some(format!("the store task failed: {e}")), held: true },
-        };
-        info!(added = diff.added.len(), changed = diff.changed.len(), removed = diff.removed.len(), people = next.count(), "Directory changes applied.");
-        self.hub.apply_directory(next, &diff, restore).await;
+        if let Err(note) = apply_version(&self.hub, &self.store, &current, next, &diff).await {
+            return Applied { diff, rejected, applied: false, note: Some(note), held: true };
+        }
+        self.publish(&current, &self.hub.directory(), &diff);
         Applied { diff, rejected, applied: true, note: None, held: false }
     }
+
+    /// Hands an applied version's changes to the other nodes (a cluster); the first version
+    /// this node publishes carries everyone.
+    fn publish(&self, before: &presence_actors::directory::Directory, after: &presence_actors::directory::Directory, diff: &DirectoryDiff) {
+        let Some(out) = &self.out else { return };
+        let first = !self.published.swap(true, Ordering::AcqRel);
+        if !first && diff.added.is_empty() && diff.changed.is_empty() && diff.removed.is_empty() {
+            return;
+        }
+        let json = |p: presence_actors::directory::PersonRef<'_>| (p.id().to_string(), serde_json::to_string(&p).unwrap_or_default());
+        let upserts = diff.added.iter().chain(&diff.changed).filter_map(|&i| after.person(i)).map(json).collect();
+        let removed = diff.removed.iter().filter_map(|&i| before.person(i)).map(|p| p.id().to_string()).collect();
+        let all = first.then(|| (0..after.len() as u32).filter_map(|i| after.person(i)).map(json).collect());
+        let _ = out.send(Published { upserts, removed, all, count: after.count() });
+    }
+}
+
+/// Makes `next` (built from `current`, `diff` its differences) the directory: the store first
+/// (an applied change survives a crash), with what it kept of people who are back, then the
+/// running hub. Directory sync and, on a node of a cluster, the versions another node applied.
+pub(crate) async fn apply_version(hub: &Hub, store: &Store, current: &presence_actors::directory::Directory, next: presence_actors::directory::Directory, diff: &DirectoryDiff) -> Result<(), String> {
+    let upserts: Vec<(String, String)> = diff
+        .added
+        .iter()
+        .chain(&diff.changed)
+        .filter_map(|&i| next.person(i))
+        .map(|p| (p.id().to_string(), serde_json::to_string(&p).unwrap_or_default()))
+        .collect();
+    let removed: Vec<String> = diff.removed.iter().filter_map(|&i| current.person(i)).map(|p| p.id().to_string()).collect();
+    let added_ids: Vec<(u32, String)> = diff.added.iter().filter_map(|&i| Some((i, next.person(i)?.id().to_string()))).collect();
+    let store = store.clone();
+    let now = now_ms();
+    let saved = actix_web::web::block(move || -> Result<Restore, crate::store::StoreError> {
+        store.apply_directory_changes(&upserts, &removed, now)?;
+        restore_of(&store, &added_ids, now)
+    })
+    .await;
+    let restore = match saved {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(format!("the store refused the changes: {e}")),
+        Err(e) => return Err(format!("the store task failed: {e}")),
+    };
+    info!(added = diff.added.len(), changed = diff.changed.len(), removed = diff.removed.len(), people = next.count(), "Directory changes applied.");
+    hub.apply_directory(next, diff, restore).await;
+    Ok(())
 }
 
 /// What the store kept of people who are back: their absences that have not ended and their
@@ -398,6 +468,19 @@ async fn run_source(inner: Arc<Inner>, i: usize, cfg: SourceConfig, mut source: 
             _ = tokio::time::sleep_until(next) => {}
             _ = inner.kicks[i].notified() => {}
             _ = stop.recv() => return,
+        }
+        if let Some(active) = &inner.active {
+            if !*active.borrow() {
+                inner.lock()[i].state = "standby";
+                inner.published.store(false, Ordering::Release);
+                let mut a = active.clone();
+                tokio::select! {
+                    _ = a.wait_for(|on| *on) => {}
+                    _ = stop.recv() => return,
+                }
+                // Taking over: read everything afresh.
+                inner.lock()[i].want_full = true;
+            }
         }
         let want = {
             let mut slots = inner.lock();
