@@ -200,16 +200,19 @@ impl Hub {
         let _ = self.inner.peers.set(peers);
     }
 
-    /// A signal forwarded by another node for a person this node owns. `false` when it
-    /// cannot be applied here: the person is unknown, or their partition is no longer ours
-    /// (it moved while the signal travelled; the feed's next signal reaches the new owner).
+    /// A signal forwarded by another node for a person this node owns. `false` when it is
+    /// not taken: the person's partition is not (or no longer) this node's, or the hub is
+    /// overloaded; the sender then tries again (the next owner takes it). A person this
+    /// node's directory does not know is taken and dropped (counted unresolved).
     pub fn take_forwarded(&self, w: SignalWire) -> bool {
-        let dir = self.directory();
-        let Some(user) = dir.by_id(&w.id) else { return false };
         if !self.inner.peers.get().is_none_or(|p| p.owns(partition_of(&w.id))) {
-            Metrics::inc(&self.inner.metrics.signals_dropped);
             return false;
         }
+        let dir = self.directory();
+        let Some(user) = dir.by_id(&w.id) else {
+            Metrics::inc(&self.inner.metrics.signals_unresolved);
+            return true;
+        };
         let feed = self.inner.feeds.by_name(&w.feed).map_or(0, |f| f.id);
         self.submit_local(user, w.into_signal(feed), Instant::now()).is_ok()
     }
@@ -375,8 +378,17 @@ impl Hub {
 
     /// Restores views known before a restart and the stored absences.
     pub async fn restore(&self, views: Vec<(UserIdx, MergedView)>, absences: Vec<(UserIdx, Absence)>) {
+        self.restore_with_slots(views, absences, Vec::new()).await;
+    }
+
+    /// [`Hub::restore`], with the slots the people's previous owner held (a node of a
+    /// cluster taking a partition).
+    pub async fn restore_with_slots(&self, views: Vec<(UserIdx, MergedView)>, absences: Vec<(UserIdx, Absence)>, slots: Vec<(UserIdx, crate::model::Slot)>) {
         let n = self.inner.shards.len();
-        let mut per: Vec<Restore> = (0..n).map(|_| Restore { views: vec![], absences: vec![] }).collect();
+        let mut per: Vec<Restore> = (0..n).map(|_| Restore { views: vec![], absences: vec![], slots: vec![] }).collect();
+        for (u, s) in slots {
+            per[self.shard_of(u)].slots.push((u, s));
+        }
         for (u, v) in views {
             let dept = self.inner.directory.current().department_of(u);
             self.inner.fanout.restore(u, dept, &v);
@@ -408,7 +420,7 @@ impl Hub {
                 removed: vec![],
                 added: vec![],
                 moved: vec![],
-                restore: Restore { views: vec![], absences: vec![] },
+                restore: Restore { views: vec![], absences: vec![], slots: vec![] },
             })
             .collect();
         for &u in &diff.removed {

@@ -124,6 +124,10 @@ pub struct Restore {
     pub views: Vec<(UserIdx, MergedView)>,
     /// Absences per person.
     pub absences: Vec<(UserIdx, Absence)>,
+    /// Slots per person, as their previous owner held them (a node of a cluster taking a
+    /// partition): they replace the stand-in slot a view would get. A slot's `restored` flag
+    /// is kept as given: a partition handed over in good order carries live slots.
+    pub slots: Vec<(UserIdx, crate::model::Slot)>,
 }
 
 /// A new directory version: the shard's people who left lose their state (and a `removed`
@@ -640,20 +644,29 @@ impl Handler<ApplyDirectory> for Shard {
 /// and the absences.
 fn restored_states(msg: Restore) -> HashMap<UserIdx, UserPresence> {
     let now = now_ms();
-    let mut by_user: HashMap<UserIdx, (Option<MergedView>, Vec<Absence>)> = HashMap::new();
+    let mut by_user: HashMap<UserIdx, (Option<MergedView>, Vec<Absence>, Vec<crate::model::Slot>)> = HashMap::new();
     for (u, v) in msg.views {
         by_user.entry(u).or_default().0 = Some(v);
     }
     for (u, a) in msg.absences {
         by_user.entry(u).or_default().1.push(a);
     }
+    for (u, s) in msg.slots {
+        by_user.entry(u).or_default().2.push(s);
+    }
     by_user
         .into_iter()
-        .map(|(user, (view, absences))| {
+        .map(|(user, (view, absences, slots))| {
             let mut state = UserPresence::new();
+            let carried = !slots.is_empty();
+            for s in slots {
+                state.carry_slot(s);
+            }
             if let Some(v) = view {
-                if let Some(slot) = restored_slot(&v, now) {
-                    state.restore_slot(slot);
+                if !carried {
+                    if let Some(slot) = restored_slot(&v, now) {
+                        state.restore_slot(slot);
+                    }
                 }
                 state.restore_view(v);
             }

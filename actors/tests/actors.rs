@@ -256,7 +256,7 @@ async fn a_directory_version_applies_live_to_streams_search_and_signals() {
         updated_at: now - 60_000,
         created_by: None,
     };
-    hub.apply_directory(dir1, &diff, Restore { views: vec![], absences: vec![(30, lunch)] }).await;
+    hub.apply_directory(dir1, &diff, Restore { views: vec![], absences: vec![(30, lunch)], slots: vec![] }).await;
 
     assert!(changes.has_changed().unwrap(), "watchers are told");
     let dir = changes.borrow_and_update().clone();

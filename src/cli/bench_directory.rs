@@ -141,7 +141,7 @@ pub fn run(args: BenchDirectoryArgs) -> Result<()> {
     let apply = sys.block_on(async {
         let hub = Hub::start(&HubConfig::default(), dir, Policy::default());
         let t = Instant::now();
-        hub.apply_directory(next, &diff, Restore { views: vec![], absences: vec![] }).await;
+        hub.apply_directory(next, &diff, Restore { views: vec![], absences: vec![], slots: vec![] }).await;
         let took = t.elapsed();
         hub.stop();
         took

@@ -52,6 +52,8 @@ pub struct PartitionMetrics {
     pub forwarded: AtomicU64,
     /// Signals received from another node.
     pub received: AtomicU64,
+    /// Forwarded signals dropped: too many waiting for an owner.
+    pub forward_dropped: AtomicU64,
     /// Changes published to the cluster.
     pub published: AtomicU64,
     /// Publications JetStream did not acknowledge.
@@ -74,13 +76,31 @@ pub struct Partitions {
     owned: Vec<AtomicBool>,
     pending: Mutex<Pending>,
     wake: tokio::sync::Notify,
-    forward_tx: tokio::sync::mpsc::Sender<(String, bytes::Bytes)>,
+    forward_tx: tokio::sync::mpsc::Sender<Forward>,
     feeds_tx: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
     metrics: PartitionMetrics,
     /// Set once the consumer has read the stream up to where it stood at start: only then do
     /// the fan-out's views (what a taken partition starts from) hold everyone's last state.
     caught_up: tokio::sync::watch::Sender<bool>,
+    /// The bucket `<prefix>_state`: each owned person's state (slots), for the next owner.
+    state: kv::Store,
+    /// Owned people whose view changed since their state was last saved.
+    dirty: Mutex<std::collections::HashSet<UserIdx>>,
 }
+
+/// What the state bucket holds of a person: everything the owner held, and whether it was
+/// written when the partition was handed over in good order (its slots then carry over live)
+/// or by the periodic save (they come back stale, as after a restart).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateRecord {
+    #[serde(rename = "final")]
+    handed_over: bool,
+    at: i64,
+    detail: DetailWire,
+}
+
+/// How often owned people's changed state is saved to the state bucket.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
 
 /// The stream and bucket names.
 fn names(prefix: &str) -> (String, String) {
@@ -117,6 +137,7 @@ impl Partitions {
             .await
             .map_err(|e| err(&stream_name, &e))?;
         let feeds = super::open_bucket(&js, &feeds_bucket, Duration::ZERO, c.replicas).await?;
+        let state = super::open_bucket(&js, &format!("{}_state", c.prefix), Duration::ZERO, c.replicas).await?;
         let (forward_tx, forward_rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
         let (feeds_tx, feeds_rx) = tokio::sync::mpsc::unbounded_channel();
         let p = Arc::new(Partitions {
@@ -128,13 +149,16 @@ impl Partitions {
             feeds_tx,
             metrics: PartitionMetrics::default(),
             caught_up: tokio::sync::watch::channel(false).0,
+            state,
+            dirty: Mutex::new(Default::default()),
         });
         hub.join_cluster(p.clone());
         let client = cluster.inner.client.clone();
-        actix_web::rt::spawn(forwarder(client.clone(), forward_rx));
+        actix_web::rt::spawn(forwarder(p.clone(), client.clone(), forward_rx));
         actix_web::rt::spawn(publisher(p.clone(), js.clone(), c.prefix.clone(), stop.clone()));
         actix_web::rt::spawn(consumer(p.clone(), hub.clone(), stream, c.prefix.clone(), stop.clone()));
         actix_web::rt::spawn(feed_health(cluster.clone(), hub.clone(), feeds, feeds_rx, stop.clone()));
+        actix_web::rt::spawn(state_saver(p.clone(), hub.clone(), stop.clone()));
         for n in 0..PARTITIONS {
             let (gate, rx) = Gate::new();
             keeper.add_balanced(super::lease::LeaseKind::Partition, &n.to_string(), gate);
@@ -177,16 +201,15 @@ impl Peers for Partitions {
     fn forward(&self, partition: u32, id: &str, signal: &Signal, feed: &str) -> Result<(), SinkError> {
         let body = serde_json::to_vec(&SignalWire::new(id, feed, signal)).unwrap_or_default();
         let subject = format!("{}.signal.{partition}", self.cluster.config().prefix);
-        match self.forward_tx.try_send((subject, body.into())) {
-            Ok(()) => {
-                self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+        let key = format!("{id}\u{0}{}\u{0}{}", signal.source.as_str(), signal.instance.as_str());
+        match self.forward_tx.try_send(Forward { subject, key, body: body.into(), tries: 0 }) {
+            Ok(()) => Ok(()),
             Err(_) => Err(SinkError::Overloaded),
         }
     }
 
     fn publish(&self, change: Outgoing) {
+        let user = change.user;
         {
             let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let user = change.user;
@@ -194,6 +217,7 @@ impl Peers for Partitions {
                 g.order.push_back(user);
             }
         }
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner()).insert(user);
         self.wake.notify_one();
     }
 
@@ -215,12 +239,68 @@ impl Peers for Partitions {
 /// How long a node waits for an owner's answer about a person.
 const DETAIL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Sends forwarded signals (core NATS: at most once; a signal lost while a partition moves is
-/// restated by its feed).
-async fn forwarder(client: async_nats::Client, mut rx: tokio::sync::mpsc::Receiver<(String, bytes::Bytes)>) {
-    while let Some((subject, body)) = rx.recv().await {
-        if let Err(e) = client.publish(subject, body).await {
-            warn!(error = %e, "Could not forward a signal to its owner.");
+/// A signal on its way to its person's owner.
+struct Forward {
+    subject: String,
+    /// Person, source and instance: a newer signal for the same key replaces a waiting one.
+    key: String,
+    body: bytes::Bytes,
+    tries: u32,
+}
+
+/// Signals waiting for an owner (none answered: the partition is moving) before new ones are
+/// dropped; each key keeps only its newest signal.
+const MAX_WAITING: usize = 100_000;
+/// Forwarded signals awaiting their owner's answer at once.
+const MAX_FORWARDS_IN_FLIGHT: usize = 1_024;
+
+/// Sends forwarded signals and waits for the owner's answer. A signal nobody takes (no owner
+/// yet: the partition is moving, its node just died) waits, newest per person, source and
+/// instance, and is tried again every 200 ms until an owner takes it: a failover loses no
+/// call or meeting that began meanwhile.
+async fn forwarder(p: Arc<Partitions>, client: async_nats::Client, mut rx: tokio::sync::mpsc::Receiver<Forward>) {
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut waiting: HashMap<String, Forward> = HashMap::new();
+    let mut retry = tokio::time::interval(Duration::from_millis(200));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let send = |f: Forward| {
+        let client = client.clone();
+        async move {
+            let r = tokio::time::timeout(Duration::from_secs(2), client.request(f.subject.clone(), f.body.clone())).await;
+            let taken = matches!(r, Ok(Ok(ref m)) if &m.payload[..] == b"ok");
+            (f, taken)
+        }
+    };
+    loop {
+        tokio::select! {
+            f = rx.recv(), if in_flight.len() < MAX_FORWARDS_IN_FLIGHT => match f {
+                Some(f) => in_flight.push(send(f)),
+                None => return,
+            },
+            Some((mut f, taken)) = in_flight.next(), if !in_flight.is_empty() => {
+                if taken {
+                    p.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f.tries += 1;
+                    if f.tries == 1 || f.tries % 50 == 0 {
+                        tracing::debug!(subject = %f.subject, tries = f.tries, "No owner took a forwarded signal yet; it waits.");
+                    }
+                    if waiting.len() < MAX_WAITING || waiting.contains_key(&f.key) {
+                        waiting.insert(f.key.clone(), f);
+                    } else {
+                        p.metrics.forward_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = retry.tick(), if !waiting.is_empty() => {
+                let room = MAX_FORWARDS_IN_FLIGHT.saturating_sub(in_flight.len());
+                let keys: Vec<String> = waiting.keys().take(room).cloned().collect();
+                for k in keys {
+                    if let Some(f) = waiting.remove(&k) {
+                        in_flight.push(send(f));
+                    }
+                }
+            }
         }
     }
 }
@@ -423,7 +503,7 @@ async fn keep_partition(p: Arc<Partitions>, hub: Hub, store: Store, client: asyn
         let sub = client.subscribe(format!("{prefix}.signal.{n}")).await;
         let details = client.subscribe(format!("{prefix}.detail.{n}")).await.ok();
         let views = client.subscribe(format!("{prefix}.view.{n}")).await.ok();
-        adopt(&p, &hub, &store, &users).await;
+        adopt(&p, &hub, &store, n, &users).await;
         gate.set_running(true);
         info!(partition = n, people = users.len(), "Owning a partition.");
         let mut sub = match sub {
@@ -433,21 +513,32 @@ async fn keep_partition(p: Arc<Partitions>, hub: Hub, store: Store, client: asyn
                 None
             }
         };
-        tokio::select! {
-            _ = stop.recv() => {}
-            _ = gate.withdrawn() => {}
+        let by = tokio::select! {
+            _ = stop.recv() => tokio::time::Instant::now() + Duration::from_secs(2),
+            by = gate.withdrawn() => by,
             _ = async {
                 while let Some(m) = match sub.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } {
-                    if let Ok(w) = serde_json::from_slice::<SignalWire>(&m.payload) {
+                    // "ok" once taken; anything else (the partition moved on meanwhile) makes
+                    // the sender try again, and the next owner takes it.
+                    let taken = serde_json::from_slice::<SignalWire>(&m.payload).ok().is_some_and(|w| hub.take_forwarded(w));
+                    if taken {
                         p.metrics.received.fetch_add(1, Ordering::Relaxed);
-                        hub.take_forwarded(w);
+                    }
+                    if let Some(reply) = m.reply {
+                        let _ = client.publish(reply, bytes::Bytes::from_static(if taken { b"ok" } else { b"no" })).await;
                     }
                 }
-            } => {}
-            _ = answer_details(&hub, &client, details) => {}
-            _ = super::writes::answer_views(&p.cluster, &hub, views) => {}
-        }
+            } => tokio::time::Instant::now(),
+            _ = answer_details(&hub, &client, details) => tokio::time::Instant::now(),
+            _ = super::writes::answer_views(&p.cluster, &hub, views) => tokio::time::Instant::now(),
+        };
         p.owned[n as usize].store(false, Ordering::Release);
+        // Hand the people over in good order: their whole state, for the next owner (within
+        // the lease's deadline; a node cut off from NATS just lets go).
+        let people = people_of(&hub, n);
+        if tokio::time::timeout_at(by, save_states(&p, &hub, &people, true)).await.is_err() {
+            warn!(partition = n, "Could not hand the partition's state over in time; the next owner starts from the last save.");
+        }
         if let Some(mut s) = sub {
             let _ = s.unsubscribe().await;
         }
@@ -478,6 +569,91 @@ async fn answer_details(hub: &Hub, client: &async_nats::Client, sub: Option<asyn
     }
 }
 
+/// Saves the state of owned people whose view changed, every [`SAVE_EVERY`].
+async fn state_saver(p: Arc<Partitions>, hub: Hub, mut stop: Shutdown) {
+    let mut tick = tokio::time::interval(SAVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tick.tick() => {}
+        }
+        let users: Vec<UserIdx> = std::mem::take(&mut *p.dirty.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+        if !users.is_empty() {
+            save_states(&p, &hub, &users, false).await;
+        }
+    }
+}
+
+fn state_key(id: &str) -> String {
+    format!("s.{}.{}", partition_of(id), token(id))
+}
+
+/// Writes these people's state to the state bucket (those this node still holds).
+async fn save_states(p: &Partitions, hub: &Hub, users: &[UserIdx], handed_over: bool) {
+    let dir = hub.directory();
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    for &u in users {
+        let Some(person) = dir.person(u) else { continue };
+        let id = person.id().to_string();
+        if !handed_over && !p.owns(partition_of(&id)) {
+            continue;
+        }
+        let d = hub.detail_local(u).await;
+        if d.slots.is_empty() && d.absences.is_empty() && !d.view.availability.is_known() {
+            continue;
+        }
+        let record = StateRecord { handed_over, at: now_ms(), detail: DetailWire::new(&id, &d, |f| hub.feed_name(f)) };
+        let body = serde_json::to_vec(&record).unwrap_or_default();
+        let store = p.state.clone();
+        pending.push(async move { store.put(state_key(&id), body.into()).await.is_ok() });
+        while pending.len() >= 256 {
+            pending.next().await;
+        }
+    }
+    let mut failed = 0;
+    while let Some(ok) = pending.next().await {
+        if !ok {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        warn!(failed, "Could not save every person's state to the cluster.");
+    }
+}
+
+/// The slots the previous owner saved of partition `n`'s people: live when it handed them
+/// over in good order, stale otherwise (it died: as after a restart).
+async fn load_slots(p: &Partitions, hub: &Hub, n: u32) -> Vec<(UserIdx, presence_actors::model::Slot)> {
+    let mut out = Vec::new();
+    let Ok(mut watch) = p.state.watch_with_history(format!("s.{n}.>")).await else { return out };
+    let dir = hub.directory();
+    let feeds = hub.feeds().clone();
+    loop {
+        // An empty partition sends nothing: a short wait ends the read.
+        let e = match tokio::time::timeout(Duration::from_millis(300), watch.next()).await {
+            Ok(Some(Ok(e))) => e,
+            _ => break,
+        };
+        if matches!(e.operation, kv::Operation::Put) {
+            if let Ok(r) = serde_json::from_slice::<StateRecord>(&e.value) {
+                let id = e.key.rsplit('.').next().and_then(from_token);
+                if let Some(u) = id.as_deref().and_then(|id| dir.by_id(id)) {
+                    let d = r.detail.into_detail(|name| feeds.by_name(name).map_or(0, |f| f.id));
+                    for mut s in d.slots {
+                        s.restored |= !r.handed_over;
+                        out.push((u, s));
+                    }
+                }
+            }
+        }
+        if e.delta == 0 {
+            break;
+        }
+    }
+    out
+}
+
 fn people_of(hub: &Hub, n: u32) -> Vec<UserIdx> {
     let dir = hub.directory();
     (0..dir.len() as UserIdx).filter(|&u| dir.person(u).is_some_and(|p| partition_of(p.id()) == n)).collect()
@@ -486,13 +662,16 @@ fn people_of(hub: &Hub, n: u32) -> Vec<UserIdx> {
 /// Starts a partition's people from the last views the cluster published (stale, as after a
 /// restart) and their stored absences, and publishes those views so every node shows them
 /// stale until their feeds confirm them.
-async fn adopt(p: &Partitions, hub: &Hub, store: &Store, users: &[UserIdx]) {
+async fn adopt(p: &Partitions, hub: &Hub, store: &Store, n: u32, users: &[UserIdx]) {
+    let slots = load_slots(p, hub, n).await;
+    let carried: std::collections::HashSet<UserIdx> = slots.iter().filter(|(_, s)| !s.restored).map(|(u, _)| *u).collect();
     let dir = hub.directory();
     let mut views = Vec::new();
     for &u in users {
         if let Some(latest) = hub.fanout().latest(u).filter(|l| l.gone.is_none()) {
             let mut v = latest.view;
-            if v.availability.is_known() {
+            // Handed over in good order: the view stays as it was; else stale until confirmed.
+            if v.availability.is_known() && !carried.contains(&u) {
                 v.freshness = Freshness::Stale;
             }
             views.push((u, v));
@@ -502,10 +681,10 @@ async fn adopt(p: &Partitions, hub: &Hub, store: &Store, users: &[UserIdx]) {
     let st = store.clone();
     let stored = actix_web::web::block(move || st.load_absences(now_ms())).await.ok().and_then(Result::ok).unwrap_or_default();
     let absences: Vec<_> = stored.iter().filter_map(|a| dir.by_id(&a.user_id).filter(|u| wanted.contains(u)).map(|u| (u, a.to_absence()))).collect();
-    for (u, v) in &views {
+    for (u, v) in views.iter().filter(|(u, _)| !carried.contains(u)) {
         if let Some(person) = dir.person(*u) {
             p.publish(Outgoing { partition: partition_of(person.id()), user: *u, id: person.id().into(), json: Some(presence_actors::wire::presence_json(person.id(), v).into()) });
         }
     }
-    hub.restore(views, absences).await;
+    hub.restore_with_slots(views, absences, slots).await;
 }

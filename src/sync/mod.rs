@@ -439,7 +439,7 @@ pub(crate) async fn apply_version(hub: &Hub, store: &Store, current: &presence_a
 /// What the store kept of people who are back: their absences that have not ended and their
 /// last view.
 fn restore_of(store: &Store, people: &[(u32, String)], now: UnixMs) -> Result<Restore, crate::store::StoreError> {
-    let mut r = Restore { views: Vec::new(), absences: Vec::new() };
+    let mut r = Restore { views: Vec::new(), absences: Vec::new(), slots: Vec::new() };
     for (idx, id) in people {
         for a in store.absences_for(id)? {
             if a.end.is_none_or(|e| e > now) {

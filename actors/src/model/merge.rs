@@ -215,6 +215,14 @@ impl UserPresence {
         }
     }
 
+    /// Puts back a slot exactly as another holder of this person's state had it (its
+    /// `restored` flag kept): a partition moving between the nodes of a cluster.
+    pub fn carry_slot(&mut self, s: Slot) {
+        if self.slots.len() < MAX_SLOTS_PER_USER && !self.slots.iter().any(|x| x.source == s.source && x.instance == s.instance) {
+            self.slots.push(s);
+        }
+    }
+
     /// Applies a signal to its slot (rule 3 ordering, retraction, bounds).
     pub fn apply(&mut self, sig: Signal, now: UnixMs, policy: &Policy) -> Applied {
         if policy.ignore_sources.contains(&sig.source) {
