@@ -644,7 +644,9 @@ impl Handler<ApplyDirectory> for Shard {
 /// and the absences.
 fn restored_states(msg: Restore) -> HashMap<UserIdx, UserPresence> {
     let now = now_ms();
-    let mut by_user: HashMap<UserIdx, (Option<MergedView>, Vec<Absence>, Vec<crate::model::Slot>)> = HashMap::new();
+    /// What is put back of one person: view, absences, slots.
+    type Parts = (Option<MergedView>, Vec<Absence>, Vec<crate::model::Slot>);
+    let mut by_user: HashMap<UserIdx, Parts> = HashMap::new();
     for (u, v) in msg.views {
         by_user.entry(u).or_default().0 = Some(v);
     }
