@@ -310,6 +310,9 @@ pub async fn run(
     };
     let idle_minutes = config.auth.oidc.as_ref().map_or(120, |o| o.idle_minutes);
     let sessions = Arc::new(signin::sessions::Sessions::load(store.clone(), idle_minutes, now_ms())?);
+    if let Some(c) = &cluster {
+        c.start_signin(sessions.clone(), stop.clone()).await?;
+    }
     let workers = config.http.workers.unwrap_or(2).clamp(1, 64);
     let restarters = providers.iter().map(|p: &presence_providers::supervisor::ProviderHandle| (p.name().to_string(), p.restarter())).collect();
     // The text the running configuration came from, to tell what a reload changes.

@@ -17,6 +17,7 @@ pub mod directory;
 pub mod hooks;
 pub mod lease;
 pub mod partitions;
+pub mod signin;
 pub mod writes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -248,6 +249,8 @@ struct Inner {
     partitions: std::sync::OnceLock<Arc<partitions::Partitions>>,
     /// Absences written through JetStream (set with the partitions).
     writes: std::sync::OnceLock<Arc<writes::Writes>>,
+    /// Sign-in state shared by the nodes.
+    signin: std::sync::OnceLock<Arc<signin::SharedSignIn>>,
 }
 
 /// This node's membership of the cluster. Cheap to clone.
@@ -321,6 +324,7 @@ impl Cluster {
                 held: Mutex::new(BTreeMap::new()),
                 partitions: std::sync::OnceLock::new(),
                 writes: std::sync::OnceLock::new(),
+                signin: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -332,6 +336,18 @@ impl Cluster {
         let _ = self.inner.partitions.set(p);
         let _ = self.inner.writes.set(w);
         Ok(())
+    }
+
+    /// Shares sign-in sessions and sign-ins in progress with the other nodes.
+    pub async fn start_signin(&self, sessions: Arc<crate::signin::sessions::Sessions>, stop: presence_actors::provider::Shutdown) -> Result<(), ClusterError> {
+        let s = signin::SharedSignIn::start(self, sessions, stop).await?;
+        let _ = self.inner.signin.set(s);
+        Ok(())
+    }
+
+    /// Sign-in state shared by the nodes, once started.
+    pub fn signin(&self) -> Option<&Arc<signin::SharedSignIn>> {
+        self.inner.signin.get()
     }
 
     /// The partitions of the people, once started.

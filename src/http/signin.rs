@@ -64,6 +64,13 @@ pub async fn login(state: Data, q: web::Query<LoginQuery>) -> Result<HttpRespons
     let Some((st, pending)) = s.pending.start(&signin::safe_return_to(q.return_to.as_deref())) else {
         return Err(AppError::Unavailable("too many sign-ins in progress; try again in a few minutes".into()));
     };
+    // In a cluster the callback may reach another node: it finds the sign-in there.
+    if let Some(shared) = state.cluster.as_ref().and_then(|c| c.signin()) {
+        if let Err(e) = shared.put_login(&st, &pending).await {
+            tracing::warn!(error = %e, "Sign-in: cannot share the sign-in with the cluster.");
+            return Ok(to_page("unavailable"));
+        }
+    }
     let login_cookie = Cookie::build(LOGIN_COOKIE, st.clone())
         .path("/auth")
         .http_only(true)
@@ -115,7 +122,14 @@ pub async fn callback(state: Data, req: HttpRequest, q: web::Query<CallbackQuery
     if cookie(&req, LOGIN_COOKIE).as_deref() != Some(st) {
         return failed("expired", "the callback's state is not the one this browser started (or the sign-in cookie expired)".into()).await;
     }
-    let Some(pending) = s.pending.take(st) else {
+    // In a cluster the shared copy is taken (once, whichever node the callback reached): a
+    // replayed callback finds nothing on any node.
+    let local = s.pending.take(st);
+    let pending = match state.cluster.as_ref().and_then(|c| c.signin()) {
+        Some(shared) => shared.take_login(st).await,
+        None => local,
+    };
+    let Some(pending) = pending else {
         return failed("expired", "unknown or expired state".into()).await;
     };
     let (claims, id_token) = match s

@@ -245,6 +245,31 @@ pub struct Pending {
     started: Instant,
 }
 
+/// A sign-in in progress as another node of a cluster gets it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PendingWire {
+    nonce: String,
+    verifier: String,
+    return_to: String,
+    /// When it started (ms since the epoch).
+    started_at: i64,
+}
+
+impl Pending {
+    /// The form another node gets.
+    pub fn to_wire(&self) -> PendingWire {
+        let age = self.started.elapsed().as_millis() as i64;
+        PendingWire { nonce: self.nonce.clone(), verifier: self.verifier.clone(), return_to: self.return_to.clone(), started_at: presence_actors::model::now_ms() - age }
+    }
+
+    /// Back from another node; `None` once it has expired.
+    pub fn from_wire(w: PendingWire) -> Option<Pending> {
+        let age = Duration::from_millis((presence_actors::model::now_ms() - w.started_at).max(0) as u64);
+        let started = Instant::now().checked_sub(age)?;
+        (age < PENDING_TTL).then_some(Pending { nonce: w.nonce, verifier: w.verifier, return_to: w.return_to, started })
+    }
+}
+
 /// The sign-ins in progress, by `state`.
 #[derive(Debug, Default)]
 pub struct PendingLogins {

@@ -76,11 +76,22 @@ impl Ended {
     }
 }
 
+/// Where a node of a cluster shares its sessions (see `crate::cluster::signin`).
+pub trait Replica: Send + Sync {
+    /// A session was created here.
+    fn created(&self, s: &StoredSession);
+    /// A session was used here (at most every [`TOUCH_EVERY_MS`]); `s.last_seen` is the use.
+    fn touched(&self, s: &StoredSession);
+    /// A session ended here (signed out, revoked, expired, idle, left the directory).
+    fn ended(&self, id: &str);
+}
+
 /// The live sessions.
 pub struct Sessions {
     store: Store,
     idle_ms: i64,
     by_secret: RwLock<HashMap<[u8; 32], Arc<Session>>>,
+    replica: std::sync::OnceLock<Arc<dyn Replica>>,
 }
 
 /// SHA-256 of a cookie value.
@@ -104,19 +115,59 @@ impl Sessions {
         if purged > 0 || !by_secret.is_empty() {
             tracing::info!(sessions = by_secret.len(), ended = purged, "Sign-in sessions restored.");
         }
-        Ok(Sessions { store, idle_ms, by_secret: RwLock::new(by_secret) })
+        Ok(Sessions { store, idle_ms, by_secret: RwLock::new(by_secret), replica: std::sync::OnceLock::new() })
+    }
+
+    /// Shares this node's sessions with the other nodes of a cluster from now on.
+    pub fn set_replica(&self, r: Arc<dyn Replica>) {
+        let _ = self.replica.set(r);
+    }
+
+    /// A session another node created or used (blocking: call off the async threads): made
+    /// live here too, or its last use moved on.
+    pub fn adopt(&self, s: StoredSession) {
+        let existing = self.by_secret.read().unwrap_or_else(|e| e.into_inner()).get(&s.secret_sha256).cloned();
+        if let Some(live) = existing {
+            live.last_seen.fetch_max(s.last_seen, Ordering::Relaxed);
+            return;
+        }
+        let Ok(role) = s.role.parse::<Role>() else { return };
+        if s.expires_at <= presence_actors::model::now_ms() {
+            return;
+        }
+        // Already stored (this node's own, or seen before a restart): only made live.
+        let _ = self.store.insert_session(&s, None);
+        let mut m = self.by_secret.write().unwrap_or_else(|e| e.into_inner());
+        if m.len() < MAX_SESSIONS {
+            m.insert(s.secret_sha256, Arc::new(Session::new(s, role)));
+        }
+    }
+
+    /// A session another node ended (blocking): ended here too, without a second audit entry.
+    pub fn drop_shared(&self, id: &str) {
+        if self.forget(id) {
+            let _ = self.store.delete_session(id, None);
+        }
+    }
+
+    fn replicate(&self, f: impl FnOnce(&dyn Replica)) {
+        if let Some(r) = self.replica.get() {
+            f(r.as_ref());
+        }
     }
 
     /// Stores a new session with its audit entry (blocking: call off the async threads), then
     /// makes it live.
     pub fn create(&self, s: StoredSession, role: Role, audit: &AuditRecord) -> Result<Arc<Session>, StoreError> {
         self.store.insert_session(&s, Some(audit))?;
+        self.replicate(|r| r.created(&s));
         let live = Arc::new(Session::new(s, role));
         let mut m = self.by_secret.write().unwrap_or_else(|e| e.into_inner());
         if m.len() >= MAX_SESSIONS {
             if let Some(oldest) = m.iter().min_by_key(|(_, s)| s.last_seen()).map(|(k, _)| *k) {
                 if let Some(old) = m.remove(&oldest) {
                     let _ = self.store.delete_session(&old.stored.id, None);
+                    self.replicate(|r| r.ended(&old.stored.id));
                 }
             }
         }
@@ -149,6 +200,7 @@ impl Sessions {
         };
         if let Some(why) = ended {
             self.forget(&s.stored.id);
+            self.replicate(|r| r.ended(&s.stored.id));
             let (store, id) = (self.store.clone(), s.stored.id.clone());
             spawn_store(move || store.delete_session(&id, None).map(drop));
             return Err(why);
@@ -158,6 +210,7 @@ impl Sessions {
         if now - written >= TOUCH_EVERY_MS && s.last_written.compare_exchange(written, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             let (store, id) = (self.store.clone(), s.stored.id.clone());
             spawn_store(move || store.touch_session(&id, now));
+            self.replicate(|r| r.touched(&StoredSession { last_seen: now, ..s.stored.clone() }));
         }
         Ok(())
     }
@@ -178,6 +231,7 @@ impl Sessions {
     /// was no such session.
     pub fn end(&self, id: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
         let stored = self.store.delete_session(id, Some(audit))?;
+        self.replicate(|r| r.ended(id));
         Ok(self.forget(id) || stored)
     }
 

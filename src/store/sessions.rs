@@ -12,7 +12,7 @@ use super::audit::{append, AuditRecord};
 use super::{collect_rows, Store, StoreError, UnixMs};
 
 /// One session as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredSession {
     /// Public handle (hex).
     pub id: String,
