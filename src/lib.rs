@@ -15,6 +15,7 @@
 //! - [`store`]: the embedded SQLite store (directory, absences, cursors, snapshot).
 //! - [`http`]: the JSON API, streams and operations endpoints ([`http::configure`]).
 //! - [`sip_server`]: the hub's SIP presence server (`[sip]`): PUBLISH in, NOTIFY out.
+//! - [`cluster`]: one node of a cluster of hubs on NATS JetStream (`[cluster]`).
 //! - [`cli`]: what only the command line needs: the built-in demo (`demo` feature) and the
 //!   benchmark commands.
 //! - [`run`]: start-up, serving, graceful shutdown.
