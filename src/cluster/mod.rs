@@ -549,12 +549,16 @@ impl Cluster {
         };
         let mut leases = leases;
         leases.sort_by(|a, b| a.key.cmp(&b.key));
+        // Asked only while connected, and of both streams at once: a node cut from NATS must
+        // still answer at once (it did after 2 s per stream, which outlasts the clients and
+        // probes that ask a node in trouble what it sees).
         let mut replication = Vec::new();
-        for store in [&self.inner.leases, &self.inner.nodes] {
-            let mut s = store.stream.clone();
-            if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), s.info()).await {
-                replication.push(replication_of(info));
-            }
+        if self.connected() {
+            let infos = [&self.inner.leases, &self.inner.nodes].map(|store| {
+                let mut s = store.stream.clone();
+                async move { tokio::time::timeout(Duration::from_secs(1), s.info()).await.ok().and_then(Result::ok).map(replication_of) }
+            });
+            replication.extend(futures_util::future::join_all(infos).await.into_iter().flatten());
         }
         let info = self.inner.client.server_info();
         ClusterReport {
