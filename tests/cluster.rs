@@ -6,11 +6,14 @@
 //!
 //! - kill -9 of the node running both feeds: a survivor runs each within the lease plus 5 s,
 //!   and the simulators' logs of subscription activity switch owner once (nothing from the dead
-//!   node after the first thing from the new one).
+//!   node after the first thing from the new one). Then SIGTERM to a survivor: it gives its
+//!   leases back and the last node runs its feeds at once, not a lease later.
 //! - A node cut from NATS (through a TCP proxy, `tests/common/cluster.rs`) stops its feeds
 //!   within the lease — its graceful unsubscribe reaches the peers before the new owner's first
 //!   subscription — and says so on `/readyz`; another node runs them within 5 s of the lease
 //!   expiring; healed, the node is ready again and does not take its feeds back.
+//! - The NATS server leading the hub's buckets dies: no feed runs twice, and every node's view
+//!   of the leases is right again within 15 s.
 //! - A node that cannot reach NATS at start exits non-zero at once, naming NATS.
 //!
 //! Needs Debian's `nats-server` (`./test.sh` installs it).
@@ -508,5 +511,66 @@ async fn a_node_that_cannot_reach_nats_at_start_exits_naming_nats() {
         assert!(line.contains(&url), "{tag}: the message names the server: {line}");
         assert!(took < Duration::from_secs(10), "{tag}: took {took:?}");
         assert!(node.get("/readyz").await.0 == 0, "{tag}: something answers HTTP");
+    }
+}
+
+/// The NATS server leading the hub's buckets dies. While JetStream elects another leader (a
+/// few seconds, longer than half the 3 s lease) no lease can be renewed: the owner stops its
+/// feeds in time and one node runs them again after the election; the simulators never see two
+/// owners, and every node's view of the leases is right again soon after (it stayed blind for
+/// 6 to 30 s before the watchers checked themselves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loss_of_the_nats_leader_never_runs_a_feed_twice_and_every_view_recovers() {
+    let graph = graph_sim();
+    let pbx = PbxSim::start(PbxSimConfig::default()).unwrap();
+    let mut c = HubCluster::new(NatsCluster::start(3));
+    let urls = c.nats.urls();
+    let blocks = providers(&graph, &pbx);
+    for name in ["hub-a", "hub-b"] {
+        c.add(HubNode::new(name, &urls, LEASE_MS, &blocks));
+    }
+    start_owner(&mut c, 0, &graph, &pbx).await;
+    start(&mut c, 1).await;
+    wait_until("hub-b to see hub-a holding both leases", START, async || all_see_owner(&c, &[0, 1], "hub-a").await).await;
+    let r = c.nodes[0].cluster_report().await;
+    let leader = r["replication"].as_array().and_then(|s| s.iter().find(|s| s["stream"] == "KV_ph_leases").cloned()).unwrap_or_else(|| panic!("no KV_ph_leases in {r}"));
+    let leader = leader["leader"].as_str().unwrap_or_else(|| panic!("no leader: {leader}")).to_string();
+    let li = c.nats.index_of(&leader).unwrap_or_else(|| panic!("leader {leader} is not a test server"));
+
+    let t_kill = Instant::now();
+    c.nats.kill(li);
+    // Each feed runs on one node again, and both nodes' views agree on where.
+    let mut back: HashMap<&str, (Duration, usize)> = HashMap::new();
+    let limit = Duration::from_secs(15);
+    loop {
+        let mut seen = Vec::new();
+        for feed in FEEDS {
+            match run_by_one_of(&c, &[0, 1], feed).await {
+                Ok(i) => {
+                    back.entry(feed).or_insert((t_kill.elapsed(), i));
+                }
+                Err(e) => {
+                    back.remove(feed);
+                    seen.push(e);
+                }
+            }
+        }
+        if back.len() == FEEDS.len() {
+            break;
+        }
+        assert!(t_kill.elapsed() < limit, "{limit:?} after the NATS leader {leader} was killed: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for feed in FEEDS {
+        let (took, i) = back[feed];
+        eprintln!("NATS leader {leader} killed: {feed} on {} and every view right {} ms after", c.nodes[i].name, took.as_millis());
+    }
+    let addr = |i: usize, sip: bool| if sip { c.nodes[i].sip_addr() } else { c.nodes[i].http_addr() };
+    for (sim, feed, log) in [("Graph", "teams", graph.subscription_log()), ("PBX", "pbx", pbx.subscription_log())] {
+        let sip = feed == "pbx";
+        let owner = back[feed].1;
+        let owners: Vec<String> = if owner == 0 { vec![addr(0, sip)] } else { vec![addr(0, sip), addr(owner, sip)] };
+        in_turn(sim, &log, &owners.iter().map(String::as_str).collect::<Vec<_>>(), t_kill);
+        eprintln!("NATS leader {leader} killed: {sim}: {}", runs_of(&log, t_kill));
     }
 }

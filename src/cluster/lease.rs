@@ -238,7 +238,7 @@ impl Keeper {
             }
         }
         // A call still under way may change the revision to give back with: let it finish (each
-        // ends by its budget, a third of the lease at most past the fence).
+        // ends by its budget, a third of the lease at most).
         let wait = self.timing.lease;
         let last = async {
             while let Some((i, sent, outcome)) = self.calls.next().await {
@@ -326,6 +326,7 @@ impl Keeper {
         l.busy = false;
         match outcome {
             Outcome::Taken(revision) => {
+                self.cluster.wrote(true, revision);
                 info!(lease = %l.key, "Took the lease: starting the feed on this node.");
                 l.held = Some(Held { revision, renewed: sent });
                 l.free_since = None;
@@ -336,6 +337,7 @@ impl Keeper {
             }
             Outcome::NotTaken => debug!(lease = %l.key, "Lease taken by another node."),
             Outcome::Renewed(revision) => {
+                self.cluster.wrote(true, revision);
                 // A renewal that raced the fence deadline does not count.
                 if l.held.is_some() {
                     l.held = Some(Held { revision, renewed: sent });
