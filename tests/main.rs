@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod browser;
 mod calendar;
+mod cluster;
 mod crash;
 mod demo;
 mod directory_sync;

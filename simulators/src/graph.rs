@@ -191,6 +191,16 @@ pub(crate) struct State {
     stats: SimStats,
     /// The directory (users, groups) of `/users/delta` and `transitiveMembers`.
     pub(crate) users: crate::graph_users::Directory,
+    /// Subscription activity, oldest first ([`GraphSim::subscription_log`]).
+    sub_log: Vec<crate::SubEvent>,
+}
+
+impl State {
+    /// Logs subscription activity by the subscriber whose notification URL is `url`.
+    fn log_sub(&mut self, url: &str, what: &'static str) {
+        let by = reqwest::Url::parse(url).ok().and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))).unwrap_or_else(|| url.to_string());
+        self.sub_log.push(crate::SubEvent { at: Instant::now(), by, what });
+    }
 }
 
 pub(crate) type Shared = Arc<Mutex<State>>;
@@ -244,6 +254,7 @@ impl GraphSim {
             misbehave: Misbehave::default(),
             stats: SimStats::default(),
             users: Default::default(),
+            sub_log: Vec::new(),
         }));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().map_err(std::io::Error::other)?;
         let st = state.clone();
@@ -417,6 +428,12 @@ impl GraphSim {
     /// The account a refresh token was issued to, if the simulator issued it.
     pub fn account_of_refresh_token(&self, refresh_token: &str) -> Option<String> {
         lock(&self.state).refresh.get(refresh_token).cloned()
+    }
+
+    /// Every subscription created, refused because the account already has one, renewed or
+    /// deleted so far, oldest first, each with the `host:port` of its `notificationUrl`.
+    pub fn subscription_log(&self) -> Vec<crate::SubEvent> {
+        lock(&self.state).sub_log.clone()
     }
 
     /// Live subscriptions: (id, account, people).
@@ -750,6 +767,7 @@ async fn create_subscription(state: web::Data<Shared>, http: web::Data<reqwest::
     };
     let existing = lock(&state).subs.values().any(|s| s.account == account && s.expires_at > now);
     if existing {
+        lock(&state).log_sub(&b.notification_url, "create-refused");
         return graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; Reason: The user already has a presence subscription for this application.]");
     }
     // Validation handshake, outside the lock.
@@ -779,6 +797,7 @@ async fn create_subscription(state: web::Data<Shared>, http: web::Data<reqwest::
         encryption,
     };
     g.subs.insert(id.clone(), sub);
+    g.log_sub(&b.notification_url, "create");
     HttpResponse::Created().json(json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
         "id": id, "resource": b.resource, "changeType": "updated", "clientState": cs,
@@ -816,7 +835,9 @@ async fn renew_subscription(state: web::Data<Shared>, req: HttpRequest, id: web:
     };
     s.expires_at = exp;
     let out = json!({ "id": s.id, "expirationDateTime": rfc3339(exp), "clientState": s.client_state, "changeType": "updated" });
+    let url = s.notification_url.clone();
     g.stats.renewals += 1;
+    g.log_sub(&url, "renew");
     HttpResponse::Ok().json(out)
 }
 
@@ -825,10 +846,11 @@ async fn delete_subscription(state: web::Data<Shared>, req: HttpRequest, id: web
     if let Err(r) = bearer(&req, &g) {
         return r;
     }
-    if g.subs.remove(id.as_str()).is_none() {
+    let Some(gone) = g.subs.remove(id.as_str()) else {
         return graph_error(404, "ResourceNotFound", "The object was not found.");
-    }
+    };
     g.stats.deletions += 1;
+    g.log_sub(&gone.notification_url, "delete");
     HttpResponse::NoContent().finish()
 }
 

@@ -38,6 +38,22 @@ pub mod slapd;
 
 use std::net::SocketAddr;
 
+/// One piece of subscription activity a simulator saw (Graph: a subscription created,
+/// refused, renewed or deleted; PBX: a SUBSCRIBE, its refresh or un-SUBSCRIBE), for tests that
+/// check who held a feed when ([`graph::GraphSim::subscription_log`],
+/// [`pbx::PbxSim::subscription_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubEvent {
+    /// When the simulator saw it.
+    pub at: std::time::Instant,
+    /// Who did it: `host:port` of the subscription's `notificationUrl` (Graph), the request's
+    /// source address (PBX).
+    pub by: String,
+    /// What: `create`, `create-refused`, `renew`, `delete` (Graph); `subscribe`, `refresh`,
+    /// `unsubscribe` (PBX).
+    pub what: &'static str,
+}
+
 /// A simulator's HTTP server, running on its own thread and actix system until dropped.
 pub struct Server {
     addr: SocketAddr,

@@ -74,6 +74,8 @@ struct State {
     silent: bool,
     next_call: u64,
     notifies: u64,
+    /// SUBSCRIBEs received, oldest first ([`PbxSim::subscription_log`]).
+    log: Vec<crate::SubEvent>,
 }
 
 /// A running PBX simulator; stops when dropped.
@@ -139,6 +141,12 @@ impl PbxSim {
     /// Number of live subscriptions.
     pub fn subscriptions(&self) -> usize {
         self.state.lock().unwrap().watches.len()
+    }
+
+    /// Every SUBSCRIBE for the dialog package received so far, oldest first: `subscribe` (a
+    /// new one), `refresh` or `unsubscribe` (`Expires: 0`), by the request's source address.
+    pub fn subscription_log(&self) -> Vec<crate::SubEvent> {
+        self.state.lock().unwrap().log.clone()
     }
 
     /// NOTIFYs sent so far.
@@ -256,6 +264,12 @@ async fn on_request(ep: &Endpoint, state: &Arc<Mutex<State>>, cfg: &PbxSimConfig
                 return ep.respond(&req, Builder::response_to(&req.msg, 489, "Bad Event", Some(&ep.token())).header("Allow-Events", "dialog")).await;
             }
             let expires = req.msg.expires().ok().flatten().unwrap_or(3600);
+            let what = match (expires, req.msg.to.tag.is_some()) {
+                (0, _) => "unsubscribe",
+                (_, true) => "refresh",
+                (_, false) => "subscribe",
+            };
+            state.lock().unwrap().log.push(crate::SubEvent { at: Instant::now(), by: req.peer.addr.to_string(), what });
             if expires != 0 && expires < cfg.min_expires {
                 let r = Builder::response_to(&req.msg, 423, "Interval Too Brief", Some(&ep.token())).header("Min-Expires", &cfg.min_expires.to_string());
                 return ep.respond(&req, r).await;

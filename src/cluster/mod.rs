@@ -216,6 +216,22 @@ struct View {
     nodes_read: bool,
     /// A watcher's last error, for `/api/cluster`.
     last_error: Option<String>,
+    /// Per bucket (`[leases, nodes]`), the oldest write of this node's own that the bucket's
+    /// watcher has not delivered yet (see [`Cluster::stalled`]).
+    unseen: [Option<Unseen>; 2],
+    /// Per bucket, the highest revision its watcher delivered (a write can be delivered before
+    /// it is acknowledged).
+    delivered: [u64; 2],
+    /// Bumped when a watcher is found stalled, so that both re-open.
+    reopen: u64,
+}
+
+/// A write of this node's own, acknowledged by NATS and not yet delivered by its watcher.
+#[derive(Debug, Clone, Copy)]
+struct Unseen {
+    revision: u64,
+    /// When it was acknowledged, or the watch last (re)opened.
+    since: Instant,
 }
 
 /// What a node's key in `<prefix>_nodes` holds.
@@ -421,7 +437,7 @@ impl Cluster {
                 _ = tick.tick() => {
                     let put = self.inner.nodes.put(self.node(), record.clone().into());
                     match tokio::time::timeout(every, put).await {
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(revision)) => self.wrote(false, revision),
                         Ok(Err(e)) => self.note_error(format!("membership: {e}")),
                         Err(_) => self.note_error("membership: NATS did not answer in time".into()),
                     }
@@ -440,11 +456,17 @@ impl Cluster {
         v.last_error = Some(e);
     }
 
-    /// Follows one bucket (leases or nodes) into the view; re-opens the watch after an error.
+    /// Follows one bucket (leases or nodes) into the view; re-opens the watch after an error,
+    /// or when it stalls ([`Cluster::stalled`]).
     async fn watch_loop(self, leases: bool, mut stop: presence_actors::provider::Shutdown) {
         let store = if leases { &self.inner.leases } else { &self.inner.nodes };
+        let slot = usize::from(!leases);
         loop {
-            let mut watch = match store.watch_with_history(">").await {
+            // With a deadline of ours: opened while JetStream elects a leader, the library's own
+            // (10 s) kept the view blind that much longer after the election. With history: the
+            // keys as they are now first, then every change.
+            let open = tokio::time::timeout(self.stall_after(), store.watch_with_history(">")).await;
+            let mut watch = match open.unwrap_or_else(|_| Err(kv::WatchError::new(kv::WatchErrorKind::TimedOut))) {
                 Ok(w) => w,
                 Err(e) => {
                     self.note_error(format!("watch: {e}"));
@@ -454,8 +476,17 @@ impl Cluster {
                     }
                 }
             };
+            let epoch = {
+                let mut v = self.view();
+                if let Some(u) = &mut v.unseen[slot] {
+                    u.since = Instant::now();
+                }
+                v.reopen
+            };
             // An empty bucket sends nothing: it is read once the watch is open and pending 0.
             self.mark_read(leases, false);
+            let mut check = tokio::time::interval(self.stall_after() / 4);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let next = tokio::select! {
                     _ = stop.recv() => return,
@@ -464,6 +495,13 @@ impl Cluster {
                         self.mark_read(leases, true);
                         continue;
                     }
+                    _ = check.tick() => match self.stalled(slot, epoch) {
+                        Some(why) => {
+                            self.note_error(why);
+                            break;
+                        }
+                        None => continue,
+                    },
                 };
                 let entry = match next {
                     Some(Ok(e)) => e,
@@ -476,6 +514,11 @@ impl Cluster {
                 let now = Instant::now();
                 let deleted = !matches!(entry.operation, kv::Operation::Put);
                 let mut v = self.view();
+                // In stream order: this entry or a later one shows the write delivered.
+                v.delivered[slot] = v.delivered[slot].max(entry.revision);
+                if v.unseen[slot].is_some_and(|u| entry.revision >= u.revision) {
+                    v.unseen[slot] = None;
+                }
                 if leases {
                     let node = serde_json::from_slice::<LeaseRecord>(&entry.value).map(|r| r.node).unwrap_or_default();
                     let prev = v.owners.get(&entry.key).map(|o| o.node.clone());
@@ -504,6 +547,47 @@ impl Cluster {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
+    }
+
+    /// This node's write of `revision` into the leases (`leases`) or nodes bucket was
+    /// acknowledged: that bucket's watcher must deliver it soon.
+    pub(crate) fn wrote(&self, leases: bool, revision: u64) {
+        let mut v = self.view();
+        let slot = usize::from(!leases);
+        if v.unseen[slot].is_none() && revision > v.delivered[slot] {
+            v.unseen[slot] = Some(Unseen { revision, since: Instant::now() });
+        }
+    }
+
+    /// How long a watcher may take to deliver this node's own write before it counts as stalled.
+    fn stall_after(&self) -> Duration {
+        (self.inner.config.lease() / 2).max(Duration::from_secs(1))
+    }
+
+    /// Why the watcher of bucket `slot`, opened at `epoch`, must re-open, if it must.
+    ///
+    /// After a NATS server fails, the client library recreates a watch's consumer on its own,
+    /// but with back-off up to 10 s between attempts, and only notices a consumer lost with a
+    /// server it was not connected to after missing heartbeats for 10 s: the view went blind
+    /// for 6 s to more than 20 s after the loss of the buckets' leader (every lease missing
+    /// from `/api/cluster` while the feeds ran), with nothing to show it. A watcher that has
+    /// not delivered this node's own acknowledged write (its membership every third of the
+    /// lease, its lease renewals) within [`Cluster::stall_after`] is stalled: both watchers
+    /// re-open, and try again every half second while they cannot. (A node that holds no lease
+    /// checks its leases watcher only through the membership one; the library's own check
+    /// still ends a stall of the other within about 10 s.)
+    fn stalled(&self, slot: usize, epoch: u64) -> Option<String> {
+        let mut v = self.view();
+        if v.reopen != epoch {
+            return Some("watch: re-opened with the other bucket's".into());
+        }
+        let u = v.unseen[slot]?;
+        if u.since.elapsed() < self.stall_after() {
+            return None;
+        }
+        v.reopen += 1;
+        let bucket = if slot == 0 { "leases" } else { "nodes" };
+        Some(format!("watch: this node's write {} into the {bucket} bucket was not seen within {} ms; re-opening the watches", u.revision, self.stall_after().as_millis()))
     }
 
     fn is_read(&self, leases: bool) -> bool {
@@ -605,12 +689,16 @@ impl Cluster {
         };
         let mut leases = leases;
         leases.sort_by(|a, b| a.key.cmp(&b.key));
+        // Asked only while connected, and of both streams at once: a node cut from NATS must
+        // still answer at once (it did after 2 s per stream, which outlasts the clients and
+        // probes that ask a node in trouble what it sees).
         let mut replication = Vec::new();
-        for store in [&self.inner.leases, &self.inner.nodes] {
-            let mut s = store.stream.clone();
-            if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), s.info()).await {
-                replication.push(replication_of(info));
-            }
+        if self.connected() {
+            let infos = [&self.inner.leases, &self.inner.nodes].map(|store| {
+                let mut s = store.stream.clone();
+                async move { tokio::time::timeout(Duration::from_secs(1), s.info()).await.ok().and_then(Result::ok).map(replication_of) }
+            });
+            replication.extend(futures_util::future::join_all(infos).await.into_iter().flatten());
         }
         let info = self.inner.client.server_info();
         ClusterReport {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod kamailio;
 pub mod nats;
 pub mod oidc;
