@@ -243,7 +243,11 @@ pub async fn run(
     let hooks = presence_actors::provider::Hooks::default();
     let hub_url = config.http.base_url(listener.local_addr()?);
     let mut providers = Vec::new();
-    let mut keeper = cluster.as_ref().map(|c| cluster::lease::Keeper::new(c.clone()));
+    let mut keeper = cluster.as_ref().map(|c| {
+        let mut k = cluster::lease::Keeper::new(c.clone());
+        k.watch_feeds(hub.clone());
+        k
+    });
     if let (Some(c), Some(k)) = (&cluster, &mut keeper) {
         // People are partitioned before any feed runs: a signal finds its owner from the start.
         c.start_partitions(&hub, &store, k, stop.clone()).await?;

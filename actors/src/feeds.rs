@@ -79,6 +79,12 @@ impl FeedEntry {
         was != up
     }
 
+    /// Sets up/down as the node running the feed reports it (a cluster), keeping this node's
+    /// state word (`standby`: the feed runs elsewhere); returns true if it changed.
+    pub(crate) fn set_up_elsewhere(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::AcqRel) != up
+    }
+
     /// Sets a provider-specific state word without changing up/down.
     pub fn set_state(&self, s: &str) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s.chars().take(40).collect();

@@ -217,10 +217,12 @@ impl Hub {
         self.submit_local(user, w.into_signal(feed), Instant::now()).is_ok()
     }
 
-    /// Another node says the feed `name` went up or down: the people it covers re-merge here.
+    /// Another node says the feed `name` went up or down (or nobody runs it: down): the
+    /// people it covers re-merge here. `up` in `/api/providers` then says how the feed is in
+    /// the cluster; `state` stays `standby` (it runs elsewhere).
     pub fn set_feed_up(&self, name: &str, up: bool) {
         if let Some(f) = self.inner.feeds.by_name(name) {
-            if f.set_up(up) {
+            if f.set_up_elsewhere(up) {
                 self.remerge_feed(f.id);
             }
         }

@@ -147,6 +147,9 @@ type Call = futures_util::future::LocalBoxFuture<'static, (usize, Instant, Outco
 /// The lease loop of one node (see the module docs).
 pub struct Keeper {
     cluster: Cluster,
+    /// The hub, told when a feed's lease lapses with nobody holding it (the feed is down
+    /// everywhere until a node takes it), or `None`.
+    hub: Option<presence_actors::hub::Hub>,
     leases: Vec<Lease>,
     timing: Timing,
     /// The NATS calls under way. The loop never waits for them: it used to (one `join_all` per
@@ -171,6 +174,19 @@ enum Outcome {
     Failed(String),
     /// Deleted, for the preferred node to take.
     GivenBack,
+}
+
+/// True for the lease of a partition of the people (not a feed).
+pub fn is_partition(key: &str) -> bool {
+    key.starts_with("partition.")
+}
+
+/// Counts a feed's lease event in the `presence_cluster_leases_*` series (partitions have
+/// their own).
+fn count(key: &str, counter: &std::sync::atomic::AtomicU64) {
+    if !is_partition(key) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Deletes `key` if it still holds `revision` (handing it to the preferred node), giving up at
@@ -229,7 +245,7 @@ impl Keeper {
     /// A keeper with no leases yet.
     pub fn new(cluster: Cluster) -> Keeper {
         let timing = Timing { lease: cluster.config().lease() };
-        Keeper { cluster, leases: Vec::new(), timing, calls: Default::default(), stopping: false }
+        Keeper { cluster, hub: None, leases: Vec::new(), timing, calls: Default::default(), stopping: false }
     }
 
     /// Adds a lease whose holder opens `gate`.
@@ -237,6 +253,12 @@ impl Keeper {
         let record = LeaseRecord { node: self.cluster.node().to_string(), kind: kind.prefix().to_string(), name: name.to_string() };
         let record = serde_json::to_vec(&record).unwrap_or_default().into();
         self.leases.push(Lease { key: key(kind, name), record, gate, held: None, free_since: None, busy: false, balanced: false, releasing: false });
+    }
+
+    /// Marks a feed down in `hub` when its lease lapses with nobody holding it: its slots then
+    /// show stale on every node until the feed runs again, never live from a dead node.
+    pub fn watch_feeds(&mut self, hub: presence_actors::hub::Hub) {
+        self.hub = Some(hub);
     }
 
     /// Adds a lease that moves to the node rendezvous hashing prefers whenever that node is
@@ -316,7 +338,7 @@ impl Keeper {
                         l.held = None;
                         l.releasing = false;
                         self.cluster.set_held(&l.key, None);
-                        self.cluster.metrics().leases_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        count(&l.key, &self.cluster.metrics().leases_lost);
                         continue;
                     }
                     if l.balanced && !l.releasing && !self.stopping && since < t.close_after() && self.cluster.caught_up() {
@@ -360,6 +382,9 @@ impl Keeper {
                         l.free_since = None;
                         continue;
                     }
+                    if let (Some(hub), ("provider", name)) = (&self.hub, describe(&l.key)) {
+                        hub.set_feed_up(&name, false);
+                    }
                     let since = *l.free_since.get_or_insert(now);
                     let mine = first_in_line(&l.key, &alive, owner.as_ref().map(|o| o.node.as_str()), &me);
                     if mine || now.duration_since(since) >= t.defer() {
@@ -383,7 +408,7 @@ impl Keeper {
                 l.held = Some(Held { revision, renewed: sent });
                 l.free_since = None;
                 self.cluster.set_held(&l.key, Some(now_ms()));
-                m.leases_acquired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                count(&l.key, &m.leases_acquired);
                 // (Stopping, the feed does not start again; the key is given back.)
                 l.gate.open();
             }
@@ -393,7 +418,7 @@ impl Keeper {
                 l.held = None;
                 l.releasing = false;
                 self.cluster.set_held(&l.key, None);
-                m.leases_released.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                count(&l.key, &m.leases_released);
             }
             Outcome::Renewed(revision) => {
                 self.cluster.wrote(true, revision);
@@ -401,7 +426,7 @@ impl Keeper {
                 if l.held.is_some() {
                     l.held = Some(Held { revision, renewed: sent });
                     self.cluster.set_held(&l.key, Some(now_ms()));
-                    m.lease_renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    count(&l.key, &m.lease_renewals);
                     if !l.gate.is_open() && !l.releasing {
                         info!(lease = %l.key, "Renewed the lease again: starting the feed again.");
                         l.gate.open();
@@ -414,7 +439,7 @@ impl Keeper {
                 l.held = None;
                 l.releasing = false;
                 self.cluster.set_held(&l.key, None);
-                m.leases_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                count(&l.key, &m.leases_lost);
             }
             Outcome::Failed(e) => {
                 if l.held.is_some() {
@@ -444,9 +469,10 @@ impl Keeper {
         });
         for (key, result) in futures_util::future::join_all(deletes).await {
             match result {
+                Ok(Ok(())) if is_partition(key) => info!(lease = %key, "Gave the partition back."),
                 Ok(Ok(())) => {
                     info!(lease = %key, "Gave the lease back.");
-                    self.cluster.metrics().leases_released.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    count(key, &self.cluster.metrics().leases_released);
                 }
                 Ok(Err(e)) => warn!(lease = %key, error = %e, "Could not give the lease back; it expires by itself."),
                 Err(_) => warn!(lease = %key, "NATS did not answer; the lease expires by itself."),

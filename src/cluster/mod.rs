@@ -637,9 +637,14 @@ impl Cluster {
         }
     }
 
-    /// Leases held by this node now.
+    /// True while this node holds the lease `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        self.inner.held.lock().unwrap_or_else(|p| p.into_inner()).contains_key(key)
+    }
+
+    /// Feed leases (not partitions) held by this node now.
     pub fn held_count(&self) -> usize {
-        self.inner.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner.held.lock().unwrap_or_else(|p| p.into_inner()).keys().filter(|k| !lease::is_partition(k)).count()
     }
 
     /// `GET /api/cluster`: this node, every node alive, every lease with its owner and expiry,
@@ -908,6 +913,26 @@ pub fn metrics_text(c: &Cluster, out: &mut String) {
         m.lease_renewal_failures.load(Ordering::Relaxed),
         m.leases_lost.load(Ordering::Relaxed),
     );
+    if let Some(p) = c.partitions() {
+        let pm = p.metrics();
+        let _ = write!(
+            out,
+            "# HELP presence_cluster_partitions_owned Partitions of the people this node owns.\n# TYPE presence_cluster_partitions_owned gauge\npresence_cluster_partitions_owned {}\n\
+             # HELP presence_cluster_signals_forwarded_total Signals handed to their person's owner on another node.\n# TYPE presence_cluster_signals_forwarded_total counter\npresence_cluster_signals_forwarded_total {}\n\
+             # HELP presence_cluster_signals_received_total Signals taken from other nodes for this node's people.\n# TYPE presence_cluster_signals_received_total counter\npresence_cluster_signals_received_total {}\n\
+             # HELP presence_cluster_signals_forward_dropped_total Forwarded signals dropped: too many waiting for an owner.\n# TYPE presence_cluster_signals_forward_dropped_total counter\npresence_cluster_signals_forward_dropped_total {}\n\
+             # HELP presence_cluster_changes_published_total Changes of this node's people published to the cluster.\n# TYPE presence_cluster_changes_published_total counter\npresence_cluster_changes_published_total {}\n\
+             # HELP presence_cluster_change_publish_failures_total Change publications JetStream did not acknowledge.\n# TYPE presence_cluster_change_publish_failures_total counter\npresence_cluster_change_publish_failures_total {}\n\
+             # HELP presence_cluster_changes_consumed_total Changes taken from the cluster's stream into this node's fan-out.\n# TYPE presence_cluster_changes_consumed_total counter\npresence_cluster_changes_consumed_total {}\n",
+            p.owned().len(),
+            pm.forwarded.load(Ordering::Relaxed),
+            pm.received.load(Ordering::Relaxed),
+            pm.forward_dropped.load(Ordering::Relaxed),
+            pm.published.load(Ordering::Relaxed),
+            pm.publish_failures.load(Ordering::Relaxed),
+            pm.consumed.load(Ordering::Relaxed),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -222,7 +222,11 @@ impl Peers for Partitions {
     }
 
     fn feed_changed(&self, name: &str, up: bool) {
-        let _ = self.feeds_tx.send((name.to_string(), up));
+        // Only the node holding the feed's lease speaks for it: a node that lost the lease
+        // (cut off, its "down" queued until it is back) must not overwrite the new owner's word.
+        if self.cluster.holds(&super::lease::key(super::lease::LeaseKind::Provider, name)) {
+            let _ = self.feeds_tx.send((name.to_string(), up));
+        }
     }
 
     fn detail(&self, partition: u32, id: &str) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<DetailWire>> + Send>> {
@@ -453,6 +457,21 @@ async fn consumer(p: Arc<Partitions>, hub: Hub, mut stream: jetstream::stream::S
 async fn feed_health(cluster: Cluster, hub: Hub, feeds: kv::Store, mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, bool)>, mut stop: Shutdown) {
     let me = cluster.node().to_string();
     let mut watch = None;
+    // The latest word about each feed (key → node, up): applied when it comes from the feed's
+    // current owner, and looked at again every half second, since the lease view and the
+    // health bucket arrive in either order.
+    let mut latest: HashMap<String, (String, bool)> = HashMap::new();
+    let mut again = tokio::time::interval(Duration::from_millis(500));
+    let apply = |latest: &HashMap<String, (String, bool)>| {
+        for (key, (from, up)) in latest {
+            // The word of the feed's current owner only, and never about a feed this node
+            // runs itself.
+            let owner = cluster.owner(key).filter(|o| !o.deleted).map(|o| o.node);
+            if *from != me && owner.as_deref() == Some(from.as_str()) && !cluster.holds(key) {
+                hub.set_feed_up(&super::lease::describe(key).1, *up);
+            }
+        }
+    };
     loop {
         if watch.is_none() {
             watch = feeds.watch_with_history(">").await.ok();
@@ -466,14 +485,13 @@ async fn feed_health(cluster: Cluster, hub: Hub, feeds: kv::Store, mut rx: tokio
                     warn!(feed = %name, error = %e, "Could not tell the cluster about a feed's health.");
                 }
             }
+            _ = again.tick() => apply(&latest),
             e = async { match watch.as_mut() { Some(w) => w.next().await, None => { tokio::time::sleep(Duration::from_millis(500)).await; None } } } => {
                 match e {
                     Some(Ok(e)) if matches!(e.operation, kv::Operation::Put) => {
                         let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap_or_default();
-                        let (_, name) = super::lease::describe(&e.key);
-                        if v["node"].as_str() != Some(me.as_str()) {
-                            hub.set_feed_up(&name, v["up"].as_bool().unwrap_or(false));
-                        }
+                        latest.insert(e.key.clone(), (v["node"].as_str().unwrap_or_default().to_string(), v["up"].as_bool().unwrap_or(false)));
+                        apply(&latest);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => watch = None,
