@@ -9,6 +9,7 @@ mod api;
 mod browser;
 mod calendar;
 mod cluster;
+mod cluster_data;
 mod crash;
 mod demo;
 mod directory_sync;

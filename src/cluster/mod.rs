@@ -724,9 +724,48 @@ impl Cluster {
     }
 }
 
+/// How long a node keeps trying to open or create the hub's buckets and streams at start: a
+/// JetStream cluster that has just started, or is electing a leader, answers late.
+const OPEN_FOR: Duration = Duration::from_secs(45);
+
+/// Runs `f` until it succeeds, a [`ClusterError::Mismatch`] (not a passing fault), or
+/// [`OPEN_FOR`] has passed, pausing 0.5 s doubling to 4 s between tries.
+async fn retrying<T, F: std::future::Future<Output = Result<T, ClusterError>>>(what: &str, mut f: impl FnMut() -> F) -> Result<T, ClusterError> {
+    let until = Instant::now() + OPEN_FOR;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e @ ClusterError::Mismatch(_)) => return Err(e),
+            Err(e) if Instant::now() + pause >= until => return Err(e),
+            Err(e) => {
+                warn!(what, error = %e, retry_in = ?pause, "JetStream is not answering yet; trying again.");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+        }
+    }
+}
+
+/// Opens (or creates) a stream, trying again while JetStream answers late.
+pub(crate) async fn open_stream(js: &jetstream::Context, config: jetstream::stream::Config) -> Result<jetstream::stream::Stream, ClusterError> {
+    let name = config.name.clone();
+    retrying(&name, || {
+        let config = config.clone();
+        let name = name.clone();
+        async move { js.get_or_create_stream(config).await.map_err(|e| ClusterError::JetStream { what: name, message: e.to_string() }) }
+    })
+    .await
+}
+
+/// Opens a bucket (creating it when missing), trying again while JetStream answers late.
+pub(crate) async fn open_bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store, ClusterError> {
+    retrying(name, || open_bucket_once(js, name, max_age, replicas)).await
+}
+
 /// Opens a lease bucket, creating it when missing; refuses one made with another lease or
 /// replica count (every node must agree on them).
-pub(crate) async fn open_bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store, ClusterError> {
+async fn open_bucket_once(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store, ClusterError> {
     let err = |e: &dyn std::fmt::Display| ClusterError::JetStream { what: format!("bucket {name}"), message: e.to_string() };
     match js.get_key_value(name).await {
         Ok(mut store) => {

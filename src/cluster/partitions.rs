@@ -124,18 +124,18 @@ impl Partitions {
         let c = cluster.config();
         let js = jetstream::new(cluster.inner.client.clone());
         let (stream_name, feeds_bucket) = names(&c.prefix);
-        let err = |what: &str, e: &dyn std::fmt::Display| ClusterError::JetStream { what: what.to_string(), message: e.to_string() };
-        let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
+        let stream = super::open_stream(
+            &js,
+            jetstream::stream::Config {
                 name: stream_name.clone(),
                 subjects: vec![format!("{}.presence.>", c.prefix)],
                 max_messages_per_subject: 1,
                 num_replicas: c.replicas,
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| err(&stream_name, &e))?;
+            },
+        )
+        .await?;
         let feeds = super::open_bucket(&js, &feeds_bucket, Duration::ZERO, c.replicas).await?;
         let state = super::open_bucket(&js, &format!("{}_state", c.prefix), Duration::ZERO, c.replicas).await?;
         let (forward_tx, forward_rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);

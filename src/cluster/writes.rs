@@ -74,17 +74,18 @@ impl Writes {
         let c = cluster.config();
         let js = jetstream::new(cluster.inner.client.clone());
         let name = names(&c.prefix);
-        let stream = js
-            .get_or_create_stream(jetstream::stream::Config {
+        let stream = super::open_stream(
+            &js,
+            jetstream::stream::Config {
                 name: name.clone(),
                 subjects: vec![format!("{}.absence.>", c.prefix)],
                 max_messages_per_subject: 1,
                 num_replicas: c.replicas,
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::JetStream { what: name.clone(), message: e.to_string() })?;
+            },
+        )
+        .await?;
         let done = store.replicated_absences_seq().unwrap_or(0);
         let (applied, _) = tokio::sync::watch::channel(done);
         let w = Arc::new(Writes { js, prefix: c.prefix.clone(), applied });
