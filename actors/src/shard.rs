@@ -599,7 +599,20 @@ impl Handler<Restore> for Shard {
     type Result = ();
     fn handle(&mut self, msg: Restore, _ctx: &mut Self::Context) {
         for (user, state) in restored_states(msg) {
-            if self.users.contains_key(&user) {
+            if let Some(cell) = self.users.get(&user).cloned() {
+                // Known already (a signal came first, e.g. while a node of a cluster took the
+                // partition over): what is put back joins what the person has, newer first.
+                {
+                    let mut st = cell.state.borrow_mut();
+                    // A stand-in for a restored view gives way to what the person has now.
+                    for s in state.slots().iter().filter(|s| s.instance.as_str() != RESTORED_INSTANCE) {
+                        st.carry_slot(s.clone());
+                    }
+                    for a in state.absences() {
+                        let _ = st.upsert_absence(a.clone());
+                    }
+                }
+                self.poke(user, false);
                 continue;
             }
             // Restored people start parked; settling arms their timers (absence ends,
@@ -680,6 +693,9 @@ fn restored_states(msg: Restore) -> HashMap<UserIdx, UserPresence> {
         .collect()
 }
 
+/// The instance of the stand-in slot of a restored view.
+const RESTORED_INSTANCE: &str = "restored";
+
 /// A stale slot standing for a view known before a restart, until live signals replace it.
 fn restored_slot(v: &MergedView, now: UnixMs) -> Option<Slot> {
     if !v.availability.is_known() {
@@ -690,7 +706,7 @@ fn restored_slot(v: &MergedView, now: UnixMs) -> Option<Slot> {
     let source = v.reasons.iter().find(|s| *s != Source::Manual)?;
     Some(Slot {
         source,
-        instance: "restored".into(),
+        instance: RESTORED_INSTANCE.into(),
         feed: 0,
         availability: Some(v.availability),
         activity: v.activity.clone(),

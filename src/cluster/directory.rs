@@ -134,16 +134,7 @@ async fn follower(cluster: Cluster, hub: Hub, store: Store, bucket: kv::Store, m
     let me = cluster.node().to_string();
     let mut applied: Option<(String, usize, i64)> = None;
     loop {
-        let mut watch = match bucket.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "Cannot follow the cluster's directory; retrying.");
-                tokio::select! {
-                    _ = stop.recv() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                }
-            }
-        };
+        let Some(mut watch) = super::open_watch(&bucket, "directory", &mut stop).await else { return };
         loop {
             let e = tokio::select! {
                 _ = stop.recv() => return,

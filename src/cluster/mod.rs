@@ -747,6 +747,81 @@ async fn retrying<T, F: std::future::Future<Output = Result<T, ClusterError>>>(w
     }
 }
 
+/// Reads `stream` in order (the messages under `filter`) until `stop`, or until `each` says
+/// [`std::ops::ControlFlow::Break`]. It starts as `first` says (the latest per subject, or
+/// everything), after sequence `after` when that is not 0, and after an error re-opens after
+/// the last message `each` took, so nothing is read twice or skipped. `each` gets the message,
+/// its stream sequence and how many messages were pending after it.
+pub(crate) async fn follow_stream(
+    stream: &jetstream::stream::Stream,
+    filter: String,
+    what: &str,
+    first: jetstream::consumer::DeliverPolicy,
+    after: u64,
+    mut stop: presence_actors::provider::Shutdown,
+    mut each: impl AsyncFnMut(async_nats::jetstream::Message, u64, u64) -> std::ops::ControlFlow<()>,
+) {
+    let mut last = after;
+    loop {
+        let deliver_policy = if last == 0 { first } else { jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: last + 1 } };
+        let config = jetstream::consumer::pull::OrderedConfig { filter_subject: filter.clone(), deliver_policy, ..Default::default() };
+        let messages = match stream.create_consumer(config).await {
+            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(what, error = %e, "Cannot read a cluster stream; retrying.");
+                tokio::select! {
+                    _ = stop.recv() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            let m = tokio::select! {
+                _ = stop.recv() => return,
+                m = messages.next() => m,
+            };
+            let m = match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    warn!(what, error = %e, "Reading a cluster stream failed; re-opening.");
+                    break;
+                }
+                None => break,
+            };
+            let Ok((seq, pending)) = m.info().map(|i| (i.stream_sequence, i.pending)) else { continue };
+            if each(m, seq, pending).await.is_break() {
+                return;
+            }
+            last = seq;
+        }
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Opens a watch of `bucket` that gives the keys as they are, then every change; tries again
+/// every half second until it opens or `stop`.
+pub(crate) async fn open_watch(bucket: &kv::Store, what: &str, stop: &mut presence_actors::provider::Shutdown) -> Option<kv::Watch> {
+    loop {
+        match bucket.watch_with_history(">").await {
+            Ok(w) => return Some(w),
+            Err(e) => {
+                warn!(what, error = %e, "Cannot follow a cluster bucket; retrying.");
+                tokio::select! {
+                    _ = stop.recv() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Opens (or creates) a stream, trying again while JetStream answers late.
 pub(crate) async fn open_stream(js: &jetstream::Context, config: jetstream::stream::Config) -> Result<jetstream::stream::Stream, ClusterError> {
     let name = config.name.clone();

@@ -367,7 +367,6 @@ fn note_ack<E: std::fmt::Display>(p: &Partitions, r: Result<jetstream::publish::
 /// Takes every change from the stream into the fan-out, in stream order: first the latest
 /// state of everyone, then each change as it comes. Re-opens after an error.
 async fn consumer(p: Arc<Partitions>, hub: Hub, mut stream: jetstream::stream::Stream, prefix: String, mut stop: Shutdown) {
-    let mut last_seq = 0u64;
     // Where the stream stood at start: caught up once read that far.
     let target = loop {
         match stream.info().await {
@@ -384,72 +383,39 @@ async fn consumer(p: Arc<Partitions>, hub: Hub, mut stream: jetstream::stream::S
     if target == 0 {
         p.caught_up.send_replace(true);
     }
-    loop {
-        let deliver_policy = if last_seq == 0 {
-            jetstream::consumer::DeliverPolicy::LastPerSubject
-        } else {
-            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: last_seq + 1 }
-        };
-        let config = jetstream::consumer::pull::OrderedConfig { filter_subject: format!("{prefix}.presence.>"), deliver_policy, ..Default::default() };
-        let messages = match stream.create_consumer(config).await {
-            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let mut messages = match messages {
-            Ok(m) => m,
+    let policy = jetstream::consumer::DeliverPolicy::LastPerSubject;
+    super::follow_stream(&stream, format!("{prefix}.presence.>"), "changes", policy, 0, stop, async |m, seq, pending| {
+        // The last-per-person replay ends with the newest message at start, or below it when
+        // that one was replaced since: caught up when nothing is pending.
+        if seq >= target || pending == 0 {
+            p.caught_up.send_replace(true);
+        }
+        take_change(&p, &hub, &m, seq);
+        std::ops::ControlFlow::Continue(())
+    })
+    .await;
+}
+
+/// Puts one change from the stream into the fan-out.
+fn take_change(p: &Partitions, hub: &Hub, m: &jetstream::Message, seq: u64) {
+    let Some(id) = m.subject.rsplit('.').next().and_then(from_token) else { return };
+    let dir = hub.directory();
+    let Some(user) = dir.by_id(&id) else { return };
+    let removed = m.headers.as_ref().and_then(|h| h.get("Ph-Removed")).is_some();
+    let Ok(json) = std::str::from_utf8(&m.payload) else { return };
+    let view = if removed {
+        None
+    } else {
+        match serde_json::from_str::<PresenceIn>(json) {
+            Ok(v) => Some(v.into_exact_view()),
             Err(e) => {
-                warn!(error = %e, "Cannot read the cluster's changes; retrying.");
-                tokio::select! {
-                    _ = stop.recv() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                }
-            }
-        };
-        loop {
-            let m = tokio::select! {
-                _ = stop.recv() => return,
-                m = messages.next() => m,
-            };
-            let m = match m {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    warn!(error = %e, "Reading the cluster's changes failed; re-opening.");
-                    break;
-                }
-                None => break,
-            };
-            let Ok(info) = m.info() else { continue };
-            let seq = info.stream_sequence;
-            last_seq = seq;
-            // The last-per-person replay ends with the newest message at start, or below it
-            // when that one was replaced since: caught up when the pending count reaches 0.
-            if seq >= target || info.pending == 0 {
-                p.caught_up.send_replace(true);
-            }
-            let Some(id) = m.subject.rsplit('.').next().and_then(from_token) else { continue };
-            let dir = hub.directory();
-            let Some(user) = dir.by_id(&id) else { continue };
-            let removed = m.headers.as_ref().and_then(|h| h.get("Ph-Removed")).is_some();
-            let Ok(json) = std::str::from_utf8(&m.payload) else { continue };
-            let view = if removed {
-                None
-            } else {
-                match serde_json::from_str::<PresenceIn>(json) {
-                    Ok(v) => Some(v.into_exact_view()),
-                    Err(e) => {
-                        warn!(error = %e, "Skipping an unreadable change from the cluster.");
-                        continue;
-                    }
-                }
-            };
-            if hub.fanout().publish_at(Incoming { seq, user, dept: dir.department_of(user), view, json: json.into() }) {
-                p.metrics.consumed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "Skipping an unreadable change from the cluster.");
+                return;
             }
         }
-        tokio::select! {
-            _ = stop.recv() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
+    };
+    if hub.fanout().publish_at(Incoming { seq, user, dept: dir.department_of(user), view, json: json.into() }) {
+        p.metrics.consumed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -644,18 +610,30 @@ async fn save_states(p: &Partitions, hub: &Hub, users: &[UserIdx], handed_over: 
 /// over in good order, stale otherwise (it died: as after a restart).
 async fn load_slots(p: &Partitions, hub: &Hub, n: u32) -> Vec<(UserIdx, presence_actors::model::Slot)> {
     let mut out = Vec::new();
-    let Ok(mut watch) = p.state.watch_with_history(format!("s.{n}.>")).await else { return out };
+    // The latest record of each of the partition's people, read to the end: the consumer says
+    // how many there are when it is made, so an empty partition ends at once and a slow answer
+    // is waited for, never taken for "nothing saved".
+    let prefix = p.state.prefix.clone();
+    let config = jetstream::consumer::pull::OrderedConfig { filter_subject: format!("{prefix}s.{n}.>"), deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject, ..Default::default() };
+    let consumer = match p.state.stream.create_consumer(config).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(partition = n, error = %e, "Cannot read the partition's saved state; its people start from their last views.");
+            return out;
+        }
+    };
+    if consumer.cached_info().num_pending == 0 {
+        return out;
+    }
+    let Ok(mut messages) = consumer.messages().await else { return out };
     let dir = hub.directory();
     let feeds = hub.feeds().clone();
-    loop {
-        // An empty partition sends nothing: a short wait ends the read.
-        let e = match tokio::time::timeout(Duration::from_millis(300), watch.next()).await {
-            Ok(Some(Ok(e))) => e,
-            _ => break,
-        };
-        if matches!(e.operation, kv::Operation::Put) {
-            if let Ok(r) = serde_json::from_slice::<StateRecord>(&e.value) {
-                let id = e.key.rsplit('.').next().and_then(from_token);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+        let pending = m.info().map_or(0, |i| i.pending);
+        let deleted = m.headers.as_ref().and_then(|h| h.get("KV-Operation")).is_some();
+        if !deleted {
+            if let Ok(r) = serde_json::from_slice::<StateRecord>(&m.payload) {
+                let id = m.subject.rsplit('.').next().and_then(from_token);
                 if let Some(u) = id.as_deref().and_then(|id| dir.by_id(id)) {
                     let d = r.detail.into_detail(|name| feeds.by_name(name).map_or(0, |f| f.id));
                     for mut s in d.slots {
@@ -665,7 +643,7 @@ async fn load_slots(p: &Partitions, hub: &Hub, n: u32) -> Vec<(UserIdx, presence
                 }
             }
         }
-        if e.delta == 0 {
+        if pending == 0 {
             break;
         }
     }

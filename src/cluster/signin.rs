@@ -112,16 +112,7 @@ async fn writer(store: kv::Store, mut rx: tokio::sync::mpsc::UnboundedReceiver<O
 /// Follows the bucket into this node's sessions.
 async fn follower(store: kv::Store, sessions: Arc<Sessions>, mut stop: Shutdown) {
     loop {
-        let mut watch = match store.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "Cannot follow the cluster's sign-in sessions; retrying.");
-                tokio::select! {
-                    _ = stop.recv() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                }
-            }
-        };
+        let Some(mut watch) = super::open_watch(&store, "sessions", &mut stop).await else { return };
         loop {
             let e = tokio::select! {
                 _ = stop.recv() => return,

@@ -112,86 +112,47 @@ impl Writes {
 }
 
 /// Applies the stream to the store (exactly once) and to the owner's user actors, in order.
-async fn apply_loop(w: Arc<Writes>, partitions: Arc<Partitions>, hub: Hub, store: Store, stream: jetstream::stream::Stream, mut stop: Shutdown) {
-    loop {
-        let last = *w.applied.borrow();
-        let deliver_policy = if last == 0 {
-            jetstream::consumer::DeliverPolicy::All
-        } else {
-            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: last + 1 }
-        };
-        let config = jetstream::consumer::pull::OrderedConfig { filter_subject: format!("{}.absence.>", w.prefix), deliver_policy, ..Default::default() };
-        let messages = match stream.create_consumer(config).await {
-            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let mut messages = match messages {
-            Ok(m) => m,
+async fn apply_loop(w: Arc<Writes>, partitions: Arc<Partitions>, hub: Hub, store: Store, stream: jetstream::stream::Stream, stop: Shutdown) {
+    let after = *w.applied.borrow();
+    let mut pause = stop.clone();
+    super::follow_stream(&stream, format!("{}.absence.>", w.prefix), "absences", jetstream::consumer::DeliverPolicy::All, after, stop, async |m, seq, _| {
+        let write: Write = match serde_json::from_slice(&m.payload) {
+            Ok(x) => x,
             Err(e) => {
-                warn!(error = %e, "Cannot read the cluster's absences; retrying.");
-                tokio::select! {
-                    _ = stop.recv() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                }
+                warn!(seq, error = %e, "Skipping an unreadable absence write from the cluster.");
+                w.applied.send_replace(seq);
+                return std::ops::ControlFlow::Continue(());
             }
         };
+        // The store first: a crash after it re-reads nothing twice (the sequence is in the
+        // same transaction); a crash before it re-reads the message.
         loop {
-            let m = tokio::select! {
-                _ = stop.recv() => return,
-                m = messages.next() => m,
-            };
-            let m = match m {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    warn!(error = %e, "Reading the cluster's absences failed; re-opening.");
-                    break;
-                }
-                None => break,
-            };
-            let Ok(info) = m.info() else { continue };
-            let seq = info.stream_sequence;
-            let write: Write = match serde_json::from_slice(&m.payload) {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(seq, error = %e, "Skipping an unreadable absence write from the cluster.");
-                    w.applied.send_replace(seq);
-                    continue;
-                }
-            };
-            let st = store.clone();
-            let (user, id, absence, audit) = (write.user_id.clone(), write.id.clone(), write.absence.clone(), write.audit.clone());
-            // The store first: a crash after it re-reads nothing twice (the sequence is in the
-            // same transaction); a crash before it re-reads the message.
-            loop {
-                let (st, user, id, absence, audit) = (st.clone(), user.clone(), id.clone(), absence.clone(), audit.clone());
-                match actix_web::web::block(move || st.apply_replicated_absence(seq, &user, &id, absence.as_ref(), audit.as_ref())).await {
-                    Ok(Ok(_)) => break,
-                    Ok(Err(e)) => warn!(seq, error = %e, "Could not store an absence from the cluster; retrying."),
-                    Err(e) => warn!(seq, error = %e, "Store task failed; retrying."),
-                }
-                tokio::select! {
-                    _ = stop.recv() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            let (st, w2) = (store.clone(), Write { user_id: write.user_id.clone(), id: write.id.clone(), absence: write.absence.clone(), audit: write.audit.clone() });
+            match actix_web::web::block(move || st.apply_replicated_absence(seq, &w2.user_id, &w2.id, w2.absence.as_ref(), w2.audit.as_ref())).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => warn!(seq, error = %e, "Could not store an absence from the cluster; retrying."),
+                Err(e) => warn!(seq, error = %e, "Store task failed; retrying."),
+            }
+            tokio::select! {
+                _ = pause.recv() => return std::ops::ControlFlow::Break(()),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        if partitions.owns(partition_of(&write.user_id)) {
+            if let Some(idx) = hub.directory().by_id(&write.user_id) {
+                let r = match &write.absence {
+                    Some(a) => hub.upsert_absence(idx, a.to_absence()).await.map(|_| ()),
+                    None => hub.remove_absence(idx, &write.id).await.map(|_| ()),
+                };
+                if let Err(e) = r {
+                    info!(user = %write.user_id, absence = %write.id, error = %e, "An absence from the cluster was not applied.");
                 }
             }
-            if partitions.owns(partition_of(&write.user_id)) {
-                if let Some(idx) = hub.directory().by_id(&write.user_id) {
-                    let r = match &write.absence {
-                        Some(a) => hub.upsert_absence(idx, a.to_absence()).await.map(|_| ()),
-                        None => hub.remove_absence(idx, &write.id).await.map(|_| ()),
-                    };
-                    if let Err(e) = r {
-                        info!(user = %write.user_id, absence = %write.id, error = %e, "An absence from the cluster was not applied.");
-                    }
-                }
-            }
-            w.applied.send_replace(seq);
         }
-        tokio::select! {
-            _ = stop.recv() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
+        w.applied.send_replace(seq);
+        std::ops::ControlFlow::Continue(())
+    })
+    .await;
 }
 
 /// The merged view of `user_id` once the owner has applied the write `seq`: from this node when
