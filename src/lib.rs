@@ -239,7 +239,12 @@ pub async fn run(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| RunError::Provider { name: "http".into(), message: e.to_string() })?;
-    let cursors: Arc<dyn Cursors> = Arc::new(StoreCursors(store.clone()));
+    // In a cluster a provider's cursors (subscription ids, rotated tokens) follow the feed to
+    // whichever node runs it.
+    let cursors: Arc<dyn Cursors> = match &cluster {
+        Some(c) => cluster::cursors::ClusterCursors::start(c, stop.clone()).await?,
+        None => Arc::new(StoreCursors(store.clone())),
+    };
     let hooks = presence_actors::provider::Hooks::default();
     let hub_url = config.http.base_url(listener.local_addr()?);
     let mut providers = Vec::new();

@@ -271,6 +271,16 @@ async fn both_feeds_fail_over_to_a_survivor_after_kill_9_and_never_run_twice() {
     let new_teams = &c.nodes[moved["teams"].1];
     let (_, first) = switches_once("Graph", &graph.subscription_log(), &c.nodes[0].http_addr(), &new_teams.http_addr(), t_kill);
     assert!(first.at > t_kill);
+    // Graph allows one presence subscription per account: the new owner found the dead node's
+    // in the shared cursors, deleted it, and made its own (not refused, not polling).
+    wait_until("the new owner's own Graph subscription", Duration::from_secs(10), async || {
+        let log = graph.subscription_log();
+        let after: Vec<_> = log.iter().filter(|e| e.at > t_kill).map(|e| format!("{} {}", e.by, e.what)).collect();
+        let deleted = log.iter().any(|e| e.at > t_kill && e.by == c.nodes[0].http_addr() && e.what == "delete");
+        let created = log.iter().any(|e| e.at > t_kill && e.by == new_teams.http_addr() && e.what == "create");
+        if deleted && created { Ok(()) } else { Err(format!("{after:?}")) }
+    })
+    .await;
     let new_pbx = &c.nodes[moved["pbx"].1];
     let (_, first) = switches_once("PBX", &pbx.subscription_log(), &c.nodes[0].sip_addr(), &new_pbx.sip_addr(), t_kill);
     assert!(first.at > t_kill);

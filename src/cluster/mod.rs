@@ -13,6 +13,7 @@
 //!
 //! The single-node default (no `[cluster]`) uses none of this: SQLite and nothing else.
 
+pub mod cursors;
 pub mod directory;
 pub mod hooks;
 pub mod lease;
