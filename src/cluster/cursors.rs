@@ -41,15 +41,10 @@ impl ClusterCursors {
         let mut stop2 = stop.clone();
         let mut watch = super::open_watch(&bucket, "cursors", &mut stop2).await.ok_or_else(|| ClusterError::JetStream { what: "cursors".into(), message: "stopped".into() })?;
         // The bucket as it is: read until nothing is pending (an empty one sends nothing).
-        loop {
-            match tokio::time::timeout(Duration::from_millis(500), watch.next()).await {
-                Ok(Some(Ok(e))) => {
-                    apply(&map, &e);
-                    if e.delta == 0 {
-                        break;
-                    }
-                }
-                _ => break,
+        while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_millis(500), watch.next()).await {
+            apply(&map, &e);
+            if e.delta == 0 {
+                break;
             }
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
