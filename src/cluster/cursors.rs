@@ -40,11 +40,15 @@ impl ClusterCursors {
         let map: Map = Default::default();
         let mut stop2 = stop.clone();
         let mut watch = super::open_watch(&bucket, "cursors", &mut stop2).await.ok_or_else(|| ClusterError::JetStream { what: "cursors".into(), message: "stopped".into() })?;
-        // The bucket as it is: read until nothing is pending (an empty one sends nothing).
-        while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_millis(500), watch.next()).await {
-            apply(&map, &e);
-            if e.delta == 0 {
-                break;
+        // The bucket as it is, read to the end: an empty one sends nothing, so it is asked
+        // first how many values it holds; a slow answer is waited for, never taken for "none".
+        let values = bucket.status().await.map(|s| s.values()).unwrap_or(1);
+        if values > 0 {
+            while let Ok(Some(Ok(e))) = tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+                apply(&map, &e);
+                if e.delta == 0 {
+                    break;
+                }
             }
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
