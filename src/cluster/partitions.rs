@@ -86,6 +86,9 @@ pub struct Partitions {
     state: kv::Store,
     /// Owned people whose view changed since their state was last saved.
     dirty: Mutex<std::collections::HashSet<UserIdx>>,
+    /// Held while state is being saved: a hand-over's final save waits for a periodic save
+    /// under way, so a periodic record (read back stale) never lands after the final one.
+    saving: tokio::sync::Mutex<()>,
 }
 
 /// What the state bucket holds of a person: everything the owner held, and whether it was
@@ -151,6 +154,7 @@ impl Partitions {
             caught_up: tokio::sync::watch::channel(false).0,
             state,
             dirty: Mutex::new(Default::default()),
+            saving: tokio::sync::Mutex::new(()),
         });
         hub.join_cluster(p.clone());
         let client = cluster.inner.client.clone();
@@ -563,8 +567,9 @@ async fn state_saver(p: Arc<Partitions>, hub: Hub, mut stop: Shutdown) {
             _ = tick.tick() => {}
         }
         let users: Vec<UserIdx> = std::mem::take(&mut *p.dirty.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
-        if !users.is_empty() {
-            save_states(&p, &hub, &users, false).await;
+        // In chunks, so that a hand-over waits for one chunk at most.
+        for chunk in users.chunks(1024) {
+            save_states(&p, &hub, chunk, false).await;
         }
     }
 }
@@ -573,8 +578,10 @@ fn state_key(id: &str) -> String {
     format!("s.{}.{}", partition_of(id), token(id))
 }
 
-/// Writes these people's state to the state bucket (those this node still holds).
+/// Writes these people's state to the state bucket (those this node still holds). One save
+/// at a time: the owner is checked under the lock, and a hand-over clears it before its save.
 async fn save_states(p: &Partitions, hub: &Hub, users: &[UserIdx], handed_over: bool) {
+    let _one_at_a_time = p.saving.lock().await;
     let dir = hub.directory();
     let mut pending = futures_util::stream::FuturesUnordered::new();
     for &u in users {
