@@ -390,6 +390,10 @@ pub async fn run(
     let st = state.clone();
     let server = HttpServer::new(move || App::new().wrap(actix_web::middleware::Compress::default()).configure(http::configure(st.clone())))
         .workers(workers)
+        // Stream frames are small and go out one by one: with Nagle's algorithm on, a frame
+        // written while the previous one is unacknowledged waits for the client's delayed ACK
+        // (up to 40 ms on Linux; BENCHMARKS.md, "Cluster").
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(5);
     let server = match tls {
