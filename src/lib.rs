@@ -257,7 +257,6 @@ pub async fn run(
         // People are partitioned before any feed runs: a signal finds its owner from the start.
         c.start_partitions(&hub, &store, k, stop.clone()).await?;
     }
-    let mut gates = Vec::new();
     for p in &config.providers {
         let feed = hub.feeds().register(p.name(), p.kind());
         let ctx = ProviderContext {
@@ -275,8 +274,7 @@ pub async fn run(
             Some(k) => {
                 let (gate, rx) = presence_providers::supervisor::Gate::new();
                 ctx.feed.set_state("standby");
-                k.add(cluster::lease::LeaseKind::Provider, p.name(), gate.clone());
-                gates.push(gate);
+                k.add(cluster::lease::LeaseKind::Provider, p.name(), gate);
                 presence_providers::supervisor::start_gated(p, ctx, rx)
             }
             None => presence_providers::start(p, ctx),
@@ -331,13 +329,7 @@ pub async fn run(
         (Some(c), Some(k)) => {
             c.start_watchers(stop.clone());
             cluster::hooks::serve(c, hooks.clone(), config.providers.iter().map(|p| p.name().to_string()).collect(), stop.clone());
-            let all_stopped = futures_util::future::join_all(gates.iter().map(|g| {
-                let g = g.clone();
-                async move { g.stopped().await }
-            }));
-            Some(actix_web::rt::spawn(k.run(stop.clone(), async move {
-                all_stopped.await;
-            })))
+            Some(actix_web::rt::spawn(k.run(stop.clone())))
         }
         _ => None,
     };

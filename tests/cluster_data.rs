@@ -212,7 +212,7 @@ async fn every_acknowledged_absence_survives_killing_a_hub_and_a_nats_server() {
 
 /// A fourth node joins: it takes about a quarter of the partitions, the others hand theirs over
 /// with the people's state, and nobody is shown stale, Offline or Unknown on any node; signals
-/// after the move reach the new owners.
+/// after the move reach the new owners. Then it stops (SIGTERM) and hands them back the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_takes_its_share_and_nobody_goes_stale_or_offline() {
     let mut c = cluster_of(&["hub-a", "hub-b", "hub-c"]).await;
@@ -258,6 +258,25 @@ async fn a_fourth_node_takes_its_share_and_nobody_goes_stale_or_offline() {
     push(&c.nodes[1], &back, "Available", None).await;
     for i in 0..4 {
         shows(&c.nodes[i], &back, "Available", Duration::from_secs(10)).await;
+    }
+    // hub-d stops for maintenance (SIGTERM): it hands its partitions back with the people's
+    // state before it lets their leases go, so nobody it owned is shown stale meanwhile or after.
+    let status = c.nodes[d].sigterm();
+    assert!(status.success(), "hub-d exit status {status}");
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(5) {
+        for i in 0..3 {
+            let s = states(&c.nodes[i]).await;
+            let wrong: Vec<_> = back.iter().filter(|w| s.get(*w).is_none_or(|(a, f)| a != "Available" || f != "live")).map(|w| (w, s.get(w))).take(3).collect();
+            assert!(wrong.is_empty(), "{} after hub-d stopped: {wrong:?}", c.nodes[i].name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    settled(&c, &[0, 1, 2]).await;
+    let rest: Vec<String> = who.iter().filter(|w| !back.contains(w)).cloned().collect();
+    for i in 0..3 {
+        shows(&c.nodes[i], &back, "Available", Duration::from_secs(1)).await;
+        shows(&c.nodes[i], &rest, "Busy", Duration::from_secs(1)).await;
     }
 }
 

@@ -270,9 +270,12 @@ impl Keeper {
         }
     }
 
-    /// Runs the loop until `stop`; then waits for every gated feed to stop and gives the
-    /// leases back. Returns when done.
-    pub async fn run(mut self, mut stop: Shutdown, stopped: impl std::future::Future<Output = ()>) {
+    /// Runs the loop until `stop`; then waits for everything run under a lease to stop — the
+    /// providers, directory sync, and the partitions, which hand their people's state over
+    /// first — and gives the leases back. Returns when done.
+    pub async fn run(mut self, mut stop: Shutdown) {
+        let gates: Vec<Gate> = self.leases.iter().map(|l| l.gate.clone()).collect();
+        let stopped = futures_util::future::join_all(gates.iter().map(Gate::stopped));
         let mut tick = tokio::time::interval(self.timing.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

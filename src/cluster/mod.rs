@@ -1038,7 +1038,9 @@ pub fn metrics_text(c: &Cluster, out: &mut String) {
              # HELP presence_cluster_signals_forward_dropped_total Forwarded signals dropped: too many waiting for an owner.\n# TYPE presence_cluster_signals_forward_dropped_total counter\npresence_cluster_signals_forward_dropped_total {}\n\
              # HELP presence_cluster_changes_published_total Changes of this node's people published to the cluster.\n# TYPE presence_cluster_changes_published_total counter\npresence_cluster_changes_published_total {}\n\
              # HELP presence_cluster_change_publish_failures_total Change publications JetStream did not acknowledge.\n# TYPE presence_cluster_change_publish_failures_total counter\npresence_cluster_change_publish_failures_total {}\n\
-             # HELP presence_cluster_changes_consumed_total Changes taken from the cluster's stream into this node's fan-out.\n# TYPE presence_cluster_changes_consumed_total counter\npresence_cluster_changes_consumed_total {}\n",
+             # HELP presence_cluster_changes_consumed_total Changes taken from the cluster's stream into this node's fan-out.\n# TYPE presence_cluster_changes_consumed_total counter\npresence_cluster_changes_consumed_total {}\n\
+             # HELP presence_cluster_changes_coalesced_total Changes of this node's people replaced by a newer one before they were published.\n# TYPE presence_cluster_changes_coalesced_total counter\npresence_cluster_changes_coalesced_total {}\n\
+             # HELP presence_cluster_changes_skipped_total Changes replaced in the stream (one message per person) before this node read them.\n# TYPE presence_cluster_changes_skipped_total counter\npresence_cluster_changes_skipped_total {}\n",
             p.owned().len(),
             pm.forwarded.load(Ordering::Relaxed),
             pm.received.load(Ordering::Relaxed),
@@ -1046,6 +1048,8 @@ pub fn metrics_text(c: &Cluster, out: &mut String) {
             pm.published.load(Ordering::Relaxed),
             pm.publish_failures.load(Ordering::Relaxed),
             pm.consumed.load(Ordering::Relaxed),
+            pm.coalesced.load(Ordering::Relaxed),
+            pm.skipped.load(Ordering::Relaxed),
         );
     }
 }

@@ -60,6 +60,13 @@ pub struct PartitionMetrics {
     pub publish_failures: AtomicU64,
     /// Changes taken from the cluster into the fan-out.
     pub consumed: AtomicU64,
+    /// Changes replaced by a newer one of the same person before they were published (the
+    /// publisher was behind): the newest state goes out, not each one in between.
+    pub coalesced: AtomicU64,
+    /// Changes this node's consumer never saw, once caught up: the stream keeps one message
+    /// per person, so a change replaced before the consumer read it is skipped (the newer
+    /// one is read).
+    pub skipped: AtomicU64,
 }
 
 /// Changes of this node's people waiting to be published: the newest per person, in the
@@ -219,6 +226,8 @@ impl Peers for Partitions {
             let user = change.user;
             if g.latest.insert(user, change).is_none() {
                 g.order.push_back(user);
+            } else {
+                self.metrics.coalesced.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.dirty.lock().unwrap_or_else(|p| p.into_inner()).insert(user);
@@ -388,9 +397,14 @@ async fn consumer(p: Arc<Partitions>, hub: Hub, mut stream: jetstream::stream::S
         p.caught_up.send_replace(true);
     }
     let policy = jetstream::consumer::DeliverPolicy::LastPerSubject;
+    let mut last = 0;
     super::follow_stream(&stream, format!("{prefix}.presence.>"), "changes", policy, 0, stop, async |m, seq, pending| {
         // The last-per-person replay ends with the newest message at start, or below it when
         // that one was replaced since: caught up when nothing is pending.
+        if *p.caught_up.borrow() && last > 0 && seq > last + 1 {
+            p.metrics.skipped.fetch_add(seq - last - 1, Ordering::Relaxed);
+        }
+        last = seq;
         if seq >= target || pending == 0 {
             p.caught_up.send_replace(true);
         }
@@ -493,6 +507,11 @@ async fn keep_partition(p: Arc<Partitions>, hub: Hub, store: Store, client: asyn
         let views = client.subscribe(format!("{prefix}.view.{n}")).await.ok();
         adopt(&p, &hub, &store, n, &users).await;
         gate.set_running(true);
+        // The records handed over are spent: saved again at once as this node's (read back
+        // stale), so that if this node dies, the next owner does not take a hand-over from
+        // before the changes since for live.
+        let (p2, hub2, users2) = (p.clone(), hub.clone(), users.clone());
+        actix_web::rt::spawn(async move { save_states(&p2, &hub2, &users2, false).await });
         info!(partition = n, people = users.len(), "Owning a partition.");
         let mut sub = match sub {
             Ok(s) => Some(s),
