@@ -111,6 +111,8 @@ struct StateRecord {
 
 /// How often owned people's changed state is saved to the state bucket.
 const SAVE_EVERY: Duration = Duration::from_secs(2);
+/// How many people's state one periodic save writes at most (about 500 writes a second).
+const SAVE_AT_MOST: usize = 1_024;
 
 /// The stream and bucket names.
 fn names(prefix: &str) -> (String, String) {
@@ -186,6 +188,22 @@ impl Partitions {
     /// The counters.
     pub fn metrics(&self) -> &PartitionMetrics {
         &self.metrics
+    }
+
+    /// Puts back a change JetStream did not take, unless a newer one of the person waits or
+    /// the person's partition has moved on (its next owner publishes from its own state).
+    fn requeue(&self, o: Outgoing) {
+        if !self.owns(o.partition) {
+            return;
+        }
+        let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let std::collections::hash_map::Entry::Vacant(e) = g.latest.entry(o.user) {
+            let user = o.user;
+            e.insert(o);
+            g.order.push_back(user);
+            drop(g);
+            self.wake.notify_one();
+        }
     }
 
     fn take_pending(&self, max: usize) -> Vec<Outgoing> {
@@ -323,18 +341,24 @@ async fn forwarder(p: Arc<Partitions>, client: async_nats::Client, mut rx: tokio
 }
 
 /// Publishes this node's changes to the stream, newest per person, with many acknowledgements
-/// awaited at once.
+/// awaited at once. A change JetStream did not take (no acknowledgement: the servers are
+/// overloaded or electing a leader) is sent again — unless a newer one of the same person was
+/// sent after it or waits — so a person's last state is never lost while this node owns them.
 async fn publisher(p: Arc<Partitions>, js: jetstream::Context, prefix: String, mut stop: Shutdown) {
     let mut acks = futures_util::stream::FuturesUnordered::new();
+    // The newest change of each person awaiting its acknowledgement.
+    let mut newest: HashMap<UserIdx, u64> = HashMap::new();
+    let mut sent = 0u64;
+    let mut warned = Warned::default();
     loop {
         let batch = p.take_pending(MAX_IN_FLIGHT.saturating_sub(acks.len()).max(1));
         if batch.is_empty() {
             tokio::select! {
                 _ = p.wake.notified() => continue,
-                Some(r) = acks.next(), if !acks.is_empty() => { note_ack(&p, r); continue; }
+                Some((o, n, r)) = acks.next(), if !acks.is_empty() => { settle(&p, &mut newest, &mut warned, o, n, r); continue; }
                 _ = stop.recv() => {
                     // Whatever is acknowledged in the next second counts.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some(r) = acks.next().await { note_ack(&p, r); } }).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async { while let Some((o, n, r)) = acks.next().await { settle(&p, &mut newest, &mut warned, o, n, r); } }).await;
                     return;
                 }
             }
@@ -342,37 +366,68 @@ async fn publisher(p: Arc<Partitions>, js: jetstream::Context, prefix: String, m
         for o in batch {
             let subject = format!("{prefix}.presence.{}.{}", o.partition, token(&o.id));
             let mut headers = async_nats::HeaderMap::new();
-            let body: bytes::Bytes = match o.json {
-                Some(j) => j.into_string().into(),
+            let body: bytes::Bytes = match &o.json {
+                Some(j) => bytes::Bytes::copy_from_slice(j.as_bytes()),
                 None => {
                     headers.insert("Ph-Removed", "1");
                     presence_actors::wire::removed_json(&o.id).into()
                 }
             };
+            sent += 1;
             match js.publish_with_headers(subject, headers, body).await {
-                Ok(ack) => acks.push(std::future::IntoFuture::into_future(ack)),
+                Ok(ack) => {
+                    newest.insert(o.user, sent);
+                    let n = sent;
+                    acks.push(async move { (o, n, std::future::IntoFuture::into_future(ack).await) });
+                }
                 Err(e) => {
                     p.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, "Could not publish a change to the cluster.");
+                    warned.warn(|| warn!(error = %e, "Could not publish a change to the cluster; it is sent again."));
+                    p.requeue(o);
+                    // Not connected: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
             while acks.len() >= MAX_IN_FLIGHT {
-                if let Some(r) = acks.next().await {
-                    note_ack(&p, r);
+                if let Some((o, n, r)) = acks.next().await {
+                    settle(&p, &mut newest, &mut warned, o, n, r);
                 }
             }
         }
     }
 }
 
-fn note_ack<E: std::fmt::Display>(p: &Partitions, r: Result<jetstream::publish::PublishAck, E>) {
+/// At most one warning a second about the same trouble (under overload there are thousands);
+/// the counters in `/metrics` have every one.
+#[derive(Default)]
+struct Warned(Option<tokio::time::Instant>);
+
+impl Warned {
+    fn warn(&mut self, log: impl FnOnce()) {
+        let now = tokio::time::Instant::now();
+        if self.0.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.0 = Some(now);
+            log();
+        }
+    }
+}
+
+/// What JetStream answered to change number `n`.
+fn settle<E: std::fmt::Display>(p: &Partitions, newest: &mut HashMap<UserIdx, u64>, warned: &mut Warned, o: Outgoing, n: u64, r: Result<jetstream::publish::PublishAck, E>) {
+    let is_newest = newest.get(&o.user) == Some(&n);
+    if is_newest {
+        newest.remove(&o.user);
+    }
     match r {
         Ok(_) => {
             p.metrics.published.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
             p.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, "JetStream did not acknowledge a change.");
+            warned.warn(|| warn!(error = %e, "JetStream did not acknowledge a change; it is sent again."));
+            if is_newest {
+                p.requeue(o);
+            }
         }
     }
 }
@@ -585,7 +640,16 @@ async fn state_saver(p: Arc<Partitions>, hub: Hub, mut stop: Shutdown) {
             _ = stop.recv() => return,
             _ = tick.tick() => {}
         }
-        let users: Vec<UserIdx> = std::mem::take(&mut *p.dirty.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+        // At most SAVE_AT_MOST people a round: under load the changes go out first; the
+        // others stay dirty for the next round.
+        let users: Vec<UserIdx> = {
+            let mut dirty = p.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            let users: Vec<UserIdx> = dirty.iter().take(SAVE_AT_MOST).copied().collect();
+            for u in &users {
+                dirty.remove(u);
+            }
+            users
+        };
         // In chunks, so that a hand-over waits for one chunk at most.
         for chunk in users.chunks(1024) {
             save_states(&p, &hub, chunk, false).await;
