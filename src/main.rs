@@ -21,7 +21,7 @@ use presence_hub::config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "demo")]
 use presence_hub::cli::demo;
-use presence_hub::cli::{bench, bench_directory, bench_sip, login};
+use presence_hub::cli::{bench, bench_cluster, bench_directory, bench_sip, login};
 use presence_hub::{run, store, tokens, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
@@ -74,6 +74,10 @@ enum Command {
     /// What directory sync costs the hub: merge, build, an unchanged and a churned version,
     /// applied to a running hub.
     BenchDirectory(bench_directory::BenchDirectoryArgs),
+    /// A load driver against running hubs (one node, or a cluster's nodes): pushes signals over
+    /// the API and times their frames on every watched node's stream (see
+    /// scripts/bench-cluster.sh).
+    BenchCluster(bench_cluster::BenchClusterArgs),
     /// Signs a provider's service accounts in and keeps their tokens in the data directory's
     /// store (or checks the tokens kept there).
     Login {
@@ -256,6 +260,10 @@ fn real_main() -> Result<()> {
         Some(Command::BenchSip(args)) => {
             init_logging(cfg.log.format, "warn");
             return bench_sip::run(args);
+        }
+        Some(Command::BenchCluster(args)) => {
+            init_logging(cfg.log.format, "warn");
+            return bench_cluster::run(args);
         }
         None => {}
     }

@@ -7,11 +7,14 @@
 //!   (`cargo build --release --no-default-features`) has neither it nor the simulators.
 //! - [`bench`]: `presence-hub bench`, the hub's benchmark.
 //! - [`bench_directory`]: `presence-hub bench-directory`, what directory sync costs the hub.
+//! - [`bench_cluster`]: `presence-hub bench-cluster`, a load driver against running hubs (a
+//!   cluster's nodes): signals pushed over the API, frames timed on every node's stream.
 //! - [`bench_sip`]: `presence-hub bench-sip`, a SIP presence workload against a presence server.
 //! - [`login`]: `presence-hub login graph`, signing the Teams service accounts in (OAuth device
 //!   code) and checking their stored tokens.
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_directory;
 pub mod bench_sip;
 pub mod login;
