@@ -102,7 +102,7 @@ pub fn run(args: BenchClusterArgs) -> Result<()> {
     }
     let total = (args.rate * args.seconds) as usize;
     let origin = Instant::now();
-    let run_id: u32 = (std::process::id() ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0))) & 0xffff_ffff;
+    let run_id: u32 = std::process::id() ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let marker = format!("bc{run_id:08x}.");
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -419,7 +419,7 @@ fn watch(url: &str, token: &str, marker: &str, origin: Instant, st: &Mutex<Watch
         while let Some((len, fin, opcode, payload)) = parse_frame(&buf[at..]) {
             let p = &buf[at + payload.start..at + payload.end];
             match opcode {
-                0x0 | 0x1 | 0x2 => {
+                0x0..=0x2 => {
                     message.extend_from_slice(p);
                     if fin {
                         let now_us = origin.elapsed().as_micros() as u64;
