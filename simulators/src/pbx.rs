@@ -300,7 +300,7 @@ async fn on_request(ep: &Endpoint, state: &Arc<Mutex<State>>, cfg: &PbxSimConfig
             ep.respond(&req, r).await;
             let contact = req.msg.header(&ezk_sip_types::Name::CONTACT).map(name_addr_uri).unwrap_or("").to_string();
             let peer = match req.peer.transport {
-                presence_sip::endpoint::Transport::Tcp => req.peer,
+                presence_sip::endpoint::Transport::Tcp | presence_sip::endpoint::Transport::Tls => req.peer,
                 t => uri_host_port(&contact).and_then(|h| h.parse().ok()).map(|addr| Peer { transport: t, addr }).unwrap_or(req.peer),
             };
             let key = format!("{}|{tag}", req.msg.call_id);

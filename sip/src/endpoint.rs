@@ -38,12 +38,18 @@ pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 /// Most simultaneous TCP connections.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// How long opening a TCP connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TLS handshake may take, either way.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS over TCP (RFC 3261 §26.2; `;transport=tls`, Via `TLS`).
+    Tls,
 }
 
 impl Transport {
@@ -52,16 +58,24 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
-    /// Parses `udp` / `tcp` (any case).
+    /// Parses `udp` / `tcp` / `tls` (any case).
     pub fn parse(s: &str) -> Option<Transport> {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Some(Transport::Udp),
             "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
             _ => None,
         }
+    }
+
+    /// True for the transports carried on a connection (TCP, TLS): no retransmissions, and a
+    /// response goes back on the connection the request came on.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
     }
 }
 
@@ -70,6 +84,7 @@ impl std::fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -86,6 +101,9 @@ pub struct Peer {
 pub struct Incoming {
     pub msg: Message,
     pub peer: Peer,
+    /// Over TLS with a client certificate the endpoint's server configuration verified: the
+    /// certificate (DER, leaf), for the application to map to an account.
+    pub peer_certificate: Option<Arc<[u8]>>,
 }
 
 /// Why a client transaction failed.
@@ -115,6 +133,20 @@ pub struct EndpointConfig {
     /// UDP socket buffer sizes asked for (the kernel caps them at `net.core.rmem_max` /
     /// `wmem_max`). Linux's default (208 KiB) drops datagrams in bursts of a few hundred.
     pub udp_buffer: usize,
+    /// SIP over TLS: a listener, and what connections this endpoint opens present and check.
+    pub tls: TlsSettings,
+}
+
+/// SIP over TLS for an endpoint (RFC 3261 §26.2), on its own port (5061 by convention).
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// Accept TLS connections on this address (port 0: any free port), with this server
+    /// configuration (certificate; client certificates required when it says so).
+    pub listen: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// For the TLS connections this endpoint opens: the client configuration (the CAs the
+    /// server's certificate must chain to, an optional client certificate) and the name the
+    /// server's certificate must carry, sent as SNI too.
+    pub connect: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
 }
 
 impl Default for EndpointConfig {
@@ -127,6 +159,7 @@ impl Default for EndpointConfig {
             queue: 4096,
             user_agent: format!("presence-hub/{}", env!("CARGO_PKG_VERSION")),
             udp_buffer: 4 << 20,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -151,8 +184,10 @@ struct ServerTx {
 struct Inner {
     cfg: EndpointConfig,
     local: SocketAddr,
+    /// Where TLS is accepted, when it is.
+    tls_local: Option<SocketAddr>,
     udp: Option<Arc<UdpSocket>>,
-    conns: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    conns: Mutex<HashMap<Peer, mpsc::Sender<Bytes>>>,
     client: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
     server: Mutex<HashMap<String, ServerTx>>,
     dialogs: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
@@ -180,10 +215,22 @@ impl Endpoint {
     /// requests that belong to no registered dialog.
     pub async fn bind(cfg: EndpointConfig) -> std::io::Result<(Endpoint, mpsc::Receiver<Incoming>)> {
         let (udp, tcp, local) = bind_pair(&cfg).await?;
+        let tls = match &cfg.tls.listen {
+            Some((addr, server)) => {
+                let l = TcpListener::bind(addr).await?;
+                Some((l, tokio_rustls::TlsAcceptor::from(server.clone())))
+            }
+            None => None,
+        };
+        let tls_local = match &tls {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let inner = Arc::new(Inner {
             cfg,
             local,
+            tls_local,
             udp: udp.map(Arc::new),
             conns: Mutex::new(HashMap::new()),
             client: Mutex::new(HashMap::new()),
@@ -210,7 +257,7 @@ impl Endpoint {
                     };
                     let Some(inner) = weak.upgrade() else { return };
                     let data = Bytes::copy_from_slice(&buf[..n]);
-                    inner.on_bytes(data, Peer { transport: Transport::Udp, addr: from });
+                    inner.on_bytes(data, Peer { transport: Transport::Udp, addr: from }, None);
                 }
             }));
         }
@@ -225,7 +272,37 @@ impl Endpoint {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    Inner::adopt(&inner, stream, from);
+                    let (rd, wr) = stream.into_split();
+                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None);
+                }
+            }));
+        }
+        if let Some((listener, acceptor)) = tls {
+            let weak = Arc::downgrade(&inner);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Ok((stream, from)) = listener.accept().await else { continue };
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.conns.lock().unwrap().len() >= MAX_CONNECTIONS {
+                        tracing::warn!(%from, "sip: too many connections; a TLS connection refused");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    let weak = Arc::downgrade(&inner);
+                    // The handshake on its own task: a slow or silent client holds up no one.
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                let Some(inner) = weak.upgrade() else { return };
+                                let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::<[u8]>::from(c.as_ref()));
+                                let (rd, wr) = tokio::io::split(tls);
+                                Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert);
+                            }
+                            Ok(Err(e)) => tracing::info!(%from, error = %e, "SIP TLS handshake failed; connection closed."),
+                            Err(_) => tracing::info!(%from, "SIP TLS handshake not done in time; connection closed."),
+                        }
+                    });
                 }
             }));
         }
@@ -248,6 +325,20 @@ impl Endpoint {
         self.inner.local
     }
 
+    /// Where TLS is accepted, when [`TlsSettings::listen`] is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.tls_local
+    }
+
+    /// The local address for a transport: the TLS port for TLS (when listening), else the
+    /// UDP/TCP port.
+    fn local_for(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Tls => self.inner.tls_local.unwrap_or(self.inner.local),
+            _ => self.inner.local,
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
@@ -261,7 +352,7 @@ impl Endpoint {
     /// A fresh Via header value for a request over `transport`, and its branch.
     pub fn via(&self, transport: Transport) -> (String, String) {
         let branch = format!("z9hG4bK{}", self.inner.ids.token());
-        (format!("SIP/2.0/{} {};branch={branch};rport", transport.via_name(), self.inner.local), branch)
+        (format!("SIP/2.0/{} {};branch={branch};rport", transport.via_name(), self.local_for(transport)), branch)
     }
 
     /// A random token for tags and Call-IDs.
@@ -274,6 +365,7 @@ impl Endpoint {
         match transport {
             Transport::Udp => format!("<sip:{user}@{}>", self.inner.local),
             Transport::Tcp => format!("<sip:{user}@{};transport=tcp>", self.inner.local),
+            Transport::Tls => format!("<sip:{user}@{};transport=tls>", self.local_for(transport)),
         }
     }
 
@@ -383,13 +475,13 @@ fn server_key(msg: &Message) -> String {
 }
 
 impl Inner {
-    fn on_bytes(self: &Arc<Self>, data: Bytes, peer: Peer) {
+    fn on_bytes(self: &Arc<Self>, data: Bytes, peer: Peer, peer_certificate: Option<Arc<[u8]>>) {
         if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             return; // UDP keep-alive
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match Message::parse(data.clone()) {
-            Ok(msg) => self.dispatch(msg, peer),
+            Ok(msg) => self.dispatch(msg, peer, peer_certificate),
             Err(e) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, peer = %peer.addr, transport = %peer.transport, "sip: malformed message");
@@ -403,7 +495,7 @@ impl Inner {
         }
     }
 
-    fn dispatch(self: &Arc<Self>, msg: Message, peer: Peer) {
+    fn dispatch(self: &Arc<Self>, msg: Message, peer: Peer, peer_certificate: Option<Arc<[u8]>>) {
         if !msg.is_request() {
             let waiter = msg.branch().and_then(|b| self.client.lock().unwrap().get(b).cloned());
             match waiter {
@@ -430,10 +522,10 @@ impl Inner {
                 }
                 return; // retransmission
             }
-            let linger = if peer.transport == Transport::Udp { 64 * T1 } else { Duration::from_secs(2) };
+            let linger = if peer.transport.is_stream() { Duration::from_secs(2) } else { 64 * T1 };
             server.insert(key, ServerTx { response: None, peer, expires: Instant::now() + linger });
         }
-        let incoming = Incoming { msg, peer };
+        let incoming = Incoming { msg, peer, peer_certificate };
         let dialog = self.dialogs.lock().unwrap().get(&*incoming.msg.call_id).cloned();
         let result = match dialog {
             Some(tx) => tx.try_send(incoming),
@@ -461,34 +553,62 @@ impl Inner {
                 let sock = self.udp.as_ref().ok_or_else(|| std::io::Error::other("UDP is off"))?;
                 sock.send_to(&bytes, peer.addr).await.map(|_| ())
             }
-            Transport::Tcp => {
-                let existing = self.conns.lock().unwrap().get(&peer.addr).cloned();
+            Transport::Tcp | Transport::Tls => {
+                let existing = self.conns.lock().unwrap().get(&peer).cloned();
                 let tx = match existing {
                     Some(tx) if !tx.is_closed() => tx,
-                    _ => {
-                        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(peer.addr))
-                            .await
-                            .map_err(|_| std::io::Error::other("connect timeout"))??;
-                        let _ = stream.set_nodelay(true);
-                        Inner::adopt(self, stream, peer.addr)
-                    }
+                    _ => self.connect(peer).await?,
                 };
                 tx.send(bytes).await.map_err(|_| std::io::Error::other("connection closed"))
             }
         }
     }
 
-    /// Starts the reader and writer of a TCP connection and registers it by remote address.
-    fn adopt(self: &Arc<Self>, stream: TcpStream, remote: SocketAddr) -> mpsc::Sender<Bytes> {
-        let (mut rd, mut wr) = stream.into_split();
+    /// Opens a connection to `peer` (TCP, or TLS with the configured client settings) and
+    /// starts its reader and writer.
+    async fn connect(self: &Arc<Self>, peer: Peer) -> std::io::Result<mpsc::Sender<Bytes>> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer.addr))
+            .await
+            .map_err(|_| std::io::Error::other("connect timeout"))??;
+        let _ = stream.set_nodelay(true);
+        if peer.transport == Transport::Tcp {
+            let (rd, wr) = stream.into_split();
+            return Ok(Inner::adopt(self, rd, wr, peer, None));
+        }
+        let (config, name) = self.cfg.tls.connect.clone().ok_or_else(|| std::io::Error::other("SIP over TLS is not configured for this endpoint"))?;
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream))
+            .await
+            .map_err(|_| std::io::Error::other(format!("TLS handshake with {} ({}) not done in time", peer.addr, name.to_str())))?
+            .map_err(|e| std::io::Error::other(format!("TLS handshake with {} ({}): {e}", peer.addr, name.to_str())))?;
+        let (rd, wr) = tokio::io::split(tls);
+        Ok(Inner::adopt(self, rd, wr, peer, None))
+    }
+
+    /// Starts the reader and writer of a connection (TCP, or TLS over TCP) and registers it by
+    /// peer. What is queued is written in one go and flushed (TLS holds records until then).
+    fn adopt<R, W>(self: &Arc<Self>, mut rd: R, mut wr: W, peer: Peer, peer_certificate: Option<Arc<[u8]>>) -> mpsc::Sender<Bytes>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let remote = peer.addr;
         let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
-        self.conns.lock().unwrap().insert(remote, tx.clone());
+        self.conns.lock().unwrap().insert(peer, tx.clone());
         tokio::spawn(async move {
-            while let Some(b) = rx.recv().await {
+            'write: while let Some(b) = rx.recv().await {
                 if wr.write_all(&b).await.is_err() {
                     break;
                 }
+                while let Ok(b) = rx.try_recv() {
+                    if wr.write_all(&b).await.is_err() {
+                        break 'write;
+                    }
+                }
+                if wr.flush().await.is_err() {
+                    break;
+                }
             }
+            let _ = wr.shutdown().await;
         });
         let weak = Arc::downgrade(self);
         let pong = tx.clone();
@@ -496,7 +616,6 @@ impl Inner {
             let mut framer = Framer::new();
             let mut buf = vec![0u8; 16 * 1024];
             let mut lingering = false;
-            let peer = Peer { transport: Transport::Tcp, addr: remote };
             'conn: loop {
                 let n = match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
@@ -510,7 +629,7 @@ impl Inner {
                         Ok(Some(Frame::Ping)) => {
                             let _ = pong.try_send(Bytes::from_static(b"\r\n"));
                         }
-                        Ok(Some(Frame::Message(m))) => inner.on_bytes(m, peer),
+                        Ok(Some(Frame::Message(m))) => inner.on_bytes(m, peer, peer_certificate.clone()),
                         Err(e) => {
                             inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
                             // Content-Length over the limit: answer 513 from the head before
@@ -534,8 +653,8 @@ impl Inner {
             }
             if let Some(inner) = weak.upgrade() {
                 let mut conns = inner.conns.lock().unwrap();
-                if conns.get(&remote).is_some_and(|t| t.same_channel(&pong)) {
-                    conns.remove(&remote);
+                if conns.get(&peer).is_some_and(|t| t.same_channel(&pong)) {
+                    conns.remove(&peer);
                 }
             }
             // The writer sends what is queued (the 513) and closes once no sender is left.

@@ -422,10 +422,10 @@ impl Server {
         let contact = req.msg.header(&ezk_sip_types::Name::CONTACT).map(name_addr_uri).unwrap_or("").to_string();
         let from_uri = req.msg.header(&ezk_sip_types::Name::FROM).map(name_addr_uri).unwrap_or("").to_string();
         let remote_uri = if contact.is_empty() { from_uri } else { contact.clone() };
-        // NOTIFYs: the TCP connection of the SUBSCRIBE; over UDP the Contact's address if it
-        // is an IP literal with a port, else where the SUBSCRIBE came from.
+        // NOTIFYs: the connection of the SUBSCRIBE (TCP, TLS); over UDP the Contact's address
+        // if it is an IP literal with a port, else where the SUBSCRIBE came from.
         let target = match req.peer.transport {
-            Transport::Tcp => req.peer,
+            Transport::Tcp | Transport::Tls => req.peer,
             Transport::Udp => uri_host_port(&contact)
                 .and_then(|hp| hp.parse::<SocketAddr>().ok())
                 .map(|addr| Peer { transport: Transport::Udp, addr })
