@@ -4,6 +4,7 @@
 //! * [`message`] — SIP messages: parsing with limits (on `ezk-sip-types`), printing, stream framing.
 //! * [`body`] — pure parsers and builders of the bodies presence travels in: PIDF + RPID,
 //!   dialog-info, msrtc categories, RLMI and `multipart/related`.
+//! * [`endpoint`] — transactions over UDP, TCP and TLS; [`tls`] — TLS settings from PEM files.
 //!
 //! Everything here is actix-free; the network parts run on tokio.
 
@@ -12,6 +13,7 @@ pub mod message;
 pub mod auth;
 pub mod endpoint;
 pub mod subscription;
+pub mod tls;
 
 /// 64 random bits from the OS (`/dev/urandom`), or from the clock and the process id when that
 /// cannot be read. Used for tags, branches and Call-IDs, and to seed secrets' derivation.
