@@ -83,5 +83,5 @@ fn tls_needs_both_files_and_a_matching_key() {
         .block_on(presence_hub::run(cfg, presence_hub::RunOptions::default(), listener, std::future::pending()))
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("https: certificate and key"), "{err}");
+    assert!(err.starts_with("https: TLS settings"), "{err}");
 }

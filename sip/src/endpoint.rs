@@ -262,49 +262,10 @@ impl Endpoint {
             }));
         }
         if let Some(listener) = tcp {
-            let weak = Arc::downgrade(&inner);
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let Ok((stream, from)) = listener.accept().await else { continue };
-                    let Some(inner) = weak.upgrade() else { return };
-                    if inner.conns.lock().unwrap().len() >= MAX_CONNECTIONS {
-                        tracing::warn!(%from, "sip: too many TCP connections; refused");
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    let (rd, wr) = stream.into_split();
-                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None);
-                }
-            }));
+            tasks.push(tokio::spawn(accept(listener, Arc::downgrade(&inner), None)));
         }
         if let Some((listener, acceptor)) = tls {
-            let weak = Arc::downgrade(&inner);
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let Ok((stream, from)) = listener.accept().await else { continue };
-                    let Some(inner) = weak.upgrade() else { return };
-                    if inner.conns.lock().unwrap().len() >= MAX_CONNECTIONS {
-                        tracing::warn!(%from, "sip: too many connections; a TLS connection refused");
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    let acceptor = acceptor.clone();
-                    let weak = Arc::downgrade(&inner);
-                    // The handshake on its own task: a slow or silent client holds up no one.
-                    tokio::spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => {
-                                let Some(inner) = weak.upgrade() else { return };
-                                let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::<[u8]>::from(c.as_ref()));
-                                let (rd, wr) = tokio::io::split(tls);
-                                Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert);
-                            }
-                            Ok(Err(e)) => tracing::info!(%from, error = %e, "SIP TLS handshake failed; connection closed."),
-                            Err(_) => tracing::info!(%from, "SIP TLS handshake not done in time; connection closed."),
-                        }
-                    });
-                }
-            }));
+            tasks.push(tokio::spawn(accept(listener, Arc::downgrade(&inner), Some(acceptor))));
         }
         let weak = Arc::downgrade(&inner);
         tasks.push(tokio::spawn(async move {
@@ -669,6 +630,38 @@ impl Inner {
             }
         });
         tx
+    }
+}
+
+/// Accepts connections up to [`MAX_CONNECTIONS`]: TCP, or TLS when `tls` is given.
+async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option<tokio_rustls::TlsAcceptor>) {
+    loop {
+        let Ok((stream, from)) = listener.accept().await else { continue };
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.conns.lock().unwrap().len() >= MAX_CONNECTIONS {
+            tracing::warn!(%from, tls = tls.is_some(), "sip: too many connections; refused");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let Some(acceptor) = tls.clone() else {
+            let (rd, wr) = stream.into_split();
+            Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None);
+            continue;
+        };
+        let weak = weak.clone();
+        // The handshake on its own task: a slow or silent client holds up no one.
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::<[u8]>::from(c.as_ref()));
+                    let (rd, wr) = tokio::io::split(tls);
+                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert);
+                }
+                Ok(Err(e)) => tracing::info!(%from, error = %e, "SIP TLS handshake failed; connection closed."),
+                Err(_) => tracing::info!(%from, "SIP TLS handshake not done in time; connection closed."),
+            }
+        });
     }
 }
 
