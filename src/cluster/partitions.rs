@@ -650,9 +650,9 @@ async fn state_saver(p: Arc<Partitions>, hub: Hub, mut stop: Shutdown) {
             }
             users
         };
-        // In chunks, so that a hand-over waits for one chunk at most.
-        for chunk in users.chunks(1024) {
-            save_states(&p, &hub, chunk, false).await;
+        // A hand-over waits for one such round at most.
+        if !users.is_empty() {
+            save_states(&p, &hub, &users, false).await;
         }
     }
 }
