@@ -21,7 +21,7 @@ use crate::message::{Builder, Frame, Framer, Message, ParseError};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,6 +188,8 @@ struct Inner {
     tls_local: Option<SocketAddr>,
     udp: Option<Arc<UdpSocket>>,
     conns: Mutex<HashMap<Peer, mpsc::Sender<Bytes>>>,
+    /// TLS handshakes under way on the listener; they count against [`MAX_CONNECTIONS`].
+    handshakes: AtomicUsize,
     client: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
     server: Mutex<HashMap<String, ServerTx>>,
     dialogs: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
@@ -233,6 +235,7 @@ impl Endpoint {
             tls_local,
             udp: udp.map(Arc::new),
             conns: Mutex::new(HashMap::new()),
+            handshakes: AtomicUsize::new(0),
             client: Mutex::new(HashMap::new()),
             server: Mutex::new(HashMap::new()),
             dialogs: Mutex::new(HashMap::new()),
@@ -638,7 +641,7 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
     loop {
         let Ok((stream, from)) = listener.accept().await else { continue };
         let Some(inner) = weak.upgrade() else { return };
-        if inner.conns.lock().unwrap().len() >= MAX_CONNECTIONS {
+        if inner.conns.lock().unwrap().len() + inner.handshakes.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
             tracing::warn!(%from, tls = tls.is_some(), "sip: too many connections; refused");
             continue;
         }
@@ -648,12 +651,15 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
             Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None);
             continue;
         };
+        inner.handshakes.fetch_add(1, Ordering::Relaxed);
         let weak = weak.clone();
         // The handshake on its own task: a slow or silent client holds up no one.
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            let Some(inner) = weak.upgrade() else { return };
+            inner.handshakes.fetch_sub(1, Ordering::Relaxed);
+            match done {
                 Ok(Ok(tls)) => {
-                    let Some(inner) = weak.upgrade() else { return };
                     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::<[u8]>::from(c.as_ref()));
                     let (rd, wr) = tokio::io::split(tls);
                     Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert);
@@ -774,7 +780,7 @@ impl Ids {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     async fn pair(transport: Transport) -> (Endpoint, Endpoint, mpsc::Receiver<Incoming>, Peer) {
@@ -784,7 +790,8 @@ mod tests {
         (a, b, brx, peer)
     }
 
-    fn options(a: &Endpoint, transport: Transport) -> (Bytes, String) {
+    /// An OPTIONS request from `a` over `transport`, and its branch (the TLS tests send it too).
+    pub(crate) fn options(a: &Endpoint, transport: Transport) -> (Bytes, String) {
         let (via, branch) = a.via(transport);
         let b = Builder::request("OPTIONS", "sip:b@127.0.0.1")
             .header("Via", &via)

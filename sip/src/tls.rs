@@ -147,15 +147,8 @@ mod tests {
     }
 
     async fn options(ep: &Endpoint, to: std::net::SocketAddr) -> Result<crate::message::Message, TxError> {
-        let (via, branch) = ep.via(Transport::Tls);
-        let b = Builder::request("OPTIONS", "sip:pool.example.test;transport=tls")
-            .header("Via", &via)
-            .header("From", &format!("<sip:hub@hub.example.test>;tag={}", ep.token()))
-            .header("To", "<sip:pool.example.test>")
-            .header("Call-ID", &ep.token())
-            .header("CSeq", "1 OPTIONS")
-            .header("Contact", &ep.contact("hub", Transport::Tls));
-        ep.request_timeout(Peer { transport: Transport::Tls, addr: to }, &branch, b.build(), Duration::from_secs(5)).await
+        let (request, branch) = crate::endpoint::tests::options(ep, Transport::Tls);
+        ep.request_timeout(Peer { transport: Transport::Tls, addr: to }, &branch, request, Duration::from_secs(5)).await
     }
 
     #[tokio::test]
@@ -200,6 +193,15 @@ mod tests {
         // the request fails on the closed connection or by timeout).
         let stranger = client("ca-cert.pem", "pool.example.test", None).await;
         assert!(options(&stranger, pool.tls_addr().unwrap()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_shakes_hands_holds_up_no_one() {
+        let pool = server("pool", None).await;
+        let _silent = tokio::net::TcpStream::connect(pool.tls_addr().unwrap()).await.unwrap();
+        let hub = client("ca-cert.pem", "pool.example.test", None).await;
+        let r = tokio::time::timeout(Duration::from_secs(3), options(&hub, pool.tls_addr().unwrap())).await;
+        assert_eq!(r.expect("answered while another handshake hangs").unwrap().code(), Some(200));
     }
 
     #[test]
