@@ -93,6 +93,12 @@ struct WatchStats {
 }
 
 /// Runs the benchmark and prints a report.
+/// Largest handshake answer read from a hub.
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest WebSocket message (snapshot batch or delta) read from a hub, and the most unread
+/// bytes buffered: beyond, the stream is given up with an error instead of growing memory.
+const MAX_MESSAGE: usize = 16 << 20;
+
 /// Signals in one POST at most: about 150 bytes each, well under the hub's 64 KiB body limit.
 const MAX_PER_POST: usize = 300;
 
@@ -395,6 +401,9 @@ fn watch(url: &str, token: &str, marker: &str, origin: Instant, st: &Mutex<Watch
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
+        if buf.len() > MAX_HEAD {
+            bail!("the hub's handshake answer is over {MAX_HEAD} bytes");
+        }
         match s.read(&mut chunk) {
             Ok(0) => bail!("the hub closed the connection during the handshake"),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -420,6 +429,9 @@ fn watch(url: &str, token: &str, marker: &str, origin: Instant, st: &Mutex<Watch
             let p = &buf[at + payload.start..at + payload.end];
             match opcode {
                 0x0..=0x2 => {
+                    if message.len() + p.len() > MAX_MESSAGE {
+                        bail!("a WebSocket message from the hub over {MAX_MESSAGE} bytes");
+                    }
                     message.extend_from_slice(p);
                     if fin {
                         let now_us = origin.elapsed().as_micros() as u64;
@@ -455,6 +467,9 @@ fn watch(url: &str, token: &str, marker: &str, origin: Instant, st: &Mutex<Watch
             at += len;
         }
         buf.drain(..at);
+        if buf.len() > MAX_MESSAGE {
+            bail!("a WebSocket frame from the hub over {MAX_MESSAGE} bytes");
+        }
         if stop.load(Ordering::Relaxed) {
             let _ = writer.write_all(&client_frame(0x8, &[]));
             return Ok(());
@@ -588,6 +603,29 @@ mod tests {
         assert_eq!(pong[0], 0x8A);
         assert_eq!(pong[1], 0x82);
         assert_eq!(pong[6] ^ pong[2], b'h');
+    }
+
+    #[test]
+    fn an_oversized_frame_from_the_hub_is_refused_not_buffered() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+            // A frame announcing 32 MiB, then more than the limit of it.
+            let mut head = vec![0x81, 127];
+            head.extend_from_slice(&(32u64 << 20).to_be_bytes());
+            c.write_all(&head).unwrap();
+            let block = vec![b'x'; 1 << 20];
+            for _ in 0..20 {
+                if c.write_all(&block).is_err() {
+                    return;
+                }
+            }
+        });
+        let st = Mutex::new(WatchStats::default());
+        let e = watch(&format!("http://{addr}"), "t", "bc1.", Instant::now(), &st, &AtomicUsize::new(0), &AtomicBool::new(false), false).unwrap_err().to_string();
+        assert!(e.contains("over 16777216 bytes"), "{e}");
     }
 
     #[test]
