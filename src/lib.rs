@@ -114,6 +114,8 @@ pub struct Serving {
     pub http: std::net::SocketAddr,
     /// The SIP presence server (UDP and TCP), when `[sip]` is enabled.
     pub sip: Option<std::net::SocketAddr>,
+    /// The SIP presence server's TLS listener, with `[sip] tls_listen`.
+    pub sip_tls: Option<std::net::SocketAddr>,
 }
 
 /// A callback for [`RunOptions::on_ready`].
@@ -407,7 +409,7 @@ pub async fn run(
     #[cfg(unix)]
     let reloader = actix_web::rt::spawn(reload_on_sighup(state.clone()));
     if let (Some(on_ready), Some(http)) = (&opts.on_ready, addr) {
-        (on_ready.0)(&Serving { http, sip: sip_server.as_ref().map(|s| s.local) });
+        (on_ready.0)(&Serving { http, sip: sip_server.as_ref().map(|s| s.local), sip_tls: sip_server.as_ref().and_then(|s| s.tls_local) });
     }
     shutdown.await;
     #[cfg(unix)]

@@ -271,6 +271,7 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
             ha1_md5: None,
             ha1_sha256: None,
             publish: true,
+            certificate_subject: None,
         }],
         ..SipSection::default()
     };
