@@ -360,9 +360,12 @@ pub async fn run(
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && opts.sip_any_port_when_taken => {
                 let mut sip = config.sip.clone();
                 sip.listen.set_port(0);
+                if let Some(tls) = &mut sip.tls_listen {
+                    tls.set_port(0);
+                }
                 let s = start(sip);
                 if let Ok(s) = &s {
-                    info!(taken = %config.sip.listen, listen = %s.local, "The SIP port is taken; the SIP presence server listens on a free one instead.");
+                    info!(taken = %config.sip.listen, listen = %s.local, tls = ?s.tls_local, "A SIP port (UDP/TCP or TLS) is taken; the SIP presence server listens on free ones instead.");
                 }
                 s
             }
