@@ -355,7 +355,7 @@ pub async fn run(
     });
     let sip_server = if config.sip.enabled {
         let feed = hub.feeds().register("sip", "sip_publish");
-        let start = |sip: sip_server::SipSection| sip_server::server::SipServer::start(sip, hub.live_directory().clone(), hub.fanout().clone(), hub.sink(feed.clone()));
+        let start = |sip: sip_server::SipSection| sip_server::server::SipServer::start(sip, &config.web.groups, hub.live_directory().clone(), hub.fanout().clone(), hub.sink(feed.clone()));
         let server = match start(config.sip.clone()) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && opts.sip_any_port_when_taken => {
                 let mut sip = config.sip.clone();

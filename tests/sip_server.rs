@@ -566,3 +566,204 @@ fn tls_settings_are_checked_at_start() {
     let e = cfg.validate().unwrap_err().to_string();
     assert!(e.contains("need tls_listen"), "{e}");
 }
+
+// ---- resource lists (RFC 4662) ----------------------------------------------------------------
+
+use presence_sip::body::rlmi::{parse_rlmi_notify, InstanceState, RlmiNotify};
+
+/// A list SUBSCRIBE of the project's client: `Supported: eventlist`, RLMI accepted.
+fn list_spec(server: SocketAddr, transport: Transport, uri: &str, event: &str) -> SubscribeSpec {
+    let accept = if event == "dialog" { "application/dialog-info+xml, application/rlmi+xml, multipart/related" } else { "application/pidf+xml, application/rlmi+xml, multipart/related" };
+    let mut s = spec(server, transport, uri, event, accept, "console", "console-pw");
+    s.headers = vec![("Supported".into(), "eventlist".into())];
+    s
+}
+
+/// The next list NOTIFY, parsed, and its body's size.
+async fn next_list_notify(rx: &mut mpsc::Receiver<((), SubEvent)>) -> (RlmiNotify, usize) {
+    loop {
+        let (_, ev) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a NOTIFY in time").unwrap();
+        match ev {
+            SubEvent::Notify { body, msg, .. } => {
+                assert_eq!(msg.header(&ezk_sip_types::Name::REQUIRE), Some("eventlist"));
+                let ct = msg.content_type_value().unwrap_or_default().to_string();
+                assert!(ct.starts_with("multipart/related;type=\"application/rlmi+xml\";start=\"<"), "{ct}");
+                let n = parse_rlmi_notify(&ct, &body).unwrap_or_else(|e| panic!("{e}: {ct}\n{}", String::from_utf8_lossy(&body)));
+                return (n, body.len());
+            }
+            SubEvent::Down { reason, .. } => panic!("subscription down: {reason}"),
+            SubEvent::Active { .. } => {}
+        }
+    }
+}
+
+/// A directory of `n` people `p0`… (`sip:pN@example.test`); the first 30 in "Kundtjänst &
+/// Support", the others in "Lager".
+fn big_directory(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let mut csv = String::from("id,name,department,sip_uri\n");
+    for i in 0..n {
+        let dept = if i < 30 { "Kundtjänst & Support" } else { "Lager" };
+        csv.push_str(&format!("p{i},Person {i},{dept},sip:p{i}@example.test\n"));
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("people.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_500_is_one_subscription_with_full_then_partial_state_over_udp_and_tcp() {
+    let mut cfg = sip_config("sip-rls-500");
+    cfg.directory.import = Some(big_directory(&cfg.data_dir.join("in"), 600));
+    // Members by id and by SIP address.
+    let members: Vec<String> = (0..500).map(|i| if i % 2 == 0 { format!("p{i}") } else { format!("sip:p{i}@example.test") }).collect();
+    cfg.sip.lists = vec![presence_hub::sip_server::lists::SipList { uri: "sip:console-keys@example.test".into(), name: Some("Console keys".into()), members }];
+    cfg.validate().unwrap();
+    let (udp_limit, tcp_limit) = (cfg.sip.list_udp_max_bytes, cfg.sip.list_max_notify_bytes);
+    let s = start(cfg);
+    let server = sip_addr(&s).await;
+    let mut keep = Vec::new();
+    for (transport, limit) in [(Transport::Udp, udp_limit), (Transport::Tcp, tcp_limit)] {
+        let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let t0 = Instant::now();
+        let sub = Subscription::spawn(ep.clone(), list_spec(server, transport, "sip:console-keys@127.0.0.1", "presence"), (), tx);
+        // Full state: the first NOTIFY says fullState="true", the rest follow as partial ones
+        // until every member has been told once.
+        let mut seen = std::collections::HashSet::new();
+        let mut notifies = 0;
+        let mut version = None;
+        let mut largest = 0;
+        while seen.len() < 500 {
+            let (n, size) = next_list_notify(&mut rx).await;
+            largest = largest.max(size);
+            assert_eq!(n.list.uri, "sip:console-keys@127.0.0.1");
+            assert_eq!(n.list.full_state, notifies == 0, "only the first is full state (version {})", n.list.version);
+            if let Some(v) = version {
+                assert_eq!(n.list.version, v + 1, "RLMI versions count the NOTIFYs");
+            }
+            version = Some(n.list.version);
+            assert!(!n.resources.is_empty());
+            assert!(n.resources.len() == 1 || size <= limit, "{transport}: {size} bytes in a NOTIFY of {} members over a limit of {limit}", n.resources.len());
+            for r in &n.resources {
+                assert_eq!(r.instance.state, InstanceState::Active);
+                let doc = pidf::parse_pidf(r.body.as_deref().expect("a part per resource")).unwrap();
+                assert_eq!(doc.entity, r.uri);
+                assert!(seen.insert(r.uri.clone()), "{} told twice in the full state", r.uri);
+            }
+            notifies += 1;
+        }
+        println!("{transport}: 500 members in {notifies} NOTIFYs (bodies up to {largest} bytes), {:?}", t0.elapsed());
+        if transport == Transport::Tcp {
+            assert!(notifies < 20, "{notifies} NOTIFYs over TCP");
+        }
+        // One member changes: a partial NOTIFY with only that member.
+        let t1 = Instant::now();
+        let who = if transport == Transport::Udp { "p250" } else { "p499" };
+        signal(&s, who, "Busy", Some("InACall")).await;
+        let (n, _) = next_list_notify(&mut rx).await;
+        println!("{transport}: signal → list NOTIFY in {:?}", t1.elapsed());
+        assert!(!n.list.full_state);
+        assert_eq!(n.list.version, version.unwrap() + 1);
+        assert_eq!(n.resources.len(), 1, "{:?}", n.resources.iter().map(|r| &r.uri).collect::<Vec<_>>());
+        assert_eq!(n.resources[0].uri, format!("sip:{who}@example.test"));
+        let doc = pidf::parse_pidf(n.resources[0].body.as_deref().unwrap()).unwrap();
+        assert!(doc.all_activities().any(|a| *a == pidf::Activity::OnThePhone));
+        keep.push(sub);
+    }
+    // Two list subscriptions, one per transport; each person's PIDF rendered once per change
+    // (health is refreshed four times a second).
+    let t0 = Instant::now();
+    loop {
+        let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+        let sip = v.as_array().unwrap().iter().find(|p| p["name"] == "sip").unwrap().clone();
+        if sip["details"]["list_subscriptions"] == 2 && sip["details"]["notifies_sent"].as_u64() >= Some(500 + 6 + 2) {
+            // 500 people rendered for the first subscription and two changes: the second's
+            // full state came from the cache.
+            assert!(sip["details"]["renders"].as_u64().unwrap() <= 502, "{sip}");
+            assert!(sip["details"]["render_cache_hits"].as_u64().unwrap() >= 500, "{sip}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3), "{sip}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_and_department_lists_and_the_refusals() {
+    let mut cfg = sip_config("sip-rls-groups");
+    cfg.web.groups = vec![presence_hub::config::WebGroup { name: "Reception Desk".into(), members: vec!["asa.ostberg".into(), "2624".into(), "marta.lind".into()] }];
+    cfg.sip.max_list_members = 30;
+    cfg.validate().unwrap();
+    let s = start(cfg);
+    let server = sip_addr(&s).await;
+
+    // A web group, BLF keys (dialog): Åsa (named twice) and Marta.
+    let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let _g = Subscription::spawn(ep.clone(), list_spec(server, Transport::Tcp, "sip:group-reception-desk@127.0.0.1", "dialog"), (), tx);
+    let (n, _) = next_list_notify(&mut rx).await;
+    assert!(n.list.full_state);
+    assert_eq!(n.list.name.as_deref(), Some("Reception Desk"));
+    let uris: Vec<&str> = n.resources.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, ["sip:asa.ostberg@nordvik.se", "sip:marta.lind@nordvik.se"]);
+    let first = dialog_info::parse_dialog_info(n.resources[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(first.entity, "sip:asa.ostberg@nordvik.se");
+    signal(&s, "marta.lind", "Busy", Some("Ringing")).await;
+    let (n, _) = next_list_notify(&mut rx).await;
+    assert!(!n.list.full_state);
+    assert_eq!(n.resources.len(), 1);
+    let ringing = dialog_info::parse_dialog_info(n.resources[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(ringing.dialogs[0].state, dialog_info::DialogState::Early);
+    assert_eq!(n.resources[0].content_type.as_deref().map(|c| c.starts_with("application/dialog-info+xml")), Some(true));
+
+    // A department, by its slug: "Växel" → dept-vaxel (9 people), over UDP.
+    let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+    let (tx, mut rx) = mpsc::channel(256);
+    let _d = Subscription::spawn(ep.clone(), list_spec(server, Transport::Udp, "sip:dept-vaxel@127.0.0.1", "presence"), (), tx);
+    let mut seen = std::collections::HashSet::new();
+    let (n, _) = next_list_notify(&mut rx).await;
+    assert!(n.list.full_state);
+    assert_eq!(n.list.name.as_deref(), Some("Växel"));
+    seen.extend(n.resources.iter().map(|r| r.uri.clone()));
+    while seen.len() < 9 {
+        let (n, _) = next_list_notify(&mut rx).await;
+        assert!(!n.list.full_state);
+        seen.extend(n.resources.iter().map(|r| r.uri.clone()));
+    }
+    assert!(seen.contains("sip:asa.ostberg@nordvik.se"), "{seen:?}");
+
+    // Refusals.
+    let mut c = Client::new(server).await;
+    let cred = Some(("console", "console-pw"));
+    let r = c.send("SUBSCRIBE", "sip:dept-vaxel@127.0.0.1", &[("Event", "presence")], None, cred).await;
+    assert_eq!(r.code(), Some(421), "no Supported: eventlist");
+    assert_eq!(r.header(&ezk_sip_types::Name::REQUIRE), Some("eventlist"));
+    let ev = [("Event", "presence"), ("Supported", "eventlist")];
+    let r = c.send("SUBSCRIBE", "sip:group-nobody-here@127.0.0.1", &ev, None, cred).await;
+    assert_eq!(r.code(), Some(404), "an unknown group");
+    let r = c.send("SUBSCRIBE", "sip:dept-no-such-department@127.0.0.1", &ev, None, cred).await;
+    assert_eq!(r.code(), Some(404), "an unknown department");
+    // Produktion has 40 people; max_list_members is 30.
+    let r = c.send("SUBSCRIBE", "sip:dept-produktion@127.0.0.1", &ev, None, cred).await;
+    assert_eq!(r.code(), Some(403));
+    assert!(r.to_string().contains("the list has 40 members; max_list_members is 30"), "{r}");
+    let r = c.send("SUBSCRIBE", "sip:dept-vaxel@127.0.0.1", &[("Event", "presence"), ("Supported", "eventlist"), ("Accept", "application/pidf+xml")], None, cred).await;
+    assert_eq!(r.code(), Some(406), "a list needs multipart/related");
+    let r = c.send("SUBSCRIBE", "sip:dept-vaxel@127.0.0.1", &ev, None, None).await;
+    assert_eq!(r.code(), Some(401), "lists need credentials as people do");
+    // Expires 0 on a list: a fetch of the full state.
+    let r = c.send("SUBSCRIBE", "sip:dept-vaxel@127.0.0.1", &[("Event", "presence"), ("Supported", "eventlist"), ("Expires", "0")], None, cred).await;
+    assert_eq!(r.code(), Some(200));
+    let mut told = 0;
+    loop {
+        let req = next_request(&mut c).await;
+        let state = req.msg.header(&ezk_sip_types::Name::SUBSCRIPTION_STATE).unwrap().to_string();
+        assert_eq!(req.msg.header(&ezk_sip_types::Name::REQUIRE), Some("eventlist"));
+        told += parse_rlmi_notify(&req.msg.content_type_value().unwrap().to_string(), &req.msg.body).unwrap().resources.len();
+        if state.starts_with("terminated") {
+            break;
+        }
+    }
+    assert_eq!(told, 9, "the fetch told the whole list, then ended");
+}

@@ -13,9 +13,12 @@
 //! that SUBSCRIBE to other presence servers and PBXs).
 //!
 //! - [`server`]: the server task (subscriptions, NOTIFY pacing, the event state compositor).
-//! - [`render`]: merged view → PIDF / dialog-info.
+//! - [`render`]: merged view → PIDF / dialog-info, rendered once per change ([`render::RenderCache`]).
+//! - [`lists`]: resource lists (RFC 4662): list URIs, members, RLMI bodies.
+//! - [`cert`]: client certificates as credentials.
 
 pub mod cert;
+pub mod lists;
 pub mod render;
 pub mod server;
 
@@ -74,6 +77,26 @@ pub struct SipSection {
     /// Require a client certificate chaining to a CA of this PEM file on the TLS port; an
     /// account's `certificate_subject` then stands in for its digest password.
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Resource lists besides `[[web.groups]]` (`group-<slug>`) and departments
+    /// (`dept-<slug>`).
+    pub lists: Vec<lists::SipList>,
+    /// Most members of a list (`[[sip.lists]]` beyond fail the start; a group or department
+    /// beyond gets `403` on SUBSCRIBE).
+    pub max_list_members: usize,
+    /// Most list subscriptions at once (`503` beyond).
+    pub max_list_subscriptions: usize,
+    /// Largest list NOTIFY over TCP and TLS, in bytes (the SIP layer reads messages up to
+    /// 64 KiB); a larger state goes out over several NOTIFYs.
+    pub list_max_notify_bytes: usize,
+    /// Largest list NOTIFY over UDP, in bytes (RFC 3261 §18.1.1: 1300); a NOTIFY carries at
+    /// least one member even when that alone is larger.
+    pub list_udp_max_bytes: usize,
+    /// Shortest time between two NOTIFYs of one list subscription, in ms; the changes of
+    /// members in between go out together.
+    pub list_min_notify_interval_ms: u64,
+    /// Render each person's document once per change for every subscription (off only to
+    /// measure what that saves).
+    pub render_cache: bool,
 }
 
 impl Default for SipSection {
@@ -99,6 +122,13 @@ impl Default for SipSection {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            lists: Vec::new(),
+            max_list_members: 1000,
+            max_list_subscriptions: 1000,
+            list_max_notify_bytes: 60_000,
+            list_udp_max_bytes: 1300,
+            list_min_notify_interval_ms: 0,
+            render_cache: true,
         }
     }
 }
@@ -145,6 +175,16 @@ impl SipSection {
         if !(self.min_expires..=self.max_expires).contains(&self.default_expires) {
             return Err("sip: default_expires must lie between min_expires and max_expires".into());
         }
+        if self.max_list_members == 0 || self.max_list_members > presence_sip::body::multipart::MAX_PARTS * 10 {
+            return Err("sip: max_list_members must be between 1 and 10240".into());
+        }
+        if !(2_000..=65_000).contains(&self.list_max_notify_bytes) {
+            return Err("sip: list_max_notify_bytes must be between 2000 and 65000 (the SIP layer reads messages up to 64 KiB)".into());
+        }
+        if !(500..=65_000).contains(&self.list_udp_max_bytes) {
+            return Err("sip: list_udp_max_bytes must be between 500 and 65000".into());
+        }
+        lists::Lists::new(&self.lists, &[], self.max_list_members).map_err(|e| e.to_string())?;
         if self.require_auth && self.accounts.is_empty() {
             return Err("sip: require_auth is on but no [[sip.accounts]] are configured".into());
         }

@@ -10,7 +10,17 @@
 //! Busy, Do not disturb, Away, Offline…) a `confirmed` dialog (the lamp is lit); Available and
 //! Unknown give no dialog (the lamp is off). Always `state="full"`; `version` counts the
 //! NOTIFYs of the subscription.
+//!
+//! [`RenderCache`]: a person's document is rendered once per change of their merged view (the
+//! fan-out's sequence number) and package, and shared by every subscription that needs it —
+//! single ones and every list the person is on. PIDF depends only on the person, so the whole
+//! body is shared; dialog-info carries each subscription's `version` and `entity`, so its
+//! dialogs are rendered once and each NOTIFY writes only the root element's start tag.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use presence_actors::directory::UserIdx;
 use presence_actors::model::{Activity, Availability, MergedView};
 use presence_sip::body::pidf::{self, Activities, Basic, Contact, InputState, Note, PidfDoc, Person, Tuple, UserInput};
 
@@ -117,6 +127,145 @@ pub fn dialog_info(entity: &str, version: u64, view: Option<&MergedView>) -> Str
     build_dialog_info(&doc)
 }
 
+/// An event package the server serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Package {
+    /// RFC 3856: PIDF.
+    Presence,
+    /// RFC 4235: dialog-info.
+    Dialog,
+}
+
+impl Package {
+    /// The `Event` header value.
+    pub fn event(self) -> &'static str {
+        match self {
+            Package::Presence => "presence",
+            Package::Dialog => "dialog",
+        }
+    }
+
+    /// The body's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Package::Presence => "application/pidf+xml",
+            Package::Dialog => "application/dialog-info+xml",
+        }
+    }
+}
+
+/// A person's document for one package, as of one change.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The fan-out sequence number of the view it was rendered from (0: no view yet).
+    pub seq: u64,
+    /// PIDF: the whole body. dialog-info: everything after the root element's start tag
+    /// (see [`dialog_doc`]).
+    pub body: Arc<str>,
+    /// What a watcher compares to skip a NOTIFY that says nothing new: a hash of the PIDF, the
+    /// lamp of dialog-info.
+    pub key: u64,
+}
+
+/// Documents rendered once per change and shared by every subscription (see the module docs).
+/// Holds one entry per (person, package) someone watches; the server drops a person's entries
+/// when the last watcher goes.
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    map: HashMap<(UserIdx, Package), Rendered>,
+    /// Off: render for every NOTIFY (to measure what the cache saves).
+    disabled: bool,
+    /// Documents rendered.
+    pub renders: u64,
+    /// Documents served from the cache.
+    pub hits: u64,
+}
+
+impl RenderCache {
+    /// A cache; `enabled = false` renders every time (for measurements).
+    pub fn new(enabled: bool) -> RenderCache {
+        RenderCache { disabled: !enabled, ..RenderCache::default() }
+    }
+
+    /// The document of `user` for `package` as of the view `seq`; `render` makes it when the
+    /// cache has none for that change.
+    pub fn get(&mut self, user: UserIdx, package: Package, seq: u64, render: impl FnOnce() -> Rendered) -> Rendered {
+        if !self.disabled {
+            if let Some(r) = self.map.get(&(user, package)).filter(|r| r.seq == seq) {
+                self.hits += 1;
+                return r.clone();
+            }
+        }
+        self.renders += 1;
+        let r = render();
+        if !self.disabled {
+            self.map.insert((user, package), r.clone());
+        }
+        r
+    }
+
+    /// Drops a person's documents (nobody watches them any more).
+    pub fn forget(&mut self, user: UserIdx) {
+        self.map.remove(&(user, Package::Presence));
+        self.map.remove(&(user, Package::Dialog));
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Renders a person's document for `package` (see [`Rendered`]).
+pub fn render(package: Package, seq: u64, entity: &str, contact: &str, view: Option<&MergedView>) -> Rendered {
+    match package {
+        Package::Presence => {
+            let body = pidf(entity, contact, view);
+            let key = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                body.hash(&mut h);
+                h.finish()
+            };
+            Rendered { seq, body: body.into(), key }
+        }
+        Package::Dialog => {
+            let full = dialog_info("", 0, view);
+            // Everything after the root's start tag (`…entity="">`).
+            let tail = full.find("entity=\"\">").map(|i| &full[i + "entity=\"\">".len()..]).unwrap_or("</dialog-info>");
+            Rendered { seq, body: tail.into(), key: lamp(view) as u64 }
+        }
+    }
+}
+
+/// A dialog-info document from a rendered tail (see [`Rendered::body`]), with this
+/// subscription's `version` and `entity`.
+pub fn dialog_doc(entity: &str, version: u64, tail: &str) -> String {
+    let mut x = String::with_capacity(180 + entity.len() + tail.len());
+    x.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>
+<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version=""#);
+    x.push_str(&version.to_string());
+    x.push_str(r#"" state="full" entity=""#);
+    for c in entity.chars() {
+        match c {
+            '&' => x.push_str("&amp;"),
+            '<' => x.push_str("&lt;"),
+            '>' => x.push_str("&gt;"),
+            '"' => x.push_str("&quot;"),
+            '\'' => x.push_str("&apos;"),
+            c => x.push(c),
+        }
+    }
+    x.push_str("\">");
+    x.push_str(tail);
+    x
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +300,38 @@ mod tests {
         assert_eq!(pidf::parse_pidf(off.as_bytes()).unwrap().open(), Some(false));
         let unknown = pidf("sip:a@h", "sip:a@h", None);
         assert_eq!(pidf::parse_pidf(unknown.as_bytes()).unwrap().open(), None);
+    }
+
+    #[test]
+    fn a_dialog_doc_from_the_cached_tail_is_the_document_rendered_whole() {
+        for v in [None, Some(view(Availability::Busy, Some(Activity::Ringing))), Some(view(Availability::Away, None))] {
+            let r = render(Package::Dialog, 7, "ignored", "ignored", v.as_ref());
+            assert_eq!(dialog_doc("sip:2624@hub&co", 41, &r.body), dialog_info("sip:2624@hub&co", 41, v.as_ref()));
+            assert_eq!(r.key, lamp(v.as_ref()) as u64);
+        }
+    }
+
+    #[test]
+    fn the_cache_renders_once_per_change() {
+        let mut c = RenderCache::new(true);
+        let v = view(Availability::Busy, None);
+        let mut made = 0;
+        for _ in 0..3 {
+            let r = c.get(1, Package::Presence, 5, || {
+                made += 1;
+                render(Package::Presence, 5, "sip:a@h", "sip:a@h", Some(&v))
+            });
+            assert!(r.body.contains("sip:a@h"));
+        }
+        assert_eq!((made, c.renders, c.hits), (1, 1, 2));
+        c.get(1, Package::Presence, 6, || render(Package::Presence, 6, "sip:a@h", "sip:a@h", None));
+        assert_eq!(c.renders, 2, "a new change renders again");
+        c.forget(1);
+        assert!(c.is_empty());
+        let mut off = RenderCache::new(false);
+        off.get(1, Package::Presence, 5, || render(Package::Presence, 5, "sip:a@h", "sip:a@h", None));
+        off.get(1, Package::Presence, 5, || render(Package::Presence, 5, "sip:a@h", "sip:a@h", None));
+        assert_eq!((off.renders, off.hits), (2, 0));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use presence_actors::directory::UserIdx;
 use presence_actors::live::LiveDirectory;
 use presence_actors::fanout::{Batch, FanOut, Filter, Outbox};
 use presence_actors::hub::SignalSink;
-use presence_actors::model::{now_ms, MergedView, Signal, Source};
+use presence_actors::model::{now_ms, Signal, Source};
 use presence_sip::auth::{AuthError, DigestServer, Ha1};
 use presence_sip::body::pidf;
 use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer, TlsSettings, Transport};
@@ -54,7 +54,9 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use super::cert::{self, CertMatch};
-use super::{render, SipSection};
+use super::lists::{self, ListError, Lists};
+use super::render::{self, Package, RenderCache};
+use super::SipSection;
 
 /// Counters shown in `/api/stats` and `/metrics`.
 #[derive(Debug, Default)]
@@ -69,6 +71,8 @@ pub struct SipStats {
     pub notifies_failed: std::sync::atomic::AtomicU64,
     /// Requests refused for authentication.
     pub auth_failures: std::sync::atomic::AtomicU64,
+    /// List subscriptions now.
+    pub list_subscriptions: std::sync::atomic::AtomicU64,
 }
 
 /// A running SIP server.
@@ -85,7 +89,12 @@ pub struct SipServer {
 
 impl SipServer {
     /// Binds and starts the server on its own thread.
-    pub fn start(cfg: SipSection, directory: Arc<LiveDirectory>, fanout: Arc<FanOut>, sink: SignalSink) -> std::io::Result<SipServer> {
+    /// `groups`: the `[[web.groups]]`, offered as lists. Fails (`InvalidInput`) when a
+    /// `[[sip.lists]]` member is nobody the directory knows.
+    pub fn start(cfg: SipSection, groups: &[crate::config::WebGroup], directory: Arc<LiveDirectory>, fanout: Arc<FanOut>, sink: SignalSink) -> std::io::Result<SipServer> {
+        let invalid = |e: ListError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
+        let lists = Lists::new(&cfg.lists, groups, cfg.max_list_members).map_err(invalid)?;
+        lists.check_members(&cfg.lists, &directory.current()).map_err(invalid)?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let stats = Arc::new(SipStats::default());
@@ -122,7 +131,7 @@ impl SipServer {
                     }
                 };
                 let _ = ready_tx.send(Ok((ep.local_addr(), ep.tls_addr())));
-                let server = Server::new(cfg, ep.clone(), directory, fanout, sink, st);
+                let server = Server::new(cfg, lists, ep.clone(), directory, fanout, sink, st);
                 server.run(requests, stop_rx).await;
                 ep.shutdown();
             });
@@ -146,15 +155,57 @@ impl SipServer {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Package {
-    Presence,
-    Dialog,
+/// What a subscription watches.
+enum Watch {
+    /// One person (RFC 3856 / RFC 4235).
+    One {
+        user: UserIdx,
+        /// The document's `entity`.
+        entity: String,
+        /// dialog-info `version` of the next NOTIFY.
+        version: u64,
+        /// The last state told ([`render::Rendered::key`]), to skip NOTIFYs that would say
+        /// the same.
+        last: Option<u64>,
+        /// A change is waiting (pacing or a NOTIFY in flight).
+        dirty: bool,
+    },
+    /// A resource list (RFC 4662).
+    List(Box<ListWatch>),
+}
+
+/// A list subscription's state.
+struct ListWatch {
+    /// The list's URI (the SUBSCRIBE's Request-URI).
+    uri: String,
+    name: String,
+    members: Vec<Member>,
+    /// Person → position in `members`.
+    index: HashMap<UserIdx, usize>,
+    /// Members whose state has not been told since it changed, by position.
+    pending: std::collections::BTreeSet<usize>,
+    /// RLMI `version` of the next NOTIFY.
+    version: u64,
+    /// The first NOTIFY (`fullState="true"`) has gone.
+    full_sent: bool,
+    /// A fetch (`Expires: 0`): the subscription ends once the whole list is told.
+    fetch: bool,
+}
+
+struct Member {
+    user: UserIdx,
+    /// The resource's URI (the person's SIP address, else `sip:{id}@{domain}`).
+    uri: String,
+    name: String,
+    /// dialog-info `version` of this resource's next part.
+    version: u64,
+    /// The last state told of this resource.
+    last: Option<u64>,
 }
 
 struct Sub {
-    user: UserIdx,
     package: Package,
+    watch: Watch,
     /// Where NOTIFYs go.
     target: Peer,
     /// NOTIFY Request-URI (the subscriber's Contact).
@@ -167,14 +218,31 @@ struct Sub {
     remote_tag: String,
     call_id: String,
     cseq: u32,
-    version: u64,
     expires_at: Instant,
-    entity: String,
     in_flight: bool,
-    dirty: bool,
     last_sent_at: Option<Instant>,
-    /// The last state told, to skip NOTIFYs that would say the same.
-    last_body: Option<u64>,
+}
+
+impl Sub {
+    /// People this subscription watches.
+    fn users(&self) -> Vec<UserIdx> {
+        match &self.watch {
+            Watch::One { user, .. } => vec![*user],
+            Watch::List(l) => l.members.iter().map(|m| m.user).collect(),
+        }
+    }
+
+    /// Something is waiting to be told.
+    fn dirty(&self) -> bool {
+        match &self.watch {
+            Watch::One { dirty, .. } => *dirty,
+            Watch::List(l) => !l.pending.is_empty() || !l.full_sent,
+        }
+    }
+
+    fn is_list(&self) -> bool {
+        matches!(self.watch, Watch::List(_))
+    }
 }
 
 struct Publication {
@@ -205,7 +273,11 @@ struct Server {
     /// Accounts a client certificate stands in for, in the order configured.
     cert_accounts: Vec<(CertMatch, String)>,
     domain: String,
+    lists: Lists,
+    cache: RenderCache,
     subs: HashMap<String, Sub>,
+    /// List subscriptions now.
+    list_subs: usize,
     by_user: HashMap<UserIdx, Vec<String>>,
     pubs: HashMap<String, Publication>,
     fan_id: Option<u64>,
@@ -216,7 +288,8 @@ struct Server {
 }
 
 impl Server {
-    fn new(cfg: SipSection, ep: Endpoint, directory: Arc<LiveDirectory>, fanout: Arc<FanOut>, sink: SignalSink, stats: Arc<SipStats>) -> Server {
+    #[allow(clippy::too_many_arguments)]
+    fn new(cfg: SipSection, lists: Lists, ep: Endpoint, directory: Arc<LiveDirectory>, fanout: Arc<FanOut>, sink: SignalSink, stats: Arc<SipStats>) -> Server {
         let digest = DigestServer::with_algorithms(&cfg.realm, &cfg.digest);
         let accounts = cfg
             .accounts
@@ -238,6 +311,7 @@ impl Server {
             .collect();
         let domain = cfg.domain.clone().unwrap_or_else(|| ep.local_addr().to_string());
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let cfg_render_cache = cfg.render_cache;
         Server {
             cfg,
             ep,
@@ -249,7 +323,10 @@ impl Server {
             accounts,
             cert_accounts,
             domain,
+            lists,
+            cache: RenderCache::new(cfg_render_cache),
             subs: HashMap::new(),
+            list_subs: 0,
             by_user: HashMap::new(),
             pubs: HashMap::new(),
             fan_id: None,
@@ -406,15 +483,13 @@ impl Server {
                 return self.ep.respond(&req, r).await;
             }
         };
-        let want = match package {
-            Package::Presence => "application/pidf+xml",
-            Package::Dialog => "application/dialog-info+xml",
+        let want = package.content_type();
+        let accepts: Vec<String> = req.msg.header_tokens(&ezk_sip_types::Name::ACCEPT).iter().map(|a| a.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).collect();
+        let accepted = |t: &str| {
+            let family = format!("{}/*", t.split('/').next().unwrap_or(""));
+            accepts.is_empty() || accepts.iter().any(|a| a == t || a == "*/*" || *a == family)
         };
-        let accepts = req.msg.header_tokens(&ezk_sip_types::Name::ACCEPT);
-        if !accepts.is_empty() && !accepts.iter().any(|a| {
-            let t = a.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            t == want || t == "*/*" || t == "application/*"
-        }) {
+        if !accepted(want) {
             let r = Builder::response_to(&req.msg, 406, "Not Acceptable", Some(&self.ep.token())).header("Accept", want);
             return self.ep.respond(&req, r).await;
         }
@@ -433,23 +508,36 @@ impl Server {
                 return self.ep.reply(&req, 481, "Subscription Does Not Exist").await;
             };
             sub.expires_at = Instant::now() + Duration::from_secs(expires as u64);
-            let r = Builder::response_to(&req.msg, 200, "OK", None)
+            let mut r = Builder::response_to(&req.msg, 200, "OK", None)
                 .header("Expires", &expires.to_string())
                 .header("Contact", &self.ep.contact("presence-hub", req.peer.transport));
+            if sub.is_list() {
+                r = r.header("Require", "eventlist");
+            }
+            // RFC 6665 §4.2.1.2: a refresh is followed by a NOTIFY; it tells the full state.
+            match &mut sub.watch {
+                Watch::One { last, .. } => *last = None,
+                Watch::List(l) => {
+                    l.full_sent = false;
+                    l.pending = (0..l.members.len()).collect();
+                }
+            }
             self.ep.respond(&req, r).await;
             if expires == 0 {
                 self.send_notify(&key, Some("terminated;reason=timeout"));
             } else {
-                // RFC 6665 §4.2.1.2: a refresh is followed by a NOTIFY.
-                if let Some(s) = self.subs.get_mut(&key) {
-                    s.last_body = None;
-                }
                 self.send_notify(&key, None);
             }
             return;
         }
 
         let uri = req.msg.request_uri().unwrap_or("").to_string();
+        let dir = self.directory.current();
+        if let Some(list) = self.lists.resolve(&uri, &dir) {
+            drop(dir);
+            return self.on_list_subscribe(req, package, uri, list, expires).await;
+        }
+        drop(dir);
         let Some(user) = self.resolve_aor(&uri) else {
             return self.ep.reply(&req, 404, "Not Found").await;
         };
@@ -458,7 +546,8 @@ impl Server {
             let tag = self.ep.token();
             let r = Builder::response_to(&req.msg, 200, "OK", Some(&tag)).header("Expires", "0");
             self.ep.respond(&req, r).await;
-            let key = self.add_sub(&req, user, package, &uri, &tag, 0);
+            let watch = self.one_watch(&req, user, package);
+            let key = self.add_sub(&req, package, watch, &tag, 0);
             self.send_notify(&key, Some("terminated;reason=timeout"));
             return;
         }
@@ -471,12 +560,87 @@ impl Server {
             .header("Expires", &expires.to_string())
             .header("Contact", &self.ep.contact("presence-hub", req.peer.transport));
         self.ep.respond(&req, r).await;
-        let key = self.add_sub(&req, user, package, &uri, &tag, expires);
+        let watch = self.one_watch(&req, user, package);
+        let key = self.add_sub(&req, package, watch, &tag, expires);
         self.ensure_fanout();
         self.send_notify(&key, None);
     }
 
-    fn add_sub(&mut self, req: &Incoming, user: UserIdx, package: Package, uri: &str, tag: &str, expires: u32) -> String {
+    /// A SUBSCRIBE to a list URI (RFC 4662): `421` without `Supported: eventlist`, `403` for a
+    /// list over `max_list_members`; else one subscription covering the list.
+    async fn on_list_subscribe(&mut self, req: Incoming, package: Package, uri: String, list: lists::Resolved, expires: u32) {
+        let supported = req.msg.header_tokens(&ezk_sip_types::Name::SUPPORTED).iter().any(|t| t.trim().eq_ignore_ascii_case("eventlist"));
+        if !supported {
+            let r = Builder::response_to(&req.msg, 421, "Extension Required", Some(&self.ep.token())).header("Require", "eventlist");
+            return self.ep.respond(&req, r).await;
+        }
+        let accepts: Vec<String> = req.msg.header_tokens(&ezk_sip_types::Name::ACCEPT).iter().map(|a| a.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).collect();
+        if !accepts.is_empty() && !accepts.iter().any(|a| a == "multipart/related" || a == "multipart/*" || a == "*/*") {
+            let accept = format!("multipart/related, application/rlmi+xml, {}", package.content_type());
+            let r = Builder::response_to(&req.msg, 406, "Not Acceptable (a list needs multipart/related)", Some(&self.ep.token())).header("Accept", &accept);
+            return self.ep.respond(&req, r).await;
+        }
+        if list.members.len() > self.cfg.max_list_members {
+            let reason = format!("Forbidden (the list has {} members; max_list_members is {})", list.members.len(), self.cfg.max_list_members);
+            return self.ep.reply(&req, 403, &reason).await;
+        }
+        if expires > 0 && (self.subs.len() >= self.cfg.max_subscriptions || self.list_subs >= self.cfg.max_list_subscriptions) {
+            let r = Builder::response_to(&req.msg, 503, "Service Unavailable (subscription limit)", Some(&self.ep.token())).header("Retry-After", "60");
+            return self.ep.respond(&req, r).await;
+        }
+        if !list.unknown.is_empty() {
+            debug!(list = %uri, unknown = ?list.unknown, "sip: list members the directory does not know are left out");
+        }
+        let tag = self.ep.token();
+        let r = Builder::response_to(&req.msg, 200, "OK", Some(&tag))
+            .header("Expires", &expires.to_string())
+            .header("Require", "eventlist")
+            .header("Contact", &self.ep.contact("presence-hub", req.peer.transport));
+        self.ep.respond(&req, r).await;
+        let watch = self.list_watch(&uri, list, expires == 0);
+        let key = self.add_sub(&req, package, watch, &tag, expires.max(1));
+        self.list_subs += 1;
+        self.stats.list_subscriptions.store(self.list_subs as u64, Ordering::Relaxed);
+        self.ensure_fanout();
+        self.send_notify(&key, None);
+    }
+
+    fn one_watch(&self, req: &Incoming, user: UserIdx, package: Package) -> Watch {
+        let to = req.msg.header(&ezk_sip_types::Name::TO).unwrap_or("");
+        let entity = match package {
+            Package::Presence => person_entity(&self.directory.current(), user, &self.domain).0,
+            Package::Dialog => name_addr_uri(to).to_string(),
+        };
+        Watch::One { user, entity, version: 0, last: None, dirty: false }
+    }
+
+    fn list_watch(&self, uri: &str, list: lists::Resolved, fetch: bool) -> Watch {
+        let dir = self.directory.current();
+        let members: Vec<Member> = list
+            .members
+            .iter()
+            .map(|&user| Member {
+                user,
+                uri: person_entity(&dir, user, &self.domain).0,
+                name: dir.person(user).map(|p| p.name().to_string()).unwrap_or_default(),
+                version: 0,
+                last: None,
+            })
+            .collect();
+        let index = members.iter().enumerate().map(|(i, m)| (m.user, i)).collect();
+        Watch::List(Box::new(ListWatch {
+            uri: uri.to_string(),
+            name: list.name,
+            pending: (0..members.len()).collect(),
+            members,
+            index,
+            version: 0,
+            full_sent: false,
+            fetch,
+        }))
+    }
+
+    fn add_sub(&mut self, req: &Incoming, package: Package, watch: Watch, tag: &str, expires: u32) -> String {
         let key = format!("{}|{tag}", req.msg.call_id);
         let contact = req.msg.header(&ezk_sip_types::Name::CONTACT).map(name_addr_uri).unwrap_or("").to_string();
         let from_uri = req.msg.header(&ezk_sip_types::Name::FROM).map(name_addr_uri).unwrap_or("").to_string();
@@ -491,16 +655,9 @@ impl Server {
                 .unwrap_or(req.peer),
         };
         let to = req.msg.header(&ezk_sip_types::Name::TO).unwrap_or("").to_string();
-        let dir = self.directory.current();
-        let person = dir.person(user);
-        let entity = match (package, person.as_ref().and_then(|p| p.sip_uri())) {
-            (Package::Presence, Some(s)) => s.to_string(),
-            (Package::Presence, None) => format!("sip:{}@{}", person.as_ref().map(|p| p.id()).unwrap_or("unknown"), self.domain),
-            (Package::Dialog, _) => name_addr_uri(&to).to_string(),
-        };
         let sub = Sub {
-            user,
             package,
+            watch,
             target,
             remote_uri,
             local_hdr: format!("{to};tag={tag}"),
@@ -508,28 +665,33 @@ impl Server {
             remote_tag: req.msg.from.tag.as_deref().unwrap_or("").to_string(),
             call_id: req.msg.call_id.to_string(),
             cseq: 0,
-            version: 0,
             expires_at: Instant::now() + Duration::from_secs(expires as u64),
-            entity,
             in_flight: false,
-            dirty: false,
             last_sent_at: None,
-            last_body: None,
         };
-        let _ = uri;
+        for u in sub.users() {
+            self.by_user.entry(u).or_default().push(key.clone());
+        }
         self.subs.insert(key.clone(), sub);
-        self.by_user.entry(user).or_default().push(key.clone());
         self.stats.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
         key
     }
 
     fn remove_sub(&mut self, key: &str) {
         if let Some(s) = self.subs.remove(key) {
-            if let Some(v) = self.by_user.get_mut(&s.user) {
-                v.retain(|k| k != key);
-                if v.is_empty() {
-                    self.by_user.remove(&s.user);
+            for u in s.users() {
+                if let Some(v) = self.by_user.get_mut(&u) {
+                    v.retain(|k| k != key);
+                    if v.is_empty() {
+                        self.by_user.remove(&u);
+                        // Nobody watches them any more.
+                        self.cache.forget(u);
+                    }
                 }
+            }
+            if s.is_list() {
+                self.list_subs = self.list_subs.saturating_sub(1);
+                self.stats.list_subscriptions.store(self.list_subs as u64, Ordering::Relaxed);
             }
         }
         self.stats.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
@@ -557,68 +719,179 @@ impl Server {
         for u in users {
             let Some(keys) = self.by_user.get(&u).cloned() else { continue };
             // A person who left the directory: their subscriptions end (RFC 6665 §4.2.2,
-            // `noresource`: the resource no longer exists).
+            // `noresource`: the resource no longer exists); on a list, their instance ends.
             let gone = self.fanout.latest(u).is_some_and(|l| l.gone.is_some());
             for k in keys {
-                self.send_notify(&k, gone.then_some("terminated;reason=noresource"));
+                let Some(sub) = self.subs.get_mut(&k) else { continue };
+                let single = match &mut sub.watch {
+                    Watch::One { .. } => true,
+                    Watch::List(l) => {
+                        if let Some(&i) = l.index.get(&u) {
+                            l.pending.insert(i);
+                        }
+                        false
+                    }
+                };
+                self.send_notify(&k, (gone && single).then_some("terminated;reason=noresource"));
             }
         }
     }
 
-    /// Sends (or schedules) a NOTIFY with the person's current state.
+    /// Sends (or schedules) a NOTIFY with what the subscription has not been told yet.
     fn send_notify(&mut self, key: &str, terminate: Option<&str>) {
         let Some(sub) = self.subs.get_mut(key) else { return };
-        if sub.in_flight && terminate.is_none() {
-            sub.dirty = true;
-            return;
-        }
-        let pace = Duration::from_millis(self.cfg.min_notify_interval_ms);
-        if terminate.is_none() && !pace.is_zero() && sub.last_sent_at.is_some_and(|t| t.elapsed() < pace) {
-            sub.dirty = true;
-            return;
-        }
-        let latest = self.fanout.latest(sub.user);
-        let view: Option<&MergedView> = latest.as_ref().map(|l| &l.view);
-        // Skip a NOTIFY that would say what the last one said (a refresh clears `last_body`).
-        let (ct, body) = match sub.package {
-            Package::Presence => {
-                let contact = self.directory.current().person(sub.user).and_then(|p| p.sip_uri().map(str::to_string)).unwrap_or_else(|| sub.entity.clone());
-                let body = render::pidf(&sub.entity, &contact, view);
-                let h = hash(&body);
-                if terminate.is_none() && sub.last_body == Some(h) {
-                    return;
+        if terminate.is_none() {
+            let pace = Duration::from_millis(if sub.is_list() { self.cfg.list_min_notify_interval_ms } else { self.cfg.min_notify_interval_ms });
+            let paced = !pace.is_zero() && sub.last_sent_at.is_some_and(|t| t.elapsed() < pace);
+            if sub.in_flight || paced {
+                // A list's pending members are recorded already; a single one waits here.
+                if let Watch::One { dirty, .. } = &mut sub.watch {
+                    *dirty = true;
                 }
-                sub.last_body = Some(h);
-                ("application/pidf+xml", body)
+                return;
             }
+        }
+        if sub.is_list() {
+            self.notify_list(key, terminate);
+        } else {
+            self.notify_one(key, terminate);
+        }
+    }
+
+    fn notify_one(&mut self, key: &str, terminate: Option<&str>) {
+        let dir = self.directory.current();
+        let Some(sub) = self.subs.get_mut(key) else { return };
+        let package = sub.package;
+        let Watch::One { user, entity, version, last, dirty } = &mut sub.watch else { return };
+        let user = *user;
+        let latest = self.fanout.latest(user);
+        let seq = latest.as_ref().map_or(0, |l| l.seq);
+        let domain = &self.domain;
+        let rendered = self.cache.get(user, package, seq, || {
+            let (entity, contact) = person_entity(&dir, user, domain);
+            render::render(package, seq, &entity, &contact, latest.as_ref().map(|l| &l.view))
+        });
+        *dirty = false;
+        // Skip a NOTIFY that would say what the last one said (a refresh clears `last`).
+        if terminate.is_none() && *last == Some(rendered.key) {
+            return;
+        }
+        *last = Some(rendered.key);
+        let body = match package {
+            Package::Presence => rendered.body.to_string(),
             Package::Dialog => {
-                let lamp = render::lamp(view) as u64;
-                if terminate.is_none() && sub.last_body == Some(lamp) {
-                    return;
-                }
-                sub.last_body = Some(lamp);
-                let v = sub.version;
-                sub.version += 1;
-                ("application/dialog-info+xml", render::dialog_info(&sub.entity, v, view))
+                let v = *version;
+                *version += 1;
+                render::dialog_doc(entity, v, &rendered.body)
             }
         };
         let state = match terminate {
             Some(t) => t.to_string(),
-            None => {
-                let left = sub.expires_at.saturating_duration_since(Instant::now()).as_secs();
-                format!("active;expires={left}")
+            None => format!("active;expires={}", sub.expires_at.saturating_duration_since(Instant::now()).as_secs()),
+        };
+        self.dispatch(key, &state, package.content_type(), body.into_bytes(), terminate.is_some());
+    }
+
+    /// A list NOTIFY (RFC 4662): the members not yet told, in list order, as many as fit in
+    /// `list_max_notify_bytes` (`list_udp_max_bytes` over UDP; at least one). The first NOTIFY
+    /// of a subscription (and of each refresh) has `fullState="true"` and names the members
+    /// that fit; the others follow at once in `fullState="false"` NOTIFYs, as changes do.
+    fn notify_list(&mut self, key: &str, terminate: Option<&str>) {
+        let dir = self.directory.current();
+        let Some(sub) = self.subs.get_mut(key) else { return };
+        let package = sub.package;
+        let limit = if sub.target.transport == Transport::Udp { self.cfg.list_udp_max_bytes } else { self.cfg.list_max_notify_bytes };
+        // The NOTIFY's start line and headers (Via, From, To, Contact, Content-Type…).
+        let fixed = 640 + sub.local_hdr.len() + sub.remote_hdr.len() + 2 * sub.remote_uri.len() + sub.call_id.len();
+        let expires_at = sub.expires_at;
+        let Watch::List(l) = &mut sub.watch else { return };
+        let boundary = format!("hub{}", self.ep.token());
+        let mut budget = limit.saturating_sub(fixed + 2 * l.uri.len() + l.name.len() + 3 * boundary.len() + 360);
+        let full = !l.full_sent;
+        let mut chosen: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
+        let mut done: Vec<usize> = Vec::new();
+        if terminate.is_none() {
+            let domain = &self.domain;
+            for &i in l.pending.iter() {
+                let m = &mut l.members[i];
+                let latest = self.fanout.latest(m.user);
+                if latest.as_ref().is_some_and(|x| x.gone.is_some()) {
+                    // Left the directory: the instance ends (`noresource`), no part.
+                    let cost = lists::entry_overhead(&m.uri, &m.name, &boundary);
+                    if !chosen.is_empty() && cost > budget {
+                        break;
+                    }
+                    budget = budget.saturating_sub(cost);
+                    chosen.push((i, None));
+                    done.push(i);
+                    continue;
+                }
+                let seq = latest.as_ref().map_or(0, |x| x.seq);
+                let user = m.user;
+                let rendered = self.cache.get(user, package, seq, || {
+                    let (entity, contact) = person_entity(&dir, user, domain);
+                    render::render(package, seq, &entity, &contact, latest.as_ref().map(|x| &x.view))
+                });
+                if !full && m.last == Some(rendered.key) {
+                    done.push(i); // nothing new to tell
+                    continue;
+                }
+                let body_len = rendered.body.len() + if package == Package::Dialog { 160 + m.uri.len() } else { 0 };
+                let cost = lists::entry_overhead(&m.uri, &m.name, &boundary) + body_len;
+                if !chosen.is_empty() && cost > budget {
+                    break;
+                }
+                budget = budget.saturating_sub(cost);
+                let body = match package {
+                    Package::Presence => rendered.body.as_bytes().to_vec(),
+                    Package::Dialog => {
+                        let v = m.version;
+                        m.version += 1;
+                        render::dialog_doc(&m.uri, v, &rendered.body).into_bytes()
+                    }
+                };
+                m.last = Some(rendered.key);
+                chosen.push((i, Some(body)));
+                done.push(i);
+            }
+            for i in &done {
+                l.pending.remove(i);
+            }
+            if chosen.is_empty() && !full {
+                return; // nothing changed after all
+            }
+        }
+        let version = l.version;
+        l.version += 1;
+        l.full_sent = true;
+        // A fetch (Expires 0) ends with the NOTIFY that tells the last of the list.
+        let closing = terminate.map(str::to_string).or_else(|| (l.fetch && l.pending.is_empty()).then(|| "terminated;reason=timeout".to_string()));
+        let entries: Vec<lists::Entry<'_>> = chosen
+            .into_iter()
+            .map(|(i, body)| {
+                let m = &l.members[i];
+                lists::Entry { uri: &m.uri, name: &m.name, instance: format!("{:x}", m.user), part: body.map(|b| (package.content_type(), b)) }
+            })
+            .collect();
+        let (ct, body) = match lists::notify_body(&l.uri, &l.name, version, full && terminate.is_none(), &entries, &boundary) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(list = %l.uri, error = %e, "sip: list NOTIFY not built");
+                return;
             }
         };
+        let state = closing.clone().unwrap_or_else(|| format!("active;expires={}", expires_at.saturating_duration_since(Instant::now()).as_secs()));
+        self.dispatch(key, &state, &ct, body, closing.is_some());
+    }
+
+    /// Sends a NOTIFY of the subscription's dialog; its answer comes back as a [`NotifyDone`].
+    fn dispatch(&mut self, key: &str, state: &str, content_type: &str, body: Vec<u8>, terminate: bool) {
+        let Some(sub) = self.subs.get_mut(key) else { return };
         sub.cseq += 1;
         sub.in_flight = true;
-        sub.dirty = false;
         sub.last_sent_at = Some(Instant::now());
         let (via, branch) = self.ep.via(sub.target.transport);
-        let event = match sub.package {
-            Package::Presence => "presence",
-            Package::Dialog => "dialog",
-        };
-        let req = Builder::request("NOTIFY", &sub.remote_uri)
+        let mut b = Builder::request("NOTIFY", &sub.remote_uri)
             .header("Via", &via)
             .header("Max-Forwards", "70")
             .header("From", &sub.local_hdr)
@@ -626,15 +899,16 @@ impl Server {
             .header("Call-ID", &sub.call_id)
             .header("CSeq", &format!("{} NOTIFY", sub.cseq))
             .header("Contact", &self.ep.contact("presence-hub", sub.target.transport))
-            .header("Event", event)
-            .header("Subscription-State", &state)
-            .body(ct, body)
-            .build();
+            .header("Event", sub.package.event())
+            .header("Subscription-State", state);
+        if sub.is_list() {
+            b = b.header("Require", "eventlist");
+        }
+        let req = b.body(content_type, body).build();
         let ep = self.ep.clone();
         let target = sub.target;
         let done = self.done_tx.clone();
         let key = key.to_string();
-        let terminate = terminate.is_some();
         tokio::spawn(async move {
             let r = ep.request_timeout(target, &branch, req, Duration::from_secs(8)).await;
             let ok = matches!(&r, Ok(m) if m.code().is_some_and(|c| (200..300).contains(&c)));
@@ -659,7 +933,7 @@ impl Server {
         }
         if let Some(s) = self.subs.get_mut(&d.key) {
             s.in_flight = false;
-            if s.dirty {
+            if s.dirty() {
                 self.send_notify(&d.key, None);
             }
         }
@@ -672,8 +946,8 @@ impl Server {
             self.send_notify(&k, Some("terminated;reason=timeout"));
         }
         // Paced subscriptions whose interval has passed.
-        if self.cfg.min_notify_interval_ms > 0 {
-            let due: Vec<String> = self.subs.iter().filter(|(_, s)| s.dirty && !s.in_flight).map(|(k, _)| k.clone()).collect();
+        if self.cfg.min_notify_interval_ms > 0 || self.cfg.list_min_notify_interval_ms > 0 {
+            let due: Vec<String> = self.subs.iter().filter(|(_, s)| s.dirty() && !s.in_flight).map(|(k, _)| k.clone()).collect();
             for k in due {
                 self.send_notify(&k, None);
             }
@@ -683,6 +957,9 @@ impl Server {
             "listen": self.ep.local_addr().to_string(),
             "tls_listen": self.ep.tls_addr().map(|a| a.to_string()),
             "subscriptions": self.subs.len(),
+            "list_subscriptions": self.list_subs,
+            "renders": self.cache.renders,
+            "render_cache_hits": self.cache.hits,
             "publications": self.pubs.len(),
             "notifies_sent": self.stats.notifies_sent.load(Ordering::Relaxed),
             "notifies_failed": self.stats.notifies_failed.load(Ordering::Relaxed),
@@ -789,11 +1066,17 @@ impl Server {
     }
 }
 
-fn hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+/// A person's URI in the documents the hub writes (`entity`, a list's resource) and the PIDF
+/// contact: their SIP address, else `sip:{id}@{domain}`.
+fn person_entity(dir: &presence_actors::directory::Directory, user: UserIdx, domain: &str) -> (String, String) {
+    let person = dir.person(user);
+    match person.as_ref().and_then(|p| p.sip_uri()) {
+        Some(s) => (s.to_string(), s.to_string()),
+        None => {
+            let e = format!("sip:{}@{domain}", person.as_ref().map(|p| p.id()).unwrap_or("unknown"));
+            (e.clone(), e)
+        }
+    }
 }
 
 fn percent_decode(s: &str) -> String {
