@@ -760,7 +760,7 @@ async fn group_and_department_lists_and_the_refusals() {
         let req = next_request(&mut c).await;
         let state = req.msg.header(&ezk_sip_types::Name::SUBSCRIPTION_STATE).unwrap().to_string();
         assert_eq!(req.msg.header(&ezk_sip_types::Name::REQUIRE), Some("eventlist"));
-        told += parse_rlmi_notify(&req.msg.content_type_value().unwrap().to_string(), &req.msg.body).unwrap().resources.len();
+        told += parse_rlmi_notify(req.msg.content_type_value().unwrap(), &req.msg.body).unwrap().resources.len();
         if state.starts_with("terminated") {
             break;
         }

@@ -9,6 +9,13 @@
 //! memory (PSS from `/proc/PID/smaps_rollup`, summed over the processes) are read before and
 //! after. `scripts/bench-sip.sh` starts the hub and Kamailio and runs this against each.
 //! The generator runs on one thread so that it takes the same share of the machine in both runs.
+//!
+//! With `--lists K` the same people are watched through resource lists (RFC 4662) instead:
+//! the hub offers `sip:{list_prefix}{k}@DOMAIN` (`[[sip.lists]]`, `k` = 0…K-1, each with an
+//! equal share of the people in order), and each of `watchers` consoles SUBSCRIBEs once to
+//! every list. A list NOTIFY may carry several people's changes; the report counts NOTIFYs
+//! and the people's updates they carry, and times every update. `scripts/bench-sip-lists.sh`
+//! runs single subscriptions against lists, with the hub's render cache on and off.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,12 +62,25 @@ pub struct BenchSipArgs {
     /// A label for the report.
     #[arg(long, default_value = "server")]
     pub label: String,
+    /// Watch the people through this many resource lists (0: one subscription per person and
+    /// watcher).
+    #[arg(long, default_value_t = 0)]
+    pub lists: usize,
+    /// Transport of the watchers' subscriptions: `udp` or `tcp` (PUBLISHes go over UDP).
+    #[arg(long, default_value = "udp")]
+    pub transport: String,
+    /// User part of the list URIs before the list's number.
+    #[arg(long, default_value = "lamps")]
+    pub list_prefix: String,
 }
 
 #[derive(Default)]
 struct Counters {
     notifies: AtomicU64,
     notifies_with_mark: AtomicU64,
+    /// People's updates received (one per NOTIFY of a single subscription; one per part of a
+    /// list NOTIFY).
+    updates: AtomicU64,
     publish_ok: AtomicU64,
     publish_err: AtomicU64,
     latencies_us: Mutex<Vec<u64>>,
@@ -77,12 +97,14 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
     let counters = Arc::new(Counters::default());
     let creds = args.user.clone().zip(args.password.clone());
     let peer = Peer { transport: Transport::Udp, addr: args.server };
+    let watch_transport = Transport::parse(&args.transport).filter(|t| *t != Transport::Tls).context("--transport is udp or tcp")?;
+    let watch_peer = Peer { transport: watch_transport, addr: args.server };
 
     // Watchers: a few endpoints (sockets), many dialogs.
     let endpoints = 4.min(args.watchers * args.presentities).max(1);
     let mut eps = Vec::new();
     for _ in 0..endpoints {
-        let cfg = EndpointConfig { tcp: false, queue: 65_536, transaction_timeout: Duration::from_secs(8), ..Default::default() };
+        let cfg = EndpointConfig { tcp: watch_transport == Transport::Tcp, queue: 65_536, transaction_timeout: Duration::from_secs(8), ..Default::default() };
         eps.push(Endpoint::bind(cfg).await.context("binding a watcher endpoint")?.0);
     }
     let (etx, mut erx) = mpsc::channel::<((), SubEvent)>(65_536);
@@ -98,32 +120,46 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
                 }
                 SubEvent::Notify { body, .. } => {
                     c.notifies.fetch_add(1, Ordering::Relaxed);
-                    if let Some(sent_us) = mark(&body) {
-                        let now = origin.elapsed().as_micros() as u64;
+                    let now = origin.elapsed().as_micros() as u64;
+                    let sent = marks(&body);
+                    c.updates.fetch_add(sent.len().max(1) as u64, Ordering::Relaxed);
+                    if !sent.is_empty() {
                         c.notifies_with_mark.fetch_add(1, Ordering::Relaxed);
-                        c.latencies_us.lock().unwrap().push(now.saturating_sub(sent_us));
+                        c.latencies_us.lock().unwrap().extend(sent.into_iter().map(|s| now.saturating_sub(s)));
                     }
                 }
                 SubEvent::Down { .. } => {}
             }
         }
     });
-    let total_subs = args.presentities * args.watchers;
-    println!("{}: subscribing {total_subs} watchers to {} people at {} …", args.label, args.presentities, args.server);
+    let per_watcher = if args.lists > 0 { args.lists } else { args.presentities };
+    let total_subs = per_watcher * args.watchers;
+    match args.lists {
+        0 => println!("{}: subscribing {total_subs} watchers to {} people at {} …", args.label, args.presentities, args.server),
+        k => println!("{}: {} consoles subscribing to {k} lists of {} people at {} …", args.label, args.watchers, args.presentities / k, args.server),
+    }
     let mut subs = Vec::with_capacity(total_subs);
     let t_sub = Instant::now();
     for w in 0..args.watchers {
-        for p in 0..args.presentities {
-            let ep = eps[(w * args.presentities + p) % eps.len()].clone();
+        for p in 0..per_watcher {
+            let ep = eps[(w * per_watcher + p) % eps.len()].clone();
+            let (uri, accept, headers) = match args.lists {
+                0 => (format!("sip:user{p}@{}", args.domain), "application/pidf+xml", vec![]),
+                _ => (
+                    format!("sip:{}{p}@{}", args.list_prefix, args.domain),
+                    "application/pidf+xml, application/rlmi+xml, multipart/related",
+                    vec![("Supported".to_string(), "eventlist".to_string())],
+                ),
+            };
             let spec = SubscribeSpec {
-                peer,
-                uri: format!("sip:user{p}@{}", args.domain),
+                peer: watch_peer,
+                uri,
                 from: format!("sip:watcher{w}@127.0.0.1"),
                 contact_user: format!("watcher{w}"),
                 event: "presence".into(),
-                accept: "application/pidf+xml".into(),
+                accept: accept.into(),
                 expires: 3600,
-                headers: vec![],
+                headers,
                 body: None,
                 credentials: creds.clone(),
             };
@@ -139,7 +175,18 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
     }
     let up = active.load(Ordering::Relaxed);
     println!("  {up} of {total_subs} subscriptions active after {:.1} s", t_sub.elapsed().as_secs_f64());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first NOTIFYs (a list's full state may take hundreds) are over before the load.
+    let settle = Instant::now();
+    let mut last = u64::MAX;
+    while settle.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = counters.notifies.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    println!("  {last} NOTIFYs of the initial state");
 
     // Publisher: one endpoint, open loop, at most 4096 PUBLISHes in flight.
     let pcfg = EndpointConfig { tcp: false, queue: 1024, transaction_timeout: Duration::from_secs(8), ..Default::default() };
@@ -150,6 +197,7 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
     let self0 = proc_cpu_ticks(std::process::id());
     let mem0 = args.pid.map(proc_pss_kb);
     counters.notifies.store(0, Ordering::Relaxed);
+    counters.updates.store(0, Ordering::Relaxed);
     counters.notifies_with_mark.store(0, Ordering::Relaxed);
     counters.latencies_us.lock().unwrap().clear();
     let start = Instant::now();
@@ -192,6 +240,7 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
     let self1 = proc_cpu_ticks(std::process::id());
     let mem1 = args.pid.map(proc_pss_kb);
     let notifies = counters.notifies.load(Ordering::Relaxed);
+    let updates = counters.updates.load(Ordering::Relaxed);
     let marked = counters.notifies_with_mark.load(Ordering::Relaxed);
     let mut lat = std::mem::take(&mut *counters.latencies_us.lock().unwrap());
     lat.sort_unstable();
@@ -208,7 +257,15 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
         notifies as f64 / secs,
         sent * args.watchers as u64
     );
-    println!("  PUBLISH → NOTIFY  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({marked} timed)", pct(0.5), pct(0.99), pct(1.0));
+    if args.lists > 0 {
+        println!(
+            "  people's updates  {updates} ({:.0}/s; {:.1} per NOTIFY; expected ≈ {} = PUBLISH × consoles, fewer when coalesced)",
+            updates as f64 / secs,
+            updates as f64 / notifies.max(1) as f64,
+            sent * args.watchers as u64
+        );
+    }
+    println!("  PUBLISH → NOTIFY  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} updates timed in {marked} NOTIFYs)", pct(0.5), pct(0.99), pct(1.0), lat.len());
     if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
         let ticks = c1.saturating_sub(c0) as f64;
         let hz = 100.0; // USER_HZ on Linux
@@ -227,12 +284,18 @@ async fn run_async(args: BenchSipArgs) -> Result<()> {
     Ok(())
 }
 
-/// The send time a PUBLISH put in its note (`bench:<µs>;`).
-fn mark(body: &[u8]) -> Option<u64> {
-    let i = memchr::memmem::find(body, b"bench:")?;
-    let rest = &body[i + 6..];
-    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+/// The send times PUBLISHes put in their notes (`bench:<µs>;`): one in a PIDF, one per part
+/// of a list NOTIFY.
+fn marks(body: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in memchr::memmem::find_iter(body, b"bench:") {
+        let rest = &body[i + 6..];
+        let Some(end) = rest.iter().position(|b| !b.is_ascii_digit()) else { continue };
+        if let Some(v) = std::str::from_utf8(&rest[..end]).ok().and_then(|s| s.parse().ok()) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 async fn publish(ep: &Endpoint, peer: Peer, domain: &str, p: usize, sent_us: u64, etag: Option<&str>, creds: Option<&(String, String)>) -> Option<String> {

@@ -334,6 +334,10 @@ pub fn print_banner(cfg: &Config, serving: &crate::Serving) {
         "  SIP:    sip:EXTENSION@{} (UDP/TCP; SUBSCRIBE presence or dialog, PUBLISH), digest {} / {}",
         serving.sip.unwrap_or(cfg.sip.listen), DEMO_SIP_ACCOUNT.0, DEMO_SIP_ACCOUNT.1
     );
+    println!(
+        "  Lists:  sip:dept-vaxel@{} (a department; RFC 4662, Supported: eventlist), sip:dept-<department>@…",
+        serving.sip.unwrap_or(cfg.sip.listen)
+    );
     if let (Some(tls), Some(cert)) = (serving.sip_tls, &cfg.sip.tls_cert_file) {
         println!("  SIPS:   sip:EXTENSION@{tls};transport=tls (TLS, same account), self-signed certificate {}", cert.display());
         println!("          SHA-256 {}", fingerprint(cert).unwrap_or_else(|| "?".into()));

@@ -598,7 +598,8 @@ impl Server {
             .header("Contact", &self.ep.contact("presence-hub", req.peer.transport));
         self.ep.respond(&req, r).await;
         let watch = self.list_watch(&uri, list, expires == 0);
-        let key = self.add_sub(&req, package, watch, &tag, expires.max(1));
+        // A fetch lives until its last NOTIFY (the timer only ends one that stalls).
+        let key = self.add_sub(&req, package, watch, &tag, if expires == 0 { 64 } else { expires });
         self.list_subs += 1;
         self.stats.list_subscriptions.store(self.list_subs as u64, Ordering::Relaxed);
         self.ensure_fanout();
