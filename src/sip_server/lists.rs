@@ -60,11 +60,7 @@ pub fn slug(name: &str) -> String {
 
 /// The user part of a `sip:`/`sips:` URI (lower case), or `None`.
 pub fn uri_user(uri: &str) -> Option<String> {
-    let u = uri.trim().trim_start_matches('<').trim_end_matches('>');
-    let rest = u.strip_prefix("sip:").or_else(|| u.strip_prefix("sips:")).or_else(|| u.strip_prefix("SIP:")).or_else(|| u.strip_prefix("SIPS:"))?;
-    let (user, _) = rest.split_once('@')?;
-    let user = user.split(';').next().unwrap_or("");
-    (!user.is_empty()).then(|| user.to_ascii_lowercase())
+    presence_sip::message::uri_user(uri).filter(|u| !u.is_empty()).map(str::to_ascii_lowercase)
 }
 
 /// Where a list comes from.
