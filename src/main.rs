@@ -225,6 +225,24 @@ fn real_main() -> Result<()> {
                 presence_hub::tls::server_config(cert, key)?;
                 println!("https: {} and {} OK", cert.display(), key.display());
             }
+            if cfg.sip.enabled {
+                // The validation above loaded the SIP TLS files already.
+                if let (Some(listen), Some(cert)) = (cfg.sip.tls_listen, &cfg.sip.tls_cert_file) {
+                    let clients = if cfg.sip.tls_client_ca_file.is_some() { ", client certificates required" } else { "" };
+                    println!("sip over TLS on {listen}: {} OK{clients}", cert.display());
+                }
+                let lists = &cfg.sip.lists;
+                match (&cfg.directory.import, lists.is_empty()) {
+                    (_, true) => {}
+                    (Some(f), false) => {
+                        let people = presence_hub::read_directory_file(f, &cfg)?;
+                        let dir = presence_actors::directory::Directory::build(people, &cfg.directory.number_plan.plan())?;
+                        presence_hub::sip_server::lists::Lists::new(lists, &cfg.web.groups, cfg.sip.max_list_members)?.check_members(lists, &dir)?;
+                        println!("sip.lists: {} lists, every member in {}", lists.len(), f.display());
+                    }
+                    (None, false) => println!("sip.lists: {} lists; their members are checked against the directory when the hub starts", lists.len()),
+                }
+            }
             println!("{}: OK ({} providers, {} tokens)", p.display(), cfg.providers.len(), cfg.tokens.len());
             return Ok(());
         }

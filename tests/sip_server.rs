@@ -767,3 +767,32 @@ async fn group_and_department_lists_and_the_refusals() {
     }
     assert_eq!(told, 9, "the fetch told the whole list, then ended");
 }
+
+/// `check-config` reads the SIP TLS files and checks every `[[sip.lists]]` member against the
+/// imported directory, naming the one it does not know.
+#[test]
+fn check_config_checks_sip_tls_and_list_members() {
+    let dir = temp_dir("sip-check-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let write = |members: &str| {
+        let toml = format!(
+            "data_dir = {data:?}\n[directory]\nimport = {csv:?}\n[sip]\nenabled = true\nrequire_auth = false\ntls_listen = \"127.0.0.1:0\"\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n[[sip.lists]]\nuri = \"sip:reception-keys@hub.example.com\"\nmembers = [{members}]\n",
+            data = dir.join("data"),
+            csv = fixtures.join("directory/demo.csv"),
+            cert = fixtures.join("tls/sip/pool-cert.pem"),
+            key = fixtures.join("tls/sip/pool-key.pem"),
+        );
+        let path = dir.join("hub.toml");
+        std::fs::write(&path, toml).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_presence-hub")).args(["check-config", "--config"]).arg(&path).output().unwrap()
+    };
+    let ok = write(r#""asa.ostberg", "sip:marta.lind@nordvik.se""#);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(out.contains("sip over TLS on 127.0.0.1:0") && out.contains("sip.lists: 1 lists, every member in"), "{out}");
+    let bad = write(r#""asa.ostberg", "ghost.writer""#);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains(r#"sip.lists "sip:reception-keys@hub.example.com": member "ghost.writer" is nobody the directory knows"#), "{err}");
+}
