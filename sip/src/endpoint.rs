@@ -16,6 +16,18 @@
 //!   of the stream cannot be framed.
 //! * Responses go back where the request came from: the UDP source address (rport behaviour,
 //!   RFC 3581) or the TCP connection it arrived on.
+//! * Connections are reused (RFC 5923): one per peer and transport, both ways. A request this
+//!   endpoint sends over TLS carries `;alias` in its Via, so a peer that honours it (Kamailio
+//!   with `tcp_accept_aliases`) sends its requests — NOTIFYs — back over the same connection
+//!   instead of connecting to the Contact (which a TLS client without a listener could not
+//!   accept).
+//! * Connections this endpoint opens are kept alive with CRLF pings (RFC 5626 §4.4.1) when
+//!   [`EndpointConfig::keepalive`] is set ([`KeepAlive`]); a peer that once answered a ping
+//!   with a pong and then does not within 10 s has lost the connection, which is closed (the
+//!   next request opens a new one). Pings from peers are answered with a pong.
+//! * Why a connection failed (TLS handshake refused, certificate not accepted, closed by the
+//!   peer with an alert) is kept per peer and is what a request to that peer fails with when it
+//!   gets no answer, so a health message can say it.
 
 use crate::message::{Builder, Frame, Framer, Message, ParseError};
 use bytes::Bytes;
@@ -42,6 +54,9 @@ pub const MAX_CONNECTIONS: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take, either way.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pong may take (RFC 5626 §4.4.1: 10 s; twice the ping interval when that is
+/// shorter, as only tests set it).
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +150,9 @@ pub struct EndpointConfig {
     pub udp_buffer: usize,
     /// SIP over TLS: a listener, and what connections this endpoint opens present and check.
     pub tls: TlsSettings,
+    /// CRLF keep-alive interval of the TCP and TLS connections this endpoint opens (RFC 5626
+    /// §4.4.1): a ping after this long without anything received. `None`: no pings.
+    pub keepalive: Option<Duration>,
 }
 
 /// SIP over TLS for an endpoint (RFC 3261 §26.2), on its own port (5061 by convention).
@@ -160,6 +178,7 @@ impl Default for EndpointConfig {
             user_agent: format!("presence-hub/{}", env!("CARGO_PKG_VERSION")),
             udp_buffer: 4 << 20,
             tls: TlsSettings::default(),
+            keepalive: None,
         }
     }
 }
@@ -196,6 +215,11 @@ struct Inner {
     requests: mpsc::Sender<Incoming>,
     stats: Stats,
     ids: Ids,
+    /// The name a TLS peer's certificate must carry, per address, where it differs from
+    /// [`TlsSettings::connect`]'s (another front-end pool).
+    tls_names: Mutex<HashMap<SocketAddr, rustls::pki_types::ServerName<'static>>>,
+    /// Why the last connection to a peer failed or was closed with an error.
+    conn_errors: Mutex<HashMap<Peer, String>>,
 }
 
 /// A running SIP endpoint. Cheap to clone; the sockets close when the last clone and the
@@ -242,6 +266,8 @@ impl Endpoint {
             requests: tx,
             stats: Stats::default(),
             ids: Ids::new(),
+            tls_names: Mutex::new(HashMap::new()),
+            conn_errors: Mutex::new(HashMap::new()),
         });
         let ep = Endpoint { inner: inner.clone(), tasks: Arc::new(Mutex::new(Vec::new())) };
         let mut tasks = Vec::new();
@@ -313,10 +339,24 @@ impl Endpoint {
         &self.inner.cfg.user_agent
     }
 
-    /// A fresh Via header value for a request over `transport`, and its branch.
+    /// A fresh Via header value for a request over `transport`, and its branch. Over TLS the
+    /// Via carries `alias` (RFC 5923): the peer may send requests back over this connection.
     pub fn via(&self, transport: Transport) -> (String, String) {
         let branch = format!("z9hG4bK{}", self.inner.ids.token());
-        (format!("SIP/2.0/{} {};branch={branch};rport", transport.via_name(), self.local_for(transport)), branch)
+        let alias = if transport == Transport::Tls { ";alias" } else { "" };
+        (format!("SIP/2.0/{} {};branch={branch};rport{alias}", transport.via_name(), self.local_for(transport)), branch)
+    }
+
+    /// The name the certificate of the TLS peer at `addr` must carry (and the SNI sent to it),
+    /// where it is not [`TlsSettings::connect`]'s: a Skype for Business front end of another
+    /// pool, reached by that pool's FQDN.
+    pub fn set_tls_name(&self, addr: SocketAddr, name: rustls::pki_types::ServerName<'static>) {
+        self.inner.tls_names.lock().unwrap().insert(addr, name);
+    }
+
+    /// Why the last connection to `peer` failed or was closed with an error, if it was.
+    pub fn connection_error(&self, peer: Peer) -> Option<String> {
+        self.inner.conn_errors.lock().unwrap().get(&peer).cloned()
     }
 
     /// A random token for tags and Call-IDs.
@@ -354,7 +394,13 @@ impl Endpoint {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.inner.client.lock().unwrap().insert(branch.to_owned(), tx);
         let _guard = ClientGuard { inner: &self.inner, branch };
-        self.inner.send(peer, bytes.clone()).await.map_err(|e| TxError::Transport(e.to_string()))?;
+        if let Err(e) = self.inner.send(peer, bytes.clone()).await {
+            let e = e.to_string();
+            if peer.transport.is_stream() {
+                self.inner.conn_errors.lock().unwrap().insert(peer, e.clone());
+            }
+            return Err(TxError::Transport(e));
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut interval = T1;
         let mut next_retransmit = tokio::time::Instant::now() + interval;
@@ -371,6 +417,10 @@ impl Endpoint {
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= deadline {
                         self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        // Over a connection that failed meanwhile, that is the better reason.
+                        if let Some(e) = peer.transport.is_stream().then(|| self.connection_error(peer)).flatten() {
+                            return Err(TxError::Transport(e));
+                        }
                         return Err(TxError::Timeout);
                     }
                     self.inner.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
@@ -535,22 +585,26 @@ impl Inner {
             .await
             .map_err(|_| std::io::Error::other("connect timeout"))??;
         let _ = stream.set_nodelay(true);
+        let keepalive = self.cfg.keepalive;
         if peer.transport == Transport::Tcp {
             let (rd, wr) = stream.into_split();
-            return Ok(Inner::adopt(self, rd, wr, peer, None));
+            self.conn_errors.lock().unwrap().remove(&peer);
+            return Ok(Inner::adopt(self, rd, wr, peer, None, keepalive));
         }
         let (config, name) = self.cfg.tls.connect.clone().ok_or_else(|| std::io::Error::other("SIP over TLS is not configured for this endpoint"))?;
+        let name = self.tls_names.lock().unwrap().get(&peer.addr).cloned().unwrap_or(name);
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream))
             .await
             .map_err(|_| std::io::Error::other(format!("TLS handshake with {} ({}) not done in time", peer.addr, name.to_str())))?
             .map_err(|e| std::io::Error::other(format!("TLS handshake with {} ({}): {e}", peer.addr, name.to_str())))?;
         let (rd, wr) = tokio::io::split(tls);
-        Ok(Inner::adopt(self, rd, wr, peer, None))
+        self.conn_errors.lock().unwrap().remove(&peer);
+        Ok(Inner::adopt(self, rd, wr, peer, None, keepalive))
     }
 
     /// Starts the reader and writer of a connection (TCP, or TLS over TCP) and registers it by
     /// peer. What is queued is written in one go and flushed (TLS holds records until then).
-    fn adopt<R, W>(self: &Arc<Self>, mut rd: R, mut wr: W, peer: Peer, peer_certificate: Option<Arc<[u8]>>) -> mpsc::Sender<Bytes>
+    fn adopt<R, W>(self: &Arc<Self>, mut rd: R, mut wr: W, peer: Peer, peer_certificate: Option<Arc<[u8]>>, keepalive: Option<Duration>) -> mpsc::Sender<Bytes>
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -580,11 +634,47 @@ impl Inner {
             let mut framer = Framer::new();
             let mut buf = vec![0u8; 16 * 1024];
             let mut lingering = false;
+            let mut alive = keepalive.map(|every| KeepAlive::new(every, tokio::time::Instant::now()));
             'conn: loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                let read = match alive.as_mut() {
+                    None => rd.read(&mut buf).await,
+                    Some(ka) => tokio::select! {
+                        r = rd.read(&mut buf) => r,
+                        _ = tokio::time::sleep_until(ka.wake()) => {
+                            match ka.on_timer(tokio::time::Instant::now()) {
+                                KeepAliveAction::Ping => {
+                                    let _ = pong.try_send(Bytes::from_static(b"\r\n\r\n"));
+                                }
+                                KeepAliveAction::Dead => {
+                                    let why = format!("connection to {remote} ({}) lost: no pong to a keep-alive ping in time", peer.transport);
+                                    tracing::warn!(%remote, transport = %peer.transport, "SIP connection lost: no pong to a keep-alive ping; closing it.");
+                                    if let Some(inner) = weak.upgrade() {
+                                        inner.conn_errors.lock().unwrap().insert(peer, why);
+                                    }
+                                    break 'conn;
+                                }
+                                KeepAliveAction::Wait => {}
+                            }
+                            continue;
+                        }
+                    },
                 };
+                let n = match read {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        // A TLS alert (certificate refused) or a reset: kept as the reason.
+                        let why = format!("connection to {remote} ({}) closed: {e}", peer.transport);
+                        tracing::info!(%remote, transport = %peer.transport, error = %e, "SIP connection closed with an error.");
+                        if let Some(inner) = weak.upgrade() {
+                            inner.conn_errors.lock().unwrap().insert(peer, why);
+                        }
+                        break;
+                    }
+                };
+                if let Some(ka) = alive.as_mut() {
+                    ka.on_read(tokio::time::Instant::now(), buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')));
+                }
                 framer.extend(&buf[..n]);
                 loop {
                     let Some(inner) = weak.upgrade() else { break 'conn };
@@ -648,7 +738,7 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
         let _ = stream.set_nodelay(true);
         let Some(acceptor) = tls.clone() else {
             let (rd, wr) = stream.into_split();
-            Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None);
+            Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None, None);
             continue;
         };
         inner.handshakes.fetch_add(1, Ordering::Relaxed);
@@ -662,12 +752,83 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
                 Ok(Ok(tls)) => {
                     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::<[u8]>::from(c.as_ref()));
                     let (rd, wr) = tokio::io::split(tls);
-                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert);
+                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert, None);
                 }
                 Ok(Err(e)) => tracing::info!(%from, error = %e, "SIP TLS handshake failed; connection closed."),
                 Err(_) => tracing::info!(%from, "SIP TLS handshake not done in time; connection closed."),
             }
         });
+    }
+}
+
+/// The CRLF keep-alive of one connection this endpoint opened (RFC 5626 §4.4.1), as a state
+/// machine over the time (pure: the reader drives it). A ping goes out after `every` without
+/// anything received; anything received answers it. A peer that answered a ping with a pong
+/// (a lone CRLF) once and then lets one go unanswered for [`PONG_TIMEOUT`] has lost the
+/// connection. A peer that never pongs is not judged by pings (RFC 5626 makes pongs part of
+/// `outbound` support, which not every server has): for it the pings only keep middleboxes'
+/// state fresh, and the application's health checks judge the peer.
+#[derive(Debug, Clone)]
+pub struct KeepAlive {
+    every: Duration,
+    pong_timeout: Duration,
+    last_rx: tokio::time::Instant,
+    ping_sent: Option<tokio::time::Instant>,
+    pongs: bool,
+}
+
+/// What [`KeepAlive::on_timer`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveAction {
+    /// Send a ping (CRLFCRLF).
+    Ping,
+    /// Nothing to do yet.
+    Wait,
+    /// The peer pongs, and did not: close the connection.
+    Dead,
+}
+
+impl KeepAlive {
+    /// A connection opened at `now`.
+    pub fn new(every: Duration, now: tokio::time::Instant) -> KeepAlive {
+        KeepAlive { every, pong_timeout: PONG_TIMEOUT.min(every * 2), last_rx: now, ping_sent: None, pongs: false }
+    }
+
+    /// When [`on_timer`](KeepAlive::on_timer) is due.
+    pub fn wake(&self) -> tokio::time::Instant {
+        match self.ping_sent {
+            Some(t) => t + self.pong_timeout,
+            None => self.last_rx + self.every,
+        }
+    }
+
+    /// The timer fired at `now`.
+    pub fn on_timer(&mut self, now: tokio::time::Instant) -> KeepAliveAction {
+        match self.ping_sent {
+            Some(t) if now >= t + self.pong_timeout => {
+                self.ping_sent = None;
+                if self.pongs {
+                    return KeepAliveAction::Dead;
+                }
+                // A peer without pongs: the next ping after `every` from now.
+                self.last_rx = now;
+                KeepAliveAction::Wait
+            }
+            Some(_) => KeepAliveAction::Wait,
+            None if now >= self.last_rx + self.every => {
+                self.ping_sent = Some(now);
+                KeepAliveAction::Ping
+            }
+            None => KeepAliveAction::Wait,
+        }
+    }
+
+    /// Bytes arrived at `now`; `only_crlf` when they were nothing but CR and LF (a pong).
+    pub fn on_read(&mut self, now: tokio::time::Instant, only_crlf: bool) {
+        if self.ping_sent.take().is_some() && only_crlf {
+            self.pongs = true;
+        }
+        self.last_rx = now;
     }
 }
 
@@ -921,5 +1082,89 @@ pub(crate) mod tests {
         assert_eq!(resp.code(), Some(503));
         assert_eq!(resp.header(&ezk_sip_types::Name::RETRY_AFTER), Some("5"));
         first.abort();
+    }
+
+    /// The keep-alive's time line: a ping after `every` of silence, anything received answers
+    /// it; a peer that pongs and then does not has lost the connection; one that never pongs is
+    /// left to the application's health check.
+    #[test]
+    fn keep_alive_pings_when_idle_and_judges_only_peers_that_pong() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut k = KeepAlive::new(s(30), t0);
+        assert_eq!(k.wake(), t0 + s(30));
+        assert_eq!(k.on_timer(t0 + s(29)), KeepAliveAction::Wait);
+        k.on_read(t0 + s(20), false); // a NOTIFY: the ping waits
+        assert_eq!(k.on_timer(t0 + s(30)), KeepAliveAction::Wait);
+        assert_eq!(k.wake(), t0 + s(50));
+        assert_eq!(k.on_timer(t0 + s(50)), KeepAliveAction::Ping);
+        assert_eq!(k.wake(), t0 + s(60), "the pong is due within 10 s");
+        // No pong from a peer that never ponged: not judged; the next ping 30 s later.
+        assert_eq!(k.on_timer(t0 + s(60)), KeepAliveAction::Wait);
+        assert_eq!(k.wake(), t0 + s(90));
+        assert_eq!(k.on_timer(t0 + s(90)), KeepAliveAction::Ping);
+        k.on_read(t0 + s(90), true); // a pong: this peer pongs
+        assert_eq!(k.on_timer(t0 + s(120)), KeepAliveAction::Ping);
+        assert_eq!(k.on_timer(t0 + s(125)), KeepAliveAction::Wait);
+        assert_eq!(k.on_timer(t0 + s(130)), KeepAliveAction::Dead);
+        // A message instead of the pong answers the ping too.
+        let mut k = KeepAlive::new(s(30), t0);
+        assert_eq!(k.on_timer(t0 + s(30)), KeepAliveAction::Ping);
+        k.on_read(t0 + s(31), true);
+        assert_eq!(k.on_timer(t0 + s(61)), KeepAliveAction::Ping);
+        k.on_read(t0 + s(62), false);
+        assert_eq!(k.wake(), t0 + s(92));
+    }
+
+    /// Over a real connection: the opening side pings when idle, the other side's endpoint
+    /// pongs, and the ping counts as answered (the connection stays and keeps working); a peer
+    /// that accepts the pings and never answers one after having ponged is dropped.
+    #[tokio::test]
+    async fn crlf_keep_alive_over_tcp() {
+        let cfg = EndpointConfig { keepalive: Some(Duration::from_millis(200)), ..Default::default() };
+        let (a, _arx) = Endpoint::bind(cfg).await.unwrap();
+        let (b, mut brx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let peer = Peer { transport: Transport::Tcp, addr: b.local_addr() };
+        let server = tokio::spawn(async move {
+            while let Some(req) = brx.recv().await {
+                b.reply(&req, 200, "OK").await;
+            }
+        });
+        let (req, branch) = options(&a, Transport::Tcp);
+        assert_eq!(a.request(peer, &branch, req).await.unwrap().code(), Some(200));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let (req, branch) = options(&a, Transport::Tcp);
+        assert_eq!(a.request(peer, &branch, req).await.unwrap().code(), Some(200));
+        assert_eq!(a.connection_error(peer), None, "pings answered: nothing wrong");
+        server.abort();
+
+        // A raw peer: reads the pings, pongs the first, then stays silent with the socket open.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let raw = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let mut pinged = 0;
+            let mut got = Vec::new();
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    return (pinged, got);
+                }
+                got.extend_from_slice(&buf[..n]);
+                if buf[..n] == *b"\r\n\r\n" {
+                    pinged += 1;
+                    if pinged == 1 {
+                        s.write_all(b"\r\n").await.unwrap();
+                    }
+                }
+            }
+            (pinged, got)
+        });
+        let peer = Peer { transport: Transport::Tcp, addr };
+        a.send_oneway(peer, Bytes::from_static(b"\r\n")).await.unwrap();
+        let (pinged, _) = tokio::time::timeout(Duration::from_secs(5), raw).await.expect("the silent peer's connection closed").unwrap();
+        assert!(pinged >= 2, "pinged {pinged} times");
+        let e = a.connection_error(peer).expect("the reason is kept");
+        assert!(e.contains("no pong"), "{e}");
     }
 }
