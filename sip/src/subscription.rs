@@ -249,7 +249,7 @@ impl Failure {
         match self {
             Failure::Terminated(reason) => terminated_outcome(reason, backoff),
             Failure::Timeout => Outcome::Retry(next_backoff(backoff), "no answer to SUBSCRIBE".into()),
-            Failure::Transport(e) => Outcome::Retry(next_backoff(backoff), format!("transport: {e}")),
+            Failure::Transport(e) => Outcome::Retry(next_backoff(backoff), e),
             Failure::Status(code, retry_after) => {
                 let wait = match (retry_after, code) {
                     (Some(s), _) => Duration::from_secs(s.min(3600) as u64),

@@ -37,7 +37,8 @@ use crate::BuildError;
 
 /// What the SUBSCRIBEs accept (batched and single-resource alike).
 pub const ACCEPT: &str = "application/msrtc-event-categories+xml, application/rlmi+xml, multipart/related";
-/// Port of a `poolFqdn` without one (5061 is TLS, which this source does not speak).
+/// Port of a `poolFqdn` without one over TCP (over TLS it is 5061,
+/// [`TLS_PORT`](crate::sip::connect::TLS_PORT)).
 pub const DEFAULT_POOL_PORT: u16 = 5060;
 
 /// The connection defaults of `sfb`: TCP, one-hour subscriptions.
@@ -70,8 +71,15 @@ pub struct SfbConfig {
     /// Keep calendarState meeting subjects and locations in the signals' private detail.
     #[serde(default)]
     pub keep_details: bool,
-    /// The connection to the front-end pool: `server`, `transport` (default `tcp`), `local`,
-    /// `expires_secs` (default 3600), `keepalive_secs` — flat keys.
+    /// Connect as a Skype for Business **trusted application**: mutual TLS with the
+    /// application's certificate (`tls_cert_file` + `tls_key_file`), which the pool trusts
+    /// because its subject is a trusted application pool's FQDN — no digest, no password;
+    /// `from` is the application's URI (or GRUU). Needs `transport = "tls"`.
+    #[serde(default)]
+    pub trusted_application: bool,
+    /// The connection to the front-end pool: `server`, `transport` (default `tcp`; `tls` for a
+    /// real pool, port 5061), `local`, `expires_secs` (default 3600), `keepalive_secs`,
+    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `server_name` — flat keys.
     #[serde(flatten)]
     pub conn: SipConnection<SfbDefaults>,
     /// Digest `username` and `password` for a challenging peer.
@@ -110,7 +118,27 @@ impl SfbConfig {
         if !(1..=1000).contains(&self.resubscribe_rate) {
             return bad("resubscribe_rate must be 1..=1000");
         }
+        if self.trusted_application {
+            if self.conn.transport() != Transport::Tls {
+                return bad("trusted_application needs transport = \"tls\": a pool trusts an application by its TLS certificate");
+            }
+            if self.conn.tls_cert_file.is_none() {
+                return bad("trusted_application needs tls_cert_file and tls_key_file: the certificate the pool trusts (its subject is the trusted application pool's FQDN)");
+            }
+            if self.login.credentials().is_some() {
+                return bad("trusted_application takes no username or password: the pool trusts the certificate");
+            }
+        }
         Ok(())
+    }
+
+    /// The port of a pool FQDN without one: 5061 over TLS, else 5060.
+    pub fn pool_port(&self) -> u16 {
+        if self.conn.transport() == Transport::Tls {
+            crate::sip::connect::TLS_PORT
+        } else {
+            DEFAULT_POOL_PORT
+        }
     }
 
     /// The service account's domain (`{domain}` in the resource template).
