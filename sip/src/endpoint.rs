@@ -16,7 +16,10 @@
 //!   of the stream cannot be framed.
 //! * Responses go back where the request came from: the UDP source address (rport behaviour,
 //!   RFC 3581) or the TCP connection it arrived on.
-//! * Connections are reused (RFC 5923): one per peer and transport, both ways. A request this
+//! * Connections are reused (RFC 5923): one per peer and transport, both ways, opened one at
+//!   a time (requests sent meanwhile wait and share it). After a connection could not be
+//!   opened, requests to that peer fail at once with the same reason for a hold-down (0.5 s
+//!   doubling to 15 s), so a peer refusing the certificate is not hammered with handshakes. A request this
 //!   endpoint sends over TLS carries `;alias` in its Via, so a peer that honours it (Kamailio
 //!   with `tcp_accept_aliases`) sends its requests — NOTIFYs — back over the same connection
 //!   instead of connecting to the Contact (which a TLS client without a listener could not
@@ -54,6 +57,11 @@ pub const MAX_CONNECTIONS: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take, either way.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first hold-down after a connection could not be opened; it doubles up to
+/// [`CONNECT_HOLD_MAX`].
+const CONNECT_HOLD: Duration = Duration::from_millis(500);
+/// The longest hold-down.
+const CONNECT_HOLD_MAX: Duration = Duration::from_secs(15);
 /// How long a pong may take (RFC 5626 §4.4.1: 10 s; twice the ping interval when that is
 /// shorter, as only tests set it).
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,6 +202,9 @@ pub struct Stats {
     pub overload_503: AtomicU64,
 }
 
+/// Where a client transaction's responses go, or the failure of its connection.
+type ClientWaiter = mpsc::UnboundedSender<Result<Message, String>>;
+
 struct ServerTx {
     response: Option<Bytes>,
     peer: Peer,
@@ -209,7 +220,9 @@ struct Inner {
     conns: Mutex<HashMap<Peer, mpsc::Sender<Bytes>>>,
     /// TLS handshakes under way on the listener; they count against [`MAX_CONNECTIONS`].
     handshakes: AtomicUsize,
-    client: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    /// Client transactions by branch: the peer the request went to, and where its responses
+    /// (or the failure of the connection it was sent on) go.
+    client: Mutex<HashMap<String, (Peer, ClientWaiter)>>,
     server: Mutex<HashMap<String, ServerTx>>,
     dialogs: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
     requests: mpsc::Sender<Incoming>,
@@ -220,6 +233,13 @@ struct Inner {
     tls_names: Mutex<HashMap<SocketAddr, rustls::pki_types::ServerName<'static>>>,
     /// Why the last connection to a peer failed or was closed with an error.
     conn_errors: Mutex<HashMap<Peer, String>>,
+    /// Opening a connection to a peer: one at a time per peer, so requests sent meanwhile
+    /// wait for it and share it instead of each opening their own.
+    connecting: Mutex<HashMap<Peer, Arc<tokio::sync::Mutex<()>>>>,
+    /// After a connection to a peer could not be opened: until when requests to it fail at
+    /// once with that reason, and the next hold-down (doubling, [`CONNECT_HOLD_MAX`] at most).
+    /// A peer refusing the certificate is not hammered with handshakes.
+    hold_down: Mutex<HashMap<Peer, (Instant, Duration, String)>>,
 }
 
 /// A running SIP endpoint. Cheap to clone; the sockets close when the last clone and the
@@ -268,6 +288,8 @@ impl Endpoint {
             ids: Ids::new(),
             tls_names: Mutex::new(HashMap::new()),
             conn_errors: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
+            hold_down: Mutex::new(HashMap::new()),
         });
         let ep = Endpoint { inner: inner.clone(), tasks: Arc::new(Mutex::new(Vec::new())) };
         let mut tasks = Vec::new();
@@ -392,7 +414,7 @@ impl Endpoint {
     /// [`Endpoint::request`] with its own Timer F (health pings want an answer in seconds).
     pub async fn request_timeout(&self, peer: Peer, branch: &str, bytes: Bytes, timeout: Duration) -> Result<Message, TxError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.inner.client.lock().unwrap().insert(branch.to_owned(), tx);
+        self.inner.client.lock().unwrap().insert(branch.to_owned(), (peer, tx));
         let _guard = ClientGuard { inner: &self.inner, branch };
         if let Err(e) = self.inner.send(peer, bytes.clone()).await {
             let e = e.to_string();
@@ -408,7 +430,11 @@ impl Endpoint {
             let wake = if peer.transport == Transport::Udp { next_retransmit.min(deadline) } else { deadline };
             tokio::select! {
                 msg = rx.recv() => {
-                    let Some(msg) = msg else { return Err(TxError::Closed) };
+                    let msg = match msg {
+                        None => return Err(TxError::Closed),
+                        Some(Err(e)) => return Err(TxError::Transport(e)),
+                        Some(Ok(m)) => m,
+                    };
                     if msg.code().unwrap_or(0) >= 200 {
                         return Ok(msg);
                     }
@@ -511,10 +537,10 @@ impl Inner {
 
     fn dispatch(self: &Arc<Self>, msg: Message, peer: Peer, peer_certificate: Option<Arc<[u8]>>) {
         if !msg.is_request() {
-            let waiter = msg.branch().and_then(|b| self.client.lock().unwrap().get(b).cloned());
+            let waiter = msg.branch().and_then(|b| self.client.lock().unwrap().get(b).map(|(_, tx)| tx.clone()));
             match waiter {
                 Some(tx) => {
-                    let _ = tx.send(msg);
+                    let _ = tx.send(Ok(msg));
                 }
                 None => tracing::debug!(%msg, "sip: response matches no transaction"),
             }
@@ -568,14 +594,67 @@ impl Inner {
                 sock.send_to(&bytes, peer.addr).await.map(|_| ())
             }
             Transport::Tcp | Transport::Tls => {
-                let existing = self.conns.lock().unwrap().get(&peer).cloned();
-                let tx = match existing {
-                    Some(tx) if !tx.is_closed() => tx,
-                    _ => self.connect(peer).await?,
+                let tx = match self.open_conn(peer) {
+                    Some(tx) => tx,
+                    None => {
+                        // One connect at a time per peer; whoever waited finds it open.
+                        let gate = self.connecting.lock().unwrap().entry(peer).or_default().clone();
+                        let one = gate.lock().await;
+                        let opened = match self.open_conn(peer) {
+                            Some(tx) => Ok(tx),
+                            None => self.connect_or_hold(peer).await,
+                        };
+                        drop(one);
+                        drop(gate);
+                        // The gate goes once nobody waits at it.
+                        let mut connecting = self.connecting.lock().unwrap();
+                        if connecting.get(&peer).is_some_and(|g| Arc::strong_count(g) == 1) {
+                            connecting.remove(&peer);
+                        }
+                        drop(connecting);
+                        opened?
+                    }
                 };
                 tx.send(bytes).await.map_err(|_| std::io::Error::other("connection closed"))
             }
         }
+    }
+
+    /// The open connection to `peer`, if there is one.
+    fn open_conn(&self, peer: Peer) -> Option<mpsc::Sender<Bytes>> {
+        self.conns.lock().unwrap().get(&peer).filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// [`connect`](Inner::connect), unless the last attempt failed within its hold-down: then
+    /// that failure again, at once.
+    async fn connect_or_hold(self: &Arc<Self>, peer: Peer) -> std::io::Result<mpsc::Sender<Bytes>> {
+        let now = Instant::now();
+        let held = self.hold_down.lock().unwrap().get(&peer).cloned();
+        if let Some((until, _, why)) = &held {
+            if now < *until {
+                return Err(std::io::Error::other(why.clone()));
+            }
+        }
+        match self.connect(peer).await {
+            // The hold-down ends once the peer sends something on the new connection (a TLS
+            // 1.3 server may still refuse the certificate after the handshake).
+            Ok(tx) => Ok(tx),
+            Err(e) => {
+                self.hold(peer, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Requests to `peer` fail with `why` for the next hold-down (module docs).
+    fn hold(&self, peer: Peer, why: String) {
+        let now = Instant::now();
+        let mut holds = self.hold_down.lock().unwrap();
+        let hold = holds.get(&peer).map_or(CONNECT_HOLD, |(_, h, _)| (*h * 2).min(CONNECT_HOLD_MAX));
+        if holds.len() >= MAX_CONNECTIONS {
+            holds.retain(|_, (until, _, _)| *until > now);
+        }
+        holds.insert(peer, (now + hold, hold, why));
     }
 
     /// Opens a connection to `peer` (TCP, or TLS with the configured client settings) and
@@ -589,7 +668,7 @@ impl Inner {
         if peer.transport == Transport::Tcp {
             let (rd, wr) = stream.into_split();
             self.conn_errors.lock().unwrap().remove(&peer);
-            return Ok(Inner::adopt(self, rd, wr, peer, None, keepalive));
+            return Ok(Inner::adopt(self, rd, wr, peer, None, keepalive, true));
         }
         let (config, name) = self.cfg.tls.connect.clone().ok_or_else(|| std::io::Error::other("SIP over TLS is not configured for this endpoint"))?;
         let name = self.tls_names.lock().unwrap().get(&peer.addr).cloned().unwrap_or(name);
@@ -599,12 +678,16 @@ impl Inner {
             .map_err(|e| std::io::Error::other(format!("TLS handshake with {} ({}): {e}", peer.addr, name.to_str())))?;
         let (rd, wr) = tokio::io::split(tls);
         self.conn_errors.lock().unwrap().remove(&peer);
-        Ok(Inner::adopt(self, rd, wr, peer, None, keepalive))
+        Ok(Inner::adopt(self, rd, wr, peer, None, keepalive, true))
     }
 
     /// Starts the reader and writer of a connection (TCP, or TLS over TCP) and registers it by
     /// peer. What is queued is written in one go and flushed (TLS holds records until then).
-    fn adopt<R, W>(self: &Arc<Self>, mut rd: R, mut wr: W, peer: Peer, peer_certificate: Option<Arc<[u8]>>, keepalive: Option<Duration>) -> mpsc::Sender<Bytes>
+    /// An `outbound` connection (this endpoint opened it) that the peer ends with an error
+    /// before sending anything — a TLS 1.3 server refusing the client's certificate after the
+    /// handshake — counts as a failed connect (hold-down).
+    #[allow(clippy::too_many_arguments)]
+    fn adopt<R, W>(self: &Arc<Self>, mut rd: R, mut wr: W, peer: Peer, peer_certificate: Option<Arc<[u8]>>, keepalive: Option<Duration>, outbound: bool) -> mpsc::Sender<Bytes>
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -635,6 +718,7 @@ impl Inner {
             let mut buf = vec![0u8; 16 * 1024];
             let mut lingering = false;
             let mut alive = keepalive.map(|every| KeepAlive::new(every, tokio::time::Instant::now()));
+            let mut received = false;
             'conn: loop {
                 let read = match alive.as_mut() {
                     None => rd.read(&mut buf).await,
@@ -667,11 +751,27 @@ impl Inner {
                         let why = format!("connection to {remote} ({}) closed: {e}", peer.transport);
                         tracing::info!(%remote, transport = %peer.transport, error = %e, "SIP connection closed with an error.");
                         if let Some(inner) = weak.upgrade() {
+                            if outbound && !received {
+                                inner.hold(peer, why.clone());
+                            }
+                            // No answer comes on a connection that failed: its requests fail
+                            // now, with the reason, instead of at their timeout.
+                            for (p, tx) in inner.client.lock().unwrap().values() {
+                                if *p == peer {
+                                    let _ = tx.send(Err(why.clone()));
+                                }
+                            }
                             inner.conn_errors.lock().unwrap().insert(peer, why);
                         }
                         break;
                     }
                 };
+                if outbound && !received {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.hold_down.lock().unwrap().remove(&peer);
+                    }
+                }
+                received = true;
                 if let Some(ka) = alive.as_mut() {
                     ka.on_read(tokio::time::Instant::now(), buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')));
                 }
@@ -738,7 +838,7 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
         let _ = stream.set_nodelay(true);
         let Some(acceptor) = tls.clone() else {
             let (rd, wr) = stream.into_split();
-            Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None, None);
+            Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None, None, false);
             continue;
         };
         inner.handshakes.fetch_add(1, Ordering::Relaxed);
@@ -752,7 +852,7 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
                 Ok(Ok(tls)) => {
                     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::<[u8]>::from(c.as_ref()));
                     let (rd, wr) = tokio::io::split(tls);
-                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert, None);
+                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert, None, false);
                 }
                 Ok(Err(e)) => tracing::info!(%from, error = %e, "SIP TLS handshake failed; connection closed."),
                 Err(_) => tracing::info!(%from, "SIP TLS handshake not done in time; connection closed."),

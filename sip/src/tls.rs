@@ -212,4 +212,56 @@ mod tests {
         assert!(e.starts_with("TLS settings"), "{e}");
         assert!(server_name("not a name").is_err());
     }
+
+    /// Fifty requests at once to a peer that refuses every handshake (here: a certificate
+    /// from an unknown CA) open one connection, not fifty; for the hold-down after it the
+    /// next ones fail at once with the same reason and open none; after it, one again. With
+    /// a TLS 1.3 server that refuses the client's certificate only after the handshake, the
+    /// connection ended before anything arrived counts the same way.
+    #[tokio::test]
+    async fn a_refusing_peer_gets_one_handshake_per_hold_down_not_one_per_request() {
+        let pool = server("pool", Some("ca-cert.pem")).await;
+        let addr = pool.tls_addr().unwrap();
+        // A forwarder in front of the pool counts the connections it is asked for.
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut a, _)) = front.accept().await {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                });
+            }
+        });
+        for (client_ca, identity, why) in [("../ca-cert.pem", Some("app"), "UnknownIssuer"), ("ca-cert.pem", None, "CertificateRequired")] {
+            accepted.store(0, std::sync::atomic::Ordering::SeqCst);
+            let hub = client(client_ca, "pool.example.test", identity).await;
+            let all = futures_join(&hub, front_addr, 50).await;
+            assert!(all.iter().all(|r| matches!(r, Err(TxError::Transport(e)) if e.contains(why))), "{why}: {all:?}");
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "{why}: one connection for fifty requests");
+            let e = options(&hub, front_addr).await.unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "{why}: none during the hold-down");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let _ = options(&hub, front_addr).await;
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "{why}: one again after it");
+        }
+    }
+
+    async fn futures_join(ep: &Endpoint, to: std::net::SocketAddr, n: usize) -> Vec<Result<crate::message::Message, TxError>> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let ep = ep.clone();
+                tokio::spawn(async move { options(&ep, to).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
 }
