@@ -460,3 +460,34 @@ async fn over_tls_a_refused_certificate_keeps_the_feed_down_and_says_why() {
         drop(s);
     }
 }
+
+/// A trusted application with its own port (`tls_listen`, the port of
+/// `New-CsTrustedApplication -Port`) and its computer's FQDN as `contact_host`: the pool sends
+/// its notifications over a connection of its own to that port — mutual TLS, the pool
+/// checking the application's certificate against `hub.example.test` and the hub checking the
+/// pool's against the CA — and they reach a WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_pool_connects_back_to_the_trusted_application_port() {
+    let sim = pool(SfbSimConfig {
+        notify_to_contact: true,
+        hosts: vec![(APP_FQDN.into(), "127.0.0.1".parse().unwrap())],
+        ..sim_config(Over::Tls)
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("tls_listen = \"127.0.0.1:{port}\"\ncontact_host = \"{APP_FQDN}\"");
+    let s = start(config(&sim, "sfb-tls-listen", &listen, Over::Tls));
+    subscribed(&s).await;
+    let subs = sim.subscriptions();
+    assert_eq!(subs.len(), 2);
+    assert!(subs.iter().all(|x| x.notify_to.port() == port), "notifications go to the application's port: {subs:?}");
+    let mut ws = watch(&s, &["asa.ostberg"]).await;
+    sim.set(ASA, SfbPresence::new(6500).activity("on-the-phone"));
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a delta within 5 s").unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "delta" && f["presence"]["availability"] == "Busy" {
+            break;
+        }
+    }
+    assert!(sim.stats().benotifies >= 1);
+}

@@ -104,6 +104,12 @@ pub struct SfbSimConfig {
     pub body_budget: usize,
     /// SIP over TLS with mutual TLS (module docs); `None`: UDP and TCP only.
     pub tls: Option<SfbSimTls>,
+    /// Send notifications to the subscriber's Contact — over TLS, a new connection to a
+    /// trusted application's own port, presenting the pool's certificate — instead of over
+    /// the SUBSCRIBE's connection.
+    pub notify_to_contact: bool,
+    /// Host names of Contacts and their addresses (the tests' DNS: `hub.example.test`).
+    pub hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 /// The simulated pool's TLS listener (module docs).
@@ -118,6 +124,32 @@ pub struct SfbSimTls {
     /// Trusted application pool FQDNs: a client certificate naming one (CN or DNS
     /// subjectAltName) is a trusted application and needs no digest.
     pub trusted_applications: Vec<String>,
+}
+
+/// Where a Contact is reached (`sip:user@host:port;transport=…`), the host looked up in
+/// [`SfbSimConfig::hosts`]; over TLS the endpoint checks the certificate against that host.
+fn contact_peer(inner: &Inner, cfg: &SfbSimConfig, contact: &str) -> Option<Peer> {
+    let hp = uri_host_port(contact)?;
+    let (host, port) = hp.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => cfg.hosts.iter().find(|(h, _)| h.eq_ignore_ascii_case(host))?.1,
+    };
+    let lower = contact.to_ascii_lowercase();
+    let transport = if lower.contains(";transport=tls") {
+        Transport::Tls
+    } else if lower.contains(";transport=tcp") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let addr = SocketAddr::new(ip, port);
+    if transport == Transport::Tls {
+        inner.ep.set_tls_name(addr, presence_sip::tls::server_name(host).ok()?);
+    }
+    Some(Peer { transport, addr })
 }
 
 /// The DNS names of a certificate (DER): its subject CNs and DNS subjectAltNames, lower case.
@@ -147,6 +179,8 @@ impl Default for SfbSimConfig {
             homed_elsewhere: Vec::new(),
             body_budget: 48 * 1024,
             tls: None,
+            notify_to_contact: false,
+            hosts: Vec::new(),
         }
     }
 }
@@ -277,6 +311,8 @@ pub struct SubscriptionInfo {
     pub subscriber: String,
     /// Notifications sent so far (RLMI version of the last one).
     pub version: u64,
+    /// Where notifications go.
+    pub notify_to: SocketAddr,
 }
 
 struct Person {
@@ -364,9 +400,17 @@ impl SfbSim {
             rt.block_on(async move {
                 let tls = match &cfg.tls {
                     None => TlsSettings::default(),
-                    Some(t) => match presence_sip::tls::server_config(&t.cert_file, &t.key_file, Some(&t.client_ca_file)) {
-                        Ok(server) => TlsSettings { listen: Some((SocketAddr::new(cfg.listen.ip(), 0), Arc::new(server))), connect: None },
-                        Err(e) => {
+                    // Connections it opens (to a trusted application's port) present the pool's
+                    // certificate and check the application's against the same CA.
+                    Some(t) => match (
+                        presence_sip::tls::server_config(&t.cert_file, &t.key_file, Some(&t.client_ca_file)),
+                        presence_sip::tls::client_config(&t.client_ca_file, Some((&t.cert_file, &t.key_file))),
+                    ) {
+                        (Ok(server), Ok(client)) => TlsSettings {
+                            listen: Some((SocketAddr::new(cfg.listen.ip(), 0), Arc::new(server))),
+                            connect: Some((Arc::new(client), presence_sip::tls::server_name("localhost").expect("a name"))),
+                        },
+                        (Err(e), _) | (_, Err(e)) => {
                             let _ = tx.send(Err(std::io::Error::other(e.to_string())));
                             return;
                         }
@@ -583,6 +627,7 @@ impl SfbSim {
                 resources: s.resources.clone(),
                 subscriber: s.list_uri.clone(),
                 version: s.version,
+                notify_to: s.peer.addr,
             })
             .collect()
     }
@@ -1156,8 +1201,8 @@ fn accept(inner: &Arc<Inner>, st: &mut Pool, req: &Incoming) -> Result<(), Refus
         remote: msg.header(&Name::FROM).unwrap_or("").to_string(),
         local_uri: to_uri.clone(),
         list_uri: batch.as_ref().map(|b| b.uri.clone()).filter(|u| !u.is_empty()).unwrap_or(from_uri),
+        peer: if st.cfg.notify_to_contact { contact_peer(inner, &st.cfg, &contact).ok_or(refuse(400, "Bad Request (Contact not reachable)"))? } else { req.peer },
         target: contact,
-        peer: req.peer,
         resources,
         batched,
         version: 0,

@@ -161,6 +161,10 @@ pub struct EndpointConfig {
     /// CRLF keep-alive interval of the TCP and TLS connections this endpoint opens (RFC 5626
     /// §4.4.1): a ping after this long without anything received. `None`: no pings.
     pub keepalive: Option<Duration>,
+    /// The host peers reach this endpoint by, written in Via sent-by and Contact instead of the
+    /// bound address (which may be `0.0.0.0`): over TLS the name its certificate carries, so a
+    /// peer connecting back can check it. The port stays the bound one.
+    pub advertise: Option<String>,
 }
 
 /// SIP over TLS for an endpoint (RFC 3261 §26.2), on its own port (5061 by convention).
@@ -187,6 +191,7 @@ impl Default for EndpointConfig {
             udp_buffer: 4 << 20,
             tls: TlsSettings::default(),
             keepalive: None,
+            advertise: None,
         }
     }
 }
@@ -366,7 +371,7 @@ impl Endpoint {
     pub fn via(&self, transport: Transport) -> (String, String) {
         let branch = format!("z9hG4bK{}", self.inner.ids.token());
         let alias = if transport == Transport::Tls { ";alias" } else { "" };
-        (format!("SIP/2.0/{} {};branch={branch};rport{alias}", transport.via_name(), self.local_for(transport)), branch)
+        (format!("SIP/2.0/{} {};branch={branch};rport{alias}", transport.via_name(), self.sent_by(transport)), branch)
     }
 
     /// The name the certificate of the TLS peer at `addr` must carry (and the SNI sent to it),
@@ -388,10 +393,22 @@ impl Endpoint {
 
     /// A Contact URI for this endpoint (`sip:user@local;transport=…`).
     pub fn contact(&self, user: &str, transport: Transport) -> String {
+        let at = self.sent_by(transport);
         match transport {
-            Transport::Udp => format!("<sip:{user}@{}>", self.inner.local),
-            Transport::Tcp => format!("<sip:{user}@{};transport=tcp>", self.inner.local),
-            Transport::Tls => format!("<sip:{user}@{};transport=tls>", self.local_for(transport)),
+            Transport::Udp => format!("<sip:{user}@{at}>"),
+            Transport::Tcp => format!("<sip:{user}@{at};transport=tcp>"),
+            Transport::Tls => format!("<sip:{user}@{at};transport=tls>"),
+        }
+    }
+
+    /// `host:port` of this endpoint for `transport`, as written in Via and Contact: the
+    /// [advertised](EndpointConfig::advertise) host, else the bound address.
+    fn sent_by(&self, transport: Transport) -> String {
+        let local = self.local_for(transport);
+        match &self.inner.cfg.advertise {
+            Some(host) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{}", local.port()),
+            Some(host) => format!("{host}:{}", local.port()),
+            None => local.to_string(),
         }
     }
 
@@ -1266,5 +1283,33 @@ pub(crate) mod tests {
         assert!(pinged >= 2, "pinged {pinged} times");
         let e = a.connection_error(peer).expect("the reason is kept");
         assert!(e.contains("no pong"), "{e}");
+    }
+
+    /// Via and Contact carry the advertised host with the bound port (TLS: the TLS port, and
+    /// `alias` in the Via); without one, the bound address.
+    #[tokio::test]
+    async fn via_and_contact_name_the_advertised_host() {
+        let (plain, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let at = plain.local_addr();
+        assert!(plain.via(Transport::Tcp).0.starts_with(&format!("SIP/2.0/TCP {at};branch=z9hG4bK")));
+        assert!(!plain.via(Transport::Tcp).0.contains("alias"));
+        assert_eq!(plain.contact("hub", Transport::Udp), format!("<sip:hub@{at}>"));
+        let server = crate::tls::server_config(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tls/sip/app-cert.pem")),
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tls/sip/app-key.pem")),
+            None,
+        )
+        .unwrap();
+        let cfg = EndpointConfig {
+            advertise: Some("hub.example.test".into()),
+            tls: TlsSettings { listen: Some((SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(server))), connect: None },
+            ..Default::default()
+        };
+        let (ep, _rx) = Endpoint::bind(cfg).await.unwrap();
+        let tls_port = ep.tls_addr().unwrap().port();
+        let (via, _) = ep.via(Transport::Tls);
+        assert!(via.starts_with(&format!("SIP/2.0/TLS hub.example.test:{tls_port};branch=")) && via.ends_with(";rport;alias"), "{via}");
+        assert_eq!(ep.contact("hub", Transport::Tls), format!("<sip:hub@hub.example.test:{tls_port};transport=tls>"));
+        assert_eq!(ep.contact("hub", Transport::Tcp), format!("<sip:hub@hub.example.test:{};transport=tcp>", ep.local_addr().port()));
     }
 }

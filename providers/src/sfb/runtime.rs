@@ -175,7 +175,11 @@ struct Runner {
 /// Runs an `sfb` provider until shutdown (see [`super::task`]).
 pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), ConnectError> {
     let mut shutdown = ctx.shutdown.clone();
-    let Some(Connected { ep, mut requests, peer: server }) = cfg.conn.open(&ctx).await? else { return Ok(()) };
+    let listen = cfg.tls_listener().map_err(|e| ConnectError::Listen(e.to_string()))?;
+    let Some(Connected { ep, mut requests, peer: server }) = cfg.conn.open_with(&ctx, listen).await? else { return Ok(()) };
+    if let Some(at) = ep.tls_addr() {
+        info!(provider = %ctx.name, listen = %at, "sfb: accepting the pool's TLS connections (trusted application port)");
+    }
 
     let domain = cfg.domain();
     let template = cfg.resource.clone().unwrap_or_else(|| "{sip_uri}".to_string());

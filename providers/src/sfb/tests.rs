@@ -71,6 +71,11 @@ fn a_trusted_application_needs_tls_and_its_certificate_and_no_password() {
     assert!(c.trusted_application);
     assert_eq!((c.conn.server_with_port(), c.pool_port()), ("pool01.contoso.com:5061".to_string(), 5061));
     assert_eq!(cfg(json!({})).pool_port(), 5060);
+    assert!(c.tls_listener().unwrap().is_none());
+    let l = cfg(with_keys(tls.clone(), json!({ "tls_listen": "0.0.0.0:6001", "contact_host": "hub.contoso.com" })));
+    l.validate().expect("valid");
+    let listener = l.tls_listener().unwrap().expect("a listener");
+    assert_eq!((listener.addr.to_string(), listener.advertise.as_str()), ("0.0.0.0:6001".to_string(), "hub.contoso.com"));
     let drop = |key: &str| {
         let mut v = tls.clone();
         v.as_object_mut().unwrap().remove(key);
@@ -88,6 +93,10 @@ fn a_trusted_application_needs_tls_and_its_certificate_and_no_password() {
         (with_keys(tls.clone(), json!({ "username": "hub-svc", "password": "pw" })), "no username or password"),
         (json!({ "trusted_application": true }), "needs transport = \"tls\""),
         (json!({ "transport": "tls", "tls_ca_file": tls_fixture("ca-cert.pem"), "trusted_application": true }), "needs tls_cert_file"),
+        (with("tls_listen", json!("0.0.0.0:6001")), "go together"),
+        (with_keys(tls.clone(), json!({ "tls_listen": "port 6001", "contact_host": "hub.contoso.com" })), "IP address and port"),
+        (with_keys(tls.clone(), json!({ "tls_listen": "0.0.0.0:6001", "contact_host": "not a host" })), "contact_host"),
+        (with_keys(tls.clone(), json!({ "tls_listen": "0.0.0.0:6001", "contact_host": "hub.contoso.com", "trusted_application": false })), "needs trusted_application"),
     ] {
         let e = cfg(bad.clone()).validate().unwrap_err().to_string();
         assert!(e.contains(why), "{bad}: {e}");

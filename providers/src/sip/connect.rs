@@ -106,6 +106,9 @@ pub enum ConnectError {
     /// The TLS settings cannot be used (a file, the key, the name).
     #[error("{0}")]
     Tls(#[from] presence_sip::tls::TlsError),
+    /// The TLS listener's settings cannot be used.
+    #[error("{0}")]
+    Listen(String),
     /// The local sockets could not be bound.
     #[error("bind {local}: {source}")]
     Bind {
@@ -114,6 +117,16 @@ pub enum ConnectError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// A TLS listener for the peer's own connections ([`SipConnection::open_with`]).
+pub struct TlsListen {
+    /// Where.
+    pub addr: SocketAddr,
+    /// The server configuration (this side's certificate; the peer's required).
+    pub config: Arc<rustls::ServerConfig>,
+    /// The host written in Via and Contact: the name the certificate carries.
+    pub advertise: String,
 }
 
 /// A bound endpoint and the peer it talks to.
@@ -207,11 +220,20 @@ impl<D: ConnectionDefaults> SipConnection<D> {
     /// server, retrying while it is not found ([`resolve_until_found`]); `Ok(None)` when shut
     /// down meanwhile.
     pub async fn open(&self, ctx: &ProviderContext) -> Result<Option<Connected>, ConnectError> {
+        self.open_with(ctx, None).await
+    }
+
+    /// [`open`](SipConnection::open), also accepting TLS connections from the peer
+    /// (`listen`: where, with which server configuration, and the host written in Via and
+    /// Contact) — a Skype for Business pool connecting to a trusted application's port.
+    pub async fn open_with(&self, ctx: &ProviderContext, listen: Option<TlsListen>) -> Result<Option<Connected>, ConnectError> {
         let transport = self.transport();
         let local: SocketAddr = self.local.parse().map_err(|_| ConnectError::Local(self.local.clone()))?;
-        let tls = if transport == Transport::Tls { self.tls_settings()? } else { TlsSettings::default() };
+        let mut tls = if transport == Transport::Tls { self.tls_settings()? } else { TlsSettings::default() };
         let keepalive = transport.is_stream().then_some(CRLF_KEEPALIVE);
-        let cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, tls, keepalive, ..Default::default() };
+        let advertise = listen.as_ref().map(|l| l.advertise.clone());
+        tls.listen = listen.map(|l| (l.addr, l.config));
+        let cfg = EndpointConfig { listen: local, udp: transport == Transport::Udp, tcp: true, tls, keepalive, advertise, ..Default::default() };
         let (ep, requests) = Endpoint::bind(cfg).await.map_err(|source| ConnectError::Bind { local, source })?;
         let Some(addr) = resolve_until_found(ctx, &self.server_with_port()).await else { return Ok(None) };
         Ok(Some(Connected { ep, requests, peer: Peer { transport, addr } }))
