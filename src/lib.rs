@@ -114,6 +114,8 @@ pub struct Serving {
     pub http: std::net::SocketAddr,
     /// The SIP presence server (UDP and TCP), when `[sip]` is enabled.
     pub sip: Option<std::net::SocketAddr>,
+    /// The SIP presence server's TLS listener, with `[sip] tls_listen`.
+    pub sip_tls: Option<std::net::SocketAddr>,
 }
 
 /// A callback for [`RunOptions::on_ready`].
@@ -358,9 +360,12 @@ pub async fn run(
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && opts.sip_any_port_when_taken => {
                 let mut sip = config.sip.clone();
                 sip.listen.set_port(0);
+                if let Some(tls) = &mut sip.tls_listen {
+                    tls.set_port(0);
+                }
                 let s = start(sip);
                 if let Ok(s) = &s {
-                    info!(taken = %config.sip.listen, listen = %s.local, "The SIP port is taken; the SIP presence server listens on a free one instead.");
+                    info!(taken = %config.sip.listen, listen = %s.local, tls = ?s.tls_local, "A SIP port (UDP/TCP or TLS) is taken; the SIP presence server listens on free ones instead.");
                 }
                 s
             }
@@ -407,7 +412,7 @@ pub async fn run(
     #[cfg(unix)]
     let reloader = actix_web::rt::spawn(reload_on_sighup(state.clone()));
     if let (Some(on_ready), Some(http)) = (&opts.on_ready, addr) {
-        (on_ready.0)(&Serving { http, sip: sip_server.as_ref().map(|s| s.local) });
+        (on_ready.0)(&Serving { http, sip: sip_server.as_ref().map(|s| s.local), sip_tls: sip_server.as_ref().and_then(|s| s.tls_local) });
     }
     shutdown.await;
     #[cfg(unix)]

@@ -161,4 +161,43 @@ async fn every_demo_source_is_up_and_brings_changes_through_its_provider() {
         !asa.iter().any(|s| s == "omnipcx" || s == "telenor"),
         "{asa:?}"
     );
+
+    // The SIP server's TLS port answers OPTIONS, with the self-signed certificate the demo
+    // made at start (trusted by its file, for the name 127.0.0.1).
+    let tls: std::net::SocketAddr = by("sip")["details"]["tls_listen"]
+        .as_str()
+        .expect("the demo's SIP server has a TLS port")
+        .parse()
+        .unwrap();
+    let cert = dir.join(presence_hub::cli::demo::TLS_CERT_FILE);
+    let client = presence_sip::tls::client_config(&cert, None).unwrap();
+    let (ep, _rx) = presence_sip::endpoint::Endpoint::bind(presence_sip::endpoint::EndpointConfig {
+        udp: false,
+        tls: presence_sip::endpoint::TlsSettings {
+            listen: None,
+            connect: Some((std::sync::Arc::new(client), presence_sip::tls::server_name("127.0.0.1").unwrap())),
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let transport = presence_sip::endpoint::Transport::Tls;
+    let (via, branch) = ep.via(transport);
+    let options = presence_sip::message::Builder::request("OPTIONS", &format!("sip:{tls};transport=tls"))
+        .header("Via", &via)
+        .header("From", &format!("<sip:demo-test@127.0.0.1>;tag={}", ep.token()))
+        .header("To", &format!("<sip:{tls}>"))
+        .header("Call-ID", &ep.token())
+        .header("CSeq", "1 OPTIONS")
+        .header("Max-Forwards", "70")
+        .build();
+    let r = ep
+        .request_timeout(presence_sip::endpoint::Peer { transport, addr: tls }, &branch, options, Duration::from_secs(5))
+        .await
+        .expect("an answer over TLS");
+    assert_eq!(r.code(), Some(200), "{r}");
+    assert!(
+        r.header(&ezk_sip_types::Name::ALLOW_EVENTS).unwrap_or("").contains("presence"),
+        "{r}"
+    );
 }

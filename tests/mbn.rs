@@ -145,6 +145,7 @@ async fn a_mobile_call_lights_the_blf_lamp_and_reaches_the_stream() {
             ha1_md5: None,
             ha1_sha256: None,
             publish: false,
+            certificate_subject: None,
         }],
         ..SipSection::default()
     };

@@ -23,8 +23,8 @@ fn sip_config(tag: &str) -> presence_hub::config::Config {
         enabled: true,
         listen: "127.0.0.1:0".parse().unwrap(),
         accounts: vec![
-            SipAccount { user: "console".into(), password: Some("console-pw".into()), ha1_md5: None, ha1_sha256: None, publish: false },
-            SipAccount { user: "phone".into(), password: Some("phone-pw".into()), ha1_md5: None, ha1_sha256: None, publish: true },
+            SipAccount { user: "console".into(), password: Some("console-pw".into()), ha1_md5: None, ha1_sha256: None, publish: false, certificate_subject: None },
+            SipAccount { user: "phone".into(), password: Some("phone-pw".into()), ha1_md5: None, ha1_sha256: None, publish: true, certificate_subject: None },
         ],
         ..SipSection::default()
     };
@@ -161,20 +161,27 @@ struct Client {
     server: Peer,
     call_id: String,
     cseq: u32,
+    /// Requests the hub sends this client (NOTIFYs).
+    incoming: mpsc::Receiver<presence_sip::endpoint::Incoming>,
 }
 
 impl Client {
     async fn new(server: SocketAddr) -> Client {
-        let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let (ep, rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        Client::on(ep, rx, Peer { transport: Transport::Udp, addr: server })
+    }
+
+    fn on(ep: Endpoint, incoming: mpsc::Receiver<presence_sip::endpoint::Incoming>, server: Peer) -> Client {
         let call_id = format!("{}@test", ep.token());
-        Client { ep, server: Peer { transport: Transport::Udp, addr: server }, call_id, cseq: 0 }
+        Client { ep, server, call_id, cseq: 0, incoming }
     }
 
     async fn send(&mut self, method: &str, uri: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>, credentials: Option<(&str, &str)>) -> Message {
         let mut auth: Option<(String, String)> = None;
         loop {
             self.cseq += 1;
-            let (via, branch) = self.ep.via(Transport::Udp);
+            let transport = self.server.transport;
+            let (via, branch) = self.ep.via(transport);
             let mut b = Builder::request(method, uri)
                 .header("Via", &via)
                 .header("Max-Forwards", "70")
@@ -182,7 +189,7 @@ impl Client {
                 .header("To", &format!("<{uri}>"))
                 .header("Call-ID", &self.call_id)
                 .header("CSeq", &format!("{} {method}", self.cseq))
-                .header("Contact", &self.ep.contact("phone", Transport::Udp));
+                .header("Contact", &self.ep.contact("phone", transport));
             for (n, v) in headers {
                 b = b.header(n, v);
             }
@@ -372,4 +379,190 @@ async fn subscribe_refusals() {
     let mut buf = [0u8; 2048];
     let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await.unwrap().unwrap();
     assert!(std::str::from_utf8(&buf[..n]).unwrap().starts_with("SIP/2.0 400 Bad Request (CSeq method"));
+}
+
+// ---- SIP over TLS ----------------------------------------------------------------------------
+
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls/sip").join(name)
+}
+
+/// The hub's SIP server with a TLS port (the pool's test certificate: 127.0.0.1); with
+/// `client_ca`, client certificates are required and `CN=hub.example.test` is the account `app`.
+fn tls_config(tag: &str, client_ca: bool) -> presence_hub::config::Config {
+    let mut cfg = sip_config(tag);
+    cfg.sip.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.sip.tls_cert_file = Some(tls_fixture("pool-cert.pem"));
+    cfg.sip.tls_key_file = Some(tls_fixture("pool-key.pem"));
+    if client_ca {
+        cfg.sip.tls_client_ca_file = Some(tls_fixture("ca-cert.pem"));
+        cfg.sip.accounts.push(SipAccount {
+            user: "app".into(),
+            password: None,
+            ha1_md5: None,
+            ha1_sha256: None,
+            publish: true,
+            certificate_subject: Some("CN=hub.example.test".into()),
+        });
+    }
+    cfg.validate().unwrap();
+    cfg
+}
+
+async fn sip_tls_addr(s: &Server) -> SocketAddr {
+    let _ = sip_addr(s).await;
+    let v: Value = client().get(s.url("/api/providers")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let sip = v.as_array().unwrap().iter().find(|p| p["name"] == "sip").unwrap();
+    sip["details"]["tls_listen"].as_str().expect("the SIP server reports its TLS port").parse().unwrap()
+}
+
+/// An endpoint of the project's SIP stack that opens TLS connections checked against the test
+/// CA for the name 127.0.0.1, presenting `identity` (`app`, `pool`) when given.
+async fn tls_endpoint(identity: Option<&str>) -> (Endpoint, mpsc::Receiver<presence_sip::endpoint::Incoming>) {
+    let id = identity.map(|i| (tls_fixture(&format!("{i}-cert.pem")), tls_fixture(&format!("{i}-key.pem"))));
+    let cfg = presence_sip::tls::client_config(&tls_fixture("ca-cert.pem"), id.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).unwrap();
+    Endpoint::bind(EndpointConfig {
+        udp: false,
+        tls: presence_sip::endpoint::TlsSettings { listen: None, connect: Some((std::sync::Arc::new(cfg), presence_sip::tls::server_name("127.0.0.1").unwrap())) },
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The next request the hub sends a raw client, answered 200.
+async fn next_request(c: &mut Client) -> presence_sip::endpoint::Incoming {
+    let req = tokio::time::timeout(Duration::from_secs(5), c.incoming.recv()).await.expect("a request from the hub in time").unwrap();
+    c.ep.respond(&req, Builder::response_to(&req.msg, 200, "OK", None)).await;
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_notify_and_publish_over_tls() {
+    let s = start(tls_config("sip-tls", false));
+    let tls = sip_tls_addr(&s).await;
+    assert_ne!(tls, sip_addr(&s).await, "TLS has a port of its own");
+
+    // The project's subscription client over TLS, with digest.
+    let (ep, _rx) = tls_endpoint(None).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let _sub = Subscription::spawn(ep.clone(), spec(tls, Transport::Tls, "sip:asa.ostberg@nordvik.se", "presence", "application/pidf+xml", "console", "console-pw"), (), tx);
+    let (ct, body) = next_notify(&mut rx).await;
+    assert_eq!(ct, "application/pidf+xml");
+    assert_eq!(pidf::parse_pidf(&body).unwrap().entity, "sip:asa.ostberg@nordvik.se");
+    signal(&s, "asa.ostberg", "Busy", Some("InACall")).await;
+    let (_, body) = next_notify(&mut rx).await;
+    assert!(pidf::parse_pidf(&body).unwrap().all_activities().any(|a| *a == pidf::Activity::OnThePhone), "{}", String::from_utf8_lossy(&body));
+
+    // A raw SUBSCRIBE: the 200's Contact and the NOTIFY's Via and Contact name the TLS port
+    // with transport=tls, and the NOTIFY comes back on the TLS connection.
+    let (ep, incoming) = tls_endpoint(None).await;
+    let mut c = Client::on(ep, incoming, Peer { transport: Transport::Tls, addr: tls });
+    let r = c.send("SUBSCRIBE", "sip:2624@127.0.0.1", &[("Event", "dialog"), ("Expires", "600")], None, Some(("console", "console-pw"))).await;
+    assert_eq!(r.code(), Some(200), "{r}");
+    let contact = r.header(&ezk_sip_types::Name::CONTACT).unwrap();
+    assert!(contact.contains(&format!("@{tls};transport=tls")), "{contact}");
+    let notify = next_request(&mut c).await;
+    assert_eq!(notify.peer.transport, Transport::Tls);
+    assert_eq!(notify.peer.addr, tls, "on the connection of the SUBSCRIBE");
+    let via = notify.msg.header(&ezk_sip_types::Name::VIA).unwrap();
+    assert!(via.starts_with(&format!("SIP/2.0/TLS {tls};")), "{via}");
+    assert!(notify.msg.header(&ezk_sip_types::Name::CONTACT).unwrap().contains(";transport=tls"));
+    assert_eq!(notify.msg.content_type().as_deref(), Some("application/dialog-info+xml"));
+
+    // PUBLISH over TLS, with digest.
+    let (ep, incoming) = tls_endpoint(None).await;
+    let mut p = Client::on(ep, incoming, Peer { transport: Transport::Tls, addr: tls });
+    let r = p.send("PUBLISH", "sip:marta.lind@nordvik.se", &[("Event", "presence"), ("Expires", "120")], Some(("application/pidf+xml", PIDF_PHONE)), Some(("phone", "phone-pw"))).await;
+    assert_eq!(r.code(), Some(200), "{r}");
+    let src = wait_sip_source(&s, "marta.lind", |v| v.is_some()).await.unwrap();
+    assert_eq!(src["activity"], "InACall", "{src}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_stands_in_for_digest() {
+    let s = start(tls_config("sip-tls-cert", true));
+    let tls = sip_tls_addr(&s).await;
+    let server = Peer { transport: Transport::Tls, addr: tls };
+
+    // The certificate of the account `app` (CN=hub.example.test): no challenge at all.
+    let (ep, incoming) = tls_endpoint(Some("app")).await;
+    let mut app = Client::on(ep, incoming, server);
+    let r = app.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "presence"), ("Expires", "600")], None, None).await;
+    assert_eq!(r.code(), Some(200), "{r}");
+    let notify = next_request(&mut app).await;
+    assert_eq!(notify.msg.content_type().as_deref(), Some("application/pidf+xml"));
+    assert_eq!(notify.peer.transport, Transport::Tls);
+    let r = app.send("PUBLISH", "sip:marta.lind@nordvik.se", &[("Event", "presence"), ("Expires", "120")], Some(("application/pidf+xml", PIDF_AWAY)), None).await;
+    assert_eq!(r.code(), Some(200), "the account may publish: {r}");
+    let src = wait_sip_source(&s, "marta.lind", |v| v.is_some()).await.unwrap();
+    assert_eq!(src["availability"], "Away", "{src}");
+
+    // A certificate the CA signed, of a subject no account names: digest as usual.
+    let (ep, incoming) = tls_endpoint(Some("pool")).await;
+    let mut other = Client::on(ep, incoming, server);
+    let r = other.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "presence"), ("Expires", "600")], None, None).await;
+    assert_eq!(r.code(), Some(401), "{r}");
+    assert!(r.header(&ezk_sip_types::Name::WWW_AUTHENTICATE).unwrap().contains("Digest"));
+    let r = other.send("SUBSCRIBE", "sip:asa.ostberg@nordvik.se", &[("Event", "presence"), ("Expires", "600")], None, Some(("console", "console-pw"))).await;
+    assert_eq!(r.code(), Some(200), "{r}");
+
+    // No certificate: the handshake is refused, and the client is told why.
+    let refused = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let cfg = presence_sip::tls::client_config(&tls_fixture("ca-cert.pem"), None).unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), presence_sip::tls::server_name("127.0.0.1").unwrap()).unwrap();
+        let sock = std::net::TcpStream::connect(tls).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, sock);
+        // TLS 1.3: the client's side of the handshake ends before the server checks it.
+        let _ = stream.write_all(b"\r\n\r\n");
+        let mut buf = [0u8; 256];
+        stream.read(&mut buf).map(|n| n.to_string()).unwrap_err().to_string()
+    })
+    .await
+    .unwrap();
+    assert!(refused.contains("CertificateRequired"), "{refused}");
+    let (ep, _rx) = tls_endpoint(None).await;
+    let (options, branch) = {
+        let (via, branch) = ep.via(Transport::Tls);
+        let b = Builder::request("OPTIONS", "sip:hub@127.0.0.1")
+            .header("Via", &via)
+            .header("From", "<sip:anon@127.0.0.1>;tag=1")
+            .header("To", "<sip:hub@127.0.0.1>")
+            .header("Call-ID", "no-cert@test")
+            .header("CSeq", "1 OPTIONS")
+            .header("Max-Forwards", "70");
+        (b.build(), branch)
+    };
+    assert!(ep.request_timeout(server, &branch, options, Duration::from_secs(3)).await.is_err(), "a client without a certificate got an answer");
+}
+
+#[test]
+fn tls_settings_are_checked_at_start() {
+    let mut cfg = sip_config("sip-tls-bad");
+    cfg.sip.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("tls_listen") && e.contains("needs tls_cert_file and tls_key_file"), "{e}");
+    cfg.sip.tls_cert_file = Some(tls_fixture("pool-cert.pem"));
+    cfg.sip.tls_key_file = Some(tls_fixture("app-key.pem"));
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("TLS settings"), "a key that is not the certificate's: {e}");
+    cfg.sip.tls_key_file = Some(tls_fixture("missing-key.pem"));
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("missing-key.pem"), "{e}");
+    cfg.sip.tls_key_file = Some(tls_fixture("pool-key.pem"));
+    cfg.validate().unwrap();
+    cfg.sip.accounts.push(SipAccount { user: "app".into(), password: None, ha1_md5: None, ha1_sha256: None, publish: false, certificate_subject: Some("CN=hub.example.test".into()) });
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("certificate_subject needs") && e.contains("tls_client_ca_file"), "{e}");
+    cfg.sip.tls_client_ca_file = Some(tls_fixture("ca-cert.pem"));
+    cfg.validate().unwrap();
+    cfg.sip.accounts.last_mut().unwrap().certificate_subject = Some("CN=x,FOO=y".into());
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("unknown attribute type \"FOO\""), "{e}");
+    let mut cfg = sip_config("sip-tls-bad2");
+    cfg.sip.tls_cert_file = Some(tls_fixture("pool-cert.pem"));
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("need tls_listen"), "{e}");
 }

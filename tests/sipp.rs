@@ -17,7 +17,7 @@ fn hub(tag: &str) -> Server {
     cfg.sip = SipSection {
         enabled: true,
         listen: "127.0.0.1:0".parse().unwrap(),
-        accounts: vec![SipAccount { user: "console".into(), password: Some("s3cret".into()), ha1_md5: None, ha1_sha256: None, publish: true }],
+        accounts: vec![SipAccount { user: "console".into(), password: Some("s3cret".into()), ha1_md5: None, ha1_sha256: None, publish: true, certificate_subject: None }],
         ..SipSection::default()
     };
     cfg.validate().unwrap();

@@ -11,8 +11,9 @@
 //! grant, enterprise monitor, long-polled events); Swedish mobiles from an operator simulator
 //! in the TDC example format through the generic operator adapter (signed webhooks, with a poll
 //! behind them). Lunches set at the switchboard come from a looping scenario through the
-//! replay provider. The hub's SIP presence server listens on loopback. `presence-hub` with no
-//! arguments runs it on 127.0.0.1:8080.
+//! replay provider. The hub's SIP presence server listens on loopback, over UDP and TCP and over
+//! TLS with a self-signed certificate made at every start ([`tls_certificate`]).
+//! `presence-hub` with no arguments runs it on 127.0.0.1:8080.
 //!
 //! Behind the `demo` feature (on by default), as is the `presence-simulators` crate: a
 //! production build (`--no-default-features`) has neither.
@@ -74,6 +75,41 @@ pub struct DemoPeers {
     pub mbn: Arc<MbnSim>,
     /// A mobile operator in the TDC example format (Swedish mobiles; signed webhooks).
     pub operator: Arc<OperatorSim>,
+}
+
+/// The demo's SIP over TLS certificate and key, written to the data directory at every start.
+pub const TLS_CERT_FILE: &str = "demo-sip-tls-cert.pem";
+/// See [`TLS_CERT_FILE`].
+pub const TLS_KEY_FILE: &str = "demo-sip-tls-key.pem";
+
+/// Makes a fresh self-signed certificate for `localhost` and `127.0.0.1` (ECDSA P-256, rcgen)
+/// and writes it and its key (mode 0600) to `dir`; returns their paths. A test certificate:
+/// a SIP client trusts it by its file or its SHA-256 fingerprint, which the banner prints.
+pub fn tls_certificate(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let bad = |e: rcgen::Error| std::io::Error::other(format!("making the demo's TLS certificate: {e}"));
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).map_err(bad)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "presence-hub demo (self-signed, for tests only)");
+    let key = rcgen::KeyPair::generate().map_err(bad)?;
+    let cert = params.self_signed(&key).map_err(bad)?;
+    let (cert_file, key_file) = (dir.join(TLS_CERT_FILE), dir.join(TLS_KEY_FILE));
+    std::fs::write(&cert_file, cert.pem())?;
+    let _ = std::fs::remove_file(&key_file);
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_file)?.write_all(key.serialize_pem().as_bytes())?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&key_file, key.serialize_pem())?;
+    Ok((cert_file, key_file))
+}
+
+/// The SHA-256 fingerprint of the first certificate of a PEM file, as `AB:CD:…`.
+pub fn fingerprint(cert_file: &Path) -> Option<String> {
+    use sha2::Digest;
+    let der = presence_sip::tls::certificates(cert_file).ok()?.into_iter().next()?;
+    Some(sha2::Sha256::digest(der.as_ref()).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
 }
 
 /// The demo's SIP account for consoles and phones that SUBSCRIBE to or PUBLISH at the hub.
@@ -261,16 +297,22 @@ pub fn start(mut base: Config, hub_url: &str) -> std::io::Result<(Config, DemoPe
         ProviderConfig::Operator(Box::new(tdc)),
         ProviderConfig::Replay(ReplayConfig { name: "demo-replay".into(), file: scenario, repeat: true, speed: 1.0 }),
     ];
-    // The hub's own SIP presence server, for SIP phones and consoles on this machine.
+    // The hub's own SIP presence server, for SIP phones and consoles on this machine; over TLS
+    // with a certificate made now.
+    let (tls_cert, tls_key) = tls_certificate(&base.data_dir)?;
     base.sip = SipSection {
         enabled: true,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 5060)),
+        tls_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 5061))),
+        tls_cert_file: Some(tls_cert),
+        tls_key_file: Some(tls_key),
         accounts: vec![SipAccount {
             user: DEMO_SIP_ACCOUNT.0.into(),
             password: Some(DEMO_SIP_ACCOUNT.1.into()),
             ha1_md5: None,
             ha1_sha256: None,
             publish: true,
+            certificate_subject: None,
         }],
         ..SipSection::default()
     };
@@ -292,6 +334,10 @@ pub fn print_banner(cfg: &Config, serving: &crate::Serving) {
         "  SIP:    sip:EXTENSION@{} (UDP/TCP; SUBSCRIBE presence or dialog, PUBLISH), digest {} / {}",
         serving.sip.unwrap_or(cfg.sip.listen), DEMO_SIP_ACCOUNT.0, DEMO_SIP_ACCOUNT.1
     );
+    if let (Some(tls), Some(cert)) = (serving.sip_tls, &cfg.sip.tls_cert_file) {
+        println!("  SIPS:   sip:EXTENSION@{tls};transport=tls (TLS, same account), self-signed certificate {}", cert.display());
+        println!("          SHA-256 {}", fingerprint(cert).unwrap_or_else(|| "?".into()));
+    }
     println!("  Data:   {}", cfg.data_dir.display());
 }
 

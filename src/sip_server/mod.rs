@@ -7,17 +7,20 @@
 //!   with dialog-info, so BLF keys light with the merged state), fed by the same fan-out as the
 //!   WebSocket and SSE streams.
 //!
-//! UDP and TCP on one port; digest authentication. Not to be confused with `sip/` (the crate
+//! UDP and TCP on one port, TLS on another (`tls_listen`); digest authentication, or over TLS
+//! a verified client certificate ([`cert`]). Not to be confused with `sip/` (the crate
 //! `presence-sip`, the SIP stack this server is built on) or `providers/src/sip/` (the sources
 //! that SUBSCRIBE to other presence servers and PBXs).
 //!
 //! - [`server`]: the server task (subscriptions, NOTIFY pacing, the event state compositor).
 //! - [`render`]: merged view → PIDF / dialog-info.
 
+pub mod cert;
 pub mod render;
 pub mod server;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -61,6 +64,16 @@ pub struct SipSection {
     pub min_notify_interval_ms: u64,
     /// Accept PUBLISH.
     pub publish: bool,
+    /// SIP over TLS (RFC 3261 §26.2) on this address (5061 by convention); needs
+    /// `tls_cert_file` and `tls_key_file`.
+    pub tls_listen: Option<SocketAddr>,
+    /// The server's certificate chain (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The server's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Require a client certificate chaining to a CA of this PEM file on the TLS port; an
+    /// account's `certificate_subject` then stands in for its digest password.
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl Default for SipSection {
@@ -82,6 +95,10 @@ impl Default for SipSection {
             max_publications: 100_000,
             min_notify_interval_ms: 0,
             publish: true,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -104,6 +121,12 @@ pub struct SipAccount {
     /// May PUBLISH presence (for anyone in the directory).
     #[serde(default)]
     pub publish: bool,
+    /// Over TLS, a client certificate (verified against `[sip] tls_client_ca_file`) whose
+    /// subject is this distinguished name (RFC 4514, as `openssl x509 -noout -subject -nameopt
+    /// RFC2253` prints it), or with a subjectAltName URI or DNS name equal to this, is this
+    /// account without digest. See [`cert`].
+    #[serde(default)]
+    pub certificate_subject: Option<String>,
 }
 
 impl SipSection {
@@ -112,9 +135,10 @@ impl SipSection {
         if !self.enabled {
             return Ok(());
         }
-        if !self.udp && !self.tcp {
-            return Err("sip: udp and tcp are both off".into());
+        if !self.udp && !self.tcp && self.tls_listen.is_none() {
+            return Err("sip: udp and tcp are both off and there is no tls_listen".into());
         }
+        self.tls_server_config()?;
         if self.min_expires == 0 || self.min_expires > self.max_expires || self.max_expires > 86_400 {
             return Err("sip: need 0 < min_expires <= max_expires <= 86400".into());
         }
@@ -126,10 +150,36 @@ impl SipSection {
         }
         for a in &self.accounts {
             let hashes = a.ha1_md5.is_some() && a.ha1_sha256.is_some();
-            if a.user.trim().is_empty() || (a.password.is_none() && !hashes) {
-                return Err(format!("sip account {:?}: needs a user and a password (or ha1_md5 and ha1_sha256)", a.user));
+            if a.user.trim().is_empty() || (a.password.is_none() && !hashes && a.certificate_subject.is_none()) {
+                return Err(format!("sip account {:?}: needs a user and a password (or ha1_md5 and ha1_sha256, or a certificate_subject)", a.user));
+            }
+            if let Some(s) = &a.certificate_subject {
+                cert::CertMatch::parse(s).map_err(|e| format!("sip account {:?}: {e}", a.user))?;
+                if self.tls_client_ca_file.is_none() {
+                    return Err(format!(
+                        "sip account {:?}: certificate_subject needs [sip] tls_listen and tls_client_ca_file (client certificates are only asked for and verified then)",
+                        a.user
+                    ));
+                }
             }
         }
         Ok(())
+    }
+
+    /// The TLS server configuration of `tls_listen`, checked: the files are read, the key must
+    /// be the certificate's, the client CA must be usable. `None` without `tls_listen`.
+    pub fn tls_server_config(&self) -> Result<Option<rustls::ServerConfig>, String> {
+        let Some(listen) = self.tls_listen else {
+            if self.tls_cert_file.is_some() || self.tls_key_file.is_some() || self.tls_client_ca_file.is_some() {
+                return Err("sip: tls_cert_file, tls_key_file and tls_client_ca_file need tls_listen".into());
+            }
+            return Ok(None);
+        };
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Err(format!("sip: tls_listen = \"{listen}\" needs tls_cert_file and tls_key_file (PEM)"));
+        };
+        presence_sip::tls::server_config(cert, key, self.tls_client_ca_file.as_deref())
+            .map(Some)
+            .map_err(|e| format!("sip: tls_listen: {e}"))
     }
 }

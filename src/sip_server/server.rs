@@ -29,7 +29,11 @@
 //! `412` and it publishes anew, as RFC 3903 intends.
 //!
 //! Digest authentication (`[sip] require_auth`) guards SUBSCRIBE and PUBLISH; PUBLISH also
-//! needs an account with `publish = true`.
+//! needs an account with `publish = true`. Over TLS (`tls_listen`), a client certificate the
+//! endpoint verified against `tls_client_ca_file` whose subject (or subjectAltName) is an
+//! account's `certificate_subject` is that account without digest; any other certificate is
+//! challenged like a request without one. Subscriptions made over TLS get their NOTIFYs on the
+//! same connection, and the hub's Contact and Via name the TLS port with `transport=tls`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,11 +48,12 @@ use presence_actors::hub::SignalSink;
 use presence_actors::model::{now_ms, MergedView, Signal, Source};
 use presence_sip::auth::{AuthError, DigestServer, Ha1};
 use presence_sip::body::pidf;
-use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer, Transport};
+use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer, TlsSettings, Transport};
 use presence_sip::message::{name_addr_uri, uri_host_port, Builder};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
+use super::cert::{self, CertMatch};
 use super::{render, SipSection};
 
 /// Counters shown in `/api/stats` and `/metrics`.
@@ -68,8 +73,10 @@ pub struct SipStats {
 
 /// A running SIP server.
 pub struct SipServer {
-    /// The bound address.
+    /// The bound address (UDP and TCP).
     pub local: SocketAddr,
+    /// The TLS listener's address, with `tls_listen`.
+    pub tls_local: Option<SocketAddr>,
     /// Counters.
     pub stats: Arc<SipStats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -92,7 +99,21 @@ impl SipServer {
                 }
             };
             rt.block_on(async move {
-                let ep_cfg = EndpointConfig { listen: cfg.listen, udp: cfg.udp, tcp: cfg.tcp, queue: 8192, ..Default::default() };
+                let tls = match cfg.tls_server_config() {
+                    Ok(t) => t.zip(cfg.tls_listen).map(|(c, addr)| (addr, Arc::new(c))),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)));
+                        return;
+                    }
+                };
+                let ep_cfg = EndpointConfig {
+                    listen: cfg.listen,
+                    udp: cfg.udp,
+                    tcp: cfg.tcp,
+                    queue: 8192,
+                    tls: TlsSettings { listen: tls, connect: None },
+                    ..Default::default()
+                };
                 let (ep, requests) = match Endpoint::bind(ep_cfg).await {
                     Ok(x) => x,
                     Err(e) => {
@@ -100,15 +121,18 @@ impl SipServer {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(ep.local_addr()));
+                let _ = ready_tx.send(Ok((ep.local_addr(), ep.tls_addr())));
                 let server = Server::new(cfg, ep.clone(), directory, fanout, sink, st);
                 server.run(requests, stop_rx).await;
                 ep.shutdown();
             });
         })?;
-        let local = ready_rx.recv().map_err(|_| std::io::Error::other("sip server thread ended"))??;
-        info!(%local, "SIP presence server listening (UDP and TCP).");
-        Ok(SipServer { local, stats, stop: Some(stop_tx), thread: Some(thread) })
+        let (local, tls_local) = ready_rx.recv().map_err(|_| std::io::Error::other("sip server thread ended"))??;
+        match tls_local {
+            Some(tls) => info!(%local, %tls, "SIP presence server listening (UDP and TCP; TLS)."),
+            None => info!(%local, "SIP presence server listening (UDP and TCP)."),
+        }
+        Ok(SipServer { local, tls_local, stats, stop: Some(stop_tx), thread: Some(thread) })
     }
 
     /// Stops the server (final NOTIFYs are sent to subscribers first).
@@ -176,7 +200,10 @@ struct Server {
     sink: SignalSink,
     stats: Arc<SipStats>,
     digest: DigestServer,
-    accounts: HashMap<String, (Ha1, bool)>,
+    /// Accounts by user: the digest secret (none for certificate-only ones), may publish.
+    accounts: HashMap<String, (Option<Ha1>, bool)>,
+    /// Accounts a client certificate stands in for, in the order configured.
+    cert_accounts: Vec<(CertMatch, String)>,
     domain: String,
     subs: HashMap<String, Sub>,
     by_user: HashMap<UserIdx, Vec<String>>,
@@ -195,13 +222,19 @@ impl Server {
             .accounts
             .iter()
             .map(|a| {
+                // An account with only a certificate_subject has no digest secret at all.
                 let ha1 = match (&a.password, &a.ha1_md5, &a.ha1_sha256) {
-                    (Some(p), _, _) => Ha1::from_password(&a.user, &cfg.realm, p),
-                    (None, Some(m), Some(s)) => Ha1 { md5: m.to_ascii_lowercase(), sha256: s.to_ascii_lowercase() },
-                    _ => Ha1 { md5: String::new(), sha256: String::new() },
+                    (Some(p), _, _) => Some(Ha1::from_password(&a.user, &cfg.realm, p)),
+                    (None, Some(m), Some(s)) => Some(Ha1 { md5: m.to_ascii_lowercase(), sha256: s.to_ascii_lowercase() }),
+                    _ => None,
                 };
                 (a.user.clone(), (ha1, a.publish))
             })
+            .collect();
+        let cert_accounts = cfg
+            .accounts
+            .iter()
+            .filter_map(|a| Some((CertMatch::parse(a.certificate_subject.as_deref()?).ok()?, a.user.clone())))
             .collect();
         let domain = cfg.domain.clone().unwrap_or_else(|| ep.local_addr().to_string());
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -214,6 +247,7 @@ impl Server {
             stats,
             digest,
             accounts,
+            cert_accounts,
             domain,
             subs: HashMap::new(),
             by_user: HashMap::new(),
@@ -273,12 +307,37 @@ impl Server {
         }
     }
 
-    /// Checks digest credentials; answers 401 (or 403) itself and returns None when they fail.
+    /// The account a verified client certificate stands in for, if any.
+    fn certificate_account(&self, req: &Incoming) -> Option<String> {
+        let der = req.peer_certificate.as_ref()?;
+        if self.cert_accounts.is_empty() {
+            return None;
+        }
+        match cert::identity(der) {
+            Ok(who) => {
+                let account = self.cert_accounts.iter().find(|(m, _)| m.matches(&who)).map(|(_, u)| u.clone());
+                if account.is_none() {
+                    debug!(peer = %req.peer.addr, subject = %who.subject, alt_names = ?who.alt_names, "sip: client certificate names no account; digest instead");
+                }
+                account
+            }
+            Err(e) => {
+                debug!(peer = %req.peer.addr, error = %e, "sip: client certificate not readable; digest instead");
+                None
+            }
+        }
+    }
+
+    /// Checks the client certificate or digest credentials; answers 401 (or 403) itself and
+    /// returns None when they fail.
     async fn authenticate(&self, req: &Incoming, publish: bool) -> Option<String> {
         if !self.cfg.require_auth {
             return Some(String::new());
         }
-        let result = self.digest.verify(&req.msg, |u| self.accounts.get(u).map(|(h, _)| h.clone()));
+        let result = match self.certificate_account(req) {
+            Some(user) => Ok(user),
+            None => self.digest.verify(&req.msg, |u| self.accounts.get(u).and_then(|(h, _)| h.clone())),
+        };
         match result {
             Ok(user) => {
                 if publish && !self.accounts.get(&user).is_some_and(|(_, p)| *p) {
@@ -622,6 +681,7 @@ impl Server {
         let ep = self.ep.stats();
         self.sink.feed().set_details(serde_json::json!({
             "listen": self.ep.local_addr().to_string(),
+            "tls_listen": self.ep.tls_addr().map(|a| a.to_string()),
             "subscriptions": self.subs.len(),
             "publications": self.pubs.len(),
             "notifies_sent": self.stats.notifies_sent.load(Ordering::Relaxed),
