@@ -161,6 +161,8 @@ pub struct KamailioTls {
     pub key_file: PathBuf,
     pub ca_file: PathBuf,
     pub require_client_certificate: bool,
+    /// The TLS port (a restart on the same address); default: a free one.
+    pub port: Option<u16>,
 }
 
 impl KamailioTls {
@@ -172,6 +174,7 @@ impl KamailioTls {
             key_file: dir.join(format!("{cert}-key.pem")),
             ca_file: dir.join("ca-cert.pem"),
             require_client_certificate: true,
+            port: None,
         }
     }
 }
@@ -267,7 +270,7 @@ impl Kamailio {
                 .replacen("debug=2 ", &format!("debug={debug} "), 1);
             let mut tls_addr = None;
             if let Some(t) = &opts.tls {
-                let tls_port = free_udp_tcp_port();
+                let tls_port = t.port.unwrap_or_else(free_udp_tcp_port);
                 let yes = if t.require_client_certificate { "yes" } else { "no" };
                 let profile = format!(
                     "[server:default]\nmethod = TLSv1.2+\nverify_certificate = {yes}\nrequire_certificate = {yes}\n\
