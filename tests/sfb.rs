@@ -147,6 +147,14 @@ async fn an_sfb_change_reaches_a_websocket_subscriber(over: Over) {
     assert_eq!(p["state"], "up");
     assert_eq!(p["details"]["people"], 320);
     assert_eq!(p["details"]["batches"].as_array().unwrap().len(), 2, "320 people in batches of 200");
+    if over == Over::Tls {
+        // Both certificates, with the days they have left, for the operator.
+        let tls = &p["details"]["tls"];
+        assert_eq!((tls["certificate"]["subject"].as_str(), tls["server_certificate"]["subject"].as_str()), (Some("CN=hub.example.test"), Some("CN=pool.example.test")), "{tls}");
+        assert!(tls["server_certificate"]["days_left"].as_i64() > Some(30_000), "{tls}");
+    } else {
+        assert!(p["details"]["tls"].is_null());
+    }
     assert_eq!(sim.stats().batched_subscribes, 2);
     assert_eq!(sim.stats().piggybacked, 2);
     assert_eq!(presence_of(&s, "asa.ostberg").await["availability"], "Available");

@@ -238,6 +238,8 @@ struct Inner {
     tls_names: Mutex<HashMap<SocketAddr, rustls::pki_types::ServerName<'static>>>,
     /// Why the last connection to a peer failed or was closed with an error.
     conn_errors: Mutex<HashMap<Peer, String>>,
+    /// The certificate (leaf, DER) of each TLS server this endpoint connected to, last seen.
+    server_certs: Mutex<HashMap<Peer, Arc<[u8]>>>,
     /// Opening a connection to a peer: one at a time per peer, so requests sent meanwhile
     /// wait for it and share it instead of each opening their own.
     connecting: Mutex<HashMap<Peer, Arc<tokio::sync::Mutex<()>>>>,
@@ -293,6 +295,7 @@ impl Endpoint {
             ids: Ids::new(),
             tls_names: Mutex::new(HashMap::new()),
             conn_errors: Mutex::new(HashMap::new()),
+            server_certs: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
             hold_down: Mutex::new(HashMap::new()),
         });
@@ -379,6 +382,12 @@ impl Endpoint {
     /// pool, reached by that pool's FQDN.
     pub fn set_tls_name(&self, addr: SocketAddr, name: rustls::pki_types::ServerName<'static>) {
         self.inner.tls_names.lock().unwrap().insert(addr, name);
+    }
+
+    /// The certificate (leaf, DER) the TLS server `peer` presented on the last connection this
+    /// endpoint opened to it, for health pages (its subject and expiry).
+    pub fn peer_certificate(&self, peer: Peer) -> Option<Arc<[u8]>> {
+        self.inner.server_certs.lock().unwrap().get(&peer).cloned()
     }
 
     /// Why the last connection to `peer` failed or was closed with an error, if it was.
@@ -693,6 +702,12 @@ impl Inner {
             .await
             .map_err(|_| std::io::Error::other(format!("TLS handshake with {} ({}) not done in time", peer.addr, name.to_str())))?
             .map_err(|e| std::io::Error::other(format!("TLS handshake with {} ({}): {e}", peer.addr, name.to_str())))?;
+        if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            let mut certs = self.server_certs.lock().unwrap();
+            if certs.len() < MAX_CONNECTIONS || certs.contains_key(&peer) {
+                certs.insert(peer, Arc::from(cert.as_ref()));
+            }
+        }
         let (rd, wr) = tokio::io::split(tls);
         self.conn_errors.lock().unwrap().remove(&peer);
         Ok(Inner::adopt(self, rd, wr, peer, None, keepalive, true))

@@ -97,6 +97,21 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
     builder.with_single_cert(certificates(cert)?, private_key(key)?).map_err(|e| TlsError::Config(e.to_string()))
 }
 
+/// What a certificate says about itself, for health pages: who, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The subject as RFC 4514 writes it (`CN=pool01.contoso.com,O=Contoso`).
+    pub subject: String,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// The subject and expiry of a certificate (DER); `None` when it does not parse.
+pub fn certificate_info(der: &[u8]) -> Option<CertificateInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(CertificateInfo { subject: cert.subject().to_string(), not_after: cert.validity().not_after.timestamp() })
+}
+
 /// The name a server's certificate must carry (and the SNI sent): a DNS name or an IP address.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(name.to_string()).map_err(|_| TlsError::ServerName(name.to_string()))
@@ -149,6 +164,26 @@ mod tests {
     async fn options(ep: &Endpoint, to: std::net::SocketAddr) -> Result<crate::message::Message, TxError> {
         let (request, branch) = crate::endpoint::tests::options(ep, Transport::Tls);
         ep.request_timeout(Peer { transport: Transport::Tls, addr: to }, &branch, request, Duration::from_secs(5)).await
+    }
+
+    /// The fixtures' subjects and expiries, and the server's certificate an endpoint kept
+    /// from the connection it opened.
+    #[tokio::test]
+    async fn certificates_say_who_and_until_when() {
+        let info = |name: &str| certificate_info(certificates(&fixture(name)).unwrap()[0].as_ref()).unwrap();
+        let expired = info("expired-cert.pem");
+        assert_eq!(expired.not_after, 1_609_459_200, "2021-01-01T00:00:00Z");
+        let app = info("app-cert.pem");
+        assert_eq!(app.subject, "CN=hub.example.test");
+        assert!(app.not_after > 4_000_000_000, "valid until 2126: {app:?}");
+        assert!(certificate_info(b"not a certificate").is_none());
+        let pool = server("pool", None).await;
+        let hub = client("ca-cert.pem", "pool.example.test", None).await;
+        let peer = Peer { transport: Transport::Tls, addr: pool.tls_addr().unwrap() };
+        assert!(hub.peer_certificate(peer).is_none());
+        options(&hub, peer.addr).await.unwrap();
+        let seen = certificate_info(&hub.peer_certificate(peer).expect("kept")).unwrap();
+        assert_eq!(seen.subject, "CN=pool.example.test");
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ use tracing::{debug, info, warn};
 use super::map;
 use super::parse::{self, uri_key, Notification, ParseError, PartEvent, SfbCategories};
 use super::{SfbConfig, ACCEPT};
-use crate::sip::connect::{answer_stray, close, resolve, sip_stats, with_default_port, ConnectError, Connected, PingResult, Pings};
+use crate::sip::connect::{answer_stray, close, resolve, sip_stats, with_default_port, ConnectError, Connected, PingResult, Pings, TlsHealth};
 use crate::common::follow::Follow;
 use crate::sip::resource_uri;
 
@@ -170,6 +170,8 @@ struct Runner {
     next_gen: u32,
     /// The OPTIONS health check.
     pings: Pings,
+    /// The certificates' subjects and days left, over TLS.
+    tls_health: TlsHealth,
 }
 
 /// Runs an `sfb` provider until shutdown (see [`super::task`]).
@@ -199,6 +201,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
     let (etx, mut erx) = mpsc::channel::<(Key, SubEvent)>(4096);
     let (rtx, mut rrx) = mpsc::channel::<Resolved>(256);
     let queue = (0..batches.len()).map(Pending::Batch).collect();
+    let tls_health = TlsHealth::new(&cfg.conn);
     let mut r = Runner {
         follow,
         template,
@@ -221,6 +224,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
         epoch: 0,
         next_gen: 0,
         pings: Pings::default(),
+        tls_health,
     };
     r.update_up();
 
@@ -726,7 +730,8 @@ impl Runner {
         }
     }
 
-    fn details(&self) {
+    fn details(&mut self) {
+        let tls = self.tls_health.details(&self.ep, self.server, &self.ctx.name, now_ms() / 1000);
         let mut pools: HashMap<String, usize> = HashMap::new();
         let (mut singles, mut singles_active) = (0usize, 0usize);
         for p in self.people.values() {
@@ -769,6 +774,7 @@ impl Runner {
             "noresource": self.n.noresource,
             "resubscribes": self.n.resubscribes,
             "sip": sip_stats(&self.ep),
+            "tls": tls,
         }));
     }
 }

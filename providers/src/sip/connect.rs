@@ -366,6 +366,56 @@ pub async fn answer_stray(ep: &Endpoint, req: Incoming) {
     }
 }
 
+/// Warn about a certificate this close to its end.
+pub const CERT_WARN_DAYS: i64 = 30;
+
+/// The TLS part of a SIP feed's details: this side's certificate (`tls_cert_file`) and the
+/// server's, as last seen, each with its subject, end and days left — and a warning in the log,
+/// once a day, when either ends within [`CERT_WARN_DAYS`] (an expired trusted-application
+/// certificate is a classic cause of a Skype for Business feed going down).
+#[derive(Debug, Default)]
+pub struct TlsHealth {
+    own: Option<presence_sip::tls::CertificateInfo>,
+    tls: bool,
+    warned_at: Option<std::time::Instant>,
+}
+
+impl TlsHealth {
+    /// For a connection's settings (nothing to say unless it is TLS).
+    pub fn new<D: ConnectionDefaults>(conn: &SipConnection<D>) -> TlsHealth {
+        let own = conn
+            .tls_cert_file
+            .as_deref()
+            .and_then(|f| presence_sip::tls::certificates(Path::new(f)).ok())
+            .and_then(|c| c.first().and_then(|c| presence_sip::tls::certificate_info(c.as_ref())));
+        TlsHealth { own, tls: conn.transport() == Transport::Tls, warned_at: None }
+    }
+
+    /// The `tls` object of the details at `now_s` (Unix seconds), `None` unless TLS.
+    pub fn details(&mut self, ep: &Endpoint, peer: Peer, provider: &str, now_s: i64) -> Option<serde_json::Value> {
+        if !self.tls {
+            return None;
+        }
+        let server = ep.peer_certificate(peer).and_then(|c| presence_sip::tls::certificate_info(&c));
+        let describe = |c: &presence_sip::tls::CertificateInfo| {
+            let end = jiff::Timestamp::from_second(c.not_after).map(|t| t.to_string()).unwrap_or_default();
+            serde_json::json!({ "subject": c.subject, "not_after": end, "days_left": (c.not_after - now_s).div_euclid(86_400) })
+        };
+        let soon: Vec<(&str, &presence_sip::tls::CertificateInfo)> =
+            [("tls_cert_file", self.own.as_ref()), ("server", server.as_ref())].into_iter().filter_map(|(w, c)| c.map(|c| (w, c))).filter(|(_, c)| c.not_after - now_s < CERT_WARN_DAYS * 86_400).collect();
+        if !soon.is_empty() && self.warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400)) {
+            self.warned_at = Some(std::time::Instant::now());
+            for (which, c) in soon {
+                tracing::warn!(%provider, certificate = which, subject = %c.subject, days_left = (c.not_after - now_s).div_euclid(86_400), "A SIP TLS certificate ends within 30 days (or has ended); renew it.");
+            }
+        }
+        Some(serde_json::json!({
+            "certificate": self.own.as_ref().map(describe),
+            "server_certificate": server.as_ref().map(describe),
+        }))
+    }
+}
+
 /// The endpoint's counters, as the `sip` object of a feed's details.
 pub fn sip_stats(ep: &Endpoint) -> serde_json::Value {
     let stats = ep.stats();
@@ -446,6 +496,25 @@ mod tests {
         .unwrap();
         c.check().expect("valid");
         assert_eq!(c.tls_settings().unwrap().connect.unwrap().1.to_str(), "pool.example.test");
+    }
+
+    /// Over TLS the details name both certificates with their days left; the expired fixture
+    /// shows negative days. Without TLS there is nothing to say.
+    #[tokio::test]
+    async fn tls_health_names_the_certificates_and_their_days_left() {
+        let c: SipConnection<Udp> = serde_json::from_value(serde_json::json!({
+            "server": "127.0.0.1:5061", "transport": "tls", "tls_ca_file": fixture("ca-cert.pem"),
+            "tls_cert_file": fixture("expired-cert.pem"), "tls_key_file": fixture("expired-key.pem"),
+        }))
+        .unwrap();
+        let (ep, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let peer = Peer { transport: Transport::Tls, addr: "127.0.0.1:5061".parse().unwrap() };
+        let now = 1_609_459_200 + 10 * 86_400;
+        let d = TlsHealth::new(&c).details(&ep, peer, "p", now).expect("TLS");
+        assert_eq!(d["certificate"]["subject"], "CN=pool.example.test", "{d}");
+        assert_eq!((d["certificate"]["not_after"].as_str(), d["certificate"]["days_left"].as_i64()), (Some("2021-01-01T00:00:00Z"), Some(-10)), "{d}");
+        assert!(d["server_certificate"].is_null(), "not connected yet: {d}");
+        assert!(TlsHealth::new(&SipConnection::<Udp>::new("pbx:5060")).details(&ep, peer, "p", now).is_none());
     }
 
     #[test]

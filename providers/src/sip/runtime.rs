@@ -30,7 +30,7 @@ use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::connect::{answer_stray, close, sip_stats, Connected, PingResult, Pings};
+use super::connect::{answer_stray, close, sip_stats, Connected, PingResult, Pings, TlsHealth};
 use super::map;
 use super::SipSourceConfig;
 use crate::common::follow::Follow;
@@ -143,6 +143,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
     let mut notifies = 0u64;
     let mut bad_bodies = 0u64;
     let mut details_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tls_health = TlsHealth::new(&cfg.conn);
 
     loop {
         tokio::select! {
@@ -317,6 +318,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                     "notifies": notifies,
                     "bad_bodies": bad_bodies,
                     "sip": sip_stats(&ep),
+                    "tls": tls_health.details(&ep, peer, &ctx.name, now_ms() / 1000),
                 }));
             }
         }
