@@ -22,6 +22,7 @@ fc-list 2>/dev/null | grep -q . || need+=(fonts-dejavu-core)
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 compgen -G '/usr/lib/*/kamailio/modules/presence_dialoginfo.so' >/dev/null || need+=(kamailio-presence-modules)
 compgen -G '/usr/lib/*/kamailio/modules/db_sqlite.so' >/dev/null || need+=(kamailio-sqlite-modules)
+compgen -G '/usr/lib/*/kamailio/modules/tls.so' >/dev/null || need+=(kamailio-tls-modules)       # SIP over TLS peer
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)                # creates Kamailio's DB
 # The ldap directory source's peer (simulators/src/slapd.rs, tests/ldap.rs): the tests start their

@@ -5,6 +5,12 @@
 //! second pool; a pool restart makes SfB stale (never Offline) until the provider has
 //! re-subscribed; a malformed categories part is counted and disturbs nobody else; the
 //! availability range boundaries map exactly.
+//!
+//! Every test runs twice: over TCP, and over TLS as a **trusted application** (mutual TLS, the
+//! pool's TLS listener demanding a certificate from the test CA and trusting the application
+//! by its certificate's name, no digest). TLS-only tests: a certificate the pool does not trust
+//! as an application, no client certificate, and a pool certificate from another CA each keep
+//! the feed down (stale, never Offline) with a health message saying why.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +18,7 @@ use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use presence_actors::model::DetailPolicy;
 use presence_hub::config::Config;
-use presence_simulators::sfb::{NotifyMethod, SfbPresence, SfbSim, SfbSimConfig};
+use presence_simulators::sfb::{NotifyMethod, SfbPresence, SfbSim, SfbSimConfig, SfbSimTls};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -27,6 +33,33 @@ fn sip_uris() -> Vec<String> {
     demo_column("sip_uri").into_iter().filter(|s| s.starts_with("sip:")).collect()
 }
 
+/// How the hub reaches the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Tcp,
+    /// TLS as a trusted application.
+    Tls,
+}
+
+/// The trusted application's FQDN: the subject of `fixtures/tls/sip/app-cert.pem`.
+const APP_FQDN: &str = "hub.example.test";
+
+fn sip_fixture(name: &str) -> String {
+    format!("{}/fixtures/tls/sip/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The simulator's settings: with a TLS listener demanding the test CA's client
+/// certificates and trusting `hub.example.test` as an application, over TLS.
+fn sim_config(over: Over) -> SfbSimConfig {
+    let tls = (over == Over::Tls).then(|| SfbSimTls {
+        cert_file: sip_fixture("pool-cert.pem").into(),
+        key_file: sip_fixture("pool-key.pem").into(),
+        client_ca_file: sip_fixture("ca-cert.pem").into(),
+        trusted_applications: vec![APP_FQDN.into()],
+    });
+    SfbSimConfig { tls, ..SfbSimConfig::default() }
+}
+
 /// A pool that knows everyone in the directory but Eirik, all Available.
 fn pool(cfg: SfbSimConfig) -> SfbSim {
     let sim = SfbSim::start(cfg).unwrap();
@@ -36,24 +69,50 @@ fn pool(cfg: SfbSimConfig) -> SfbSim {
     sim
 }
 
-fn config(sim: &SfbSim, tag: &str, extra: &str) -> Config {
+fn config(sim: &SfbSim, tag: &str, extra: &str, over: Over) -> Config {
     let mut cfg = test_config(temp_dir(tag));
+    let (server, tls) = match over {
+        Over::Tcp => (sim.addr(), String::new()),
+        Over::Tls => (
+            sim.tls_addr().expect("the pool speaks TLS"),
+            format!(
+                "transport = \"tls\"\ntrusted_application = true\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                sip_fixture("ca-cert.pem"),
+                sip_fixture("app-cert.pem"),
+                sip_fixture("app-key.pem")
+            ),
+        ),
+    };
     let text = format!(
         r#"
 type = "sfb"
 name = "sfb"
-server = "{}"
+server = "{server}"
 from = "sip:hub-svc@nordvik.se"
 keepalive_secs = 1
 keep_details = true
+{tls}
 {extra}
-"#,
-        sim.addr()
+"#
     );
     cfg.providers = vec![toml::from_str(&text).unwrap()];
     cfg.policy.calendar_details = DetailPolicy::Operators;
     cfg.validate().unwrap();
     cfg
+}
+
+/// Two tests of one body: over TCP and over TLS.
+macro_rules! both {
+    ($tcp:ident, $tls:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $tcp() {
+            $body(Over::Tcp).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $tls() {
+            $body(Over::Tls).await
+        }
+    };
 }
 
 async fn providers(s: &Server) -> Value {
@@ -79,15 +138,23 @@ async fn subscribed(s: &Server) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sfb_change_reaches_a_websocket_subscriber() {
-    let sim = pool(SfbSimConfig::default());
-    let s = start(config(&sim, "sfb-ws", ""));
+both!(an_sfb_change_reaches_a_websocket_subscriber_over_tcp, an_sfb_change_reaches_a_websocket_subscriber_over_tls, an_sfb_change_reaches_a_websocket_subscriber);
+async fn an_sfb_change_reaches_a_websocket_subscriber(over: Over) {
+    let sim = pool(sim_config(over));
+    let s = start(config(&sim, "sfb-ws", "", over));
     subscribed(&s).await;
     let p = providers(&s).await;
     assert_eq!(p["state"], "up");
     assert_eq!(p["details"]["people"], 320);
     assert_eq!(p["details"]["batches"].as_array().unwrap().len(), 2, "320 people in batches of 200");
+    if over == Over::Tls {
+        // Both certificates, with the days they have left, for the operator.
+        let tls = &p["details"]["tls"];
+        assert_eq!((tls["certificate"]["subject"].as_str(), tls["server_certificate"]["subject"].as_str()), (Some("CN=hub.example.test"), Some("CN=pool.example.test")), "{tls}");
+        assert!(tls["server_certificate"]["days_left"].as_i64() > Some(30_000), "{tls}");
+    } else {
+        assert!(p["details"]["tls"].is_null());
+    }
     assert_eq!(sim.stats().batched_subscribes, 2);
     assert_eq!(sim.stats().piggybacked, 2);
     assert_eq!(presence_of(&s, "asa.ostberg").await["availability"], "Available");
@@ -151,10 +218,10 @@ async fn an_sfb_change_reaches_a_websocket_subscriber() {
     assert!(viewer["presence"]["note"].is_null(), "the subject is no note");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn benotify_and_notify_both_work() {
-    let sim = pool(SfbSimConfig::default());
-    let s = start(config(&sim, "sfb-methods", ""));
+both!(benotify_and_notify_both_work_over_tcp, benotify_and_notify_both_work_over_tls, benotify_and_notify_both_work);
+async fn benotify_and_notify_both_work(over: Over) {
+    let sim = pool(sim_config(over));
+    let s = start(config(&sim, "sfb-methods", "", over));
     subscribed(&s).await;
     sim.set(ASA, SfbPresence::new(15500));
     wait_for("Away by BENOTIFY", Duration::from_secs(5), async || {
@@ -184,14 +251,14 @@ async fn benotify_and_notify_both_work() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resubscribe_moves_a_person_to_the_second_pool() {
-    let pool2 = SfbSim::start(SfbSimConfig::default()).unwrap();
+both!(a_resubscribe_moves_a_person_to_the_second_pool_over_tcp, a_resubscribe_moves_a_person_to_the_second_pool_over_tls, a_resubscribe_moves_a_person_to_the_second_pool);
+async fn a_resubscribe_moves_a_person_to_the_second_pool(over: Over) {
+    let pool2 = SfbSim::start(sim_config(over)).unwrap();
     pool2.set(MARTA, SfbPresence::new(9500).note("Hemma"));
     pool2.set(ANNIKA, SfbPresence::new(12500));
     let pool1 =
-        pool(SfbSimConfig { homed_elsewhere: vec![(MARTA.into(), pool2.pool_fqdn())], ..SfbSimConfig::default() });
-    let s = start(config(&pool1, "sfb-pools", ""));
+        pool(SfbSimConfig { homed_elsewhere: vec![(MARTA.into(), pool2.pool_fqdn())], ..sim_config(over) });
+    let s = start(config(&pool1, "sfb-pools", "", over));
     subscribed(&s).await;
     // Märta's state comes from pool 2 through a single subscription there.
     wait_for("Märta from pool 2", Duration::from_secs(5), async || {
@@ -235,10 +302,10 @@ async fn a_resubscribe_moves_a_person_to_the_second_pool() {
     assert_eq!(providers(&s).await["up"], true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pool_restart_makes_sfb_stale_never_offline_then_live_again() {
-    let sim = pool(SfbSimConfig::default());
-    let s = start(config(&sim, "sfb-restart", ""));
+both!(a_pool_restart_makes_sfb_stale_never_offline_then_live_again_over_tcp, a_pool_restart_makes_sfb_stale_never_offline_then_live_again_over_tls, a_pool_restart_makes_sfb_stale_never_offline_then_live_again);
+async fn a_pool_restart_makes_sfb_stale_never_offline_then_live_again(over: Over) {
+    let sim = pool(sim_config(over));
+    let s = start(config(&sim, "sfb-restart", "", over));
     subscribed(&s).await;
     sim.set(ASA, SfbPresence::new(6500).activity("on-the-phone"));
     wait_for("Åsa busy", Duration::from_secs(5), async || {
@@ -286,10 +353,10 @@ async fn a_pool_restart_makes_sfb_stale_never_offline_then_live_again() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_categories_part_is_counted_and_disturbs_nobody_else() {
-    let sim = pool(SfbSimConfig::default());
-    let s = start(config(&sim, "sfb-garbled", ""));
+both!(a_malformed_categories_part_is_counted_and_disturbs_nobody_else_over_tcp, a_malformed_categories_part_is_counted_and_disturbs_nobody_else_over_tls, a_malformed_categories_part_is_counted_and_disturbs_nobody_else);
+async fn a_malformed_categories_part_is_counted_and_disturbs_nobody_else(over: Over) {
+    let sim = pool(sim_config(over));
+    let s = start(config(&sim, "sfb-garbled", "", over));
     subscribed(&s).await;
     let errors = providers(&s).await["errors"].as_u64().unwrap();
     // Åsa's and Märta's changes in one BENOTIFY (both are in the first batch); Åsa's part is
@@ -317,10 +384,10 @@ async fn a_malformed_categories_part_is_counted_and_disturbs_nobody_else() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn availability_range_boundaries_map_exactly() {
-    let sim = pool(SfbSimConfig::default());
-    let s = start(config(&sim, "sfb-ranges", ""));
+both!(availability_range_boundaries_map_exactly_over_tcp, availability_range_boundaries_map_exactly_over_tls, availability_range_boundaries_map_exactly);
+async fn availability_range_boundaries_map_exactly(over: Over) {
+    let sim = pool(sim_config(over));
+    let s = start(config(&sim, "sfb-ranges", "", over));
     subscribed(&s).await;
     let cases: [(u32, &str, Option<&str>); 17] = [
         (3000, "Available", None),
@@ -355,4 +422,80 @@ async fn availability_range_boundaries_map_exactly() {
         assert_eq!(got, want, "{n}: {src}");
         assert_eq!(src["activity"].as_str(), activity, "{n}: {src}");
     }
+}
+
+/// Over TLS, what keeps the feed down says why: a certificate the pool does not trust as an
+/// application (challenged: the hint names the SfB cmdlets), no client certificate (the pool
+/// ends the handshake), and a pool certificate from a CA the hub does not trust. Everyone's SfB
+/// state stays stale, never Offline, and nothing is subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_refused_certificate_keeps_the_feed_down_and_says_why() {
+    let sim = pool(sim_config(Over::Tls));
+    let addr = sim.tls_addr().unwrap();
+    let ca = sip_fixture("ca-cert.pem");
+    let other_ca = format!("{}/fixtures/tls/ca-cert.pem", env!("CARGO_MANIFEST_DIR"));
+    let cases = [
+        (
+            "not-trusted",
+            // The pool's own certificate: from the right CA, but not a trusted application.
+            format!("tls_ca_file = \"{ca}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\ntrusted_application = true", sip_fixture("pool-cert.pem"), sip_fixture("pool-key.pem")),
+            "New-CsTrustedApplicationPool",
+        ),
+        ("no-client-cert", format!("tls_ca_file = \"{ca}\""), "CertificateRequired"),
+        ("other-ca", format!("tls_ca_file = \"{other_ca}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"", sip_fixture("app-cert.pem"), sip_fixture("app-key.pem")), "UnknownIssuer"),
+    ];
+    for (tag, tls, why) in cases {
+        let mut cfg = test_config(temp_dir(&format!("sfb-tls-{tag}")));
+        let text = format!("type = \"sfb\"\nname = \"sfb\"\nserver = \"{addr}\"\nfrom = \"sip:hub-svc@nordvik.se\"\nkeepalive_secs = 1\ntransport = \"tls\"\n{tls}\n");
+        cfg.providers = vec![toml::from_str(&text).unwrap()];
+        cfg.validate().unwrap();
+        let before = sim.stats();
+        let s = start(cfg);
+        let mut last = Value::Null;
+        wait_for(&format!("{tag}: the reason in health"), Duration::from_secs(15), async || {
+            last = providers(&s).await;
+            last["last_error"].as_str().is_some_and(|e| e.contains(why))
+        })
+        .await;
+        eprintln!("{tag}: {}", last["last_error"]);
+        assert_eq!(last["up"], false, "{tag}: {last}");
+        let p = presence_of(&s, "asa.ostberg").await;
+        assert_ne!(p["availability"], "Offline", "{tag}: {p}");
+        assert_eq!(sim.subscriptions().len(), 0, "{tag}: nothing subscribed");
+        let after = sim.stats();
+        assert_eq!(after.batched_subscribes, before.batched_subscribes, "{tag}");
+        assert_eq!(after.trusted, before.trusted, "{tag}");
+        drop(s);
+    }
+}
+
+/// A trusted application with its own port (`tls_listen`, the port of
+/// `New-CsTrustedApplication -Port`) and its computer's FQDN as `contact_host`: the pool sends
+/// its notifications over a connection of its own to that port — mutual TLS, the pool
+/// checking the application's certificate against `hub.example.test` and the hub checking the
+/// pool's against the CA — and they reach a WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_pool_connects_back_to_the_trusted_application_port() {
+    let sim = pool(SfbSimConfig {
+        notify_to_contact: true,
+        hosts: vec![(APP_FQDN.into(), "127.0.0.1".parse().unwrap())],
+        ..sim_config(Over::Tls)
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("tls_listen = \"127.0.0.1:{port}\"\ncontact_host = \"{APP_FQDN}\"");
+    let s = start(config(&sim, "sfb-tls-listen", &listen, Over::Tls));
+    subscribed(&s).await;
+    let subs = sim.subscriptions();
+    assert_eq!(subs.len(), 2);
+    assert!(subs.iter().all(|x| x.notify_to.port() == port), "notifications go to the application's port: {subs:?}");
+    let mut ws = watch(&s, &["asa.ostberg"]).await;
+    sim.set(ASA, SfbPresence::new(6500).activity("on-the-phone"));
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a delta within 5 s").unwrap().unwrap();
+        let Ok(f) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        if f["type"] == "delta" && f["presence"]["availability"] == "Busy" {
+            break;
+        }
+    }
+    assert!(sim.stats().benotifies >= 1);
 }

@@ -20,6 +20,13 @@
 //! - Refreshes (in-dialog SUBSCRIBE) and un-SUBSCRIBEs (`Expires: 0`); `481` for a dialog it
 //!   does not know; `OPTIONS` answered `200`.
 //! - Optional digest authentication of every SUBSCRIBE with one configured account.
+//! - Optional **SIP over TLS** ([`SfbSimTls`]) on a port of its own, as a real pool listens on
+//!   5061: the pool's certificate, and mutual TLS — a client must present a certificate from
+//!   the configured CA (others are refused in the handshake). A client whose certificate names
+//!   a **trusted application** pool (CN or DNS subjectAltName among
+//!   [`SfbSimTls::trusted_applications`], as a pool matches the certificate against the
+//!   topology's `New-CsTrustedApplicationPool` FQDNs) needs no digest; any other TLS client is
+//!   challenged like a user (`401`), which without the account it cannot answer.
 //!
 //! SIP messages here stay below the SIP crate's 64 KiB limit: a full state that does not fit
 //! one message is split, the first part in the `200`, the rest in notifications right after
@@ -39,6 +46,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -49,7 +57,7 @@ use presence_sip::body::msrtc::{
     self, Activity, BatchAction, Categories, Category, CategoryValue, CustomText, NoteBody, NoteKind, State, StateKind,
 };
 use presence_sip::body::rlmi::{self, Instance, InstanceState, Resource, ResourcePart, Rlmi, RlmiNotify};
-use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer};
+use presence_sip::endpoint::{Endpoint, EndpointConfig, Incoming, Peer, TlsSettings, Transport};
 use presence_sip::message::{name_addr_uri, uri_host_port, uri_user, Builder};
 use tokio::sync::mpsc;
 
@@ -94,6 +102,68 @@ pub struct SfbSimConfig {
     pub homed_elsewhere: Vec<(String, String)>,
     /// Largest notification body, in bytes (full states beyond it are split).
     pub body_budget: usize,
+    /// SIP over TLS with mutual TLS (module docs); `None`: UDP and TCP only.
+    pub tls: Option<SfbSimTls>,
+    /// Send notifications to the subscriber's Contact — over TLS, a new connection to a
+    /// trusted application's own port, presenting the pool's certificate — instead of over
+    /// the SUBSCRIBE's connection.
+    pub notify_to_contact: bool,
+    /// Host names of Contacts and their addresses (the tests' DNS: `hub.example.test`).
+    pub hosts: Vec<(String, std::net::IpAddr)>,
+}
+
+/// The simulated pool's TLS listener (module docs).
+#[derive(Debug, Clone)]
+pub struct SfbSimTls {
+    /// The pool's certificate chain and key (PEM).
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    /// Client certificates must chain to this CA (PEM).
+    pub client_ca_file: PathBuf,
+    /// Trusted application pool FQDNs: a client certificate naming one (CN or DNS
+    /// subjectAltName) is a trusted application and needs no digest.
+    pub trusted_applications: Vec<String>,
+}
+
+/// Where a Contact is reached (`sip:user@host:port;transport=…`), the host looked up in
+/// [`SfbSimConfig::hosts`]; over TLS the endpoint checks the certificate against that host.
+fn contact_peer(inner: &Inner, cfg: &SfbSimConfig, contact: &str) -> Option<Peer> {
+    let hp = uri_host_port(contact)?;
+    let (host, port) = hp.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => cfg.hosts.iter().find(|(h, _)| h.eq_ignore_ascii_case(host))?.1,
+    };
+    let lower = contact.to_ascii_lowercase();
+    let transport = if lower.contains(";transport=tls") {
+        Transport::Tls
+    } else if lower.contains(";transport=tcp") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let addr = SocketAddr::new(ip, port);
+    if transport == Transport::Tls {
+        inner.ep.set_tls_name(addr, presence_sip::tls::server_name(host).ok()?);
+    }
+    Some(Peer { transport, addr })
+}
+
+/// The DNS names of a certificate (DER): its subject CNs and DNS subjectAltNames, lower case.
+fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let mut names: Vec<String> = cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(|s| s.to_ascii_lowercase()).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    names
 }
 
 impl Default for SfbSimConfig {
@@ -108,6 +178,9 @@ impl Default for SfbSimConfig {
             min_expires: 60,
             homed_elsewhere: Vec::new(),
             body_budget: 48 * 1024,
+            tls: None,
+            notify_to_contact: false,
+            hosts: Vec::new(),
         }
     }
 }
@@ -201,6 +274,8 @@ pub struct SfbSimStats {
     pub unsubscribes: u64,
     /// `401` challenges sent.
     pub challenges: u64,
+    /// SUBSCRIBEs accepted from a trusted application (its TLS certificate, no digest).
+    pub trusted: u64,
     /// SUBSCRIBEs refused (4xx other than 401).
     pub refused: u64,
     /// Refreshes answered `481`.
@@ -236,6 +311,8 @@ pub struct SubscriptionInfo {
     pub subscriber: String,
     /// Notifications sent so far (RLMI version of the last one).
     pub version: u64,
+    /// Where notifications go.
+    pub notify_to: SocketAddr,
 }
 
 struct Person {
@@ -321,12 +398,31 @@ impl SfbSim {
                 }
             };
             rt.block_on(async move {
+                let tls = match &cfg.tls {
+                    None => TlsSettings::default(),
+                    // Connections it opens (to a trusted application's port) present the pool's
+                    // certificate and check the application's against the same CA.
+                    Some(t) => match (
+                        presence_sip::tls::server_config(&t.cert_file, &t.key_file, Some(&t.client_ca_file)),
+                        presence_sip::tls::client_config(&t.client_ca_file, Some((&t.cert_file, &t.key_file))),
+                    ) {
+                        (Ok(server), Ok(client)) => TlsSettings {
+                            listen: Some((SocketAddr::new(cfg.listen.ip(), 0), Arc::new(server))),
+                            connect: Some((Arc::new(client), presence_sip::tls::server_name("localhost").expect("a name"))),
+                        },
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string())));
+                            return;
+                        }
+                    },
+                };
                 let ep_cfg = EndpointConfig {
                     listen: cfg.listen,
                     udp: cfg.udp,
                     tcp: true,
                     transaction_timeout: Duration::from_secs(5),
                     user_agent: "RTC/6.0 (presence-hub SfB simulator)".into(),
+                    tls,
                     ..EndpointConfig::default()
                 };
                 let (ep, requests) = match Endpoint::bind(ep_cfg).await {
@@ -372,9 +468,15 @@ impl SfbSim {
         self.addr
     }
 
-    /// `127.0.0.1:PORT`, as another pool names this one in `poolFqdn`.
+    /// The pool's TLS address, when it speaks TLS ([`SfbSimConfig::tls`]).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.ep.tls_addr()
+    }
+
+    /// `127.0.0.1:PORT`, as another pool names this one in `poolFqdn` (its TLS port when it
+    /// speaks TLS).
     pub fn pool_fqdn(&self) -> String {
-        self.addr.to_string()
+        self.tls_addr().unwrap_or(self.addr).to_string()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -525,6 +627,7 @@ impl SfbSim {
                 resources: s.resources.clone(),
                 subscriber: s.list_uri.clone(),
                 version: s.version,
+                notify_to: s.peer.addr,
             })
             .collect()
     }
@@ -975,7 +1078,21 @@ fn subscribe(inner: &Arc<Inner>, req: Incoming) {
 /// Checks and accepts a SUBSCRIBE (answers it through the send queue), or says why not.
 fn accept(inner: &Arc<Inner>, st: &mut Pool, req: &Incoming) -> Result<(), Refusal> {
     let msg = &req.msg;
-    if let Some((user, password)) = st.cfg.account.clone() {
+    let trusted = match (&st.cfg.tls, &req.peer_certificate) {
+        (Some(t), Some(cert)) if req.peer.transport == Transport::Tls => {
+            let names = certificate_names(cert);
+            t.trusted_applications.iter().any(|a| names.contains(&a.to_ascii_lowercase()))
+        }
+        _ => false,
+    };
+    if trusted {
+        st.stats.trusted += 1;
+    } else if st.cfg.account.is_none() && st.cfg.tls.is_some() && req.peer.transport == Transport::Tls {
+        // Not a trusted application, and no account to log in with: challenged like a user
+        // whose credentials the pool will never accept.
+        let challenges = inner.digest.challenges(false);
+        return Err((401, "Unauthorized", challenges.into_iter().map(|c| ("WWW-Authenticate", c)).collect()));
+    } else if let Some((user, password)) = st.cfg.account.clone() {
         let realm = inner.digest.realm().to_string();
         let lookup = |u: &str| (u == user).then(|| Ha1::from_password(&user, &realm, &password));
         if let Err(e) = inner.digest.verify(msg, lookup) {
@@ -1084,8 +1201,8 @@ fn accept(inner: &Arc<Inner>, st: &mut Pool, req: &Incoming) -> Result<(), Refus
         remote: msg.header(&Name::FROM).unwrap_or("").to_string(),
         local_uri: to_uri.clone(),
         list_uri: batch.as_ref().map(|b| b.uri.clone()).filter(|u| !u.is_empty()).unwrap_or(from_uri),
+        peer: if st.cfg.notify_to_contact { contact_peer(inner, &st.cfg, &contact).ok_or(refuse(400, "Bad Request (Contact not reachable)"))? } else { req.peer },
         target: contact,
-        peer: req.peer,
         resources,
         batched,
         version: 0,

@@ -16,6 +16,21 @@
 //!   of the stream cannot be framed.
 //! * Responses go back where the request came from: the UDP source address (rport behaviour,
 //!   RFC 3581) or the TCP connection it arrived on.
+//! * Connections are reused (RFC 5923): one per peer and transport, both ways, opened one at
+//!   a time (requests sent meanwhile wait and share it). After a connection could not be
+//!   opened, requests to that peer fail at once with the same reason for a hold-down (0.5 s
+//!   doubling to 15 s), so a peer refusing the certificate is not hammered with handshakes. A request this
+//!   endpoint sends over TLS carries `;alias` in its Via, so a peer that honours it (Kamailio
+//!   with `tcp_accept_aliases`) sends its requests — NOTIFYs — back over the same connection
+//!   instead of connecting to the Contact (which a TLS client without a listener could not
+//!   accept).
+//! * Connections this endpoint opens are kept alive with CRLF pings (RFC 5626 §4.4.1) when
+//!   [`EndpointConfig::keepalive`] is set ([`KeepAlive`]); a peer that once answered a ping
+//!   with a pong and then does not within 10 s has lost the connection, which is closed (the
+//!   next request opens a new one). Pings from peers are answered with a pong.
+//! * Why a connection failed (TLS handshake refused, certificate not accepted, closed by the
+//!   peer with an alert) is kept per peer and is what a request to that peer fails with when it
+//!   gets no answer, so a health message can say it.
 
 use crate::message::{Builder, Frame, Framer, Message, ParseError};
 use bytes::Bytes;
@@ -42,6 +57,14 @@ pub const MAX_CONNECTIONS: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a TLS handshake may take, either way.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first hold-down after a connection could not be opened; it doubles up to
+/// [`CONNECT_HOLD_MAX`].
+const CONNECT_HOLD: Duration = Duration::from_millis(500);
+/// The longest hold-down.
+const CONNECT_HOLD_MAX: Duration = Duration::from_secs(15);
+/// How long a pong may take (RFC 5626 §4.4.1: 10 s; twice the ping interval when that is
+/// shorter, as only tests set it).
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +158,13 @@ pub struct EndpointConfig {
     pub udp_buffer: usize,
     /// SIP over TLS: a listener, and what connections this endpoint opens present and check.
     pub tls: TlsSettings,
+    /// CRLF keep-alive interval of the TCP and TLS connections this endpoint opens (RFC 5626
+    /// §4.4.1): a ping after this long without anything received. `None`: no pings.
+    pub keepalive: Option<Duration>,
+    /// The host peers reach this endpoint by, written in Via sent-by and Contact instead of the
+    /// bound address (which may be `0.0.0.0`): over TLS the name its certificate carries, so a
+    /// peer connecting back can check it. The port stays the bound one.
+    pub advertise: Option<String>,
 }
 
 /// SIP over TLS for an endpoint (RFC 3261 §26.2), on its own port (5061 by convention).
@@ -160,6 +190,8 @@ impl Default for EndpointConfig {
             user_agent: format!("presence-hub/{}", env!("CARGO_PKG_VERSION")),
             udp_buffer: 4 << 20,
             tls: TlsSettings::default(),
+            keepalive: None,
+            advertise: None,
         }
     }
 }
@@ -174,6 +206,9 @@ pub struct Stats {
     pub timeouts: AtomicU64,
     pub overload_503: AtomicU64,
 }
+
+/// Where a client transaction's responses go, or the failure of its connection.
+type ClientWaiter = mpsc::UnboundedSender<Result<Message, String>>;
 
 struct ServerTx {
     response: Option<Bytes>,
@@ -190,12 +225,28 @@ struct Inner {
     conns: Mutex<HashMap<Peer, mpsc::Sender<Bytes>>>,
     /// TLS handshakes under way on the listener; they count against [`MAX_CONNECTIONS`].
     handshakes: AtomicUsize,
-    client: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    /// Client transactions by branch: the peer the request went to, and where its responses
+    /// (or the failure of the connection it was sent on) go.
+    client: Mutex<HashMap<String, (Peer, ClientWaiter)>>,
     server: Mutex<HashMap<String, ServerTx>>,
     dialogs: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
     requests: mpsc::Sender<Incoming>,
     stats: Stats,
     ids: Ids,
+    /// The name a TLS peer's certificate must carry, per address, where it differs from
+    /// [`TlsSettings::connect`]'s (another front-end pool).
+    tls_names: Mutex<HashMap<SocketAddr, rustls::pki_types::ServerName<'static>>>,
+    /// Why the last connection to a peer failed or was closed with an error.
+    conn_errors: Mutex<HashMap<Peer, String>>,
+    /// The certificate (leaf, DER) of each TLS server this endpoint connected to, last seen.
+    server_certs: Mutex<HashMap<Peer, Arc<[u8]>>>,
+    /// Opening a connection to a peer: one at a time per peer, so requests sent meanwhile
+    /// wait for it and share it instead of each opening their own.
+    connecting: Mutex<HashMap<Peer, Arc<tokio::sync::Mutex<()>>>>,
+    /// After a connection to a peer could not be opened: until when requests to it fail at
+    /// once with that reason, and the next hold-down (doubling, [`CONNECT_HOLD_MAX`] at most).
+    /// A peer refusing the certificate is not hammered with handshakes.
+    hold_down: Mutex<HashMap<Peer, (Instant, Duration, String)>>,
 }
 
 /// A running SIP endpoint. Cheap to clone; the sockets close when the last clone and the
@@ -242,6 +293,11 @@ impl Endpoint {
             requests: tx,
             stats: Stats::default(),
             ids: Ids::new(),
+            tls_names: Mutex::new(HashMap::new()),
+            conn_errors: Mutex::new(HashMap::new()),
+            server_certs: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
+            hold_down: Mutex::new(HashMap::new()),
         });
         let ep = Endpoint { inner: inner.clone(), tasks: Arc::new(Mutex::new(Vec::new())) };
         let mut tasks = Vec::new();
@@ -313,10 +369,30 @@ impl Endpoint {
         &self.inner.cfg.user_agent
     }
 
-    /// A fresh Via header value for a request over `transport`, and its branch.
+    /// A fresh Via header value for a request over `transport`, and its branch. Over TLS the
+    /// Via carries `alias` (RFC 5923): the peer may send requests back over this connection.
     pub fn via(&self, transport: Transport) -> (String, String) {
         let branch = format!("z9hG4bK{}", self.inner.ids.token());
-        (format!("SIP/2.0/{} {};branch={branch};rport", transport.via_name(), self.local_for(transport)), branch)
+        let alias = if transport == Transport::Tls { ";alias" } else { "" };
+        (format!("SIP/2.0/{} {};branch={branch};rport{alias}", transport.via_name(), self.sent_by(transport)), branch)
+    }
+
+    /// The name the certificate of the TLS peer at `addr` must carry (and the SNI sent to it),
+    /// where it is not [`TlsSettings::connect`]'s: a Skype for Business front end of another
+    /// pool, reached by that pool's FQDN.
+    pub fn set_tls_name(&self, addr: SocketAddr, name: rustls::pki_types::ServerName<'static>) {
+        self.inner.tls_names.lock().unwrap().insert(addr, name);
+    }
+
+    /// The certificate (leaf, DER) the TLS server `peer` presented on the last connection this
+    /// endpoint opened to it, for health pages (its subject and expiry).
+    pub fn peer_certificate(&self, peer: Peer) -> Option<Arc<[u8]>> {
+        self.inner.server_certs.lock().unwrap().get(&peer).cloned()
+    }
+
+    /// Why the last connection to `peer` failed or was closed with an error, if it was.
+    pub fn connection_error(&self, peer: Peer) -> Option<String> {
+        self.inner.conn_errors.lock().unwrap().get(&peer).cloned()
     }
 
     /// A random token for tags and Call-IDs.
@@ -326,10 +402,22 @@ impl Endpoint {
 
     /// A Contact URI for this endpoint (`sip:user@local;transport=…`).
     pub fn contact(&self, user: &str, transport: Transport) -> String {
+        let at = self.sent_by(transport);
         match transport {
-            Transport::Udp => format!("<sip:{user}@{}>", self.inner.local),
-            Transport::Tcp => format!("<sip:{user}@{};transport=tcp>", self.inner.local),
-            Transport::Tls => format!("<sip:{user}@{};transport=tls>", self.local_for(transport)),
+            Transport::Udp => format!("<sip:{user}@{at}>"),
+            Transport::Tcp => format!("<sip:{user}@{at};transport=tcp>"),
+            Transport::Tls => format!("<sip:{user}@{at};transport=tls>"),
+        }
+    }
+
+    /// `host:port` of this endpoint for `transport`, as written in Via and Contact: the
+    /// [advertised](EndpointConfig::advertise) host, else the bound address.
+    fn sent_by(&self, transport: Transport) -> String {
+        let local = self.local_for(transport);
+        match &self.inner.cfg.advertise {
+            Some(host) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{}", local.port()),
+            Some(host) => format!("{host}:{}", local.port()),
+            None => local.to_string(),
         }
     }
 
@@ -352,9 +440,15 @@ impl Endpoint {
     /// [`Endpoint::request`] with its own Timer F (health pings want an answer in seconds).
     pub async fn request_timeout(&self, peer: Peer, branch: &str, bytes: Bytes, timeout: Duration) -> Result<Message, TxError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.inner.client.lock().unwrap().insert(branch.to_owned(), tx);
+        self.inner.client.lock().unwrap().insert(branch.to_owned(), (peer, tx));
         let _guard = ClientGuard { inner: &self.inner, branch };
-        self.inner.send(peer, bytes.clone()).await.map_err(|e| TxError::Transport(e.to_string()))?;
+        if let Err(e) = self.inner.send(peer, bytes.clone()).await {
+            let e = e.to_string();
+            if peer.transport.is_stream() {
+                self.inner.conn_errors.lock().unwrap().insert(peer, e.clone());
+            }
+            return Err(TxError::Transport(e));
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut interval = T1;
         let mut next_retransmit = tokio::time::Instant::now() + interval;
@@ -362,7 +456,11 @@ impl Endpoint {
             let wake = if peer.transport == Transport::Udp { next_retransmit.min(deadline) } else { deadline };
             tokio::select! {
                 msg = rx.recv() => {
-                    let Some(msg) = msg else { return Err(TxError::Closed) };
+                    let msg = match msg {
+                        None => return Err(TxError::Closed),
+                        Some(Err(e)) => return Err(TxError::Transport(e)),
+                        Some(Ok(m)) => m,
+                    };
                     if msg.code().unwrap_or(0) >= 200 {
                         return Ok(msg);
                     }
@@ -371,6 +469,10 @@ impl Endpoint {
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= deadline {
                         self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        // Over a connection that failed meanwhile, that is the better reason.
+                        if let Some(e) = peer.transport.is_stream().then(|| self.connection_error(peer)).flatten() {
+                            return Err(TxError::Transport(e));
+                        }
                         return Err(TxError::Timeout);
                     }
                     self.inner.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
@@ -461,10 +563,10 @@ impl Inner {
 
     fn dispatch(self: &Arc<Self>, msg: Message, peer: Peer, peer_certificate: Option<Arc<[u8]>>) {
         if !msg.is_request() {
-            let waiter = msg.branch().and_then(|b| self.client.lock().unwrap().get(b).cloned());
+            let waiter = msg.branch().and_then(|b| self.client.lock().unwrap().get(b).map(|(_, tx)| tx.clone()));
             match waiter {
                 Some(tx) => {
-                    let _ = tx.send(msg);
+                    let _ = tx.send(Ok(msg));
                 }
                 None => tracing::debug!(%msg, "sip: response matches no transaction"),
             }
@@ -518,14 +620,67 @@ impl Inner {
                 sock.send_to(&bytes, peer.addr).await.map(|_| ())
             }
             Transport::Tcp | Transport::Tls => {
-                let existing = self.conns.lock().unwrap().get(&peer).cloned();
-                let tx = match existing {
-                    Some(tx) if !tx.is_closed() => tx,
-                    _ => self.connect(peer).await?,
+                let tx = match self.open_conn(peer) {
+                    Some(tx) => tx,
+                    None => {
+                        // One connect at a time per peer; whoever waited finds it open.
+                        let gate = self.connecting.lock().unwrap().entry(peer).or_default().clone();
+                        let one = gate.lock().await;
+                        let opened = match self.open_conn(peer) {
+                            Some(tx) => Ok(tx),
+                            None => self.connect_or_hold(peer).await,
+                        };
+                        drop(one);
+                        drop(gate);
+                        // The gate goes once nobody waits at it.
+                        let mut connecting = self.connecting.lock().unwrap();
+                        if connecting.get(&peer).is_some_and(|g| Arc::strong_count(g) == 1) {
+                            connecting.remove(&peer);
+                        }
+                        drop(connecting);
+                        opened?
+                    }
                 };
                 tx.send(bytes).await.map_err(|_| std::io::Error::other("connection closed"))
             }
         }
+    }
+
+    /// The open connection to `peer`, if there is one.
+    fn open_conn(&self, peer: Peer) -> Option<mpsc::Sender<Bytes>> {
+        self.conns.lock().unwrap().get(&peer).filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// [`connect`](Inner::connect), unless the last attempt failed within its hold-down: then
+    /// that failure again, at once.
+    async fn connect_or_hold(self: &Arc<Self>, peer: Peer) -> std::io::Result<mpsc::Sender<Bytes>> {
+        let now = Instant::now();
+        let held = self.hold_down.lock().unwrap().get(&peer).cloned();
+        if let Some((until, _, why)) = &held {
+            if now < *until {
+                return Err(std::io::Error::other(why.clone()));
+            }
+        }
+        match self.connect(peer).await {
+            // The hold-down ends once the peer sends something on the new connection (a TLS
+            // 1.3 server may still refuse the certificate after the handshake).
+            Ok(tx) => Ok(tx),
+            Err(e) => {
+                self.hold(peer, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Requests to `peer` fail with `why` for the next hold-down (module docs).
+    fn hold(&self, peer: Peer, why: String) {
+        let now = Instant::now();
+        let mut holds = self.hold_down.lock().unwrap();
+        let hold = holds.get(&peer).map_or(CONNECT_HOLD, |(_, h, _)| (*h * 2).min(CONNECT_HOLD_MAX));
+        if holds.len() >= MAX_CONNECTIONS {
+            holds.retain(|_, (until, _, _)| *until > now);
+        }
+        holds.insert(peer, (now + hold, hold, why));
     }
 
     /// Opens a connection to `peer` (TCP, or TLS with the configured client settings) and
@@ -535,22 +690,36 @@ impl Inner {
             .await
             .map_err(|_| std::io::Error::other("connect timeout"))??;
         let _ = stream.set_nodelay(true);
+        let keepalive = self.cfg.keepalive;
         if peer.transport == Transport::Tcp {
             let (rd, wr) = stream.into_split();
-            return Ok(Inner::adopt(self, rd, wr, peer, None));
+            self.conn_errors.lock().unwrap().remove(&peer);
+            return Ok(Inner::adopt(self, rd, wr, peer, None, keepalive, true));
         }
         let (config, name) = self.cfg.tls.connect.clone().ok_or_else(|| std::io::Error::other("SIP over TLS is not configured for this endpoint"))?;
+        let name = self.tls_names.lock().unwrap().get(&peer.addr).cloned().unwrap_or(name);
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsConnector::from(config).connect(name.clone(), stream))
             .await
             .map_err(|_| std::io::Error::other(format!("TLS handshake with {} ({}) not done in time", peer.addr, name.to_str())))?
             .map_err(|e| std::io::Error::other(format!("TLS handshake with {} ({}): {e}", peer.addr, name.to_str())))?;
+        if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            let mut certs = self.server_certs.lock().unwrap();
+            if certs.len() < MAX_CONNECTIONS || certs.contains_key(&peer) {
+                certs.insert(peer, Arc::from(cert.as_ref()));
+            }
+        }
         let (rd, wr) = tokio::io::split(tls);
-        Ok(Inner::adopt(self, rd, wr, peer, None))
+        self.conn_errors.lock().unwrap().remove(&peer);
+        Ok(Inner::adopt(self, rd, wr, peer, None, keepalive, true))
     }
 
     /// Starts the reader and writer of a connection (TCP, or TLS over TCP) and registers it by
     /// peer. What is queued is written in one go and flushed (TLS holds records until then).
-    fn adopt<R, W>(self: &Arc<Self>, mut rd: R, mut wr: W, peer: Peer, peer_certificate: Option<Arc<[u8]>>) -> mpsc::Sender<Bytes>
+    /// An `outbound` connection (this endpoint opened it) that the peer ends with an error
+    /// before sending anything — a TLS 1.3 server refusing the client's certificate after the
+    /// handshake — counts as a failed connect (hold-down).
+    #[allow(clippy::too_many_arguments)]
+    fn adopt<R, W>(self: &Arc<Self>, mut rd: R, mut wr: W, peer: Peer, peer_certificate: Option<Arc<[u8]>>, keepalive: Option<Duration>, outbound: bool) -> mpsc::Sender<Bytes>
     where
         R: tokio::io::AsyncRead + Unpin + Send + 'static,
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -580,11 +749,64 @@ impl Inner {
             let mut framer = Framer::new();
             let mut buf = vec![0u8; 16 * 1024];
             let mut lingering = false;
+            let mut alive = keepalive.map(|every| KeepAlive::new(every, tokio::time::Instant::now()));
+            let mut received = false;
             'conn: loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                let read = match alive.as_mut() {
+                    None => rd.read(&mut buf).await,
+                    Some(ka) => tokio::select! {
+                        r = rd.read(&mut buf) => r,
+                        _ = tokio::time::sleep_until(ka.wake()) => {
+                            match ka.on_timer(tokio::time::Instant::now()) {
+                                KeepAliveAction::Ping => {
+                                    let _ = pong.try_send(Bytes::from_static(b"\r\n\r\n"));
+                                }
+                                KeepAliveAction::Dead => {
+                                    let why = format!("connection to {remote} ({}) lost: no pong to a keep-alive ping in time", peer.transport);
+                                    tracing::warn!(%remote, transport = %peer.transport, "SIP connection lost: no pong to a keep-alive ping; closing it.");
+                                    if let Some(inner) = weak.upgrade() {
+                                        inner.conn_errors.lock().unwrap().insert(peer, why);
+                                    }
+                                    break 'conn;
+                                }
+                                KeepAliveAction::Wait => {}
+                            }
+                            continue;
+                        }
+                    },
                 };
+                let n = match read {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        // A TLS alert (certificate refused) or a reset: kept as the reason.
+                        let why = format!("connection to {remote} ({}) closed: {e}", peer.transport);
+                        tracing::info!(%remote, transport = %peer.transport, error = %e, "SIP connection closed with an error.");
+                        if let Some(inner) = weak.upgrade() {
+                            if outbound && !received {
+                                inner.hold(peer, why.clone());
+                            }
+                            // No answer comes on a connection that failed: its requests fail
+                            // now, with the reason, instead of at their timeout.
+                            for (p, tx) in inner.client.lock().unwrap().values() {
+                                if *p == peer {
+                                    let _ = tx.send(Err(why.clone()));
+                                }
+                            }
+                            inner.conn_errors.lock().unwrap().insert(peer, why);
+                        }
+                        break;
+                    }
+                };
+                if outbound && !received {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.hold_down.lock().unwrap().remove(&peer);
+                    }
+                }
+                received = true;
+                if let Some(ka) = alive.as_mut() {
+                    ka.on_read(tokio::time::Instant::now(), buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n')));
+                }
                 framer.extend(&buf[..n]);
                 loop {
                     let Some(inner) = weak.upgrade() else { break 'conn };
@@ -648,7 +870,7 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
         let _ = stream.set_nodelay(true);
         let Some(acceptor) = tls.clone() else {
             let (rd, wr) = stream.into_split();
-            Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None);
+            Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tcp, addr: from }, None, None, false);
             continue;
         };
         inner.handshakes.fetch_add(1, Ordering::Relaxed);
@@ -662,12 +884,83 @@ async fn accept(listener: TcpListener, weak: std::sync::Weak<Inner>, tls: Option
                 Ok(Ok(tls)) => {
                     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::<[u8]>::from(c.as_ref()));
                     let (rd, wr) = tokio::io::split(tls);
-                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert);
+                    Inner::adopt(&inner, rd, wr, Peer { transport: Transport::Tls, addr: from }, cert, None, false);
                 }
                 Ok(Err(e)) => tracing::info!(%from, error = %e, "SIP TLS handshake failed; connection closed."),
                 Err(_) => tracing::info!(%from, "SIP TLS handshake not done in time; connection closed."),
             }
         });
+    }
+}
+
+/// The CRLF keep-alive of one connection this endpoint opened (RFC 5626 §4.4.1), as a state
+/// machine over the time (pure: the reader drives it). A ping goes out after `every` without
+/// anything received; anything received answers it. A peer that answered a ping with a pong
+/// (a lone CRLF) once and then lets one go unanswered for [`PONG_TIMEOUT`] has lost the
+/// connection. A peer that never pongs is not judged by pings (RFC 5626 makes pongs part of
+/// `outbound` support, which not every server has): for it the pings only keep middleboxes'
+/// state fresh, and the application's health checks judge the peer.
+#[derive(Debug, Clone)]
+pub struct KeepAlive {
+    every: Duration,
+    pong_timeout: Duration,
+    last_rx: tokio::time::Instant,
+    ping_sent: Option<tokio::time::Instant>,
+    pongs: bool,
+}
+
+/// What [`KeepAlive::on_timer`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveAction {
+    /// Send a ping (CRLFCRLF).
+    Ping,
+    /// Nothing to do yet.
+    Wait,
+    /// The peer pongs, and did not: close the connection.
+    Dead,
+}
+
+impl KeepAlive {
+    /// A connection opened at `now`.
+    pub fn new(every: Duration, now: tokio::time::Instant) -> KeepAlive {
+        KeepAlive { every, pong_timeout: PONG_TIMEOUT.min(every * 2), last_rx: now, ping_sent: None, pongs: false }
+    }
+
+    /// When [`on_timer`](KeepAlive::on_timer) is due.
+    pub fn wake(&self) -> tokio::time::Instant {
+        match self.ping_sent {
+            Some(t) => t + self.pong_timeout,
+            None => self.last_rx + self.every,
+        }
+    }
+
+    /// The timer fired at `now`.
+    pub fn on_timer(&mut self, now: tokio::time::Instant) -> KeepAliveAction {
+        match self.ping_sent {
+            Some(t) if now >= t + self.pong_timeout => {
+                self.ping_sent = None;
+                if self.pongs {
+                    return KeepAliveAction::Dead;
+                }
+                // A peer without pongs: the next ping after `every` from now.
+                self.last_rx = now;
+                KeepAliveAction::Wait
+            }
+            Some(_) => KeepAliveAction::Wait,
+            None if now >= self.last_rx + self.every => {
+                self.ping_sent = Some(now);
+                KeepAliveAction::Ping
+            }
+            None => KeepAliveAction::Wait,
+        }
+    }
+
+    /// Bytes arrived at `now`; `only_crlf` when they were nothing but CR and LF (a pong).
+    pub fn on_read(&mut self, now: tokio::time::Instant, only_crlf: bool) {
+        if self.ping_sent.take().is_some() && only_crlf {
+            self.pongs = true;
+        }
+        self.last_rx = now;
     }
 }
 
@@ -921,5 +1214,117 @@ pub(crate) mod tests {
         assert_eq!(resp.code(), Some(503));
         assert_eq!(resp.header(&ezk_sip_types::Name::RETRY_AFTER), Some("5"));
         first.abort();
+    }
+
+    /// The keep-alive's time line: a ping after `every` of silence, anything received answers
+    /// it; a peer that pongs and then does not has lost the connection; one that never pongs is
+    /// left to the application's health check.
+    #[test]
+    fn keep_alive_pings_when_idle_and_judges_only_peers_that_pong() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut k = KeepAlive::new(s(30), t0);
+        assert_eq!(k.wake(), t0 + s(30));
+        assert_eq!(k.on_timer(t0 + s(29)), KeepAliveAction::Wait);
+        k.on_read(t0 + s(20), false); // a NOTIFY: the ping waits
+        assert_eq!(k.on_timer(t0 + s(30)), KeepAliveAction::Wait);
+        assert_eq!(k.wake(), t0 + s(50));
+        assert_eq!(k.on_timer(t0 + s(50)), KeepAliveAction::Ping);
+        assert_eq!(k.wake(), t0 + s(60), "the pong is due within 10 s");
+        // No pong from a peer that never ponged: not judged; the next ping 30 s later.
+        assert_eq!(k.on_timer(t0 + s(60)), KeepAliveAction::Wait);
+        assert_eq!(k.wake(), t0 + s(90));
+        assert_eq!(k.on_timer(t0 + s(90)), KeepAliveAction::Ping);
+        k.on_read(t0 + s(90), true); // a pong: this peer pongs
+        assert_eq!(k.on_timer(t0 + s(120)), KeepAliveAction::Ping);
+        assert_eq!(k.on_timer(t0 + s(125)), KeepAliveAction::Wait);
+        assert_eq!(k.on_timer(t0 + s(130)), KeepAliveAction::Dead);
+        // A message instead of the pong answers the ping too.
+        let mut k = KeepAlive::new(s(30), t0);
+        assert_eq!(k.on_timer(t0 + s(30)), KeepAliveAction::Ping);
+        k.on_read(t0 + s(31), true);
+        assert_eq!(k.on_timer(t0 + s(61)), KeepAliveAction::Ping);
+        k.on_read(t0 + s(62), false);
+        assert_eq!(k.wake(), t0 + s(92));
+    }
+
+    /// Over a real connection: the opening side pings when idle, the other side's endpoint
+    /// pongs, and the ping counts as answered (the connection stays and keeps working); a peer
+    /// that accepts the pings and never answers one after having ponged is dropped.
+    #[tokio::test]
+    async fn crlf_keep_alive_over_tcp() {
+        let cfg = EndpointConfig { keepalive: Some(Duration::from_millis(200)), ..Default::default() };
+        let (a, _arx) = Endpoint::bind(cfg).await.unwrap();
+        let (b, mut brx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let peer = Peer { transport: Transport::Tcp, addr: b.local_addr() };
+        let server = tokio::spawn(async move {
+            while let Some(req) = brx.recv().await {
+                b.reply(&req, 200, "OK").await;
+            }
+        });
+        let (req, branch) = options(&a, Transport::Tcp);
+        assert_eq!(a.request(peer, &branch, req).await.unwrap().code(), Some(200));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let (req, branch) = options(&a, Transport::Tcp);
+        assert_eq!(a.request(peer, &branch, req).await.unwrap().code(), Some(200));
+        assert_eq!(a.connection_error(peer), None, "pings answered: nothing wrong");
+        server.abort();
+
+        // A raw peer: reads the pings, pongs the first, then stays silent with the socket open.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let raw = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let mut pinged = 0;
+            let mut got = Vec::new();
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    return (pinged, got);
+                }
+                got.extend_from_slice(&buf[..n]);
+                if buf[..n] == *b"\r\n\r\n" {
+                    pinged += 1;
+                    if pinged == 1 {
+                        s.write_all(b"\r\n").await.unwrap();
+                    }
+                }
+            }
+            (pinged, got)
+        });
+        let peer = Peer { transport: Transport::Tcp, addr };
+        a.send_oneway(peer, Bytes::from_static(b"\r\n")).await.unwrap();
+        let (pinged, _) = tokio::time::timeout(Duration::from_secs(5), raw).await.expect("the silent peer's connection closed").unwrap();
+        assert!(pinged >= 2, "pinged {pinged} times");
+        let e = a.connection_error(peer).expect("the reason is kept");
+        assert!(e.contains("no pong"), "{e}");
+    }
+
+    /// Via and Contact carry the advertised host with the bound port (TLS: the TLS port, and
+    /// `alias` in the Via); without one, the bound address.
+    #[tokio::test]
+    async fn via_and_contact_name_the_advertised_host() {
+        let (plain, _rx) = Endpoint::bind(EndpointConfig::default()).await.unwrap();
+        let at = plain.local_addr();
+        assert!(plain.via(Transport::Tcp).0.starts_with(&format!("SIP/2.0/TCP {at};branch=z9hG4bK")));
+        assert!(!plain.via(Transport::Tcp).0.contains("alias"));
+        assert_eq!(plain.contact("hub", Transport::Udp), format!("<sip:hub@{at}>"));
+        let server = crate::tls::server_config(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tls/sip/app-cert.pem")),
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tls/sip/app-key.pem")),
+            None,
+        )
+        .unwrap();
+        let cfg = EndpointConfig {
+            advertise: Some("hub.example.test".into()),
+            tls: TlsSettings { listen: Some((SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(server))), connect: None },
+            ..Default::default()
+        };
+        let (ep, _rx) = Endpoint::bind(cfg).await.unwrap();
+        let tls_port = ep.tls_addr().unwrap().port();
+        let (via, _) = ep.via(Transport::Tls);
+        assert!(via.starts_with(&format!("SIP/2.0/TLS hub.example.test:{tls_port};branch=")) && via.ends_with(";rport;alias"), "{via}");
+        assert_eq!(ep.contact("hub", Transport::Tls), format!("<sip:hub@hub.example.test:{tls_port};transport=tls>"));
+        assert_eq!(ep.contact("hub", Transport::Tcp), format!("<sip:hub@hub.example.test:{};transport=tcp>", ep.local_addr().port()));
     }
 }

@@ -16,7 +16,9 @@ use ezk_sip_types::header::typed::{CSeq, CallID, FromTo, Via};
 use ezk_sip_types::msg::{Line, MessageLine, PullParser};
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::uri::SipUri;
-use ezk_sip_types::{Headers, Method, Name};
+use ezk_sip_types::{Headers, Method};
+/// Header names (`Name::TO`, …) for [`Message::header`], re-exported for users of this crate.
+pub use ezk_sip_types::Name;
 use std::fmt::{self, Write as _};
 
 /// Largest message accepted on any transport (the UDP datagram limit; RFC 3261 §18.1.1 keeps

@@ -13,6 +13,13 @@
 //!   check saw the peer come back: a restarted presence server has forgotten its subscriptions).
 //! * Dropping the [`Subscription`] un-SUBSCRIBEs (Expires: 0) and ends the task.
 //!
+//! The dialog follows RFC 3261 §12: in-dialog requests (refresh, un-SUBSCRIBE) go to the remote
+//! target — the Contact of the `200`, updated by each NOTIFY's (a target refresh, RFC 6665
+//! §4.1.2.4) — through the route set the peer's proxies recorded (`Record-Route` of the `200`
+//! in reverse, or of a NOTIFY that came first), as `Route` headers (loose routing; a strict
+//! router's URI becomes the Request-URI). They are still sent to [`SubscribeSpec::peer`], the
+//! first hop.
+//!
 //! NOTIFYs are answered `200` before they are handed on; Skype for Business's `BENOTIFY` gets no
 //! answer (MS-SIP §3.3.5.1). A NOTIFY may arrive before the `200` of its SUBSCRIBE (RFC 6665
 //! §4.1.2.4); it is accepted on the From tag. Events keep the peer's order: a response received
@@ -115,6 +122,67 @@ struct Dialog {
     cseq: u32,
     nc: u32,
     notified: bool,
+    /// The peer's Contact (RFC 3261 §12.1.2): the Request-URI of in-dialog requests.
+    remote_target: Option<String>,
+    /// The route set (`Route` values in the order they are sent).
+    route_set: Vec<String>,
+}
+
+impl Dialog {
+    /// Request-URI and `Route` values of the next request: outside the dialog the resource
+    /// itself; in it the remote target through the route set (RFC 3261 §12.2.1.1).
+    fn request_target(&self, resource: &str) -> (String, Vec<String>) {
+        if self.to_tag.is_none() {
+            return (resource.to_string(), Vec::new());
+        }
+        let target = self.remote_target.clone().unwrap_or_else(|| resource.to_string());
+        match self.route_set.first() {
+            // A strict router (no `lr`): its URI is the Request-URI, the target goes last.
+            Some(first) if !route_is_loose(first) => {
+                let mut routes: Vec<String> = self.route_set[1..].to_vec();
+                routes.push(format!("<{target}>"));
+                (crate::message::name_addr_uri(first).to_string(), routes)
+            }
+            _ => (target, self.route_set.clone()),
+        }
+    }
+
+    /// Takes the remote target from a `Contact`, if there is one.
+    fn refresh_target(&mut self, msg: &Message) {
+        if let Some(c) = msg.header(&Name::CONTACT).map(crate::message::name_addr_uri).filter(|c| !c.is_empty() && *c != "*") {
+            self.remote_target = Some(c.to_string());
+        }
+    }
+}
+
+/// Whether a `Route`/`Record-Route` value names a loose router (`;lr` in its URI).
+fn route_is_loose(value: &str) -> bool {
+    crate::message::name_addr_uri(value).split(';').skip(1).any(|p| p.trim().eq_ignore_ascii_case("lr") || p.trim().to_ascii_lowercase().starts_with("lr="))
+}
+
+/// The values of a `Record-Route` (or `Route`) header, each header and each comma-separated
+/// entry in order (commas inside `<…>` or quotes do not split).
+fn route_values(msg: &Message) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in msg.headers.get_raw(&Name::RECORD_ROUTE) {
+        let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
+        let bytes = v.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'"' => quoted = !quoted,
+                b'<' if !quoted => depth += 1,
+                b'>' if !quoted => depth -= 1,
+                b',' if !quoted && depth == 0 => {
+                    out.push(v[start..i].trim().to_string());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(v[start..].trim().to_string());
+    }
+    out.retain(|r| !r.is_empty());
+    out
 }
 
 enum Outcome {
@@ -143,6 +211,8 @@ async fn run<K: Clone + Send + Sync + 'static>(
             cseq: 0,
             nc: 0,
             notified: false,
+            remote_target: None,
+            route_set: Vec::new(),
         };
         ep.register_dialog(&dialog.call_id, ntx);
         let outcome = one_dialog(&ep, &mut spec, &key, &events, &mut commands, &mut dialog, nrx, &mut backoff).await;
@@ -249,7 +319,7 @@ impl Failure {
         match self {
             Failure::Terminated(reason) => terminated_outcome(reason, backoff),
             Failure::Timeout => Outcome::Retry(next_backoff(backoff), "no answer to SUBSCRIBE".into()),
-            Failure::Transport(e) => Outcome::Retry(next_backoff(backoff), format!("transport: {e}")),
+            Failure::Transport(e) => Outcome::Retry(next_backoff(backoff), e),
             Failure::Status(code, retry_after) => {
                 let wait = match (retry_after, code) {
                     (Some(s), _) => Duration::from_secs(s.min(3600) as u64),
@@ -283,7 +353,8 @@ async fn subscribe<K: Clone + Send + Sync + 'static>(
             Some(t) => format!("<{}>;tag={t}", spec.uri),
             None => format!("<{}>", spec.uri),
         };
-        let mut b = Builder::request("SUBSCRIBE", &spec.uri)
+        let (ruri, routes) = dialog.request_target(&spec.uri);
+        let mut b = Builder::request("SUBSCRIBE", &ruri)
             .header("Via", &via)
             .header("Max-Forwards", "70")
             .header("From", &format!("<{}>;tag={}", spec.from, dialog.from_tag))
@@ -295,6 +366,9 @@ async fn subscribe<K: Clone + Send + Sync + 'static>(
             .header("Accept", &spec.accept)
             .header("Expires", &expires.to_string())
             .header("User-Agent", ep.user_agent());
+        for r in &routes {
+            b = b.header("Route", r);
+        }
         for (n, v) in &spec.headers {
             b = b.header(n, v);
         }
@@ -334,7 +408,10 @@ async fn subscribe<K: Clone + Send + Sync + 'static>(
             200..=299 => {
                 if dialog.to_tag.is_none() {
                     dialog.to_tag = resp.to.tag.as_ref().map(|t| t.to_string());
+                    // The dialog starts here: the route set is the Record-Route reversed.
+                    dialog.route_set = route_values(&resp).into_iter().rev().collect();
                 }
+                dialog.refresh_target(&resp);
                 let granted = resp.expires().ok().flatten().unwrap_or(expires);
                 // The whole Content-Type value: a multipart body needs its boundary.
                 let body = (!resp.body.is_empty())
@@ -344,7 +421,7 @@ async fn subscribe<K: Clone + Send + Sync + 'static>(
             401 | 407 if auth.is_none() => {
                 let Some((user, pass)) = &spec.credentials else { return Err(Failure::Status(code, None)) };
                 dialog.nc += 1;
-                auth = answer_challenge(&resp, "SUBSCRIBE", &spec.uri, user, pass, dialog.nc);
+                auth = answer_challenge(&resp, "SUBSCRIBE", &ruri, user, pass, dialog.nc);
                 if auth.is_none() {
                     return Err(Failure::Status(code, None));
                 }
@@ -383,8 +460,12 @@ async fn on_notify<K: Clone + Send + Sync + 'static>(ep: &Endpoint, dialog: &mut
         return None;
     }
     if dialog.to_tag.is_none() {
+        // A NOTIFY before the 200 starts the dialog; here (as its UAS) the route set is the
+        // Record-Route in order.
         dialog.to_tag = n.msg.from.tag.as_ref().map(|t| t.to_string());
+        dialog.route_set = route_values(&n.msg);
     }
+    dialog.refresh_target(&n.msg);
     let state = n
         .msg
         .headers
@@ -465,7 +546,12 @@ mod tests {
             let second = srx.recv().await.unwrap();
             let user = digest.verify(&second.msg, |u| (u == "hub").then(|| Ha1::from_password("hub", "peer", "pw"))).unwrap();
             assert_eq!(user, "hub");
-            server.respond(&second, Builder::response_to(&second.msg, 200, "OK", Some("t1")).header("Expires", "2")).await;
+            // Two proxies recorded the route; the notifier's Contact is the remote target.
+            let ok = Builder::response_to(&second.msg, 200, "OK", Some("t1"))
+                .header("Expires", "2")
+                .header("Record-Route", "<sip:p2.example.test;lr>, <sip:p1.example.test;lr;transport=tls>")
+                .header("Contact", "<sip:alice@10.0.0.9:5070;transport=tcp>");
+            server.respond(&second, ok).await;
             let (k, ev) = erx.recv().await.unwrap();
             assert_eq!(k, 7);
             assert!(matches!(ev, SubEvent::Active { expires: 2, .. }), "{ev:?}");
@@ -483,6 +569,8 @@ mod tests {
             assert_eq!(refresh.msg.call_id, second.msg.call_id);
             assert_eq!(refresh.msg.to.tag.as_deref(), Some("t1"));
             assert!(refresh.msg.cseq > second.msg.cseq);
+            assert_eq!(refresh.msg.request_uri(), Some("sip:alice@10.0.0.9:5070;transport=tcp"), "to the remote target");
+            assert_eq!(refresh.msg.header_tokens(&Name::ROUTE), ["<sip:p1.example.test;lr;transport=tls>", "<sip:p2.example.test;lr>"], "the route set, reversed");
             server.respond(&refresh, Builder::response_to(&refresh.msg, 200, "OK", None).header("Expires", "60")).await;
 
             // 4: terminated;reason=deactivated → Down, then a new dialog at once.
@@ -543,5 +631,27 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 2, "a second dialog was started");
+    }
+
+    /// The Request-URI and Route headers of in-dialog requests: the resource before the
+    /// dialog; the remote target through loose routers; a strict router's URI as the
+    /// Request-URI with the target last.
+    #[test]
+    fn in_dialog_requests_follow_the_remote_target_and_the_route_set() {
+        let mut d = Dialog { call_id: "c".into(), from_tag: "f".into(), to_tag: None, cseq: 1, nc: 0, notified: false, remote_target: Some("sip:pool@10.0.0.5:5061;transport=tls".into()), route_set: vec!["<sip:dir.example.test;lr>".into()] };
+        assert_eq!(d.request_target("sip:alice@x"), ("sip:alice@x".to_string(), vec![]));
+        d.to_tag = Some("t".into());
+        assert_eq!(d.request_target("sip:alice@x"), ("sip:pool@10.0.0.5:5061;transport=tls".to_string(), vec!["<sip:dir.example.test;lr>".to_string()]));
+        d.route_set = vec!["<sip:strict.example.test>".into(), "<sip:next.example.test;lr>".into()];
+        assert_eq!(
+            d.request_target("sip:alice@x"),
+            ("sip:strict.example.test".to_string(), vec!["<sip:next.example.test;lr>".to_string(), "<sip:pool@10.0.0.5:5061;transport=tls>".to_string()])
+        );
+        d.remote_target = None;
+        d.route_set.clear();
+        assert_eq!(d.request_target("sip:alice@x"), ("sip:alice@x".to_string(), vec![]), "no Contact: the resource");
+        let raw = "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 SUBSCRIBE\r\nRecord-Route: <sip:a.test;lr>,\"Pool, Front\" <sip:b.test;lr>\r\nRecord-Route: <sip:c.test;lr;x=\"1,2\">\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        assert_eq!(route_values(&m), ["<sip:a.test;lr>", "\"Pool, Front\" <sip:b.test;lr>", "<sip:c.test;lr;x=\"1,2\">"]);
     }
 }

@@ -97,6 +97,21 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
     builder.with_single_cert(certificates(cert)?, private_key(key)?).map_err(|e| TlsError::Config(e.to_string()))
 }
 
+/// What a certificate says about itself, for health pages: who, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The subject as RFC 4514 writes it (`CN=pool01.contoso.com,O=Contoso`).
+    pub subject: String,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// The subject and expiry of a certificate (DER); `None` when it does not parse.
+pub fn certificate_info(der: &[u8]) -> Option<CertificateInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(CertificateInfo { subject: cert.subject().to_string(), not_after: cert.validity().not_after.timestamp() })
+}
+
 /// The name a server's certificate must carry (and the SNI sent): a DNS name or an IP address.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(name.to_string()).map_err(|_| TlsError::ServerName(name.to_string()))
@@ -149,6 +164,26 @@ mod tests {
     async fn options(ep: &Endpoint, to: std::net::SocketAddr) -> Result<crate::message::Message, TxError> {
         let (request, branch) = crate::endpoint::tests::options(ep, Transport::Tls);
         ep.request_timeout(Peer { transport: Transport::Tls, addr: to }, &branch, request, Duration::from_secs(5)).await
+    }
+
+    /// The fixtures' subjects and expiries, and the server's certificate an endpoint kept
+    /// from the connection it opened.
+    #[tokio::test]
+    async fn certificates_say_who_and_until_when() {
+        let info = |name: &str| certificate_info(certificates(&fixture(name)).unwrap()[0].as_ref()).unwrap();
+        let expired = info("expired-cert.pem");
+        assert_eq!(expired.not_after, 1_609_459_200, "2021-01-01T00:00:00Z");
+        let app = info("app-cert.pem");
+        assert_eq!(app.subject, "CN=hub.example.test");
+        assert!(app.not_after > 4_000_000_000, "valid until 2126: {app:?}");
+        assert!(certificate_info(b"not a certificate").is_none());
+        let pool = server("pool", None).await;
+        let hub = client("ca-cert.pem", "pool.example.test", None).await;
+        let peer = Peer { transport: Transport::Tls, addr: pool.tls_addr().unwrap() };
+        assert!(hub.peer_certificate(peer).is_none());
+        options(&hub, peer.addr).await.unwrap();
+        let seen = certificate_info(&hub.peer_certificate(peer).expect("kept")).unwrap();
+        assert_eq!(seen.subject, "CN=pool.example.test");
     }
 
     #[tokio::test]
@@ -211,5 +246,57 @@ mod tests {
         let e = server_config(&fixture("pool-cert.pem"), &fixture("app-key.pem"), None).unwrap_err().to_string();
         assert!(e.starts_with("TLS settings"), "{e}");
         assert!(server_name("not a name").is_err());
+    }
+
+    /// Fifty requests at once to a peer that refuses every handshake (here: a certificate
+    /// from an unknown CA) open one connection, not fifty; for the hold-down after it the
+    /// next ones fail at once with the same reason and open none; after it, one again. With
+    /// a TLS 1.3 server that refuses the client's certificate only after the handshake, the
+    /// connection ended before anything arrived counts the same way.
+    #[tokio::test]
+    async fn a_refusing_peer_gets_one_handshake_per_hold_down_not_one_per_request() {
+        let pool = server("pool", Some("ca-cert.pem")).await;
+        let addr = pool.tls_addr().unwrap();
+        // A forwarder in front of the pool counts the connections it is asked for.
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut a, _)) = front.accept().await {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                });
+            }
+        });
+        for (client_ca, identity, why) in [("../ca-cert.pem", Some("app"), "UnknownIssuer"), ("ca-cert.pem", None, "CertificateRequired")] {
+            accepted.store(0, std::sync::atomic::Ordering::SeqCst);
+            let hub = client(client_ca, "pool.example.test", identity).await;
+            let all = futures_join(&hub, front_addr, 50).await;
+            assert!(all.iter().all(|r| matches!(r, Err(TxError::Transport(e)) if e.contains(why))), "{why}: {all:?}");
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "{why}: one connection for fifty requests");
+            let e = options(&hub, front_addr).await.unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "{why}: none during the hold-down");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let _ = options(&hub, front_addr).await;
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "{why}: one again after it");
+        }
+    }
+
+    async fn futures_join(ep: &Endpoint, to: std::net::SocketAddr, n: usize) -> Vec<Result<crate::message::Message, TxError>> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let ep = ep.clone();
+                tokio::spawn(async move { options(&ep, to).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
     }
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const INSTALL_HINT: &str = "the SIP peer tests need Debian's Kamailio and sipp: apt-get install \
-     kamailio kamailio-presence-modules kamailio-sqlite-modules sip-tester sqlite3";
+     kamailio kamailio-presence-modules kamailio-sqlite-modules kamailio-tls-modules sip-tester sqlite3";
 
 /// The address everything binds to.
 pub const LOOPBACK: &str = "127.0.0.1";
@@ -141,17 +141,48 @@ pub struct KamailioOptions {
     pub debug: Option<u8>,
     /// Listen on this port (a restart on the same address); default: a free one.
     pub port: Option<u16>,
+    /// Also SIP over TLS (its `tls` module) on a port of its own ([`Kamailio::tls_addr`]).
+    pub tls: Option<KamailioTls>,
 }
 
 impl Default for KamailioOptions {
     fn default() -> Self {
-        KamailioOptions { shm_mb: 256, pkg_mb: 16, debug: None, port: None }
+        KamailioOptions { shm_mb: 256, pkg_mb: 16, debug: None, port: None, tls: None }
+    }
+}
+
+/// Kamailio's TLS listener (Debian package `kamailio-tls-modules`): its certificate, and
+/// whether clients must present one from `ca_file` (`verify_certificate` and
+/// `require_certificate` of the `[server:default]` profile). `tcp_accept_aliases` is on, so a
+/// client whose Via carries `alias` (RFC 5923) gets its NOTIFYs over its own connection.
+#[derive(Clone, Debug)]
+pub struct KamailioTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    pub require_client_certificate: bool,
+    /// The TLS port (a restart on the same address); default: a free one.
+    pub port: Option<u16>,
+}
+
+impl KamailioTls {
+    /// `fixtures/tls/sip/<cert>-cert.pem` and its key, the test CA, client certificates required.
+    pub fn fixture(cert: &str) -> KamailioTls {
+        let dir = manifest_dir().join("fixtures/tls/sip");
+        KamailioTls {
+            cert_file: dir.join(format!("{cert}-cert.pem")),
+            key_file: dir.join(format!("{cert}-key.pem")),
+            ca_file: dir.join("ca-cert.pem"),
+            require_client_certificate: true,
+            port: None,
+        }
     }
 }
 
 /// A running Kamailio presence server on 127.0.0.1 (UDP and TCP on one port).
 pub struct Kamailio {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -222,14 +253,47 @@ impl Kamailio {
             .debug
             .or_else(|| std::env::var("KAMAILIO_DEBUG").ok().and_then(|v| v.parse().ok()))
             .unwrap_or(2);
+        if opts.tls.is_some() {
+            assert!(
+                modules.join("tls.so").is_file(),
+                "Kamailio module tls.so not found in {} (Debian package kamailio-tls-modules); {INSTALL_HINT}",
+                modules.display()
+            );
+        }
         let mut last_err = String::new();
         for attempt in 0..3 {
             let port = opts.port.unwrap_or_else(free_udp_tcp_port);
-            let cfg_text = template
+            let mut cfg_text = template
                 .replace("@DB_PATH@", db.to_str().expect("temp dir path is UTF-8"))
                 .replace("@PORT@", &port.to_string())
                 .replace("@ADDR@", LOOPBACK)
                 .replacen("debug=2 ", &format!("debug={debug} "), 1);
+            let mut tls_addr = None;
+            if let Some(t) = &opts.tls {
+                let tls_port = t.port.unwrap_or_else(free_udp_tcp_port);
+                let yes = if t.require_client_certificate { "yes" } else { "no" };
+                let profile = format!(
+                    "[server:default]\nmethod = TLSv1.2+\nverify_certificate = {yes}\nrequire_certificate = {yes}\n\
+                     private_key = {}\ncertificate = {}\nca_list = {}\n\n[client:default]\nverify_certificate = no\nrequire_certificate = no\n",
+                    t.key_file.display(),
+                    t.cert_file.display(),
+                    t.ca_file.display()
+                );
+                std::fs::write(dir.join("tls.cfg"), profile).unwrap();
+                let listen = format!("listen=tcp:{LOOPBACK}:{port}\n");
+                assert!(cfg_text.contains(&listen), "the template's TCP listen line");
+                cfg_text = cfg_text.replacen(
+                    &listen,
+                    &format!("{listen}listen=tls:{LOOPBACK}:{tls_port}\nenable_tls=yes\ntcp_accept_aliases=yes\n"),
+                    1,
+                );
+                cfg_text = cfg_text.replacen(
+                    "loadmodule \"tm.so\"\n",
+                    &format!("loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\nloadmodule \"tm.so\"\n", dir.join("tls.cfg").display()),
+                    1,
+                );
+                tls_addr = Some(format!("{LOOPBACK}:{tls_port}").parse().unwrap());
+            }
             let cfg = dir.join("presence.cfg");
             std::fs::write(&cfg, cfg_text).unwrap();
             let log_path = dir.join(format!("kamailio-{attempt}.log"));
@@ -247,7 +311,7 @@ impl Kamailio {
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting {}: {e}", kamailio.display()));
             let addr: SocketAddr = format!("{LOOPBACK}:{port}").parse().unwrap();
-            let mut k = Kamailio { addr, dir: dir.clone(), log_path, child: Some(child) };
+            let mut k = Kamailio { addr, tls_addr, dir: dir.clone(), log_path, child: Some(child) };
             let t0 = Instant::now();
             loop {
                 if let Some(st) = k.child.as_mut().unwrap().try_wait().unwrap() {
@@ -276,6 +340,11 @@ impl Kamailio {
     /// UDP and TCP address (the same port for both).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS address, when started with [`KamailioOptions::tls`].
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The domain used in presentity URIs in the tests: the IP address, `127.0.0.1`.

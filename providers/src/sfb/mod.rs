@@ -37,7 +37,8 @@ use crate::BuildError;
 
 /// What the SUBSCRIBEs accept (batched and single-resource alike).
 pub const ACCEPT: &str = "application/msrtc-event-categories+xml, application/rlmi+xml, multipart/related";
-/// Port of a `poolFqdn` without one (5061 is TLS, which this source does not speak).
+/// Port of a `poolFqdn` without one over TCP (over TLS it is 5061,
+/// [`TLS_PORT`](crate::sip::connect::TLS_PORT)).
 pub const DEFAULT_POOL_PORT: u16 = 5060;
 
 /// The connection defaults of `sfb`: TCP, one-hour subscriptions.
@@ -70,8 +71,25 @@ pub struct SfbConfig {
     /// Keep calendarState meeting subjects and locations in the signals' private detail.
     #[serde(default)]
     pub keep_details: bool,
-    /// The connection to the front-end pool: `server`, `transport` (default `tcp`), `local`,
-    /// `expires_secs` (default 3600), `keepalive_secs` — flat keys.
+    /// Connect as a Skype for Business **trusted application**: mutual TLS with the
+    /// application's certificate (`tls_cert_file` + `tls_key_file`), which the pool trusts
+    /// because its subject is a trusted application pool's FQDN — no digest, no password;
+    /// `from` is the application's URI (or GRUU). Needs `transport = "tls"`.
+    #[serde(default)]
+    pub trusted_application: bool,
+    /// A trusted application's own TLS port (`host:port` to bind, e.g. `0.0.0.0:6001`): the
+    /// port given to `New-CsTrustedApplication -Port`, where the pool connects to the
+    /// application with mutual TLS (its certificate must chain to `tls_ca_file`). Without it
+    /// the pool must answer and notify over the hub's own connection.
+    #[serde(default)]
+    pub tls_listen: Option<String>,
+    /// With `tls_listen`: the trusted application computer's FQDN, written in Via and Contact
+    /// so the pool connects back to it; the certificate must carry it.
+    #[serde(default)]
+    pub contact_host: Option<String>,
+    /// The connection to the front-end pool: `server`, `transport` (default `tcp`; `tls` for a
+    /// real pool, port 5061), `local`, `expires_secs` (default 3600), `keepalive_secs`,
+    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`, `server_name` — flat keys.
     #[serde(flatten)]
     pub conn: SipConnection<SfbDefaults>,
     /// Digest `username` and `password` for a challenging peer.
@@ -110,7 +128,56 @@ impl SfbConfig {
         if !(1..=1000).contains(&self.resubscribe_rate) {
             return bad("resubscribe_rate must be 1..=1000");
         }
+        if self.trusted_application {
+            if self.conn.transport() != Transport::Tls {
+                return bad("trusted_application needs transport = \"tls\": a pool trusts an application by its TLS certificate");
+            }
+            if self.conn.tls_cert_file.is_none() {
+                return bad("trusted_application needs tls_cert_file and tls_key_file: the certificate the pool trusts (its subject is the trusted application pool's FQDN)");
+            }
+            if self.login.credentials().is_some() {
+                return bad("trusted_application takes no username or password: the pool trusts the certificate");
+            }
+        }
+        match (&self.tls_listen, &self.contact_host) {
+            (None, None) => {}
+            (Some(listen), Some(host)) => {
+                if !self.trusted_application {
+                    return bad("tls_listen is a trusted application's port: it needs trusted_application = true");
+                }
+                if listen.parse::<std::net::SocketAddr>().is_err() {
+                    return bad("tls_listen must be an IP address and port, e.g. 0.0.0.0:6001");
+                }
+                if presence_sip::tls::server_name(host).is_err() || host.contains(':') && host.parse::<std::net::IpAddr>().is_err() {
+                    return bad("contact_host must be a host name (the trusted application computer's FQDN) or an IP address");
+                }
+            }
+            _ => return bad("tls_listen and contact_host go together"),
+        }
+        self.tls_listener()?;
         Ok(())
+    }
+
+    /// The trusted application's listener ([`tls_listen`](SfbConfig::tls_listen)): the
+    /// application's certificate, the pool's required and checked against `tls_ca_file`.
+    pub fn tls_listener(&self) -> Result<Option<crate::sip::connect::TlsListen>, BuildError> {
+        let (Some(listen), Some(host)) = (&self.tls_listen, &self.contact_host) else { return Ok(None) };
+        let (Some(cert), Some(key), Some(ca)) = (&self.conn.tls_cert_file, &self.conn.tls_key_file, &self.conn.tls_ca_file) else {
+            return Err(BuildError::Invalid("tls_listen needs tls_cert_file, tls_key_file and tls_ca_file".into()));
+        };
+        let config = presence_sip::tls::server_config(std::path::Path::new(cert), std::path::Path::new(key), Some(std::path::Path::new(ca)))
+            .map_err(|e| BuildError::Invalid(format!("tls_listen: {e}")))?;
+        let addr = listen.parse().map_err(|_| BuildError::Invalid("tls_listen must be an IP address and port".into()))?;
+        Ok(Some(crate::sip::connect::TlsListen { addr, config: std::sync::Arc::new(config), advertise: host.clone() }))
+    }
+
+    /// The port of a pool FQDN without one: 5061 over TLS, else 5060.
+    pub fn pool_port(&self) -> u16 {
+        if self.conn.transport() == Transport::Tls {
+            crate::sip::connect::TLS_PORT
+        } else {
+            DEFAULT_POOL_PORT
+        }
     }
 
     /// The service account's domain (`{domain}` in the resource template).

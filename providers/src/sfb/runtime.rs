@@ -32,7 +32,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,7 +40,7 @@ use presence_actors::model::{now_ms, Availability, Signal, Source};
 use presence_actors::provider::ProviderContext;
 use presence_sip::body::msrtc::{self, BatchAction, BatchSub};
 use presence_sip::body::rlmi::RlmiNotify;
-use presence_sip::endpoint::{Endpoint, Peer};
+use presence_sip::endpoint::{Endpoint, Peer, Transport};
 use presence_sip::message::uri_user;
 use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription};
 use tokio::sync::mpsc;
@@ -49,8 +48,8 @@ use tracing::{debug, info, warn};
 
 use super::map;
 use super::parse::{self, uri_key, Notification, ParseError, PartEvent, SfbCategories};
-use super::{SfbConfig, ACCEPT, DEFAULT_POOL_PORT};
-use crate::sip::connect::{answer_stray, close, resolve, sip_stats, with_default_port, ConnectError, Connected, PingResult, Pings};
+use super::{SfbConfig, ACCEPT};
+use crate::sip::connect::{answer_stray, close, resolve, sip_stats, with_default_port, ConnectError, Connected, PingResult, Pings, TlsHealth};
 use crate::common::follow::Follow;
 use crate::sip::resource_uri;
 
@@ -171,12 +170,18 @@ struct Runner {
     next_gen: u32,
     /// The OPTIONS health check.
     pings: Pings,
+    /// The certificates' subjects and days left, over TLS.
+    tls_health: TlsHealth,
 }
 
 /// Runs an `sfb` provider until shutdown (see [`super::task`]).
 pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), ConnectError> {
     let mut shutdown = ctx.shutdown.clone();
-    let Some(Connected { ep, mut requests, peer: server }) = cfg.conn.open(&ctx).await? else { return Ok(()) };
+    let listen = cfg.tls_listener().map_err(|e| ConnectError::Listen(e.to_string()))?;
+    let Some(Connected { ep, mut requests, peer: server }) = cfg.conn.open_with(&ctx, listen).await? else { return Ok(()) };
+    if let Some(at) = ep.tls_addr() {
+        info!(provider = %ctx.name, listen = %at, "sfb: accepting the pool's TLS connections (trusted application port)");
+    }
 
     let domain = cfg.domain();
     let template = cfg.resource.clone().unwrap_or_else(|| "{sip_uri}".to_string());
@@ -196,6 +201,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
     let (etx, mut erx) = mpsc::channel::<(Key, SubEvent)>(4096);
     let (rtx, mut rrx) = mpsc::channel::<Resolved>(256);
     let queue = (0..batches.len()).map(Pending::Batch).collect();
+    let tls_health = TlsHealth::new(&cfg.conn);
     let mut r = Runner {
         follow,
         template,
@@ -218,13 +224,14 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
         epoch: 0,
         next_gen: 0,
         pings: Pings::default(),
+        tls_health,
     };
     r.update_up();
 
     let step = Duration::from_secs(1) / r.cfg.resubscribe_rate.max(1);
     let mut spawn_tick = tokio::time::interval(step.max(Duration::from_millis(1)));
     let mut ping_tick = tokio::time::interval(Duration::from_secs(r.cfg.conn.keepalive_secs.max(1)));
-    let (ptx, mut prx) = mpsc::channel::<(u64, bool)>(8);
+    let (ptx, mut prx) = mpsc::channel::<(u64, Result<(), String>)>(8);
     let mut details_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -237,7 +244,7 @@ pub(super) async fn run(cfg: SfbConfig, ctx: ProviderContext) -> Result<(), Conn
             }
             _ = spawn_tick.tick(), if !r.queue.is_empty() => r.next_pending(),
             _ = ping_tick.tick(), if r.cfg.conn.keepalive_secs > 0 => r.pings.spawn(&r.ep, r.server, &r.from, &ptx),
-            Some((n, ok)) = prx.recv() => r.on_ping(n, ok),
+            Some((n, answer)) = prx.recv() => r.on_ping(n, answer),
             Some((key, ev)) = erx.recv() => r.on_event(key, ev),
             Some((idx, gen, addr)) = rrx.recv() => r.on_resolved(idx, gen, addr),
             _ = r.follow.changed() => r.on_directory(),
@@ -364,11 +371,20 @@ impl Runner {
                 match &s.pool {
                     None => self.on_resolved(idx, gen, Ok(self.server.addr)),
                     Some(pool) => {
-                        let (pool, tx) = (with_default_port(pool, DEFAULT_POOL_PORT), self.resolved.clone());
+                        let (pool, tx) = (with_default_port(pool, self.cfg.pool_port()), self.resolved.clone());
+                        let tls = (self.server.transport == Transport::Tls).then(|| self.ep.clone());
                         tokio::spawn(async move {
                             let addr = tokio::time::timeout(Duration::from_secs(5), resolve(&pool))
                                 .await
                                 .unwrap_or_else(|_| Err(format!("cannot resolve {pool}: timeout")));
+                            // Over TLS, that pool's front end proves it is that pool: its
+                            // certificate must carry the pool's FQDN.
+                            if let (Some(ep), Ok(addr)) = (tls, &addr) {
+                                let host = pool.rsplit_once(':').map_or(pool.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+                                if let Ok(name) = presence_sip::tls::server_name(host) {
+                                    ep.set_tls_name(*addr, name);
+                                }
+                            }
                             let _ = tx.send((idx, gen, addr)).await;
                         });
                     }
@@ -404,8 +420,8 @@ impl Runner {
     }
 
     /// The answer (or not) of ping `n` (see [`Pings`]).
-    fn on_ping(&mut self, n: u64, ok: bool) {
-        match self.pings.result(n, ok) {
+    fn on_ping(&mut self, n: u64, answer: Result<(), String>) {
+        match self.pings.result(n, answer.is_ok()) {
             PingResult::Old => return,
             PingResult::Answered => {
                 if !self.peer_ok {
@@ -414,12 +430,17 @@ impl Runner {
                 }
             }
             PingResult::Missed(misses) => {
+                let why = answer.err().unwrap_or_default();
                 if misses >= 2 && self.peer_ok {
                     self.peer_ok = false;
                     self.lost = true;
                     self.epoch += 1;
-                    warn!(provider = %self.ctx.name, server = %self.server.addr, "sfb pool does not answer; feed down (stale)");
-                    self.ctx.feed.record_error("pool does not answer OPTIONS");
+                    warn!(provider = %self.ctx.name, server = %self.server.addr, reason = %why, "sfb pool does not answer; feed down (stale)");
+                }
+                if misses >= 2 {
+                    // Also while down from the start: the health says why (a certificate the
+                    // pool refused reads differently from a silent pool).
+                    self.ctx.feed.record_error(&format!("pool does not answer OPTIONS: {why}"));
                 }
             }
         }
@@ -528,16 +549,19 @@ impl Runner {
             }
             SubEvent::Down { reason, retry_in, .. } => {
                 debug!(provider = %self.ctx.name, ?key, %reason, ?retry_in, "sfb subscription down");
-                self.ctx.feed.errors.fetch_add(1, Ordering::Relaxed);
                 let was_active = match key {
                     Key::Batch(i, _) => self.batches.get(i).is_some_and(|b| b.active),
                     Key::Single(idx, _) => {
                         self.people.get(&idx).and_then(|p| p.single.as_ref()).is_some_and(|s| s.active)
                     }
                 };
-                if was_active {
-                    self.ctx.feed.record_error(&format!("subscription lost: {reason}"));
-                }
+                let hint = if self.cfg.trusted_application && (reason.contains("answered 401") || reason.contains("answered 407")) {
+                    " — the pool does not trust the hub as an application: the certificate's subject must be a trusted application \
+                     pool's FQDN (New-CsTrustedApplicationPool) with this application on it (New-CsTrustedApplication), topology enabled"
+                } else {
+                    ""
+                };
+                self.ctx.feed.record_error(&format!("{}: {reason}{hint}", if was_active { "subscription lost" } else { "subscribing failed" }));
                 self.sub_lost(key);
                 if let Key::Single(idx, _) = key {
                     // A person's own subscription failed while the feed is fine: Unknown.
@@ -706,7 +730,8 @@ impl Runner {
         }
     }
 
-    fn details(&self) {
+    fn details(&mut self) {
+        let tls = self.tls_health.details(&self.ep, self.server, &self.ctx.name, now_ms() / 1000);
         let mut pools: HashMap<String, usize> = HashMap::new();
         let (mut singles, mut singles_active) = (0usize, 0usize);
         for p in self.people.values() {
@@ -749,6 +774,7 @@ impl Runner {
             "noresource": self.n.noresource,
             "resubscribes": self.n.resubscribes,
             "sip": sip_stats(&self.ep),
+            "tls": tls,
         }));
     }
 }

@@ -36,7 +36,7 @@ fn config_defaults_and_validation() {
     assert!(c.validate().is_ok());
     assert_eq!(c.domain(), "contoso.com");
     for bad in [
-        json!({ "transport": "tls" }),
+        json!({ "transport": "tls" }), // no tls_ca_file
         json!({ "transport": "sctp" }),
         json!({ "batch_size": 0 }),
         json!({ "batch_size": 1001 }),
@@ -52,6 +52,55 @@ fn config_defaults_and_validation() {
     let e = serde_json::from_value::<SfbConfig>(with_keys(base, json!({ "colour": "blue" }))).unwrap_err().to_string();
     assert!(e.contains("unknown field `colour`"), "unknown keys are refused: {e}");
     assert!(serde_json::from_value::<SfbConfig>(json!({ "name": "sfb", "from": "sip:a@b" })).is_err(), "server is required");
+}
+
+fn tls_fixture(name: &str) -> String {
+    format!("{}/../fixtures/tls/sip/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A trusted application: TLS with the application's certificate and no password; each thing
+/// missing is named. A pool FQDN without a port is 5061 over TLS.
+#[test]
+fn a_trusted_application_needs_tls_and_its_certificate_and_no_password() {
+    let tls = json!({
+        "server": "pool01.contoso.com", "transport": "tls", "trusted_application": true, "tls_ca_file": tls_fixture("ca-cert.pem"),
+        "tls_cert_file": tls_fixture("app-cert.pem"), "tls_key_file": tls_fixture("app-key.pem"), "from": "sip:presence-hub@apps.contoso.com",
+    });
+    let c = cfg(tls.clone());
+    c.validate().expect("valid");
+    assert!(c.trusted_application);
+    assert_eq!((c.conn.server_with_port(), c.pool_port()), ("pool01.contoso.com:5061".to_string(), 5061));
+    assert_eq!(cfg(json!({})).pool_port(), 5060);
+    assert!(c.tls_listener().unwrap().is_none());
+    let l = cfg(with_keys(tls.clone(), json!({ "tls_listen": "0.0.0.0:6001", "contact_host": "hub.contoso.com" })));
+    l.validate().expect("valid");
+    let listener = l.tls_listener().unwrap().expect("a listener");
+    assert_eq!((listener.addr.to_string(), listener.advertise.as_str()), ("0.0.0.0:6001".to_string(), "hub.contoso.com"));
+    let drop = |key: &str| {
+        let mut v = tls.clone();
+        v.as_object_mut().unwrap().remove(key);
+        v
+    };
+    let with = |k: &str, val: serde_json::Value| {
+        let mut v = tls.clone();
+        v[k] = val;
+        v
+    };
+    for (bad, why) in [
+        (drop("tls_cert_file"), "go together"),
+        (drop("tls_key_file"), "go together"),
+        (with("transport", json!("tcp")), "are for transport"),
+        (with_keys(tls.clone(), json!({ "username": "hub-svc", "password": "pw" })), "no username or password"),
+        (json!({ "trusted_application": true }), "needs transport = \"tls\""),
+        (json!({ "transport": "tls", "tls_ca_file": tls_fixture("ca-cert.pem"), "trusted_application": true }), "needs tls_cert_file"),
+        (with("tls_listen", json!("0.0.0.0:6001")), "go together"),
+        (with_keys(tls.clone(), json!({ "tls_listen": "port 6001", "contact_host": "hub.contoso.com" })), "IP address and port"),
+        (with_keys(tls.clone(), json!({ "tls_listen": "0.0.0.0:6001", "contact_host": "not a host" })), "contact_host"),
+        (with_keys(tls.clone(), json!({ "tls_listen": "0.0.0.0:6001", "contact_host": "hub.contoso.com", "trusted_application": false })), "needs trusted_application"),
+    ] {
+        let e = cfg(bad.clone()).validate().unwrap_err().to_string();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
 }
 
 /// Every key of an `sfb` block lands in its setting (the flat key names are a contract; TOML,

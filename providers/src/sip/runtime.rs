@@ -30,7 +30,7 @@ use presence_sip::subscription::{SubEvent, SubState, SubscribeSpec, Subscription
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::connect::{answer_stray, close, sip_stats, Connected, PingResult, Pings};
+use super::connect::{answer_stray, close, sip_stats, Connected, PingResult, Pings, TlsHealth};
 use super::map;
 use super::SipSourceConfig;
 use crate::common::follow::Follow;
@@ -130,7 +130,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
     let step = Duration::from_secs(1) / cfg.subscribe_rate.max(1);
     let mut spawn_tick = tokio::time::interval(step.max(Duration::from_micros(100)));
     let mut ping_tick = tokio::time::interval(Duration::from_secs(cfg.conn.keepalive_secs.max(1)));
-    let (ptx, mut prx) = mpsc::channel::<(u64, bool)>(4);
+    let (ptx, mut prx) = mpsc::channel::<(u64, Result<(), String>)>(4);
     let mut pings = Pings::default();
     // Down until the peer answers (a ping or a subscription).
     let mut down = true;
@@ -143,6 +143,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
     let mut notifies = 0u64;
     let mut bad_bodies = 0u64;
     let mut details_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tls_health = TlsHealth::new(&cfg.conn);
 
     loop {
         tokio::select! {
@@ -193,7 +194,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                 }
             }
             _ = ping_tick.tick(), if cfg.conn.keepalive_secs > 0 => pings.spawn(&ep, peer, &from, &ptx),
-            Some((n, ok)) = prx.recv() => match pings.result(n, ok) {
+            Some((n, answer)) = prx.recv() => match pings.result(n, answer.is_ok()) {
                 PingResult::Old => {}
                 PingResult::Answered => {
                     if down && was_down_after_up && !resubscribing {
@@ -217,14 +218,19 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                     }
                 }
                 PingResult::Missed(misses) => {
+                    let why = answer.err().unwrap_or_default();
                     if misses >= 2 && !down {
                         down = true;
                         resubscribing = false;
                         was_down_after_up = true;
-                        warn!(provider = %ctx.name, server = %server, "sip peer does not answer; feed down (stale)");
-                        ctx.feed.record_error("peer does not answer OPTIONS");
+                        warn!(provider = %ctx.name, server = %server, reason = %why, "sip peer does not answer; feed down (stale)");
                         ctx.feed.set_state("down");
                         ctx.sink.set_up(false);
+                    }
+                    if misses >= 2 {
+                        // Also while down from the start: the health says why (a TLS
+                        // certificate refused reads differently from a silent peer).
+                        ctx.feed.record_error(&format!("peer does not answer OPTIONS: {why}"));
                     }
                 }
             },
@@ -312,6 +318,7 @@ async fn run(cfg: SipSourceConfig, package: Package, ctx: ProviderContext) -> Re
                     "notifies": notifies,
                     "bad_bodies": bad_bodies,
                     "sip": sip_stats(&ep),
+                    "tls": tls_health.details(&ep, peer, &ctx.name, now_ms() / 1000),
                 }));
             }
         }

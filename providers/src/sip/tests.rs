@@ -105,7 +105,9 @@ async fn serve(ep: &Endpoint, req: Incoming, grant: u32, refuse_refresh: bool, b
             let call_id = req.msg.call_id.to_string();
             let expires = req.msg.expires().ok().flatten();
             let in_dialog = req.msg.to.tag.is_some();
-            let user = req.msg.request_user().unwrap_or_default().to_string();
+            // The resource is the To URI's user (in the dialog the Request-URI is this PBX's
+            // own Contact, the remote target).
+            let user = req.msg.header(&presence_sip::message::Name::TO).and_then(presence_sip::message::uri_user).unwrap_or_default().to_string();
             let event = req.msg.event().unwrap_or_default().to_string();
             let _ = seen.send(Seen { user: user.clone(), event, expires, call_id: call_id.clone(), in_dialog });
             if in_dialog {
