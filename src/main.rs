@@ -21,7 +21,7 @@ use presence_hub::config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "demo")]
 use presence_hub::cli::demo;
-use presence_hub::cli::{bench, bench_cluster, bench_directory, bench_sip, login};
+use presence_hub::cli::{bench, bench_cluster, bench_directory, bench_sip, bench_ws, login};
 use presence_hub::{run, store, tokens, RunOptions};
 
 /// A presence hub for switchboards: merges Teams, Skype for Business, calendars, PBX, mobile
@@ -78,6 +78,9 @@ enum Command {
     /// the API and times their frames on every watched node's stream (see
     /// scripts/bench-cluster.sh).
     BenchCluster(bench_cluster::BenchClusterArgs),
+    /// Many WebSocket and SSE clients watching everyone on one running hub: the hub's RSS per
+    /// client and the change → client latency (see scripts/bench-ws.sh).
+    BenchWs(bench_ws::BenchWsArgs),
     /// Signs a provider's service accounts in and keeps their tokens in the data directory's
     /// store (or checks the tokens kept there).
     Login {
@@ -282,6 +285,10 @@ fn real_main() -> Result<()> {
         Some(Command::BenchCluster(args)) => {
             init_logging(cfg.log.format, "warn");
             return bench_cluster::run(args);
+        }
+        Some(Command::BenchWs(args)) => {
+            init_logging(cfg.log.format, "warn");
+            return bench_ws::run(args);
         }
         None => {}
     }

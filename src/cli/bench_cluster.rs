@@ -94,10 +94,10 @@ struct WatchStats {
 
 /// Runs the benchmark and prints a report.
 /// Largest handshake answer read from a hub.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Largest WebSocket message (snapshot batch or delta) read from a hub, and the most unread
 /// bytes buffered: beyond, the stream is given up with an error instead of growing memory.
-const MAX_MESSAGE: usize = 16 << 20;
+pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 
 /// Signals in one POST at most: about 150 bytes each, well under the hub's 64 KiB body limit.
 const MAX_PER_POST: usize = 300;
@@ -265,19 +265,19 @@ pub fn run(args: BenchClusterArgs) -> Result<()> {
     Ok(())
 }
 
-struct PushResult {
+pub(crate) struct PushResult {
     /// The person of each signal, by number.
-    person: Vec<u32>,
-    sent: u64,
-    accepted: u64,
-    failed: u64,
-    posts: u64,
-    elapsed: Duration,
-    first_error: Option<String>,
+    pub(crate) person: Vec<u32>,
+    pub(crate) sent: u64,
+    pub(crate) accepted: u64,
+    pub(crate) failed: u64,
+    pub(crate) posts: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) first_error: Option<String>,
 }
 
 /// Pushes `total` signals at `rate` per second (open loop).
-async fn push_all(args: &BenchClusterArgs, origin: Instant, marker: &str, total: usize) -> Result<PushResult> {
+pub(crate) async fn push_all(args: &BenchClusterArgs, origin: Instant, marker: &str, total: usize) -> Result<PushResult> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight).timeout(Duration::from_secs(30)).build()?;
     let urls: Vec<String> = args.push.iter().map(|u| format!("{}/api/signals", u.trim_end_matches('/'))).collect();
     let auth = format!("Bearer {}", args.token);
@@ -507,7 +507,7 @@ fn record(g: &mut WatchStats, rest: &[u8], now_us: u64) {
 }
 
 /// One frame at the start of `b`, if complete: (its length, FIN, opcode, the payload's range).
-fn parse_frame(b: &[u8]) -> Option<(usize, bool, u8, std::ops::Range<usize>)> {
+pub(crate) fn parse_frame(b: &[u8]) -> Option<(usize, bool, u8, std::ops::Range<usize>)> {
     if b.len() < 2 {
         return None;
     }
@@ -528,7 +528,7 @@ fn parse_frame(b: &[u8]) -> Option<(usize, bool, u8, std::ops::Range<usize>)> {
 }
 
 /// A masked client frame (FIN set) with a short payload (control frames: at most 125 bytes).
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let payload = &payload[..payload.len().min(125)];
     let mask = [0x5a, 0x17, 0xc3, 0x88];
     let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
@@ -583,7 +583,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// VmRSS of a process, in KiB.
-fn rss_kb(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
 }

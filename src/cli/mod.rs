@@ -10,6 +10,8 @@
 //! - [`bench_cluster`]: `presence-hub bench-cluster`, a load driver against running hubs (a
 //!   cluster's nodes): signals pushed over the API, frames timed on every node's stream.
 //! - [`bench_sip`]: `presence-hub bench-sip`, a SIP presence workload against a presence server.
+//! - [`bench_ws`]: `presence-hub bench-ws`, many WebSocket and SSE clients against one hub: RSS
+//!   per client, change → client latency.
 //! - [`login`]: `presence-hub login graph`, signing the Teams service accounts in (OAuth device
 //!   code) and checking their stored tokens.
 
@@ -17,6 +19,7 @@ pub mod bench;
 pub mod bench_cluster;
 pub mod bench_directory;
 pub mod bench_sip;
+pub mod bench_ws;
 pub mod login;
 #[cfg(feature = "demo")]
 pub mod demo;
