@@ -32,6 +32,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// How long signals are pushed, and to whom: shared by `bench-cluster` and `bench-ws`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Load {
+    /// Seconds of pushing.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// People in the hub's directory, `<id-prefix>0` … `<id-prefix>N-1`.
+    #[arg(long, default_value_t = 320)]
+    pub people: usize,
+    /// The ids' prefix.
+    #[arg(long, default_value = "p")]
+    pub id_prefix: String,
+}
+
 /// Arguments of `presence-hub bench-cluster`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchClusterArgs {
@@ -47,15 +61,9 @@ pub struct BenchClusterArgs {
     /// Signals per second (open loop).
     #[arg(long, default_value_t = 500)]
     pub rate: u64,
-    /// Seconds of pushing.
-    #[arg(long, default_value_t = 20)]
-    pub seconds: u64,
-    /// People in the hubs' directory, `<id-prefix>0` … `<id-prefix>N-1`.
-    #[arg(long, default_value_t = 320)]
-    pub people: usize,
-    /// The ids' prefix.
-    #[arg(long, default_value = "p")]
-    pub id_prefix: String,
+    /// Who and how long: `--seconds`, `--people`, `--id-prefix`.
+    #[command(flatten)]
+    pub load: Load,
     /// After the push, how long to wait for the last frames.
     #[arg(long, default_value_t = 10)]
     pub drain_secs: u64,
@@ -103,10 +111,10 @@ pub(crate) const MAX_MESSAGE: usize = 16 << 20;
 const MAX_PER_POST: usize = 300;
 
 pub fn run(args: BenchClusterArgs) -> Result<()> {
-    if args.people == 0 || args.rate == 0 || args.seconds == 0 {
+    if args.load.people == 0 || args.rate == 0 || args.load.seconds == 0 {
         bail!("--people, --rate and --seconds must be above 0");
     }
-    let total = (args.rate * args.seconds) as usize;
+    let total = (args.rate * args.load.seconds) as usize;
     let origin = Instant::now();
     let run_id: u32 = std::process::id() ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let marker = format!("bc{run_id:08x}.");
@@ -171,7 +179,7 @@ pub fn run(args: BenchClusterArgs) -> Result<()> {
     // Report.
     let ticks = clock_ticks();
     let push_secs = push.elapsed.as_secs_f64();
-    println!("bench-cluster {}: {} people, {} signals/s offered for {} s, push to {} node(s), watch {} node(s)", args.label, args.people, args.rate, args.seconds, args.push.len(), args.watch.len());
+    println!("bench-cluster {}: {} people, {} signals/s offered for {} s, push to {} node(s), watch {} node(s)", args.label, args.load.people, args.rate, args.load.seconds, args.push.len(), args.watch.len());
     println!("  pushed {} signals in {} POSTs over {push_secs:.1} s: {} accepted ({:.0}/s), {} refused or failed{}", push.sent, push.posts, push.accepted, push.accepted as f64 / push_secs, push.failed, push.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default());
     let mut watch_json = Vec::new();
     for (url, st) in args.watch.iter().zip(&stats) {
@@ -189,7 +197,7 @@ pub fn run(args: BenchClusterArgs) -> Result<()> {
         // Of the missing, those whose person's last signal arrived (an intermediate state,
         // superseded: coalesced somewhere) and the people whose last state never arrived.
         let final_missing = (push.failed == 0).then(|| {
-            let mut last = vec![usize::MAX; args.people];
+            let mut last = vec![usize::MAX; args.load.people];
             for (n, &u) in push.person.iter().enumerate() {
                 last[u as usize] = n;
             }
@@ -254,7 +262,7 @@ pub fn run(args: BenchClusterArgs) -> Result<()> {
             serde_json::json!({
                 "machine_busy_pct": pct(busy), "measured_pct": pct(measured), "driver_pct": pct(driver), "others_pct": pct(others), "steal_pct": pct(steal),
                 "load_before": load0, "load_after": load1,
-                "label": args.label, "people": args.people, "rate": args.rate, "seconds": args.seconds,
+                "label": args.label, "people": args.load.people, "rate": args.rate, "seconds": args.load.seconds,
                 "push_nodes": args.push.len(), "watch_nodes": args.watch.len(),
                 "sent": push.sent, "accepted": push.accepted, "failed": push.failed, "posts": push.posts,
                 "accepted_per_s": push.accepted as f64 / push_secs,
@@ -292,9 +300,9 @@ pub(crate) async fn push_all(args: &BenchClusterArgs, origin: Instant, marker: &
         rng ^= rng << 17;
         rng
     };
-    let mut order: Vec<u32> = (0..args.people as u32).collect();
+    let mut order: Vec<u32> = (0..args.load.people as u32).collect();
     let mut pos = order.len();
-    let mut busy = vec![false; args.people];
+    let mut busy = vec![false; args.load.people];
     let mut person = Vec::with_capacity(total);
     let (mut sent, mut posts, mut target) = (0usize, 0u64, 0usize);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -329,7 +337,7 @@ pub(crate) async fn push_all(args: &BenchClusterArgs, origin: Instant, marker: &
             }
             body.push_str(&format!(
                 "{{\"who\":\"{}{u}\",\"source\":\"teams\",\"instance\":\"bench\",\"availability\":\"{avail}\"{act},\"note\":\"{marker}{n}.{t_us}\",\"version\":{}}}",
-                args.id_prefix,
+                args.load.id_prefix,
                 sent + i + 1,
                 n = sent + i
             ));

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::bench_cluster::{client_frame, parse_frame, push_all, rss_kb, BenchClusterArgs, MAX_HEAD, MAX_MESSAGE};
+use super::bench_cluster::{client_frame, parse_frame, push_all, rss_kb, BenchClusterArgs, Load, MAX_HEAD, MAX_MESSAGE};
 
 /// Arguments of `presence-hub bench-ws`.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,15 +46,10 @@ pub struct BenchWsArgs {
     /// Signals per second (open loop); every one goes to every client.
     #[arg(long, default_value_t = 5)]
     pub rate: u64,
-    /// Seconds of pushing (0: connect, measure memory, and stop).
-    #[arg(long, default_value_t = 20)]
-    pub seconds: u64,
-    /// People in the hub's directory, `<id-prefix>0` … `<id-prefix>N-1`.
-    #[arg(long, default_value_t = 320)]
-    pub people: usize,
-    /// The ids' prefix.
-    #[arg(long, default_value = "p")]
-    pub id_prefix: String,
+    /// Who and how long: `--seconds` (0: connect, measure memory, and stop), `--people`,
+    /// `--id-prefix`.
+    #[command(flatten)]
+    pub load: Load,
     /// The hub's process id, to read its RSS.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -221,16 +216,14 @@ pub fn run(args: BenchWsArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_idle = args.pid.and_then(rss_kb);
         let frames_before = shared.frames.load(Ordering::Relaxed);
-        let total = (args.rate * args.seconds) as usize;
+        let total = (args.rate * args.load.seconds) as usize;
         let (push, push_secs) = if total > 0 {
             let pa = BenchClusterArgs {
                 push: vec![args.url.clone()],
                 watch: vec![],
                 token: args.token.clone(),
                 rate: args.rate,
-                seconds: args.seconds,
-                people: args.people,
-                id_prefix: args.id_prefix.clone(),
+                load: args.load.clone(),
                 drain_secs: args.drain_secs,
                 max_in_flight: 16,
                 pid: vec![],
@@ -258,7 +251,7 @@ pub fn run(args: BenchWsArgs) -> Result<()> {
             (Some(a), Some(b)) => Some((b as f64 - a as f64) / clients as f64),
             _ => None,
         };
-        println!("bench-ws: {} WebSocket + {} SSE clients watching all {} people at {}, ready in {connect_secs:.1} s", args.ws, args.sse, args.people, args.url);
+        println!("bench-ws: {} WebSocket + {} SSE clients watching all {} people at {}, ready in {connect_secs:.1} s", args.ws, args.sse, args.load.people, args.url);
         println!(
             "  hub RSS: {} before, {} with the clients idle ({} per client), {} after the push",
             mb(rss0),
@@ -287,7 +280,7 @@ pub fn run(args: BenchWsArgs) -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "ws": args.ws, "sse": args.sse, "people": args.people, "rate": args.rate, "seconds": args.seconds,
+                    "ws": args.ws, "sse": args.sse, "people": args.load.people, "rate": args.rate, "seconds": args.load.seconds,
                     "connect_secs": connect_secs, "rss_before_kb": rss0, "rss_idle_kb": rss_idle, "rss_after_kb": rss_after,
                     "rss_per_client_kb": per_client, "accepted": accepted, "expected": expected, "delivered": matched,
                     "lagged": shared.lagged.load(Ordering::Relaxed), "frames_per_s": frames as f64 / push_secs.max(0.001),
