@@ -456,6 +456,10 @@ pub fn name_addr_uri(value: &str) -> &str {
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: BytesMut,
+    /// How much of `buf` is known to hold no end of a head yet: the next search starts there
+    /// (a few bytes back, for a `\r\n\r\n` split across reads), so a head that arrives a
+    /// byte at a time costs linear time, not quadratic.
+    scanned: usize,
 }
 
 /// A framing result.
@@ -484,6 +488,7 @@ impl Framer {
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ParseError> {
         let crlfs = self.buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
         if crlfs > 0 {
+            self.scanned = 0;
             let ping = self.buf.starts_with(b"\r\n\r\n");
             let _ = self.buf.split_to(crlfs);
             if ping {
@@ -493,7 +498,8 @@ impl Framer {
         if self.buf.is_empty() {
             return Ok(None);
         }
-        let Some(head_end) = find_head_end(&self.buf) else {
+        let Some(head_end) = find_head_end_from(&self.buf, self.scanned) else {
+            self.scanned = self.buf.len().saturating_sub(3);
             if self.buf.len() > MAX_MESSAGE_LEN {
                 return Err(ParseError::TooLarge);
             }
@@ -518,6 +524,7 @@ impl Framer {
         if self.buf.len() < total {
             return Ok(None);
         }
+        self.scanned = 0;
         Ok(Some(Frame::Message(self.buf.split_to(total).freeze())))
     }
 
@@ -539,7 +546,13 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+    find_head_end_from(buf, 0)
+}
+
+/// [`find_head_end`], searching from `from` on (`buf[..from]` is known to hold no `\n` that
+/// ends the head, except in its last three bytes, which the caller leaves out of `from`).
+fn find_head_end_from(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.min(buf.len());
     while let Some(p) = memchr::memchr(b'\n', &buf[i..]) {
         let nl = i + p;
         let rest = &buf[nl + 1..];
@@ -701,6 +714,33 @@ Content-Length: 0\r\n\r\n";
         let mut f = Framer::new();
         f.extend(b"NOTIFY sip:a@b SIP/2.0\r\nVia: x\r\n\r\n");
         assert_eq!(f.next_frame().unwrap_err(), ParseError::BadHeader("Content-Length"));
+    }
+
+    /// The same frames whatever the reads: every cut into two reads, and one byte a time —
+    /// for heads ending `\r\n\r\n` and `\n\n` (the search resumes where it left off).
+    #[test]
+    fn framer_finds_heads_across_any_cut_of_the_reads() {
+        let lf = SUB.replace("\r\n", "\n");
+        let stream = format!("{SUB}{lf}\r\n\r\n{SUB}");
+        let bytes = stream.as_bytes();
+        let frames = |reads: &mut dyn Iterator<Item = &[u8]>| {
+            let mut f = Framer::new();
+            let mut out = Vec::new();
+            for r in reads {
+                f.extend(r);
+                while let Ok(Some(fr)) = f.next_frame() {
+                    if let Frame::Message(m) = fr {
+                        out.push(Message::parse(m).unwrap().cseq);
+                    }
+                }
+            }
+            out
+        };
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(frames(&mut [a, b].into_iter()), [314159, 314159, 314159], "cut at {cut}");
+        }
+        assert_eq!(frames(&mut bytes.chunks(1)), [314159, 314159, 314159], "a byte at a time");
     }
 
     #[test]
