@@ -445,7 +445,7 @@ impl Endpoint {
         if let Err(e) = self.inner.send(peer, bytes.clone()).await {
             let e = e.to_string();
             if peer.transport.is_stream() {
-                self.inner.conn_errors.lock().unwrap().insert(peer, e.clone());
+                self.inner.note_conn_error(peer, e.clone());
             }
             return Err(TxError::Transport(e));
         }
@@ -672,6 +672,17 @@ impl Inner {
         }
     }
 
+    /// Keeps why the connection to `peer` failed, at most [`MAX_CONNECTIONS`] peers' reasons
+    /// (beyond, the old ones are forgotten: a server talking to many short-lived peers must
+    /// not grow without bound).
+    fn note_conn_error(&self, peer: Peer, why: String) {
+        let mut errors = self.conn_errors.lock().unwrap();
+        if errors.len() >= MAX_CONNECTIONS && !errors.contains_key(&peer) {
+            errors.clear();
+        }
+        errors.insert(peer, why);
+    }
+
     /// Requests to `peer` fail with `why` for the next hold-down (module docs).
     fn hold(&self, peer: Peer, why: String) {
         let now = Instant::now();
@@ -765,7 +776,7 @@ impl Inner {
                                     let why = format!("connection to {remote} ({}) lost: no pong to a keep-alive ping in time", peer.transport);
                                     tracing::warn!(%remote, transport = %peer.transport, "SIP connection lost: no pong to a keep-alive ping; closing it.");
                                     if let Some(inner) = weak.upgrade() {
-                                        inner.conn_errors.lock().unwrap().insert(peer, why);
+                                        inner.note_conn_error(peer, why);
                                     }
                                     break 'conn;
                                 }
@@ -793,7 +804,11 @@ impl Inner {
                                     let _ = tx.send(Err(why.clone()));
                                 }
                             }
-                            inner.conn_errors.lock().unwrap().insert(peer, why);
+                            // Kept for connections this endpoint opened: an accepted one's
+                            // peer (a phone's ephemeral port) is never asked for again.
+                            if outbound {
+                                inner.note_conn_error(peer, why);
+                            }
                         }
                         break;
                     }
